@@ -1,0 +1,134 @@
+"""The referral and its events: plain values, no I/O (DESIGN.md rule 5)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Stage(StrEnum):
+    """Internal referral stages (landscape.md §2.6), each mapped to a Task.status and BSeR code."""
+
+    DETECTED = "detected"
+    TRIAGE = "triage"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    COVERAGE_CHECK = "coverage-check"
+    AUTH_PENDING = "auth-pending"
+    OUTREACH = "outreach"
+    SCHEDULED = "scheduled"
+    NO_SHOW = "no-show"
+    APPOINTMENT_CANCELLED = "appointment-cancelled"
+    VISIT_COMPLETED = "visit-completed"
+    CANCEL_REQUESTED = "cancel-requested"
+    CANCELLED = "cancelled"
+    LOOP_CLOSED = "loop-closed"
+    FAILED = "failed"
+    ON_HOLD = "on-hold"
+
+
+TERMINAL_STAGES = frozenset({Stage.DECLINED, Stage.CANCELLED, Stage.LOOP_CLOSED, Stage.FAILED})
+
+PRIORITIES = ("routine", "urgent", "asap", "stat")
+
+
+@dataclass(frozen=True)
+class Reason:
+    """A coded reason (Task.statusReason, a decline or hold reason)."""
+
+    code: str
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Link:
+    """A typed reference kept on the Task as input or output (Appointment, DocumentReference...)."""
+
+    type: str
+    reference: str
+    display: str = ""
+
+
+@dataclass(frozen=True)
+class Referral:
+    """Current state of one referral; the FHIR Task is produced from it."""
+
+    id: str
+    source_key: str
+    service_request: str
+    patient: str
+    stage: Stage = Stage.DETECTED
+    requester: str = ""
+    performer: str = ""
+    owner: str = ""
+    priority: str = "routine"
+    specialty: str = ""
+    reason_text: str = ""
+    payer: str = ""
+    auth_state: str = ""
+    held_from: Stage | None = None
+    status_reason: Reason | None = None
+    deadline: datetime | None = None
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    version: int = 0
+    outreach_attempts: int = 0
+    inputs: tuple[Link, ...] = ()
+    outputs: tuple[Link, ...] = ()
+    identifiers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def terminal(self) -> bool:
+        return self.stage in TERMINAL_STAGES
+
+    def evolve(self, **changes: Any) -> Referral:
+        return replace(self, **changes)
+
+
+def new_referral_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did it: a FHIR reference (Practitioner/1, Device/refloop-listener) and a display."""
+
+    reference: str
+    display: str = ""
+    kind: str = "system"  # system | human
+
+
+SYSTEM = Actor("Device/refloop", "Refloop", "system")
+
+
+@dataclass(frozen=True)
+class Command:
+    """What someone asks the lifecycle to do; `changes` carries the details the action sets."""
+
+    action: str
+    actor: Actor = SYSTEM
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    reason: Reason | None = None
+    source: str = ""
+    source_message: str = ""
+    changes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of the append-only event log."""
+
+    referral_id: str
+    seq: int
+    action: str
+    from_stage: Stage | None
+    to_stage: Stage
+    actor: Actor
+    at: datetime
+    reason: Reason | None = None
+    source: str = ""
+    source_message: str = ""
+    data: dict[str, Any] = field(default_factory=dict)

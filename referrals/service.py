@@ -1,0 +1,74 @@
+"""The referral application service: load, transition, save, with listeners in the same commit.
+
+Adapters call this; it is the one way a referral changes. Listeners registered by `refloop/`
+run inside the saving transaction, so outbox work (write the Task to the EHR, submit PAS...) is
+decided at commit and never lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Connection
+
+from referrals.errors import ConflictError
+from referrals.lifecycle import Transition, start, transition
+from referrals.model import Command, Referral
+from referrals.store.database import Database
+from referrals.store.referrals import ReferralStore
+
+Listener = Callable[[Connection, Transition], None]
+
+
+@dataclass
+class ReferralService:
+    db: Database
+    store: ReferralStore
+    listeners: list[Listener] = field(default_factory=list)
+    retries: int = 5
+
+    def open(self, draft: Referral, command: Command, conn: Connection | None = None
+             ) -> tuple[Referral, bool]:
+        """Create the referral for `draft.source_key` unless it exists; (referral, created)."""
+        existing = self.store.try_get_by_source(draft.source_key, conn)
+        if existing is not None:
+            return existing, False
+        change = start(draft, command)
+        try:
+            with self.db.using(conn) as c:
+                self.store.save(change, c)
+                self._notify(c, change)
+        except ConflictError:
+            found = self.store.try_get_by_source(draft.source_key, conn)
+            if found is None:
+                raise
+            return found, False
+        return change.referral, True
+
+    def act(self, referral_id: str, command: Command, *, expected_version: int | None = None,
+            conn: Connection | None = None) -> Referral:
+        """Apply `command`; with `expected_version`, a concurrent change raises ConflictError.
+
+        Without it, a lost race reloads and re-applies (the lifecycle re-checks the rules).
+        """
+        for attempt in range(self.retries):
+            try:
+                with self.db.using(conn) as c:
+                    current = self.store.get(referral_id, c)
+                    if expected_version is not None and current.version != expected_version:
+                        raise ConflictError(f"referral {referral_id}", expected_version,
+                                            current.version)
+                    change = transition(current, command)
+                    self.store.save(change, c)
+                    self._notify(c, change)
+                return change.referral
+            except ConflictError:
+                if expected_version is not None or conn is not None or \
+                        attempt == self.retries - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _notify(self, conn: Connection, change: Transition) -> None:
+        for listener in self.listeners:
+            listener(conn, change)

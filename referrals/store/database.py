@@ -1,0 +1,104 @@
+"""Engines and transactions for SQLite (WAL, BEGIN IMMEDIATE writers) and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+from referrals.errors import RefloopError
+
+
+class Database:
+    """An engine plus the two kinds of transaction the core uses."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction; on SQLite it takes the write lock at BEGIN (no upgrade deadlocks)."""
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def using(self, conn: Connection | None) -> Iterator[Connection]:
+        """Join the caller's transaction, or open a write transaction of our own."""
+        if conn is not None:
+            yield conn
+            return
+        with self.write() as own:
+            yield own
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def sqlite_url(var_dir: Path) -> str:
+    var_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(var_dir / 'refloop.db').resolve()}"
+
+
+def connect(url: str, *, sqlite_synchronous: str = "NORMAL", pool_size: int = 5) -> Database:
+    """Open the store at `url`; SQLite gets WAL, a busy timeout and explicit BEGINs."""
+    if url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgres://")
+    elif url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    try:
+        if url.startswith("sqlite"):
+            engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False},
+                                      pool_size=pool_size, max_overflow=20)
+            _prepare_sqlite(engine, sqlite_synchronous)
+        else:
+            engine = sa.create_engine(url, pool_size=pool_size, max_overflow=20,
+                                      pool_pre_ping=True)
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise RefloopError(f"cannot open the database {_safe(url)}: {exc}") from exc
+    return Database(engine)
+
+
+def _prepare_sqlite(engine: Engine, synchronous: str) -> None:
+    if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+        raise RefloopError(f"sqlite synchronous must be NORMAL, FULL or EXTRA, not {synchronous}")
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<unparseable database URL>"

@@ -1,0 +1,119 @@
+"""The inbox: raw inbound input stored durably, with its work item, before anyone is answered."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from referrals.store.database import Database
+from referrals.store.quarantine import Quarantine
+from referrals.store.schema import inbox
+from referrals.store.work import WorkQueue
+
+RECEIVED, PROCESSED, QUARANTINED, REJECTED, IGNORED = (
+    "received", "processed", "quarantined", "rejected", "ignored")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    inbox_id: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class InboxMessage:
+    id: int
+    channel: str
+    sender: str
+    dedupe_key: str | None
+    received_at: datetime
+    content_type: str
+    headers: dict[str, Any]
+    body: bytes
+    status: str
+    note: str
+
+
+class Inbox:
+    def __init__(self, db: Database, work: WorkQueue, quarantine: Quarantine) -> None:
+        self.db = db
+        self.work = work
+        self.quarantine = quarantine
+
+    def accept(self, channel: str, sender: str, body: bytes, *, work_kind: str | None,
+               content_type: str = "", headers: dict[str, Any] | None = None,
+               dedupe_key: str | None = None, work_payload: dict[str, Any] | None = None,
+               status: str = RECEIVED, conn: Connection | None = None) -> Accepted:
+        """Store `body` and enqueue its processing in one transaction.
+
+        A repeated `dedupe_key` stores nothing and reports the first message (duplicate=True).
+        """
+        insert = (postgresql.insert(inbox) if self.db.dialect == "postgresql"
+                  else sqlite.insert(inbox))
+        statement = insert.values(
+            channel=channel, sender=sender, dedupe_key=dedupe_key, received_at=datetime.now(UTC),
+            content_type=content_type, headers=headers or {}, body=body, status=status,
+        ).returning(inbox.c.id)
+        if dedupe_key is not None:
+            statement = statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
+        with self.db.using(conn) as c:
+            inbox_id = c.execute(statement).scalar()
+            if inbox_id is None:
+                first = c.execute(sa.select(inbox.c.id)
+                                  .where(inbox.c.dedupe_key == dedupe_key)).scalar_one()
+                return Accepted(int(first), True)
+            if work_kind is not None:
+                self.work.enqueue(work_kind, {"inbox_id": int(inbox_id), **(work_payload or {})},
+                                  key=f"inbox:{inbox_id}", conn=c)
+        return Accepted(int(inbox_id), False)
+
+    def reject(self, channel: str, sender: str, body: bytes, reason: str, *,
+               content_type: str = "", headers: dict[str, Any] | None = None,
+               conn: Connection | None = None) -> int:
+        """Keep bad input: an inbox row marked rejected and a quarantine entry with the reason."""
+        with self.db.using(conn) as c:
+            accepted = self.accept(channel, sender, body, work_kind=None,
+                                   content_type=content_type, headers=headers,
+                                   status=REJECTED, conn=c)
+            c.execute(inbox.update().where(inbox.c.id == accepted.inbox_id)
+                      .values(note=reason[:4000]))
+            self.quarantine.put(origin="inbox", kind=channel, reason=reason, original=body,
+                                content_type=content_type, inbox_id=accepted.inbox_id, conn=c)
+            return accepted.inbox_id
+
+    def get(self, inbox_id: int, conn: Connection | None = None) -> InboxMessage:
+        query = sa.select(inbox).where(inbox.c.id == inbox_id)
+        if conn is not None:
+            row = conn.execute(query).mappings().one()
+        else:
+            with self.db.read() as c:
+                row = c.execute(query).mappings().one()
+        return InboxMessage(**{k: row[k] for k in InboxMessage.__dataclass_fields__})
+
+    def mark(self, inbox_id: int, status: str, note: str = "",
+             conn: Connection | None = None) -> None:
+        with self.db.using(conn) as c:
+            c.execute(inbox.update().where(inbox.c.id == inbox_id).values(
+                status=status, note=note[:4000], processed_at=datetime.now(UTC)))
+
+    def quarantine_message(self, inbox_id: int, reason: str,
+                           conn: Connection | None = None) -> int:
+        """Move a stored message to quarantine (its mapping failed for good)."""
+        with self.db.using(conn) as c:
+            message = self.get(inbox_id, conn=c)
+            self.mark(inbox_id, QUARANTINED, reason, conn=c)
+            return self.quarantine.put(origin="inbox", kind=message.channel, reason=reason,
+                                       original=message.body,
+                                       content_type=message.content_type,
+                                       inbox_id=inbox_id, conn=c)
+
+    def counts(self) -> dict[str, int]:
+        with self.db.read() as c:
+            rows = c.execute(sa.select(inbox.c.status, sa.func.count())
+                             .group_by(inbox.c.status)).all()
+        return {status: count for status, count in rows}

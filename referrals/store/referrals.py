@@ -1,0 +1,169 @@
+"""Referrals and their append-only event log, with optimistic concurrency."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from referrals.codec import referral_from_dict, referral_to_dict
+from referrals.errors import ConflictError, NotFound
+from referrals.lifecycle import Transition
+from referrals.model import Actor, Event, Reason, Referral, Stage
+from referrals.store.database import Database
+from referrals.store.schema import referral_events, referrals
+from referrals.task import bser_code, task_status, to_provenance, to_task
+
+
+class ReferralStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def save(self, change: Transition, conn: Connection | None = None) -> Referral:
+        """Insert (version 1) or update the referral, append its event; raise ConflictError."""
+        referral = change.referral
+        row = _row(referral)
+        with self.db.using(conn) as c:
+            if referral.version == 1:
+                try:
+                    with c.begin_nested():
+                        c.execute(referrals.insert().values(**row))
+                except sa.exc.IntegrityError as exc:
+                    raise ConflictError(f"referral {referral.source_key}", 0, 1) from exc
+            else:
+                result = c.execute(
+                    referrals.update()
+                    .where(referrals.c.id == referral.id,
+                           referrals.c.version == referral.version - 1)
+                    .values(**row)
+                )
+                if result.rowcount != 1:
+                    found = c.execute(sa.select(referrals.c.version)
+                                      .where(referrals.c.id == referral.id)).scalar()
+                    raise ConflictError(f"referral {referral.id}", referral.version - 1, found)
+            c.execute(referral_events.insert().values(**_event_row(referral, change.event)))
+        return referral
+
+    def get(self, referral_id: str, conn: Connection | None = None) -> Referral:
+        found = self.try_get(referral_id, conn)
+        if found is None:
+            raise NotFound(f"no referral {referral_id}")
+        return found
+
+    def try_get(self, referral_id: str, conn: Connection | None = None) -> Referral | None:
+        return self._one(referrals.c.id == referral_id, conn)
+
+    def try_get_by_source(self, source_key: str, conn: Connection | None = None
+                          ) -> Referral | None:
+        return self._one(referrals.c.source_key == source_key, conn)
+
+    def try_get_by_service_request(self, reference: str, conn: Connection | None = None
+                                   ) -> Referral | None:
+        return self._one(referrals.c.service_request == reference, conn)
+
+    def task(self, referral_id: str) -> dict[str, Any] | None:
+        with self.db.read() as c:
+            return c.execute(sa.select(referrals.c.task)
+                             .where(referrals.c.id == referral_id)).scalar()
+
+    def events(self, referral_id: str, conn: Connection | None = None) -> list[Event]:
+        query = (sa.select(referral_events).where(referral_events.c.referral_id == referral_id)
+                 .order_by(referral_events.c.seq))
+        if conn is not None:
+            rows = conn.execute(query).mappings().all()
+        else:
+            with self.db.read() as c:
+                rows = c.execute(query).mappings().all()
+        return [_event_from_row(r) for r in rows]
+
+    def provenance(self, referral_id: str) -> list[dict[str, Any]]:
+        with self.db.read() as c:
+            return list(c.execute(
+                sa.select(referral_events.c.provenance)
+                .where(referral_events.c.referral_id == referral_id)
+                .order_by(referral_events.c.seq)).scalars())
+
+    def list(self, *, stage: str | None = None, limit: int = 100, offset: int = 0,
+             where: Sequence[sa.ColumnElement[bool]] = ()) -> list[Referral]:
+        query = sa.select(referrals.c.state).order_by(referrals.c.updated_at.desc(),
+                                                      referrals.c.id)
+        if stage:
+            query = query.where(referrals.c.stage == stage)
+        for clause in where:
+            query = query.where(clause)
+        with self.db.read() as c:
+            return [referral_from_dict(s) for s in
+                    c.execute(query.limit(limit).offset(offset)).scalars()]
+
+    def count_by_stage(self) -> dict[str, int]:
+        with self.db.read() as c:
+            rows = c.execute(sa.select(referrals.c.stage, sa.func.count())
+                             .group_by(referrals.c.stage)).all()
+        return {stage: count for stage, count in rows}
+
+    def count_events_by_action(self) -> dict[str, int]:
+        """How many referrals ever took each action (the funnel reads this)."""
+        with self.db.read() as c:
+            rows = c.execute(sa.select(referral_events.c.action,
+                                       sa.func.count(sa.distinct(referral_events.c.referral_id)))
+                             .group_by(referral_events.c.action)).all()
+        return {action: count for action, count in rows}
+
+    def _one(self, clause: sa.ColumnElement[bool], conn: Connection | None) -> Referral | None:
+        query = sa.select(referrals.c.state).where(clause)
+        if conn is not None:
+            state = conn.execute(query).scalar()
+        else:
+            with self.db.read() as c:
+                state = c.execute(query).scalar()
+        return referral_from_dict(state) if state else None
+
+
+def _row(referral: Referral) -> dict[str, Any]:
+    return {
+        "id": referral.id, "source_key": referral.source_key, "stage": referral.stage.value,
+        "task_status": task_status(referral), "business_status": bser_code(referral),
+        "priority": referral.priority, "patient": referral.patient, "owner": referral.owner,
+        "service_request": referral.service_request, "specialty": referral.specialty,
+        "payer": referral.payer, "auth_state": referral.auth_state,
+        "deadline": referral.deadline, "created_at": referral.created_at,
+        "updated_at": referral.updated_at, "version": referral.version,
+        "state": referral_to_dict(referral), "task": to_task(referral),
+    }
+
+
+def _event_row(referral: Referral, event: Event) -> dict[str, Any]:
+    return {
+        "referral_id": event.referral_id, "seq": event.seq, "action": event.action,
+        "from_stage": event.from_stage.value if event.from_stage else None,
+        "to_stage": event.to_stage.value, "actor": event.actor.reference,
+        "actor_display": event.actor.display, "at": event.at,
+        "reason_code": event.reason.code if event.reason else None,
+        "reason_text": event.reason.text if event.reason else None,
+        "source": event.source, "source_message": event.source_message, "data": event.data,
+        "provenance": to_provenance(referral, event),
+    }
+
+
+def _event_from_row(row: Any) -> Event:
+    at = row["at"]
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return Event(
+        referral_id=row["referral_id"], seq=row["seq"], action=row["action"],
+        from_stage=Stage(row["from_stage"]) if row["from_stage"] else None,
+        to_stage=Stage(row["to_stage"]),
+        actor=Actor(row["actor"], row["actor_display"],
+                    "human" if row["actor"].startswith(("Practitioner", "PractitionerRole"))
+                    else "system"),
+        at=at, reason=Reason(row["reason_code"], row["reason_text"] or "")
+        if row["reason_code"] else None,
+        source=row["source"], source_message=row["source_message"], data=row["data"] or {},
+    )
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

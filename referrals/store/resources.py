@@ -1,0 +1,94 @@
+"""FHIR resources we hold (ServiceRequest, Patient, Coverage...), each with its version history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from referrals.errors import ConflictError
+from referrals.store.database import Database
+from referrals.store.schema import resource_versions, resources
+
+LOCAL = "local"
+
+
+class ResourceStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def put(self, resource: dict[str, Any], *, server: str = LOCAL,
+            conn: Connection | None = None) -> int:
+        """Store a new version of `resource` unless it equals the current one; return our version.
+
+        The remote `meta.versionId` is kept; a resource whose remote version we already hold is
+        not stored again (redelivered notifications are harmless).
+        """
+        rtype, rid = resource["resourceType"], str(resource["id"])
+        remote = str((resource.get("meta") or {}).get("versionId") or "") or None
+        with self.db.using(conn) as c:
+            current = self._current(c, server, rtype, rid)
+            if current is not None and not current.deleted and (
+                (remote is not None and current.remote_version == remote)
+                or current.body == resource
+            ):
+                return int(current.version)
+            return self._write(c, server, rtype, rid, resource, remote, current)
+
+    def delete(self, rtype: str, rid: str, *, server: str = LOCAL,
+               conn: Connection | None = None) -> int | None:
+        """Record a deletion as a new version; None when we never held the resource."""
+        with self.db.using(conn) as c:
+            current = self._current(c, server, rtype, rid)
+            if current is None:
+                return None
+            if current.deleted:
+                return int(current.version)
+            return self._write(c, server, rtype, rid, None, None, current)
+
+    def try_get(self, rtype: str, rid: str, *, server: str = LOCAL,
+                conn: Connection | None = None) -> dict[str, Any] | None:
+        query = sa.select(resources.c.body).where(
+            resources.c.server == server, resources.c.resource_type == rtype,
+            resources.c.resource_id == rid, resources.c.deleted.is_(False))
+        if conn is not None:
+            return conn.execute(query).scalar()
+        with self.db.read() as c:
+            return c.execute(query).scalar()
+
+    def history(self, rtype: str, rid: str, *, server: str = LOCAL) -> list[dict[str, Any]]:
+        """Every version we stored, oldest first: version, remote_version, deleted, body."""
+        with self.db.read() as c:
+            rows = c.execute(
+                sa.select(resource_versions).where(
+                    resource_versions.c.server == server,
+                    resource_versions.c.resource_type == rtype,
+                    resource_versions.c.resource_id == rid)
+                .order_by(resource_versions.c.version)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def _current(self, c: Connection, server: str, rtype: str, rid: str) -> Any:
+        return c.execute(sa.select(resources).where(
+            resources.c.server == server, resources.c.resource_type == rtype,
+            resources.c.resource_id == rid)).first()
+
+    def _write(self, c: Connection, server: str, rtype: str, rid: str,
+               body: dict[str, Any] | None, remote: str | None, current: Any) -> int:
+        now = datetime.now(UTC)
+        version = 1 if current is None else int(current.version) + 1
+        values = {"version": version, "remote_version": remote, "deleted": body is None,
+                  "body": body}
+        key = {"server": server, "resource_type": rtype, "resource_id": rid}
+        if current is None:
+            c.execute(resources.insert().values(**key, **values, updated_at=now))
+        else:
+            result = c.execute(resources.update().where(
+                resources.c.server == server, resources.c.resource_type == rtype,
+                resources.c.resource_id == rid, resources.c.version == current.version,
+            ).values(**values, updated_at=now))
+            if result.rowcount != 1:
+                raise ConflictError(f"{rtype}/{rid}", int(current.version), None)
+        c.execute(resource_versions.insert().values(**key, **values, recorded_at=now))
+        return version

@@ -1,0 +1,83 @@
+"""Workers: claim due work, run its handler, complete, back off or quarantine."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from referrals.errors import InboundError, PeerError, RetryLater
+from referrals.store.work import WorkItem, WorkQueue
+
+Handler = Callable[[WorkItem], None]
+
+log = logging.getLogger("refloop.worker")
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Worker:
+    queue: WorkQueue
+    handlers: dict[str, Handler]
+    name: str = field(default_factory=worker_name)
+    batch: int = 10
+
+    def run_once(self) -> int:
+        """Claim and run one batch; returns how many items were processed."""
+        items = self.queue.claim(self.name, limit=self.batch, kinds=self.handlers.keys())
+        for item in items:
+            self.process(item)
+        return len(items)
+
+    def process(self, item: WorkItem) -> str:
+        handler = self.handlers[item.kind]
+        context = {"work_item": item.id, "kind": item.kind, "attempt": item.attempts}
+        try:
+            handler(item)
+        except RetryLater as exc:
+            self.queue.postpone(item, self.name, exc.delay_seconds, str(exc))
+            log.info("work postponed", extra={**context, "why": str(exc)})
+            return "postponed"
+        except InboundError as exc:
+            outcome = self.queue.fail(item, self.name, f"bad input: {exc}", final=True)
+            log.warning("work rejected", extra={**context, "error": str(exc)})
+            return outcome
+        except PeerError as exc:
+            outcome = self.queue.fail(item, self.name, f"peer: {exc}", final=not exc.retryable)
+            log.warning("work failed", extra={**context, "error": str(exc), "outcome": outcome})
+            return outcome
+        except Exception as exc:  # a bug or an unexpected failure: retry, then quarantine
+            outcome = self.queue.fail(item, self.name, f"{type(exc).__name__}: {exc}")
+            log.exception("work crashed", extra={**context, "outcome": outcome})
+            return outcome
+        self.queue.complete(item, self.name)
+        return "done"
+
+    def run(self, stop: threading.Event, idle_sleep: float = 0.2) -> None:
+        """Process until `stop` is set; sleeps briefly when nothing is due."""
+        log.info("worker started", extra={"worker": self.name, "kinds": sorted(self.handlers)})
+        while not stop.is_set():
+            try:
+                busy = self.run_once()
+            except Exception:
+                log.exception("claiming work failed; retrying")
+                busy = 0
+            if not busy:
+                stop.wait(idle_sleep)
+
+    def drain(self, max_rounds: int = 10_000) -> int:
+        """Run until nothing is due (tests, the demo); returns items processed."""
+        total = 0
+        for _ in range(max_rounds):
+            done = self.run_once()
+            if not done:
+                break
+            total += done
+        return total
