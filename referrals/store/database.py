@@ -27,7 +27,7 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A write transaction; on SQLite it takes the write lock at BEGIN (no upgrade deadlocks)."""
+        """A write transaction; SQLite takes the write lock at BEGIN (no upgrade deadlocks)."""
         with self.engine.connect() as conn:
             if self.is_sqlite:
                 conn = conn.execution_options(sqlite_begin="IMMEDIATE")

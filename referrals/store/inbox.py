@@ -55,12 +55,13 @@ class Inbox:
         """
         insert = (postgresql.insert(inbox) if self.db.dialect == "postgresql"
                   else sqlite.insert(inbox))
-        statement = insert.values(
+        values = insert.values(
             channel=channel, sender=sender, dedupe_key=dedupe_key, received_at=datetime.now(UTC),
             content_type=content_type, headers=headers or {}, body=body, status=status,
-        ).returning(inbox.c.id)
+        )
         if dedupe_key is not None:
-            statement = statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
+            values = values.on_conflict_do_nothing(index_elements=["dedupe_key"])
+        statement = values.returning(inbox.c.id)
         with self.db.using(conn) as c:
             inbox_id = c.execute(statement).scalar()
             if inbox_id is None:

@@ -1,0 +1,42 @@
+# Refloop: two commands on a fresh machine.
+#   make demo   set up, then run the demo on the embedded default (SQLite, local sandbox peers)
+#   make test   set up, start what the tests need (PostgreSQL, peers), run the whole suite
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test setup lint bench clean postgres-start postgres-stop
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing Refloop and its test tools into $(VENV) ..."
+	@$(BIN)/pip install -q --upgrade pip setuptools wheel
+	@$(BIN)/pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/refloop demo
+
+test: $(STAMP)
+	@./scripts/test
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+postgres-start:
+	@./scripts/postgres start
+postgres-stop:
+	@./scripts/postgres stop
+
+clean:
+	./scripts/postgres stop
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,209 @@
+"""The `refloop` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from referrals.errors import RefloopError
+from refloop.context import Context, pass_context
+from refloop.output import print_json, print_table
+from refloop.settings import Settings
+
+
+class Group(click.Group):
+    """Turns our errors into one clear line and exit code 1, without a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RefloopError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=Group)
+@click.option("--config", type=click.Path(path_type=Path), envvar="REFLOOP_CONFIG",
+              help="TOML configuration file (default ./refloop.toml when present).")
+@click.pass_context
+def main(ctx: click.Context, config: Path | None) -> None:
+    """Refloop: FHIR-native referral integration server."""
+    ctx.obj = Context(config)
+
+
+@main.command()
+@click.option("--role", type=str, default="all", show_default=True,
+              help="all, web, worker, or an adapter role such as mllp.")
+@pass_context
+def serve(obj: Context, role: str) -> None:
+    """Run the server: web (gunicorn), workers and scheduler, and adapter roles."""
+    from refloop import roles
+    from refloop.logs import configure_logging
+
+    settings = obj.settings
+    configure_logging(settings.log_level, settings.log_format)
+    _ensure_schema(settings)
+    if role == "web":
+        roles.run_web(settings)
+    elif role == "worker":
+        roles.run_worker(settings)
+    elif role == "all":
+        base = ["--config", str(obj.config)] if obj.config else []
+        names = ["web", "worker", *roles.adapter_role_names(settings)]
+        click.echo(f"Refloop serving on {settings.base_url} (roles: {', '.join(names)})",
+                   err=True)
+        sys.exit(roles.supervise(base, names))
+    else:
+        roles.run_adapter_role(settings, role)
+
+
+@main.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command("upgrade")
+@pass_context
+def db_upgrade(obj: Context) -> None:
+    """Apply every pending migration."""
+    heads = _ensure_schema(obj.settings)
+    click.echo(f"database at {', '.join(heads)}")
+
+
+@db.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def db_status(obj: Context, as_json: bool) -> None:
+    """Show the applied and pending migrations."""
+    from referrals.store import connect
+    from referrals.store.migrate import current, pending
+
+    database = connect(obj.settings.database)
+    info = {"url": database.engine.url.render_as_string(hide_password=True),
+            "current": current(database), "pending": pending(database)}
+    if as_json:
+        print_json(info)
+    else:
+        click.echo(f"{info['url']}\ncurrent: {', '.join(info['current']) or '(empty)'}\n"
+                   f"pending: {', '.join(info['pending']) or 'none'}")
+
+
+@main.group()
+def referrals() -> None:
+    """Referrals in the store."""
+
+
+@referrals.command("list")
+@click.option("--status", "stage", help="Only this stage (detected, accepted, scheduled...).")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def referrals_list(obj: Context, stage: str | None, limit: int, as_json: bool) -> None:
+    """List referrals, newest change first."""
+    from referrals.codec import referral_to_dict
+    from referrals.model import Stage
+
+    if stage and stage not in {s.value for s in Stage}:
+        raise click.BadParameter(f"{stage!r}; choose from {', '.join(s.value for s in Stage)}",
+                                 param_hint="--status")
+    found = obj.services.store.list(stage=stage, limit=limit)
+    if as_json:
+        print_json([referral_to_dict(r) for r in found])
+        return
+    print_table(["id", "stage", "priority", "specialty", "owner", "due"],
+                [[r.id[:8], r.stage.value, r.priority, r.specialty, r.owner,
+                  r.deadline.strftime("%Y-%m-%d %H:%M") if r.deadline else ""] for r in found])
+
+
+@referrals.command("show")
+@click.argument("referral_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def referrals_show(obj: Context, referral_id: str, as_json: bool) -> None:
+    """One referral: its Task and its event log."""
+    store = obj.services.store
+    task = store.task(referral_id)
+    if task is None:
+        raise click.ClickException(f"no referral {referral_id}; 'refloop referrals list' "
+                                   "shows their ids")
+    events = store.events(referral_id)
+    if as_json:
+        print_json({"task": task, "events": [e.__dict__ for e in events]})
+        return
+    click.echo(f"Task/{referral_id}  status={task['status']}  stage="
+               f"{task['businessStatus']['text']}")
+    print_table(["#", "at", "action", "from", "to", "who", "reason", "source"],
+                [[e.seq, e.at.strftime("%Y-%m-%d %H:%M"), e.action,
+                  e.from_stage.value if e.from_stage else "", e.to_stage.value,
+                  e.actor.display or e.actor.reference, e.reason.code if e.reason else "",
+                  e.source] for e in events])
+
+
+@main.group()
+def quarantine() -> None:
+    """Input and work kept aside because it could not be processed."""
+
+
+@quarantine.command("list")
+@click.option("--all", "include_resolved", is_flag=True, help="Include resolved entries.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def quarantine_list(obj: Context, include_resolved: bool, as_json: bool) -> None:
+    """What is in quarantine, and why."""
+    entries = obj.services.quarantine.list(include_resolved=include_resolved)
+    if as_json:
+        print_json([{"id": e.id, "origin": e.origin, "kind": e.kind, "reason": e.reason,
+                     "content_type": e.content_type, "bytes": len(e.original),
+                     "inbox_id": e.inbox_id, "work_item_id": e.work_item_id,
+                     "created_at": e.created_at, "resolved_at": e.resolved_at}
+                    for e in entries])
+        return
+    if not entries:
+        click.echo("quarantine is empty")
+        return
+    print_table(["id", "origin", "kind", "when", "bytes", "reason"],
+                [[e.id, e.origin, e.kind, e.created_at.strftime("%Y-%m-%d %H:%M"),
+                  len(e.original), e.reason[:80]] for e in entries])
+
+
+@main.group()
+def work() -> None:
+    """The work queue."""
+
+
+@work.command("drain")
+@pass_context
+def work_drain(obj: Context) -> None:
+    """Process every due work item now, then exit."""
+    from referrals.worker import Worker
+    from refloop.wiring import all_handlers
+
+    done = Worker(obj.services.work, all_handlers(obj.services)).drain()
+    click.echo(f"processed {done} work items; queue: {obj.services.work.counts()}")
+
+
+def _ensure_schema(settings: Settings) -> list[str]:
+    from referrals.store import connect
+    from referrals.store.migrate import upgrade
+
+    if not settings.database_url:
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+    database = connect(settings.database, sqlite_synchronous=settings.sqlite_synchronous)
+    try:
+        return upgrade(database)
+    finally:
+        database.dispose()
+
+
+def _add_adapter_commands() -> None:
+    from refloop.demo import demo
+    from refloop.wiring import all_commands
+
+    main.add_command(demo)
+    for command in all_commands():
+        main.add_command(command)
+
+
+_add_adapter_commands()

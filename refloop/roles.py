@@ -1,0 +1,125 @@
+"""Process roles: web (gunicorn), worker (+ scheduler), and adapter roles such as mllp.
+
+`refloop serve` runs every role as a child process and stops them together; `--role` runs one.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from refloop.settings import Settings
+
+log = logging.getLogger("refloop.serve")
+
+
+class WebApplication(BaseApplication):
+    """Gunicorn running our app factory in each worker process (after the fork)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        self.cfg.set("bind", f"{self.settings.http_host}:{self.settings.http_port}")
+        self.cfg.set("workers", self.settings.web_workers)
+        self.cfg.set("worker_class", "gthread")
+        self.cfg.set("threads", 8)
+        self.cfg.set("accesslog", None)
+        self.cfg.set("timeout", 60)
+
+    def load(self) -> Any:
+        from refloop.app import create_app
+        from refloop.services import build_services
+
+        return create_app(build_services(self.settings))
+
+
+def run_web(settings: Settings) -> None:
+    WebApplication(settings).run()
+
+
+def run_worker(settings: Settings, stop: threading.Event | None = None) -> None:
+    from referrals.worker import Worker
+    from refloop.scheduler import start_scheduler
+    from refloop.services import build_services
+    from refloop.wiring import all_handlers, all_timers
+
+    services = build_services(settings)
+    stop = stop or _stop_on_signals()
+    scheduler = start_scheduler(services.work, all_timers(services), settings.tick_seconds)
+    threads = [
+        threading.Thread(target=Worker(services.work, all_handlers(services),
+                                       batch=settings.worker_batch).run, args=(stop,),
+                         name=f"worker-{n}", daemon=True)
+        for n in range(max(1, settings.worker_processes))
+    ]
+    for thread in threads:
+        thread.start()
+    stop.wait()
+    scheduler.shutdown(wait=False)
+    for thread in threads:
+        thread.join(timeout=10)
+
+
+def run_adapter_role(settings: Settings, role: str) -> None:
+    from refloop.services import build_services
+    from refloop.wiring import all_roles
+
+    services = build_services(settings)
+    roles = all_roles(services)
+    if role not in roles:
+        raise SystemExit(f"unknown role {role!r}; choose from web, worker, "
+                         f"{', '.join(sorted(roles)) or '(no adapter roles configured)'}")
+    roles[role](_stop_on_signals())
+
+
+def adapter_role_names(settings: Settings) -> list[str]:
+    from refloop.services import build_services
+    from refloop.wiring import all_roles
+
+    services = build_services(settings)
+    try:
+        return sorted(all_roles(services))
+    finally:
+        services.close()
+
+
+def supervise(argv_base: list[str], roles: list[str]) -> int:
+    """Run each role as `refloop serve --role R` and stop all when one ends or on a signal."""
+    children = {role: subprocess.Popen([sys.executable, "-m", "refloop", *argv_base, "serve",
+                                        "--role", role]) for role in roles}
+    stop = _stop_on_signals()
+    code = 0
+    while not stop.is_set():
+        for role, child in children.items():
+            if child.poll() is not None:
+                log.error("role stopped", extra={"role": role, "exit": child.returncode})
+                code = child.returncode or 1
+                stop.set()
+        stop.wait(0.5)
+    for child in children.values():
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + 15
+    for child in children.values():
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return code
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    return stop

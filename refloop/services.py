@@ -1,0 +1,54 @@
+"""The composition root's object graph: the store and the core services, built once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from referrals.service import ReferralService
+from referrals.store import Database, connect
+from referrals.store.cursors import Cursors
+from referrals.store.inbox import Inbox
+from referrals.store.quarantine import Quarantine
+from referrals.store.referrals import ReferralStore
+from referrals.store.resources import ResourceStore
+from referrals.store.work import WorkQueue
+from refloop.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    store: ReferralStore
+    referrals: ReferralService
+    resources: ResourceStore
+    quarantine: Quarantine
+    work: WorkQueue
+    inbox: Inbox
+    cursors: Cursors
+    #: adapter objects built by the wiring modules, by name ("subscriptions", "hl7", ...)
+    adapters: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def build_services(settings: Settings, *, wire: bool = True) -> Services:
+    """Open the store and build the core; with `wire`, let each adapter add its objects."""
+    if not settings.database_url:
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+    db = connect(settings.database, sqlite_synchronous=settings.sqlite_synchronous)
+    store = ReferralStore(db)
+    quarantine = Quarantine(db)
+    work = WorkQueue(db, quarantine, lease_seconds=settings.lease_seconds)
+    services = Services(
+        settings=settings, db=db, store=store, referrals=ReferralService(db, store),
+        resources=ResourceStore(db), quarantine=quarantine, work=work,
+        inbox=Inbox(db, work, quarantine), cursors=Cursors(db),
+    )
+    if wire:
+        from refloop.wiring import build_all
+
+        build_all(services)
+    return services

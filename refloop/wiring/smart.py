@@ -1,0 +1,1 @@
+"""Wiring of the smart adapter (filled in by its issue). See refloop/wiring/__init__.py."""

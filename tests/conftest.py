@@ -1,0 +1,125 @@
+"""Shared fixtures: a fresh database per test on SQLite and on PostgreSQL, and the services.
+
+PostgreSQL comes from REFLOOP_TEST_POSTGRES_URL (`make test` starts a private cluster with
+scripts/postgres). Without it the PostgreSQL cases skip with a clear reason, unless
+REFLOOP_REQUIRE_POSTGRES=1 (set by .ci/run), which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from refloop.services import Services, build_services
+from refloop.settings import Settings
+from referrals.store import Database, connect
+from referrals.store.migrate import upgrade
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_URL = os.environ.get("REFLOOP_TEST_POSTGRES_URL", "")
+TEMPLATE = "refloop_test_template"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(ROOT).parts
+        if len(parts) > 1 and parts[0] == "tests" and parts[1] in ("unit", "integration",
+                                                                    "interop"):
+            item.add_marker(getattr(pytest.mark, parts[1]))
+
+
+def require_postgres() -> str:
+    if PG_URL:
+        return PG_URL
+    reason = ("PostgreSQL: REFLOOP_TEST_POSTGRES_URL is not set; 'make test' starts a test "
+              "cluster (scripts/postgres start)")
+    if os.environ.get("REFLOOP_REQUIRE_POSTGRES") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> str:
+    """A migrated template database; each test clones it (CREATE DATABASE ... TEMPLATE)."""
+    url = require_postgres()
+    admin = sa.create_engine(_psycopg(url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)"))
+        conn.execute(sa.text(f"CREATE DATABASE {TEMPLATE}"))
+    admin.dispose()
+    template = connect(_with_db(url, TEMPLATE))
+    upgrade(template)
+    template.dispose()
+    return url
+
+
+def _psycopg(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def _with_db(url: str, name: str) -> str:
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database: SQLite file in tmp_path, or a PostgreSQL clone."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'refloop.db'}"
+        db = connect(url)
+        upgrade(db)
+        db.dispose()
+        yield url
+        return
+    base = request.getfixturevalue("postgres_template")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(_psycopg(base), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
+    try:
+        yield _with_db(base, name)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh, migrated SQLite database only (tests of SQLite-specific behaviour)."""
+    url = f"sqlite:///{tmp_path / 'refloop.db'}"
+    db = connect(url)
+    upgrade(db)
+    db.dispose()
+    return url
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    db = connect(database_url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(var_dir=tmp_path / "var", database_url=database_url)
+
+
+@pytest.fixture
+def services(settings: Settings) -> Iterator[Services]:
+    built = build_services(settings)
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def sqlite_services(sqlite_url: str, tmp_path: Path) -> Iterator[Services]:
+    built = build_services(Settings(var_dir=tmp_path / "var", database_url=sqlite_url))
+    yield built
+    built.close()
