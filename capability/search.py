@@ -5,13 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from referrals.errors import InboundError
+from referrals.model import Stage
 from referrals.queries import DateBound, TaskQuery, precision_end
+from referrals.task import BSER_SYSTEM, STAGE_MAP, STAGE_SYSTEM
 
 #: name -> (FHIR type, documentation); the CapabilityStatement lists exactly these.
 TASK_SEARCH_PARAMS: dict[str, tuple[str, str]] = {
     "_id": ("token", "Logical id of the Task (the referral id)"),
     "status": ("token", "Task.status (requested, accepted, in-progress, completed...)"),
-    "business-status": ("token", "BSeR business status code (2.0, 3.0, 5.1.1, 7.0...)"),
+    "business-status": ("token", "BSeR business status code (2.0, 3.0, 5.1.1, 7.0...) or a "
+                        "Refloop stage code (triage, auth-pending, on-hold...)"),
     "patient": ("reference", "Task.for, e.g. Patient/123"),
     "owner": ("reference", "Task.owner"),
     "focus": ("reference", "Task.focus, the ServiceRequest"),
@@ -20,7 +23,13 @@ TASK_SEARCH_PARAMS: dict[str, tuple[str, str]] = {
 CONTROL_PARAMS = {"_count", "_offset", "_format", "_sort"}
 MAX_COUNT = 500
 DEFAULT_COUNT = 50
-PREFIXES = ("eq", "ne", "ge", "gt", "le", "lt")
+PREFIXES = ("eq", "ne", "ge", "gt", "le", "lt", "sa", "eb", "ap")
+SUPPORTED_PREFIXES = ("eq", "ge", "gt", "le", "lt")
+#: FHIR R4 Task.status codes (http://hl7.org/fhir/task-status).
+TASK_STATUSES = ("draft", "requested", "received", "accepted", "rejected", "ready", "cancelled",
+                 "in-progress", "on-hold", "failed", "completed", "entered-in-error")
+BSER_CODES = tuple(sorted({bser[0] for _status, bser in STAGE_MAP.values() if bser}))
+STAGE_CODES = tuple(stage.value for stage in Stage)
 
 
 def parse_task_query(args: list[tuple[str, str]]) -> TaskQuery:
@@ -70,9 +79,16 @@ def _add(query: TaskQuery, name: str, values: list[str]) -> None:
     if name == "_id":
         query.ids.extend(values)
     elif name == "status":
-        query.statuses.extend(v.rpartition("|")[2] for v in values)
+        for value in values:
+            system, code = _token(value)
+            if code not in TASK_STATUSES or system not in (None, "",
+                                                           "http://hl7.org/fhir/task-status"):
+                raise InboundError(f"status {value!r} is not a Task.status code; use one of "
+                                   f"{', '.join(TASK_STATUSES)}")
+            query.statuses.append(code)
     elif name == "business-status":
-        query.business_statuses.extend(v.rpartition("|")[2] for v in values)
+        for value in values:
+            _add_business_status(query, value)
     elif name == "patient":
         query.patients.extend(_reference("Patient", v) for v in values)
     elif name == "owner":
@@ -85,6 +101,23 @@ def _add(query: TaskQuery, name: str, values: list[str]) -> None:
         query.last_updated.append(parse_date_bound(values[0]))
 
 
+def _token(value: str) -> tuple[str | None, str]:
+    system, bar, code = value.rpartition("|")
+    return (system if bar else None), code
+
+
+def _add_business_status(query: TaskQuery, value: str) -> None:
+    """A BSeR code (2.0, 5.1.1...) or one of our stage codes (on-hold, auth-pending...)."""
+    system, code = _token(value)
+    if code in BSER_CODES and system in (None, "", BSER_SYSTEM):
+        query.business_statuses.append(code)
+    elif code in STAGE_CODES and system in (None, "", STAGE_SYSTEM):
+        query.stages.append(code)
+    else:
+        raise InboundError(f"business-status {value!r} is not known; use a BSeR code "
+                           f"({', '.join(BSER_CODES)}) or a stage ({', '.join(STAGE_CODES)})")
+
+
 def _reference(default_type: str, value: str) -> str:
     return value if "/" in value else f"{default_type}/{value}"
 
@@ -92,8 +125,9 @@ def _reference(default_type: str, value: str) -> str:
 def parse_date_bound(value: str) -> DateBound:
     prefix = value[:2] if value[:2] in PREFIXES else "eq"
     text = value[2:] if value[:2] in PREFIXES else value
-    if prefix == "ne":
-        raise InboundError("_lastUpdated does not support the ne prefix", code="not-supported")
+    if prefix not in SUPPORTED_PREFIXES:
+        raise InboundError(f"_lastUpdated does not support the {prefix} prefix; use one of "
+                           f"{', '.join(SUPPORTED_PREFIXES)}", code="not-supported")
     if len(text) == 4 and text.isdigit():
         text_for_parse = f"{text}-01-01"
     elif len(text) == 7:

@@ -8,11 +8,11 @@ Nothing here does I/O: callers store the result.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from referrals.errors import IllegalTransition
-from referrals.model import TERMINAL_STAGES, Command, Event, Link, Referral, Stage
+from referrals.model import PRIORITIES, TERMINAL_STAGES, Command, Event, Link, Referral, Stage
 from referrals.sla import deadline_for
 
 S = Stage
@@ -22,6 +22,8 @@ IN_CARE = frozenset({
     S.ACCEPTED, S.COVERAGE_CHECK, S.AUTH_PENDING, S.OUTREACH,
     S.SCHEDULED, S.NO_SHOW, S.APPOINTMENT_CANCELLED, S.VISIT_COMPLETED,
 })
+#: Stages that refine BSeR 3.0 "accepted": what a partner may do from 3.0 it may do from these.
+BSER_ACCEPTED = frozenset({S.ACCEPTED, S.COVERAGE_CHECK, S.AUTH_PENDING, S.OUTREACH})
 OPEN = frozenset(set(Stage) - TERMINAL_STAGES)
 ACTIVE = OPEN - {S.ON_HOLD}
 
@@ -65,13 +67,14 @@ TABLE: dict[str, Rule] = {
                      why_not="a visit can be scheduled only for an accepted referral"),
     "no-show": Rule(frozenset({S.SCHEDULED}), S.NO_SHOW,
                     why_not="a no-show needs a scheduled appointment"),
-    "cancel-appointment": Rule(frozenset({S.SCHEDULED}), S.APPOINTMENT_CANCELLED,
+    "cancel-appointment": Rule(frozenset({S.SCHEDULED, S.VISIT_COMPLETED}),
+                               S.APPOINTMENT_CANCELLED,
                                why_not="there is no scheduled appointment to cancel"),
-    "complete-visit": Rule(frozenset({S.ACCEPTED, S.SCHEDULED, S.VISIT_COMPLETED}),
+    "complete-visit": Rule(BSER_ACCEPTED | {S.SCHEDULED, S.VISIT_COMPLETED},
                            S.VISIT_COMPLETED,
                            why_not="a visit is completed from an accepted or scheduled referral"),
-    "close-loop": Rule(frozenset({S.ACCEPTED, S.SCHEDULED, S.VISIT_COMPLETED,
-                                  S.CANCEL_REQUESTED}), S.LOOP_CLOSED,
+    "close-loop": Rule(BSER_ACCEPTED | {S.SCHEDULED, S.VISIT_COMPLETED, S.CANCEL_REQUESTED},
+                       S.LOOP_CLOSED,
                        why_not="the loop closes with the outcome of an accepted referral"),
     "request-cancel": Rule(OPEN - {S.CANCEL_REQUESTED}, S.CANCEL_REQUESTED,
                            why_not="the referral is already finished or being cancelled"),
@@ -109,11 +112,12 @@ def start(draft: Referral, command: Command) -> Transition:
     """Open a referral: the first event ("detect"), BSeR 2.0 created."""
     if draft.version != 0:
         raise IllegalTransition("detect", draft.stage, "the referral exists already")
-    referral = _apply_changes(draft, command.changes).evolve(
-        stage=S.DETECTED, created_at=command.at, updated_at=command.at, version=1,
+    at = moment(command.at)
+    referral = _apply_changes(draft, command.changes, "detect").evolve(
+        stage=S.DETECTED, created_at=at, updated_at=at, version=1,
     )
-    referral = referral.evolve(deadline=referral.deadline or deadline_for(referral, command.at))
-    return Transition(referral, _event(referral, command, None, 1))
+    referral = referral.evolve(deadline=referral.deadline or deadline_for(referral, at))
+    return Transition(referral, _event(referral, command, None, 1, at))
 
 
 def transition(referral: Referral, command: Command) -> Transition:
@@ -127,15 +131,16 @@ def transition(referral: Referral, command: Command) -> Transition:
     if rule.needs_reason and command.reason is None:
         raise IllegalTransition(command.action, referral.stage, "a reason is required")
     target = _target(referral, rule)
-    changed = _apply_changes(referral, command.changes)
+    changed = _apply_changes(referral, command.changes, command.action)
+    at = moment(command.at)
     updates: dict[str, Any] = {
-        "stage": target, "updated_at": command.at, "version": referral.version + 1,
+        "stage": target, "updated_at": at, "version": referral.version + 1,
     }
-    if target == S.ON_HOLD:
+    if target == S.ON_HOLD and referral.stage != S.ON_HOLD:
         updates["held_from"] = referral.stage
-    elif referral.stage == S.ON_HOLD:
+    elif target != S.ON_HOLD:
         updates["held_from"] = None
-    if rule.needs_reason or target == S.ON_HOLD:
+    if rule.needs_reason or (target == S.ON_HOLD and command.reason is not None):
         updates["status_reason"] = command.reason
     elif target != referral.stage:
         updates["status_reason"] = None
@@ -145,8 +150,18 @@ def transition(referral: Referral, command: Command) -> Transition:
         updates["auth_state"] = "approved"
     new = changed.evolve(**updates)
     if target != referral.stage and "deadline" not in command.changes:
-        new = new.evolve(deadline=deadline_for(new, command.at))
-    return Transition(new, _event(new, command, referral.stage, new.version))
+        new = new.evolve(deadline=deadline_for(new, at))
+    return Transition(new, _event(new, command, referral.stage, new.version, at))
+
+
+def moment(at: datetime) -> datetime:
+    """A command's time as stored: aware UTC, millisecond precision (FHIR instants show ms).
+
+    Naive datetimes are taken to be UTC. Truncating to the millisecond keeps the stored time equal
+    to Task.meta.lastUpdated, so `_lastUpdated` searches match what clients see.
+    """
+    aware = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    return aware.replace(microsecond=aware.microsecond // 1000 * 1000)
 
 
 def _target(referral: Referral, rule: Rule) -> Stage:
@@ -157,14 +172,21 @@ def _target(referral: Referral, rule: Rule) -> Stage:
     return Stage(rule.target)
 
 
-def _apply_changes(referral: Referral, changes: dict[str, Any]) -> Referral:
+def _apply_changes(referral: Referral, changes: dict[str, Any], action: str) -> Referral:
     unknown = set(changes) - CHANGEABLE - {"add_inputs", "add_outputs"}
     if unknown:
-        raise IllegalTransition("change", referral.stage, f"unknown fields {sorted(unknown)}")
+        raise IllegalTransition(action, referral.stage,
+                                f"unknown fields {sorted(unknown)}; changeable: "
+                                f"{', '.join(sorted(CHANGEABLE))}, add_inputs, add_outputs")
     plain = {k: v for k, v in changes.items() if k in CHANGEABLE}
     if "identifiers" in plain:
         plain["identifiers"] = tuple(tuple(i) for i in plain["identifiers"])
+    if isinstance(plain.get("deadline"), datetime):
+        plain["deadline"] = moment(plain["deadline"])
     new = referral.evolve(**plain)
+    if new.priority not in PRIORITIES:
+        raise IllegalTransition(action, referral.stage,
+                                f"priority {new.priority!r} is not one of {', '.join(PRIORITIES)}")
     if changes.get("add_inputs"):
         new = new.evolve(inputs=_merge(new.inputs, changes["add_inputs"]))
     if changes.get("add_outputs"):
@@ -178,11 +200,12 @@ def _merge(existing: tuple[Link, ...], added: list[Link]) -> tuple[Link, ...]:
     return existing + tuple(fresh)
 
 
-def _event(referral: Referral, command: Command, from_stage: Stage | None, seq: int) -> Event:
+def _event(referral: Referral, command: Command, from_stage: Stage | None, seq: int,
+           at: datetime) -> Event:
     data = {k: _plain(v) for k, v in command.changes.items()}
     return Event(
         referral_id=referral.id, seq=seq, action=command.action if from_stage else "detect",
-        from_stage=from_stage, to_stage=referral.stage, actor=command.actor, at=command.at,
+        from_stage=from_stage, to_stage=referral.stage, actor=command.actor, at=at,
         reason=command.reason, source=command.source, source_message=command.source_message,
         data=data,
     )

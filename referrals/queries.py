@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +27,8 @@ class TaskQuery:
     ids: list[str] = field(default_factory=list)
     statuses: list[str] = field(default_factory=list)
     business_statuses: list[str] = field(default_factory=list)
+    #: internal stage codes (Task.businessStatus's second coding); OR-ed with business_statuses
+    stages: list[str] = field(default_factory=list)
     patients: list[str] = field(default_factory=list)
     owners: list[str] = field(default_factory=list)
     focus: list[str] = field(default_factory=list)
@@ -51,11 +54,16 @@ def search_tasks(db: Database, query: TaskQuery) -> tuple[list[dict[str, Any]], 
 
 def _clauses(query: TaskQuery) -> list[sa.ColumnElement[bool]]:
     columns = {"ids": referrals.c.id, "statuses": referrals.c.task_status,
-               "business_statuses": referrals.c.business_status, "patients": referrals.c.patient,
-               "owners": referrals.c.owner, "focus": referrals.c.service_request}
+               "patients": referrals.c.patient, "owners": referrals.c.owner,
+               "focus": referrals.c.service_request}
     clauses: list[sa.ColumnElement[bool]] = [
         column.in_(getattr(query, name)) for name, column in columns.items()
         if getattr(query, name)]
+    business = [column.in_(values) for column, values in (
+        (referrals.c.business_status, query.business_statuses),
+        (referrals.c.stage, query.stages)) if values]
+    if business:
+        clauses.append(sa.or_(*business))
     updated = referrals.c.updated_at
     for bound in query.last_updated:
         if bound.prefix == "eq":
@@ -71,12 +79,22 @@ def _clauses(query: TaskQuery) -> list[sa.ColumnElement[bool]]:
     return clauses
 
 
+_TIME = re.compile(r"T\d{2}:\d{2}(?::\d{2}(?:\.(\d+))?)?")
+
+
 def precision_end(start: datetime, text: str) -> datetime:
-    """End of the interval a FHIR date string covers (year, month, day, or an instant)."""
+    """End of the interval a FHIR date string covers: its year, month, day, minute, second or
+    fraction of a second (`2026`, `2026-03`, `2026-03-01`, `...T10:00`, `...T10:00:05.12Z`)."""
     if len(text) == 4:
         return start.replace(year=start.year + 1)
     if len(text) == 7:
         return (start.replace(day=28) + timedelta(days=4)).replace(day=1)
-    if len(text) == 10:
+    time = _TIME.search(text)
+    if len(text) == 10 or time is None:
         return start + timedelta(days=1)
-    return start + timedelta(seconds=1) if "." not in text else start + timedelta(microseconds=1)
+    if time.group(0).count(":") == 1:
+        return start + timedelta(minutes=1)
+    digits = time.group(1)
+    if digits is None:
+        return start + timedelta(seconds=1)
+    return start + timedelta(microseconds=max(1, 10 ** (6 - min(len(digits), 6))))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from referrals.model import Event, Referral, Stage
@@ -137,5 +137,5 @@ def _ref(reference: str, display: str = "") -> dict[str, str] | None:
 def _instant(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    text = moment.isoformat(timespec="milliseconds")
-    return text.replace("+00:00", "Z")
+    utc = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")

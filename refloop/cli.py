@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import sqlalchemy as sa
 
 from referrals.errors import RefloopError
 from refloop.context import Context, pass_context
@@ -22,6 +23,24 @@ class Group(click.Group):
             return super().invoke(ctx)
         except RefloopError as exc:
             raise click.ClickException(str(exc)) from exc
+        except sa.exc.OperationalError as exc:
+            raise click.ClickException(_database_problem(ctx, exc)) from exc
+
+
+def _database_problem(ctx: click.Context, exc: sa.exc.OperationalError) -> str:
+    from refloop.logs import redact_text
+
+    where = "the database"
+    obj = ctx.find_object(Context)
+    try:
+        if obj is not None:
+            url = sa.engine.make_url(obj.settings.database)
+            where = url.render_as_string(hide_password=True)
+    except (RefloopError, sa.exc.ArgumentError):
+        pass
+    detail = redact_text(str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc))
+    return (f"cannot use {where}: {detail}. Check database_url in refloop.toml or "
+            "REFLOOP_DATABASE_URL, and that the database server is running.")
 
 
 @click.group(cls=Group)
@@ -80,9 +99,14 @@ def db_status(obj: Context, as_json: bool) -> None:
     from referrals.store import connect
     from referrals.store.migrate import current, pending
 
+    if not obj.settings.database_url:
+        obj.settings.var_dir.mkdir(parents=True, exist_ok=True)
     database = connect(obj.settings.database)
-    info = {"url": database.engine.url.render_as_string(hide_password=True),
-            "current": current(database), "pending": pending(database)}
+    try:
+        info = {"url": database.engine.url.render_as_string(hide_password=True),
+                "current": current(database), "pending": pending(database)}
+    finally:
+        database.dispose()
     if as_json:
         print_json(info)
     else:

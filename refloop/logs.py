@@ -12,6 +12,11 @@ from typing import Any
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 _SECRET_KEYS = re.compile(r"(token|secret|password|authorization|cookie|assertion|key)", re.I)
 _BEARER = re.compile(r"(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.I)
+#: secrets passed as URL query or form parameters (OAuth tokens, codes, client secrets...)
+_PARAM = re.compile(r"([?&;\s\"'](?:access_token|id_token|refresh_token|token|client_secret|"
+                    r"password|code|assertion|client_assertion|api_key|apikey)=)[^&\s\"';]+", re.I)
+#: a password inside a URL (postgresql://user:secret@host/db)
+_URL_PASSWORD = re.compile(r"(\w+://[^/\s:@]+:)[^/\s@]+(@)")
 
 
 class JsonFormatter(logging.Formatter):
@@ -31,12 +36,20 @@ class JsonFormatter(logging.Formatter):
 
 
 def redact_text(text: str) -> str:
-    return _BEARER.sub(r"\1 [redacted]", text)
+    """`text` with bearer/basic credentials, secret URL parameters and URL passwords masked."""
+    text = _BEARER.sub(r"\1 [redacted]", text)
+    text = _PARAM.sub(r"\1[redacted]", text)
+    return _URL_PASSWORD.sub(r"\1[redacted]\2", text)
 
 
 def _plain(value: Any) -> Any:
     if isinstance(value, str):
         return redact_text(value)
+    if isinstance(value, dict):
+        return {k: "[redacted]" if _SECRET_KEYS.search(str(k)) else _plain(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
     return value
 
 

@@ -81,21 +81,26 @@ def load_settings(path: Path | str | None = None,
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"{chosen}: not valid TOML: {exc}") from exc
     core: dict[str, Any] = {}
+    origin: dict[str, str] = {}
     sections: dict[str, Any] = {}
     for key, value in data.items():
         if key in CORE_KEYS:
             core[key] = value
+            origin[key] = f"{chosen}: {key}"
         elif isinstance(value, (dict, list)):
             sections[key] = value
         else:
             raise SettingsError(f"{chosen}: unknown setting {key!r}; known: "
                                 f"{', '.join(sorted(CORE_KEYS))} and adapter tables")
-    _apply_env(env, core, sections)
-    typed = {key: _coerce(key, value) for key, value in core.items()}
-    return Settings(**typed, sections=sections, config_file=chosen)
+    _apply_env(env, core, sections, origin)
+    typed = {key: _coerce(key, value, origin[key]) for key, value in core.items()}
+    settings = Settings(**typed, sections=sections, config_file=chosen)
+    _check(settings, origin)
+    return settings
 
 
-def _apply_env(env: dict[str, str], core: dict[str, Any], sections: dict[str, Any]) -> None:
+def _apply_env(env: dict[str, str], core: dict[str, Any], sections: dict[str, Any],
+               origin: dict[str, str]) -> None:
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or name == "REFLOOP_CONFIG":
             continue
@@ -103,21 +108,63 @@ def _apply_env(env: dict[str, str], core: dict[str, Any], sections: dict[str, An
         if "__" in key:
             section, _, sub = key.partition("__")
             table = sections.setdefault(section, {})
-            if isinstance(table, dict):
-                table[sub] = value
+            if not isinstance(table, dict):
+                raise SettingsError(f"{name}: [{section}] is an array of tables in the "
+                                    "configuration file; set its keys in the file instead")
+            table[sub] = value
         elif key in CORE_KEYS:
             core[key] = value
+            origin[key] = f"environment variable {name}"
 
 
-def _coerce(key: str, value: Any) -> Any:
+def _coerce(key: str, value: Any, where: str) -> Any:
     kind = CORE_KEYS[key].type
     try:
         if kind in ("int", int):
+            if isinstance(value, (float, bool)):
+                raise ValueError(value)
             return int(value)
         if kind in ("float", float):
+            if isinstance(value, bool):
+                raise ValueError(value)
             return float(value)
         if kind in ("Path", Path):
             return Path(value)
-        return str(value)
+        if not isinstance(value, str):
+            raise TypeError(value)
+        return value
     except (TypeError, ValueError) as exc:
-        raise SettingsError(f"setting {key}: {value!r} is not a valid {kind}") from exc
+        raise SettingsError(f"{where}: {value!r} is not a valid {_KIND_WORDS.get(str(kind), kind)}"
+                            f" for {key}") from exc
+
+
+_KIND_WORDS = {"int": "whole number", "float": "number", "Path": "path", "str": "text"}
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def _check(settings: Settings, origin: dict[str, str]) -> None:
+    """Reject values that would fail later, naming where they came from and what to use."""
+    def fail(key: str, why: str) -> None:
+        raise SettingsError(f"{origin.get(key, key)}: {why}")
+
+    if not 0 <= settings.http_port <= 65535:
+        fail("http_port", f"{settings.http_port} is not a TCP port (0-65535)")
+    if settings.log_level.upper() not in _LOG_LEVELS:
+        fail("log_level", f"{settings.log_level!r}; use one of {', '.join(_LOG_LEVELS)}")
+    if settings.log_format not in ("json", "text"):
+        fail("log_format", f"{settings.log_format!r}; use json or text")
+    if settings.sqlite_synchronous.upper() not in _SYNCHRONOUS:
+        fail("sqlite_synchronous", f"{settings.sqlite_synchronous!r}; use one of "
+             f"{', '.join(_SYNCHRONOUS)}")
+    url = settings.database_url
+    if url and not url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:",
+                                   "postgres:")):
+        fail("database_url", "use sqlite:///path/to/refloop.db or "
+             "postgresql://user:password@host:port/dbname")
+    for key in ("web_workers", "worker_processes", "worker_batch"):
+        if getattr(settings, key) < 1:
+            fail(key, "must be at least 1")
+    for key in ("lease_seconds", "tick_seconds"):
+        if getattr(settings, key) <= 0:
+            fail(key, "must be more than 0 seconds")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -21,10 +22,20 @@ def alembic_config(db: Database) -> Config:
     return config
 
 
+#: PostgreSQL advisory lock key: one node migrates at a time, the others wait and find it done.
+MIGRATION_LOCK = 0x7265666C6F6F70  # "refloop"
+
+
 def upgrade(db: Database) -> list[str]:
-    """Bring the schema to every head; returns the revisions now applied."""
+    """Bring the schema to every head; returns the revisions now applied.
+
+    Safe when several processes start at once: SQLite takes its write lock at BEGIN (IMMEDIATE)
+    and PostgreSQL holds a transaction-scoped advisory lock.
+    """
     config = alembic_config(db)
-    with db.engine.begin() as conn:
+    with db.write() as conn:
+        if db.dialect == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         config.attributes["connection"] = conn
         command.upgrade(config, "heads")
     return current(db)

@@ -82,7 +82,11 @@ class ResourceStore:
                   "body": body}
         key = {"server": server, "resource_type": rtype, "resource_id": rid}
         if current is None:
-            c.execute(resources.insert().values(**key, **values, updated_at=now))
+            try:
+                with c.begin_nested():
+                    c.execute(resources.insert().values(**key, **values, updated_at=now))
+            except sa.exc.IntegrityError as exc:  # another writer stored it first
+                raise ConflictError(f"{rtype}/{rid}", 0, None) from exc
         else:
             result = c.execute(resources.update().where(
                 resources.c.server == server, resources.c.resource_type == rtype,

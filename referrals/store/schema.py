@@ -2,13 +2,42 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 metadata = sa.MetaData()
 
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-Moment = sa.DateTime(timezone=True)
+
+
+class UtcDateTime(sa.types.TypeDecorator[datetime]):
+    """TIMESTAMP WITH TIME ZONE that always stores and returns aware UTC datetimes.
+
+    SQLite keeps no offset (it would store a non-UTC wall clock as if it were UTC) and PostgreSQL
+    returns values in the session's time zone; both are normalised here. Naive input is UTC.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        return to_utc(value) if isinstance(value, datetime) else value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> Any:
+        return to_utc(value) if isinstance(value, datetime) else value
+
+
+def to_utc(moment: datetime) -> datetime:
+    """`moment` as an aware UTC datetime (naive values are taken to be UTC already)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+Moment = UtcDateTime()
 
 referrals = sa.Table(
     "referrals", metadata,
