@@ -1,0 +1,218 @@
+"""Reading PAS responses: the decision per item comes from the reviewAction extension only
+(never from outcome, status or preAuthRef); business errors from ClaimResponse.error.
+$inquire replies come as a Parameters (2.2.1) or one Bundle (2.0.1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+PAS = "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/"
+REVIEW_ACTION = PAS + "extension-reviewAction"
+REVIEW_ACTION_CODE = PAS + "extension-reviewActionCode"
+X12_306 = "https://codesystem.x12.org/005010/306"
+ITEM_PERIOD = PAS + "extension-itemPreAuthPeriod"
+
+#: X12 306 (HCR01) review action codes -> item status
+ITEM_STATUS = {"A1": "approved", "A2": "partially-approved", "A3": "denied", "A4": "pended",
+               "A6": "modified", "C": "cancelled", "CT": "contact-payer",
+               "NA": "no-auth-required"}
+GRANTED = frozenset({"A1", "A6", "NA"})
+
+
+class ResponseError(ValueError):
+    """The payer's reply is not a PAS response we can read (protocol error)."""
+
+
+@dataclass(frozen=True)
+class ItemDecision:
+    sequence: int
+    code: str            # X12 306 code, "" when the item carries no reviewAction
+    status: str          # approved | denied | pended | modified | ... | unknown
+    auth_number: str = ""
+    reasons: tuple[str, ...] = ()
+    period: tuple[str, str] = ("", "")
+    modification: dict[str, Any] | None = None  # the addItem that states what was authorized
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sequence": self.sequence, "code": self.code, "status": self.status,
+                "auth_number": self.auth_number, "reasons": list(self.reasons),
+                "period": list(self.period), "modification": self.modification}
+
+
+@dataclass(frozen=True)
+class PayerError:
+    code: str
+    display: str = ""
+    followup: str = ""
+    element: str = ""
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    overall: str  # approved | denied | pending | partial | cancelled | error | unknown
+    items: tuple[ItemDecision, ...]
+    errors: tuple[PayerError, ...] = ()
+    outcome: str = ""
+    disposition: str = ""
+    created: str = ""
+    request_reference: str = ""
+    request_identifiers: tuple[tuple[str, str], ...] = ()
+    identifiers: tuple[tuple[str, str], ...] = ()
+    pre_auth_ref: str = ""  # shown, never used to decide
+    claim_response: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def auth_number(self) -> str:
+        numbers = [i.auth_number for i in self.items if i.auth_number]
+        return numbers[0] if numbers else ""
+
+    def summary(self) -> str:
+        parts = [f"{i.sequence}:{i.code or '-'}" for i in self.items]
+        text = f"{self.overall} ({', '.join(parts)})" if parts else self.overall
+        if self.errors:
+            text += "; payer errors: " + ", ".join(
+                f"{e.code} {e.display}".strip() for e in self.errors)
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {"overall": self.overall, "items": [i.to_json() for i in self.items],
+                "errors": [e.__dict__ for e in self.errors], "outcome": self.outcome,
+                "disposition": self.disposition, "auth_number": self.auth_number,
+                "created": self.created}
+
+
+def parse_response_bundle(bundle: dict[str, Any]) -> Decision:
+    """The decision in a PAS response Bundle (first entry: the ClaimResponse)."""
+    if bundle.get("resourceType") != "Bundle":
+        raise ResponseError(f"expected a Bundle, got {bundle.get('resourceType')!r}")
+    entries = bundle.get("entry") or []
+    first = entries[0].get("resource", {}) if entries else {}
+    if first.get("resourceType") != "ClaimResponse":
+        raise ResponseError("the response Bundle does not start with a ClaimResponse")
+    return from_claim_response(first)
+
+
+def from_claim_response(claim_response: dict[str, Any]) -> Decision:
+    add_items = claim_response.get("addItem", [])
+    items = tuple(_item(item, add_items) for item in claim_response.get("item", []))
+    if not items:
+        header = _review_action(claim_response.get("adjudication", []))
+        if header is not None:
+            items = (_decided(0, header, None),)
+    errors = tuple(_error(e) for e in claim_response.get("error", []))
+    outcome = claim_response.get("outcome", "")
+    request = claim_response.get("request") or {}
+    return Decision(
+        overall=overall(items, outcome, errors), items=items, errors=errors, outcome=outcome,
+        disposition=claim_response.get("disposition", ""),
+        created=claim_response.get("created", ""),
+        request_reference=request.get("reference", ""),
+        request_identifiers=_identifiers([request.get("identifier")] if "identifier" in request
+                                         else []),
+        identifiers=_identifiers(claim_response.get("identifier", [])),
+        pre_auth_ref=claim_response.get("preAuthRef", ""), claim_response=claim_response)
+
+
+def overall(items: tuple[ItemDecision, ...], outcome: str,
+            errors: tuple[PayerError, ...]) -> str:
+    codes = [i.code for i in items]
+    if outcome == "error" or (errors and not items):
+        return "error"
+    if "A4" in codes or (outcome == "queued" and not any(codes)):  # queued: 2.0.1 payers
+        return "pending"
+    if not codes or "" in codes:
+        return "unknown"  # an item without reviewAction is never treated as approved
+    if all(c == "C" for c in codes):
+        return "cancelled"
+    if all(c in GRANTED or c == "C" for c in codes):
+        return "approved"
+    if all(c in ("A3", "C") for c in codes):
+        return "denied"
+    return "partial"
+
+
+def _item(item: dict[str, Any], add_items: list[dict[str, Any]]) -> ItemDecision:
+    sequence = int(item.get("itemSequence", 0))
+    action = _review_action(item.get("adjudication", []))
+    modification = next((a for a in add_items if sequence in a.get("itemSequence", [])), None)
+    decided = _decided(sequence, action, modification)
+    period = _extension(item, ITEM_PERIOD)
+    if period is not None and "valuePeriod" in period:
+        value = period["valuePeriod"]
+        decided = ItemDecision(**{**decided.__dict__,
+                                  "period": (value.get("start", ""), value.get("end", ""))})
+    return decided
+
+
+def _decided(sequence: int, action: dict[str, Any] | None,
+             modification: dict[str, Any] | None) -> ItemDecision:
+    if action is None:
+        return ItemDecision(sequence, "", "unknown", modification=modification)
+    code, number, reasons = "", "", []
+    for part in action.get("extension", []):
+        url = part.get("url")
+        if url in (REVIEW_ACTION_CODE, "code"):
+            code = _code(part.get("valueCodeableConcept", {}))
+        elif url == "number":
+            number = part.get("valueString", "")
+        elif url == "reasonCode":
+            reasons.append(_code(part.get("valueCodeableConcept", {})))
+    status = ITEM_STATUS.get(code, "unknown")
+    return ItemDecision(sequence, code if status != "unknown" else "", status, number,
+                        tuple(reasons), modification=modification)
+
+
+def _review_action(adjudications: list[dict[str, Any]]) -> dict[str, Any] | None:
+    for adjudication in adjudications:
+        found = _extension(adjudication, REVIEW_ACTION)
+        if found is not None:
+            return found
+    return None
+
+
+def _extension(node: dict[str, Any], url: str) -> dict[str, Any] | None:
+    return next((e for e in node.get("extension", []) if e.get("url") == url), None)
+
+
+def _code(concept: dict[str, Any]) -> str:
+    for coding in concept.get("coding", []):
+        if coding.get("code"):
+            return str(coding["code"])
+    return ""
+
+
+def _error(error: dict[str, Any]) -> PayerError:
+    coding = (error.get("code", {}).get("coding") or [{}])[0]
+    values = {e.get("url", "").rsplit("-", 1)[-1]: e for e in error.get("extension", [])}
+    followup = _code(values.get("errorFollowupAction", {}).get("valueCodeableConcept", {}))
+    return PayerError(code=coding.get("code", ""), display=coding.get("display", ""),
+                      followup=followup,
+                      element=_string(values.get("errorElement", {})),
+                      path=values.get("errorPath", {}).get("valueString", ""))
+
+
+def _string(extension: dict[str, Any]) -> str:
+    """valueString, or the first nested one (errorElement is complex in 2.2.1)."""
+    if "valueString" in extension:
+        return str(extension["valueString"])
+    return next((str(e["valueString"]) for e in extension.get("extension", [])
+                 if "valueString" in e), "")
+
+
+def _identifiers(identifiers: list[Any]) -> tuple[tuple[str, str], ...]:
+    return tuple((i.get("system", ""), i.get("value", "")) for i in identifiers
+                 if isinstance(i, dict) and i.get("value"))
+
+
+def parse_inquire_reply(reply: dict[str, Any]) -> list[Decision]:
+    """2.2.1: a Parameters with 0..* Bundles (named return or responseBundle); 2.0.1: a Bundle."""
+    kind = reply.get("resourceType")
+    if kind == "Bundle":
+        return [parse_response_bundle(reply)]
+    if kind == "Parameters":
+        return [parse_response_bundle(p["resource"]) for p in reply.get("parameter", [])
+                if isinstance(p.get("resource"), dict)
+                and p["resource"].get("resourceType") == "Bundle"]
+    raise ResponseError(f"an $inquire reply must be a Parameters or a Bundle, got {kind!r}")

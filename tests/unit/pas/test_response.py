@@ -1,0 +1,147 @@
+"""Interpreting PAS responses: every official response example gives the decision its scenario
+documents, in both versions; decisions come from reviewAction only."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pas_client.response import ResponseError, from_claim_response, parse_inquire_reply, \
+    parse_response_bundle
+
+FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "pas"
+
+
+def load(version: str, name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((FIXTURES / f"v{version}" / name).read_text("utf-8"))
+    return data
+
+
+# (version, file, overall, [(sequence, code, auth number)]) as the IG documents each scenario
+BUNDLES = [
+    ("2.2.1", "Bundle-ReferralAuthorizationResponseBundleExample.json", "approved",
+     [(1, "A1", "AUTH0001")]),
+    ("2.2.1", "Bundle-ReferralPendingAuthorizationResponseBundleExample.json", "pending",
+     [(1, "A4", "")]),
+    ("2.2.1", "Bundle-RejectionResponseBundleExample.json", "denied", [(1, "A3", "")]),
+    ("2.2.1", "Bundle-ErrorResponseBundleExample.json", "error", []),
+    ("2.0.1", "Bundle-ReferralAuthorizationResponseBundleExample.json", "approved",
+     [(1, "A1", "AUTH0001")]),
+    # 2.0.1's "error" example is an approval (IG defect FHIR-46516): we read what it says
+    ("2.0.1", "Bundle-ErrorResponseBundleExample.json", "approved", [(1, "A1", "AUTH0001")]),
+]
+CLAIM_RESPONSES = [
+    ("2.2.1", "ClaimResponse-PractitionerRequestorPendingResponseExample.json", "pending"),
+    ("2.2.1", "ClaimResponse-RejectionResponseExample.json", "denied"),
+    ("2.2.1", "ClaimResponse-PractitionerRequestorResponseExample.json", "approved"),
+    ("2.2.1", "ClaimResponse-PractitionerRequestorAdditionalContentResponseExample.json",
+     "approved"),
+    ("2.2.1", "ClaimResponse-ErrorResponseExample.json", "error"),
+    ("2.0.1", "ClaimResponse-ErrorResponseExample.json", "error"),
+    ("2.0.1", "ClaimResponse-ReferralAuthorizationResponseExample.json", "approved"),
+    ("2.0.1", "ClaimResponse-PractitionerRequestorResponseExample.json", "approved"),
+]
+
+
+@pytest.mark.parametrize(("version", "name", "overall", "items"), BUNDLES)
+def test_official_response_bundles(version: str, name: str, overall: str,
+                                   items: list[tuple[int, str, str]]) -> None:
+    decision = parse_response_bundle(load(version, name))
+    assert decision.overall == overall
+    assert [(i.sequence, i.code, i.auth_number) for i in decision.items] == items
+
+
+@pytest.mark.parametrize(("version", "name", "overall"), CLAIM_RESPONSES)
+def test_official_claim_responses(version: str, name: str, overall: str) -> None:
+    assert from_claim_response(load(version, name)).overall == overall
+
+
+@pytest.mark.parametrize("version", ["2.0.1", "2.2.1"])
+def test_business_errors_are_surfaced(version: str) -> None:
+    decision = from_claim_response(load(version, "ClaimResponse-ErrorResponseExample.json"))
+    assert [e.code for e in decision.errors] == ["04", "T4"]
+    if version == "2.2.1":
+        assert decision.errors[1].followup == "C"
+        assert decision.errors[1].element == "2010A-NM103"
+        assert decision.errors[1].path == "Bundle.entry[1].Organization.name"
+    assert "payer errors: 04" in decision.summary()
+
+
+def approved() -> dict[str, Any]:
+    return copy.deepcopy(load("2.2.1", "Bundle-ReferralAuthorizationResponseBundleExample.json"))
+
+
+def set_code(bundle: dict[str, Any], code: str | None) -> dict[str, Any]:
+    item = bundle["entry"][0]["resource"]["item"][0]
+    action = item["adjudication"][0]["extension"][0]
+    if code is None:
+        del item["adjudication"][0]["extension"]
+        return item
+    for part in action["extension"]:
+        if part["url"].endswith("reviewActionCode"):
+            part["valueCodeableConcept"]["coding"][0]["code"] = code
+    return item
+
+
+def test_modified_reads_the_authorized_form_from_add_item() -> None:
+    """No official A6 example exists: a copy of the approved example made A6 with an addItem."""
+    bundle = approved()
+    set_code(bundle, "A6")
+    add = {"itemSequence": [1], "productOrService": {"coding": [
+        {"system": "http://www.ama-assn.org/go/cpt", "code": "99242"}]},
+        "adjudication": [{"category": {"coding": [{"code": "submitted"}]}}]}
+    bundle["entry"][0]["resource"]["addItem"] = [add]
+    decision = parse_response_bundle(bundle)
+    assert decision.overall == "approved"
+    assert decision.items[0].status == "modified"
+    assert decision.items[0].modification == add
+
+
+@pytest.mark.parametrize(("code", "overall"), [("A2", "partial"), ("C", "cancelled"),
+                                               ("CT", "partial"), ("NA", "approved"),
+                                               ("ZZ", "unknown")])
+def test_other_review_action_codes(code: str, overall: str) -> None:
+    bundle = approved()
+    set_code(bundle, code)
+    assert parse_response_bundle(bundle).overall == overall
+
+
+def test_never_decides_from_outcome_status_or_pre_auth_ref() -> None:
+    bundle = approved()
+    set_code(bundle, None)
+    claim_response = bundle["entry"][0]["resource"]
+    claim_response["preAuthRef"] = "AUTH-FROM-HEADER"
+    assert claim_response["outcome"] == "complete" and claim_response["status"] == "active"
+    decision = parse_response_bundle(bundle)
+    assert decision.overall == "unknown"
+    assert decision.items[0].status == "unknown" and decision.auth_number == ""
+
+
+def test_queued_outcome_of_a_2_0_1_payer_is_pending() -> None:
+    bundle = approved()
+    set_code(bundle, None)
+    bundle["entry"][0]["resource"]["outcome"] = "queued"
+    assert parse_response_bundle(bundle).overall == "pending"
+
+
+def test_inquire_reply_parameters_and_bundle() -> None:
+    parameters = load("2.2.1", "Parameters-PASClaimInquiryOperationResponseExample.json")
+    assert [d.overall for d in parse_inquire_reply(parameters)] == ["approved"]
+    renamed = copy.deepcopy(parameters)
+    renamed["parameter"][0]["name"] = "return"
+    renamed["parameter"].append(copy.deepcopy(renamed["parameter"][0]))
+    assert len(parse_inquire_reply(renamed)) == 2
+    bundle = load("2.0.1", "Bundle-PASClaimInquiryResponseBundleExample.json")
+    assert [d.auth_number for d in parse_inquire_reply(bundle)] == ["AUTH0001"]
+    assert parse_inquire_reply({"resourceType": "Parameters"}) == []
+
+
+def test_not_a_response() -> None:
+    with pytest.raises(ResponseError):
+        parse_response_bundle(load("2.2.1", "OperationOutcome-InvalidRequestResponse.json"))
+    with pytest.raises(ResponseError):
+        parse_inquire_reply({"resourceType": "OperationOutcome"})
