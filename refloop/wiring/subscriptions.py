@@ -1,1 +1,144 @@
-"""Wiring of the subscriptions adapter (filled in by its issue). See refloop/wiring/__init__.py."""
+"""Wiring of the subscriptions adapter: the adapter object, the hook endpoint and JWKS routes,
+its work handlers, the reconciliation timer and the `register`, `subscriptions list` and
+`reconcile` commands. See refloop/wiring/__init__.py and docs/subscriptions.md."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from refloop.context import Context, pass_context
+from refloop.output import print_json, print_table
+from refloop.wiring import Timer
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from referrals.worker import Handler
+    from refloop.services import Services
+    from subscriptions.adapter import SubscriptionsAdapter
+
+NAME = "subscriptions"
+
+
+def build(services: Services) -> None:
+    from subscriptions.adapter import Core, SubscriptionsAdapter
+    from subscriptions.config import parse_fhir_servers, parse_subscriptions_config
+
+    settings = services.settings
+    core = Core(db=services.db, store=services.store, referrals=services.referrals,
+                resources=services.resources, inbox=services.inbox, work=services.work,
+                cursors=services.cursors, base_url=settings.base_url)
+    services.adapters[NAME] = SubscriptionsAdapter(
+        core, parse_fhir_servers(settings.section("fhir_servers")),
+        parse_subscriptions_config(settings.section("subscriptions")))
+
+
+def adapter(services: Services) -> SubscriptionsAdapter:
+    found: SubscriptionsAdapter = services.adapters[NAME]
+    return found
+
+
+def routes(app: Flask, services: Services) -> None:
+    from flask import jsonify
+
+    from subscriptions.endpoint import hooks_blueprint
+
+    subs = adapter(services)
+    app.register_blueprint(hooks_blueprint(subs.endpoint))
+
+    @app.get("/.well-known/jwks.json")
+    def jwks() -> Any:
+        return jsonify(subs.jwks())
+
+
+def work_handlers(services: Services) -> dict[str, Handler]:
+    subs = adapter(services)
+    return {"subscriptions.notification": subs.handle_notification,
+            "subscriptions.reconcile": subs.handle_reconcile,
+            "subscriptions.reconcile-due": subs.handle_reconcile_due}
+
+
+def timers(services: Services) -> list[Timer]:
+    servers = adapter(services).known_servers()
+    if not servers:
+        return []
+    every = max(15.0, min(s.poll_interval for s in servers))
+    return [Timer("subscriptions-reconcile", every, "subscriptions.reconcile-due")]
+
+
+@click.command("register")
+@click.option("--fhir-base", required=True, help="FHIR base URL of the EHR server.")
+@click.option("--auth", type=click.Choice(["none", "backend-services"]), default=None,
+              help="How to call the server (default: its [[fhir_servers]] entry, else none).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def register(obj: Context, fhir_base: str, auth: str | None, as_json: bool) -> None:
+    """Register Refloop on a FHIR server: choose the flavour and create our Subscription.
+
+    Run it while `refloop serve` is up: topic-based servers send a handshake to our endpoint.
+    """
+    outcome = adapter(obj.services).register(fhir_base, auth)
+    if as_json:
+        print_json(outcome.to_dict())
+        return
+    click.echo(f"{outcome.server}: {outcome.flavour} ({outcome.why})")
+    if outcome.subscription_id:
+        click.echo(f"Subscription/{outcome.subscription_id} status {outcome.status}"
+                   f"{' (reused)' if outcome.reused else ''}; endpoint {outcome.endpoint}")
+    if outcome.detail:
+        click.echo(outcome.detail)
+
+
+@click.group("subscriptions")
+def subscriptions_group() -> None:
+    """Our registrations on FHIR servers."""
+
+
+@subscriptions_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def subscriptions_list(obj: Context, as_json: bool) -> None:
+    """Each registration with its health (last notification, last event number, errors)."""
+    rows = adapter(obj.services).registrations()
+    if as_json:
+        print_json([r.to_dict() for r in rows])
+        return
+    if not rows:
+        click.echo("no registrations; run 'refloop register --fhir-base URL'")
+        return
+    print_table(["server", "purpose", "flavour", "subscription", "status", "last notification",
+                 "event #", "count", "errors", "last error"],
+                [[r.server, r.purpose, r.flavour, r.subscription_id or "-", r.status,
+                  r.last_notification_at.strftime("%Y-%m-%d %H:%M:%S")
+                  if r.last_notification_at else "-", r.last_event_number or "-",
+                  r.notifications, r.errors, (r.last_error or "")[:60]] for r in rows])
+
+
+@click.command("reconcile")
+@click.option("--fhir-base", required=True, help="FHIR base URL of the EHR server.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def reconcile(obj: Context, fhir_base: str, as_json: bool) -> None:
+    """Catch up with the server now: read ServiceRequests changed since the cursor."""
+    subs = adapter(obj.services)
+    with click.progressbar(length=0, label=f"Reading {fhir_base}", file=sys.stderr,
+                           show_pos=True) as progress:
+        def on_page(page: int, matches: int) -> None:
+            progress.length = page
+            progress.update(1)
+            progress.label = f"Reading {fhir_base} (page {page}, {matches} matches)"
+
+        result = subs.reconcile(fhir_base, on_page)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(result.outcomes.items())) or "nothing new"
+    click.echo(f"{result.server}: {result.pages} pages, {result.seen} ServiceRequests "
+               f"({summary}); cursor now {result.cursor}")
+
+
+def commands() -> list[click.Command]:
+    return [register, subscriptions_group, reconcile]

@@ -1,0 +1,156 @@
+"""Typed configuration: `[[fhir_servers]]` (one table per EHR) and `[subscriptions]`.
+
+```toml
+[subscriptions]
+max_body_bytes = 1048576
+
+[[fhir_servers]]
+base_url = "https://ehr.example.org/fhir"
+auth = "backend-services"            # or "none"
+client_id = "refloop"
+key_file = "keys/refloop-es384.pem"  # PEM private key; its public half is served as JWKS
+key_id = "refloop-es384-1"
+alg = "ES384"                         # or RS384
+criteria = "ServiceRequest?intent=order"
+flavour = ""                          # "", r4-classic, r4-backport, polling
+poll_interval = 300
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from referrals.errors import RefloopError
+
+AUTH_CHOICES = ("none", "backend-services")
+FLAVOURS = ("", "r4-classic", "r4-backport", "polling")
+ALGS = ("RS384", "ES384")
+DEFAULT_CRITERIA = "ServiceRequest?intent=order"
+
+
+class ConfigError(RefloopError):
+    """A `[[fhir_servers]]` or `[subscriptions]` entry is wrong; the message says which."""
+
+
+@dataclass(frozen=True)
+class FhirServer:
+    base_url: str
+    auth: str = "none"
+    client_id: str = ""
+    key_file: str = ""
+    key_id: str = ""
+    alg: str = "RS384"
+    scope: str = "system/ServiceRequest.read system/Patient.read system/Practitioner.read " \
+                 "system/PractitionerRole.read system/Organization.read system/Coverage.read " \
+                 "system/Subscription.read system/Subscription.write system/Basic.read"
+    token_url: str = ""
+    criteria: str = DEFAULT_CRITERIA
+    flavour: str = ""
+    topic: str = ""
+    poll_interval: float = 300.0
+    overlap_seconds: float = 180.0
+    timeout: float = 10.0
+    retries: int = 3
+    activation_timeout: float = 30.0
+    page_size: int = 100
+
+    @property
+    def base(self) -> str:
+        return self.base_url.rstrip("/")
+
+    @property
+    def criteria_type(self) -> str:
+        return self.criteria.split("?", 1)[0]
+
+    @property
+    def criteria_params(self) -> list[tuple[str, str]]:
+        query = self.criteria.split("?", 1)[1] if "?" in self.criteria else ""
+        pairs = [p.partition("=") for p in query.split("&") if p]
+        return [(k, v) for k, _, v in pairs]
+
+
+@dataclass(frozen=True)
+class SubscriptionsConfig:
+    max_body_bytes: int = 1024 * 1024
+    hook_cache_seconds: float = 30.0
+    gap_grace_seconds: float = 30.0
+
+
+def parse_fhir_servers(raw: Any) -> list[FhirServer]:
+    """`settings.section("fhir_servers")` -> typed entries; raises ConfigError with the fix."""
+    if not raw:
+        return []
+    if isinstance(raw, dict):
+        raw = [raw]
+    if not isinstance(raw, list):
+        raise ConfigError("[[fhir_servers]] must be an array of tables")
+    return [from_table(item, n) for n, item in enumerate(raw)]
+
+
+def from_table(table: Any, index: int = 0) -> FhirServer:
+    where = f"[[fhir_servers]] entry {index + 1}"
+    if not isinstance(table, dict) or not table.get("base_url"):
+        raise ConfigError(f"{where}: base_url is required")
+    known = {f.name: f for f in fields(FhirServer)}
+    unknown = set(table) - set(known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        kind = known[key].type
+        try:
+            values[key] = float(value) if kind == "float" else int(value) if kind == "int" \
+                else str(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: {key} = {value!r} is not a {kind}") from exc
+    return check(FhirServer(**values), where)
+
+
+def check(server: FhirServer, where: str) -> FhirServer:
+    if not server.base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: base_url must start with http:// or https://")
+    if server.auth not in AUTH_CHOICES:
+        raise ConfigError(f"{where}: auth must be one of {AUTH_CHOICES}")
+    if server.flavour not in FLAVOURS:
+        raise ConfigError(f"{where}: flavour must be one of {FLAVOURS}")
+    if server.alg not in ALGS:
+        raise ConfigError(f"{where}: alg must be RS384 or ES384")
+    if "?" not in server.criteria and server.criteria != "ServiceRequest":
+        raise ConfigError(f"{where}: criteria must look like ServiceRequest?param=value")
+    if server.auth == "backend-services":
+        if not server.client_id or not server.key_file:
+            raise ConfigError(f"{where}: auth = backend-services needs client_id and key_file")
+        if not Path(server.key_file).exists():
+            raise ConfigError(f"{where}: key_file {server.key_file} does not exist")
+    return server
+
+
+def parse_subscriptions_config(raw: Any) -> SubscriptionsConfig:
+    if not raw:
+        return SubscriptionsConfig()
+    if not isinstance(raw, dict):
+        raise ConfigError("[subscriptions] must be a table")
+    config = SubscriptionsConfig()
+    known = {f.name: f for f in fields(SubscriptionsConfig)}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"[subscriptions]: unknown key {key!r}; known: {sorted(known)}")
+        try:
+            number: Any = float(value) if known[key].type == "float" else int(value)
+            config = replace(config, **{key: number})
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"[subscriptions]: {key} = {value!r} is not a number") from exc
+    return config
+
+
+def server_for(servers: list[FhirServer], base_url: str, auth: str | None = None) -> FhirServer:
+    """The configured entry for `base_url`, or a plain one (auth none) for an unconfigured URL."""
+    base = base_url.rstrip("/")
+    for server in servers:
+        if server.base == base:
+            return server if auth in (None, server.auth) else check(replace(server, auth=auth),
+                                                                    base)
+    return check(FhirServer(base_url=base, auth=auth or "none"), base)

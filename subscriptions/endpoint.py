@@ -1,0 +1,169 @@
+"""The notification endpoint: `/hooks/<hook-id>` and every path below it.
+
+Authenticate the hook's secret (401, nothing stored), read the body within the size cap, parse it
+(bad input: 4xx OperationOutcome and the input kept in quarantine), store it raw in the inbox with
+its work item, and only then answer in the form the sender expects. Handshakes and heartbeats only
+update the registration's health. The work itself runs later (processing.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Response, request
+
+from referrals.errors import InboundError
+from referrals.store.database import Database
+from referrals.store.inbox import Inbox
+from subscriptions.notification import (
+    EVENT,
+    HANDSHAKE,
+    HEARTBEAT,
+    Notification,
+    parse_notification,
+)
+from subscriptions.outcome import build_operation_outcome, build_transaction_response
+from subscriptions.registry import Hook, Registry
+
+CHANNEL = "fhir-subscription"
+WORK_KIND = "subscriptions.notification"
+FHIR_JSON = "application/fhir+json"
+KEPT_HEADERS = ("content-type", "if-match", "user-agent", "content-length")
+METHODS = ["POST", "PUT", "DELETE"]
+
+log = logging.getLogger("refloop.subscriptions.hook")
+
+
+@dataclass
+class HookEndpoint:
+    registry: Registry
+    inbox: Inbox
+    db: Database
+    max_body_bytes: int
+
+    def handle(self, hook_id: str, subpath: str) -> Response:
+        hook = self.registry.try_get_hook(hook_id, cached=True)
+        if hook is None or not _authentic(hook, request.headers.get("Authorization", "")):
+            log.warning("hook: unauthenticated notification refused",
+                        extra={"hook": hook_id[:6], "known": hook is not None})
+            return _reply(401, build_operation_outcome(
+                "error", "login", "unknown hook or missing/wrong secret in the Authorization "
+                "header; use the channel.header of the Subscription"))
+        raw, too_big = self._read_body()
+        content_type = request.headers.get("Content-Type", "")
+        if too_big:
+            return self._refuse(hook, raw, content_type, 413, "too-costly",
+                                f"body larger than {self.max_body_bytes} bytes (first bytes kept)")
+        try:
+            body = _decode(raw, content_type)
+            note = parse_notification(request.method, subpath, body)
+        except InboundError as exc:
+            return self._refuse(hook, raw, content_type, exc.status, exc.code, str(exc))
+        return self._store(hook, note, raw, content_type, subpath)
+
+    def _read_body(self) -> tuple[bytes, bool]:
+        declared = request.content_length
+        if declared is not None and declared > self.max_body_bytes:
+            return request.stream.read(self.max_body_bytes), True
+        raw = request.stream.read(self.max_body_bytes + 1)
+        return raw[: self.max_body_bytes], len(raw) > self.max_body_bytes
+
+    def _refuse(self, hook: Hook, raw: bytes, content_type: str, status: int, code: str,
+                reason: str) -> Response:
+        inbox_id = self.inbox.reject(CHANNEL, hook.server, raw, f"hook {hook.id[:6]}: {reason}",
+                                     content_type=content_type[:128], headers=_headers())
+        log.warning("hook: bad notification quarantined",
+                    extra={"hook": hook.id[:6], "inbox_id": inbox_id, "why": code})
+        return _reply(status, build_operation_outcome("error", code, reason))
+
+    def _store(self, hook: Hook, note: Notification, raw: bytes, content_type: str,
+               subpath: str) -> Response:
+        payload = {"hook_id": hook.id, "method": request.method, "subpath": subpath}
+        if note.type in (HANDSHAKE, HEARTBEAT):
+            with self.db.write() as conn:
+                self.inbox.accept(CHANNEL, hook.server, raw, work_kind=None,
+                                  content_type=content_type[:128], headers=_headers(),
+                                  status="processed", conn=conn)
+                self.registry.record_notification(hook.id, note.type, None, conn=conn)
+        else:
+            kind = WORK_KIND if note.starts_work else None
+            self.inbox.accept(CHANNEL, hook.server, raw, work_kind=kind,
+                              content_type=content_type[:128], headers=_headers(),
+                              dedupe_key=dedupe_key(hook.id, note, raw), work_payload=payload,
+                              status="received" if kind else "processed")
+        if note.shape in ("backport-r4", "backport-r4b", "r5"):
+            return _reply(200, build_transaction_response())
+        return _reply(200, build_operation_outcome("information", "informational",
+                                                   "notification stored"))
+
+
+def dedupe_key(hook_id: str, note: Notification, raw: bytes) -> str | None:
+    """Same hook + same event (number, focus, version) -> same key; None for pings."""
+    if note.shape == "empty":
+        return None
+    if note.shape == "delete":
+        return f"{CHANNEL}|{hook_id}|delete|{note.events[0].focus}"
+    if note.type != EVENT:
+        return None
+    parts = []
+    for event in note.events:
+        carried = note.resource_for(event.focus) if event.focus else None
+        version = _version(carried) if carried else None
+        parts.append([event.event_number, event.focus, version or event.timestamp])
+    if note.shape == "resource" and parts[0][2] is None:
+        parts[0][2] = hashlib.sha256(raw).hexdigest()[:32]
+    digest = hashlib.sha256(json.dumps([note.subscription, parts]).encode()).hexdigest()[:40]
+    return f"{CHANNEL}|{hook_id}|{digest}"
+
+
+def _version(resource: dict[str, Any]) -> str | None:
+    meta = resource.get("meta") or {}
+    version = meta.get("versionId") if isinstance(meta, dict) else None
+    return str(version) if version else None
+
+
+def _authentic(hook: Hook, header: str) -> bool:
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(token.strip().encode(), hook.secret.encode())
+
+
+def _decode(raw: bytes, content_type: str) -> Any:
+    if not raw.strip():
+        return None
+    if "xml" in content_type.lower():
+        raise InboundError("XML notifications are not accepted; subscribe with "
+                           "channel.payload = application/fhir+json", code="not-supported",
+                           status=415)
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InboundError(f"the body is not valid JSON: {exc}", code="structure") from exc
+
+
+def _headers() -> dict[str, str]:
+    return {k: v[:256] for k, v in request.headers.items() if k.lower() in KEPT_HEADERS}
+
+
+def _reply(status: int, body: dict[str, Any]) -> Response:
+    return Response(json.dumps(body), status=status, mimetype=FHIR_JSON)
+
+
+def hooks_blueprint(endpoint: HookEndpoint) -> Blueprint:
+    blueprint = Blueprint("subscriptions_hooks", __name__)
+
+    @blueprint.route("/hooks/<hook_id>", methods=METHODS, strict_slashes=False)
+    def hook_root(hook_id: str) -> Response:
+        return endpoint.handle(hook_id, "")
+
+    @blueprint.route("/hooks/<hook_id>/<path:subpath>", methods=METHODS)
+    def hook_path(hook_id: str, subpath: str) -> Response:
+        return endpoint.handle(hook_id, subpath)
+
+    return blueprint

@@ -1,0 +1,233 @@
+"""Turn one version of an EHR ServiceRequest into referral state, exactly once.
+
+Both push (notifications) and pull (reconciliation) end here. Inside one transaction: lock the
+per-resource "processed" row, skip versions already processed (redeliveries, overlapping polls,
+out-of-order notifications), store the resources, open or update the referral through the
+lifecycle. "New or update" comes from our own state, never from the HTTP method.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from referrals.errors import IllegalTransition, PeerError
+from referrals.model import Actor, Command, Reason, Referral, Stage
+from referrals.service import ReferralService
+from referrals.store.database import Database
+from referrals.store.referrals import ReferralStore
+from referrals.store.resources import ResourceStore
+from subscriptions.client import FhirClient
+from subscriptions.mapping import (
+    OPENING_STATUSES,
+    changed_fields,
+    source_key,
+    to_referral_draft,
+    to_referral_fields,
+)
+from subscriptions.notification import to_relative_reference
+from subscriptions.tables import processed
+
+LISTENER = Actor("Device/refloop-subscriptions", "Refloop EHR listener", "system")
+INCLUDES = ("ServiceRequest:subject", "ServiceRequest:requester", "ServiceRequest:performer")
+REVOKED = Reason("revoked-in-ehr", "The ServiceRequest was revoked in the EHR")
+ERRONEOUS = Reason("entered-in-error", "The ServiceRequest was entered in error in the EHR")
+DELETED = Reason("deleted-in-ehr", "The ServiceRequest was deleted in the EHR")
+
+log = logging.getLogger("refloop.subscriptions.intake")
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A ServiceRequest as the EHR has it now, with the resources it references."""
+
+    service_request: dict[str, Any] | None  # None: gone (deleted) on the server
+    included: dict[str, dict[str, Any]]
+
+
+def read_service_request(client: FhirClient, sr_id: str) -> Fetched:
+    """Re-read the ServiceRequest with patient, requester, performer and insurance Coverage."""
+    params = [("_id", sr_id), *[("_include", i) for i in INCLUDES]]
+    bundle = client.get("ServiceRequest", params).body or {}
+    resources: list[dict[str, Any]] = [
+        e["resource"] for e in bundle.get("entry") or []
+        if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+    found = next((r for r in resources if r.get("resourceType") == "ServiceRequest"
+                  and str(r.get("id")) == sr_id), None)
+    included = {f"{r['resourceType']}/{r['id']}": r for r in resources
+                if r is not found and r.get("id")}
+    if found is not None:
+        included.update(read_coverages(client, found, included))
+    return Fetched(found, included)
+
+
+def split_search_page(bundle: dict[str, Any]) -> tuple[list[dict[str, Any]],
+                                                        dict[str, dict[str, Any]]]:
+    """(matched ServiceRequests, included resources by "Type/id") of a search page."""
+    matches, included = [], {}
+    for entry in bundle.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or not resource.get("id"):
+            continue
+        mode = (entry.get("search") or {}).get("mode", "match")
+        if mode == "match" and resource.get("resourceType") == "ServiceRequest":
+            matches.append(resource)
+        else:
+            included[f"{resource['resourceType']}/{resource['id']}"] = resource
+    return matches, included
+
+
+def read_coverages(client: FhirClient, service_request: dict[str, Any],
+                   known: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Coverage resources the ServiceRequest's `insurance` points to (R4 has no _include for
+    them); a Coverage that cannot be read is left out, not fatal."""
+    found: dict[str, dict[str, Any]] = {}
+    for insurance in service_request.get("insurance") or []:
+        reference = to_relative_reference((insurance or {}).get("reference"))
+        if not reference or reference in known or not reference.startswith("Coverage/"):
+            continue
+        try:
+            reply = client.send("GET", reference, ok=(200, 404, 410))
+        except PeerError:
+            continue
+        if reply.status == 200 and isinstance(reply.body, dict):
+            found[reference] = reply.body
+    return found
+
+
+@dataclass
+class Intake:
+    db: Database
+    store: ReferralStore
+    referrals: ReferralService
+    resources: ResourceStore
+
+    def apply(self, server: str, fetched: Fetched, *, sr_id: str, source: str,
+              source_message: str = "") -> str:
+        """Apply what the EHR says now; returns what happened (created, updated, ...)."""
+        with self.db.write() as conn:
+            last = self._lock(conn, server, sr_id)
+            service_request = fetched.service_request
+            if service_request is None:
+                return self._gone(conn, server, sr_id, source, source_message)
+            version = _version(service_request)
+            if last is not None and not _newer(version, _updated(service_request), last):
+                return "duplicate"
+            for resource in [service_request, *fetched.included.values()]:
+                self.resources.put(resource, server=server, conn=conn)
+            outcome = self._referral(conn, server, service_request, fetched.included, source,
+                                     source_message)
+            self._mark(conn, server, sr_id, version, _updated(service_request))
+        log.info("service request processed", extra={"server": server, "outcome": outcome,
+                                                      "version": version, "source": source})
+        return outcome
+
+    def _referral(self, conn: Connection, server: str, sr: dict[str, Any],
+                  included: dict[str, dict[str, Any]], source: str, message: str) -> str:
+        status = str(sr.get("status") or "")
+        existing = self.store.try_get_by_source(source_key(server, str(sr["id"])), conn)
+        if existing is None:
+            if status not in OPENING_STATUSES:
+                return f"ignored ({status or 'no status'})"
+            draft = to_referral_draft(server, sr, included)
+            self.referrals.open(draft, self._command("detect", source, message), conn=conn)
+            return "created"
+        if existing.terminal:
+            return "unchanged (referral finished)"
+        if status == "revoked":
+            return self._cancel(conn, existing, source, message)
+        if status == "entered-in-error":
+            self._act(conn, existing, self._command("fail", source, message, ERRONEOUS))
+            return "failed"
+        changes = changed_fields(existing, to_referral_fields(sr, included))
+        if status == "completed":
+            self._act(conn, existing, self._command("amend", source, message, changes=changes,
+                                                    note="ServiceRequest completed in the EHR"))
+            return "recorded (completed)"
+        if not changes:
+            return "unchanged"
+        self._act(conn, existing, self._command("amend", source, message, changes=changes))
+        return "updated"
+
+    def _cancel(self, conn: Connection, referral: Referral, source: str, message: str) -> str:
+        if referral.stage != Stage.CANCEL_REQUESTED:
+            referral = self._act(conn, referral, self._command("request-cancel", source, message,
+                                                               REVOKED))
+        self._act(conn, referral, self._command("cancel", source, message, REVOKED))
+        return "cancelled"
+
+    def _gone(self, conn: Connection, server: str, sr_id: str, source: str, message: str) -> str:
+        existing = self.store.try_get_by_source(source_key(server, sr_id), conn)
+        self.resources.delete("ServiceRequest", sr_id, server=server, conn=conn)
+        self._mark(conn, server, sr_id, "deleted", "")
+        if existing is None or existing.terminal:
+            return "gone"
+        self._act(conn, existing, self._command("fail", source, message, DELETED))
+        return "failed (deleted)"
+
+    def _act(self, conn: Connection, referral: Referral, command: Command) -> Referral:
+        try:
+            return self.referrals.act(referral.id, command, conn=conn)
+        except IllegalTransition as exc:
+            log.warning("lifecycle refused an EHR change", extra={"referral": referral.id,
+                                                                  "action": command.action,
+                                                                  "why": exc.why})
+            return referral
+
+    def _command(self, action: str, source: str, message: str, reason: Reason | None = None,
+                 changes: dict[str, Any] | None = None, note: str = "") -> Command:
+        if note:
+            reason = Reason("ehr-status", note)
+        return Command(action, actor=LISTENER, reason=reason, source=source,
+                       source_message=message, changes=changes or {})
+
+    def _lock(self, conn: Connection, server: str, sr_id: str) -> tuple[str, str] | None:
+        """Create-or-lock the processed row; returns (version, lastUpdated) processed before."""
+        key = {"server": server, "resource_type": "ServiceRequest", "resource_id": sr_id}
+        insert = (postgresql.insert(processed) if self.db.dialect == "postgresql"
+                  else sqlite.insert(processed))
+        inserted = conn.execute(insert.values(**key, version="", last_updated="",
+                                              processed_at=datetime.now(UTC))
+                                .on_conflict_do_nothing()).rowcount
+        query = sa.select(processed.c.version, processed.c.last_updated).where(
+            *[processed.c[k] == v for k, v in key.items()])
+        if self.db.dialect == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).one()
+        if inserted or not row.version:
+            return None
+        return str(row.version), str(row.last_updated)
+
+    def _mark(self, conn: Connection, server: str, sr_id: str, version: str,
+              last_updated: str) -> None:
+        conn.execute(processed.update().where(
+            processed.c.server == server, processed.c.resource_type == "ServiceRequest",
+            processed.c.resource_id == sr_id,
+        ).values(version=version, last_updated=last_updated, processed_at=datetime.now(UTC)))
+
+
+def _version(resource: dict[str, Any]) -> str:
+    return str((resource.get("meta") or {}).get("versionId") or "")
+
+
+def _updated(resource: dict[str, Any]) -> str:
+    return str((resource.get("meta") or {}).get("lastUpdated") or "")
+
+
+def _newer(version: str, updated: str, last: tuple[str, str]) -> bool:
+    """Is (version, lastUpdated) newer than what we processed? Numeric versions compare as
+    numbers; otherwise lastUpdated decides; unknown means "process it" (idempotent anyway)."""
+    last_version, last_updated = last
+    if last_version == "deleted":
+        return True
+    if version.isdigit() and last_version.isdigit():
+        return int(version) > int(last_version)
+    if updated and last_updated:
+        return updated > last_updated
+    return version != last_version or not version

@@ -1,0 +1,133 @@
+"""Work handler of `subscriptions.notification`: what a stored notification means.
+
+Notifications are hints. For referral hooks each focused ServiceRequest is re-read from the EHR
+and handed to the intake; empty notifications, event-number gaps and counters that went
+backwards (a server restart) schedule a catch-up reconciliation. For hooks opened by another
+consumer (open_hook), ONE work item of the consumer's kind carries the parsed notification.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from referrals.errors import InboundError
+from referrals.store.inbox import Inbox
+from referrals.store.work import WorkItem, WorkQueue
+from subscriptions.client import FhirClient
+from subscriptions.intake import Fetched, Intake, read_coverages, read_service_request
+from subscriptions.notification import DELETION, Notification, parse_notification
+from subscriptions.registry import REFERRAL_KIND, Hook, Registry
+
+RECONCILE_KIND = "subscriptions.reconcile"
+
+log = logging.getLogger("refloop.subscriptions.processing")
+
+ClientFor = Callable[[str], FhirClient]
+
+
+def to_consumer_payload(inbox_id: int, hook: Hook, note: Notification) -> dict[str, Any]:
+    """The contract for other consumers of hooks (docs/subscriptions.md)."""
+    return {"inbox_id": inbox_id, "server": hook.server, "hook_id": hook.id,
+            "notification_type": note.type, "subscription": note.subscription,
+            "events": [{"event_number": e.event_number, "focus": e.focus} for e in note.events],
+            "resources": [dict(r) for r in note.resources]}
+
+
+def schedule_reconcile(work: WorkQueue, server: str, why: str, *, delay: float = 0.0,
+                       bucket_seconds: float = 10.0, conn: Any = None) -> int | None:
+    """One catch-up per server and time bucket, however many triggers ask for it."""
+    run_at = datetime.now(UTC) + timedelta(seconds=delay)
+    bucket = int(run_at.timestamp() // bucket_seconds)
+    return work.enqueue(RECONCILE_KIND, {"server": server, "why": why},
+                        key=f"{RECONCILE_KIND}:{server}:{bucket}", run_at=run_at, conn=conn)
+
+
+@dataclass
+class NotificationHandler:
+    inbox: Inbox
+    work: WorkQueue
+    registry: Registry
+    intake: Intake
+    client_for: ClientFor
+    gap_grace_seconds: float = 30.0
+
+    def __call__(self, item: WorkItem) -> None:
+        inbox_id = int(item.payload["inbox_id"])
+        message = self.inbox.get(inbox_id)
+        if message.status not in ("received",):
+            return  # done before a crash, or quarantined
+        hook = self.registry.try_get_hook(str(item.payload["hook_id"]))
+        if hook is None:
+            raise InboundError("the hook of this notification no longer exists")
+        body = json.loads(message.body) if message.body.strip() else None
+        note = parse_notification(str(item.payload["method"]), str(item.payload["subpath"]),
+                                  body)
+        if hook.deliver_kind != REFERRAL_KIND:
+            self._forward(inbox_id, hook, note)
+            return
+        self._track_events(hook, note)
+        outcomes = [self._event(hook, note, focus, inbox_id)
+                    for focus in dict.fromkeys(e.focus for e in note.events)]
+        self.inbox.mark(inbox_id, "processed", "; ".join(o for o in outcomes if o)[:4000])
+
+    def _forward(self, inbox_id: int, hook: Hook, note: Notification) -> None:
+        with self.inbox.db.write() as conn:
+            self.work.enqueue(hook.deliver_kind, to_consumer_payload(inbox_id, hook, note),
+                              key=f"{hook.deliver_kind}:{inbox_id}", conn=conn)
+            self.registry.record_notification(hook.id, note.type, _last_number(note), conn=conn)
+            self.inbox.mark(inbox_id, "processed", f"forwarded to {hook.deliver_kind}",
+                            conn=conn)
+
+    def _event(self, hook: Hook, note: Notification, focus: str | None, inbox_id: int) -> str:
+        if focus is None:
+            schedule_reconcile(self.work, hook.server, "empty notification")
+            return "empty: catch-up scheduled"
+        rtype, _, rid = focus.partition("/")
+        if rtype != "ServiceRequest":
+            return f"{focus}: not a ServiceRequest, ignored"
+        client = self.client_for(hook.server)
+        if note.type == DELETION:
+            fetched = read_service_request(client, rid)
+        else:
+            fetched = read_service_request(client, rid)
+            carried = note.resource_for(focus)
+            if fetched.service_request is None and carried is not None:
+                # searchable later than readable on some servers; use the pushed copy for now
+                fetched = Fetched(carried, read_coverages(client, carried, {}))
+        outcome = self.intake.apply(hook.server, fetched, sr_id=rid,
+                                    source=f"fhir:{hook.server}",
+                                    source_message=f"inbox:{inbox_id}")
+        return f"{focus}: {outcome}"
+
+    def _track_events(self, hook: Hook, note: Notification) -> None:
+        """Health, and catch-up on gaps, counter restarts, and error/off status."""
+        numbers = [int(e.event_number) for e in note.events if e.event_number]
+        with self.inbox.db.write() as conn:
+            row = self.registry.get(hook.id, conn=conn)
+            last = row.last_event_number or ""
+            high = int(last) if last.isdigit() else None
+            newest = max(numbers) if numbers else None
+            advance = newest is not None and (high is None or newest > high or newest <= 1)
+            self.registry.record_notification(hook.id, note.type,
+                                              str(newest) if advance else None, conn=conn)
+            if note.status in ("error", "off"):
+                schedule_reconcile(self.work, hook.server, f"subscription status {note.status}",
+                                   conn=conn)
+            if newest is None or high is None:
+                return
+            if min(numbers) > high + 1:
+                schedule_reconcile(self.work, hook.server, f"event gap after {high}",
+                                   delay=self.gap_grace_seconds, conn=conn)
+            elif newest <= 1 < high:
+                schedule_reconcile(self.work, hook.server, "event counter restarted", conn=conn)
+
+
+def _last_number(note: Notification) -> str | None:
+    numbers = [e.event_number for e in note.events if e.event_number]
+    return max(numbers, key=lambda n: int(n or 0)) if numbers else None
+

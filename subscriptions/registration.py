@@ -1,0 +1,181 @@
+"""Register Refloop on a FHIR server: choose the flavour, create (or reuse) our Subscription with
+a per-subscription secret and an unguessable endpoint, wait until the server activates it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from referrals.errors import PeerError
+from subscriptions.client import FhirClient
+from subscriptions.config import FhirServer
+from subscriptions.discovery import BACKPORT, BACKPORT_PROFILE, POLLING, Choice, Topic
+from subscriptions.registry import REFERRAL_KIND, REFERRALS, Hook, Registry
+
+BP_SD = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
+REASON = "Refloop referral intake"
+
+log = logging.getLogger("refloop.subscriptions.register")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    server: str
+    flavour: str
+    why: str
+    status: str
+    hook_id: str | None = None
+    endpoint: str | None = None
+    subscription_id: str | None = None
+    reused: bool = False
+    criteria: str = ""
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_classic_subscription(hook: Hook, criteria: str) -> dict[str, Any]:
+    """R4 classic rest-hook: the server PUTs each matching resource to {endpoint}/{type}/{id}."""
+    return {
+        "resourceType": "Subscription", "status": "requested", "reason": REASON,
+        "criteria": criteria,
+        "channel": {"type": "rest-hook", "endpoint": hook.url,
+                    "payload": "application/fhir+json", "header": [hook.header]},
+    }
+
+
+def build_backport_subscription(hook: Hook, topic: Topic, filters: list[str],
+                                content: str = "id-only") -> dict[str, Any]:
+    """R4 backport (topic-based): history Bundles with a Parameters status entry."""
+    subscription: dict[str, Any] = {
+        "resourceType": "Subscription", "meta": {"profile": [BACKPORT_PROFILE]},
+        "status": "requested", "reason": REASON, "criteria": topic.url,
+        "channel": {"type": "rest-hook", "endpoint": hook.url,
+                    "payload": "application/fhir+json", "header": [hook.header],
+                    "_payload": {"extension": [{"url": f"{BP_SD}/backport-payload-content",
+                                                "valueCode": content}]},
+                    "extension": [{"url": f"{BP_SD}/backport-timeout", "valueUnsignedInt": 30}]},
+    }
+    if filters:
+        subscription["_criteria"] = {"extension": [
+            {"url": f"{BP_SD}/backport-filter-criteria", "valueString": f} for f in filters]}
+    return subscription
+
+
+def backport_filters(server: FhirServer, topic: Topic) -> tuple[list[str], list[str]]:
+    """(filters the topic allows, parameters dropped because it does not)."""
+    kept, dropped = [], []
+    for name, value in server.criteria_params:
+        if not topic.filters or name.split(":")[0] in topic.filters:
+            kept.append(f"{server.criteria_type}?{name}={value}")
+        else:
+            dropped.append(name)
+    return kept, dropped
+
+
+@dataclass
+class Registrar:
+    registry: Registry
+    base_url: str
+
+    def register(self, server: FhirServer, client: FhirClient, choice: Choice) -> Outcome:
+        if choice.flavour == POLLING:
+            return self._polling(server, choice)
+        existing = self._reusable(server, client, choice)
+        if existing is not None:
+            return existing
+        hook = self.registry.open_hook(server=server.base, purpose=REFERRALS,
+                                       deliver_kind=REFERRAL_KIND, flavour=choice.flavour,
+                                       criteria=server.criteria, status="requested")
+        detail = ""
+        if choice.flavour == BACKPORT and choice.topic is not None:
+            filters, dropped = backport_filters(server, choice.topic)
+            body = build_backport_subscription(hook, choice.topic, filters)
+            if dropped:
+                detail = f"topic cannot filter by {', '.join(dropped)}; Refloop checks those " \
+                         "itself"
+        else:
+            body = build_classic_subscription(hook, server.criteria)
+        created = client.send("POST", "Subscription", body=body, ok=(200, 201)).body
+        subscription_id = str((created or {}).get("id") or "")
+        if not subscription_id:
+            raise PeerError(f"{server.base} created the Subscription but returned no id",
+                            retryable=False)
+        self.registry.attach(hook.id, subscription_id, status="requested")
+        status = self.wait_active(client, subscription_id, server.activation_timeout)
+        self.registry.set_status(hook.id, status)
+        log.info("subscription registered", extra={"server": server.base,
+                                                   "subscription": subscription_id,
+                                                   "flavour": choice.flavour, "status": status})
+        return Outcome(server.base, choice.flavour, choice.why, status, hook.id, hook.url,
+                       subscription_id, False, server.criteria,
+                       detail or _status_detail(status))
+
+    def wait_active(self, client: FhirClient, subscription_id: str, timeout: float) -> str:
+        """Poll the Subscription until the server activates it (or errors), up to `timeout`."""
+        deadline = time.monotonic() + timeout
+        status = "requested"
+        while True:
+            body = client.get(f"Subscription/{subscription_id}").body or {}
+            status = str(body.get("status") or "unknown")
+            if status != "requested" or time.monotonic() >= deadline:
+                return status
+            time.sleep(0.25)
+
+    def reactivate(self, client: FhirClient, hook_id: str, subscription_id: str) -> str:
+        """Put an `error`/`off` Subscription back to `requested` (the client's job, per the IG)."""
+        reply = client.send("GET", f"Subscription/{subscription_id}", ok=(200, 404, 410))
+        if reply.status != 200 or not isinstance(reply.body, dict):
+            self.registry.set_status(hook_id, "missing",
+                                     f"Subscription/{subscription_id} is gone from the server")
+            return "missing"
+        current = reply.body
+        if current.get("status") in ("error", "off"):
+            current = {**current, "status": "requested"}
+            current.pop("error", None)
+            client.send("PUT", f"Subscription/{subscription_id}", body=current, ok=(200, 201))
+            status = self.wait_active(client, subscription_id, 10.0)
+        else:
+            status = str(current.get("status"))
+        self.registry.set_status(hook_id, status)
+        return status
+
+    def _reusable(self, server: FhirServer, client: FhirClient, choice: Choice
+                  ) -> Outcome | None:
+        for row in self.registry.rows(server=server.base, purpose=REFERRALS):
+            if row.flavour != choice.flavour or row.criteria != server.criteria or \
+                    not row.subscription_id or row.status == "missing":
+                continue
+            status = self.reactivate(client, row.hook_id, row.subscription_id)
+            if status == "missing":
+                continue
+            return Outcome(server.base, choice.flavour, choice.why, status, row.hook_id,
+                           self.registry.url_for(row.hook_id), row.subscription_id, True,
+                           server.criteria, "reused our existing Subscription")
+        return None
+
+    def _polling(self, server: FhirServer, choice: Choice) -> Outcome:
+        rows = [r for r in self.registry.rows(server=server.base, purpose=REFERRALS)
+                if r.flavour == POLLING]
+        if rows:
+            return Outcome(server.base, POLLING, choice.why, "polling", rows[0].hook_id,
+                           criteria=server.criteria, reused=True)
+        hook = self.registry.open_hook(server=server.base, purpose=REFERRALS,
+                                       deliver_kind=REFERRAL_KIND, flavour=POLLING,
+                                       criteria=server.criteria, status="polling")
+        return Outcome(server.base, POLLING, choice.why, "polling", hook.id,
+                       criteria=server.criteria, detail="no Subscription; reconciliation "
+                       f"polls every {server.poll_interval:.0f} s")
+
+
+def _status_detail(status: str) -> str:
+    if status == "active":
+        return "the server activated the Subscription"
+    if status == "requested":
+        return "still 'requested': the server has not activated it yet (on HAPI: is " \
+               "resthook_enabled set?); polling covers the meantime"
+    return f"the server set status {status!r}; see 'refloop subscriptions list'"
+

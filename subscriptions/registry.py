@@ -1,0 +1,170 @@
+"""Hooks and registrations: our endpoint paths, their secrets, the Subscriptions behind them and
+their health. Secrets are stored (the sender must present them) and never logged or printed."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from referrals.store.database import Database
+from subscriptions.tables import registrations
+
+REFERRAL_KIND = "subscriptions.referral"
+REFERRALS = "referrals"
+
+
+@dataclass(frozen=True)
+class Hook:
+    """An endpoint of ours a server delivers notifications to."""
+
+    id: str
+    url: str
+    secret: str
+    server: str
+    purpose: str
+    deliver_kind: str
+
+    @property
+    def header(self) -> str:
+        """The `channel.header` line the server must send."""
+        return f"Authorization: Bearer {self.secret}"
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"Hook(id={self.id!r}, server={self.server!r}, purpose={self.purpose!r})"
+
+
+@dataclass(frozen=True)
+class Registration:
+    hook_id: str
+    server: str
+    purpose: str
+    deliver_kind: str
+    subscription_id: str | None
+    flavour: str
+    criteria: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    last_notification_at: datetime | None
+    last_notification_type: str | None
+    last_event_number: str | None
+    notifications: int
+    errors: int
+    last_error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Registry:
+    def __init__(self, db: Database, base_url: str, cache_seconds: float = 30.0) -> None:
+        self.db = db
+        self.base_url = base_url.rstrip("/")
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, Hook]] = {}
+        self._lock = threading.Lock()
+
+    def url_for(self, hook_id: str) -> str:
+        return f"{self.base_url}/hooks/{hook_id}"
+
+    def open_hook(self, *, server: str, purpose: str, deliver_kind: str, flavour: str = "",
+                  criteria: str = "", status: str = "new",
+                  conn: Connection | None = None) -> Hook:
+        hook_id, secret = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
+        now = datetime.now(UTC)
+        with self.db.using(conn) as c:
+            c.execute(registrations.insert().values(
+                hook_id=hook_id, server=server.rstrip("/"), purpose=purpose,
+                deliver_kind=deliver_kind, secret=secret, flavour=flavour, criteria=criteria,
+                status=status, created_at=now, updated_at=now))
+        return Hook(hook_id, self.url_for(hook_id), secret, server.rstrip("/"), purpose,
+                    deliver_kind)
+
+    def try_get_hook(self, hook_id: str, *, cached: bool = False) -> Hook | None:
+        """The hook, from a short per-process cache when `cached` (the request path)."""
+        if cached:
+            with self._lock:
+                hit = self._cache.get(hook_id)
+            if hit is not None and hit[0] > time.monotonic():
+                return hit[1]
+        with self.db.read() as c:
+            row = c.execute(sa.select(registrations).where(
+                registrations.c.hook_id == hook_id)).mappings().first()
+        if row is None:
+            return None
+        hook = Hook(row["hook_id"], self.url_for(row["hook_id"]), row["secret"], row["server"],
+                    row["purpose"], row["deliver_kind"])
+        with self._lock:
+            self._cache[hook_id] = (time.monotonic() + self.cache_seconds, hook)
+        return hook
+
+    def attach(self, hook_id: str, subscription_id: str, *, status: str | None = None,
+               conn: Connection | None = None) -> None:
+        values: dict[str, Any] = {"subscription_id": subscription_id,
+                                  "updated_at": datetime.now(UTC)}
+        if status:
+            values["status"] = status
+        with self.db.using(conn) as c:
+            c.execute(registrations.update().where(registrations.c.hook_id == hook_id)
+                      .values(**values))
+
+    def set_status(self, hook_id: str, status: str, error: str | None = None,
+                   conn: Connection | None = None) -> None:
+        values: dict[str, Any] = {"status": status, "updated_at": datetime.now(UTC)}
+        if error:
+            values.update(last_error=error[:2000], errors=registrations.c.errors + 1)
+        with self.db.using(conn) as c:
+            c.execute(registrations.update().where(registrations.c.hook_id == hook_id)
+                      .values(**values))
+
+    def record_notification(self, hook_id: str, kind: str, event_number: str | None,
+                            conn: Connection | None = None) -> None:
+        values: dict[str, Any] = {"last_notification_at": datetime.now(UTC),
+                                  "last_notification_type": kind,
+                                  "notifications": registrations.c.notifications + 1}
+        if event_number is not None:
+            values["last_event_number"] = event_number
+        with self.db.using(conn) as c:
+            c.execute(registrations.update().where(registrations.c.hook_id == hook_id)
+                      .values(**values))
+
+    def record_error(self, hook_id: str, error: str, conn: Connection | None = None) -> None:
+        with self.db.using(conn) as c:
+            c.execute(registrations.update().where(registrations.c.hook_id == hook_id).values(
+                errors=registrations.c.errors + 1, last_error=error[:2000],
+                updated_at=datetime.now(UTC)))
+
+    def get(self, hook_id: str, conn: Connection | None = None) -> Registration:
+        found = self.rows(hook_id=hook_id, conn=conn)
+        if not found:
+            raise KeyError(hook_id)
+        return found[0]
+
+    def rows(self, *, server: str | None = None, purpose: str | None = None,
+             hook_id: str | None = None, conn: Connection | None = None) -> list[Registration]:
+        query = sa.select(*[c for c in registrations.c if c.name != "secret"]).order_by(
+            registrations.c.server, registrations.c.created_at)
+        if server is not None:
+            query = query.where(registrations.c.server == server.rstrip("/"))
+        if purpose is not None:
+            query = query.where(registrations.c.purpose == purpose)
+        if hook_id is not None:
+            query = query.where(registrations.c.hook_id == hook_id)
+        if conn is not None:
+            rows = conn.execute(query).mappings().all()
+        else:
+            with self.db.read() as c:
+                rows = c.execute(query).mappings().all()
+        return [Registration(**dict(r)) for r in rows]
+
+    def servers(self) -> list[str]:
+        with self.db.read() as c:
+            return sorted(c.execute(sa.select(registrations.c.server).distinct()
+                                    .where(registrations.c.purpose == REFERRALS)).scalars())
