@@ -7,6 +7,8 @@ decided at commit and never lost.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -50,12 +52,14 @@ class ReferralService:
             conn: Connection | None = None) -> Referral:
         """Apply `command`; with `expected_version`, a concurrent change raises ConflictError.
 
-        Without it, a lost race reloads and re-applies (the lifecycle re-checks the rules).
+        Without it, a lost race reloads and re-applies (the lifecycle re-checks the rules). The
+        row is locked while the command is applied (SELECT ... FOR UPDATE on PostgreSQL; SQLite's
+        write transaction already excludes other writers), so concurrent writers queue up.
         """
         for attempt in range(self.retries):
             try:
                 with self.db.using(conn) as c:
-                    current = self.store.get(referral_id, c)
+                    current = self.store.get(referral_id, c, lock=True)
                     if expected_version is not None and current.version != expected_version:
                         raise ConflictError(f"referral {referral_id}", expected_version,
                                             current.version)
@@ -67,6 +71,7 @@ class ReferralService:
                 if expected_version is not None or conn is not None or \
                         attempt == self.retries - 1:
                     raise
+                time.sleep(random.uniform(0, 0.01 * 2 ** attempt))
         raise AssertionError("unreachable")
 
     def _notify(self, conn: Connection, change: Transition) -> None:

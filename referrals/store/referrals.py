@@ -47,8 +47,10 @@ class ReferralStore:
             c.execute(referral_events.insert().values(**_event_row(referral, change.event)))
         return referral
 
-    def get(self, referral_id: str, conn: Connection | None = None) -> Referral:
-        found = self.try_get(referral_id, conn)
+    def get(self, referral_id: str, conn: Connection | None = None, *,
+            lock: bool = False) -> Referral:
+        """The referral; with `lock` (inside `conn`'s transaction) other writers wait for us."""
+        found = self._one(referrals.c.id == referral_id, conn, lock=lock)
         if found is None:
             raise NotFound(f"no referral {referral_id}")
         return found
@@ -112,8 +114,11 @@ class ReferralStore:
                              .group_by(referral_events.c.action)).all()
         return {action: count for action, count in rows}
 
-    def _one(self, clause: sa.ColumnElement[bool], conn: Connection | None) -> Referral | None:
+    def _one(self, clause: sa.ColumnElement[bool], conn: Connection | None, *,
+             lock: bool = False) -> Referral | None:
         query = sa.select(referrals.c.state).where(clause)
+        if lock and conn is not None:
+            query = query.with_for_update()
         if conn is not None:
             state = conn.execute(query).scalar()
         else:

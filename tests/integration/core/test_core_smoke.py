@@ -1,5 +1,5 @@
-from refloop.services import Services
 from referrals.model import Command, Referral, new_referral_id
+from refloop.services import Services
 
 
 def test_open_and_accept(services: Services) -> None:
