@@ -142,16 +142,18 @@ public class FhirServerConfig {
 
 	@Bean
 	public SubscriptionSettings subscriptionSettings(
-			@Value("${refloop.hapi.subscription.polling-interval-ms:1000}") long thePollingIntervalMs) {
+			@Value("${refloop.hapi.subscription.polling-interval-ms:1000}") long thePollingIntervalMs,
+			@Value("${refloop.hapi.subscription.queue-immediately:false}") boolean theQueueImmediately) {
 		SubscriptionSettings retVal = new SubscriptionSettings();
 		// Only classic R4 rest-hook delivery (no websocket, e-mail or message channels).
 		retVal.addSupportedSubscriptionType(SubscriptionChannelType.RESTHOOK);
-		// Put Subscription create/update on the in-memory matching queue at once, so a new
-		// Subscription is activated and registered without waiting for the next poll.
-		retVal.setSubscriptionChangeQueuedImmediately(true);
-		// Other resource changes are persisted and submitted to the matching queue by a
-		// scheduled pass; HAPI's default interval is 5000 ms.
+		// Resource changes (Subscriptions included) are persisted and pushed to the in-memory
+		// matching queue by a scheduled pass; HAPI's default interval is 5000 ms.
 		retVal.setSubscriptionIntervalInMs(thePollingIntervalMs);
+		// HAPI can also queue Subscription changes at once, but in 8.8.0 that message races the
+		// commit ("HAPI-2001: Resource Subscription/x is not known", retried after 1 s), so it is
+		// off by default here.
+		retVal.setSubscriptionChangeQueuedImmediately(theQueueImmediately);
 		return retVal;
 	}
 
