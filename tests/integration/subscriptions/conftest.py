@@ -156,11 +156,16 @@ def sekmet(tmp_path: Path) -> Iterator[Sekmet]:
     peer.thread.join(timeout=10)
 
 
+def build_listener_services(database_url: str, var_dir: Path,
+                            sections: dict[str, Any] | None = None) -> Services:
+    settings = Settings(var_dir=var_dir, database_url=database_url, http_port=free_port(),
+                        sections=sections or {})
+    return build_services(settings)
+
+
 @pytest.fixture
 def listener_services(database_url: str, tmp_path: Path) -> Iterator[Services]:
-    port = free_port()
-    settings = Settings(var_dir=tmp_path / "var", database_url=database_url, http_port=port)
-    built = build_services(settings)
+    built = build_listener_services(database_url, tmp_path / "var")
     yield built
     built.close()
 
@@ -178,4 +183,5 @@ def kit() -> SimpleNamespace:
     """Helpers for the tests of this folder (pytest's importlib mode cannot import conftest)."""
     return SimpleNamespace(wait_for=wait_for, patient=patient, practitioner=practitioner,
                            coverage=coverage, service_request=service_request,
-                           start_sekmet=start_sekmet, Listener=Listener, free_port=free_port)
+                           start_sekmet=start_sekmet, Listener=Listener, free_port=free_port,
+                           build_listener_services=build_listener_services)
