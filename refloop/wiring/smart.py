@@ -1,1 +1,100 @@
-"""Wiring of the smart adapter (filled in by its issue). See refloop/wiring/__init__.py."""
+"""Wiring of the SMART app (smart_app/): its runtime, its blueprint, `refloop smart ...`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from refloop.context import Context, pass_context
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from refloop.services import Services
+    from smart_app.runtime import SmartRuntime
+
+
+def build(services: Services) -> None:
+    services.adapters["smart"] = _runtime(services)
+
+
+def routes(app: Flask, services: Services) -> None:
+    from refloop.wiring import all_handlers
+    from smart_app.web import smart_blueprint
+
+    runtime: SmartRuntime = services.adapters.get("smart") or _runtime(services)
+    runtime.pas_enabled = "pas.submit" in all_handlers(services)
+    app.register_blueprint(smart_blueprint(runtime))
+
+
+def commands() -> list[click.Command]:
+    return [smart]
+
+
+def _runtime(services: Services) -> SmartRuntime:
+    from smart_app.client import EhrHttp
+    from smart_app.config import from_section
+    from smart_app.launcher import Launcher
+    from smart_app.runtime import SmartRuntime
+    from smart_app.sessions import SessionStore
+    from smart_app.tokens import TokenVault
+
+    settings = services.settings
+    config = from_section(settings.section("smart"), settings.var_dir)
+    assert config.token_key_file is not None
+    sessions = SessionStore(services.db, TokenVault.from_file(config.token_key_file),
+                            idle=timedelta(minutes=config.session_idle_minutes),
+                            absolute=timedelta(hours=config.session_absolute_hours))
+    launcher = Launcher(config, sessions, EhrHttp(config.http_timeout_seconds))
+    return SmartRuntime(config=config, launcher=launcher, sessions=sessions, db=services.db,
+                        store=services.store, referrals=services.referrals,
+                        resources=services.resources, work=services.work, pas_enabled=False,
+                        public_base_url=settings.public_base_url.rstrip("/"))
+
+
+@click.group()
+def smart() -> None:
+    """The SMART on FHIR app for coordinators and clinicians."""
+
+
+@smart.command("client-config")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@pass_context
+def client_config(obj: Context, as_json: bool) -> None:
+    """What to register in each EHR: launch URL, redirect URI, JWKS URL, scopes."""
+    from refloop.output import print_json
+    from smart_app.config import from_section
+
+    settings = obj.settings
+    config = from_section(settings.section("smart"), settings.var_dir)
+    base = settings.base_url
+    info: dict[str, Any] = {
+        "launch_url": f"{base}/smart/launch", "redirect_uri": f"{base}/smart/callback",
+        "jwks_url": f"{base}/smart/jwks.json",
+        "tenants": [{"name": t.name, "client_id": t.client_id, "iss": list(t.issuers),
+                     "client_type": "confidential-asymmetric" if t.private_key_file
+                     else "confidential-symmetric",
+                     "token_endpoint_auth_method": "private_key_jwt" if t.private_key_file
+                     else "client_secret_basic",
+                     "kid": t.kid, "scopes": t.scopes, "ehr_origins": list(t.ehr_origins)}
+                    for t in config.tenants],
+    }
+    if as_json:
+        print_json(info)
+        return
+    click.echo(f"Launch URL:    {info['launch_url']}\nRedirect URI:  {info['redirect_uri']}\n"
+               f"JWKS URL:      {info['jwks_url']}")
+    if not base.startswith("https://"):
+        click.echo("Note: EHRs require HTTPS on port 443; set public_base_url to the https "
+                   "address users reach.", err=True)
+    if not config.tenants:
+        click.echo("No tenants yet: add [[smart.tenants]] to the configuration.")
+    for tenant in info["tenants"]:
+        click.echo(f"\nTenant {tenant['name']}: client_id {tenant['client_id']}, "
+                   f"{tenant['client_type']} ({tenant['token_endpoint_auth_method']}"
+                   f"{', kid ' + tenant['kid'] if tenant['kid'] else ''})\n"
+                   f"  iss allowed: {', '.join(tenant['iss'])}\n"
+                   f"  frame-ancestors: {', '.join(tenant['ehr_origins'])}\n"
+                   f"  scopes: {tenant['scopes']}")

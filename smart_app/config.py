@@ -1,0 +1,119 @@
+"""The `[smart]` table: tenants (EHRs that launch us), sessions, cookie; typed and checked."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from referrals.errors import RefloopError
+
+DEFAULT_SCOPES = ("launch openid fhirUser online_access user/ServiceRequest.rs user/Patient.rs "
+                  "user/Coverage.rs user/Practitioner.rs user/PractitionerRole.rs")
+
+
+class SmartConfigError(RefloopError):
+    """The [smart] table is wrong; the message names the key and what to do."""
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """One EHR organisation that may launch the app."""
+
+    name: str
+    issuers: tuple[str, ...]
+    client_id: str
+    ehr_origins: tuple[str, ...]
+    scopes: str = DEFAULT_SCOPES
+    client_secret: str = field(default="", repr=False)
+    private_key_file: Path | None = None
+    kid: str = ""
+    signing_alg: str = "RS384"
+
+    def allows(self, iss: str) -> bool:
+        return normalise_iss(iss) in {normalise_iss(i) for i in self.issuers}
+
+
+@dataclass(frozen=True)
+class SmartConfig:
+    tenants: tuple[Tenant, ...] = ()
+    session_idle_minutes: float = 15.0
+    session_absolute_hours: float = 8.0
+    cookie_name: str = "refloop_smart"
+    token_key_file: Path | None = None
+    http_timeout_seconds: float = 10.0
+
+    def tenant_for_iss(self, iss: str) -> Tenant | None:
+        """The tenant whose allow-list holds `iss` (one trailing slash ignored), or None."""
+        for tenant in self.tenants:
+            if tenant.allows(iss):
+                return tenant
+        return None
+
+    def tenant(self, name: str) -> Tenant | None:
+        return next((t for t in self.tenants if t.name == name), None)
+
+    @property
+    def all_ehr_origins(self) -> tuple[str, ...]:
+        return tuple(sorted({o for t in self.tenants for o in t.ehr_origins}))
+
+
+def normalise_iss(iss: str) -> str:
+    """The documented normalisation before the allow-list match: strip one trailing slash."""
+    return iss[:-1] if iss.endswith("/") else iss
+
+
+def from_section(section: dict[str, Any], var_dir: Path) -> SmartConfig:
+    """Build the typed configuration from the `[smart]` table (env overrides already applied)."""
+    tenants = tuple(_tenant(i, t) for i, t in enumerate(section.get("tenants", [])))
+    names = [t.name for t in tenants]
+    if len(set(names)) != len(names):
+        raise SmartConfigError(f"[smart] tenant names must be unique, got {names}")
+    key_file = section.get("token_key_file")
+    return SmartConfig(
+        tenants=tenants,
+        session_idle_minutes=_number(section, "session_idle_minutes", 15.0),
+        session_absolute_hours=_number(section, "session_absolute_hours", 8.0),
+        cookie_name=str(section.get("cookie_name", "refloop_smart")),
+        token_key_file=Path(key_file) if key_file else var_dir / "smart-token.key",
+        http_timeout_seconds=_number(section, "http_timeout_seconds", 10.0),
+    )
+
+
+def _tenant(index: int, raw: dict[str, Any]) -> Tenant:
+    where = f"[[smart.tenants]] #{index + 1}"
+    for key in ("name", "iss", "client_id", "ehr_origins"):
+        if not raw.get(key):
+            raise SmartConfigError(f"{where}: '{key}' is required")
+    issuers = raw["iss"] if isinstance(raw["iss"], list) else [raw["iss"]]
+    origins = raw["ehr_origins"] if isinstance(raw["ehr_origins"], list) else [raw["ehr_origins"]]
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            raise SmartConfigError(f"{where}: ehr_origins entry {origin!r} must be an origin "
+                                   "like https://ehr.example.org (scheme and host, no path)")
+    secret = str(raw.get("client_secret", ""))
+    if raw.get("client_secret_env"):
+        secret = os.environ.get(str(raw["client_secret_env"]), "")
+    key_file = Path(raw["private_key_file"]) if raw.get("private_key_file") else None
+    if not secret and key_file is None:
+        raise SmartConfigError(f"{where}: set private_key_file and kid (private_key_jwt) or "
+                               "client_secret / client_secret_env (client_secret_basic)")
+    if key_file is not None and not raw.get("kid"):
+        raise SmartConfigError(f"{where}: private_key_file needs a 'kid' (published in the JWKS)")
+    return Tenant(
+        name=str(raw["name"]), issuers=tuple(str(i) for i in issuers),
+        client_id=str(raw["client_id"]), ehr_origins=tuple(o.rstrip("/") for o in origins),
+        scopes=" ".join(str(raw.get("scopes", DEFAULT_SCOPES)).split()),
+        client_secret=secret, private_key_file=key_file, kid=str(raw.get("kid", "")),
+        signing_alg=str(raw.get("signing_alg", "RS384")),
+    )
+
+
+def _number(section: dict[str, Any], key: str, default: float) -> float:
+    try:
+        return float(section.get(key, default))
+    except (TypeError, ValueError) as exc:
+        raise SmartConfigError(f"[smart] {key} must be a number") from exc

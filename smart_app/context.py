@@ -1,0 +1,110 @@
+"""The launch context from one token response: patient, encounter, fhirContext (all three
+shapes of SMART 2.0/2.1/2.2), need_patient_banner, intent, the granted scope, and the user."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from smart_app.auth import LaunchError
+
+RELATIVE = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
+USER_TYPES = ("Practitioner", "PractitionerRole")
+
+
+@dataclass(frozen=True)
+class LaunchContext:
+    user: str
+    patient: str = ""  # "Patient/123" or ""
+    encounter: str = ""
+    fhir_context: tuple[str, ...] = ()  # relative references only
+    need_patient_banner: bool = True
+    intent: str = ""
+    scope: tuple[str, ...] = ()
+    user_display: str = ""
+    patient_display: str = ""
+    notes: tuple[str, ...] = field(default=())
+
+    def granted(self, scope: str) -> bool:
+        return scope in self.scope
+
+    def can_read(self, resource_type: str) -> bool:
+        """Whether the granted scopes (v1 or v2) let the user read `resource_type`."""
+        for granted in self.scope:
+            kind, _, rest = granted.partition("/")
+            if kind not in ("user", "patient") or "." not in rest:
+                continue
+            rtype, _, perms = rest.partition(".")
+            perms = perms.split("?", 1)[0]
+            v2 = bool(perms) and set(perms) <= set("cruds") and "r" in perms
+            if rtype in (resource_type, "*") and (perms in ("read", "*") or v2):
+                return True
+        return False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"user": self.user, "patient": self.patient, "encounter": self.encounter,
+                "fhir_context": list(self.fhir_context),
+                "need_patient_banner": self.need_patient_banner, "intent": self.intent,
+                "scope": list(self.scope), "user_display": self.user_display,
+                "patient_display": self.patient_display, "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LaunchContext:
+        return cls(user=data["user"], patient=data.get("patient", ""),
+                   encounter=data.get("encounter", ""),
+                   fhir_context=tuple(data.get("fhir_context", ())),
+                   need_patient_banner=bool(data.get("need_patient_banner", True)),
+                   intent=data.get("intent", ""), scope=tuple(data.get("scope", ())),
+                   user_display=data.get("user_display", ""),
+                   patient_display=data.get("patient_display", ""),
+                   notes=tuple(data.get("notes", ())))
+
+
+def from_token_response(token: dict[str, Any], claims: dict[str, Any], iss: str
+                        ) -> LaunchContext:
+    """Read this launch's context; the user comes only from the validated id_token."""
+    user = user_reference(claims, iss)
+    patient = str(token.get("patient") or "")
+    encounter = str(token.get("encounter") or "")
+    banner = token.get("need_patient_banner", True)
+    return LaunchContext(
+        user=user,
+        patient=f"Patient/{patient}" if patient and "/" not in patient else patient,
+        encounter=f"Encounter/{encounter}" if encounter and "/" not in encounter else encounter,
+        fhir_context=parse_fhir_context(token.get("fhirContext")),
+        need_patient_banner=banner if isinstance(banner, bool) else str(banner) == "true",
+        intent=str(token.get("intent") or ""),
+        scope=tuple(str(token.get("scope") or "").split()),
+    )
+
+
+def user_reference(claims: dict[str, Any], iss: str) -> str:
+    """`fhirUser` (absolute, or relative to iss) as `Type/id`; Practitioner or PractitionerRole."""
+    raw = str(claims.get("fhirUser") or claims.get("profile") or "")
+    if not raw:
+        raise LaunchError("the EHR's id_token names no fhirUser; grant the 'openid fhirUser' "
+                          "scopes to this app")
+    base = iss.rstrip("/") + "/"
+    relative = raw[len(base):] if raw.startswith(base) else raw
+    if relative.startswith(("http://", "https://")):
+        parts = relative.rstrip("/").split("/")
+        relative = "/".join(parts[-2:])
+    if not RELATIVE.match(relative) or relative.split("/")[0] not in USER_TYPES:
+        raise LaunchError(f"this app is for clinicians and coordinators; the EHR user is a "
+                          f"{relative.split('/')[0] or 'unknown'} resource")
+    return relative
+
+
+def parse_fhir_context(value: Any) -> tuple[str, ...]:
+    """References from fhirContext: 2.0 strings, 2.1 {reference}, 2.2 {reference|canonical|
+    identifier}; only relative `Type/id` references are kept (no following other servers)."""
+    if not isinstance(value, list):
+        return ()
+    found = []
+    for item in value:
+        reference = item if isinstance(item, str) else \
+            item.get("reference") if isinstance(item, dict) else None
+        if isinstance(reference, str) and RELATIVE.match(reference):
+            found.append(reference)
+    return tuple(found)

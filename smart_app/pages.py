@@ -1,0 +1,144 @@
+"""Page handlers: worklist, referral, dashboard, actions. Each view of patient data writes an
+AuditEvent; every change goes through actions.perform (the lifecycle)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Response, render_template
+
+from referrals.analytics import fall_out, funnel
+from referrals.model import PRIORITIES, Referral, Stage
+from referrals.worklist import OPEN_STAGES, SORTS, CursorError, WorklistFilter, fetch_page
+from smart_app import actions, audit, charts, referral_view
+from smart_app.actions import ActionError
+from smart_app.runtime import SmartRuntime
+from smart_app.sessions import Session
+
+__all__ = ["ActionError", "act", "dashboard", "landing_url", "referral", "worklist"]
+
+STAGE_LABELS = {s.value: s.value.replace("-", " ") for s in Stage}
+
+
+def landing_url(rt: SmartRuntime, session: Session) -> str:
+    """Where a finished launch goes: the referral in fhirContext, else the worklist."""
+    base = f"/smart/s/{session.id}"
+    for reference in session.context.fhir_context:
+        if reference.startswith("ServiceRequest/"):
+            found = rt.store.try_get_by_service_request(reference)
+            if found is not None:
+                return f"{base}/referrals/{found.id}"
+        if reference.startswith("Task/"):
+            found = rt.store.try_get(reference.split("/", 1)[1])
+            if found is not None:
+                return f"{base}/referrals/{found.id}"
+    return f"{base}/"
+
+
+def read_filter(session: Session, args: Mapping[str, str]) -> tuple[WorklistFilter, dict[str, str]]:
+    """The filter from the query string; launched for a patient, the patient's referrals."""
+    chosen = {k: args.get(k, "") for k in ("stage", "owner", "priority", "specialty", "overdue",
+                                           "sort", "panel")}
+    owner: str | None = None
+    if chosen["owner"] == "me":
+        owner = session.context.user
+    elif chosen["owner"] == "unassigned":
+        owner = ""
+    stage = chosen["stage"]
+    patient = session.context.patient if chosen["panel"] != "all" else ""
+    where = WorklistFilter(
+        stages=(stage,) if stage in STAGE_LABELS else (),
+        include_closed=stage == "all", owner=owner,
+        priority=chosen["priority"] if chosen["priority"] in PRIORITIES else "",
+        specialty=chosen["specialty"][:128], overdue=chosen["overdue"] == "1", patient=patient)
+    return where, chosen
+
+
+def worklist(rt: SmartRuntime, session: Session, args: Mapping[str, str]) -> Response:
+    where, chosen = read_filter(session, args)
+    sort = chosen["sort"] if chosen["sort"] in SORTS else "due"
+    now = datetime.now(UTC)
+    error = ""
+    try:
+        page = fetch_page(rt.db, where, sort=sort, after=args.get("after") or None, now=now)
+    except CursorError as exc:
+        error = str(exc)
+        page = fetch_page(rt.db, where, sort=sort, now=now)
+    audit.record(rt.resources, audit.build_audit_event(
+        session, interaction="search", patient=where.patient,
+        entities=[], query=urlencode({k: v for k, v in chosen.items() if v}),
+        client_id=_client_id(rt, session)))
+    keep = {k: v for k, v in chosen.items() if v}
+    next_url = f"?{urlencode({**keep, 'sort': sort, 'after': page.next_cursor})}" \
+        if page.next_cursor else ""
+    html = render_template("smart/worklist.html", s=session, page=page, now=now, chosen=chosen,
+                           sort=sort, sorts=SORTS, stages=OPEN_STAGES, all_stages=STAGE_LABELS,
+                           priorities=PRIORITIES, next_url=next_url, error=error,
+                           patient_scoped=bool(where.patient), ctx=session.context,
+                           due=_due, base=f"/smart/s/{session.id}")
+    return Response(html)
+
+
+def referral(rt: SmartRuntime, session: Session, referral_id: str, *, done: str = "",
+             error: str = "", status: int = 200) -> Response:
+    page = referral_view.load_page(rt, referral_id, session.iss)
+    audit.record(rt.resources, audit.build_audit_event(
+        session, interaction="read", patient=page.referral.patient,
+        entities=[f"Task/{page.referral.id}", *page.patient_references],
+        client_id=_client_id(rt, session)))
+    spec = actions.ACTIONS.get(done)
+    html = render_template(
+        "smart/referral.html", s=session, p=page, r=page.referral, ctx=session.context,
+        now=datetime.now(UTC), done=spec.label if spec else "", error=error,
+        offered=actions.available(page.referral), pas_enabled=rt.pas_enabled,
+        pas_disabled=actions.PAS_DISABLED, view=referral_view, due=_due,
+        base=f"/smart/s/{session.id}", banner=_banner(session, page))
+    return Response(html, status=status)
+
+
+def act(rt: SmartRuntime, session: Session, referral_id: str, name: str,
+        form: Mapping[str, str]) -> Referral:
+    done, _message = actions.perform(rt, session, referral_id, name, form)
+    return done
+
+
+def dashboard(rt: SmartRuntime, session: Session) -> Response:
+    now = datetime.now(UTC)
+    steps = [(step.name, step.count) for step in funnel(rt.db)]
+    lost = fall_out(rt.db)
+    aging = charts.aging_buckets(rt.db, now)
+    html = render_template("smart/dashboard.html", s=session, ctx=session.context,
+                           funnel=charts.funnel_bars(steps), lost=sorted(lost.items()),
+                           aging=charts.column_bars(aging), base=f"/smart/s/{session.id}")
+    return Response(html)
+
+
+def _banner(session: Session, page: referral_view.ReferralPage) -> dict[str, str] | None:
+    """The patient banner, unless the EHR says it shows one (need_patient_banner false)."""
+    if not session.context.need_patient_banner:
+        return None
+    patient = page.patient or {}
+    name = referral_view.human_name(patient)
+    if not name and session.context.patient == page.referral.patient:
+        name = session.context.patient_display
+    return {"name": name or page.referral.patient, "birth_date": patient.get("birthDate", ""),
+            "gender": patient.get("gender", ""),
+            "mrn": next((i.get("value", "") for i in patient.get("identifier", [])), "")}
+
+
+def _due(deadline: datetime | None, now: datetime) -> dict[str, Any]:
+    if deadline is None:
+        return {"text": "-", "overdue": False}
+    hours = (deadline - now).total_seconds() / 3600
+    if hours < 0:
+        text = f"overdue {-hours / 24:.0f} d" if hours < -48 else f"overdue {-hours:.0f} h"
+        return {"text": text, "overdue": True}
+    return {"text": f"{hours / 24:.0f} d" if hours > 48 else f"{hours:.0f} h", "overdue": False}
+
+
+def _client_id(rt: SmartRuntime, session: Session) -> str:
+    tenant = rt.config.tenant(session.tenant)
+    return tenant.client_id if tenant else session.tenant

@@ -1,0 +1,165 @@
+"""The SMART app's Flask blueprint: launch, callback, JWKS, and the session-bound pages."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, abort, g, redirect, render_template, request
+from werkzeug.wrappers import Response as WResponse
+
+from referrals.errors import ConflictError, IllegalTransition, NotFound, PeerError
+from smart_app import pages
+from smart_app.auth import LaunchError, public_jwks
+from smart_app.runtime import SmartRuntime
+from smart_app.security import apply_headers, csrf_problem, origin_of, set_browser_cookie
+from smart_app.sessions import Session
+from smart_app.tokens import new_secret
+
+log = logging.getLogger("refloop.smart")
+
+
+def smart_blueprint(rt: SmartRuntime) -> Blueprint:
+    bp = Blueprint("smart", __name__, url_prefix="/smart", template_folder="templates",
+                   static_folder="static", static_url_path="/static")
+    cookie = rt.config.cookie_name
+    cookie_age = int(rt.config.session_absolute_hours * 3600)
+
+    def base_url() -> str:
+        return (rt.public_base_url or request.host_url).rstrip("/")
+
+    @bp.after_request
+    def _headers(response: Response) -> Response:
+        tenant = rt.config.tenant(g.get("smart_tenant", "")) if g.get("smart_tenant") else None
+        origins = tenant.ehr_origins if tenant else rt.config.all_ehr_origins
+        apply_headers(response, origins, tuple(g.get("smart_form_targets", ())))
+        return response
+
+    @bp.get("/launch")
+    def launch() -> Any:
+        iss, handle = request.args.get("iss", ""), request.args.get("launch") or None
+        if not iss:
+            return _message("Launch Refloop from the EHR", "The launch request has no 'iss' "
+                            "(the EHR's FHIR address). Open Refloop from the EHR.", 400)
+        browser = request.cookies.get(cookie) or new_secret()
+        try:
+            authorize = rt.launcher.start(browser, iss=iss, launch=handle,
+                                          redirect_uri=base_url() + "/smart/callback")
+        except LaunchError as exc:
+            return _message("Refloop cannot start", str(exc), 400)
+        except PeerError as exc:
+            return _message("The EHR cannot be reached", f"{exc}. Try again in a moment.", 502)
+        if authorize.method == "POST":
+            g.smart_form_targets = (origin_of(authorize.url),)
+            page = render_template("smart/launch_post.html", target=authorize.url,
+                                   form=authorize.form)
+            response: WResponse = Response(page)
+        else:
+            response = redirect(authorize.url, code=302)
+        set_browser_cookie(response, cookie, browser, cookie_age)
+        return response
+
+    @bp.get("/callback")
+    def callback() -> Any:
+        state, code = request.args.get("state", ""), request.args.get("code", "")
+        browser = request.cookies.get(cookie)
+        if request.args.get("error"):
+            if state:
+                rt.sessions.consume_state(state, browser)
+            return _message("The EHR did not authorize Refloop",
+                            f"{request.args['error']}: "
+                            f"{request.args.get('error_description', '')[:300]}", 400)
+        if not state or not code:
+            return _message("Launch Refloop from the EHR", "This address is only reached during "
+                            "a launch, with the EHR's code and state. Relaunch from the EHR.", 400)
+        try:
+            session = rt.launcher.finish(browser, state=state, code=code)
+        except LaunchError as exc:
+            return _message("Refloop cannot start", str(exc), 400)
+        except PeerError as exc:
+            return _message("The EHR refused the launch", str(exc), 502)
+        fresh = new_secret()
+        rt.sessions.rotate_browser(browser or "", fresh)
+        response = redirect(pages.landing_url(rt, session), code=303)
+        set_browser_cookie(response, cookie, fresh, cookie_age)
+        return response
+
+    @bp.get("/jwks.json")
+    def jwks() -> Any:
+        response = Response(_json(public_jwks(rt.config.tenants)), mimetype="application/json")
+        response.headers["Cache-Control"] = "max-age=300"
+        return response
+
+    def with_session(view: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(sid: str, **kwargs: Any) -> Any:
+            found = rt.sessions.get(sid, request.cookies.get(cookie))
+            session = rt.launcher.fresh(found) if found else None
+            if session is None:
+                return _message("Your Refloop session has ended", "Sessions end after "
+                                f"{rt.config.session_idle_minutes:.0f} minutes without use, or "
+                                "when the EHR ends your access. Relaunch Refloop from the EHR "
+                                "(no separate login is needed).", 401, relaunch=True)
+            g.smart_tenant = session.tenant
+            return view(session, **kwargs)
+        wrapped.__name__ = view.__name__
+        return wrapped
+
+    @bp.get("/s/<sid>/")
+    @with_session
+    def worklist(session: Session) -> Any:
+        return pages.worklist(rt, session, request.args)
+
+    @bp.get("/s/<sid>/dashboard")
+    @with_session
+    def dashboard(session: Session) -> Any:
+        return pages.dashboard(rt, session)
+
+    @bp.get("/s/<sid>/referrals/<rid>")
+    @with_session
+    def referral(session: Session, rid: str) -> Any:
+        try:
+            return pages.referral(rt, session, rid, done=request.args.get("done", ""))
+        except NotFound:
+            abort(404)
+
+    @bp.post("/s/<sid>/referrals/<rid>/act")
+    @with_session
+    def act(session: Session, rid: str) -> Any:
+        problem = csrf_problem(request, expected_token=session.csrf_token,
+                               own_origin=origin_of(base_url()))
+        if problem:
+            log.warning("action refused", extra={"reason": "csrf", "referral_id": rid})
+            return _message("Action refused", problem, 403)
+        name = request.form.get("action", "")
+        try:
+            pages.act(rt, session, rid, name, request.form)
+        except NotFound:
+            abort(404)
+        except (IllegalTransition, ConflictError) as exc:
+            return pages.referral(rt, session, rid, error=_explain(exc), status=409)
+        except pages.ActionError as exc:
+            return pages.referral(rt, session, rid, error=str(exc), status=400)
+        return redirect(f"{base_url()}/smart/s/{session.id}/referrals/{rid}?done={name}",
+                        code=303)
+
+    return bp
+
+
+def _explain(exc: Exception) -> str:
+    if isinstance(exc, IllegalTransition):
+        return f"This action is not possible now: {exc.why} (the referral is {exc.stage})."
+    return "Someone else changed this referral while you were looking at it. " \
+        "The page now shows the latest version; check it and try again."
+
+
+def _message(title: str, text: str, status: int, *, relaunch: bool = False) -> Response:
+    html = render_template("smart/message.html", title=title, text=text, relaunch=relaunch,
+                           now=datetime.now(UTC))
+    return Response(html, status=status)
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data)
