@@ -157,9 +157,10 @@ def sekmet(tmp_path: Path) -> Iterator[Sekmet]:
 
 
 def build_listener_services(database_url: str, var_dir: Path,
-                            sections: dict[str, Any] | None = None) -> Services:
-    settings = Settings(var_dir=var_dir, database_url=database_url, http_port=free_port(),
-                        sections=sections or {})
+                            sections: dict[str, Any] | None = None,
+                            port: int | None = None) -> Services:
+    settings = Settings(var_dir=var_dir, database_url=database_url,
+                        http_port=port or free_port(), sections=sections or {})
     return build_services(settings)
 
 
