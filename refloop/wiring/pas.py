@@ -1,1 +1,225 @@
-"""Wiring of the pas adapter (filled in by its issue). See refloop/wiring/__init__.py."""
+"""Wiring of the PAS adapter (pas_client/): the prior-authorization flow object, its work
+handlers ("pas.submit", "pas.notification"), the `refloop pas ...` commands and the demo's
+pend-then-approve run against the payer sandbox. See docs/pas.md."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from refloop.context import Context, pass_context
+from refloop.output import print_json, print_table
+
+if TYPE_CHECKING:
+    from pas_client.flow import PriorAuthFlow
+    from referrals.worker import Handler
+    from refloop.services import Services
+
+NAME = "pas"
+
+
+def build(services: Services) -> None:
+    from pas_client.config import from_settings
+
+    config = from_settings(services.settings.section("pas"),
+                           services.settings.section("payers"))
+    services.adapters[NAME] = make_flow(services, config)
+
+
+def make_flow(services: Services, config: Any) -> PriorAuthFlow:
+    from pas_client.flow import PriorAuthFlow
+    from pas_client.store import PriorAuthStore
+
+    return PriorAuthFlow(config=config, store=PriorAuthStore(services.db),
+                         referrals=services.referrals, referral_store=services.store,
+                         resources=services.resources, work=services.work,
+                         hooks=services.adapters.get("subscriptions"))
+
+
+def flow(services: Services) -> PriorAuthFlow:
+    found: PriorAuthFlow = services.adapters[NAME]
+    if found.hooks is None:  # the subscriptions adapter may be built after us
+        found.hooks = services.adapters.get("subscriptions")
+    return found
+
+
+def work_handlers(services: Services) -> dict[str, Handler]:
+    return {"pas.submit": lambda item: flow(services).handle_submit(item),
+            "pas.notification": lambda item: flow(services).handle_notification(item)}
+
+
+@click.group("pas")
+def pas() -> None:
+    """Prior authorization (Da Vinci PAS): check, submit, follow, update, cancel."""
+
+
+@pas.command("check")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--pas-version", "version", type=click.Choice(["2.0.1", "2.2.1"]),
+              default="2.2.1", show_default=True)
+@click.option("--kind", type=click.Choice(["request", "response", "inquiry-request",
+                                           "inquiry-response"]), default="request",
+              show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def check(file: Path, version: str, kind: str, as_json: bool) -> None:
+    """Run the pre-flight conformance check on a bundle FILE; exit 1 when it has errors."""
+    from pas_client.conformance import check_bundle
+
+    try:
+        bundle = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"{file}: not JSON ({exc}); pass a FHIR JSON Bundle") from exc
+    findings = check_bundle(bundle, version, kind)
+    errors = [f for f in findings if f.severity == "error"]
+    if as_json:
+        print_json({"file": str(file), "version": version, "errors": len(errors),
+                    "warnings": len(findings) - len(errors),
+                    "findings": [f.to_json() for f in findings]})
+    else:
+        for finding in findings:
+            click.echo(str(finding))
+        click.echo(f"{file}: {len(errors)} errors, {len(findings) - len(errors)} warnings "
+                   f"(PAS {version} {kind})")
+    if errors:
+        sys.exit(1)
+
+
+@pas.command("sandbox")
+@click.option("--port", default=8090, show_default=True, help="0 picks a free port.")
+@click.option("--rules", "rules_file", type=click.Path(exists=True, path_type=Path),
+              help="JSON rules: default, by_code, after_pend, pend_seconds, "
+                   "notification_shape, version.")
+def sandbox(port: int, rules_file: Path | None) -> None:
+    """Run the PAYER SANDBOX (a fake payer for demos and tests) on 127.0.0.1."""
+    import threading
+
+    from pas_client.sandbox import SandboxRules, SandboxServer
+
+    rules = SandboxRules.from_json(json.loads(rules_file.read_text("utf-8"))) \
+        if rules_file else SandboxRules()
+    server = SandboxServer(rules, port=port).start()
+    click.echo(f"PAS payer sandbox (a fake payer, not a real one) at {server.url} "
+               f"(PAS {rules.version}); Ctrl-C to stop.")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+@pas.command("submit")
+@click.argument("referral_id")
+@click.option("--payer", required=True, help="The [[payers]] name.")
+@pass_context
+def submit(obj: Context, referral_id: str, payer: str) -> None:
+    """Queue a prior-authorization request for REFERRAL_ID (what the app's button does)."""
+    flow(obj.services).enqueue_submit(referral_id, payer)
+    click.echo(f"queued: prior authorization of {referral_id} with {payer}")
+
+
+@pas.command("status")
+@click.argument("referral_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def status(obj: Context, referral_id: str, as_json: bool) -> None:
+    """Show the prior-authorization requests of REFERRAL_ID, their decisions and findings."""
+    requests = flow(obj.services).store.for_referral(referral_id)
+    if as_json:
+        print_json([{"id": r.id, "chain": r.chain_id, "kind": r.kind, "payer": r.payer,
+                     "status": r.status, "auth_number": r.auth_number, "decision": r.decision,
+                     "findings": r.findings, "error": r.last_error} for r in requests])
+        return
+    print_table(["request", "kind", "payer", "status", "auth number", "problem"],
+                [[r.id[:8], r.kind, r.payer, r.status, r.auth_number,
+                  r.last_error or _first_error(r.findings)] for r in requests])
+
+
+def _first_error(findings: list[dict[str, Any]]) -> str:
+    errors = [f for f in findings if f["severity"] == "error"]
+    return f"{errors[0]['path']}: {errors[0]['message']}" if errors else ""
+
+
+@pas.command("inquire")
+@click.argument("request_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def inquire(obj: Context, request_id: str, as_json: bool) -> None:
+    """Ask the payer ($inquire) for the current decision of REQUEST_ID (user-initiated)."""
+    found = flow(obj.services).store.try_get(request_id)
+    if found is None:
+        raise click.ClickException(f"no prior-authorization request {request_id}; see "
+                                   "`refloop pas status REFERRAL_ID`")
+    decisions = flow(obj.services).inquire(found)
+    if as_json:
+        print_json([d.to_json() for d in decisions])
+    else:
+        for decision in decisions:
+            click.echo(decision.summary())
+
+
+@pas.command("cancel")
+@click.argument("chain_id")
+@pass_context
+def cancel(obj: Context, chain_id: str) -> None:
+    """Cancel a whole prior authorization (a Claim Update with certificationType 3)."""
+    request = flow(obj.services).update(chain_id, cancel_all=True)
+    click.echo(f"cancel request {request.id}: {request.status}")
+
+
+def commands() -> list[click.Command]:
+    return [pas]
+
+
+def run_demo_prior_auth(services: Services, referral_id: str | None = None,
+                        echo: Any = click.echo) -> dict[str, Any]:
+    """The demo: one accepted referral goes through a pend and an approval at the PAYER
+    SANDBOX (started here on a free 127.0.0.1 port and stopped afterwards).
+
+    The pended decision arrives as a subscription notification when the subscriptions hook
+    endpoint is reachable (the web role is running); otherwise the demo asks with $inquire."""
+    from pas_client.config import Organization, PasConfig, PayerConfig
+    from pas_client.sandbox import SandboxRules, SandboxServer
+    from referrals.model import Stage
+    from referrals.worker import Worker
+
+    referral = services.store.get(referral_id) if referral_id else next(
+        (r for r in services.store.list(limit=1000) if r.stage == Stage.ACCEPTED), None)
+    if referral is None:
+        raise click.ClickException("no accepted referral for the prior-authorization demo")
+    server = SandboxServer(SandboxRules(default="pend", after_pend="approve")).start()
+    try:
+        payer = PayerConfig(name=referral.payer or "Demo payer", base_url=server.url,
+                            payer_id="DEMO-PAYER", organization_identifier="1234567893")
+        config = PasConfig(organization=Organization("Refloop Demo Clinic", "1234567893",
+                                                     "123456789"), payers=(payer,))
+        demo = make_flow(services, config)
+        demo.hooks = services.adapters.get("subscriptions")
+        demo.enqueue_submit(referral.id, payer.name)
+        handlers: dict[str, Handler] = {"pas.submit": demo.handle_submit,
+                    "pas.notification": demo.handle_notification}
+        Worker(services.work, handlers).drain()
+        first = demo.store.for_referral(referral.id, payer.name)[-1]
+        echo(f"prior authorization {first.id[:8]}: {first.status} "
+             f"(referral {services.store.get(referral.id).stage.value})")
+        server.state.rules.after_pend = "approve"
+        from pas_client.sandbox.server import release_pended
+
+        release_pended(server.state)
+        Worker(services.work, handlers).drain()
+        request = demo.store.try_get(first.id)
+        assert request is not None
+        if request.status == "pended":  # the notification could not reach us: ask
+            demo.inquire(request)
+            request = demo.store.try_get(first.id)
+            assert request is not None
+        final = services.store.get(referral.id)
+        echo(f"prior authorization {request.id[:8]}: {request.status} "
+             f"{request.auth_number} (referral {final.stage.value})")
+        return {"referral_id": referral.id, "request_id": request.id,
+                "status": request.status, "auth_number": request.auth_number,
+                "stage": final.stage.value}
+    finally:
+        server.stop()

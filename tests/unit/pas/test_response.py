@@ -10,8 +10,12 @@ from typing import Any
 
 import pytest
 
-from pas_client.response import ResponseError, from_claim_response, parse_inquire_reply, \
-    parse_response_bundle
+from pas_client.response import (
+    ResponseError,
+    from_claim_response,
+    parse_inquire_reply,
+    parse_response_bundle,
+)
 
 FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "pas"
 

@@ -1,0 +1,123 @@
+"""Typed PAS configuration: `[pas]` (our organisation, coding defaults) and `[[payers]]`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from referrals.errors import RefloopError
+
+VERSIONS = ("2.0.1", "2.2.1")
+AUTH_KINDS = ("none", "backend-services", "mtls")
+FILTERS = ("org-identifier", "orgIdentifier", "identifier")
+
+
+class ConfigError(RefloopError):
+    """The PAS configuration is wrong; the message names the key and what to do."""
+
+
+@dataclass(frozen=True)
+class PayerAuth:
+    kind: str = "none"  # none | backend-services | mtls
+    client_id: str = ""
+    key_file: str = ""    # backend services: private key (PEM) signing the client assertion
+    key_id: str = ""
+    token_url: str = ""
+    scope: str = "system/Claim.write system/ClaimResponse.read system/Subscription.write"
+    cert_file: str = ""   # mutual TLS: client certificate (PEM)
+    cert_key_file: str = ""
+
+
+@dataclass(frozen=True)
+class PayerConfig:
+    name: str
+    base_url: str
+    version: str = "2.2.1"
+    payer_id: str = ""   # the payer's id (PI) agreed with the trading partner
+    organization_identifier: str = ""  # ours: NPI/TIN or ISA06 sender id for the filter
+    subscription_filter: str = "org-identifier"
+    auth: PayerAuth = field(default_factory=PayerAuth)
+    timeout_seconds: float = 30.0
+    subscribe: bool = True
+
+
+@dataclass(frozen=True)
+class Organization:
+    name: str = ""
+    npi: str = ""
+    tin: str = ""
+
+
+@dataclass(frozen=True)
+class PasConfig:
+    organization: Organization = field(default_factory=Organization)
+    payers: tuple[PayerConfig, ...] = ()
+    place_of_service: str = "11"
+    service_category: str = "3"   # X12 1365: Consultation
+    request_type: str = "SC"      # X12 1525: Specialty Care Review (a referral)
+    claim_type: str = "professional"
+    service_codes: dict[str, str] = field(default_factory=dict)  # EHR code -> CPT/HCPCS
+
+    def payer(self, name: str) -> PayerConfig:
+        for payer in self.payers:
+            if payer.name == name:
+                return payer
+        known = ", ".join(p.name for p in self.payers) or "none"
+        raise ConfigError(f"no [[payers]] entry named {name!r} (configured: {known}); add one "
+                          "with name, base_url and version")
+
+    def try_payer(self, name: str) -> PayerConfig | None:
+        return next((p for p in self.payers if p.name == name), None)
+
+
+def from_settings(pas: dict[str, Any], payers: list[dict[str, Any]] | Any) -> PasConfig:
+    """Build the typed config from the `[pas]` table and the `[[payers]]` array of tables."""
+    organization = Organization(name=str(pas.get("organization_name", "")),
+                                npi=str(pas.get("organization_npi", "")),
+                                tin=str(pas.get("organization_tin", "")))
+    tables = payers if isinstance(payers, list) else []
+    return PasConfig(
+        organization=organization,
+        payers=tuple(payer_from_table(t, organization) for t in tables),
+        place_of_service=str(pas.get("place_of_service", "11")),
+        service_category=str(pas.get("service_category", "3")),
+        request_type=str(pas.get("request_type", "SC")),
+        claim_type=str(pas.get("claim_type", "professional")),
+        service_codes={str(k): str(v) for k, v in dict(pas.get("service_codes", {})).items()},
+    )
+
+
+def payer_from_table(table: dict[str, Any], organization: Organization) -> PayerConfig:
+    name = str(table.get("name", ""))
+    if not name or not table.get("base_url"):
+        raise ConfigError("each [[payers]] entry needs name and base_url")
+    version = str(table.get("version", "2.2.1"))
+    if version not in VERSIONS:
+        raise ConfigError(f"payer {name}: version {version!r} is not supported; use 2.0.1 or "
+                          "2.2.1 (one endpoint per version)")
+    kind = str(table.get("auth", "none"))
+    if kind not in AUTH_KINDS:
+        raise ConfigError(f"payer {name}: auth {kind!r}; use one of {', '.join(AUTH_KINDS)}")
+    auth = PayerAuth(kind=kind, client_id=str(table.get("client_id", "")),
+                     key_file=str(table.get("key_file", "")),
+                     key_id=str(table.get("key_id", "")),
+                     token_url=str(table.get("token_url", "")),
+                     scope=str(table.get("scope", PayerAuth.scope)),
+                     cert_file=str(table.get("cert_file", "")),
+                     cert_key_file=str(table.get("cert_key_file", "")))
+    if kind == "backend-services" and not (auth.client_id and auth.key_file and auth.token_url):
+        raise ConfigError(f"payer {name}: backend-services needs client_id, key_file, token_url")
+    if kind == "mtls" and not (auth.cert_file and auth.cert_key_file):
+        raise ConfigError(f"payer {name}: mtls needs cert_file and cert_key_file")
+    flt = str(table.get("subscription_filter", "org-identifier"))
+    if flt not in FILTERS:
+        raise ConfigError(f"payer {name}: subscription_filter {flt!r}; use one of "
+                          f"{', '.join(FILTERS)}")
+    return PayerConfig(
+        name=name, base_url=str(table["base_url"]).rstrip("/"), version=version,
+        payer_id=str(table.get("payer_id", "")),
+        organization_identifier=str(table.get("organization_identifier", "")
+                                    or organization.npi),
+        subscription_filter=flt, auth=auth,
+        timeout_seconds=float(table.get("timeout_seconds", 30.0)),
+        subscribe=bool(table.get("subscribe", True)))

@@ -1,0 +1,26 @@
+"""Sandbox decision rules: an action per procedure code, a default, what a pend becomes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ACTIONS = ("approve", "pend", "deny", "modify", "contact")
+
+
+@dataclass
+class SandboxRules:
+    default: str = "approve"
+    by_code: dict[str, str] = field(default_factory=dict)  # code -> approve|pend|deny|modify:X
+    after_pend: str = "approve"        # the decision a pended request gets on release
+    pend_seconds: float = 0.0          # > 0: release pended requests by itself after this delay
+    notification_shape: str = "nested"  # nested (IG example) | flattened (Inferno)
+    version: str = "2.2.1"
+
+    def action_for(self, code: str) -> str:
+        return self.by_code.get(code, self.default)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SandboxRules:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)

@@ -1,0 +1,235 @@
+"""The payer sandbox's HTTP server (Flask), bound to 127.0.0.1. A FAKE PAYER for the demo and
+tests: $submit, $inquire, Subscription create, and test controls under /sandbox/."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.serving import make_server
+
+from pas_client.sandbox.responses import (
+    build_notification,
+    build_response_bundle,
+    item_actions,
+    operation_outcome,
+)
+from pas_client.sandbox.rules import SandboxRules
+
+log = logging.getLogger("refloop.pas.sandbox")
+FHIR_JSON = "application/fhir+json"
+MAX_FULL = 1
+
+
+@dataclass
+class SandboxState:
+    rules: SandboxRules
+    claims: dict[str, dict[str, Any]] = field(default_factory=dict)  # claim identifier -> rec
+    subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    received: list[str] = field(default_factory=list)  # sha256 of each $submit body
+    fail_next: list[int] = field(default_factory=list)  # statuses to answer next, then normal
+    delivered: list[dict[str, Any]] = field(default_factory=list)
+    events: int = 0
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+
+def fhir(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(json.dumps(body), status=status, mimetype=FHIR_JSON)
+
+
+def problems(bundle: Any) -> tuple[str, str] | None:
+    """Structural checks of a $submit body, as payer gateways make them: (text, expression)."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        return "the body must be a PAS request Bundle", "Bundle"
+    if bundle.get("type") != "collection":
+        return "Bundle.type must be collection", "Bundle.type"
+    entries = bundle.get("entry") or []
+    claim = entries[0].get("resource", {}) if entries else {}
+    if claim.get("resourceType") != "Claim":
+        return "the first entry must be the Claim", "Bundle.entry[0].resource"
+    for key in ("identifier", "provider", "insurer", "patient", "insurance", "item"):
+        if not claim.get(key):
+            return f"Claim.{key} is required", f"Bundle.entry[0].resource.{key}"
+    if claim.get("use") != "preauthorization":
+        return "Claim.use must be preauthorization", "Bundle.entry[0].resource.use"
+    urls = {e.get("fullUrl") for e in entries}
+    for key in ("patient", "insurer", "provider"):
+        if claim[key].get("reference") not in urls:
+            return f"Claim.{key} does not resolve in the Bundle", f"Bundle.entry[0].resource.{key}"
+    return None
+
+
+def create_sandbox_app(rules: SandboxRules | None = None) -> Flask:
+    state = SandboxState(rules or SandboxRules())
+    app = Flask("refloop-pas-sandbox")
+    app.config["SANDBOX"] = state
+
+    @app.post("/Claim/$submit")
+    def submit() -> Response:
+        body = request.get_data()
+        with state.lock:
+            state.received.append(hashlib.sha256(body).hexdigest())
+            if state.fail_next:
+                return Response("sandbox: simulated outage", status=state.fail_next.pop(0))
+        try:
+            bundle = json.loads(body)
+        except ValueError:
+            return fhir(operation_outcome("structure", "the body is not JSON"), 400)
+        problem = problems(bundle)
+        if problem:
+            return fhir(operation_outcome("invalid", *problem), 400)
+        return fhir(decide(state, bundle))
+
+    @app.post("/Claim/$inquire")
+    def inquire() -> Response:
+        try:
+            bundle = json.loads(request.get_data())
+            claim = bundle["entry"][0]["resource"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            return fhir(operation_outcome("invalid", "expected an inquiry Bundle"), 400)
+        patient = claim.get("patient", {}).get("reference")
+        with state.lock:
+            found = [rec["response"] for rec in state.claims.values()
+                     if rec["patient"] == patient and rec["current"]]
+        if state.rules.version == "2.0.1":
+            return fhir(found[-1] if found else operation_outcome("not-found", "no match"),
+                        200 if found else 404)
+        return fhir({"resourceType": "Parameters", "parameter": [
+            {"name": "return", "resource": r} for r in found]})
+
+    @app.post("/Subscription")
+    def subscribe() -> Response:
+        subscription = json.loads(request.get_data())
+        subscription["id"] = uuid.uuid4().hex[:12]
+        subscription["status"] = "active"
+        with state.lock:
+            state.subscriptions[subscription["id"]] = subscription
+        return fhir(subscription, 201)
+
+    @app.post("/sandbox/release")
+    def release() -> Response:
+        return fhir({"released": release_pended(state)})
+
+    @app.post("/sandbox/fail-next")
+    def fail_next() -> Response:
+        with state.lock:
+            state.fail_next.extend(int(s) for s in request.get_json()["statuses"])
+        return fhir({"queued": len(state.fail_next)})
+
+    @app.get("/sandbox/state")
+    def show() -> Response:
+        with state.lock:
+            return fhir({"received": state.received, "subscriptions": list(state.subscriptions),
+                         "delivered": len(state.delivered),
+                         "pended": [k for k, v in state.claims.items() if v["pended"]]})
+
+    return app
+
+
+def decide(state: SandboxState, bundle: dict[str, Any]) -> dict[str, Any]:
+    claim = bundle["entry"][0]["resource"]
+    identifier = claim["identifier"][0]["value"]
+    with state.lock:
+        known = state.claims.get(identifier)
+        if known is not None:  # a resend of the same request: the same answer
+            return dict(known["response"])
+        actions = item_actions(claim, state.rules.action_for)
+        number = f"SBX{uuid.uuid4().hex[:8].upper()}"
+        response = build_response_bundle(bundle, actions, number, state.rules.version)
+        for rec in state.claims.values():
+            if rec["patient"] == claim["patient"]["reference"] and claim.get("related"):
+                rec["current"] = False
+        state.claims[identifier] = {"bundle": bundle, "response": response, "number": number,
+                                    "patient": claim["patient"]["reference"], "current": True,
+                                    "pended": "pend" in actions.values()}
+    if "pend" in actions.values() and state.rules.pend_seconds > 0:
+        threading.Timer(state.rules.pend_seconds, release_pended, args=(state,)).start()
+    return response
+
+
+def release_pended(state: SandboxState) -> int:
+    """Decide every pended request by rules.after_pend and notify the subscribers."""
+    with state.lock:
+        pended = [(k, v) for k, v in state.claims.items() if v["pended"]]
+        for _, rec in pended:
+            actions = {seq: (state.rules.after_pend if a == "pend" else a)
+                       for seq, a in item_actions(rec["bundle"]["entry"][0]["resource"],
+                                                  state.rules.action_for).items()}
+            rec["response"] = build_response_bundle(rec["bundle"], actions, rec["number"],
+                                                    state.rules.version)
+            rec["pended"] = False
+        subscriptions = list(state.subscriptions.values())
+    for _, rec in pended:
+        for subscription in subscriptions:
+            if matches(subscription, rec["bundle"]):
+                notify(state, subscription, rec["response"])
+    return len(pended)
+
+
+def matches(subscription: dict[str, Any], bundle: dict[str, Any]) -> bool:
+    """The filter value (org-identifier=X) names the requesting organisation's identifier."""
+    criteria = subscription.get("_criteria", {}).get("extension", [])
+    values = {v for e in criteria for v in e.get("valueString", "").split("=", 1)[-1].split(",")}
+    provider = bundle["entry"][0]["resource"]["provider"]["reference"]
+    for entry in bundle["entry"]:
+        if entry["fullUrl"] == provider:
+            ids = {i.get("value") for i in entry["resource"].get("identifier", [])}
+            return bool(ids & values)
+    return False
+
+
+def notify(state: SandboxState, subscription: dict[str, Any], response: dict[str, Any]) -> None:
+    with state.lock:
+        state.events += 1
+        number = state.events
+    note = build_notification(subscription, response, number, state.rules.notification_shape)
+    channel = subscription.get("channel", {})
+    headers = {"Content-Type": FHIR_JSON}
+    for line in channel.get("header", []):
+        name, _, value = line.partition(":")
+        headers[name.strip()] = value.strip()
+    post = urllib.request.Request(channel["endpoint"], data=json.dumps(note).encode(),
+                                  headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(post, timeout=10) as reply:
+            status = reply.status
+    except OSError as exc:
+        log.warning("sandbox notification failed", extra={"error": str(exc)})
+        status = 0
+    with state.lock:
+        state.delivered.append({"subscription": subscription["id"], "status": status})
+
+
+class SandboxServer:
+    """Run the sandbox on 127.0.0.1 in a thread (port 0 picks a free port)."""
+
+    def __init__(self, rules: SandboxRules | None = None, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        self.app = create_sandbox_app(rules)
+        self.server = make_server(host, port, self.app, threaded=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
+                                       name="pas-sandbox")
+
+    @property
+    def state(self) -> SandboxState:
+        state: SandboxState = self.app.config["SANDBOX"]
+        return state
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def start(self) -> SandboxServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.thread.join(timeout=5)
