@@ -13,7 +13,7 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message
 _SECRET_KEYS = re.compile(r"(token|secret|password|authorization|cookie|assertion|key)", re.I)
 _BEARER = re.compile(r"(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.I)
 #: secrets passed as URL query or form parameters (OAuth tokens, codes, client secrets...)
-_PARAM = re.compile(r"([?&;\s\"'](?:access_token|id_token|refresh_token|token|client_secret|"
+_PARAM = re.compile(r"((?:^|[?&;\s\"'])(?:access_token|id_token|refresh_token|token|client_secret|"
                     r"password|code|assertion|client_assertion|api_key|apikey)=)[^&\s\"';]+", re.I)
 #: a password inside a URL (postgresql://user:secret@host/db)
 _URL_PASSWORD = re.compile(r"(\w+://[^/\s:@]+:)[^/\s@]+(@)")
