@@ -21,7 +21,6 @@ TOPIC_CANONICAL = f"{BP}/StructureDefinition/capabilitystatement-subscriptiontop
 BACKPORT_SERVERS = (f"{BP}/CapabilityStatement/backport-subscription-server-r4",
                     f"{BP}/CapabilityStatement/backport-subscription-server",
                     f"{BP}/CapabilityStatement/CapabilitySubscriptionServer")
-ST = "http://hl7.org/fhir/5.0/StructureDefinition/extension-SubscriptionTopic"
 TOPIC_CODE = "http://hl7.org/fhir/fhir-types|SubscriptionTopic"
 
 CLASSIC, BACKPORT, POLLING = "r4-classic", "r4-backport", "polling"
@@ -150,7 +149,7 @@ def read_topics(client: FhirClient, fhir_version: str) -> list[Topic]:
 def from_basic(basic: dict[str, Any]) -> Topic | None:
     extensions = basic.get("extension") or []
     url = next((e.get("valueUri") or e.get("valueCanonical") for e in extensions
-                if e.get("url") == f"{ST}.url"), None)
+                if _topic_part(e) == "url"), None)
     if not url:
         return None
     resources: set[str] = set()
@@ -158,17 +157,25 @@ def from_basic(basic: dict[str, Any]) -> Topic | None:
     filters: set[str] = set()
     for ext in extensions:
         parts = ext.get("extension") or []
-        if ext.get("url") == f"{ST}.resourceTrigger":
+        if _topic_part(ext) == "resourceTrigger":
             for part in parts:
                 if part.get("url") == "resource":
                     resources.add(str(part.get("valueUri", "")).rsplit("/", 1)[-1])
                 if part.get("url") == "supportedInteraction":
                     interactions.add(str(part.get("valueCode")))
-        if ext.get("url") == f"{ST}.canFilterBy":
+        if _topic_part(ext) == "canFilterBy":
             filters.update(str(p.get("valueString")) for p in parts
                            if p.get("url") == "filterParameter")
     return Topic(str(url), frozenset(resources), frozenset(interactions or {"create", "update"}),
                  frozenset(filters))
+
+
+def _topic_part(extension: dict[str, Any]) -> str:
+    """"resourceTrigger" of .../5.0/... or .../4.3/...extension-SubscriptionTopic.resourceTrigger
+    (the IG's examples mix cross-version URLs)."""
+    url = str(extension.get("url") or "")
+    return url.rsplit("extension-SubscriptionTopic.", 1)[1] if \
+        "/extension-SubscriptionTopic." in url else ""
 
 
 def from_subscription_topic(topic: dict[str, Any]) -> Topic:
