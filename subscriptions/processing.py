@@ -19,8 +19,9 @@ from referrals.errors import InboundError
 from referrals.store.inbox import Inbox
 from referrals.store.work import WorkItem, WorkQueue
 from subscriptions.client import FhirClient
-from subscriptions.intake import Fetched, Intake, read_coverages, read_service_request
-from subscriptions.notification import DELETION, Notification, parse_notification
+from subscriptions.intake import Intake, read_service_request
+from subscriptions.mapping import matches_criteria
+from subscriptions.notification import Notification, parse_notification
 from subscriptions.registry import REFERRAL_KIND, Hook, Registry
 
 RECONCILE_KIND = "subscriptions.reconcile"
@@ -71,7 +72,8 @@ class NotificationHandler:
             self._forward(inbox_id, hook, note)
             return
         self._track_events(hook, note)
-        outcomes = [self._event(hook, note, focus, inbox_id)
+        criteria = self.registry.get(hook.id).criteria
+        outcomes = [self._event(hook, note, focus, inbox_id, criteria)
                     for focus in dict.fromkeys(e.focus for e in note.events)]
         self.inbox.mark(inbox_id, "processed", "; ".join(o for o in outcomes if o)[:4000])
 
@@ -83,22 +85,18 @@ class NotificationHandler:
             self.inbox.mark(inbox_id, "processed", f"forwarded to {hook.deliver_kind}",
                             conn=conn)
 
-    def _event(self, hook: Hook, note: Notification, focus: str | None, inbox_id: int) -> str:
+    def _event(self, hook: Hook, note: Notification, focus: str | None, inbox_id: int,
+               criteria: str) -> str:
         if focus is None:
             schedule_reconcile(self.work, hook.server, "empty notification")
             return "empty: catch-up scheduled"
         rtype, _, rid = focus.partition("/")
         if rtype != "ServiceRequest":
             return f"{focus}: not a ServiceRequest, ignored"
-        client = self.client_for(hook.server)
-        if note.type == DELETION:
-            fetched = read_service_request(client, rid)
-        else:
-            fetched = read_service_request(client, rid)
-            carried = note.resource_for(focus)
-            if fetched.service_request is None and carried is not None:
-                # searchable later than readable on some servers; use the pushed copy for now
-                fetched = Fetched(carried, read_coverages(client, carried, {}))
+        fetched = read_service_request(self.client_for(hook.server), rid)
+        sr = fetched.service_request
+        if sr is not None and not matches_criteria(sr, _params(criteria)):
+            return f"{focus}: does not match {criteria}, ignored"
         outcome = self.intake.apply(hook.server, fetched, sr_id=rid,
                                     source=f"fhir:{hook.server}",
                                     source_message=f"inbox:{inbox_id}")
@@ -125,6 +123,11 @@ class NotificationHandler:
                                    delay=self.gap_grace_seconds, conn=conn)
             elif newest <= 1 < high:
                 schedule_reconcile(self.work, hook.server, "event counter restarted", conn=conn)
+
+
+def _params(criteria: str) -> list[tuple[str, str]]:
+    query = criteria.split("?", 1)[1] if "?" in criteria else ""
+    return [(k, v) for k, _, v in (p.partition("=") for p in query.split("&") if p)]
 
 
 def _last_number(note: Notification) -> str | None:
