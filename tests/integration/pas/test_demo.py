@@ -1,0 +1,24 @@
+"""`run_demo_prior_auth`: a demo referral goes through a pend and an approval at the PAYER
+SANDBOX (a fake payer, started by the function on a free port)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from referrals.model import Stage
+from refloop.demo import load_referral
+from refloop.services import Services
+from refloop.wiring.pas import run_demo_prior_auth
+
+DEMO = Path(__file__).resolve().parents[3] / "fixtures" / "demo" / "referrals.json"
+
+
+def test_demo_prior_auth_pends_then_approves(services: Services) -> None:
+    item = next(i for i in json.loads(DEMO.read_text("utf-8")) if i["path"] == ["accept"])
+    load_referral(services, item)
+    lines: list[str] = []
+    result = run_demo_prior_auth(services, echo=lines.append)
+    assert "pended" in lines[0]
+    assert result["status"] == "approved" and result["auth_number"].startswith("SBX")
+    assert result["stage"] == Stage.OUTREACH.value
