@@ -15,14 +15,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from refloop.services import Services, build_services
-from refloop.settings import Settings
 from referrals.store import Database, connect
 from referrals.store.migrate import upgrade
+from refloop.services import Services, build_services
+from refloop.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("REFLOOP_TEST_POSTGRES_URL", "")
-TEMPLATE = "refloop_test_template"
+#: per test session, so concurrent runs against one cluster never collide
+TEMPLATE = f"refloop_tmpl_{os.getpid()}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -44,7 +45,7 @@ def require_postgres() -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_template() -> str:
+def postgres_template() -> Iterator[str]:
     """A migrated template database; each test clones it (CREATE DATABASE ... TEMPLATE)."""
     url = require_postgres()
     admin = sa.create_engine(_psycopg(url), isolation_level="AUTOCOMMIT")
@@ -55,7 +56,11 @@ def postgres_template() -> str:
     template = connect(_with_db(url, TEMPLATE))
     upgrade(template)
     template.dispose()
-    return url
+    yield url
+    admin = sa.create_engine(_psycopg(url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)"))
+    admin.dispose()
 
 
 def _psycopg(url: str) -> str:
