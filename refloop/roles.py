@@ -34,6 +34,7 @@ class WebApplication(BaseApplication):
         self.cfg.set("threads", 8)
         self.cfg.set("accesslog", None)
         self.cfg.set("timeout", 60)
+        self.cfg.set("graceful_timeout", 10)  # within the supervisor's 15 s stop window
 
     def load(self) -> Any:
         from refloop.app import create_app

@@ -18,6 +18,10 @@ from referrals.store.schema import referral_events, referrals
 from referrals.task import bser_code, task_status, to_provenance, to_task
 
 
+_UPDATE = referrals.update().where(referrals.c.id == sa.bindparam("match_id"),
+                                   referrals.c.version == sa.bindparam("match_version"))
+
+
 class ReferralStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -27,24 +31,23 @@ class ReferralStore:
         referral = change.referral
         row = _row(referral)
         with self.db.using(conn) as c:
+            # Parameters are passed apart from the statements, which SQLAlchemy then compiles
+            # once and caches (building `.values(**row)` each time costs more than the write).
             if referral.version == 1:
                 try:
                     with c.begin_nested():
-                        c.execute(referrals.insert().values(**row))
+                        c.execute(referrals.insert(), row)
                 except sa.exc.IntegrityError as exc:
                     raise ConflictError(f"referral {referral.source_key}", 0, 1) from exc
             else:
-                result = c.execute(
-                    referrals.update()
-                    .where(referrals.c.id == referral.id,
-                           referrals.c.version == referral.version - 1)
-                    .values(**row)
-                )
+                del row["id"]
+                result = c.execute(_UPDATE, {**row, "match_id": referral.id,
+                                             "match_version": referral.version - 1})
                 if result.rowcount != 1:
                     found = c.execute(sa.select(referrals.c.version)
                                       .where(referrals.c.id == referral.id)).scalar()
                     raise ConflictError(f"referral {referral.id}", referral.version - 1, found)
-            c.execute(referral_events.insert().values(**_event_row(referral, change.event)))
+            c.execute(referral_events.insert(), _event_row(referral, change.event))
         return referral
 
     def get(self, referral_id: str, conn: Connection | None = None, *,
