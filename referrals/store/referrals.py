@@ -17,7 +17,6 @@ from referrals.store.database import Database
 from referrals.store.schema import referral_events, referrals
 from referrals.task import bser_code, task_status, to_provenance, to_task
 
-
 _UPDATE = referrals.update().where(referrals.c.id == sa.bindparam("match_id"),
                                    referrals.c.version == sa.bindparam("match_version"))
 
