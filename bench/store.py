@@ -27,17 +27,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import sqlalchemy as sa  # noqa: E402
+import sqlalchemy as sa
 
-from referrals.model import Command, Referral, new_referral_id  # noqa: E402
-from referrals.service import ReferralService  # noqa: E402
-from referrals.store import Database, connect  # noqa: E402
-from referrals.store.migrate import upgrade  # noqa: E402
-from referrals.store.quarantine import Quarantine  # noqa: E402
-from referrals.store.referrals import ReferralStore  # noqa: E402
-from referrals.store.work import WorkItem, WorkQueue  # noqa: E402
-from referrals.worker import Worker  # noqa: E402
-from refloop.settings import Settings  # noqa: E402
+from referrals.model import Command, Referral, new_referral_id
+from referrals.service import ReferralService
+from referrals.store import Database, connect
+from referrals.store.migrate import upgrade
+from referrals.store.quarantine import Quarantine
+from referrals.store.referrals import ReferralStore
+from referrals.store.work import WorkItem, WorkQueue
+from referrals.worker import Worker
+from refloop.settings import Settings
 
 #: SQLite durability as `refloop serve` runs it (override: REFLOOP_BENCH_SQLITE_SYNCHRONOUS)
 SYNCHRONOUS = os.environ.get("REFLOOP_BENCH_SQLITE_SYNCHRONOUS") or Settings().sqlite_synchronous
