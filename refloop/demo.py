@@ -1,10 +1,20 @@
 """`refloop demo`: load the demo referrals, drive them through the lifecycle, show the worklist
-and the funnel, then leave the server running with the Task facade on 127.0.0.1."""
+and the funnel, then leave the server running with the Task facade on 127.0.0.1.
+
+With `--ehr sekmet` (the default) the just-detected referrals of the fixture do not start in
+Refloop: a sandbox EHR (sekmet-fhir, the venv's `sekmet serve`, a subprocess on 127.0.0.1 with its
+data under var/demo-ehr and its simulator disabled) receives their patients, coverage and
+ServiceRequests, Refloop registers a Subscription on it, and the referrals arrive through the real
+notification path (hook endpoint, inbox, work queue, re-read from the EHR)."""
 
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 import sys
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,31 +40,46 @@ PRIORITY_RANK = {"stat": 0, "asap": 1, "urgent": 2, "routine": 3}
 @click.command()
 @click.option("--serve/--no-serve", default=True, show_default=True,
               help="Leave the server running afterwards.")
+@click.option("--ehr", type=click.Choice(["sekmet", "none"]), default="sekmet",
+              show_default=True, help="Sandbox EHR the new referrals arrive from (none: all "
+              "demo referrals are loaded directly).")
 @pass_context
-def demo(obj: Context, serve: bool) -> None:
+def demo(obj: Context, serve: bool, ehr: str) -> None:
     """Run the demo on the embedded default (SQLite under var/)."""
     from refloop.cli import _ensure_schema
 
     _ensure_schema(obj.settings)
     services = obj.services
     items = json.loads(FIXTURES.read_text(encoding="utf-8"))
+    from_ehr = [i for i in items if not i["path"]] if ehr == "sekmet" else []
+    local = [i for i in items if i not in from_ehr]
     created = 0
-    with click.progressbar(items, label="Driving demo referrals through the lifecycle",
+    with click.progressbar(local, label="Driving demo referrals through the lifecycle",
                            file=sys.stderr) as progress:
         for item in progress:
             created += load_referral(services, item)
-    click.echo(f"\n{created} new referrals ({len(items) - created} already there).")
-    show_worklist(services)
-    show_funnel(services)
-    if serve:
-        from refloop import roles
+    click.echo(f"\n{created} new referrals ({len(local) - created} already there).")
+    sandbox = run_sandbox_ehr(services, from_ehr) if from_ehr else None
+    try:
+        show_worklist(services)
+        show_funnel(services)
+        if serve:
+            from refloop import roles
 
-        url = obj.settings.base_url
-        click.echo(f"\nServer: {url}   Task facade: {url}/fhir/Task   "
-                   f"CapabilityStatement: {url}/fhir/metadata\nPress Ctrl-C to stop.")
-        base = ["--config", str(obj.config)] if obj.config else []
-        sys.exit(roles.supervise(base, ["web", "worker", *roles.adapter_role_names(
-            obj.settings)]))
+            url = obj.settings.base_url
+            click.echo(f"\nServer: {url}   Task facade: {url}/fhir/Task   "
+                       f"CapabilityStatement: {url}/fhir/metadata")
+            if sandbox is not None:
+                click.echo(f"Sandbox EHR: {sandbox.base} (console {sandbox.root}/ui); "
+                           "ServiceRequests created there become referrals here.")
+            click.echo("Press Ctrl-C to stop.")
+            base = ["--config", str(obj.config)] if obj.config else []
+            code = roles.supervise(base, ["web", "worker", *roles.adapter_role_names(
+                obj.settings)])
+            sys.exit(code)
+    finally:
+        if sandbox is not None:
+            sandbox.stop()
 
 
 def load_referral(services: Any, item: dict[str, Any]) -> int:
@@ -142,6 +167,202 @@ def demo_resources(item: dict[str, Any]) -> dict[str, dict[str, Any]]:
                           "display": item["requester"]["name"]},
             "insurance": [{"reference": f"Coverage/{key}"}]},
     }
+
+
+class SandboxEhr:
+    """sekmet-fhir as a subprocess on 127.0.0.1, data under var/demo-ehr, simulator off."""
+
+    def __init__(self, var_dir: Path) -> None:
+        executable = Path(sys.executable).parent / "sekmet"
+        if not executable.exists():
+            raise click.ClickException("sekmet-fhir is not installed in this environment; run "
+                                       "'make setup', or 'refloop demo --ehr none'")
+        data = (var_dir / "demo-ehr").resolve()
+        data.mkdir(parents=True, exist_ok=True)
+        port = _stable_port(data / "port")
+        self.root = f"http://127.0.0.1:{port}"
+        self.base = f"{self.root}/fhir"
+        config = data / "settings.yaml"
+        config.write_text(f"base_url: {self.base}\nhost: 127.0.0.1\nport: {port}\n"
+                          f"data_dir: {data}\nown_private_key_path: {data / 'sekmet_key.pem'}\n"
+                          "simulator:\n  enabled: false\nlog_inbound: false\n",
+                          encoding="utf-8")
+        self.log = data / "sekmet.log"
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen([str(executable), "serve", "--config", str(config)],
+                                            stdout=out, stderr=subprocess.STDOUT, cwd=data)
+
+    def wait_ready(self, client: Any, timeout: float = 60.0) -> None:
+        port = int(self.root.rsplit(":", 1)[1])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise click.ClickException(f"the sandbox EHR stopped at start-up; see {self.log}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                client.get("metadata")
+                return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise click.ClickException(f"the sandbox EHR did not start within {timeout:.0f} s; "
+                                   f"see {self.log}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def run_sandbox_ehr(services: Any, items: list[dict[str, Any]]) -> SandboxEhr:
+    """Start the sandbox EHR, register Refloop on it, create the referrals there and wait until
+    they arrive here through the notification path."""
+    from referrals.worker import Worker
+    from refloop.wiring import all_handlers
+    from subscriptions.client import FhirClient
+    from subscriptions.mapping import source_key
+
+    sandbox = SandboxEhr(services.settings.var_dir)
+    try:
+        client = FhirClient(sandbox.base, timeout=10, retries=1)
+        sandbox.wait_ready(client)
+        listener = _Listener(services)
+        try:
+            subs = services.adapters["subscriptions"]
+            click.echo(f"\nSandbox EHR (sekmet-fhir) at {sandbox.base}")
+            outcome = subs.register(sandbox.base)
+            click.echo(f"Registered: {outcome.flavour}, Subscription/{outcome.subscription_id} "
+                       f"{outcome.status}{' (reused)' if outcome.reused else ''}: {outcome.why}")
+            subs.reconcile(sandbox.base)  # start-up catch-up before trusting pushes
+            client = FhirClient(sandbox.base, timeout=10, retries=2)
+            started = time.monotonic()
+            created = {item["key"]: put_demo_referral(client, item) for item in items}
+            keys = {k: source_key(sandbox.base, sr_id) for k, (sr_id, _) in created.items()}
+            arrived: dict[str, tuple[Any, float]] = {}
+            worker = Worker(services.work, all_handlers(services))
+            with click.progressbar(length=len(keys), label="Waiting for the EHR's referrals "
+                                   "to arrive", file=sys.stderr) as progress:
+                while len(arrived) < len(keys) and time.monotonic() - started < 30:
+                    worker.drain()
+                    for key, source in keys.items():
+                        found = services.store.try_get_by_source(source)
+                        if key not in arrived and found is not None:
+                            arrived[key] = (found, time.monotonic() - started)
+                            progress.update(1)
+                    time.sleep(0.1)
+        finally:
+            listener.stop()
+        _show_arrivals(items, created, arrived)
+    except BaseException:
+        sandbox.stop()
+        raise
+    return sandbox
+
+
+def put_demo_referral(client: Any, item: dict[str, Any]) -> tuple[str, bool]:
+    """Patient, Practitioner, Coverage and ServiceRequest of one fixture item in the EHR, each
+    created once (found by identifier on reruns). Returns (ServiceRequest id, new)."""
+    person, payer = item["patient"], item["payer"]
+    patient, _ = _ensure(client, {
+        "resourceType": "Patient",
+        "identifier": [{"system": "urn:refloop:demo:mrn", "value": person["mrn"]}],
+        "name": [{"family": person["family"], "given": [person["given"]]}],
+        "gender": person["gender"], "birthDate": person["birthDate"]})
+    doctor, _ = _ensure(client, {
+        "resourceType": "Practitioner",
+        "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi",
+                        "value": item["requester"]["npi"]}],
+        "name": [{"text": item["requester"]["name"]}]})
+    coverage, _ = _ensure(client, {
+        "resourceType": "Coverage", "status": "active",
+        "identifier": [{"system": "urn:refloop:demo:member", "value": payer["member"]}],
+        "subscriberId": payer["member"], "beneficiary": {"reference": f"Patient/{patient}"},
+        "payor": [{"display": payer["name"], "identifier": {"value": payer["id"]}}]})
+    service_request = demo_resources(item)["ServiceRequest"]
+    service_request.pop("id")
+    service_request.update({
+        "identifier": [{"system": "urn:refloop:demo", "value": item["key"]}],
+        "performerType": {"text": item["specialty"]},
+        "subject": {"reference": f"Patient/{patient}"},
+        "requester": {"reference": f"Practitioner/{doctor}",
+                      "display": item["requester"]["name"]},
+        "insurance": [{"reference": f"Coverage/{coverage}"}]})
+    return _ensure(client, service_request)
+
+
+def _ensure(client: Any, resource: dict[str, Any]) -> tuple[str, bool]:
+    ident = resource["identifier"][0]
+    found = client.get(resource["resourceType"],
+                       [("identifier", f"{ident['system']}|{ident['value']}")]).body
+    for entry in (found or {}).get("entry") or []:
+        return str(entry["resource"]["id"]), False
+    created = client.send("POST", resource["resourceType"], body=resource, ok=(201,)).body
+    return str(created["id"]), True
+
+
+def _show_arrivals(items: list[dict[str, Any]], created: dict[str, tuple[str, bool]],
+                   arrived: dict[str, tuple[Any, float]]) -> None:
+    click.echo(f"\nReferrals created in the EHR and detected by Refloop: {len(arrived)} of "
+               f"{len(items)}")
+    rows = []
+    for item in items:
+        sr_id, new = created[item["key"]]
+        found = arrived.get(item["key"])
+        rows.append([item["key"], f"ServiceRequest/{sr_id[:8]}", "new" if new else "existing",
+                     found[0].id[:8] if found else "MISSING", found[0].stage.value if found
+                     else "-", found[0].priority if found else "-",
+                     f"{found[1]:.1f}s" if found and new else "-"])
+    print_table(["demo key", "in the EHR", "this run", "referral", "stage", "priority",
+                 "arrived after"], rows)
+    if len(arrived) < len(items):
+        raise click.ClickException("some referrals did not arrive within 30 s; see "
+                                   "'refloop subscriptions list' and var/demo-ehr/sekmet.log")
+
+
+class _Listener:
+    """Refloop's web app on its configured port while the demo drives the EHR (the notification
+    target); stopped before `--serve` starts the real web role on the same port."""
+
+    def __init__(self, services: Any) -> None:
+        from werkzeug.serving import make_server
+
+        from refloop.app import create_app
+
+        settings = services.settings
+        try:
+            self.server = make_server(settings.http_host, settings.http_port,
+                                      create_app(services), threaded=True)
+        except OSError as exc:
+            raise click.ClickException(f"port {settings.http_port} is busy ({exc}); set "
+                                       "REFLOOP_HTTP_PORT to a free port") from exc
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _stable_port(remembered: Path) -> int:
+    """The sandbox's port of the last run when it is free (its Subscriptions and our
+    registration name it), else a new free one."""
+    if remembered.exists():
+        port = int(remembered.read_text() or 0)
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                pass
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    remembered.write_text(str(port))
+    return port
 
 
 def _link(kind: str, reference: str) -> Link:

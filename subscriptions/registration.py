@@ -126,15 +126,19 @@ class Registrar:
             time.sleep(0.25)
 
     def reactivate(self, client: FhirClient, hook_id: str, subscription_id: str) -> str:
-        """Put an `error`/`off` Subscription back to `requested` (the client's job, per the IG)."""
+        """Put an `error`/`off` Subscription back to `requested` (the client's job, per the IG),
+        and point it at our current endpoint if our public URL changed."""
         reply = client.send("GET", f"Subscription/{subscription_id}", ok=(200, 404, 410))
         if reply.status != 200 or not isinstance(reply.body, dict):
             self.registry.set_status(hook_id, "missing",
                                      f"Subscription/{subscription_id} is gone from the server")
             return "missing"
         current = reply.body
-        if current.get("status") in ("error", "off"):
-            current = {**current, "status": "requested"}
+        channel = dict(current.get("channel") or {})
+        endpoint = self.registry.url_for(hook_id)
+        if current.get("status") in ("error", "off") or channel.get("endpoint") != endpoint:
+            current = {**current, "status": "requested", "channel": {**channel,
+                                                                     "endpoint": endpoint}}
             current.pop("error", None)
             client.send("PUT", f"Subscription/{subscription_id}", body=current, ok=(200, 201))
             status = self.wait_active(client, subscription_id, 10.0)
