@@ -19,11 +19,11 @@ from werkzeug.serving import make_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from strict_ehr import StrictEhr  # noqa: E402
+from strict_ehr import StrictEhr
 
-from refloop.app import create_app  # noqa: E402
-from refloop.services import Services, build_services  # noqa: E402
-from refloop.settings import Settings  # noqa: E402
+from refloop.app import create_app
+from refloop.services import Services, build_services
+from refloop.settings import Settings
 
 SCOPES = ("launch openid fhirUser online_access user/ServiceRequest.rs user/Patient.rs "
           "user/Coverage.rs user/Practitioner.rs user/PractitionerRole.rs")

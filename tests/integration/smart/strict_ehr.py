@@ -228,6 +228,7 @@ class StrictEhr:
         self.seen_jti: set[str] = set()
         self.requests: list[str] = []  # "GET /fhir/Practitioner/x" (no query strings)
         self.refreshes: list[str] = []  # refresh tokens presented
+        self.token_responses: list[dict[str, Any]] = []
         self.resources: dict[str, dict[str, Any]] = {}
         self.standalone_user = "Practitioner/coord-1"
         self.app = self._build_app()
@@ -299,7 +300,7 @@ class StrictEhr:
             TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", ASSERTION_METHOD]
 
             @property
-            def INCLUDE_NEW_REFRESH_TOKEN(self) -> bool:  # type: ignore[override]  # noqa: N802
+            def INCLUDE_NEW_REFRESH_TOKEN(self) -> bool:  # type: ignore[override]
                 return ehr.modes.refresh_returns_new_token
 
             def authenticate_refresh_token(self, refresh_token: str) -> Token | None:
@@ -380,6 +381,8 @@ class StrictEhr:
         @app.post("/auth/token")
         def token() -> Any:
             response = server.create_token_response()
+            if response.status_code == 200:
+                self.token_responses.append(response.get_json())
             response.headers["Cache-Control"] = "no-store"
             response.headers["Pragma"] = "no-cache"
             return response
@@ -467,12 +470,12 @@ class StrictEhr:
     def _save_token(self, token: dict[str, Any], req: Any) -> None:
         context = req.user if isinstance(req.user, dict) else {}
         refresh = token.get("refresh_token", "")
-        if not refresh and req.grant_type == "refresh_token":
+        if not refresh and req.payload.grant_type == "refresh_token":
             refresh = req.form.get("refresh_token", "")
         self.tokens[token["access_token"]] = Token(
             token["access_token"], refresh, req.client.client_id, token.get("scope", ""),
             context.get("user", ""), context, time.time(), int(token["expires_in"]))
-        if req.grant_type == "authorization_code":
+        if req.payload.grant_type == "authorization_code":
             if context.get("patient"):
                 token["patient"] = context["patient"]
             if context.get("encounter"):

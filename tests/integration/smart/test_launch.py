@@ -8,7 +8,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
 import sqlalchemy as sa
 from conftest import CLIENT_ID, SCOPES, Harness, smart_settings
 
