@@ -1,0 +1,343 @@
+"""The `hl7.message` work handler: parse a stored message, map it, move the referral.
+
+Runs after the ACK. One write transaction per message: resources, lifecycle, business keys,
+parking and the inbox status commit together, so a re-run after a crash does nothing twice.
+Bad content -> InboundError (the worker quarantines it). A message whose referral has not
+arrived yet is parked (hl7_parked) and re-queued when the referral is created.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from hl7_bridge import index
+from hl7_bridge.config import Hl7Config
+from hl7_bridge.maps import Mapped, MappingError, to_mapped
+from hl7_bridge.message import Message, MessageError, parse_messages
+from referrals.errors import IllegalTransition, InboundError
+from referrals.model import Actor, Command, Link, Reason, Referral, Stage, new_referral_id
+from referrals.store.work import WorkItem
+
+log = logging.getLogger("refloop.hl7.apply")
+
+PROCESSED, PARKED, IGNORED, QUARANTINED = "processed", "parked", "ignored", "quarantined"
+WORK_KIND = "hl7.message"
+
+#: lifecycle stage each appointment status leads to, and the action that gets it there
+APPOINTMENT_ACTIONS = {"booked": "schedule", "pending": "schedule", "waitlist": "schedule",
+                       "arrived": "schedule", "checked-in": "schedule",
+                       "fulfilled": "complete-visit", "noshow": "no-show",
+                       "cancelled": "cancel-appointment",
+                       "entered-in-error": "cancel-appointment"}
+REFERRAL_PRIORITY = {"stat": "stat", "asap": "asap", "urgent": "urgent", "routine": "routine"}
+
+
+@dataclass
+class Outcome:
+    status: str
+    note: str = ""
+    woke: int = 0
+
+
+class Applier:
+    """Applies stored v2 messages to the store and the referral lifecycle."""
+
+    def __init__(self, services: Any, config: Hl7Config) -> None:
+        self.services = services
+        self.config = config
+
+    def handle(self, item: WorkItem) -> None:
+        inbox_id = int(item.payload["inbox_id"])
+        stored = self.services.inbox.get(inbox_id)
+        if stored.status in (PROCESSED, IGNORED, QUARANTINED):
+            return
+        try:
+            message = self._parse(stored.body, stored.sender)
+            mapped = to_mapped(message, stored.sender, self.config.sender(stored.sender))
+            with self.services.db.write() as conn:
+                outcome = self._apply(conn, inbox_id, stored.sender, message, mapped)
+                self.services.inbox.mark(inbox_id, outcome.status, outcome.note, conn=conn)
+        except (MessageError, MappingError, IllegalTransition) as exc:
+            self.services.inbox.mark(inbox_id, QUARANTINED, str(exc))
+            log.warning("HL7 message quarantined", extra={"inbox_id": inbox_id,
+                                                          "error": str(exc)})
+            raise InboundError(f"HL7 message {inbox_id}: {exc}") from exc
+        log.info("HL7 message applied", extra={
+            "inbox_id": inbox_id, "event": mapped.event, "outcome": outcome.status,
+            "control_id": message.control_id, "woke": outcome.woke})
+
+    def _parse(self, body: bytes, sender: str) -> Message:
+        config = self.config.sender(sender)
+        return parse_messages(body, fallback_charset=config.fallback_charset,
+                              default_version=config.default_version)[0]
+
+    # --- dispatch ----------------------------------------------------------------------------
+
+    def _apply(self, conn: Connection, inbox_id: int, sender: str, msg: Message,
+               mapped: Mapped) -> Outcome:
+        ctx = _Context(self, conn, inbox_id, sender, msg)
+        if mapped.kind == "ignored":
+            return Outcome(IGNORED, f"{mapped.event} carries nothing the bridge maps")
+        if mapped.patient is not None:
+            ctx.put_patient(mapped.patient)
+        for practitioner in mapped.practitioners:
+            ctx.put(practitioner)
+        handler = {"patient": ctx.patient_only, "merge": ctx.merge, "referral": ctx.referral,
+                   "order": ctx.order, "status": ctx.status, "appointment": ctx.appointment,
+                   "document": ctx.document}[mapped.kind]
+        outcome = handler(mapped)
+        outcome.woke = ctx.woke
+        return outcome
+
+
+class _Context:
+    """One message being applied inside one transaction."""
+
+    def __init__(self, applier: Applier, conn: Connection, inbox_id: int, sender: str,
+                 msg: Message) -> None:
+        self.services = applier.services
+        self.config = applier.config
+        self.conn = conn
+        self.inbox_id = inbox_id
+        self.sender = sender
+        self.msg = msg
+        self.server = f"hl7:{sender}"
+        self.woke = 0
+        self.actor = Actor(f"Device/hl7-{_slug(sender)}", f"HL7 v2 {sender}", "system")
+
+    # resources ---------------------------------------------------------------------------------
+
+    def put(self, resource: dict[str, Any]) -> None:
+        self.services.resources.put(resource, server=self.server, conn=self.conn)
+
+    def put_patient(self, patient: dict[str, Any]) -> None:
+        """Match by identifier (assigning authority -> system); the matched id wins."""
+        identifiers = patient.get("identifier", [])
+        found = index.try_get_patient(self.conn, identifiers)
+        if found is not None:
+            patient["id"] = found[0]
+            stored = self.services.resources.try_get("Patient", found[0], server=found[1],
+                                                     conn=self.conn) or {}
+            for kept in ("link", "active"):  # merges survive later demographic updates
+                if kept in stored and kept not in patient:
+                    patient[kept] = stored[kept]
+        self.put(patient)
+        index.index_patient(self.conn, patient["id"], self.server, identifiers)
+
+    def command(self, action: str, **kw: Any) -> Command:
+        return Command(action, actor=self.actor, source=f"hl7:{self.sender}",
+                       source_message=self.msg.control_id, **kw)
+
+    def act(self, referral: Referral, action: str, **kw: Any) -> Referral:
+        result: Referral = self.services.referrals.act(referral.id, self.command(action, **kw),
+                                                       conn=self.conn)
+        return result
+
+    def find_referral(self, key: str) -> Referral | None:
+        referral_id = index.try_get_referral_id(self.conn, key) if key else None
+        if referral_id is None:
+            return None
+        found: Referral | None = self.services.store.try_get(referral_id, self.conn)
+        return found
+
+    def park(self, key: str) -> Outcome:
+        index.park(self.conn, self.inbox_id, f"referral:{key}")
+        return Outcome(PARKED, f"waiting for referral {key}")
+
+    def wake(self, key: str) -> None:
+        for row_id, inbox_id in index.unpark(self.conn, f"referral:{key}"):
+            self.services.work.enqueue(WORK_KIND, {"inbox_id": inbox_id},
+                                       key=f"hl7-unpark:{inbox_id}:{row_id}", conn=self.conn)
+            self.woke += 1
+
+    # message kinds -----------------------------------------------------------------------------
+
+    def patient_only(self, mapped: Mapped) -> Outcome:
+        return Outcome(PROCESSED, "patient updated")
+
+    def merge(self, mapped: Mapped) -> Outcome:
+        """A40: the PID patient survives; the MRG patient is linked (replaced-by), not copied."""
+        assert mapped.patient is not None
+        survivor = mapped.patient["id"]
+        old = index.try_get_patient(self.conn, mapped.merged)
+        if old is not None and old[0] != survivor:
+            old_id, old_server = old
+            body = self.services.resources.try_get("Patient", old_id, server=old_server,
+                                                   conn=self.conn) or {
+                "resourceType": "Patient", "id": old_id, "identifier": mapped.merged}
+            body = {**body, "active": False,
+                    "link": [{"other": {"reference": f"Patient/{survivor}"},
+                              "type": "replaced-by"}]}
+            self.services.resources.put(body, server=old_server, conn=self.conn)
+            links = [lk for lk in mapped.patient.get("link", [])
+                     if lk["other"]["reference"] != f"Patient/{old_id}"]
+            mapped.patient["link"] = [*links, {"other": {"reference": f"Patient/{old_id}"},
+                                               "type": "replaces"}]
+            self.put(mapped.patient)
+            index.move_identifiers(self.conn, old_id, survivor, self.server)
+            for referral_id in index.referral_ids_of_patient(self.conn, f"Patient/{old_id}"):
+                referral = self.services.store.get(referral_id, self.conn)
+                if not referral.terminal:
+                    self.act(referral, "amend", changes={"patient": f"Patient/{survivor}"})
+            index.repoint_patient(self.conn, f"Patient/{old_id}", f"Patient/{survivor}")
+        index.index_patient(self.conn, survivor, self.server, mapped.merged, take_over=True)
+        return Outcome(PROCESSED, "patients merged")
+
+    def referral(self, mapped: Mapped) -> Outcome:
+        sr = mapped.service_request
+        assert sr is not None and mapped.patient is not None
+        sr["subject"] = {"reference": f"Patient/{mapped.patient['id']}"}
+        key, event = mapped.referral_key, self.msg.trigger_event
+        existing = self.find_referral(key)
+        if existing is None and event != "I12":
+            return self.park(key)
+        self.put(sr)
+        if existing is None:
+            return self.open(mapped, sr)
+        if event == "I14" or sr["status"] in ("revoked", "entered-in-error"):
+            return self.cancel(existing, "cancelled by the referrer (REF^I14)")
+        if not existing.terminal:
+            self.act(existing, "amend", changes=_changes(sr))
+        return Outcome(PROCESSED, "referral amended")
+
+    def open(self, mapped: Mapped, sr: dict[str, Any]) -> Outcome:
+        assert mapped.patient is not None
+        patient = f"Patient/{mapped.patient['id']}"
+        draft = Referral(id=new_referral_id(), source_key=f"hl7|{self.sender}|"
+                         f"{mapped.referral_key}", service_request=f"ServiceRequest/{sr['id']}",
+                         patient=patient, **_changes(sr))
+        referral, created = self.services.referrals.open(
+            draft, self.command("detect"), conn=self.conn)
+        index.add_referral_key(self.conn, mapped.referral_key, referral.id, self.sender,
+                               patient)
+        for identifier in sr.get("identifier", [])[1:]:
+            index.add_referral_key(self.conn, f"{identifier['value']}^", referral.id,
+                                   self.sender, patient)
+        self.wake(mapped.referral_key)
+        return Outcome(PROCESSED, "referral opened" if created else "referral exists")
+
+    def cancel(self, referral: Referral, text: str) -> Outcome:
+        if referral.terminal or referral.stage == Stage.CANCEL_REQUESTED:
+            return Outcome(PROCESSED, f"referral already {referral.stage.value}")
+        if referral.stage in (Stage.DETECTED, Stage.TRIAGE):
+            self.act(referral, "cancel", reason=Reason("referrer-cancelled", text))
+        else:
+            self.act(referral, "request-cancel", reason=Reason("referrer-cancelled", text))
+        return Outcome(PROCESSED, "referral cancelled")
+
+    def order(self, mapped: Mapped) -> Outcome:
+        sr = mapped.service_request
+        assert sr is not None and mapped.patient is not None
+        sr["subject"] = {"reference": f"Patient/{mapped.patient['id']}"}
+        key, orc1, orc5 = mapped.referral_key, mapped.codes["orc1"], mapped.codes["orc5"]
+        existing = self.find_referral(key)
+        if existing is None and orc1 != "NW":
+            return self.park(key)
+        self.put(sr)
+        if existing is None:
+            return self.open(mapped, sr)
+        if orc1 in ("CA", "OC", "DC", "CR", "DR", "OD") or orc5 in ("CA", "DC"):
+            return self.cancel(existing, f"order control {orc1 or orc5}")
+        if orc5 == "CM" and "complete-visit" in _allowed(existing):
+            self.act(existing, "complete-visit")
+        elif orc5 in ("IP", "SC", "A") and existing.stage in (Stage.DETECTED, Stage.TRIAGE):
+            self.act(existing, "accept")
+        elif not existing.terminal:
+            self.act(existing, "amend", changes=_changes(sr))
+        return Outcome(PROCESSED, f"order {orc1}/{orc5}")
+
+    def status(self, mapped: Mapped) -> Outcome:
+        """REF^I15 (answered with RRI^I15) or an inbound RRI (the recipient's decision)."""
+        referral = self.find_referral(mapped.referral_key)
+        if referral is None:
+            return self.park(mapped.referral_key)
+        if self.msg.message_type == "REF":
+            bridge = self.services.adapters.get("hl7")
+            queued = bridge.queue_status_reply(self.conn, referral, self.sender,
+                                               self.msg.control_id) if bridge else False
+            return Outcome(PROCESSED, "status reply queued" if queued else
+                           "status query: no outbound configured for this sender")
+        code = mapped.codes.get("rf1_status", "")
+        if code == "A" and referral.stage in (Stage.DETECTED, Stage.TRIAGE):
+            self.act(referral, "accept")
+        elif code == "R" and "decline" in _allowed(referral):
+            self.act(referral, "decline", reason=Reason("rejected", "RRI RF1-1 R"))
+        return Outcome(PROCESSED, f"RRI {code}")
+
+    def appointment(self, mapped: Mapped) -> Outcome:
+        appointment = mapped.appointment
+        assert appointment is not None
+        if mapped.patient is not None:
+            _set_patient(appointment, f"Patient/{mapped.patient['id']}")
+        referral = self.find_referral(mapped.referral_key)
+        if mapped.referral_key and referral is None:
+            return self.park(mapped.referral_key)
+        if referral is not None:
+            appointment["basedOn"] = [{"reference": referral.service_request}]
+        self.put(appointment)
+        if referral is None or referral.terminal:
+            return Outcome(PROCESSED, "appointment stored")
+        link = Link("Appointment", f"Appointment/{appointment['id']}", appointment["status"])
+        action = APPOINTMENT_ACTIONS.get(appointment["status"], "link")
+        if action in ("schedule", "complete-visit") and \
+                referral.stage in (Stage.DETECTED, Stage.TRIAGE):
+            referral = self.act(referral, "accept")
+        if action not in _allowed(referral):
+            action = "link"
+        self.act(referral, action, changes={"add_outputs": [link]})
+        return Outcome(PROCESSED, f"appointment {appointment['status']}: {action}")
+
+    def document(self, mapped: Mapped) -> Outcome:
+        document = mapped.document
+        assert document is not None
+        referral = self.find_referral(mapped.referral_key)
+        if mapped.referral_key and referral is None:
+            return self.park(mapped.referral_key)
+        if referral is not None:
+            document["context"] = {"related": [{"reference": referral.service_request}]}
+        self.put(document)
+        if referral is None or referral.terminal:
+            return Outcome(PROCESSED, "document stored")
+        link = Link("DocumentReference", f"DocumentReference/{document['id']}", "consult note")
+        closing = document["status"] == "current" and "close-loop" in _allowed(referral)
+        self.act(referral, "close-loop" if closing else "link",
+                 changes={"add_outputs": [link]})
+        return Outcome(PROCESSED, "loop closed" if closing else "document linked")
+
+
+def _allowed(referral: Referral) -> list[str]:
+    from referrals.lifecycle import allowed_actions
+
+    return allowed_actions(referral.stage)
+
+
+def _set_patient(appointment: dict[str, Any], patient: str) -> None:
+    for participant in appointment.get("participant", []):
+        if participant.get("actor", {}).get("reference", "").startswith("Patient/"):
+            participant["actor"] = {"reference": patient}
+
+
+def _changes(sr: dict[str, Any]) -> dict[str, Any]:
+    """Referral fields from the ServiceRequest (priority, requester, performer, reason)."""
+    changes: dict[str, Any] = {
+        "priority": REFERRAL_PRIORITY.get(sr.get("priority", ""), "routine"),
+        "requester": sr.get("requester", {}).get("reference", ""),
+        "performer": next((p["reference"] for p in sr.get("performer", [])), ""),
+    }
+    code = sr.get("code") or {}
+    kind: dict[str, Any] = next(iter(sr.get("category", [])[1:]), {})
+    specialty = (kind.get("coding") or [{}])[0].get("display") or ""
+    reason = next((r.get("text") or (r.get("coding") or [{}])[0].get("display", "")
+                   for r in sr.get("reasonCode", [])), "")
+    changes["specialty"] = specialty[:128]
+    changes["reason_text"] = (reason or (code.get("coding") or [{}])[0].get("display", ""))
+    return changes
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in text).strip("-").lower() or "sender"
+

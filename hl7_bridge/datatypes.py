@@ -1,0 +1,266 @@
+"""v2 data types to FHIR R4 datatypes (HL7 v2-to-FHIR IG data type maps), pure functions.
+
+Values arrive as lists of components (already split, not yet unescaped for sub-components);
+`Segment.get` does the unescaping, so most functions take a segment and a field number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from hl7_bridge.message import Segment
+
+NAMESPACE = uuid.UUID("0b7c2a1e-51f6-4d0e-9a5c-6c2e8f1d3a47")
+
+CODE_SYSTEMS = {
+    "LN": "http://loinc.org", "LOINC": "http://loinc.org", "SCT": "http://snomed.info/sct",
+    "SNM": "http://snomed.info/sct", "I10": "http://hl7.org/fhir/sid/icd-10",
+    "I10C": "http://hl7.org/fhir/sid/icd-10-cm", "I9C": "http://hl7.org/fhir/sid/icd-9-cm",
+    "CPT": "http://www.ama-assn.org/go/cpt", "DCM": "http://dicom.nema.org/resources/ontology/DCM",
+    "UCUM": "http://unitsofmeasure.org", "ISO3166_1": "urn:iso:std:iso:3166",
+}
+
+_DTM = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,4})?([+-]\d{4})?$")
+
+
+def stable_id(*parts: str) -> str:
+    """A resource id derived from its business key: re-running a mapping gives the same id."""
+    return str(uuid.uuid5(NAMESPACE, "|".join(parts)))
+
+
+def short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def to_datetime(value: str, tz: str = "UTC") -> str | None:
+    """v2 DTM/TS -> FHIR dateTime, keeping precision; a time without offset gets the sender's
+    zone; a supplied offset is never shifted. None for an unreadable value."""
+    m = _DTM.match(value.strip().split("^")[0]) if value else None
+    if not m:
+        return None
+    year, month, day, hour, minute, second, fraction, offset = m.groups()
+    if not month:
+        return year
+    if not day:
+        return f"{year}-{month}"
+    date = f"{year}-{month}-{day}"
+    if not hour:
+        return date
+    stamp = f"{hour}:{minute or '00'}:{second or '00'}{fraction or ''}"
+    try:
+        datetime.fromisoformat(f"{date}T{hour}:{minute or '00'}:{second or '00'}")
+    except ValueError:
+        return None
+    if offset:
+        return f"{date}T{stamp}{offset[:3]}:{offset[3:]}"
+    local = datetime.fromisoformat(f"{date}T{hour}:{minute or '00'}:{second or '00'}")
+    aware = local.replace(tzinfo=zone(tz))
+    off = aware.strftime("%z")
+    return f"{date}T{stamp}{off[:3]}:{off[3:]}"
+
+
+def to_date(value: str) -> str | None:
+    moment = to_datetime(value)
+    return moment[:10] if moment else None
+
+
+def hd_system(namespace: str, universal: str, universal_type: str,
+              authorities: dict[str, str], sender: str) -> str:
+    """Identifier.system for an assigning authority (HD): configured map first, then OIDs/UUIDs,
+    then a URN scoped to the sender so that bare local ids never match across senders."""
+    for key in (namespace, universal):
+        if key and key in authorities:
+            return authorities[key]
+    if universal and universal_type.upper() in ("ISO", "") and \
+            re.fullmatch(r"[0-2](\.\d+)+", universal):
+        return f"urn:oid:{universal}"
+    if universal and universal_type.upper() == "UUID":
+        return f"urn:uuid:{universal}"
+    if universal.startswith(("http://", "https://", "urn:")):
+        return universal
+    local = namespace or universal or "local"
+    return f"urn:refloop:hl7:{_slug(sender)}:{_slug(local)}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.\-]+", "-", text).strip("-") or "x"
+
+
+def to_identifier(seg: Segment, number: int, rep: int, authorities: dict[str, str],
+                  sender: str) -> dict[str, Any] | None:
+    """CX -> Identifier (CX.1 value, CX.4 authority -> system, CX.5 type)."""
+    value = seg.get(number, 1, rep=rep)
+    if not value:
+        return None
+    system = hd_system(seg.get(number, 4, 1, rep), seg.get(number, 4, 2, rep),
+                       seg.get(number, 4, 3, rep), authorities, sender)
+    identifier: dict[str, Any] = {"system": system, "value": value}
+    kind = seg.get(number, 5, rep=rep)
+    if kind:
+        identifier["type"] = {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": kind}]}
+    return identifier
+
+
+def to_ei(seg: Segment, number: int, authorities: dict[str, str], sender: str,
+          rep: int = 0, kind: str = "") -> dict[str, Any] | None:
+    """EI (entity id ^ namespace ^ universal id ^ type) -> Identifier."""
+    value = seg.get(number, 1, rep=rep)
+    if not value:
+        return None
+    identifier: dict[str, Any] = {
+        "system": hd_system(seg.get(number, 2, rep=rep), seg.get(number, 3, rep=rep),
+                            seg.get(number, 4, rep=rep), authorities, sender),
+        "value": value}
+    if kind:
+        identifier["type"] = {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": kind}]}
+    return identifier
+
+
+def ei_key(seg: Segment, number: int, rep: int = 0) -> str:
+    """The business key of an EI: entity id ^ namespace (or universal id)."""
+    value = seg.get(number, 1, rep=rep)
+    if not value:
+        return ""
+    return f"{value}^{seg.get(number, 2, rep=rep) or seg.get(number, 3, rep=rep)}"
+
+
+def to_human_name(seg: Segment, number: int, rep: int = 0, offset: int = 0
+                  ) -> dict[str, Any] | None:
+    """XPN (or the name part of XCN, with `offset` 1) -> HumanName."""
+    family = seg.get(number, 1 + offset, rep=rep)
+    given = [g for g in (seg.get(number, 2 + offset, rep=rep),
+                         seg.get(number, 3 + offset, rep=rep)) if g]
+    if not family and not given:
+        return None
+    name: dict[str, Any] = {}
+    if family:
+        name["family"] = family
+    if given:
+        name["given"] = given
+    suffix = [s for s in (seg.get(number, 4 + offset, rep=rep),
+                          seg.get(number, 6 + offset, rep=rep) if not offset else "") if s]
+    if suffix:
+        name["suffix"] = suffix
+    prefix = seg.get(number, 5 + offset, rep=rep)
+    if prefix:
+        name["prefix"] = [prefix]
+    use = {"L": "official", "A": "nickname", "N": "nickname", "M": "maiden", "C": "old",
+           "D": "usual"}.get(seg.get(number, 7 + offset, rep=rep))
+    if use and not offset:
+        name["use"] = use
+    return name
+
+
+def to_address(seg: Segment, number: int, rep: int = 0) -> dict[str, Any] | None:
+    parts = {k: seg.get(number, n, rep=rep) for k, n in
+             (("line1", 1), ("line2", 2), ("city", 3), ("state", 4), ("postalCode", 5),
+              ("country", 6), ("use", 7), ("district", 9))}
+    if not any(v for k, v in parts.items() if k != "use"):
+        return None
+    address: dict[str, Any] = {}
+    lines = [parts["line1"], parts["line2"]]
+    if any(lines):
+        address["line"] = [x for x in lines if x]
+    for key in ("city", "district", "state", "postalCode", "country"):
+        if parts[key]:
+            address[key] = parts[key]
+    use = {"H": "home", "B": "work", "O": "work", "C": "temp", "BA": "old"}.get(parts["use"])
+    if use:
+        address["use"] = use
+    return address
+
+
+def to_telecom(seg: Segment, number: int, rep: int, default_use: str) -> dict[str, Any] | None:
+    """XTN -> ContactPoint; pre-2.5 feeds put the number in XTN.1."""
+    equipment = seg.get(number, 3, rep=rep).upper()
+    email = seg.get(number, 4, rep=rep)
+    if equipment in ("INTERNET", "X.400") or (email and not seg.get(number, 7, rep=rep)):
+        if not email:
+            return None
+        return {"system": "email", "value": email, "use": default_use}
+    value = seg.get(number, 12, rep=rep)
+    if not value:
+        pieces = [seg.get(number, n, rep=rep) for n in (5, 6, 7)]
+        value = " ".join(p for p in pieces if p)
+        if pieces[0] and value:
+            value = "+" + value
+        extension = seg.get(number, 8, rep=rep)
+        if value and extension:
+            value += f" X{extension}"
+    value = value or seg.get(number, 1, rep=rep)
+    if not value:
+        return None
+    system = {"FX": "fax", "BP": "pager"}.get(equipment, "phone")
+    use = {"PRN": "home", "WPN": "work", "ORN": "home", "VHN": "home", "PRS": "mobile",
+           "NET": default_use}.get(seg.get(number, 2, rep=rep), default_use)
+    return {"system": system, "value": value, "use": use}
+
+
+def to_coding(code: str, display: str, system_name: str) -> dict[str, Any] | None:
+    if not code and not display:
+        return None
+    coding: dict[str, Any] = {}
+    system = code_system(system_name)
+    if system:
+        coding["system"] = system
+    if code:
+        coding["code"] = code
+    if display:
+        coding["display"] = display
+    return coding
+
+
+def code_system(name: str) -> str:
+    name = name.strip()
+    if not name:
+        return ""
+    if name in CODE_SYSTEMS:
+        return CODE_SYSTEMS[name]
+    upper = name.upper()
+    if upper.startswith("HL7") and upper[3:].isdigit():
+        return f"http://terminology.hl7.org/CodeSystem/v2-{upper[3:]}"
+    if re.fullmatch(r"[0-2](\.\d+)+", name):
+        return f"urn:oid:{name}"
+    if name.startswith(("http://", "https://", "urn:")):
+        return name
+    return f"urn:refloop:hl7:codesystem:{_slug(name)}"
+
+
+def to_codeable(seg: Segment, number: int, rep: int = 0) -> dict[str, Any] | None:
+    """CWE/CE -> CodeableConcept (two triplets plus CWE.9 original text)."""
+    codings = [c for c in (
+        to_coding(seg.get(number, 1, rep=rep), seg.get(number, 2, rep=rep),
+                  seg.get(number, 3, rep=rep)),
+        to_coding(seg.get(number, 4, rep=rep), seg.get(number, 5, rep=rep),
+                  seg.get(number, 6, rep=rep))) if c]
+    text = seg.get(number, 9, rep=rep)
+    if not codings and not text:
+        return None
+    concept: dict[str, Any] = {}
+    if codings:
+        concept["coding"] = codings
+    if text:
+        concept["text"] = text
+    return concept
+
+
+def xcn_key(seg: Segment, number: int, rep: int = 0) -> str:
+    """A practitioner's business key: XCN.1 id, else the name."""
+    ident = seg.get(number, 1, rep=rep)
+    if ident:
+        return f"id:{ident}"
+    return "name:" + "^".join(seg.get(number, n, rep=rep) for n in (2, 3, 4))

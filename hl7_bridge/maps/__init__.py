@@ -1,0 +1,148 @@
+"""v2 message -> FHIR resources, pure: `to_mapped(message, sender, config)`.
+
+The result carries the resources and the business keys the lifecycle step needs (which
+referral, which patient identifiers, what happened). Ids are derived from business keys, so
+mapping the same message twice gives the same resources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hl7_bridge.config import SenderConfig
+from hl7_bridge.maps.appointment import placer_order_key, to_appointment
+from hl7_bridge.maps.document import document_like, document_order_key, to_document_reference
+from hl7_bridge.maps.patient import mrg_identifiers, to_patient
+from hl7_bridge.maps.referral import (
+    order_groups,
+    order_key,
+    order_service_request,
+    ref_service_request,
+    referral_key,
+)
+from hl7_bridge.message import Message
+
+
+class MappingError(ValueError):
+    """The content cannot be mapped (a required value is missing); quarantined."""
+
+
+@dataclass
+class Mapped:
+    kind: str  # patient | merge | referral | order | appointment | document | status | ignored
+    event: str
+    patient: dict[str, Any] | None = None
+    service_request: dict[str, Any] | None = None
+    appointment: dict[str, Any] | None = None
+    document: dict[str, Any] | None = None
+    practitioners: list[dict[str, Any]] = field(default_factory=list)
+    #: the referral's business key (RF1-6 / placer order number), "" when none
+    referral_key: str = ""
+    #: identifiers a merge (A40 MRG-1) retires
+    merged: list[dict[str, Any]] = field(default_factory=list)
+    #: order control / referral status codes that drive the lifecycle
+    codes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def resources(self) -> list[dict[str, Any]]:
+        found = [self.patient, *self.practitioners, self.service_request, self.appointment,
+                 self.document]
+        return [r for r in found if r is not None]
+
+
+def _patient_ref(mapped: Mapped) -> str:
+    return f"Patient/{mapped.patient['id']}" if mapped.patient else ""
+
+
+def to_mapped(msg: Message, sender: str, config: SenderConfig) -> Mapped:
+    kind = msg.message_type
+    mapped = Mapped("ignored", f"{kind}^{msg.trigger_event}")
+    pid = msg.first("PID")
+    if pid is not None:
+        mapped.patient = to_patient(pid, sender, config)
+    if kind == "ADT":
+        return _adt(msg, mapped, sender, config)
+    if kind in ("REF", "RRI"):
+        return _referral(msg, mapped, sender, config)
+    if kind in ("OMG", "ORM"):
+        return _order(msg, mapped, sender, config)
+    if kind == "SIU":
+        appointment, practitioners = to_appointment(msg, sender, config,
+                                                    _patient_ref(mapped) or None)
+        mapped.kind, mapped.appointment = "appointment", appointment
+        mapped.practitioners += practitioners
+        mapped.referral_key = placer_order_key(msg)
+        return mapped
+    if kind in ("MDM", "ORU"):
+        if kind == "ORU" and not document_like(msg):
+            return mapped
+        document, practitioners = to_document_reference(msg, sender, config,
+                                                        _patient_ref(mapped) or None)
+        mapped.kind, mapped.document = "document", document
+        mapped.practitioners += practitioners
+        mapped.referral_key = document_order_key(msg)
+        return mapped
+    return mapped
+
+
+def _adt(msg: Message, mapped: Mapped, sender: str, config: SenderConfig) -> Mapped:
+    if mapped.patient is None or not mapped.patient.get("identifier"):
+        raise MappingError("PID-3 holds no patient identifier; the patient cannot be matched")
+    mapped.kind = "patient"
+    if msg.trigger_event == "A40":
+        mrg = msg.first("MRG")
+        mapped.merged = mrg_identifiers(mrg, sender, config) if mrg is not None else []
+        if not mapped.merged:
+            raise MappingError("MRG-1 holds no prior patient identifier to merge")
+        mapped.kind = "merge"
+    return mapped
+
+
+def _referral(msg: Message, mapped: Mapped, sender: str, config: SenderConfig) -> Mapped:
+    key = referral_key(msg)
+    if not key:
+        raise MappingError("RF1-6 originating referral identifier is missing")
+    mapped.referral_key = key
+    rf1 = msg.first("RF1")
+    mapped.codes = {"rf1_status": rf1.get(1).upper() if rf1 is not None else "",
+                    "rf1_action": rf1.get(25).upper() if rf1 is not None else ""}
+    if msg.message_type == "RRI" or msg.trigger_event == "I15":
+        mapped.kind = "status"
+        return mapped
+    if mapped.patient is None:
+        raise MappingError("PID is missing")
+    sr, practitioners = ref_service_request(msg, sender, config, _patient_ref(mapped))
+    mapped.kind, mapped.service_request = "referral", sr
+    mapped.practitioners += practitioners
+    return mapped
+
+
+def _order(msg: Message, mapped: Mapped, sender: str, config: SenderConfig) -> Mapped:
+    wanted = set(config.referral_order_codes)
+    found = next(((orc, obr) for orc, obr, _ in order_groups(msg)
+                  if "*" in wanted or (obr is not None and obr.get(4) in wanted)), None)
+    if found is None:
+        return mapped  # orders that are not referrals are stored, not mapped
+    orc, obr = found
+    if mapped.patient is None:
+        raise MappingError("PID is missing")
+    key = order_key(orc, obr)
+    if not key:
+        raise MappingError("ORC-2/OBR-2 placer order number is missing")
+    sr, practitioners = order_service_request(msg, orc, obr, sender, config,
+                                              _patient_ref(mapped))
+    mapped.kind, mapped.service_request, mapped.referral_key = "order", sr, key
+    mapped.practitioners += practitioners
+    mapped.codes = {"orc1": orc.get(1).upper() if orc is not None else "",
+                    "orc5": orc.get(5).upper() if orc is not None else ""}
+    return mapped
+
+
+def all_order_requests(msg: Message, sender: str, config: SenderConfig
+                       ) -> list[dict[str, Any]]:
+    """Every ORC/OBR order as a ServiceRequest (golden comparisons of OMG/ORM samples)."""
+    pid = msg.first("PID")
+    patient = f"Patient/{to_patient(pid, sender, config)['id']}" if pid is not None else ""
+    return [order_service_request(msg, orc, obr, sender, config, patient)[0]
+            for orc, obr, _ in order_groups(msg)]

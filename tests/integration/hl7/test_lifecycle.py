@@ -1,0 +1,144 @@
+"""v2 messages into the referral lifecycle, on SQLite and PostgreSQL: REF I12/I13/I14/I15,
+SIU S12/S26, MDM T02 (the consult note closes the loop), parking, A40 merges, quarantine."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from hl7_bridge.tables import parked, patient_ids
+from referrals.model import Stage
+from referrals.store.schema import inbox, resources
+
+from .conftest import Feed, fixture
+
+SENDER = "GPSYS^GPCLINIC"
+SOURCE = f"hl7|{SENDER}|REF-2024-0042^GPCLINIC"
+
+
+def referral(feed: Feed):
+    return feed.services.store.try_get_by_source(SOURCE)
+
+
+def test_ref_i12_opens_one_referral_with_its_resources(feed: Feed) -> None:
+    ack = feed.send(fixture("authored__REF_I12_new_referral_utf8.hl7"))
+    assert ack is not None and b"MSA|CA|GP000101" in ack
+    feed.drain()
+    found = referral(feed)
+    assert found is not None and found.stage == Stage.DETECTED
+    assert found.priority == "routine"
+    sr = feed.services.resources.try_get("ServiceRequest",
+                                         found.service_request.split("/")[1],
+                                         server=f"hl7:{SENDER}")
+    assert sr is not None and sr["status"] == "active" and sr["intent"] == "order"
+    assert sr["subject"]["reference"] == found.patient
+    patient = feed.services.resources.try_get("Patient", found.patient.split("/")[1],
+                                              server=f"hl7:{SENDER}")
+    assert patient is not None and patient["name"][0]["given"][0] == "Siobhán"
+    # the same message again (sender resend) is ACKed again and not applied twice
+    again = feed.send(fixture("authored__REF_I12_new_referral_utf8.hl7"))
+    assert again is not None and b"MSA|CA|GP000101" in again
+    assert feed.drain() == 0
+    assert len(feed.services.store.events(found.id)) == 1
+
+
+def test_i13_amends_and_i14_cancels(feed: Feed) -> None:
+    feed.send(fixture("authored__REF_I12_new_referral_utf8.hl7"))
+    feed.send(fixture("authored__REF_I13_modify_referral.hl7"))
+    feed.drain()
+    assert referral(feed).priority == "asap"
+    feed.send(fixture("authored__REF_I14_cancel_referral.hl7"))
+    feed.drain()
+    assert referral(feed).stage == Stage.CANCELLED
+
+
+def test_siu_before_ref_is_parked_then_applied(feed: Feed) -> None:
+    """SIU S12 and S26 arrive before the REF: parked, never dropped, applied in order."""
+    feed.send(fixture("authored__SIU_S12_v27_truncation_char_and_TQ1.hl7"))
+    feed.send(fixture("authored__SIU_S26_noshow.hl7"))
+    feed.drain()
+    with feed.services.db.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(parked)).scalar() == 2
+    assert referral(feed) is None
+    feed.send(fixture("authored__REF_I12_new_referral_utf8.hl7"))
+    feed.drain()
+    found = referral(feed)
+    assert found.stage == Stage.NO_SHOW
+    actions = [e.action for e in feed.services.store.events(found.id)]
+    assert actions == ["detect", "accept", "schedule", "no-show"]
+    with feed.services.db.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(parked)).scalar() == 0
+        statuses = conn.execute(sa.select(inbox.c.status)).scalars().all()
+    assert set(statuses) == {"processed"}
+
+
+def test_consult_note_closes_the_loop(feed: Feed) -> None:
+    feed.send(fixture("authored__REF_I12_new_referral_utf8.hl7"))
+    feed.send(fixture("authored__SIU_S12_v27_truncation_char_and_TQ1.hl7"))
+    feed.send(fixture("authored__MDM_T02_large_base64_pdf.hl7"))
+    feed.drain()
+    found = referral(feed)
+    assert found.stage == Stage.LOOP_CLOSED
+    doc_link = [o for o in found.outputs if o.type == "DocumentReference"]
+    assert len(doc_link) == 1
+    with feed.services.db.read() as conn:
+        body = conn.execute(sa.select(resources.c.body).where(
+            resources.c.resource_type == "DocumentReference")).scalar_one()
+    attachment = body["content"][0]["attachment"]
+    assert attachment["contentType"] == "application/pdf"
+    assert attachment["data"].startswith("JVBERi0")  # %PDF in base64
+    assert len(attachment["data"]) > 200_000
+
+
+def test_a40_links_patients_and_never_duplicates(feed: Feed) -> None:
+    old = (b"MSH|^~\\&|PAS|HOSP|HUB|HUB|20240101120000||ADT^A04|M1|P|2.5.1\r"
+           b"PID|1||OLD1^^^HOSP^MR||Doe^Jane||19800101|F\r")
+    new = (b"MSH|^~\\&|PAS|HOSP|HUB|HUB|20240101120000||ADT^A04|M2|P|2.5.1\r"
+           b"PID|1||NEW1^^^HOSP^MR||Doe^Jane||19800101|F\r")
+    merge = (b"MSH|^~\\&|PAS|HOSP|HUB|HUB|20240102120000||ADT^A40^ADT_A39|M3|P|2.5.1\r"
+             b"EVN|A40|20240102120000\rPID|1||NEW1^^^HOSP^MR||Doe^Jane||19800101|F\r"
+             b"MRG|OLD1^^^HOSP^MR\r")
+    for raw in (old, new, merge, merge.replace(b"|M3|", b"|M4|")):
+        assert b"MSA|AA" in (feed.send(raw) or b"")
+    feed.drain()
+    with feed.services.db.read() as conn:
+        bodies = conn.execute(sa.select(resources.c.body).where(
+            resources.c.resource_type == "Patient")).scalars().all()
+        owners = dict(conn.execute(sa.select(patient_ids.c.value,
+                                             patient_ids.c.patient_id)).all())
+    assert len(bodies) == 2
+    by_value = {b["identifier"][0]["value"]: b for b in bodies}
+    survivor, retired = by_value["NEW1"], by_value["OLD1"]
+    assert retired["active"] is False
+    assert retired["link"] == [{"other": {"reference": f"Patient/{survivor['id']}"},
+                                "type": "replaced-by"}]
+    assert survivor["link"] == [{"other": {"reference": f"Patient/{retired['id']}"},
+                                 "type": "replaces"}]
+    assert owners["OLD1"] == owners["NEW1"] == survivor["id"]
+    # a later message with the old MRN updates the survivor, not a third patient
+    feed.send(old.replace(b"|M1|", b"|M5|").replace(b"ADT^A04", b"ADT^A08"))
+    feed.drain()
+    with feed.services.db.read() as conn:
+        count = conn.execute(sa.select(sa.func.count()).select_from(resources).where(
+            resources.c.resource_type == "Patient")).scalar()
+    assert count == 2
+
+
+def test_bad_content_after_the_ack_goes_to_quarantine(feed: Feed) -> None:
+    """A REF without RF1-6 is accepted (stored) but cannot be mapped: quarantined, not lost."""
+    raw = (b"MSH|^~\\&|GPSYS|GPCLINIC|HUB|HUB|20240101120000||REF^I12^REF_I12|B1|P|2.5.1\r"
+           b"PID|1||X1^^^GP^MR||Doe^John\r")
+    assert b"MSA|AA|B1" in (feed.send(raw) or b"")
+    feed.drain()
+    entries = feed.services.quarantine.list()
+    with feed.services.db.read() as conn:
+        status, note = conn.execute(sa.select(inbox.c.status, inbox.c.note)).one()
+    assert status == "quarantined" and "RF1-6" in note
+    assert len(entries) == 1 and "RF1-6" in entries[0].reason
+
+
+def test_content_error_gets_ae_and_is_kept(feed: Feed) -> None:
+    raw = b"MSH|^~\\&|GPSYS|GPCLINIC|HUB|HUB|20240101120000||SIU^S12|C1|P|2.5.1\rPID|1||X\r"
+    ack = feed.send(raw)
+    assert ack is not None and b"MSA|AE|C1" in ack and b"ERR||SCH^1|100^" in ack
+    with feed.services.db.read() as conn:
+        assert conn.execute(sa.select(inbox.c.status)).scalar_one() == "rejected"
