@@ -192,9 +192,11 @@ class Intake:
         key = {"server": server, "resource_type": "ServiceRequest", "resource_id": sr_id}
         insert = (postgresql.insert(processed) if self.db.dialect == "postgresql"
                   else sqlite.insert(processed))
+        # RETURNING, not rowcount: psycopg reports rowcount -1 for this INSERT (SQLAlchemy 2)
         inserted = conn.execute(insert.values(**key, version="", last_updated="",
                                               processed_at=datetime.now(UTC))
-                                .on_conflict_do_nothing()).rowcount
+                                .on_conflict_do_nothing()
+                                .returning(processed.c.resource_id)).first() is not None
         query = sa.select(processed.c.version, processed.c.last_updated).where(
             *[processed.c[k] == v for k, v in key.items()])
         if self.db.dialect == "postgresql":
