@@ -172,7 +172,8 @@ def to_address(seg: Segment, number: int, rep: int = 0) -> dict[str, Any] | None
     if not any(v for k, v in parts.items() if k != "use"):
         return None
     address: dict[str, Any] = {}
-    lines = [parts["line1"], parts["line2"]]
+    lines = [seg.text(sub) for number_part in (1, 2)
+             for sub in _subs(seg, number, number_part, rep)]
     if any(lines):
         address["line"] = [x for x in lines if x]
     for key in ("city", "district", "state", "postalCode", "country"):
@@ -182,6 +183,14 @@ def to_address(seg: Segment, number: int, rep: int = 0) -> dict[str, Any] | None
     if use:
         address["use"] = use
     return address
+
+
+def _subs(seg: Segment, number: int, component: int, rep: int) -> list[str]:
+    """Raw sub-components of one component (XAD.1 SAD: street ^ street name ^ dwelling)."""
+    comps = seg.components(number, rep)
+    if component > len(comps):
+        return []
+    return comps[component - 1].split(seg.d.subcomponent)
 
 
 def to_telecom(seg: Segment, number: int, rep: int, default_use: str) -> dict[str, Any] | None:

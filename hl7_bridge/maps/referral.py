@@ -29,9 +29,10 @@ PRIORITY = {"S": "stat", "A": "asap", "R": "routine", "U": "urgent", "P": "routi
 ORC5_STATUS = {"CA": "revoked", "DC": "revoked", "RP": "revoked", "CM": "completed",
                "ER": "entered-in-error", "HD": "on-hold", "IP": "active", "SC": "active",
                "A": "active"}
-#: ORC-1 order control (IG OrderControlCode map), used when ORC-5 is empty
+#: ORC-1 order control (IG OrderControlCode map, except CA: the placer withdrawing its order
+#: is revoked, where the IG keeps "active" for a cancel request), used when ORC-5 is empty
 ORC1_STATUS = {"NW": "active", "OK": "active", "HD": "on-hold", "RL": "active", "RO": "active",
-               "CA": "active", "CR": "revoked", "DC": "revoked", "DR": "revoked",
+               "CA": "revoked", "CR": "revoked", "DC": "revoked", "DR": "revoked",
                "OC": "revoked", "OD": "revoked", "HR": "on-hold", "OH": "on-hold",
                "XO": "active", "SC": "active", "SN": "active"}
 REFERRAL_CATEGORY = {"coding": [{"system": "http://snomed.info/sct", "code": "3457005",
@@ -115,6 +116,8 @@ def order_key(orc: Segment | None, obr: Segment | None) -> str:
     for seg, number in ((orc, 3), (obr, 3)):
         if seg is not None and ei_key(seg, number):
             return "filler:" + ei_key(seg, number)
+    if orc is not None and ei_key(orc, 4):
+        return "group:" + ei_key(orc, 4)
     return ""
 
 
