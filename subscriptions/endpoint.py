@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Blueprint, Response, request
@@ -20,6 +20,7 @@ from flask import Blueprint, Response, request
 from referrals.errors import InboundError
 from referrals.store.database import Database
 from referrals.store.inbox import Inbox
+from subscriptions.batched_inbox import BatchedInbox
 from subscriptions.notification import (
     EVENT,
     HANDSHAKE,
@@ -45,6 +46,10 @@ class HookEndpoint:
     inbox: Inbox
     db: Database
     max_body_bytes: int
+    writer: BatchedInbox = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.writer = BatchedInbox(self.inbox, self.db, self.registry)
 
     def handle(self, hook_id: str, subpath: str) -> Response:
         hook = self.registry.try_get_hook(hook_id, cached=True)
@@ -84,18 +89,16 @@ class HookEndpoint:
     def _store(self, hook: Hook, note: Notification, raw: bytes, content_type: str,
                subpath: str) -> Response:
         payload = {"hook_id": hook.id, "method": request.method, "subpath": subpath}
+        message: dict[str, Any] = {"channel": CHANNEL, "sender": hook.server, "body": raw,
+                                   "content_type": content_type[:128], "headers": _headers()}
         if note.type in (HANDSHAKE, HEARTBEAT):
-            with self.db.write() as conn:
-                self.inbox.accept(CHANNEL, hook.server, raw, work_kind=None,
-                                  content_type=content_type[:128], headers=_headers(),
-                                  status="processed", conn=conn)
-                self.registry.record_notification(hook.id, note.type, None, conn=conn)
+            self.writer.accept({**message, "work_kind": None, "status": "processed"},
+                               health=(hook.id, note.type))
         else:
             kind = WORK_KIND if note.starts_work else None
-            self.inbox.accept(CHANNEL, hook.server, raw, work_kind=kind,
-                              content_type=content_type[:128], headers=_headers(),
-                              dedupe_key=dedupe_key(hook.id, note, raw), work_payload=payload,
-                              status="received" if kind else "processed")
+            self.writer.accept({**message, "work_kind": kind, "work_payload": payload,
+                                "dedupe_key": dedupe_key(hook.id, note, raw),
+                                "status": "received" if kind else "processed"})
         if note.shape in ("backport-r4", "backport-r4b", "r5"):
             return _reply(200, build_transaction_response())
         return _reply(200, build_operation_outcome("information", "informational",

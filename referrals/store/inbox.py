@@ -73,6 +73,50 @@ class Inbox:
                                   key=f"inbox:{inbox_id}", conn=c)
         return Accepted(int(inbox_id), False)
 
+    def accept_many(self, messages: list[dict[str, Any]], conn: Connection) -> list[Accepted]:
+        """`accept` for several messages in the caller's transaction, with one INSERT for the
+        messages and one for their work items (a batched writer's fast path).
+
+        Each dict holds accept's arguments (channel, sender, body, work_kind, and optionally
+        content_type, headers, dedupe_key, work_payload, status). Results are in input order;
+        a dedupe key already stored, or repeated in the batch, reports the first message.
+        """
+        keys = [m.get("dedupe_key") for m in messages if m.get("dedupe_key") is not None]
+        known: dict[str, int] = {}
+        if keys:
+            known = {k: int(i) for k, i in conn.execute(
+                sa.select(inbox.c.dedupe_key, inbox.c.id).where(inbox.c.dedupe_key.in_(keys)))}
+        fresh: list[int] = []
+        claimed: set[str] = set()
+        for index, message in enumerate(messages):
+            key = message.get("dedupe_key")
+            if key is None or (key not in known and key not in claimed):
+                fresh.append(index)
+                if key is not None:
+                    claimed.add(key)
+        now = datetime.now(UTC)
+        rows = [{"channel": m["channel"], "sender": m["sender"],
+                 "dedupe_key": m.get("dedupe_key"), "received_at": now,
+                 "content_type": m.get("content_type", ""), "headers": m.get("headers") or {},
+                 "body": m["body"], "status": m.get("status", RECEIVED)}
+                for m in (messages[i] for i in fresh)]
+        ids: dict[int, int] = {}
+        if rows:
+            result = conn.execute(inbox.insert().returning(inbox.c.id,
+                                                           sort_by_parameter_order=True), rows)
+            ids = {index: int(row_id) for index, row_id in zip(fresh, result.scalars(),
+                                                              strict=True)}
+        work = [(m["work_kind"], {"inbox_id": ids[i], **(m.get("work_payload") or {})},
+                 f"inbox:{ids[i]}") for i, m in enumerate(messages)
+                if i in ids and m.get("work_kind")]
+        self.work.enqueue_many(work, conn=conn)
+        for key, first in ((m.get("dedupe_key"), i) for i, m in enumerate(messages)):
+            if key is not None and first in ids:
+                known.setdefault(key, ids[first])
+        return [Accepted(ids[i], False) if i in ids
+                else Accepted(known[messages[i]["dedupe_key"]], True)
+                for i in range(len(messages))]
+
     def reject(self, channel: str, sender: str, body: bytes, reason: str, *,
                content_type: str = "", headers: dict[str, Any] | None = None,
                conn: Connection | None = None) -> int:

@@ -62,6 +62,20 @@ class WorkQueue:
         with self.db.using(conn) as c:
             return c.execute(statement).scalar()
 
+    def enqueue_many(self, items: list[tuple[str, dict[str, Any], str]], *,
+                     conn: Connection) -> None:
+        """Add several (kind, payload, key) items in one statement (keys already present are
+        skipped, as in enqueue). Used by batched inbound writers."""
+        if not items:
+            return
+        now = _now()
+        insert = (postgresql.insert(work_items) if self.db.dialect == "postgresql"
+                  else sqlite.insert(work_items))
+        conn.execute(insert.on_conflict_do_nothing(index_elements=["idempotency_key"]), [
+            {"kind": kind, "idempotency_key": key, "payload": payload, "status": PENDING,
+             "run_at": now, "attempts": 0, "max_attempts": 8, "created_at": now}
+            for kind, payload, key in items])
+
     def claim(self, owner: str, *, limit: int = 10, kinds: Iterable[str] | None = None
               ) -> list[WorkItem]:
         """Lease up to `limit` due items to `owner`."""
