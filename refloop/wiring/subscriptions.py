@@ -62,10 +62,10 @@ def work_handlers(services: Services) -> dict[str, Handler]:
 
 
 def timers(services: Services) -> list[Timer]:
-    servers = adapter(services).known_servers()
-    if not servers:
-        return []
-    every = max(15.0, min(s.poll_interval for s in servers))
+    """One tick for all servers (each is polled when its poll_interval has passed); it also
+    fires when the worker starts, which is the start-up catch-up."""
+    servers = adapter(services).servers
+    every = max(15.0, min((s.poll_interval for s in servers), default=300.0))
     return [Timer("subscriptions-reconcile", every, "subscriptions.reconcile-due")]
 
 
