@@ -167,3 +167,25 @@ def test_event_gaps_and_counter_restarts_schedule_catch_up(listener: Any) -> Non
     deliver(1, "2020-05-30T08:00:00Z")  # the server restarted and its counter began again
     assert [r["why"] for r in _reconciles(services)][-1] == "event counter restarted"
     assert subs.registry.get(hook.id).last_event_number == "1"
+
+
+def test_polling_only_server_is_served_by_the_timer(sekmet: Any, listener: Any,
+                                                    kit: SimpleNamespace) -> None:
+    from refloop.scheduler import enqueue_due
+    from refloop.wiring import all_timers
+
+    services = listener.services
+    subs = adapter(services)
+    subs.servers = [FhirServer(base_url=sekmet.base, flavour="polling", poll_interval=15)]
+    outcome = subs.register(sekmet.base)
+    assert (outcome.flavour, outcome.status, outcome.subscription_id) == \
+        ("polling", "polling", None)
+    assert sekmet.read("Subscription").get("total", 0) == 0  # nothing registered on the server
+    p, d, c = seed(sekmet, kit)
+    made = [sekmet.create(kit.service_request(p, d, c, reason=f"polled {n}")) for n in range(2)]
+    subs._last_poll.clear()  # the timer treats the server as due (as at worker start)
+    timers = [t for t in all_timers(services) if t.kind == "subscriptions.reconcile-due"]
+    assert timers and enqueue_due(services.work, timers) == 1
+    drain(services)
+    found = {r.service_request for r in referrals_of(services, sekmet.base)}
+    assert found == {f"ServiceRequest/{sr['id']}" for sr in made}
