@@ -28,7 +28,7 @@ def test_register_list_reconcile(database_url: str, tmp_path: Path, sekmet: Any,
 
     result = runner.invoke(main, [*base, "register", "--fhir-base", sekmet.base, "--json"])
     assert result.exit_code == 0, result.output
-    outcome = json.loads(result.output)
+    outcome = json.loads(result.stdout)
     assert outcome["flavour"] == "r4-classic" and outcome["status"] == "active"
     assert "secret" not in result.output.lower()
 
@@ -40,7 +40,7 @@ def test_register_list_reconcile(database_url: str, tmp_path: Path, sekmet: Any,
     assert "3 ServiceRequests (created 3)" in result.output
 
     result = runner.invoke(main, [*base, "subscriptions", "list", "--json"])
-    rows = json.loads(result.output)
+    rows = json.loads(result.stdout)
     assert [(r["server"], r["flavour"], r["status"]) for r in rows] == \
         [(sekmet.base, "r4-classic", "active")]
     assert all("secret" not in r for r in rows)
