@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from referrals.store.database import Database
 from referrals.store.inbox import Accepted, Inbox
@@ -35,11 +35,8 @@ class BatchedInbox:
     results out; the others wait for theirs. No extra thread, no hand-off when idle."""
 
     def __init__(self, inbox: Inbox, db: Database, registry: Registry, *,
-                 max_batch: int = 256, timeout: float = 30.0, gather: int = 4,
-                 gather_seconds: float = 0.001) -> None:
+                 max_batch: int = 256, timeout: float = 30.0) -> None:
         self.inbox = inbox
-        self.gather = gather
-        self.gather_seconds = gather_seconds
         self.db = db
         self.registry = registry
         self.max_batch = max_batch
@@ -47,6 +44,8 @@ class BatchedInbox:
         self._waiting: list[Pending] = []
         self._lock = threading.Lock()
         self._writing = False
+        self._lock_handle: BinaryIO | None = None
+        self._lock_pid = 0
 
     def accept(self, message: dict[str, Any],
                health: tuple[str, str] | None = None) -> Accepted:
@@ -64,8 +63,6 @@ class BatchedInbox:
     def _write_while_waiting(self) -> None:
         try:
             while True:
-                if len(self._waiting) < self.gather:
-                    time.sleep(self.gather_seconds)  # let concurrent requests join the batch
                 with self._lock:
                     batch = self._waiting[: self.max_batch]
                     del self._waiting[: self.max_batch]
@@ -82,16 +79,24 @@ class BatchedInbox:
     def _exclusive(self) -> Iterator[None]:
         """On SQLite, queue the writers of all processes on a file lock that wakes the next one
         at once, instead of SQLite's busy handler, which polls with growing sleeps."""
-        path = self.db.engine.url.database if self.db.is_sqlite else None
-        if not path or path == ":memory:":
+        handle = self._lock_file()
+        if handle is None:
             yield
             return
-        with open(f"{path}.hook-writer.lock", "a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _lock_file(self) -> BinaryIO | None:
+        path = self.db.engine.url.database if self.db.is_sqlite else None
+        if not path or path == ":memory:":
+            return None
+        if self._lock_pid != os.getpid():  # one open file per process (also after a fork)
+            self._lock_handle = open(f"{path}.hook-writer.lock", "a+b")  # noqa: SIM115
+            self._lock_pid = os.getpid()
+        return self._lock_handle
 
     def _commit(self, batch: list[Pending]) -> None:
         try:
