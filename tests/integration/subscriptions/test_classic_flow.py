@@ -100,7 +100,8 @@ def test_backport_registration_and_referral(sekmet: Any, listener: Any,
              "backport notification did not become a referral")
     referral = services.store.try_get_by_source(key)
     assert referral is not None and referral.priority == "asap"
-    assert referral.patient == f"Patient/{p}"
+    assert (referral.patient, referral.requester) == (f"Patient/{p}", f"Practitioner/{d}")
+    assert referral.reason_text == "Referral to cardiology service: Chest pain on exertion"
     time.sleep(0.2)
     health = subs.registry.get(outcome.hook_id or "")
     assert health.last_event_number == "1"
