@@ -69,6 +69,9 @@ class Outbound:
             return
         payload = {"referral_id": referral.id, "sender": sender, "stage": stage,
                    "rescheduled": event.from_stage == Stage.SCHEDULED, "seq": event.seq}
+        if STAGE_MESSAGES[stage][0] == "SIU":
+            # decided at commit: the appointment as it is now, not as it is when we send
+            payload["appointment"] = self._appointment(referral, conn)
         self.services.work.enqueue(WORK_KIND, payload, key=f"hl7-out:{referral.id}:{event.seq}",
                                    max_attempts=partner.max_attempts, conn=conn)
 
@@ -100,10 +103,13 @@ class Outbound:
         message, kind = self.build(referral, payload, control_id)
         with MllpClient(partner.host, partner.port, partner.timeout_seconds) as client:
             answer = client.send(message)
-        code = _ack_code(answer)
+        code, acked_id = _ack_code(answer)
         if code not in ("AA", "CA"):
-            raise PeerError(f"{kind} for referral {referral.id} answered {code or 'no MSA'}",
-                            retryable=code in ("AR", "CR", ""))
+            raise PeerError(f"{kind} for referral {referral.id} answered {code or 'no MSA'}; "
+                            "retrying with backoff (same MSH-10)")
+        if acked_id != control_id:
+            raise PeerError(f"{kind} for referral {referral.id}: the ACK's MSA-2 "
+                            f"{acked_id!r} does not echo our MSH-10 {control_id!r}")
         with self.services.db.write() as conn:
             conn.execute(outbound_log.insert().values(
                 work_key=key, referral_id=referral.id, sender=payload["sender"],
@@ -120,7 +126,7 @@ class Outbound:
             kind, trigger, status = "RRI", "I15", _rf1_status(referral)
         else:
             kind, trigger, status = STAGE_MESSAGES[stage]
-        appointment = self._appointment(referral) if kind == "SIU" else None
+        appointment = payload.get("appointment") if kind == "SIU" else None
         if kind == "SIU" and appointment is None:
             kind, trigger = "RRI", "I13"  # scheduled elsewhere: tell the status instead
         if kind == "SIU" and trigger == "S12" and payload.get("rescheduled"):
@@ -134,7 +140,7 @@ class Outbound:
             segments.append(self._rf1(referral, status))
         else:
             assert appointment is not None
-            segments.append(self._sch(referral, appointment))
+            segments.append(self._sch(referral, appointment, stage))
         segments.extend(self._pid(referral))
         if kind == "SIU":
             segments.append("RGS|1")
@@ -160,13 +166,14 @@ class Outbound:
                          "", "", datetime.now(UTC).strftime("%Y%m%d"), "",
                          f"{referral.id}^{escape(self.config.facility, DEFAULT)}"])
 
-    def _sch(self, referral: Referral, appointment: dict[str, Any]) -> str:
+    def _sch(self, referral: Referral, appointment: dict[str, Any], stage: str) -> str:
         placer = escape(placer_key(referral), DEFAULT)
         start = _v2_time(appointment.get("start", ""))
         end = _v2_time(appointment.get("end", ""))
         status = {"booked": "Booked", "noshow": "Noshow", "cancelled": "Cancelled",
                   "fulfilled": "Complete", "entered-in-error": "Deleted"}.get(
             appointment.get("status", ""), "Booked")
+        status = {"no-show": "Noshow", "appointment-cancelled": "Cancelled"}.get(stage, status)
         fields = ["SCH", "", f"{appointment['id']}^{escape(self.config.facility, DEFAULT)}",
                   *[""] * 8, f"^^^{start}^{end}", *[""] * 13, status, placer]
         return "|".join(fields)
@@ -185,17 +192,20 @@ class Outbound:
             return []
         return [f"PID|1||{ids}||{xpn}||{patient.get('birthDate', '').replace('-', '')}"]
 
-    def _appointment(self, referral: Referral) -> dict[str, Any] | None:
+    def _appointment(self, referral: Referral, conn: Connection) -> dict[str, Any] | None:
+        """id, start, end and status of the referral's latest appointment (SCH needs no more)."""
         links = [o for o in referral.outputs if o.type == "Appointment"]
         if not links:
             return None
         appointment_id = links[-1].reference.removeprefix("Appointment/")
-        with self.services.db.read() as conn:
-            body = conn.execute(sa.select(resources.c.body).where(
-                resources.c.resource_type == "Appointment",
-                resources.c.resource_id == appointment_id,
-                resources.c.deleted.is_(False))).scalar()
-        return body if isinstance(body, dict) else None
+        body = conn.execute(sa.select(resources.c.body).where(
+            resources.c.resource_type == "Appointment",
+            resources.c.resource_id == appointment_id,
+            resources.c.deleted.is_(False))).scalar()
+        if not isinstance(body, dict):
+            return None
+        return {"id": appointment_id, "start": body.get("start", ""),
+                "end": body.get("end", ""), "status": body.get("status", "")}
 
     def _original_control_id(self, referral: Referral) -> str:
         events = self.services.store.events(referral.id)
@@ -224,14 +234,15 @@ def _v2_time(moment: str) -> str:
     return parsed.strftime("%Y%m%d%H%M%S%z")
 
 
-def _ack_code(answer: bytes) -> str:
+def _ack_code(answer: bytes) -> tuple[str, str]:
+    """MSA-1 (upper case) and MSA-2 of an ACK; ("", "") when it has no readable MSA."""
     try:
         header = parse_header(answer)
     except HeaderError:
-        return ""
+        return "", ""
     separator = header.field_separator
     for line in answer.replace(b"\n", b"\r").split(b"\r"):
         if line.startswith(b"MSA"):
-            parts = line.decode("latin-1").split(separator)
-            return parts[1].strip().upper() if len(parts) > 1 else ""
-    return ""
+            parts = [*line.decode("latin-1").split(separator), "", ""]
+            return parts[1].strip().upper(), parts[2].strip()
+    return "", ""
