@@ -15,6 +15,7 @@ from subscriptions.discovery import BACKPORT, BACKPORT_PROFILE, POLLING, Choice,
 from subscriptions.registry import REFERRAL_KIND, REFERRALS, Hook, Registry
 
 BP_SD = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
+HAPI = "http://hapifhir.io/fhir/StructureDefinition"
 REASON = "Refloop referral intake"
 
 log = logging.getLogger("refloop.subscriptions.register")
@@ -38,12 +39,19 @@ class Outcome:
 
 
 def build_classic_subscription(hook: Hook, criteria: str) -> dict[str, Any]:
-    """R4 classic rest-hook: the server PUTs each matching resource to {endpoint}/{type}/{id}."""
+    """R4 classic rest-hook: the server PUTs each matching resource to {endpoint}/{type}/{id}.
+    The HAPI extensions (ignored by other servers) ask for DELETE notifications and more
+    delivery retries."""
     return {
         "resourceType": "Subscription", "status": "requested", "reason": REASON,
         "criteria": criteria,
         "channel": {"type": "rest-hook", "endpoint": hook.url,
-                    "payload": "application/fhir+json", "header": [hook.header]},
+                    "payload": "application/fhir+json", "header": [hook.header],
+                    "extension": [
+                        {"url": f"{HAPI}/subscription-send-delete-messages",
+                         "valueBoolean": True},
+                        {"url": f"{HAPI}/subscription-delivery-retry-count",
+                         "valueInteger": 10}]},
     }
 
 

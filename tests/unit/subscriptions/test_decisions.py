@@ -164,3 +164,23 @@ def test_dedupe_keys() -> None:
     unversioned = {"resourceType": "ServiceRequest", "id": "5"}
     a = parse_notification("PUT", "ServiceRequest/5", unversioned)
     assert dedupe_key("h", a, b"one") != dedupe_key("h", a, b"two")
+
+
+def test_subscription_resources() -> None:
+    from subscriptions.registration import build_backport_subscription, build_classic_subscription
+    from subscriptions.registry import Hook
+
+    hook = Hook("abc", "https://refloop.example/hooks/abc", "s3cret", "https://ehr/fhir",
+                "referrals", "subscriptions.referral")
+    classic = build_classic_subscription(hook, "ServiceRequest?intent=order")
+    assert classic["status"] == "requested" and classic["criteria"] == "ServiceRequest?intent=order"
+    assert classic["channel"]["endpoint"] == hook.url
+    assert classic["channel"]["header"] == ["Authorization: Bearer s3cret"]
+    assert classic["channel"]["payload"] == "application/fhir+json"
+    backport = build_backport_subscription(hook, SR_BOTH, ["ServiceRequest?patient=Patient/1"])
+    assert backport["meta"]["profile"] == [
+        "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"]
+    assert backport["criteria"] == SR_BOTH.url
+    assert backport["_criteria"]["extension"][0]["valueString"] == \
+        "ServiceRequest?patient=Patient/1"
+    assert backport["channel"]["_payload"]["extension"][0]["valueCode"] == "id-only"
