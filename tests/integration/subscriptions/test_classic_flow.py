@@ -105,3 +105,29 @@ def test_backport_registration_and_referral(sekmet: Any, listener: Any,
     time.sleep(0.2)
     health = subs.registry.get(outcome.hook_id or "")
     assert health.last_event_number == "1"
+
+
+def test_delete_notification_fails_the_referral(sekmet: Any, listener: Any,
+                                                kit: SimpleNamespace) -> None:
+    """sekmet sends no DELETE notifications; the test sends the one HAPI sends
+    (`DELETE {endpoint}/ServiceRequest/{id}`) after deleting the ServiceRequest on sekmet."""
+    import requests
+
+    services = listener.services
+    outcome = adapter(services).register(sekmet.base)
+    p, d, c = seed(sekmet, kit)
+    sr = sekmet.create(kit.service_request(p, d, c))
+    key = source_key(sekmet.base, sr["id"])
+    kit.wait_for(lambda: drain(services) or services.store.try_get_by_source(key), 15,
+                 "referral not created")
+    assert requests.delete(f"{sekmet.base}/ServiceRequest/{sr['id']}", timeout=5).ok
+    hook = adapter(services).registry.try_get_hook(outcome.hook_id or "")
+    assert hook is not None
+    r = requests.delete(f"{hook.url}/ServiceRequest/{sr['id']}", timeout=5,
+                        headers={"Authorization": f"Bearer {hook.secret}"})
+    assert r.status_code == 200
+    drain(services)
+    referral = services.store.try_get_by_source(key)
+    assert referral is not None and referral.stage.value == "failed"
+    assert referral.status_reason is not None
+    assert referral.status_reason.code == "deleted-in-ehr"
