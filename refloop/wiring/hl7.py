@@ -77,27 +77,41 @@ def hl7_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")
 def hl7_send(files: tuple[Path, ...], host: str, port: int, timeout: float,
              as_json: bool) -> None:
-    """Send FILES over MLLP (one message per file; batches as one frame) and print the ACKs."""
+    """Send FILES over MLLP (one message per file; batches as one frame) and print the ACKs.
+
+    Exit code 1 when a message was not accepted (AE/AR/CE/CR, or no ACK)."""
     from hl7_bridge.client import MllpClient
     from hl7_bridge.send import summarise_ack
+    from referrals.errors import PeerError
 
     results = []
-    with MllpClient(host, port, timeout) as client, click.progressbar(
-            files, label="sending", file=sys.stderr,
-            hidden=len(files) < 5) as bar:
-        for path in bar:
-            answer = client.send(path.read_bytes())
-            results.append({"file": str(path), **summarise_ack(answer)})
+    try:
+        with MllpClient(host, port, timeout) as client, click.progressbar(
+                files, label="sending", file=sys.stderr, hidden=len(files) < 5) as bar:
+            for path in bar:
+                answer = client.send(path.read_bytes())
+                results.append({"file": str(path), **summarise_ack(answer)})
+    except PeerError as exc:
+        sent = f" after {len(results)} of {len(files)} files" if results else ""
+        _print_results(results, as_json)
+        raise click.ClickException(
+            f"{exc}{sent}. Check that the MLLP listener is running there "
+            "('refloop serve --role mllp') and that --host/--port match [hl7] host/port."
+        ) from exc
+    _print_results(results, as_json)
+    failed = [r for r in results if r["code"] not in ("AA", "CA")]
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {len(results)} messages were not "
+                                   "accepted; the ACK texts above say why")
+
+
+def _print_results(results: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
     for result in results:
         line = f"{result['file']}: {result['code'] or '?'} {result['control_id']}"
         click.echo(line + (f"  {result['text']}" if result["text"] else ""))
-    failed = [r for r in results if r["code"] not in ("AA", "CA")]
-    if failed:
-        raise click.ClickException(f"{len(failed)} of {len(results)} messages were not "
-                                   "accepted; the ERR text above says why")
 
 
 @hl7_group.command("parked")

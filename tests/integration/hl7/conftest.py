@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +101,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def listening(services: Services, config: Any) -> Iterator[int]:
+    """Run the MLLP listener with `config` (its port 0: a free one) in a thread; yield the
+    bound port; stop it afterwards."""
+    from hl7_bridge.listener import run_listener
+
+    intake = services.adapters["hl7"].intake
+    intake.config = config
+    stop, ready, box = threading.Event(), threading.Event(), []
+    thread = threading.Thread(target=run_listener, args=(config, intake, stop, ready, box),
+                              daemon=True)
+    thread.start()
+    assert ready.wait(10), "the MLLP listener did not start"
+    try:
+        yield box[0]
+    finally:
+        stop.set()
+        thread.join(10)
