@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,20 @@ class TokenVault:
     def from_file(cls, path: Path) -> TokenVault:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(Fernet.generate_key())
-        return cls(path.read_bytes().strip())
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass  # another process created it first
+            else:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(Fernet.generate_key())
+        for _ in range(50):  # the creator may still be writing it
+            key = path.read_bytes().strip()
+            if key:
+                return cls(key)
+            time.sleep(0.01)
+        raise RefloopError(f"the SMART token key file {path} is empty; delete it to create a "
+                           "new one (users must then relaunch)")
 
     def seal(self, value: dict[str, Any]) -> str:
         return self._fernet.encrypt(json.dumps(value).encode()).decode()

@@ -1,0 +1,195 @@
+"""Worklist page render time at 100,000 and 1,000,000 referrals, SQLite and PostgreSQL.
+
+A synthetic store is bulk-loaded with executemany inserts (not through the lifecycle, to keep
+set-up short), then the real worklist page (Flask handler: session lookup, AuditEvent write,
+keyset query, template) is requested through the Flask test client with a mix of filters,
+sorts and second pages. Baseline, same data, same run: a bare indexed count query
+(`SELECT count(*) FROM referrals WHERE stage = 'outreach'`).
+
+    .venv/bin/python bench/worklist.py --sizes 100000,1000000 --databases sqlite,postgresql
+
+PostgreSQL comes from REFLOOP_TEST_POSTGRES_URL (a scratch database is created and dropped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from referrals.model import Stage
+from referrals.store import connect
+from referrals.store.migrate import upgrade
+from referrals.store.schema import referrals
+from refloop.app import create_app
+from refloop.services import build_services
+from refloop.settings import Settings
+from smart_app.context import LaunchContext
+
+OPEN = [Stage.DETECTED, Stage.TRIAGE, Stage.ACCEPTED, Stage.AUTH_PENDING, Stage.OUTREACH,
+        Stage.SCHEDULED, Stage.NO_SHOW, Stage.ON_HOLD]
+CLOSED = [Stage.LOOP_CLOSED, Stage.DECLINED, Stage.CANCELLED, Stage.FAILED]
+SPECIALTIES = ["cardiology", "dermatology", "orthopedics", "neurology", "oncology",
+               "gastroenterology", "endocrinology", "pulmonology"]
+PRIORITIES = ["routine"] * 6 + ["urgent"] * 3 + ["asap", "stat"]
+OWNERS = ["", "Practitioner/bench"] + [f"PractitionerRole/c{i}" for i in range(20)]
+QUERIES = ["", "owner=me", "priority=urgent", "specialty=cardiology", "overdue=1",
+           "sort=oldest", "stage=outreach", "sort=updated", "owner=unassigned&priority=stat"]
+CHUNK = 20_000
+
+
+def synthetic_rows(n: int, seed: int = 7) -> Iterator[list[dict[str, Any]]]:
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    chunk: list[dict[str, Any]] = []
+    for i in range(n):
+        stage = rng.choice(OPEN) if rng.random() < 0.55 else rng.choice(CLOSED)
+        created = now - timedelta(minutes=rng.randrange(0, 60 * 24 * 400))
+        updated = created + timedelta(minutes=rng.randrange(0, 60 * 24 * 20))
+        deadline = None if stage in CLOSED or stage == Stage.ON_HOLD else \
+            updated + timedelta(hours=rng.choice([1, 4, 24, 72, 240]))
+        rid = str(uuid.UUID(int=rng.getrandbits(128)))
+        row = {"id": rid, "source_key": f"bench|{i}", "stage": stage.value,
+               "task_status": "in-progress", "business_status": "3.0",
+               "priority": rng.choice(PRIORITIES), "patient": f"Patient/b{rng.randrange(n)}",
+               "owner": rng.choice(OWNERS), "service_request": f"ServiceRequest/b{i}",
+               "specialty": rng.choice(SPECIALTIES), "payer": f"Payer {rng.randrange(30)}",
+               "auth_state": rng.choice(["", "", "requested", "approved", "denied"]),
+               "deadline": deadline, "created_at": created, "updated_at": updated,
+               "version": rng.randrange(1, 9),
+               "state": {"id": rid, "stage": stage.value, "reason_text": "bench referral"},
+               "task": {"resourceType": "Task", "id": rid, "status": "in-progress"}}
+        chunk.append(row)
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@contextmanager
+def scratch_database(kind: str, workdir: Path, size: int) -> Iterator[str]:
+    if kind == "sqlite":
+        path = workdir / f"worklist-{size}.db"
+        yield f"sqlite:///{path}"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return
+    base = os.environ.get("REFLOOP_TEST_POSTGRES_URL", "")
+    if not base:
+        raise SystemExit("postgresql: set REFLOOP_TEST_POSTGRES_URL (or use --databases sqlite)")
+    admin = sa.create_engine(base.replace("postgresql://", "postgresql+psycopg://", 1),
+                             isolation_level="AUTOCOMMIT")
+    name = f"bench_worklist_{size}_{uuid.uuid4().hex[:6]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+def load(url: str, size: int) -> float:
+    db = connect(url)
+    upgrade(db)
+    started = time.perf_counter()
+    with click.progressbar(length=size, label=f"  loading {size:,} referrals",
+                           file=sys.stderr) as bar:
+        for chunk in synthetic_rows(size):
+            with db.write() as c:
+                c.execute(referrals.insert(), chunk)
+            bar.update(len(chunk))
+    with db.write() as c:
+        c.execute(sa.text("ANALYZE"))
+    db.dispose()
+    return time.perf_counter() - started
+
+
+def measure(url: str, workdir: Path, samples: int) -> dict[str, float]:
+    settings = Settings(var_dir=workdir / "var", database_url=url, sections={"smart": {
+        "tenants": [{"name": "bench", "iss": "https://ehr.example/fhir", "client_id": "bench",
+                     "client_secret": "unused", "ehr_origins": ["https://ehr.example"]}]}})
+    services = build_services(settings)
+    runtime = services.adapters["smart"]
+    session = runtime.sessions.create("bench-browser", tenant="bench",
+                                      iss="https://ehr.example/fhir",
+                                      context=LaunchContext(user="Practitioner/bench"),
+                                      tokens={}, token_expires_at=None)
+    client = create_app(services).test_client()
+    client.set_cookie("refloop_smart", "bench-browser", domain="localhost", path="/smart")
+    page = f"/smart/s/{session.id}/"
+    for query in QUERIES:  # warm caches and plans
+        assert client.get(f"{page}?{query}").status_code == 200
+    pages, counts = [], []
+    count_sql = sa.select(sa.func.count()).select_from(referrals).where(
+        referrals.c.stage == "outreach")
+    for i in range(samples):
+        query = QUERIES[i % len(QUERIES)]
+        started = time.perf_counter()
+        response = client.get(f"{page}?{query}")
+        body = response.get_data(as_text=True)
+        if i % 3 == 2 and 'rel="next"' in body:  # and the next page, by its cursor
+            link = body.split('rel="next"')[0].rsplit('href="', 1)[1].split('"')[0]
+            response = client.get(page + link.replace("&amp;", "&"))
+        pages.append(time.perf_counter() - started)
+        assert response.status_code == 200, response.status_code
+        started = time.perf_counter()
+        with services.db.read() as c:
+            c.execute(count_sql).scalar_one()
+        counts.append(time.perf_counter() - started)
+    services.close()
+    return {"page_p50": _pct(pages, 50), "page_p95": _pct(pages, 95),
+            "count_p50": _pct(counts, 50), "count_p95": _pct(counts, 95)}
+
+
+def _pct(values: list[float], pct: int) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--samples", type=int, default=90)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    ratios = []
+    with tempfile.TemporaryDirectory(prefix="refloop-bench-") as tmp:
+        workdir = Path(tmp)
+        for kind in args.databases.split(","):
+            for size in sizes:
+                print(f"# {kind}, {size:,} referrals", file=sys.stderr, flush=True)
+                with scratch_database(kind, workdir, size) as url:
+                    seconds = load(url, size)
+                    print(f"{kind}_{size}_load: {seconds:.1f} s", flush=True)
+                    result = measure(url, workdir, args.samples)
+                tag = f"{kind}_{size}"
+                print(f"{tag}_page_p50: {result['page_p50']:.2f} ms")
+                print(f"{tag}_page_p95: {result['page_p95']:.2f} ms")
+                print(f"{tag}_count_baseline_p50: {result['count_p50']:.2f} ms")
+                print(f"{tag}_count_baseline_p95: {result['count_p95']:.2f} ms")
+                ratio = result["page_p50"] / max(result["count_p50"], 1e-6)
+                ratios.append(ratio)
+                print(f"{tag}_page_vs_count_p50_ratio: {ratio:.2f} x", flush=True)
+    print(f"page_vs_count_p50_ratio_max: {max(ratios):.2f} x")
+
+
+if __name__ == "__main__":
+    main()
