@@ -114,6 +114,31 @@ def test_coordinator_launches_in_ehr_frame_filters_opens_and_accepts(chrome, wor
     assert not any(c["name"] == "refloop_smart" for c in cookies)
 
 
+def test_pages_fit_a_narrow_ehr_side_panel(chrome, world):
+    """At 380 px (an EHR side panel) the worklist and referral page need no sideways scroll."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ehr, services, app_url = world
+    _referral(services, "sr-narrow", "gastroenterology", "asap")
+    handle = ehr.new_launch(user="Practitioner/coord-1")
+    launch = f"{app_url}/smart/launch?{urlencode({'iss': ehr.fhir, 'launch': handle})}"
+    chrome.get(f"{ehr.base}/ehr?{urlencode({'app': launch, 'width': 380})}")
+    wait = WebDriverWait(chrome, 20)
+    wait.until(ec.frame_to_be_available_and_switch_to_it((By.ID, "app")))
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "table.worklist")))
+    overflow = "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    assert chrome.execute_script("return document.documentElement.clientWidth") < 400
+    assert chrome.execute_script(overflow) <= 0
+    chrome.find_element(By.CSS_SELECTOR, "table.worklist tbody a").click()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "dl.facts")))
+    assert chrome.execute_script(overflow) <= 0
+    chrome.switch_to.default_content()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    assert chrome.save_screenshot(str(SHOTS / "smart-referral-side-panel.png"))
+
+
 def test_app_refuses_to_render_in_a_frame_of_an_unlisted_origin(chrome, world):
     """frame-ancestors lists only the tenant's EHR origin: the same app framed by a page of
     another origin stays blank."""

@@ -403,10 +403,11 @@ class StrictEhr:
         @app.get("/ehr")
         def ehr_page() -> Any:
             src = request.args.get("app", "")
+            width = int(request.args.get("width", "1100"))
             return Response(
                 "<!doctype html><html><head><title>EHR</title></head><body>"
                 "<h1 id='ehr'>Strict EHR chart</h1>"
-                f"<iframe id='app' title='Refloop' src='{_attr(src)}' width='1100' "
+                f"<iframe id='app' title='Refloop' src='{_attr(src)}' width='{width}' "
                 "height='900' sandbox='allow-forms allow-same-origin allow-scripts'></iframe>"
                 "</body></html>", mimetype="text/html")
 
