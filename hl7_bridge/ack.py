@@ -1,4 +1,5 @@
-"""ACK messages: original (AA/AE/AR) or enhanced accept (CA/CE/CR) mode, with ERR segments.
+"""ACK messages: original (AA/AE/AR) or enhanced accept (CA/CE/CR) mode, with ERR segments;
+enhanced-mode application ACKs (AA/AE/AR sent later as outbound work) reuse `build_ack`.
 
 MSA-2 echoes MSH-10 exactly; MSH-3/4 and 5/6 are swapped; MSH-11/12 and the encoding characters
 are echoed; MSA-3 carries the error text too for legacy senders that only display it. The ACK is
@@ -69,9 +70,19 @@ def wants_accept_ack(header: Header, code: str) -> bool:
     return True
 
 
+def wants_application_ack(header: Header, code: str) -> bool:
+    """Enhanced mode: MSH-16 says whether an application ACK follows (AL always, ER errors
+    only, SU success only; NE or empty never)."""
+    if not header.enhanced_mode:
+        return False
+    mode = header.application_ack_type
+    return mode == "AL" or (mode == "ER" and code != "AA") or (mode == "SU" and code == "AA")
+
+
 def build_ack(header: Header | None, code: str, *, errors: tuple[AckError, ...] = (),
               application: str = "REFLOOP", facility: str = "REFLOOP",
-              now: datetime | None = None, control_id: str | None = None) -> bytes:
+              now: datetime | None = None, control_id: str | None = None,
+              accept_ack: str = "NE") -> bytes:
     """The ACK for `header` (None when no MSH could be read: default delimiters, empty MSA-2)."""
     if header is not None:
         d = Delimiters.from_msh(header.field_separator, header.encoding_characters)
@@ -91,7 +102,7 @@ def build_ack(header: Header | None, code: str, *, errors: tuple[AckError, ...] 
                   receiver_fac, stamp, "", f"ACK{c}{trigger}{c}ACK",
                   control_id or new_control_id(), processing, version])
     if header is not None and header.enhanced_mode:
-        msh += f + f + f + "NE" + f + "NE"
+        msh += f + f + f + accept_ack + f + "NE"
     msa = f.join(["MSA", code, their_id] + ([escape(text, d)[:80]] if text else []))
     segments = [msh, msa] + [_err(e, d, version) for e in errors]
     return ("\r".join(segments) + "\r").encode("latin-1", "replace")

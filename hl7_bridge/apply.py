@@ -15,7 +15,10 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from hl7_bridge import index
+from hl7_bridge.ack import AckError
+from hl7_bridge.app_ack import queue_application_ack
 from hl7_bridge.config import Hl7Config
+from hl7_bridge.header import HeaderError, parse_header
 from hl7_bridge.maps import Mapped, MappingError, to_mapped
 from hl7_bridge.message import Message, MessageError, parse_messages
 from referrals.errors import IllegalTransition, InboundError
@@ -62,13 +65,24 @@ class Applier:
                 outcome = self._apply(conn, inbox_id, stored.sender, message, mapped)
                 self.services.inbox.mark(inbox_id, outcome.status, outcome.note, conn=conn)
         except (MessageError, MappingError, IllegalTransition) as exc:
-            self.services.inbox.mark(inbox_id, QUARANTINED, str(exc))
+            with self.services.db.write() as conn:
+                self.services.inbox.mark(inbox_id, QUARANTINED, str(exc), conn=conn)
+                self._tell_sender(conn, stored.body, str(exc))
             log.warning("HL7 message quarantined", extra={"inbox_id": inbox_id,
                                                           "error": str(exc)})
             raise InboundError(f"HL7 message {inbox_id}: {exc}") from exc
         log.info("HL7 message applied", extra={
             "inbox_id": inbox_id, "event": mapped.event, "outcome": outcome.status,
             "control_id": message.control_id, "woke": outcome.woke})
+
+    def _tell_sender(self, conn: Connection, body: bytes, problem: str) -> None:
+        """Enhanced mode: an application ACK AE when MSH-16 asks for one (see app_ack.py)."""
+        try:
+            header = parse_header(body)
+        except HeaderError:
+            return
+        queue_application_ack(self.services.work, conn, self.config, header, "AE",
+                              (AckError(207, f"the message could not be applied: {problem}"),))
 
     def _parse(self, body: bytes, sender: str) -> Message:
         config = self.config.sender(sender)

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from hl7_bridge.ack import AckError, ack_code, build_ack, wants_accept_ack
+from hl7_bridge.app_ack import queue_application_ack
 from hl7_bridge.config import Hl7Config
 from hl7_bridge.header import Header, HeaderError, is_batch, parse_header
 from hl7_bridge.normalise import CharsetError, codec_for
@@ -42,6 +43,8 @@ class Item:
     action: str
     outcome: str = "AA"  # AA / AE / AR before mode conversion
     errors: tuple[AckError, ...] = ()
+    #: enhanced mode: content errors told later in an application ACK (the commit ACK is CA)
+    application_errors: tuple[AckError, ...] = ()
     ack: bytes | None = None
     duplicate: bool = False
     inbox_id: int | None = None
@@ -64,6 +67,8 @@ class Intake:
     config: Hl7Config
     inbox: Any
     write: Callable[[], AbstractContextManager[Connection]]
+    #: the work queue, for enhanced-mode application ACKs (None: they are not sent)
+    work: Any = None
     counters: dict[str, int] = field(default_factory=dict)
 
     # --- pure part -------------------------------------------------------------------------
@@ -95,7 +100,10 @@ class Intake:
             item.action, item.outcome, item.errors = REJECT, "AR", (problem,)
             return item
         missing = self._missing_segments(raw, header)
-        if missing is not None:
+        if missing is not None and header.enhanced_mode:
+            # stored (CA); the content error goes back in an application ACK (MSH-16)
+            item.action, item.application_errors = REJECT, (missing,)
+        elif missing is not None:
             item.action, item.outcome, item.errors = REJECT, "AE", (missing,)
         return item
 
@@ -181,10 +189,13 @@ class Intake:
                                          headers=headers, status="ignored", conn=conn)
             item.inbox_id = accepted.inbox_id
         else:
-            reason = "; ".join(e.text for e in item.errors)
+            reason = "; ".join(e.text for e in item.errors + item.application_errors)
             item.inbox_id = self.inbox.reject(CHANNEL, item.sender, item.raw, reason,
                                               content_type="x-application/hl7-v2+er7",
                                               headers=headers, conn=conn)
+            if item.application_errors and item.header is not None and self.work is not None:
+                queue_application_ack(self.work, conn, self.config, item.header, "AE",
+                                      item.application_errors)
 
     def _ack_for(self, item: Item) -> bytes | None:
         if item.action == IGNORE and item.outcome == "AA":

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from hl7_bridge.app_ack import build_application_ack
 from hl7_bridge.client import MllpClient
 from hl7_bridge.config import Hl7Config
 from hl7_bridge.encoding import DEFAULT, escape
@@ -95,6 +96,9 @@ class Outbound:
                             .where(outbound_log.c.work_key == key)).first():
                 return
         payload = item.payload
+        if payload.get("kind") == "app-ack":
+            self._send_application_ack(item)
+            return
         referral = self.services.store.get(payload["referral_id"])
         partner = self.config.sender(payload["sender"]).outbound
         if not partner.enabled:
@@ -103,19 +107,29 @@ class Outbound:
         message, kind = self.build(referral, payload, control_id)
         with MllpClient(partner.host, partner.port, partner.timeout_seconds) as client:
             answer = client.send(message)
-        code, acked_id = _ack_code(answer)
-        if code not in ("AA", "CA"):
-            raise PeerError(f"{kind} for referral {referral.id} answered {code or 'no MSA'}; "
-                            "retrying with backoff (same MSH-10)")
-        if acked_id != control_id:
-            raise PeerError(f"{kind} for referral {referral.id}: the ACK's MSA-2 "
-                            f"{acked_id!r} does not echo our MSH-10 {control_id!r}")
+        code = _check_ack(answer, control_id, f"{kind} for referral {referral.id}")
+        self._log_sent(key, referral.id, payload["sender"], kind, control_id, code)
+
+    def _send_application_ack(self, item: WorkItem) -> None:
+        payload = item.payload
+        partner = self.config.sender(payload["sender"]).outbound
+        if not partner.enabled:
+            return
+        message, control_id = build_application_ack(payload, item.idempotency_key,
+                                                    self.config)
+        with MllpClient(partner.host, partner.port, partner.timeout_seconds) as client:
+            answer = client.send(message)
+        code = _check_ack(answer, control_id, f"application ACK {payload['code']}")
+        self._log_sent(item.idempotency_key, "", payload["sender"],
+                       f"ACK^{payload['code']}", control_id, code)
+
+    def _log_sent(self, key: str, referral_id: str, sender: str, kind: str, control_id: str,
+                  code: str) -> None:
         with self.services.db.write() as conn:
             conn.execute(outbound_log.insert().values(
-                work_key=key, referral_id=referral.id, sender=payload["sender"],
-                message_type=kind, control_id=control_id, ack_code=code,
-                sent_at=datetime.now(UTC)))
-        log.info("HL7 outbound sent", extra={"referral_id": referral.id, "type": kind,
+                work_key=key, referral_id=referral_id, sender=sender, message_type=kind,
+                control_id=control_id, ack_code=code, sent_at=datetime.now(UTC)))
+        log.info("HL7 outbound sent", extra={"referral_id": referral_id, "type": kind,
                                              "control_id": control_id, "ack": code})
 
     def build(self, referral: Referral, payload: dict[str, Any], control_id: str
@@ -232,6 +246,18 @@ def _v2_time(moment: str) -> str:
     except ValueError:
         return ""
     return parsed.strftime("%Y%m%d%H%M%S%z")
+
+
+def _check_ack(answer: bytes, control_id: str, what: str) -> str:
+    """The partner's MSA-1 when it accepted `control_id`; PeerError (retried) otherwise."""
+    code, acked_id = _ack_code(answer)
+    if code not in ("AA", "CA"):
+        raise PeerError(f"{what} answered {code or 'no MSA'}; retrying with backoff "
+                        "(same MSH-10)")
+    if acked_id != control_id:
+        raise PeerError(f"{what}: the ACK's MSA-2 {acked_id!r} does not echo our MSH-10 "
+                        f"{control_id!r}")
+    return code
 
 
 def _ack_code(answer: bytes) -> tuple[str, str]:

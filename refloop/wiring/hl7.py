@@ -30,7 +30,7 @@ class Hl7Adapter:
         from hl7_bridge.outbound import Outbound
 
         self.config = load_config(services.settings.section("hl7"))
-        self.intake = Intake(self.config, services.inbox, services.db.write)
+        self.intake = Intake(self.config, services.inbox, services.db.write, services.work)
         self.applier = Applier(services, self.config)
         self.outbound = Outbound(services, self.config)
 

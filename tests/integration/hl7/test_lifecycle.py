@@ -142,3 +142,17 @@ def test_content_error_gets_ae_and_is_kept(feed: Feed) -> None:
     assert ack is not None and b"MSA|AE|C1" in ack and b"ERR||SCH^1|100^" in ack
     with feed.services.db.read() as conn:
         assert conn.execute(sa.select(inbox.c.status)).scalar_one() == "rejected"
+
+
+def test_enhanced_content_error_without_return_address(feed: Feed) -> None:
+    """Enhanced mode, MSH-16 AL, but no outbound address for the sender: CA (stored), the
+    message is kept in quarantine, and no application ACK is queued (nowhere to send it)."""
+    raw = (b"MSH|^~\\&|GPSYS|GPCLINIC|HUB|HUB|20240101120000||SIU^S12|C2|P|2.5.1|||AL|AL\r"
+           b"PID|1||X\r")
+    ack = feed.send(raw)
+    assert ack is not None and b"MSA|CA|C2" in ack
+    with feed.services.db.read() as conn:
+        assert conn.execute(sa.select(inbox.c.status)).scalar_one() == "rejected"
+    entries = feed.services.quarantine.list()
+    assert len(entries) == 1 and "SCH" in entries[0].reason
+    assert feed.services.work.counts() == {}

@@ -198,3 +198,43 @@ def open_referral_other(feed: Feed) -> str:
     found = feed.services.store.try_get_by_source(f"hl7|{SENDER}|REF-2024-0999^GPCLINIC")
     assert found is not None
     return found.id
+
+
+def enhanced(control_id: str, app_ack: str, body: bytes) -> bytes:
+    return (f"MSH|^~\\&|GPSYS|GPCLINIC|HUB|HUB|20240101120000||SIU^S12|{control_id}|P|2.5.1"
+            f"|||AL|{app_ack}\r").encode() + body
+
+
+def test_enhanced_content_error_gets_ca_then_an_application_ae(feed: Feed,
+                                                              partner: Partner) -> None:
+    """Missing SCH: the commit ACK is CA (stored), the application ACK AE follows."""
+    commit = feed.send(enhanced("E1", "AL", b"PID|1||X^^^GP^MR\r"))
+    assert commit is not None and b"MSA|CA|E1" in commit and b"ERR" not in commit
+    quiet = feed.send(enhanced("E2", "NE", b"PID|1||X^^^GP^MR\r"))  # MSH-16 NE: none
+    assert quiet is not None and b"MSA|CA|E2" in quiet
+    with feed.services.db.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(work_items).where(
+            work_items.c.kind == "hl7.message")).scalar() == 0  # kept, never mapped
+    assert len(feed.services.quarantine.list()) == 2
+    feed.drain()
+    (ack,) = parsed(partner)
+    assert str(ack.segment("MSA")[1]) == "AE" and str(ack.segment("MSA")[2]) == "E1"
+    assert str(ack.segment("MSH")[9]).startswith("ACK^S12")
+    assert str(ack.segment("MSH")[5]) == "GPSYS"
+    assert str(ack.segment("ERR")[2]) == "SCH^1" and str(ack.segment("ERR")[3]).startswith("100")
+    with feed.services.db.read() as conn:
+        logged = conn.execute(sa.select(outbound_log)).mappings().one()
+    assert logged["message_type"] == "ACK^AE" and logged["control_id"] == \
+        str(ack.segment("MSH")[10])
+    assert feed.drain() == 0 and len(partner.received) == 1
+
+
+def test_enhanced_mapping_error_gets_an_application_ae(feed: Feed, partner: Partner) -> None:
+    """A REF without RF1-6 is stored (CA), fails when mapped: AE follows (MSH-16 ER)."""
+    raw = (b"MSH|^~\\&|GPSYS|GPCLINIC|HUB|HUB|20240101120000||REF^I12^REF_I12|B1|P|2.5.1"
+           b"|||AL|ER\rPID|1||X1^^^GP^MR||Doe^John\r")
+    assert b"MSA|CA|B1" in (feed.send(raw) or b"")
+    feed.drain()
+    (ack,) = parsed(partner)
+    assert str(ack.segment("MSA")[1]) == "AE" and str(ack.segment("MSA")[2]) == "B1"
+    assert "RF1-6" in str(ack.segment("ERR")[8])
