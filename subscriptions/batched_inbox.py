@@ -63,13 +63,14 @@ class BatchedInbox:
     def _write_while_waiting(self) -> None:
         try:
             while True:
-                with self._lock:
-                    batch = self._waiting[: self.max_batch]
-                    del self._waiting[: self.max_batch]
-                    if not batch:
-                        self._writing = False
-                        return
-                self._commit(batch)
+                with self._exclusive():  # take the batch once we may write: it grows meanwhile
+                    with self._lock:
+                        batch = self._waiting[: self.max_batch]
+                        del self._waiting[: self.max_batch]
+                        if not batch:
+                            self._writing = False
+                            return
+                    self._commit(batch)
         except BaseException:
             with self._lock:
                 self._writing = False
@@ -100,7 +101,7 @@ class BatchedInbox:
 
     def _commit(self, batch: list[Pending]) -> None:
         try:
-            with self._exclusive(), self.db.write() as conn:
+            with self.db.write() as conn:
                 results = self.inbox.accept_many([p.message for p in batch], conn)
                 for pending in batch:
                     if pending.health is not None:
