@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from hl7_bridge import index
@@ -23,12 +24,16 @@ from hl7_bridge.maps import Mapped, MappingError, to_mapped
 from hl7_bridge.message import Message, MessageError, parse_messages
 from referrals.errors import IllegalTransition, InboundError
 from referrals.model import Actor, Command, Link, Reason, Referral, Stage, new_referral_id
+from referrals.store.schema import inbox, work_items
 from referrals.store.work import WorkItem
+from referrals.worker import Worker
 
 log = logging.getLogger("refloop.hl7.apply")
 
 PROCESSED, PARKED, IGNORED, QUARANTINED = "processed", "parked", "ignored", "quarantined"
 WORK_KIND = "hl7.message"
+#: messages applied in one write transaction (one commit, one fsync)
+BATCH = 50
 
 #: lifecycle stage each appointment status leads to, and the action that gets it there
 APPOINTMENT_ACTIONS = {"booked": "schedule", "pending": "schedule", "waitlist": "schedule",
@@ -52,18 +57,72 @@ class Applier:
     def __init__(self, services: Any, config: Hl7Config) -> None:
         self.services = services
         self.config = config
+        #: work items this worker applied in a batch before the worker reached them
+        self._applied: set[int] = set()
 
     def handle(self, item: WorkItem) -> None:
+        """Apply `item` together with the other `hl7.message` items leased to the same worker
+        (claiming more, up to BATCH) in ONE write transaction, in work-item order.
+
+        Each message runs in a savepoint. At the first failure the messages before it are
+        committed, and it and the ones after it are applied one by one (their own transaction,
+        the worker's retry and quarantine rules), so one bad message blocks nothing and the
+        order of messages is kept."""
+        owner = item.lease_owner or ""
+        if item.id in self._applied:
+            self._applied.discard(item.id)
+            return  # applied and completed by an earlier batch of this worker
+        batch = self._batch(item, owner)
+        applied, rest = self._apply_batch(batch, owner)
+        self._applied.update(w.id for w in applied if w.id != item.id)
+        if rest:
+            one_by_one = Worker(self.services.work, {WORK_KIND: self.handle_one}, name=owner)
+            for work in rest:
+                one_by_one.process(work)
+                if work.id != item.id:
+                    self._applied.add(work.id)
+
+    def _batch(self, item: WorkItem, owner: str) -> list[WorkItem]:
+        work = self.services.work
+        with self.services.db.read() as conn:
+            rows = conn.execute(sa.select(work_items).where(
+                work_items.c.kind == WORK_KIND, work_items.c.status == "pending",
+                work_items.c.lease_owner == owner, work_items.c.id != item.id,
+            ).order_by(work_items.c.id).limit(BATCH - 1)).mappings().all()
+        leased = [_work_item(r) for r in rows if r["id"] not in self._applied]
+        if len(leased) < BATCH - 1 and owner:
+            leased += work.claim(owner, limit=BATCH - 1 - len(leased), kinds=[WORK_KIND])
+        return sorted([item, *leased], key=lambda w: w.id)
+
+    def _apply_batch(self, batch: list[WorkItem], owner: str
+                     ) -> tuple[list[WorkItem], list[WorkItem]]:
+        """(applied and completed, left to apply one by one)."""
+        ids = [int(w.payload["inbox_id"]) for w in batch]
+        done: list[WorkItem] = []
+        with self.services.db.write() as conn:
+            stored = {row["id"]: row for row in conn.execute(
+                sa.select(inbox).where(inbox.c.id.in_(ids))).mappings()}
+            for work, inbox_id in zip(batch, ids, strict=True):
+                try:
+                    with conn.begin_nested():
+                        self._apply_stored(conn, inbox_id, stored[inbox_id])
+                        self.services.work.complete(work, owner, conn=conn)
+                except Exception:  # retried alone, with the worker's rules
+                    log.info("HL7 batch stopped; applying the rest one by one", extra={
+                        "inbox_id": inbox_id, "batch": len(batch)})
+                    return done, batch[len(done):]
+                done.append(work)
+        return done, []
+
+    def handle_one(self, item: WorkItem) -> None:
+        """Apply one message in its own transaction (the fallback of `handle`)."""
         inbox_id = int(item.payload["inbox_id"])
         stored = self.services.inbox.get(inbox_id)
-        if stored.status in (PROCESSED, IGNORED, QUARANTINED):
-            return
         try:
-            message = self._parse(stored.body, stored.sender)
-            mapped = to_mapped(message, stored.sender, self.config.sender(stored.sender))
             with self.services.db.write() as conn:
-                outcome = self._apply(conn, inbox_id, stored.sender, message, mapped)
-                self.services.inbox.mark(inbox_id, outcome.status, outcome.note, conn=conn)
+                self._apply_stored(conn, inbox_id, {"status": stored.status,
+                                                    "body": stored.body,
+                                                    "sender": stored.sender})
         except (MessageError, MappingError, IllegalTransition) as exc:
             with self.services.db.write() as conn:
                 self.services.inbox.mark(inbox_id, QUARANTINED, str(exc), conn=conn)
@@ -71,6 +130,16 @@ class Applier:
             log.warning("HL7 message quarantined", extra={"inbox_id": inbox_id,
                                                           "error": str(exc)})
             raise InboundError(f"HL7 message {inbox_id}: {exc}") from exc
+
+    def _apply_stored(self, conn: Connection, inbox_id: int, stored: Any) -> None:
+        """Map and apply one stored message on `conn` and mark its inbox row."""
+        if stored["status"] in (PROCESSED, IGNORED, QUARANTINED):
+            return
+        body, sender = bytes(stored["body"]), str(stored["sender"])
+        message = self._parse(body, sender)
+        mapped = to_mapped(message, sender, self.config.sender(sender))
+        outcome = self._apply(conn, inbox_id, sender, message, mapped)
+        self.services.inbox.mark(inbox_id, outcome.status, outcome.note, conn=conn)
         log.info("HL7 message applied", extra={
             "inbox_id": inbox_id, "event": mapped.event, "outcome": outcome.status,
             "control_id": message.control_id, "woke": outcome.woke})
@@ -321,6 +390,13 @@ class _Context:
         self.act(referral, "close-loop" if closing else "link",
                  changes={"add_outputs": [link]})
         return Outcome(PROCESSED, "loop closed" if closing else "document linked")
+
+
+def _work_item(row: Any) -> WorkItem:
+    return WorkItem(id=int(row["id"]), kind=row["kind"], idempotency_key=row["idempotency_key"],
+                    payload=row["payload"], attempts=int(row["attempts"]),
+                    max_attempts=int(row["max_attempts"]), lease_owner=row["lease_owner"],
+                    last_error=row["last_error"])
 
 
 def _allowed(referral: Referral) -> list[str]:

@@ -3,6 +3,9 @@ SIU S12/S26, MDM T02 (the consult note closes the loop), parking, A40 merges, qu
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 import sqlalchemy as sa
 
 from hl7_bridge.tables import parked, patient_ids
@@ -156,3 +159,29 @@ def test_enhanced_content_error_without_return_address(feed: Feed) -> None:
     entries = feed.services.quarantine.list()
     assert len(entries) == 1 and "SCH" in entries[0].reason
     assert feed.services.work.counts() == {}
+
+
+def test_a_bad_message_in_a_batch_blocks_nothing_and_order_is_kept(
+        feed: Feed, caplog: pytest.LogCaptureFixture) -> None:
+    """The messages are applied in one transaction per batch; the bad one in the middle goes
+    to quarantine alone, the ones before and after it are applied, in inbox order."""
+    bad = (b"MSH|^~\\&|GPSYS|GPCLINIC|HUB|HUB|20240101120000||REF^I12^REF_I12|B9|P|2.5.1\r"
+           b"PID|1||X1^^^GP^MR||Doe^John\r")
+    feed.send(fixture("authored__REF_I12_new_referral_utf8.hl7"))
+    feed.send(fixture("authored__SIU_S12_v27_truncation_char_and_TQ1.hl7"))
+    feed.send(bad)
+    feed.send(fixture("authored__SIU_S26_noshow.hl7"))
+    feed.send(fixture("authored__REF_I13_modify_referral.hl7"))
+    with caplog.at_level(logging.INFO, logger="refloop.hl7.apply"):
+        assert feed.drain() == 5
+    stopped = [r for r in caplog.records if r.getMessage().startswith("HL7 batch stopped")]
+    assert [r.batch for r in stopped] == [5]  # type: ignore[attr-defined]
+    found = referral(feed)
+    assert [e.action for e in feed.services.store.events(found.id)] == \
+        ["detect", "accept", "schedule", "no-show", "amend"]
+    with feed.services.db.read() as conn:
+        statuses = conn.execute(sa.select(inbox.c.status).order_by(inbox.c.id)).scalars().all()
+    assert statuses == ["processed", "processed", "quarantined", "processed", "processed"]
+    (entry,) = feed.services.quarantine.list()
+    assert "RF1-6" in entry.reason
+    assert feed.services.work.counts() == {"done": 4, "quarantined": 1}
