@@ -22,6 +22,7 @@ class PayerAuth:
     client_id: str = ""
     key_file: str = ""    # backend services: private key (PEM) signing the client assertion
     key_id: str = ""
+    key_alg: str = ""     # RS384 | ES384; empty: from the key's type
     token_url: str = ""
     scope: str = "system/Claim.write system/ClaimResponse.read system/Subscription.write"
     cert_file: str = ""   # mutual TLS: client certificate (PEM)
@@ -39,6 +40,7 @@ class PayerConfig:
     auth: PayerAuth = field(default_factory=PayerAuth)
     timeout_seconds: float = 30.0
     subscribe: bool = True
+    ca_file: str = ""    # CA bundle (PEM) verifying the payer's TLS certificate; empty: system
 
 
 @dataclass(frozen=True)
@@ -101,12 +103,15 @@ def payer_from_table(table: dict[str, Any], organization: Organization) -> Payer
     auth = PayerAuth(kind=kind, client_id=str(table.get("client_id", "")),
                      key_file=str(table.get("key_file", "")),
                      key_id=str(table.get("key_id", "")),
+                     key_alg=str(table.get("key_alg", "")),
                      token_url=str(table.get("token_url", "")),
                      scope=str(table.get("scope", PayerAuth.scope)),
                      cert_file=str(table.get("cert_file", "")),
                      cert_key_file=str(table.get("cert_key_file", "")))
     if kind == "backend-services" and not (auth.client_id and auth.key_file and auth.token_url):
         raise ConfigError(f"payer {name}: backend-services needs client_id, key_file, token_url")
+    if auth.key_alg not in ("", "RS384", "ES384"):
+        raise ConfigError(f"payer {name}: key_alg {auth.key_alg!r}; use RS384 or ES384")
     if kind == "mtls" and not (auth.cert_file and auth.cert_key_file):
         raise ConfigError(f"payer {name}: mtls needs cert_file and cert_key_file")
     flt = str(table.get("subscription_filter", "org-identifier"))
@@ -120,4 +125,5 @@ def payer_from_table(table: dict[str, Any], organization: Organization) -> Payer
                                     or organization.npi),
         subscription_filter=flt, auth=auth,
         timeout_seconds=float(table.get("timeout_seconds", 30.0)),
-        subscribe=bool(table.get("subscribe", True)))
+        subscribe=bool(table.get("subscribe", True)),
+        ca_file=str(table.get("ca_file", "")))

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +56,15 @@ class PriorAuthFlow:
     client_for: Callable[[PayerConfig], PayerClient] = PayerClient
     #: the subscriptions adapter's open_hook/attach, when that adapter is wired
     hooks: Any = None
+    #: one client per payer, so its access token is cached across work items
+    _clients: dict[PayerConfig, PayerClient] = field(default_factory=dict, repr=False)
+    _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def client(self, payer: PayerConfig) -> PayerClient:
+        with self._clients_lock:
+            if payer not in self._clients:
+                self._clients[payer] = self.client_for(payer)
+            return self._clients[payer]
 
     # --- submit ---------------------------------------------------------------------------
     def enqueue_submit(self, referral_id: str, payer: str) -> None:
@@ -99,7 +109,7 @@ class PriorAuthFlow:
             return
         payer = self.config.payer(request.payer)
         self.ensure_subscription(payer)
-        reply = self.client_for(payer).send_submit(request.bundle)  # PeerError -> retry
+        reply = self.client(payer).send_submit(request.bundle)  # PeerError -> retry
         self.apply_reply(request, reply)
 
     def _open_request(self, payload: dict[str, Any]) -> PriorAuthRequest | None:
@@ -209,7 +219,7 @@ class PriorAuthFlow:
             return
         hook = self.hooks.open_hook(server=payer.base_url, purpose="pas",
                                     deliver_kind="pas.notification")
-        reply = self.client_for(payer).send_subscription(
+        reply = self.client(payer).send_subscription(
             build_subscription(payer, hook.url, hook.header))
         if reply.rejected or not reply.body.get("id"):
             log.warning("pas subscription refused", extra={"payer": payer.name,
@@ -252,7 +262,7 @@ class PriorAuthFlow:
     def inquire(self, request: PriorAuthRequest) -> list[Decision]:
         payer = self.config.payer(request.payer)
         body = json.dumps(build_inquiry_bundle(request.bundle_json(), request.auth_number))
-        reply = self.client_for(payer).send_inquire(body.encode())
+        reply = self.client(payer).send_inquire(body.encode())
         if reply.rejected:
             raise InboundError(f"$inquire refused by {payer.name}: {reply.outcome_text()}")
         decisions = parse_inquire_reply(reply.body)

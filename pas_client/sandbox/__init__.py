@@ -5,5 +5,6 @@ a payer and makes no real decisions."""
 
 from pas_client.sandbox.rules import SandboxRules
 from pas_client.sandbox.server import SandboxServer, create_sandbox_app
+from pas_client.sandbox.token import SandboxAuth
 
-__all__ = ["SandboxRules", "SandboxServer", "create_sandbox_app"]
+__all__ = ["SandboxAuth", "SandboxRules", "SandboxServer", "create_sandbox_app"]

@@ -1,11 +1,14 @@
 """The payer sandbox's HTTP server (Flask), bound to 127.0.0.1. A FAKE PAYER for the demo and
-tests: $submit, $inquire, Subscription create, and test controls under /sandbox/."""
+tests: $submit, $inquire, Subscription create, an optional SMART Backend Services token endpoint
+(and bearer tokens required on the PAS operations), optional TLS with client certificates, and
+test controls under /sandbox/."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import ssl
 import threading
 import urllib.request
 import uuid
@@ -22,6 +25,7 @@ from pas_client.sandbox.responses import (
     operation_outcome,
 )
 from pas_client.sandbox.rules import SandboxRules
+from pas_client.sandbox.token import SandboxAuth, TokenIssuer, TokenRefused
 
 log = logging.getLogger("refloop.pas.sandbox")
 FHIR_JSON = "application/fhir+json"
@@ -37,6 +41,8 @@ class SandboxState:
     fail_next: list[int] = field(default_factory=list)  # statuses to answer next, then normal
     delivered: list[dict[str, Any]] = field(default_factory=list)
     events: int = 0
+    issuer: TokenIssuer | None = None   # the token endpoint, when auth is configured
+    client_certificates: list[str] = field(default_factory=list)  # PEM presented over mTLS
     lock: threading.RLock = field(default_factory=threading.RLock)
 
 
@@ -66,10 +72,42 @@ def problems(bundle: Any) -> tuple[str, str] | None:
     return None
 
 
-def create_sandbox_app(rules: SandboxRules | None = None) -> Flask:
-    state = SandboxState(rules or SandboxRules())
+def create_sandbox_app(rules: SandboxRules | None = None,
+                       auth: SandboxAuth | None = None) -> Flask:
+    state = SandboxState(rules or SandboxRules(),
+                         issuer=TokenIssuer(auth) if auth is not None else None)
     app = Flask("refloop-pas-sandbox")
     app.config["SANDBOX"] = state
+
+    @app.before_request
+    def authenticate() -> Response | None:
+        certificate = request.environ.get("SSL_CLIENT_CERT")
+        if certificate and not request.path.startswith("/sandbox/"):
+            with state.lock:
+                state.client_certificates.append(certificate)
+        issuer = state.issuer
+        if issuer is None or not issuer.auth.require_bearer or \
+                request.path.startswith(("/sandbox/", "/oauth/")):
+            return None
+        if issuer.accepts(request.headers.get("Authorization", "")):
+            return None
+        refused = fhir(operation_outcome("login", "a bearer token from /oauth/token is "
+                                         "required"), 401)
+        refused.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        return refused
+
+    @app.post("/oauth/token")
+    def token() -> Response:
+        if state.issuer is None:
+            return fhir(operation_outcome("not-supported", "this sandbox has no token "
+                                          "endpoint; start it with a SandboxAuth"), 404)
+        try:
+            body = state.issuer.issue(request.form.to_dict(), request.base_url)
+        except TokenRefused as exc:
+            return Response(json.dumps(exc.body()), status=exc.status,
+                            mimetype="application/json")
+        return Response(json.dumps(body), mimetype="application/json",
+                        headers={"Cache-Control": "no-store"})
 
     @app.post("/Claim/$submit")
     def submit() -> Response:
@@ -211,9 +249,11 @@ class SandboxServer:
     """Run the sandbox on 127.0.0.1 in a thread (port 0 picks a free port)."""
 
     def __init__(self, rules: SandboxRules | None = None, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
-        self.app = create_sandbox_app(rules)
-        self.server = make_server(host, port, self.app, threaded=True)
+                 port: int = 0, auth: SandboxAuth | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.app = create_sandbox_app(rules, auth)
+        self.scheme = "https" if ssl_context is not None else "http"
+        self.server = make_server(host, port, self.app, threaded=True, ssl_context=ssl_context)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
                                        name="pas-sandbox")
 
@@ -224,7 +264,11 @@ class SandboxServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
+        return f"{self.scheme}://127.0.0.1:{self.server.server_port}"
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.url}/oauth/token"
 
     def start(self) -> SandboxServer:
         self.thread.start()
