@@ -156,8 +156,10 @@ class Intake:
         items = [item for frame in frames for item in frame.items]
         try:
             with self.write() as conn:
+                self._accept_all([i for i in items if i.action == ACCEPT], conn)
                 for item in items:
-                    self._store_one(item, conn)
+                    if item.action != ACCEPT:
+                        self._store_one(item, conn)
         except Exception:
             log.exception("storing HL7 messages failed; answering AR", extra={
                 "messages": len(items)})
@@ -175,15 +177,21 @@ class Intake:
                              else frame.items[0].ack)
         return responses
 
+    def _accept_all(self, items: list[Item], conn: Connection) -> None:
+        """The accepted messages of a group: one INSERT for them and one for their work."""
+        if not items:
+            return
+        accepted = self.inbox.accept_many([{
+            "channel": CHANNEL, "sender": item.sender, "body": item.raw,
+            "work_kind": WORK_KIND, "content_type": "x-application/hl7-v2+er7",
+            "headers": {"control_id": item.header.control_id} if item.header else {},
+            "dedupe_key": item.dedupe_key} for item in items], conn)
+        for item, result in zip(items, accepted, strict=True):
+            item.inbox_id, item.duplicate = result.inbox_id, result.duplicate
+
     def _store_one(self, item: Item, conn: Connection) -> None:
         headers = {"control_id": item.header.control_id} if item.header else {}
-        if item.action == ACCEPT:
-            accepted = self.inbox.accept(CHANNEL, item.sender, item.raw, work_kind=WORK_KIND,
-                                         content_type="x-application/hl7-v2+er7",
-                                         headers=headers, dedupe_key=item.dedupe_key,
-                                         conn=conn)
-            item.inbox_id, item.duplicate = accepted.inbox_id, accepted.duplicate
-        elif item.action == IGNORE:
+        if item.action == IGNORE:
             accepted = self.inbox.accept(CHANNEL, item.sender, item.raw, work_kind=None,
                                          content_type="x-application/hl7-v2+er7",
                                          headers=headers, status="ignored", conn=conn)
