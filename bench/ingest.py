@@ -3,11 +3,16 @@
 Each request is what HAPI and sekmet send for an R4 classic subscription with payload: a
 `PUT /hooks/<id>/ServiceRequest/<id>` carrying the resource (a new version each time, so nothing
 is de-duplicated away) and the hook's Bearer secret. A 2xx means the raw notification and its work
-item are committed to the store (SQLite WAL under a temporary var/, synchronous=NORMAL).
+item are committed to the store (SQLite WAL under a temporary var/, synchronous=FULL, the
+default: each acknowledged notification has been fsync'ed).
 
 Baseline, measured in the same run with the same server set-up (`refloop serve`'s web role:
 gunicorn, gthread, the configured web_workers and 8 threads each, Flask): an endpoint on the same
 path that only returns 200. Senders are concurrent keep-alive HTTP clients in separate processes.
+
+Also printed: CPU milliseconds per request of the server processes and of the senders (the
+senders share the 2 cores; their CPU per request against the bare endpoint bounds what any server
+could reach here), and the mean number of notifications per commit (rows sharing a received_at).
 
 Usage: python bench/ingest.py [--requests N] [--senders S] [--workers W]
 """
@@ -18,11 +23,13 @@ import argparse
 import http.client
 import json
 import multiprocessing
+import os
 import socket
 import statistics
 import sys
 import tempfile
 import time
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +59,7 @@ def serve_bare(port: int, workers: int) -> None:
     def bare(hook_id: str, rest: str) -> Response:
         return Response("", status=200)
 
-    class Bare(BaseApplication):  # type: ignore[misc]
+    class Bare(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"127.0.0.1:{port}")
             self.cfg.set("workers", workers)
@@ -84,11 +91,12 @@ def body_for(n: int, sender: int) -> tuple[str, bytes]:
     return sr_id, json.dumps(resource).encode()
 
 
-def send_many(args: tuple[int, str, str, int, int, int]) -> list[float]:
+def send_many(args: tuple[int, str, str, int, int, int]) -> tuple[list[float], float]:
     """One sender process: `threads` keep-alive connections, `count` requests in all."""
     import threading
 
     port, path, secret, count, threads, sender = args
+    cpu = time.process_time()
     latencies: list[float] = []
     lock = threading.Lock()
 
@@ -115,7 +123,7 @@ def send_many(args: tuple[int, str, str, int, int, int]) -> list[float]:
         thread.start()
     for thread in pool:
         thread.join()
-    return latencies
+    return latencies, time.process_time() - cpu
 
 
 def wait_up(port: int, timeout: float = 60) -> None:
@@ -129,29 +137,53 @@ def wait_up(port: int, timeout: float = 60) -> None:
     raise SystemExit(f"server on port {port} did not start")
 
 
+def tree_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds (user, system) used so far by `pid` and its living descendants (Linux)."""
+    user = system = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            stat = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            user += int(stat[11]) / tick
+            system += int(stat[12]) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(c) for c in (task / "children").read_text().split())
+        except (OSError, ValueError):
+            continue
+    return user, system
+
+
 def measure(port: int, path: str, secret: str, total: int, senders: int,
-            threads: int) -> dict[str, float]:
+            threads: int, server_pid: int) -> dict[str, float]:
     per_sender = total // senders
-    warm = send_many((port, path, secret, 50, 4, 999))  # warm-up, not counted
+    warm, _ = send_many((port, path, secret, 50, 4, 999))  # warm-up, not counted
     assert warm
+    user, system = tree_cpu(server_pid)
     started = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(senders) as pool:
         results = pool.map(send_many, [(port, path, secret, per_sender, threads, s)
                                        for s in range(senders)])
     elapsed = time.perf_counter() - started
-    latencies = sorted(x for r in results for x in r)
-    return {"count": len(latencies), "rate": len(latencies) / elapsed,
+    user_after, system_after = tree_cpu(server_pid)
+    latencies = sorted(x for r, _ in results for x in r)
+    count = len(latencies)
+    return {"count": count, "rate": count / elapsed,
             "p50": statistics.median(latencies) * 1000,
-            "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000}
+            "p99": latencies[int(count * 0.99) - 1] * 1000,
+            "server_cpu": (user_after - user + system_after - system) / count * 1000,
+            "server_sys": (system_after - system) / count * 1000,
+            "client_cpu": sum(c for _, c in results) / count * 1000}
 
 
-def run_server(target: Any, *args: Any) -> multiprocessing.Process:
+def run_server(target: Any, *args: Any) -> BaseProcess:
     process = multiprocessing.get_context("fork").Process(target=target, args=args, daemon=False)
     process.start()
     return process
 
 
-def stop(process: multiprocessing.Process) -> None:
+def stop(process: BaseProcess) -> None:
     process.terminate()
     process.join(timeout=15)
 
@@ -164,8 +196,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     options = parser.parse_args()
 
+    import sqlalchemy as sa
+
     from referrals.store import connect
     from referrals.store.migrate import upgrade
+    from referrals.store.schema import inbox
     from refloop.services import build_services
     from refloop.settings import Settings
 
@@ -186,7 +221,7 @@ def main() -> None:
     try:
         wait_up(bare_port)
         baseline = measure(bare_port, path, hook.secret, options.requests, options.senders,
-                           options.threads)
+                           options.threads, bare.pid or 0)
     finally:
         stop(bare)
 
@@ -194,26 +229,37 @@ def main() -> None:
     try:
         wait_up(settings.http_port)
         result = measure(settings.http_port, path, hook.secret, options.requests,
-                         options.senders, options.threads)
+                         options.senders, options.threads, ours.pid or 0)
     finally:
         stop(ours)
     stored = services.inbox.counts().get("received", 0)
     queued = services.work.counts().get("pending", 0)
+    with services.db.read() as conn:
+        commits = conn.execute(sa.select(sa.func.count(sa.distinct(inbox.c.received_at)))
+                               .where(inbox.c.status == "received")).scalar_one()
     services.close()
     if stored < result["count"] or queued < result["count"]:
         raise SystemExit(f"only {stored} notifications stored / {queued} queued for "
                          f"{result['count']} answered")
 
     print(f"setup: gunicorn gthread, {options.workers} workers x 8 threads; SQLite WAL "
-          f"synchronous=NORMAL; {options.senders} sender processes x {options.threads} "
-          f"keep-alive connections; {multiprocessing.cpu_count()} CPUs")
+          f"synchronous={settings.sqlite_synchronous}; "
+          f"{options.senders} sender processes x {options.threads} keep-alive connections; "
+          f"{multiprocessing.cpu_count()} CPUs")
     print(f"notifications_stored: {stored} count")
+    print(f"notifications_per_commit: {stored / max(commits, 1):.1f} count")
     print(f"ingest_rate: {result['rate']:.0f} notifications/s")
     print(f"ingest_p50: {result['p50']:.2f} ms")
     print(f"ingest_p99: {result['p99']:.2f} ms")
+    print(f"ingest_server_cpu: {result['server_cpu']:.2f} ms/request")
+    print(f"ingest_server_system_cpu: {result['server_sys']:.2f} ms/request")
+    print(f"ingest_client_cpu: {result['client_cpu']:.2f} ms/request")
     print(f"bare_rate: {baseline['rate']:.0f} requests/s")
     print(f"bare_p50: {baseline['p50']:.2f} ms")
     print(f"bare_p99: {baseline['p99']:.2f} ms")
+    print(f"bare_server_cpu: {baseline['server_cpu']:.2f} ms/request")
+    print(f"bare_server_system_cpu: {baseline['server_sys']:.2f} ms/request")
+    print(f"bare_client_cpu: {baseline['client_cpu']:.2f} ms/request")
     print(f"ratio_vs_bare: {result['rate'] / baseline['rate']:.2f} x")
 
 

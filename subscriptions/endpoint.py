@@ -52,6 +52,10 @@ class HookEndpoint:
         self.writer = BatchedInbox(self.inbox, self.db, self.registry)
 
     def handle(self, hook_id: str, subpath: str) -> Response:
+        with self.writer.expecting():
+            return self._handle(hook_id, subpath)
+
+    def _handle(self, hook_id: str, subpath: str) -> Response:
         hook = self.registry.try_get_hook(hook_id, cached=True)
         if hook is None or not _authentic(hook, request.headers.get("Authorization", "")):
             log.warning("hook: unauthenticated notification refused",

@@ -4,10 +4,17 @@ leader/follower writer under concurrent requests, on both databases."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
-from refloop.services import Services
+import pytest
+import sqlalchemy as sa
+
+from referrals.store.migrate import upgrade
+from referrals.store.schema import inbox, work_items
+from refloop.services import Services, build_services
 from subscriptions.batched_inbox import BatchedInbox
 from subscriptions.registry import Registry
+from subscriptions.sqlite_batch import SqliteBatchWriter
 
 
 def message(n: int, key: str | None) -> dict[str, object]:
@@ -53,3 +60,104 @@ def test_concurrent_requests_are_all_stored_once(services: Services) -> None:
     assert len(results) == 320
     assert services.inbox.counts() == {"received": 240}
     assert services.work.counts() == {"pending": 240}
+
+
+def stored_rows(services: Services) -> list[dict[str, object]]:
+    """Every inbox row and work item, without ids and times (which differ between runs)."""
+    with services.db.read() as conn:
+        messages = [dict(r) for r in conn.execute(
+            sa.select(inbox).order_by(inbox.c.id)).mappings()]
+        items = [dict(r) for r in conn.execute(
+            sa.select(work_items).order_by(work_items.c.id)).mappings()]
+    for row in messages:
+        assert row.pop("received_at").tzinfo is not None  # read back as aware UTC
+        row.pop("id")
+    for row in items:
+        assert row.pop("run_at") == row.pop("created_at")
+        row["payload"] = {**row["payload"], "inbox_id": "-"}
+        row.pop("id")
+        row.pop("idempotency_key")
+    return messages + items
+
+
+BATCH = [message(1, "k0"), message(2, "k1"), message(3, None), message(4, "k1"),
+         {**message(5, "k5"), "work_kind": None, "status": "processed",
+          "headers": {"content-type": "application/fhir+json"}, "content_type": "x/y"}]
+
+
+def test_sqlite_fast_path_stores_what_accept_many_stores(sqlite_services: Services,
+                                                         tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'core.db'}"
+    other = build_services(sqlite_services.settings.with_changes(database_url=url))
+    try:
+        upgrade(other.db)
+        for target in (sqlite_services, other):
+            target.inbox.accept(**message(0, "k0"))  # type: ignore[arg-type]
+        fast = SqliteBatchWriter(sqlite_services.db).store(BATCH)
+        with other.db.write() as conn:
+            core = other.inbox.accept_many(BATCH, conn)
+        assert fast == core
+        assert [r.duplicate for r in fast] == [True, False, False, True, False]
+        assert stored_rows(sqlite_services) == stored_rows(other)
+        assert sqlite_services.inbox.get(fast[1].inbox_id).body == b"2"
+        claimed = sqlite_services.work.claim("test", limit=10)
+        assert sorted(i.payload["inbox_id"] for i in claimed) == [
+            1, fast[1].inbox_id, fast[2].inbox_id]
+    finally:
+        other.close()
+
+
+def test_fast_path_is_sqlite_only_and_postgres_uses_accept_many(services: Services) -> None:
+    writer = BatchedInbox(services.inbox, services.db,
+                          Registry(services.db, services.settings.base_url))
+    if services.db.is_sqlite:
+        assert isinstance(writer._fast, SqliteBatchWriter)
+    else:
+        assert writer._fast is None
+        with pytest.raises(ValueError, match="SQLite"):
+            SqliteBatchWriter(services.db)
+    first = writer.accept(message(1, "a"))
+    assert writer.accept(message(2, "a")) == first.__class__(first.inbox_id, True)
+    assert services.inbox.get(first.inbox_id).body == b"1"
+    assert services.work.counts() == {"pending": 1}
+
+
+def test_writer_waits_for_an_announced_request_and_commits_both_at_once(
+        services: Services) -> None:
+    """A request that announced itself (expecting) and then accepts joins the writer's commit;
+    one that leaves without accepting releases the writer."""
+    writer = BatchedInbox(services.inbox, services.db,
+                          Registry(services.db, services.settings.base_url),
+                          gather_seconds=60.0)
+    announced, release = threading.Event(), threading.Event()
+    results: dict[str, object] = {}
+
+    def slow_request(name: str, accepts: bool) -> None:
+        with writer.expecting():
+            announced.set()
+            release.wait(30)
+            if accepts:
+                results[name] = writer.accept(message(9, f"slow-{name}"))
+
+    def lead_request(name: str) -> None:
+        results[name] = writer.accept(message(8, name))
+
+    for name, accepts in (("joins", True), ("leaves", False)):
+        announced.clear()
+        release.clear()
+        slow = threading.Thread(target=slow_request, args=(name, accepts))
+        slow.start()
+        assert announced.wait(30)
+        leader = threading.Thread(target=lead_request, args=(f"lead-{name}",))
+        leader.start()
+        leader.join(0.2)
+        assert leader.is_alive()  # holding its commit for the announced request
+        release.set()
+        slow.join(30)
+        leader.join(30)
+        assert not leader.is_alive() and not slow.is_alive()
+    with services.db.read() as conn:
+        commits = conn.execute(sa.select(inbox.c.received_at, sa.func.count())
+                               .group_by(inbox.c.received_at)).all()
+    assert sorted(count for _, count in commits) == [1, 2]  # "joins" shared the commit
+    assert set(results) == {"joins", "lead-joins", "lead-leaves"}
