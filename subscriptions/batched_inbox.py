@@ -1,10 +1,13 @@
-"""Group commit for the hook endpoint: request threads hand their notification to one writer
-thread per process, which stores whatever is waiting with one transaction (Inbox.accept_many:
-one INSERT for the messages, one for their work items) and then wakes them. Each request is
-still answered only after its own message is committed. A failing batch is retried one message
-at a time, so one bad message cannot fail the others. On SQLite this replaces many writers
-queueing on the database lock (behind the driver's sleeping busy handler) with one transaction
-per batch."""
+"""Group commit for the hook endpoint: request threads queue their notification and one of
+them at a time, the writer, stores a whole batch with one transaction and wakes the others. Each
+request is still answered only after its own message is committed. A failing batch is retried
+one message at a time, so one bad message cannot fail the others.
+
+On SQLite (one writer at a time for the whole database) the writers of all processes queue on a
+file lock, and a writer takes its batch only once it holds the lock, so the requests that arrive
+while another process commits join the next commit; the batch is written with the sqlite3
+driver (sqlite_batch.py). Elsewhere it goes through Inbox.accept_many.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from referrals.store.database import Database
@@ -24,17 +26,25 @@ from subscriptions.registry import Registry
 from subscriptions.sqlite_batch import SqliteBatchWriter
 
 
-@dataclass(frozen=True)
+@dataclass
 class Pending:
     message: dict[str, Any]  # Inbox.accept's arguments
     health: tuple[str, str] | None  # (hook id, notification type) to record with it
-    done: Future[Accepted]
+    woken: threading.Event = field(default_factory=threading.Event)
+    result: Accepted | None = None  # set (then woken) once committed
+    error: Exception | None = None  # ... or once it failed for good
+    lead: bool = False  # set (then woken) to make the waiting thread the next writer
+
+    def settle(self, result: Accepted | None = None, error: Exception | None = None) -> None:
+        self.result, self.error = result, error
+        self.woken.set()
 
 
 class BatchedInbox:
-    """Leader/follower group commit: the first request thread to find no writer at work
-    becomes the writer, stores everything queued (its own message included) and hands the
-    results out; the others wait for theirs. No extra thread, no hand-off when idle.
+    """Leader/follower group commit without an extra thread: a request that finds no writer
+    at work becomes the writer, commits one batch (its own message included) and hands the
+    writing on to the oldest waiting request, so no request waits behind more than the batches
+    ahead of it.
 
     Adaptive gathering: request handlers announce themselves with `expecting()` as soon as the
     request arrives. Once the writer may write, it waits (at most `gather_seconds`) for the
@@ -82,7 +92,7 @@ class BatchedInbox:
     def accept(self, message: dict[str, Any],
                health: tuple[str, str] | None = None) -> Accepted:
         """Store `message` (and record `health`); returns after the commit."""
-        mine = Pending(message, health, Future())
+        mine = Pending(message, health)
         self._withdraw()
         with self._lock:
             self._waiting.append(mine)
@@ -90,22 +100,40 @@ class BatchedInbox:
             lead = not self._writing
             if lead:
                 self._writing = True
-        if lead:
-            self._write_while_waiting()
-        return mine.done.result(timeout=self.timeout)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            if lead:
+                self._write_one_batch()
+            if not mine.woken.wait(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError("the notification was not stored in time")
+            if mine.error is not None:
+                raise mine.error
+            if mine.result is not None:
+                return mine.result
+            mine.woken.clear()
+            lead = mine.lead
+            mine.lead = False
 
-    def _write_while_waiting(self) -> None:
+    def _write_one_batch(self) -> None:
+        """Commit the next batch, then hand the writing on to the oldest waiting request, so
+        a writer answers its own request after one batch rather than after the whole queue."""
         try:
-            while True:
-                with self._exclusive():  # take the batch once we may write: it grows meanwhile
-                    batch = self._gather()
-                    if not batch:
-                        return
-                    self._commit(batch)
+            with self._exclusive():  # take the batch once we may write: it grows meanwhile
+                batch = self._gather()
+                if not batch:
+                    return
+                self._commit(batch)
         except BaseException:
             with self._lock:
                 self._writing = False
             raise
+        with self._lock:
+            if not self._waiting:
+                self._writing = False
+                return
+            successor = self._waiting[0]
+            successor.lead = True
+        successor.woken.set()
 
     def _gather(self) -> list[Pending]:
         """The next batch, after a short wait for announced requests; none: stop writing."""
@@ -153,7 +181,7 @@ class BatchedInbox:
                 self._commit_one(pending)
             return
         for pending, result in zip(batch, results, strict=True):
-            pending.done.set_result(result)
+            pending.settle(result)
 
     def _store(self, batch: list[Pending]) -> list[Accepted]:
         messages = [p.message for p in batch]
@@ -173,6 +201,6 @@ class BatchedInbox:
                 if pending.health is not None:
                     self.registry.record_notification(*pending.health, None, conn=conn)
         except Exception as exc:
-            pending.done.set_exception(exc)
+            pending.settle(error=exc)
             return
-        pending.done.set_result(result)
+        pending.settle(result)
