@@ -1,8 +1,10 @@
 """Worklist page render time at 100,000 and 1,000,000 referrals, SQLite and PostgreSQL.
 
 A synthetic store is bulk-loaded with executemany inserts (not through the lifecycle, to keep
-set-up short), then the real worklist page (Flask handler: session lookup, AuditEvent write,
-keyset query, template) is requested through the Flask test client with a mix of filters,
+set-up short): referrals from three origins (FHIR EHR, demo, HL7 v2 sender, as their source
+keys say) and the Patient resources of nine patients in ten at their origin. Then the real
+worklist page (Flask handler: session lookup, keyset query, one query for the page's patient
+names, AuditEvent write, template) is requested through the Flask test client with a mix of filters,
 sorts and second pages. Baseline, same data, same run: a bare indexed count query
 (`SELECT count(*) FROM referrals WHERE stage = 'outreach'`).
 
@@ -34,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from referrals.model import Stage
 from referrals.store import connect
 from referrals.store.migrate import upgrade
-from referrals.store.schema import referrals
+from referrals.store.schema import referrals, resources
+from referrals.worklist import WorklistFilter, fetch_page, fetch_patients
 from refloop.app import create_app
 from refloop.services import build_services
 from refloop.settings import Settings
@@ -50,6 +53,42 @@ OWNERS = ["", "Practitioner/bench"] + [f"PractitionerRole/c{i}" for i in range(2
 QUERIES = ["", "owner=me", "priority=urgent", "specialty=cardiology", "overdue=1",
            "sort=oldest", "stage=outreach", "sort=updated", "owner=unassigned&priority=stat"]
 CHUNK = 20_000
+EHR = "https://ehr.example/fhir"
+GIVEN = ["Ada", "Grace", "Alan", "Katherine", "Edsger", "Barbara", "Donald", "Frances"]
+FAMILY = ["Lovelace", "Hopper", "Turing", "Johnson", "Dijkstra", "Liskov", "Knuth", "Allen"]
+
+
+def origin(k: int, i: int) -> tuple[str, str]:
+    """(source key of referral i, server of its resources) for patient k: EHR, demo or HL7."""
+    if k % 3 == 0:
+        return f"fhir|{EHR}|ServiceRequest/b{i}", EHR
+    if k % 3 == 1:
+        return f"demo|ServiceRequest/b{i}", "demo"
+    return f"hl7|SENDER{k % 4}|ORD-{i}", f"hl7:SENDER{k % 4}"
+
+
+def synthetic_patients(n: int, seed: int = 11) -> Iterator[list[dict[str, Any]]]:
+    """Patient resources for nine patients in ten (the rest show their reference)."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    chunk: list[dict[str, Any]] = []
+    for k in range(n):
+        if k % 10 == 9:
+            continue
+        body = {"resourceType": "Patient", "id": f"b{k}",
+                "name": [{"use": "official", "given": [rng.choice(GIVEN)],
+                          "family": rng.choice(FAMILY)}],
+                "gender": rng.choice(["female", "male", "other", "unknown"]),
+                "birthDate": f"{rng.randrange(1930, 2020)}-{rng.randrange(1, 13):02d}-"
+                             f"{rng.randrange(1, 29):02d}"}
+        chunk.append({"server": origin(k, 0)[1], "resource_type": "Patient",
+                      "resource_id": f"b{k}", "version": 1, "remote_version": None,
+                      "deleted": False, "updated_at": now, "body": body})
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def synthetic_rows(n: int, seed: int = 7) -> Iterator[list[dict[str, Any]]]:
@@ -63,9 +102,10 @@ def synthetic_rows(n: int, seed: int = 7) -> Iterator[list[dict[str, Any]]]:
         deadline = None if stage in CLOSED or stage == Stage.ON_HOLD else \
             updated + timedelta(hours=rng.choice([1, 4, 24, 72, 240]))
         rid = str(uuid.UUID(int=rng.getrandbits(128)))
-        row = {"id": rid, "source_key": f"bench|{i}", "stage": stage.value,
+        k = rng.randrange(n)
+        row = {"id": rid, "source_key": origin(k, i)[0], "stage": stage.value,
                "task_status": "in-progress", "business_status": "3.0",
-               "priority": rng.choice(PRIORITIES), "patient": f"Patient/b{rng.randrange(n)}",
+               "priority": rng.choice(PRIORITIES), "patient": f"Patient/b{k}",
                "owner": rng.choice(OWNERS), "service_request": f"ServiceRequest/b{i}",
                "specialty": rng.choice(SPECIALTIES), "payer": f"Payer {rng.randrange(30)}",
                "auth_state": rng.choice(["", "", "requested", "approved", "denied"]),
@@ -115,6 +155,12 @@ def load(url: str, size: int) -> float:
             with db.write() as c:
                 c.execute(referrals.insert(), chunk)
             bar.update(len(chunk))
+    with click.progressbar(length=size - size // 10, label=f"  loading {size - size // 10:,} "
+                           "patients", file=sys.stderr) as bar:
+        for chunk in synthetic_patients(size):
+            with db.write() as c:
+                c.execute(resources.insert(), chunk)
+            bar.update(len(chunk))
     with db.write() as c:
         c.execute(sa.text("ANALYZE"))
     db.dispose()
@@ -136,6 +182,8 @@ def measure(url: str, workdir: Path, samples: int) -> dict[str, float]:
     page = f"/smart/s/{session.id}/"
     for query in QUERIES:  # warm caches and plans
         assert client.get(f"{page}?{query}").status_code == 200
+    first = client.get(page).get_data(as_text=True)
+    assert any(name in first for name in FAMILY), "the page shows no patient names"
     pages, counts = [], []
     count_sql = sa.select(sa.func.count()).select_from(referrals).where(
         referrals.c.stage == "outreach")
@@ -153,8 +201,15 @@ def measure(url: str, workdir: Path, samples: int) -> dict[str, float]:
         with services.db.read() as c:
             c.execute(count_sql).scalar_one()
         counts.append(time.perf_counter() - started)
+    rows = fetch_page(services.db, WorklistFilter()).rows
+    names = []
+    for _ in range(samples):  # the page's patient names alone (one primary-key query)
+        started = time.perf_counter()
+        fetch_patients(services.db, rows)
+        names.append(time.perf_counter() - started)
     services.close()
-    return {"page_p50": _pct(pages, 50), "page_p95": _pct(pages, 95),
+    return {"names_p50": _pct(names, 50), "names_p95": _pct(names, 95),
+            "page_p50": _pct(pages, 50), "page_p95": _pct(pages, 95),
             "count_p50": _pct(counts, 50), "count_p95": _pct(counts, 95)}
 
 
@@ -183,6 +238,8 @@ def main() -> None:
                 tag = f"{kind}_{size}"
                 print(f"{tag}_page_p50: {result['page_p50']:.2f} ms")
                 print(f"{tag}_page_p95: {result['page_p95']:.2f} ms")
+                print(f"{tag}_patient_names_query_p50: {result['names_p50']:.2f} ms")
+                print(f"{tag}_patient_names_query_p95: {result['names_p95']:.2f} ms")
                 print(f"{tag}_count_baseline_p50: {result['count_p50']:.2f} ms")
                 print(f"{tag}_count_baseline_p95: {result['count_p95']:.2f} ms")
                 ratio = result["page_p50"] / max(result["count_p50"], 1e-6)

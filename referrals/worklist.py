@@ -1,4 +1,5 @@
-"""The coordinator's worklist: filters, sorts and keyset pages over the `referrals` table.
+"""The coordinator's worklist: filters, sorts and keyset pages over the `referrals` table, and
+the Patient resources of one page's rows (one primary-key query).
 
 Pages are keyset pages (`after` a cursor), never OFFSET, and every filter has an index ending in
 the sort key (migration 0005_smart), so page N costs what page 1 costs at 100,000 or 1,000,000
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 
 from referrals.model import TERMINAL_STAGES, Stage
 from referrals.store.database import Database
-from referrals.store.schema import referrals
+from referrals.store.schema import referrals, resources
 
 OPEN_STAGES = tuple(s.value for s in Stage if s not in TERMINAL_STAGES)
 SORTS = ("due", "oldest", "newest", "updated")
@@ -47,6 +48,7 @@ class WorklistRow:
     id: str
     patient: str
     service_request: str
+    source_key: str
     stage: str
     priority: str
     owner: str
@@ -73,8 +75,8 @@ class WorklistPage:
     next_cursor: str | None
 
 
-COLUMNS = (T.id, T.patient, T.service_request, T.stage, T.priority, T.owner, T.specialty,
-           T.payer, T.auth_state, T.created_at, T.updated_at, T.deadline, T.version)
+COLUMNS = (T.id, T.patient, T.service_request, T.source_key, T.stage, T.priority, T.owner,
+           T.specialty, T.payer, T.auth_state, T.created_at, T.updated_at, T.deadline, T.version)
 
 
 def fetch_page(db: Database, where: WorklistFilter, *, sort: str = "due",
@@ -103,6 +105,56 @@ def count_matching(db: Database, where: WorklistFilter, now: datetime | None = N
     with db.read() as c:
         return int(c.execute(sa.select(sa.func.count()).select_from(referrals)
                              .where(*_clauses(where, now or datetime.now(UTC)))).scalar_one())
+
+
+def patient_server(source_key: str) -> str | None:
+    """Where a referral's EHR resources are stored (`resources.server`), from its source key:
+    fhir|<base>|... -> <base>, demo|... -> demo, hl7|<sender>|... -> hl7:<sender>."""
+    kind, _, rest = source_key.partition("|")
+    origin = rest.split("|", 1)[0]
+    if kind == "fhir" and origin:
+        return origin
+    if kind == "demo":
+        return "demo"
+    if kind == "hl7" and origin:
+        return f"hl7:{origin}"
+    return None
+
+
+def patient_id(reference: str) -> str | None:
+    """The id in Patient/<id> (relative, absolute or versioned); None for anything else."""
+    parts = reference.split("/")
+    for i, part in enumerate(parts[:-1]):
+        if part == "Patient" and parts[i + 1]:
+            return parts[i + 1]
+    return None
+
+
+def fetch_patients(db: Database, rows: list[WorklistRow]) -> dict[str, dict[str, Any]]:
+    """The stored Patient resource of each row that has one, by referral id: one query on the
+    resources primary key for the whole page (rows whose patient is unknown are left out)."""
+    wanted: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        server, pid = patient_server(row.source_key), patient_id(row.patient)
+        if server is not None and pid is not None:
+            wanted.setdefault((server, pid), []).append(row.id)
+    if not wanted:
+        return {}
+    by_server: dict[str, list[str]] = {}
+    for server, pid in wanted:
+        by_server.setdefault(server, []).append(pid)
+    R = resources.c
+    query = sa.select(R.server, R.resource_id, R.body).where(
+        R.resource_type == "Patient", R.deleted.is_(False),
+        sa.or_(*(sa.and_(R.server == server, R.resource_id.in_(ids))
+                 for server, ids in by_server.items())))
+    found: dict[str, dict[str, Any]] = {}
+    with db.read() as c:
+        for server, pid, body in c.execute(query):
+            for referral_id in wanted.get((server, pid), []):
+                if isinstance(body, dict):
+                    found[referral_id] = body
+    return found
 
 
 def _clauses(where: WorklistFilter, now: datetime) -> list[sa.ColumnElement[bool]]:
@@ -165,7 +217,8 @@ def _rows(c: sa.Connection, query: sa.Select[Any]) -> list[WorklistRow]:
 def _row(r: Any) -> WorklistRow:
     return WorklistRow(
         id=r["id"], patient=r["patient"], service_request=r["service_request"],
-        stage=r["stage"], priority=r["priority"], owner=r["owner"], specialty=r["specialty"],
+        source_key=r["source_key"], stage=r["stage"], priority=r["priority"], owner=r["owner"],
+        specialty=r["specialty"],
         payer=r["payer"], auth_state=r["auth_state"], created_at=_aware(r["created_at"]),
         updated_at=_aware(r["updated_at"]),
         deadline=_aware(r["deadline"]) if r["deadline"] is not None else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,12 +22,14 @@ ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 
 def build_audit_event(session: Session, *, interaction: str, patient: str,
                       entities: list[str], query: str = "", client_id: str = "",
-                      at: datetime | None = None) -> dict[str, Any]:
-    """A BALP-shaped AuditEvent: `interaction` is read or search; `patient` may be ""."""
+                      at: datetime | None = None,
+                      patients: Sequence[str] = ()) -> dict[str, Any]:
+    """A BALP-shaped AuditEvent: `interaction` is read or search; `patient` may be "";
+    `patients`: every other patient whose data the view showed (a search's result rows)."""
     moment = (at or datetime.now(UTC)).isoformat()
     entity: list[dict[str, Any]] = []
-    if patient:
-        entity.append({"what": {"reference": patient},
+    for reference in dict.fromkeys(p for p in (patient, *patients) if p):
+        entity.append({"what": {"reference": reference},
                        "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
                        "role": {"system": ROLE, "code": "1", "display": "Patient"}})
     for reference in entities:

@@ -12,9 +12,17 @@ from flask import Response, render_template
 
 from referrals.analytics import fall_out, funnel
 from referrals.model import PRIORITIES, Referral, Stage
-from referrals.worklist import OPEN_STAGES, SORTS, CursorError, WorklistFilter, fetch_page
+from referrals.worklist import (
+    OPEN_STAGES,
+    SORTS,
+    CursorError,
+    WorklistFilter,
+    fetch_page,
+    fetch_patients,
+)
 from smart_app import actions, audit, charts, referral_view
 from smart_app.actions import ActionError
+from smart_app.patient_label import labels_for
 from smart_app.runtime import SmartRuntime
 from smart_app.sessions import Session
 
@@ -67,14 +75,16 @@ def worklist(rt: SmartRuntime, session: Session, args: Mapping[str, str]) -> Res
     except CursorError as exc:
         error = str(exc)
         page = fetch_page(rt.db, where, sort=sort, now=now)
+    people = labels_for(page.rows, fetch_patients(rt.db, page.rows), now)
     audit.record(rt.resources, audit.build_audit_event(
         session, interaction="search", patient=where.patient,
         entities=[], query=urlencode({k: v for k, v in chosen.items() if v}),
-        client_id=_client_id(rt, session)))
+        client_id=_client_id(rt, session), patients=[r.patient for r in page.rows]))
     keep = {k: v for k, v in chosen.items() if v}
     next_url = f"?{urlencode({**keep, 'sort': sort, 'after': page.next_cursor})}" \
         if page.next_cursor else ""
-    html = render_template("smart/worklist.html", s=session, page=page, now=now, chosen=chosen,
+    html = render_template("smart/worklist.html", s=session, page=page, people=people, now=now,
+                           chosen=chosen,
                            sort=sort, sorts=SORTS, stages=OPEN_STAGES, all_stages=STAGE_LABELS,
                            priorities=PRIORITIES, next_url=next_url, error=error,
                            patient_scoped=bool(where.patient), ctx=session.context,
