@@ -10,6 +10,8 @@ notification path (hook endpoint, inbox, work queue, re-read from the EHR)."""
 from __future__ import annotations
 
 import json
+import logging
+import os
 import socket
 import subprocess
 import sys
@@ -50,6 +52,8 @@ def demo(obj: Context, serve: bool, ehr: str) -> None:
 
     _ensure_schema(obj.settings)
     services = obj.services
+    if "REFLOOP_LOG_LEVEL" not in os.environ:  # the report is for people; the server logs later
+        logging.getLogger().setLevel(logging.WARNING)
     items = json.loads(FIXTURES.read_text(encoding="utf-8"))
     from_ehr = [i for i in items if not i["path"]] if ehr == "sekmet" else []
     local = [i for i in items if i not in from_ehr]
@@ -61,6 +65,7 @@ def demo(obj: Context, serve: bool, ehr: str) -> None:
     click.echo(f"\n{created} new referrals ({len(local) - created} already there).")
     sandbox = run_sandbox_ehr(services, from_ehr) if from_ehr else None
     try:
+        show_prior_authorization(services)
         show_worklist(services)
         show_funnel(services)
         if serve:
@@ -80,6 +85,17 @@ def demo(obj: Context, serve: bool, ehr: str) -> None:
     finally:
         if sandbox is not None:
             sandbox.stop()
+
+
+def show_prior_authorization(services: Any) -> None:
+    """One accepted referral through Da Vinci PAS at the payer sandbox: pend, then approval."""
+    from refloop.wiring.pas import run_demo_prior_auth
+
+    click.echo("\nPrior authorization (Da Vinci PAS, payer sandbox):")
+    try:
+        run_demo_prior_auth(services)
+    except click.ClickException as exc:
+        click.echo(f"  skipped: {exc.message}")
 
 
 def load_referral(services: Any, item: dict[str, Any]) -> int:
