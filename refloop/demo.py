@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -42,9 +43,10 @@ PRIORITY_RANK = {"stat": 0, "asap": 1, "urgent": 2, "routine": 3}
 @click.command()
 @click.option("--serve/--no-serve", default=True, show_default=True,
               help="Leave the server running afterwards.")
-@click.option("--ehr", type=click.Choice(["sekmet", "none"]), default="sekmet",
-              show_default=True, help="Sandbox EHR the new referrals arrive from (none: all "
-              "demo referrals are loaded directly).")
+@click.option("--ehr", type=click.Choice(["sekmet", "hapi", "none"]), default="sekmet",
+              show_default=True, help="Sandbox EHR the new referrals arrive from (hapi: the "
+              "HAPI FHIR server of interop/hapi, needs Java 17 and Maven; none: all demo "
+              "referrals are loaded directly).")
 @pass_context
 def demo(obj: Context, serve: bool, ehr: str) -> None:
     """Run the demo on the embedded default (SQLite under var/)."""
@@ -55,7 +57,7 @@ def demo(obj: Context, serve: bool, ehr: str) -> None:
     if "REFLOOP_LOG_LEVEL" not in os.environ:  # the report is for people; the server logs later
         logging.getLogger().setLevel(logging.WARNING)
     items = json.loads(FIXTURES.read_text(encoding="utf-8"))
-    from_ehr = [i for i in items if not i["path"]] if ehr == "sekmet" else []
+    from_ehr = [i for i in items if not i["path"]] if ehr != "none" else []
     local = [i for i in items if i not in from_ehr]
     created = 0
     with click.progressbar(local, label="Driving demo referrals through the lifecycle",
@@ -63,7 +65,7 @@ def demo(obj: Context, serve: bool, ehr: str) -> None:
         for item in progress:
             created += load_referral(services, item)
     click.echo(f"\n{created} new referrals ({len(local) - created} already there).")
-    sandbox = run_sandbox_ehr(services, from_ehr) if from_ehr else None
+    sandbox = run_sandbox_ehr(services, from_ehr, ehr) if from_ehr else None
     try:
         show_prior_authorization(services)
         show_worklist(services)
@@ -75,7 +77,9 @@ def demo(obj: Context, serve: bool, ehr: str) -> None:
             click.echo(f"\nServer: {url}   Task facade: {url}/fhir/Task   "
                        f"CapabilityStatement: {url}/fhir/metadata")
             if sandbox is not None:
-                click.echo(f"Sandbox EHR: {sandbox.base} (console {sandbox.root}/ui); "
+                where = f"console {sandbox.root}/ui" if isinstance(sandbox, SandboxEhr) \
+                    else f"HAPI FHIR, log {sandbox.log}"
+                click.echo(f"Sandbox EHR: {sandbox.base} ({where}); "
                            "ServiceRequests created there become referrals here.")
             click.echo("Press Ctrl-C to stop.")
             base = ["--config", str(obj.config)] if obj.config else []
@@ -233,7 +237,47 @@ class SandboxEhr:
                 self.process.kill()
 
 
-def run_sandbox_ehr(services: Any, items: list[dict[str, Any]]) -> SandboxEhr:
+class HapiSandbox:
+    """The HAPI FHIR JPA server of interop/hapi (Java 17 and Maven; built on first use) on
+    127.0.0.1, through its run script; its H2 database, pid file and log under var/demo-hapi, so
+    reruns find their data, Subscription and port again."""
+
+    SCRIPT = Path(__file__).resolve().parent.parent / "interop" / "hapi" / "run"
+
+    def __init__(self, var_dir: Path) -> None:
+        missing = [tool for tool in ("java", "mvn") if shutil.which(tool) is None]
+        if missing or not self.SCRIPT.exists():
+            raise click.ClickException(
+                f"--ehr hapi needs Java 17, Maven and interop/hapi ("
+                f"{', '.join(missing) or 'interop/hapi'} not found); install them "
+                "(apt-get install openjdk-17-jdk-headless maven) or use --ehr sekmet")
+        data = (var_dir / "demo-hapi").resolve()
+        data.mkdir(parents=True, exist_ok=True)
+        port = _stable_port(data / "port")
+        self.root = f"http://127.0.0.1:{port}"
+        self.base = f"{self.root}/fhir"
+        self.log = data / "hapi.log"
+        jdbc = f"jdbc:h2:file:{data / 'h2' / 'hapi'};DB_CLOSE_DELAY=-1"
+        self.env = {**os.environ, "HAPI_PEER_DATA_DIR": str(data), "HAPI_PEER_JAVA_OPTS":
+                    f"-Xms256m -Xmx1g -XX:+UseSerialGC -Drefloop.hapi.jdbc-url={jdbc}"}
+        click.echo("Starting HAPI FHIR (the first run builds interop/hapi with Maven; start-up "
+                   "takes 30-60 s) ...", err=True)
+        started = subprocess.run(["bash", str(self.SCRIPT), "start", str(port)], env=self.env,
+                                 stdout=subprocess.DEVNULL, check=False)
+        if started.returncode != 0:
+            raise click.ClickException(f"HAPI FHIR did not start; see {self.log} and "
+                                       f"{data / 'build.log'}")
+
+    def wait_ready(self, client: Any) -> None:
+        client.get("metadata")  # `run start` returned once /metadata answered
+
+    def stop(self) -> None:
+        subprocess.run(["bash", str(self.SCRIPT), "stop"], env=self.env, check=False,
+                       capture_output=True)
+
+
+def run_sandbox_ehr(services: Any, items: list[dict[str, Any]],
+                    ehr: str = "sekmet") -> SandboxEhr | HapiSandbox:
     """Start the sandbox EHR, register Refloop on it, create the referrals there and wait until
     they arrive here through the notification path."""
     from referrals.worker import Worker
@@ -241,14 +285,16 @@ def run_sandbox_ehr(services: Any, items: list[dict[str, Any]]) -> SandboxEhr:
     from subscriptions.client import FhirClient
     from subscriptions.mapping import source_key
 
-    sandbox = SandboxEhr(services.settings.var_dir)
+    sandbox = HapiSandbox(services.settings.var_dir) if ehr == "hapi" \
+        else SandboxEhr(services.settings.var_dir)
     try:
         client = FhirClient(sandbox.base, timeout=10, retries=1)
         sandbox.wait_ready(client)
         listener = _Listener(services)
         try:
             subs = services.adapters["subscriptions"]
-            click.echo(f"\nSandbox EHR (sekmet-fhir) at {sandbox.base}")
+            click.echo(f"\nSandbox EHR ({'HAPI FHIR' if ehr == 'hapi' else 'sekmet-fhir'}) "
+                       f"at {sandbox.base}")
             outcome = subs.register(sandbox.base)
             click.echo(f"Registered: {outcome.flavour}, Subscription/{outcome.subscription_id} "
                        f"{outcome.status}{' (reused)' if outcome.reused else ''}: {outcome.why}")
