@@ -44,59 +44,29 @@ class BatchedInbox:
     """Leader/follower group commit without an extra thread: a request that finds no writer
     at work becomes the writer, commits one batch (its own message included) and hands the
     writing on to the oldest waiting request, so no request waits behind more than the batches
-    ahead of it.
-
-    Adaptive gathering: request handlers announce themselves with `expecting()` as soon as the
-    request arrives. Once the writer may write, it waits (at most `gather_seconds`) for the
-    announced requests that are still being parsed, so they share this commit instead of
-    paying for the next one. It never waits for requests that are not there: alone, a request
-    is committed at once."""
+    ahead of it."""
 
     def __init__(self, inbox: Inbox, db: Database, registry: Registry, *,
                  max_batch: int = 256, timeout: float = 30.0,
-                 gather_seconds: float = 0.002, fast_sqlite: bool = True) -> None:
+                 fast_sqlite: bool = True) -> None:
         self.inbox = inbox
         self.db = db
         self.registry = registry
         self.max_batch = max_batch
         self.timeout = timeout
-        self.gather_seconds = gather_seconds
         self._waiting: list[Pending] = []
         self._lock = threading.Lock()
-        self._queued = threading.Condition(self._lock)
-        self._expected = 0  # announced requests not yet queued
-        self._announced = threading.local()
         self._writing = False
         self._fast = SqliteBatchWriter(db) if db.is_sqlite and fast_sqlite else None
         self._lock_handle: BinaryIO | None = None
         self._lock_pid = 0
 
-    @contextlib.contextmanager
-    def expecting(self) -> Iterator[None]:
-        """Around a request that will probably `accept`: the writer may wait for it."""
-        with self._lock:
-            self._expected += 1
-        self._announced.active = True
-        try:
-            yield
-        finally:
-            self._withdraw()
-
-    def _withdraw(self) -> None:
-        if getattr(self._announced, "active", False):
-            self._announced.active = False
-            with self._lock:
-                self._expected -= 1
-                self._queued.notify_all()
-
     def accept(self, message: dict[str, Any],
                health: tuple[str, str] | None = None) -> Accepted:
         """Store `message` (and record `health`); returns after the commit."""
         mine = Pending(message, health)
-        self._withdraw()
         with self._lock:
             self._waiting.append(mine)
-            self._queued.notify_all()
             lead = not self._writing
             if lead:
                 self._writing = True
@@ -136,14 +106,8 @@ class BatchedInbox:
         successor.woken.set()
 
     def _gather(self) -> list[Pending]:
-        """The next batch, after a short wait for announced requests; none: stop writing."""
-        deadline = time.monotonic() + self.gather_seconds
+        """The next batch; none: stop writing."""
         with self._lock:
-            while self._waiting and self._expected > 0 and len(self._waiting) < self.max_batch:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._queued.wait(left)
             batch = self._waiting[: self.max_batch]
             del self._waiting[: self.max_batch]
             if not batch:

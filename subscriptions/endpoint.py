@@ -34,7 +34,9 @@ from subscriptions.registry import Hook, Registry
 CHANNEL = "fhir-subscription"
 WORK_KIND = "subscriptions.notification"
 FHIR_JSON = "application/fhir+json"
-KEPT_HEADERS = ("content-type", "if-match", "user-agent", "content-length")
+#: Headers stored with a notification, by WSGI environ key (never Authorization).
+KEPT_HEADERS = {"CONTENT_TYPE": "Content-Type", "HTTP_IF_MATCH": "If-Match",
+                "HTTP_USER_AGENT": "User-Agent", "CONTENT_LENGTH": "Content-Length"}
 METHODS = ["POST", "PUT", "DELETE"]
 
 log = logging.getLogger("refloop.subscriptions.hook")
@@ -52,10 +54,6 @@ class HookEndpoint:
         self.writer = BatchedInbox(self.inbox, self.db, self.registry)
 
     def handle(self, hook_id: str, subpath: str) -> Response:
-        with self.writer.expecting():
-            return self._handle(hook_id, subpath)
-
-    def _handle(self, hook_id: str, subpath: str) -> Response:
         hook = self.registry.try_get_hook(hook_id, cached=True)
         if hook is None or not _authentic(hook, request.headers.get("Authorization", "")):
             log.warning("hook: unauthenticated notification refused",
@@ -104,9 +102,8 @@ class HookEndpoint:
                                 "dedupe_key": dedupe_key(hook.id, note, raw),
                                 "status": "received" if kind else "processed"})
         if note.shape in ("backport-r4", "backport-r4b", "r5"):
-            return _reply(200, build_transaction_response())
-        return _reply(200, build_operation_outcome("information", "informational",
-                                                   "notification stored"))
+            return _reply(200, STORED_BUNDLE)
+        return _reply(200, STORED_OUTCOME)
 
 
 def dedupe_key(hook_id: str, note: Notification, raw: bytes) -> str | None:
@@ -155,11 +152,19 @@ def _decode(raw: bytes, content_type: str) -> Any:
 
 
 def _headers() -> dict[str, str]:
-    return {k: v[:256] for k, v in request.headers.items() if k.lower() in KEPT_HEADERS}
+    environ = request.environ
+    return {name: str(environ[key])[:256] for key, name in KEPT_HEADERS.items()
+            if environ.get(key)}
 
 
-def _reply(status: int, body: dict[str, Any]) -> Response:
-    return Response(json.dumps(body), status=status, mimetype=FHIR_JSON)
+def _reply(status: int, body: dict[str, Any] | bytes) -> Response:
+    return Response(body if isinstance(body, bytes) else json.dumps(body), status=status,
+                    mimetype=FHIR_JSON)
+
+
+STORED_BUNDLE = json.dumps(build_transaction_response()).encode()
+STORED_OUTCOME = json.dumps(build_operation_outcome("information", "informational",
+                                                    "notification stored")).encode()
 
 
 def hooks_blueprint(endpoint: HookEndpoint) -> Blueprint:

@@ -122,42 +122,28 @@ def test_fast_path_is_sqlite_only_and_postgres_uses_accept_many(services: Servic
     assert services.work.counts() == {"pending": 1}
 
 
-def test_writer_waits_for_an_announced_request_and_commits_both_at_once(
-        services: Services) -> None:
-    """A request that announced itself (expecting) and then accepts joins the writer's commit;
-    one that leaves without accepting releases the writer."""
+
+def test_a_bad_message_fails_alone_and_the_others_are_stored(services: Services) -> None:
     writer = BatchedInbox(services.inbox, services.db,
-                          Registry(services.db, services.settings.base_url),
-                          gather_seconds=60.0)
-    announced, release = threading.Event(), threading.Event()
-    results: dict[str, object] = {}
+                          Registry(services.db, services.settings.base_url))
+    outcomes: dict[int, object] = {}
+    start = threading.Barrier(6)
 
-    def slow_request(name: str, accepts: bool) -> None:
-        with writer.expecting():
-            announced.set()
-            release.wait(30)
-            if accepts:
-                results[name] = writer.accept(message(9, f"slow-{name}"))
+    def send(n: int) -> None:
+        start.wait(30)
+        bad = {**message(n, f"bad-{n}"), "body": None}  # NOT NULL: the insert fails
+        try:
+            outcomes[n] = writer.accept(bad if n == 3 else message(n, f"ok-{n}"))
+        except Exception as exc:
+            outcomes[n] = exc
 
-    def lead_request(name: str) -> None:
-        results[name] = writer.accept(message(8, name))
-
-    for name, accepts in (("joins", True), ("leaves", False)):
-        announced.clear()
-        release.clear()
-        slow = threading.Thread(target=slow_request, args=(name, accepts))
-        slow.start()
-        assert announced.wait(30)
-        leader = threading.Thread(target=lead_request, args=(f"lead-{name}",))
-        leader.start()
-        leader.join(0.2)
-        assert leader.is_alive()  # holding its commit for the announced request
-        release.set()
-        slow.join(30)
-        leader.join(30)
-        assert not leader.is_alive() and not slow.is_alive()
-    with services.db.read() as conn:
-        commits = conn.execute(sa.select(inbox.c.received_at, sa.func.count())
-                               .group_by(inbox.c.received_at)).all()
-    assert sorted(count for _, count in commits) == [1, 2]  # "joins" shared the commit
-    assert set(results) == {"joins", "lead-joins", "lead-leaves"}
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert isinstance(outcomes.pop(3), sa.exc.IntegrityError)
+    assert all(not getattr(o, "duplicate", True) for o in outcomes.values())
+    assert len(outcomes) == 5
+    assert services.inbox.counts() == {"received": 5}
+    assert services.work.counts() == {"pending": 5}
