@@ -258,8 +258,10 @@ class HapiSandbox:
         self.base = f"{self.root}/fhir"
         self.log = data / "hapi.log"
         jdbc = f"jdbc:h2:file:{data / 'h2' / 'hapi'};DB_CLOSE_DELAY=-1"
+        # No 60 s search cache: a rerun's identifier searches must see the last run's data.
         self.env = {**os.environ, "HAPI_PEER_DATA_DIR": str(data), "HAPI_PEER_JAVA_OPTS":
-                    f"-Xms256m -Xmx1g -XX:+UseSerialGC -Drefloop.hapi.jdbc-url={jdbc}"}
+                    f"-Xms256m -Xmx1g -XX:+UseSerialGC -Drefloop.hapi.jdbc-url={jdbc} "
+                    "-Drefloop.hapi.reuse-cached-search-results-millis=0"}
         click.echo("Starting HAPI FHIR (the first run builds interop/hapi with Maven; start-up "
                    "takes 30-60 s) ...", err=True)
         started = subprocess.run(["bash", str(self.SCRIPT), "start", str(port)], env=self.env,
