@@ -14,7 +14,12 @@ Also printed: CPU milliseconds per request of the server processes and of the se
 senders share the 2 cores; their CPU per request against the bare endpoint bounds what any server
 could reach here), and the mean number of notifications per commit (rows sharing a received_at).
 
-Usage: python bench/ingest.py [--requests N] [--senders S] [--workers W]
+The bare endpoint and Refloop run side by side and are measured in alternating rounds, so that
+load from other work on a shared machine hits both; rates and latencies are the medians of the
+rounds, and the ratio is the median of the rounds' ratios (each round's figures are printed).
+
+Usage: python bench/ingest.py [--requests N] [--rounds R] [--senders S] [--threads T]
+                              [--workers W]
 """
 
 from __future__ import annotations
@@ -155,16 +160,21 @@ def tree_cpu(pid: int) -> tuple[float, float]:
     return user, system
 
 
-def measure(port: int, path: str, secret: str, total: int, senders: int,
-            threads: int, server_pid: int) -> dict[str, float]:
+def ready() -> None:
+    """Run in each sender process before timing starts (the processes are started by then)."""
+
+
+def measure(pool: Any, port: int, path: str, secret: str, total: int, senders: int,
+            threads: int, server_pid: int, round_no: int) -> dict[str, float]:
+    """One timed run; resource ids are new in every round (nothing is de-duplicated away)."""
     per_sender = total // senders
-    warm, _ = send_many((port, path, secret, 50, 4, 999))  # warm-up, not counted
+    first = (round_no + 1) * 1000
+    warm, _ = send_many((port, path, secret, 50, 4, first + 999))  # warm-up, not counted
     assert warm
     user, system = tree_cpu(server_pid)
     started = time.perf_counter()
-    with multiprocessing.get_context("spawn").Pool(senders) as pool:
-        results = pool.map(send_many, [(port, path, secret, per_sender, threads, s)
-                                       for s in range(senders)])
+    results = pool.map(send_many, [(port, path, secret, per_sender, threads, first + s)
+                                   for s in range(senders)])
     elapsed = time.perf_counter() - started
     user_after, system_after = tree_cpu(server_pid)
     latencies = sorted(x for r, _ in results for x in r)
@@ -175,6 +185,10 @@ def measure(port: int, path: str, secret: str, total: int, senders: int,
             "server_cpu": (user_after - user + system_after - system) / count * 1000,
             "server_sys": (system_after - system) / count * 1000,
             "client_cpu": sum(c for _, c in results) / count * 1000}
+
+
+def median_of(rounds: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in rounds)
 
 
 def run_server(target: Any, *args: Any) -> BaseProcess:
@@ -194,6 +208,8 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=2, help="sender processes")
     parser.add_argument("--threads", type=int, default=8, help="connections per sender")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating bare/ingest measurements; figures are their medians")
     options = parser.parse_args()
 
     import sqlalchemy as sa
@@ -218,20 +234,30 @@ def main() -> None:
 
     bare_port = free_port()
     bare = run_server(serve_bare, bare_port, options.workers)
+    ours = run_server(serve_refloop, settings)
+    bare_rounds: list[dict[str, float]] = []
+    ingest_rounds: list[dict[str, float]] = []
+    per_round = options.requests // options.rounds
     try:
         wait_up(bare_port)
-        baseline = measure(bare_port, path, hook.secret, options.requests, options.senders,
-                           options.threads, bare.pid or 0)
+        wait_up(settings.http_port)
+        with multiprocessing.get_context("spawn").Pool(options.senders) as pool:
+            pool.starmap(ready, [()] * options.senders)
+            for n in range(options.rounds):  # alternate, so load from elsewhere hits both
+                print(f"round {n + 1}/{options.rounds}", file=sys.stderr)
+                bare_rounds.append(measure(pool, bare_port, path, hook.secret, per_round,
+                                           options.senders, options.threads, bare.pid or 0,
+                                           n))
+                ingest_rounds.append(measure(pool, settings.http_port, path, hook.secret,
+                                             per_round, options.senders, options.threads,
+                                             ours.pid or 0, n))
     finally:
         stop(bare)
-
-    ours = run_server(serve_refloop, settings)
-    try:
-        wait_up(settings.http_port)
-        result = measure(settings.http_port, path, hook.secret, options.requests,
-                         options.senders, options.threads, ours.pid or 0)
-    finally:
         stop(ours)
+    result = {key: median_of(ingest_rounds, key) for key in ingest_rounds[0]}
+    result["count"] = sum(r["count"] for r in ingest_rounds)
+    baseline = {key: median_of(bare_rounds, key) for key in bare_rounds[0]}
+    ratios = [i["rate"] / b["rate"] for i, b in zip(ingest_rounds, bare_rounds, strict=True)]
     stored = services.inbox.counts().get("received", 0)
     queued = services.work.counts().get("pending", 0)
     with services.db.read() as conn:
@@ -260,7 +286,12 @@ def main() -> None:
     print(f"bare_server_cpu: {baseline['server_cpu']:.2f} ms/request")
     print(f"bare_server_system_cpu: {baseline['server_sys']:.2f} ms/request")
     print(f"bare_client_cpu: {baseline['client_cpu']:.2f} ms/request")
-    print(f"ratio_vs_bare: {result['rate'] / baseline['rate']:.2f} x")
+    for n, (i, b, r) in enumerate(zip(ingest_rounds, bare_rounds, ratios, strict=True), 1):
+        print(f"round_{n}_ingest_rate: {i['rate']:.0f} notifications/s")
+        print(f"round_{n}_bare_rate: {b['rate']:.0f} requests/s")
+        print(f"round_{n}_ratio: {r:.2f} x")
+    print(f"ingest_rate_best: {max(r['rate'] for r in ingest_rounds):.0f} notifications/s")
+    print(f"ratio_vs_bare: {statistics.median(ratios):.2f} x")
 
 
 if __name__ == "__main__":
