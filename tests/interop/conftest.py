@@ -4,9 +4,10 @@
 with ``interop/hapi/run start PORT``; it stops it when the session ends. The first build downloads
 about 300 MB of Maven artifacts; start-up takes about 20-30 s on two cores.
 
-Without Java 17+ or Maven the interop tests are skipped with one line saying so, unless
-``REFLOOP_REQUIRE_INTEROP=1``, in which case they fail. ``REFLOOP_INTEROP_HAPI_URL`` points the
-suite at a peer that already runs (``interop/hapi/run start``) instead of starting one.
+Without Java 17+ or Maven the interop tests are left out (deselected) with one summary line
+saying so, unless ``REFLOOP_REQUIRE_INTEROP=1``, in which case they fail.
+``REFLOOP_INTEROP_HAPI_URL`` points the suite at a peer that already runs
+(``interop/hapi/run start``) instead of starting one.
 
 Refloop's side (``refloop_peer``): real services on both databases (the ``database_url`` fixture
 of tests/conftest.py) and Refloop's Flask app served on a free loopback port, so HAPI delivers to
@@ -56,16 +57,43 @@ BUILD_TIMEOUT_S = 1200
 START_TIMEOUT_S = 240
 
 
+SKIP_LINE = pytest.StashKey[str]()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     has_timeout_plugin = config.pluginmanager.hasplugin("timeout")
+    interop: list[pytest.Item] = []
     for item in items:
         try:
             Path(str(item.path)).resolve().relative_to(INTEROP_DIR)
         except ValueError:
             continue
+        interop.append(item)
         item.add_marker(pytest.mark.interop)
         if has_timeout_plugin and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(INTEROP_TEST_TIMEOUT_S))
+    if not interop or os.environ.get(REUSE_URL_ENV) or \
+            os.environ.get("REFLOOP_REQUIRE_INTEROP") == "1":
+        return  # with REFLOOP_REQUIRE_INTEROP=1 the hapi_base_url fixture fails instead
+    missing = missing_tools()
+    if missing:
+        # One line for the whole suite (pytest would print a skip line per test file).
+        config.stash[SKIP_LINE] = f"{len(interop)} {skip_reason(missing)}"
+        config.hook.pytest_deselected(items=interop)
+        items[:] = [item for item in items if item not in interop]
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int,
+                            config: pytest.Config) -> None:
+    line = config.stash.get(SKIP_LINE, "")
+    if line:
+        terminalreporter.write_line(line, yellow=True, bold=True)
+
+
+def skip_reason(missing: str) -> str:
+    return (f"interop tests (HAPI FHIR peer) skipped: {missing}; install Java 17 and Maven "
+            "(apt-get install openjdk-17-jdk-headless maven); REFLOOP_REQUIRE_INTEROP=1 fails "
+            "instead")
 
 
 def java_major(version_output: str) -> int | None:
@@ -94,9 +122,7 @@ def missing_tools() -> str:
 
 
 def _missing_tools_outcome(missing: str) -> None:
-    reason = (f"interop (HAPI FHIR peer) skipped: {missing}; install Java 17 and Maven "
-              "(apt-get install openjdk-17-jdk-headless maven); REFLOOP_REQUIRE_INTEROP=1 "
-              "fails instead")
+    reason = skip_reason(missing)
     if os.environ.get("REFLOOP_REQUIRE_INTEROP") == "1":
         pytest.fail(reason.replace("skipped", "cannot run"), pytrace=False)
     pytest.skip(reason)
