@@ -44,8 +44,8 @@ def running(database_url: str, tmp_path: Path) -> Iterator[tuple[Services, Sandb
         "payers": [{"name": "Blue Horizon", "base_url": sandbox.url, "payer_id": "BH0042",
                     "organization_identifier": "1234567893", "timeout_seconds": 5}]})
     services = build_services(settings)
-    if services.adapters.get("subscriptions") is None:
-        pytest.skip("the subscriptions adapter is not wired: the hook path cannot be tested")
+    assert services.adapters.get("subscriptions") is not None, \
+        "the subscriptions adapter must be wired: PAS notifications arrive at its hook endpoint"
     holder.append(create_app(services))
     thread = threading.Thread(target=web.serve_forever, daemon=True)
     thread.start()
