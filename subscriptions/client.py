@@ -89,7 +89,9 @@ class FhirClient:
         raise PeerError(f"{method} {_safe(url)}: no answer after {self.retries} attempts")
 
     def _headers(self, *, fresh: bool, body: bool) -> dict[str, str]:
-        headers = {"Accept": FHIR_JSON}
+        # no-cache: a notification is a hint to read the newest version, and HAPI otherwise
+        # answers an identical search from its cache for up to a minute
+        headers = {"Accept": FHIR_JSON, "Cache-Control": "no-cache"}
         if body:
             headers["Content-Type"] = FHIR_JSON
         if self.authorize is not None:
