@@ -20,6 +20,7 @@ from hl7_bridge.ack import AckError
 from hl7_bridge.app_ack import queue_application_ack
 from hl7_bridge.config import Hl7Config
 from hl7_bridge.header import HeaderError, parse_header
+from hl7_bridge.lookups import BatchLookups
 from hl7_bridge.maps import Mapped, MappingError, to_mapped
 from hl7_bridge.message import Message, MessageError, parse_messages
 from referrals.errors import IllegalTransition, InboundError
@@ -42,6 +43,16 @@ APPOINTMENT_ACTIONS = {"booked": "schedule", "pending": "schedule", "waitlist": 
                        "cancelled": "cancel-appointment",
                        "entered-in-error": "cancel-appointment"}
 REFERRAL_PRIORITY = {"stat": "stat", "asap": "asap", "urgent": "urgent", "routine": "routine"}
+
+
+@dataclass
+class Prepared:
+    """A stored message parsed and mapped before its batch's bulk reads (or why it failed)."""
+
+    sender: str
+    message: Message | None = None
+    mapped: Mapped | None = None
+    error: Exception | None = None
 
 
 @dataclass
@@ -99,20 +110,30 @@ class Applier:
         """(applied and completed, left to apply one by one)."""
         ids = [int(w.payload["inbox_id"]) for w in batch]
         done: list[WorkItem] = []
+        marks: list[tuple[int, str, str]] = []
         with self.services.db.write() as conn:
             stored = {row["id"]: row for row in conn.execute(
                 sa.select(inbox).where(inbox.c.id.in_(ids))).mappings()}
-            for work, inbox_id in zip(batch, ids, strict=True):
-                try:
-                    with conn.begin_nested():
-                        self._apply_stored(conn, inbox_id, stored[inbox_id])
-                        self.services.work.complete(work, owner, conn=conn)
-                except Exception:  # retried alone, with the worker's rules
-                    log.info("HL7 batch stopped; applying the rest one by one", extra={
-                        "inbox_id": inbox_id, "batch": len(batch)})
-                    return done, batch[len(done):]
-                done.append(work)
-        return done, []
+            prepared = {i: self._prepare(stored[i]) for i in ids
+                        if stored[i]["status"] not in (PROCESSED, IGNORED, QUARANTINED)}
+            lookups = BatchLookups(conn, self.services.resources)
+            _preload(lookups, prepared.values())
+            try:
+                for work, inbox_id in zip(batch, ids, strict=True):
+                    try:
+                        with conn.begin_nested():
+                            if inbox_id in prepared:
+                                marks.append(self._apply_prepared(
+                                    conn, lookups, inbox_id, prepared[inbox_id]))
+                    except Exception:  # retried alone, with the worker's rules
+                        log.info("HL7 batch stopped; applying the rest one by one", extra={
+                            "inbox_id": inbox_id, "batch": len(batch)})
+                        return done, batch[len(done):]
+                    done.append(work)
+                return done, []
+            finally:  # the applied messages' inbox rows and work items, in the same commit
+                self.services.inbox.mark_many(marks, conn)
+                self.services.work.complete_many(done, owner, conn)
 
     def handle_one(self, item: WorkItem) -> None:
         """Apply one message in its own transaction (the fallback of `handle`)."""
@@ -135,14 +156,34 @@ class Applier:
         """Map and apply one stored message on `conn` and mark its inbox row."""
         if stored["status"] in (PROCESSED, IGNORED, QUARANTINED):
             return
-        body, sender = bytes(stored["body"]), str(stored["sender"])
-        message = self._parse(body, sender)
-        mapped = to_mapped(message, sender, self.config.sender(sender))
-        outcome = self._apply(conn, inbox_id, sender, message, mapped)
-        self.services.inbox.mark(inbox_id, outcome.status, outcome.note, conn=conn)
+        _, status, note = self._apply_prepared(
+            conn, BatchLookups(conn, self.services.resources), inbox_id, self._prepare(stored))
+        self.services.inbox.mark(inbox_id, status, note, conn=conn)
+
+    def _prepare(self, stored: Any) -> Prepared:
+        """Parse and map (no database); a failure is kept to be raised when the message's turn
+        comes, so the messages before it are still applied."""
+        sender = str(stored["sender"])
+        prepared = Prepared(sender)
+        try:
+            prepared.message = self._parse(bytes(stored["body"]), sender)
+            prepared.mapped = to_mapped(prepared.message, sender, self.config.sender(sender))
+        except Exception as exc:
+            prepared.error = exc
+        return prepared
+
+    def _apply_prepared(self, conn: Connection, lookups: BatchLookups, inbox_id: int,
+                        prepared: Prepared) -> tuple[int, str, str]:
+        """Apply one prepared message; (inbox id, status, note) for its inbox row."""
+        if prepared.error is not None:
+            raise prepared.error
+        message, mapped = prepared.message, prepared.mapped
+        assert message is not None and mapped is not None
+        outcome = self._apply(conn, lookups, inbox_id, prepared.sender, message, mapped)
         log.info("HL7 message applied", extra={
             "inbox_id": inbox_id, "event": mapped.event, "outcome": outcome.status,
             "control_id": message.control_id, "woke": outcome.woke})
+        return inbox_id, outcome.status, outcome.note
 
     def _tell_sender(self, conn: Connection, body: bytes, problem: str) -> None:
         """Enhanced mode: an application ACK AE when MSH-16 asks for one (see app_ack.py)."""
@@ -160,9 +201,9 @@ class Applier:
 
     # --- dispatch ----------------------------------------------------------------------------
 
-    def _apply(self, conn: Connection, inbox_id: int, sender: str, msg: Message,
-               mapped: Mapped) -> Outcome:
-        ctx = _Context(self, conn, inbox_id, sender, msg)
+    def _apply(self, conn: Connection, lookups: BatchLookups, inbox_id: int, sender: str,
+               msg: Message, mapped: Mapped) -> Outcome:
+        ctx = _Context(self, conn, lookups, inbox_id, sender, msg)
         if mapped.kind == "ignored":
             return Outcome(IGNORED, f"{mapped.event} carries nothing the bridge maps")
         if mapped.patient is not None:
@@ -180,11 +221,12 @@ class Applier:
 class _Context:
     """One message being applied inside one transaction."""
 
-    def __init__(self, applier: Applier, conn: Connection, inbox_id: int, sender: str,
-                 msg: Message) -> None:
+    def __init__(self, applier: Applier, conn: Connection, lookups: BatchLookups,
+                 inbox_id: int, sender: str, msg: Message) -> None:
         self.services = applier.services
         self.config = applier.config
         self.conn = conn
+        self.lookups = lookups
         self.inbox_id = inbox_id
         self.sender = sender
         self.msg = msg
@@ -195,21 +237,20 @@ class _Context:
     # resources ---------------------------------------------------------------------------------
 
     def put(self, resource: dict[str, Any]) -> None:
-        self.services.resources.put(resource, server=self.server, conn=self.conn)
+        self.lookups.put(resource, self.server)
 
     def put_patient(self, patient: dict[str, Any]) -> None:
         """Match by identifier (assigning authority -> system); the matched id wins."""
         identifiers = patient.get("identifier", [])
-        found = index.try_get_patient(self.conn, identifiers)
+        found = self.lookups.try_get_patient(identifiers)
         if found is not None:
             patient["id"] = found[0]
-            stored = self.services.resources.try_get("Patient", found[0], server=found[1],
-                                                     conn=self.conn) or {}
+            stored = self.lookups.try_get_resource(found[1], "Patient", found[0]) or {}
             for kept in ("link", "active"):  # merges survive later demographic updates
                 if kept in stored and kept not in patient:
                     patient[kept] = stored[kept]
         self.put(patient)
-        index.index_patient(self.conn, patient["id"], self.server, identifiers)
+        self.lookups.index_patient(patient["id"], self.server, identifiers)
 
     def command(self, action: str, **kw: Any) -> Command:
         return Command(action, actor=self.actor, source=f"hl7:{self.sender}",
@@ -221,7 +262,7 @@ class _Context:
         return result
 
     def find_referral(self, key: str) -> Referral | None:
-        referral_id = index.try_get_referral_id(self.conn, key) if key else None
+        referral_id = self.lookups.try_get_referral_id(key) if key else None
         if referral_id is None:
             return None
         found: Referral | None = self.services.store.try_get(referral_id, self.conn)
@@ -229,9 +270,13 @@ class _Context:
 
     def park(self, key: str) -> Outcome:
         index.park(self.conn, self.inbox_id, f"referral:{key}")
+        self.lookups.parked_now(f"referral:{key}")
         return Outcome(PARKED, f"waiting for referral {key}")
 
     def wake(self, key: str) -> None:
+        if not self.lookups.may_be_parked(f"referral:{key}"):
+            return
+        self.lookups.unparked(f"referral:{key}")
         for row_id, inbox_id in index.unpark(self.conn, f"referral:{key}"):
             self.services.work.enqueue(WORK_KIND, {"inbox_id": inbox_id},
                                        key=f"hl7-unpark:{inbox_id}:{row_id}", conn=self.conn)
@@ -268,6 +313,7 @@ class _Context:
                     self.act(referral, "amend", changes={"patient": f"Patient/{survivor}"})
             index.repoint_patient(self.conn, f"Patient/{old_id}", f"Patient/{survivor}")
         index.index_patient(self.conn, survivor, self.server, mapped.merged, take_over=True)
+        self.lookups.forget_patients()
         return Outcome(PROCESSED, "patients merged")
 
     def referral(self, mapped: Mapped) -> Outcome:
@@ -295,11 +341,10 @@ class _Context:
                          patient=patient, **_changes(sr))
         referral, created = self.services.referrals.open(
             draft, self.command("detect"), conn=self.conn)
-        index.add_referral_key(self.conn, mapped.referral_key, referral.id, self.sender,
-                               patient)
-        for identifier in sr.get("identifier", [])[1:]:
-            index.add_referral_key(self.conn, f"{identifier['value']}^", referral.id,
-                                   self.sender, patient)
+        keys = [mapped.referral_key, *(f"{i['value']}^" for i in sr.get("identifier", [])[1:])]
+        for key in keys:
+            index.add_referral_key(self.conn, key, referral.id, self.sender, patient)
+            self.lookups.added_referral_key(key, referral.id)
         self.wake(mapped.referral_key)
         return Outcome(PROCESSED, "referral opened" if created else "referral exists")
 
@@ -390,6 +435,28 @@ class _Context:
         self.act(referral, "close-loop" if closing else "link",
                  changes={"add_outputs": [link]})
         return Outcome(PROCESSED, "loop closed" if closing else "document linked")
+
+
+def _preload(lookups: BatchLookups, batch: Any) -> None:
+    """The batch's bulk reads: identifiers, then the resources and keys they lead to."""
+    ready = [p for p in batch if p.mapped is not None]
+    lookups.load_patients({(str(i["system"]), str(i["value"])) for p in ready
+                           for i in [*(p.mapped.patient or {}).get("identifier", []),
+                                     *p.mapped.merged]})
+    keys: set[tuple[str, str, str]] = set()
+    for p in ready:
+        server = f"hl7:{p.sender}"
+        if p.mapped.patient is not None:
+            found = lookups.try_get_patient(p.mapped.patient.get("identifier", []))
+            keys.add((server, "Patient", found[0] if found else str(p.mapped.patient["id"])))
+            if found:
+                keys.add((found[1], "Patient", found[0]))
+        keys |= {(server, str(r["resourceType"]), str(r["id"])) for r in p.mapped.resources
+                 if r is not p.mapped.patient}
+    lookups.load_resources(keys)
+    referral_keys = {p.mapped.referral_key for p in ready if p.mapped.referral_key}
+    lookups.load_referral_keys(referral_keys)
+    lookups.load_parked({f"referral:{key}" for key in referral_keys})
 
 
 def _work_item(row: Any) -> WorkItem:

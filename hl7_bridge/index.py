@@ -91,3 +91,32 @@ def unpark(conn: Connection, waiting_for: str) -> list[tuple[int, int]]:
 def parked_messages(conn: Connection) -> list[dict[str, Any]]:
     rows = conn.execute(sa.select(parked).order_by(parked.c.id)).mappings().all()
     return [dict(r) for r in rows]
+
+
+# --- bulk reads for a batch of messages (see lookups.py) --------------------------------------
+
+def patients_by_identifier(conn: Connection, pairs: set[tuple[str, str]]
+                           ) -> dict[tuple[str, str], tuple[str, str]]:
+    """(system, value) -> (patient id, server) for the pairs we know, in one query."""
+    if not pairs:
+        return {}
+    rows = conn.execute(sa.select(patient_ids).where(
+        patient_ids.c.value.in_(sorted({value for _, value in pairs}))))
+    return {(r.system, r.value): (str(r.patient_id), str(r.server)) for r in rows
+            if (r.system, r.value) in pairs}
+
+
+def referral_ids_by_key(conn: Connection, keys: set[str]) -> dict[str, str]:
+    if not keys:
+        return {}
+    rows = conn.execute(sa.select(referral_keys.c.key, referral_keys.c.referral_id)
+                        .where(referral_keys.c.key.in_(sorted(keys))))
+    return {str(r.key): str(r.referral_id) for r in rows}
+
+
+def waited_for(conn: Connection, keys: set[str]) -> set[str]:
+    """Which of `keys` parked messages are waiting for."""
+    if not keys:
+        return set()
+    return set(conn.execute(sa.select(parked.c.waiting_for).distinct()
+                            .where(parked.c.waiting_for.in_(sorted(keys)))).scalars())

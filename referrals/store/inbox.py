@@ -146,6 +146,14 @@ class Inbox:
             c.execute(inbox.update().where(inbox.c.id == inbox_id).values(
                 status=status, note=note[:4000], processed_at=datetime.now(UTC)))
 
+    def mark_many(self, marks: list[tuple[int, str, str]], conn: Connection) -> None:
+        """`mark` for several (inbox id, status, note) in one executemany (batch handlers)."""
+        if not marks:
+            return
+        now = datetime.now(UTC)
+        conn.execute(_MARK, [{"match_id": inbox_id, "status": status, "note": note[:4000],
+                              "processed_at": now} for inbox_id, status, note in marks])
+
     def quarantine_message(self, inbox_id: int, reason: str,
                            conn: Connection | None = None) -> int:
         """Move a stored message to quarantine (its mapping failed for good)."""
@@ -162,3 +170,8 @@ class Inbox:
             rows = c.execute(sa.select(inbox.c.status, sa.func.count())
                              .group_by(inbox.c.status)).all()
         return {status: count for status, count in rows}
+
+
+_MARK = inbox.update().where(inbox.c.id == sa.bindparam("match_id")).values(
+    status=sa.bindparam("status"), note=sa.bindparam("note"),
+    processed_at=sa.bindparam("processed_at"))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -13,6 +14,17 @@ from referrals.store.database import Database
 from referrals.store.schema import resource_versions, resources
 
 LOCAL = "local"
+
+ResourceKey = tuple[str, str, str]  # (server, resource type, id)
+
+
+class CurrentVersion(NamedTuple):
+    """What `put_over` needs to know about the version we hold (see `current_many`)."""
+
+    version: int
+    remote_version: str | None
+    deleted: bool
+    body: dict[str, Any] | None
 
 
 class ResourceStore:
@@ -68,6 +80,41 @@ class ResourceStore:
                     resource_versions.c.resource_id == rid)
                 .order_by(resource_versions.c.version)).mappings().all()
         return [dict(r) for r in rows]
+
+    def current_many(self, keys: Iterable[ResourceKey], conn: Connection
+                     ) -> dict[ResourceKey, CurrentVersion]:
+        """The current version of each (server, type, id) we hold, in one query.
+
+        For batch writers: read once, then `put_over` each resource with what was read."""
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        rows = conn.execute(sa.select(
+            resources.c.server, resources.c.resource_type, resources.c.resource_id,
+            resources.c.version, resources.c.remote_version, resources.c.deleted,
+            resources.c.body).where(resources.c.resource_id.in_(sorted({k[2] for k in wanted}))))
+        found: dict[ResourceKey, CurrentVersion] = {}
+        for row in rows:
+            key = (row.server, row.resource_type, row.resource_id)
+            if key in wanted:
+                found[key] = CurrentVersion(int(row.version), row.remote_version,
+                                            bool(row.deleted), row.body)
+        return found
+
+    def put_over(self, resource: dict[str, Any], current: CurrentVersion | None, *,
+                 server: str, conn: Connection) -> CurrentVersion:
+        """`put` for a caller that already holds the current version (from `current_many` or an
+        earlier `put_over` in the same transaction): the same rules, without reading it again.
+        Returns the version now current (unchanged when `resource` equals it)."""
+        rtype, rid = resource["resourceType"], str(resource["id"])
+        remote = str((resource.get("meta") or {}).get("versionId") or "") or None
+        if current is not None and not current.deleted and (
+            (remote is not None and current.remote_version == remote)
+            or current.body == resource
+        ):
+            return current
+        version = self._write(conn, server, rtype, rid, resource, remote, current)
+        return CurrentVersion(version, remote, False, resource)
 
     def _current(self, c: Connection, server: str, rtype: str, rid: str) -> Any:
         return c.execute(sa.select(resources).where(

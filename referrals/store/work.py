@@ -109,6 +109,17 @@ class WorkQueue:
                 .values(status=DONE, done_at=_now(), lease_owner=None, lease_expires=None)
             ).rowcount == 1
 
+    def complete_many(self, items: list[WorkItem], owner: str, conn: Connection) -> int:
+        """`complete` for several items in one statement (batch handlers); how many were done."""
+        if not items:
+            return 0
+        return int(conn.execute(
+            work_items.update()
+            .where(work_items.c.id.in_([item.id for item in items]),
+                   work_items.c.lease_owner == owner, work_items.c.status == PENDING)
+            .values(status=DONE, done_at=_now(), lease_owner=None, lease_expires=None)
+        ).rowcount)
+
     def fail(self, item: WorkItem, owner: str, error: str, *,
              retry_in: float | None = None, final: bool = False) -> str:
         """Record a failed attempt: back off and retry, or quarantine after the last attempt."""
