@@ -12,10 +12,12 @@ import hashlib
 import hmac
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from flask import Blueprint, Response, request
+from werkzeug.wsgi import get_content_length
 
 from referrals.errors import InboundError
 from referrals.store.database import Database
@@ -38,8 +40,16 @@ FHIR_JSON = "application/fhir+json"
 KEPT_HEADERS = {"CONTENT_TYPE": "Content-Type", "HTTP_IF_MATCH": "If-Match",
                 "HTTP_USER_AGENT": "User-Agent", "CONTENT_LENGTH": "Content-Length"}
 METHODS = ["POST", "PUT", "DELETE"]
+#: The routes (also the `path` of the request log line).
+ROOT_RULE = "/hooks/<hook_id>"
+PATH_RULE = "/hooks/<hook_id>/<path:subpath>"
 
 log = logging.getLogger("refloop.subscriptions.hook")
+
+#: A reply: HTTP status and the body (application/fhir+json).
+Reply = tuple[int, bytes]
+#: Opens the request body stream (called only once the hook is authenticated).
+OpenStream = Callable[[], IO[bytes]]
 
 
 @dataclass
@@ -53,46 +63,50 @@ class HookEndpoint:
     def __post_init__(self) -> None:
         self.writer = BatchedInbox(self.inbox, self.db, self.registry)
 
-    def handle(self, hook_id: str, subpath: str) -> Response:
+    def handle(self, method: str, environ: dict[str, Any], open_stream: OpenStream,
+               hook_id: str, subpath: str) -> Reply:
+        """Answer one request to `/hooks/<hook_id>[/<subpath>]`; `environ` is its WSGI environ
+        (headers are read from it), `open_stream` gives its size-checked body stream."""
         hook = self.registry.try_get_hook(hook_id, cached=True)
-        if hook is None or not _authentic(hook, request.headers.get("Authorization", "")):
+        if hook is None or not _authentic(hook, environ.get("HTTP_AUTHORIZATION", "")):
             log.warning("hook: unauthenticated notification refused",
                         extra={"hook": hook_id[:6], "known": hook is not None})
-            return _reply(401, build_operation_outcome(
-                "error", "login", "unknown hook or missing/wrong secret in the Authorization "
-                "header; use the channel.header of the Subscription"))
-        raw, too_big = self._read_body()
-        content_type = request.headers.get("Content-Type", "")
+            return 401, UNAUTHENTICATED
+        raw, too_big = self._read_body(environ, open_stream)
+        content_type = environ.get("CONTENT_TYPE", "")
         if too_big:
-            return self._refuse(hook, raw, content_type, 413, "too-costly",
+            return self._refuse(hook, environ, raw, 413, "too-costly",
                                 f"body larger than {self.max_body_bytes} bytes (first bytes kept)")
         try:
             body = _decode(raw, content_type)
-            note = parse_notification(request.method, subpath, body)
+            note = parse_notification(method, subpath, body)
         except InboundError as exc:
-            return self._refuse(hook, raw, content_type, exc.status, exc.code, str(exc))
-        return self._store(hook, note, raw, content_type, subpath)
+            return self._refuse(hook, environ, raw, exc.status, exc.code, str(exc))
+        return self._store(hook, note, environ, raw, method, subpath)
 
-    def _read_body(self) -> tuple[bytes, bool]:
-        declared = request.content_length
+    def _read_body(self, environ: dict[str, Any], open_stream: OpenStream) -> tuple[bytes, bool]:
+        declared = get_content_length(environ)
+        stream = open_stream()
         if declared is not None and declared > self.max_body_bytes:
-            return request.stream.read(self.max_body_bytes), True
-        raw = request.stream.read(self.max_body_bytes + 1)
+            return stream.read(self.max_body_bytes), True
+        raw = stream.read(self.max_body_bytes + 1)
         return raw[: self.max_body_bytes], len(raw) > self.max_body_bytes
 
-    def _refuse(self, hook: Hook, raw: bytes, content_type: str, status: int, code: str,
-                reason: str) -> Response:
+    def _refuse(self, hook: Hook, environ: dict[str, Any], raw: bytes, status: int, code: str,
+                reason: str) -> Reply:
         inbox_id = self.inbox.reject(CHANNEL, hook.server, raw, f"hook {hook.id[:6]}: {reason}",
-                                     content_type=content_type[:128], headers=_headers())
+                                     content_type=environ.get("CONTENT_TYPE", "")[:128],
+                                     headers=_headers(environ))
         log.warning("hook: bad notification quarantined",
                     extra={"hook": hook.id[:6], "inbox_id": inbox_id, "why": code})
-        return _reply(status, build_operation_outcome("error", code, reason))
+        return status, json.dumps(build_operation_outcome("error", code, reason)).encode()
 
-    def _store(self, hook: Hook, note: Notification, raw: bytes, content_type: str,
-               subpath: str) -> Response:
-        payload = {"hook_id": hook.id, "method": request.method, "subpath": subpath}
+    def _store(self, hook: Hook, note: Notification, environ: dict[str, Any], raw: bytes,
+               method: str, subpath: str) -> Reply:
+        payload = {"hook_id": hook.id, "method": method, "subpath": subpath}
         message: dict[str, Any] = {"channel": CHANNEL, "sender": hook.server, "body": raw,
-                                   "content_type": content_type[:128], "headers": _headers()}
+                                   "content_type": environ.get("CONTENT_TYPE", "")[:128],
+                                   "headers": _headers(environ)}
         if note.type in (HANDSHAKE, HEARTBEAT):
             self.writer.accept({**message, "work_kind": None, "status": "processed"},
                                health=(hook.id, note.type))
@@ -102,8 +116,8 @@ class HookEndpoint:
                                 "dedupe_key": dedupe_key(hook.id, note, raw),
                                 "status": "received" if kind else "processed"})
         if note.shape in ("backport-r4", "backport-r4b", "r5"):
-            return _reply(200, STORED_BUNDLE)
-        return _reply(200, STORED_OUTCOME)
+            return 200, STORED_BUNDLE
+        return 200, STORED_OUTCOME
 
 
 def dedupe_key(hook_id: str, note: Notification, raw: bytes) -> str | None:
@@ -151,31 +165,33 @@ def _decode(raw: bytes, content_type: str) -> Any:
         raise InboundError(f"the body is not valid JSON: {exc}", code="structure") from exc
 
 
-def _headers() -> dict[str, str]:
-    environ = request.environ
+def _headers(environ: dict[str, Any]) -> dict[str, str]:
     return {name: str(environ[key])[:256] for key, name in KEPT_HEADERS.items()
             if environ.get(key)}
-
-
-def _reply(status: int, body: dict[str, Any] | bytes) -> Response:
-    return Response(body if isinstance(body, bytes) else json.dumps(body), status=status,
-                    mimetype=FHIR_JSON)
 
 
 STORED_BUNDLE = json.dumps(build_transaction_response()).encode()
 STORED_OUTCOME = json.dumps(build_operation_outcome("information", "informational",
                                                     "notification stored")).encode()
+UNAUTHENTICATED = json.dumps(build_operation_outcome(
+    "error", "login", "unknown hook or missing/wrong secret in the Authorization header; use "
+    "the channel.header of the Subscription")).encode()
 
 
 def hooks_blueprint(endpoint: HookEndpoint) -> Blueprint:
     blueprint = Blueprint("subscriptions_hooks", __name__)
 
-    @blueprint.route("/hooks/<hook_id>", methods=METHODS, strict_slashes=False)
-    def hook_root(hook_id: str) -> Response:
-        return endpoint.handle(hook_id, "")
+    def answer(hook_id: str, subpath: str) -> Response:
+        status, body = endpoint.handle(request.method, request.environ, lambda: request.stream,
+                                       hook_id, subpath)
+        return Response(body, status=status, mimetype=FHIR_JSON)
 
-    @blueprint.route("/hooks/<hook_id>/<path:subpath>", methods=METHODS)
+    @blueprint.route(ROOT_RULE, methods=METHODS, strict_slashes=False)
+    def hook_root(hook_id: str) -> Response:
+        return answer(hook_id, "")
+
+    @blueprint.route(PATH_RULE, methods=METHODS)
     def hook_path(hook_id: str, subpath: str) -> Response:
-        return endpoint.handle(hook_id, subpath)
+        return answer(hook_id, subpath)
 
     return blueprint

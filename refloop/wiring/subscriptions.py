@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from referrals.worker import Handler
     from refloop.services import Services
     from subscriptions.adapter import SubscriptionsAdapter
+    from subscriptions.hook_wsgi import WSGIApp
 
 NAME = "subscriptions"
 
@@ -52,6 +53,16 @@ def routes(app: Flask, services: Services) -> None:
     @app.get("/.well-known/jwks.json")
     def jwks() -> Any:
         return jsonify(subs.jwks())
+
+
+def wsgi_apps(app: Flask, services: Services, route_key: str) -> dict[str, WSGIApp]:
+    """`/hooks/` served by a plain WSGI application in front of Flask (subscriptions/hook_wsgi.py);
+    the URLs it does not answer itself go on to `app`'s own WSGI application."""
+    from subscriptions.hook_wsgi import PREFIX, HookApplication
+
+    lean = HookApplication(adapter(services).endpoint, app.wsgi_app, route_key=route_key,
+                           max_content_length=app.config["MAX_CONTENT_LENGTH"])
+    return {PREFIX: lean}
 
 
 def work_handlers(services: Services) -> dict[str, Handler]:
