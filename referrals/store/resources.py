@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -114,7 +115,8 @@ class ResourceStore:
         ):
             return current
         version = self._write(conn, server, rtype, rid, resource, remote, current)
-        return CurrentVersion(version, remote, False, resource)
+        # a copy: the caller may change its dict afterwards and put it again
+        return CurrentVersion(version, remote, False, copy.deepcopy(resource))
 
     def _current(self, c: Connection, server: str, rtype: str, rid: str) -> Any:
         return c.execute(sa.select(resources).where(

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from hl7_bridge.tables import parked, patient_ids
 from referrals.model import Stage
-from referrals.store.schema import inbox, resources
+from referrals.store.schema import inbox, resource_versions, resources, work_items
 
 from .conftest import Feed, fixture
 
@@ -185,3 +185,55 @@ def test_a_bad_message_in_a_batch_blocks_nothing_and_order_is_kept(
     (entry,) = feed.services.quarantine.list()
     assert "RF1-6" in entry.reason
     assert feed.services.work.counts() == {"done": 4, "quarantined": 1}
+
+
+def test_one_batch_parks_then_wakes_and_reads_merges_it_just_wrote(feed: Feed) -> None:
+    """All in ONE batch (the batch reads the patient index, resource versions and parked keys
+    once, then keeps them current): the SIU parked early is woken by the REF that follows it,
+    and after an A40 the retired MRN leads to the survivor, not to a third patient."""
+    old = (b"MSH|^~\\&|PAS|HOSP|HUB|HUB|20240101120000||ADT^A04|M1|P|2.5.1\r"
+           b"PID|1||OLD1^^^HOSP^MR||Doe^Jane||19800101|F\r")
+    merge = (b"MSH|^~\\&|PAS|HOSP|HUB|HUB|20240102120000||ADT^A40^ADT_A39|M3|P|2.5.1\r"
+             b"EVN|A40|20240102120000\rPID|1||NEW1^^^HOSP^MR||Doe^Jane||19800101|F\r"
+             b"MRG|OLD1^^^HOSP^MR\r")
+    feed.send(fixture("authored__SIU_S12_v27_truncation_char_and_TQ1.hl7"))
+    feed.send(fixture("authored__REF_I12_new_referral_utf8.hl7"))
+    feed.send(old)
+    feed.send(merge)
+    feed.send(old.replace(b"|M1|", b"|M5|").replace(b"ADT^A04", b"ADT^A08"))
+    assert feed.drain() == 6  # five messages and the woken SIU's new work item
+    found = referral(feed)
+    assert [e.action for e in feed.services.store.events(found.id)] == \
+        ["detect", "accept", "schedule"]
+    with feed.services.db.read() as conn:
+        patients = conn.execute(sa.select(resources.c.body).where(
+            resources.c.resource_type == "Patient",
+            resources.c.server == "hl7:PAS^HOSP")).scalars().all()
+        owners = dict(conn.execute(sa.select(patient_ids.c.value, patient_ids.c.patient_id)
+                                   .where(patient_ids.c.value.in_(["OLD1", "NEW1"]))).all())
+        statuses = conn.execute(sa.select(inbox.c.status)).scalars().all()
+    assert len(patients) == 2
+    assert owners["OLD1"] == owners["NEW1"]
+    survivor = next(p for p in patients if p["id"] == owners["NEW1"])
+    assert survivor["link"][0]["type"] == "replaces"
+    assert set(statuses) == {"processed"}
+
+
+def test_a_batch_run_again_applies_nothing_twice(feed: Feed) -> None:
+    """A crash after the batch's commit but before the worker completes its items: the items
+    are handed out again and the re-run changes nothing (inbox rows say processed)."""
+    feed.send(fixture("authored__REF_I12_new_referral_utf8.hl7"))
+    feed.send(fixture("authored__REF_I13_modify_referral.hl7"))
+    assert feed.drain() == 2
+    with feed.services.db.write() as conn:  # as if the completions were lost
+        conn.execute(work_items.update().values(status="pending", lease_owner=None,
+                                                lease_expires=None))
+    with feed.services.db.read() as conn:
+        versions_before = conn.execute(sa.select(sa.func.count()).select_from(
+            resource_versions)).scalar()
+    assert feed.drain() == 2
+    found = referral(feed)
+    assert [e.action for e in feed.services.store.events(found.id)] == ["detect", "amend"]
+    with feed.services.db.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(
+            resource_versions)).scalar() == versions_before
