@@ -171,13 +171,8 @@ class Refloop:
         found: SubscriptionsAdapter = self.services.adapters["subscriptions"]
         return found
 
-    def _recording(self, handler: Callable[[WorkItem], None]) -> Callable[[WorkItem], None]:
-        def record(item: WorkItem) -> None:
-            handler(item)
-            subpath = str(item.payload.get("subpath") or "")
-            if subpath.startswith("ServiceRequest/"):
-                self.done.setdefault(subpath.split("/")[1], time.time())
-        return record
+    def _recording(self, handler: Callable[[WorkItem], None]) -> Recording:
+        return Recording(handler, self.done)
 
     def _work(self, worker: Worker) -> None:
         while not self.stopping.is_set():
@@ -219,6 +214,26 @@ class Refloop:
         except subprocess.TimeoutExpired:
             self.web.kill()
         self.services.close()
+
+
+class Recording:
+    """The notification handler, recording when each ServiceRequest's referral was committed;
+    its `prepare` (the batch's concurrent EHR re-reads) is passed on to the worker."""
+
+    def __init__(self, handler: Callable[[WorkItem], None], done: dict[str, float]) -> None:
+        self.handler = handler
+        self.done = done
+
+    def prepare(self, items: list[WorkItem]) -> None:
+        prepare = getattr(self.handler, "prepare", None)
+        if prepare is not None:
+            prepare(items)
+
+    def __call__(self, item: WorkItem) -> None:
+        self.handler(item)
+        subpath = str(item.payload.get("subpath") or "")
+        if subpath.startswith("ServiceRequest/"):
+            self.done.setdefault(subpath.split("/")[1], time.time())
 
 
 def wait_until(check: Callable[[], bool], what: str, seconds: float = WAIT_S) -> None:

@@ -32,9 +32,24 @@ class Worker:
     def run_once(self) -> int:
         """Claim and run one batch; returns how many items were processed."""
         items = self.queue.claim(self.name, limit=self.batch, kinds=self.handlers.keys())
+        self.prepare(items)
         for item in items:
             self.process(item)
         return len(items)
+
+    def prepare(self, items: list[WorkItem]) -> None:
+        """Give a handler with a `prepare(items)` method its items of the batch before they run
+        one by one (e.g. to fetch what they need concurrently). Best effort: when it fails, each
+        item still runs and its handler does the work itself."""
+        for kind in dict.fromkeys(item.kind for item in items):
+            prepare = getattr(self.handlers[kind], "prepare", None)
+            if prepare is None:
+                continue
+            try:
+                prepare([item for item in items if item.kind == kind])
+            except Exception:
+                log.exception("preparing a batch failed; its items run unprepared",
+                              extra={"kind": kind})
 
     def process(self, item: WorkItem) -> str:
         handler = self.handlers[item.kind]

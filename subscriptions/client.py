@@ -4,6 +4,7 @@ and a bounded retry on every call; peer failures become PeerError (DESIGN.md rul
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +37,16 @@ class FhirClient:
     retries: int = 3
     authorize: Authorizer | None = None
     backoff: float = 0.3
-    session: requests.Session = field(default_factory=requests.Session)
+    _local: threading.local = field(default_factory=threading.local, init=False, repr=False)
+
+    @property
+    def session(self) -> requests.Session:
+        """This thread's HTTP session: keep-alive connections to the server, never shared
+        between threads (the worker's threads and its concurrent re-reads)."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
 
     def url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else \

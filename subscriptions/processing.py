@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from referrals.errors import InboundError
+from referrals.errors import InboundError, PeerError
 from referrals.store.inbox import Inbox
 from referrals.store.work import WorkItem, WorkQueue
 from subscriptions.client import FhirClient
-from subscriptions.intake import Intake, read_service_request
+from subscriptions.intake import Fetched, Intake, read_service_request
 from subscriptions.mapping import matches_criteria
 from subscriptions.notification import Notification, parse_notification
 from subscriptions.registry import REFERRAL_KIND, Hook, Registry
@@ -29,6 +31,8 @@ RECONCILE_KIND = "subscriptions.reconcile"
 log = logging.getLogger("refloop.subscriptions.processing")
 
 ClientFor = Callable[[str], FhirClient]
+#: (server base URL, ServiceRequest id)
+ReadKey = tuple[str, str]
 
 
 def to_consumer_payload(inbox_id: int, hook: Hook, note: Notification) -> dict[str, Any]:
@@ -56,8 +60,93 @@ class NotificationHandler:
     intake: Intake
     client_for: ClientFor
     gap_grace_seconds: float = 30.0
+    read_concurrency: int = 8
+    _batch: threading.local = field(default_factory=threading.local, init=False, repr=False)
+    _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+    _pool_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def prepare(self, items: Sequence[WorkItem]) -> None:
+        """Re-read, concurrently, the ServiceRequests a worker's batch of notifications focus
+        (called by referrals.worker.Worker before it runs the batch's items in order).
+
+        Each ServiceRequest is read once however many notifications of the batch name it; every
+        read starts after all of them were stored, so it is at least as new as each. A read
+        serves only the items of this batch, once each (a retry reads again); the intake's
+        version check still refuses an older read applied after a newer one.
+        """
+        self._batch.items, self._batch.reads = set(), {}
+        wanted: dict[int, list[ReadKey]] = {}
+        for item in items:
+            keys = self._read_keys(item)
+            if keys:
+                wanted[item.id] = keys
+        unique = list(dict.fromkeys(k for keys in wanted.values() for k in keys))
+        pool = self._executor()
+        self._batch.reads = {key: pool.submit(self._read, key) for key in unique}
+        self._batch.items = set(wanted)
 
     def __call__(self, item: WorkItem) -> None:
+        try:
+            self._handle(item)
+        finally:
+            items: set[int] | None = getattr(self._batch, "items", None)
+            if items is not None:
+                items.discard(item.id)
+
+    def close(self) -> None:
+        """Stop the re-read threads (tests and shutdown; the worker threads are done)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        # one bounded pool shared by every worker thread; its threads keep their keep-alive
+        # sessions from batch to batch
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max(1, self.read_concurrency),
+                                                thread_name_prefix="ehr-read")
+            return self._pool
+
+    def _read(self, key: ReadKey) -> Fetched:
+        server, rid = key
+        return read_service_request(self.client_for(server), rid)
+
+    def _read_keys(self, item: WorkItem) -> list[ReadKey]:
+        """The reads one notification item will need; [] when it needs none or is bad (its
+        handler will say so)."""
+        try:
+            message = self.inbox.get(int(item.payload["inbox_id"]))
+            if message.status != "received":
+                return []
+            hook = self.registry.try_get_hook(str(item.payload["hook_id"]))
+            if hook is None or hook.deliver_kind != REFERRAL_KIND:
+                return []
+            body = json.loads(message.body) if message.body.strip() else None
+            note = parse_notification(str(item.payload["method"]),
+                                      str(item.payload["subpath"]), body)
+        except (InboundError, KeyError, ValueError):
+            return []
+        focuses = dict.fromkeys(e.focus for e in note.events if e.focus)
+        return [(hook.server, focus.partition("/")[2]) for focus in focuses
+                if focus.startswith("ServiceRequest/")]
+
+    def _fetch(self, item_id: int, server: str, rid: str) -> Fetched:
+        """The batch's read of this ServiceRequest, or a fresh one."""
+        items: set[int] = getattr(self._batch, "items", set())
+        future: Future[Fetched] | None = (getattr(self._batch, "reads", {}).get((server, rid))
+                                          if item_id in items else None)
+        if future is not None:
+            try:
+                return future.result()
+            except PeerError:
+                raise
+            except Exception:  # an unexpected failure in the pool: read here, in the open
+                log.exception("concurrent re-read failed; reading again")
+        return read_service_request(self.client_for(server), rid)
+
+    def _handle(self, item: WorkItem) -> None:
         inbox_id = int(item.payload["inbox_id"])
         message = self.inbox.get(inbox_id)
         if message.status not in ("received",):
@@ -73,7 +162,7 @@ class NotificationHandler:
             return
         self._track_events(hook, note)
         criteria = self.registry.get(hook.id).criteria
-        outcomes = [self._event(hook, note, focus, inbox_id, criteria)
+        outcomes = [self._event(item.id, hook, note, focus, inbox_id, criteria)
                     for focus in dict.fromkeys(e.focus for e in note.events)]
         self.inbox.mark(inbox_id, "processed", "; ".join(o for o in outcomes if o)[:4000])
 
@@ -85,15 +174,15 @@ class NotificationHandler:
             self.inbox.mark(inbox_id, "processed", f"forwarded to {hook.deliver_kind}",
                             conn=conn)
 
-    def _event(self, hook: Hook, note: Notification, focus: str | None, inbox_id: int,
-               criteria: str) -> str:
+    def _event(self, item_id: int, hook: Hook, note: Notification, focus: str | None,
+               inbox_id: int, criteria: str) -> str:
         if focus is None:
             schedule_reconcile(self.work, hook.server, "empty notification")
             return "empty: catch-up scheduled"
         rtype, _, rid = focus.partition("/")
         if rtype != "ServiceRequest":
             return f"{focus}: not a ServiceRequest, ignored"
-        fetched = read_service_request(self.client_for(hook.server), rid)
+        fetched = self._fetch(item_id, hook.server, rid)
         sr = fetched.service_request
         if sr is not None and not matches_criteria(sr, _params(criteria)):
             return f"{focus}: does not match {criteria}, ignored"

@@ -67,7 +67,8 @@ def wsgi_apps(app: Flask, services: Services, route_key: str) -> dict[str, WSGIA
 
 def work_handlers(services: Services) -> dict[str, Handler]:
     subs = adapter(services)
-    return {"subscriptions.notification": subs.handle_notification,
+    # the handler object itself: the worker calls its `prepare` (concurrent EHR re-reads)
+    return {"subscriptions.notification": subs.notifications,
             "subscriptions.reconcile": subs.handle_reconcile,
             "subscriptions.reconcile-due": subs.handle_reconcile_due}
 
