@@ -109,9 +109,10 @@ class Intake:
     resources: ResourceStore
 
     def apply(self, server: str, fetched: Fetched, *, sr_id: str, source: str,
-              source_message: str = "") -> str:
-        """Apply what the EHR says now; returns what happened (created, updated, ...)."""
-        with self.db.write() as conn:
+              source_message: str = "", conn: Connection | None = None) -> str:
+        """Apply what the EHR says now; returns what happened (created, updated, ...). Joins
+        the caller's write transaction `conn`, or commits one of its own."""
+        with self.db.using(conn) as conn:
             last = self._lock(conn, server, sr_id)
             service_request = fetched.service_request
             if service_request is None:

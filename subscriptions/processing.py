@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from referrals.errors import InboundError, PeerError
 from referrals.store.inbox import Inbox
 from referrals.store.work import WorkItem, WorkQueue
@@ -160,11 +162,35 @@ class NotificationHandler:
         if hook.deliver_kind != REFERRAL_KIND:
             self._forward(inbox_id, hook, note)
             return
-        self._track_events(hook, note)
-        criteria = self.registry.get(hook.id).criteria
-        outcomes = [self._event(item.id, hook, note, focus, inbox_id, criteria)
-                    for focus in dict.fromkeys(e.focus for e in note.events)]
-        self.inbox.mark(inbox_id, "processed", "; ".join(o for o in outcomes if o)[:4000])
+        focuses = list(dict.fromkeys(e.focus for e in note.events))
+        reads, failure = self._fetch_all(item.id, hook.server, focuses)
+        # one transaction (one commit) for the referral changes, the event tracking and the
+        # inbox status; the hook's row is updated last, so concurrent workers hold it briefly
+        with self.inbox.db.write() as conn:
+            outcomes: list[str] = []
+            if failure is None:
+                criteria = self.registry.get(hook.id, conn=conn).criteria
+                outcomes = [self._event(hook, focus, reads.get(focus or ""), inbox_id,
+                                        criteria, conn)
+                            for focus in sorted(focuses, key=lambda f: f or "")]  # lock order
+            self._track_events(hook, note, conn)
+            if failure is None:
+                self.inbox.mark(inbox_id, "processed",
+                                "; ".join(o for o in outcomes if o)[:4000], conn=conn)
+        if failure is not None:
+            raise failure  # the events were tracked; the item is retried
+
+    def _fetch_all(self, item_id: int, server: str, focuses: list[str | None]
+                   ) -> tuple[dict[str, Fetched], PeerError | None]:
+        """The ServiceRequests the focuses name, read outside any transaction."""
+        reads: dict[str, Fetched] = {}
+        for focus in focuses:
+            if focus and focus.startswith("ServiceRequest/"):
+                try:
+                    reads[focus] = self._fetch(item_id, server, focus.partition("/")[2])
+                except PeerError as exc:
+                    return reads, exc
+        return reads, None
 
     def _forward(self, inbox_id: int, hook: Hook, note: Notification) -> None:
         with self.inbox.db.write() as conn:
@@ -174,44 +200,41 @@ class NotificationHandler:
             self.inbox.mark(inbox_id, "processed", f"forwarded to {hook.deliver_kind}",
                             conn=conn)
 
-    def _event(self, item_id: int, hook: Hook, note: Notification, focus: str | None,
-               inbox_id: int, criteria: str) -> str:
+    def _event(self, hook: Hook, focus: str | None, fetched: Fetched | None, inbox_id: int,
+               criteria: str, conn: Connection) -> str:
         if focus is None:
-            schedule_reconcile(self.work, hook.server, "empty notification")
+            schedule_reconcile(self.work, hook.server, "empty notification", conn=conn)
             return "empty: catch-up scheduled"
-        rtype, _, rid = focus.partition("/")
-        if rtype != "ServiceRequest":
+        if fetched is None:
             return f"{focus}: not a ServiceRequest, ignored"
-        fetched = self._fetch(item_id, hook.server, rid)
         sr = fetched.service_request
         if sr is not None and not matches_criteria(sr, _params(criteria)):
             return f"{focus}: does not match {criteria}, ignored"
-        outcome = self.intake.apply(hook.server, fetched, sr_id=rid,
+        outcome = self.intake.apply(hook.server, fetched, sr_id=focus.partition("/")[2],
                                     source=f"fhir:{hook.server}",
-                                    source_message=f"inbox:{inbox_id}")
+                                    source_message=f"inbox:{inbox_id}", conn=conn)
         return f"{focus}: {outcome}"
 
-    def _track_events(self, hook: Hook, note: Notification) -> None:
+    def _track_events(self, hook: Hook, note: Notification, conn: Connection) -> None:
         """Health, and catch-up on gaps, counter restarts, and error/off status."""
         numbers = [int(e.event_number) for e in note.events if e.event_number]
-        with self.inbox.db.write() as conn:
-            row = self.registry.get(hook.id, conn=conn)
-            last = row.last_event_number or ""
-            high = int(last) if last.isdigit() else None
-            newest = max(numbers) if numbers else None
-            advance = newest is not None and (high is None or newest > high or newest <= 1)
-            self.registry.record_notification(hook.id, note.type,
-                                              str(newest) if advance else None, conn=conn)
-            if note.status in ("error", "off"):
-                schedule_reconcile(self.work, hook.server, f"subscription status {note.status}",
-                                   conn=conn)
-            if newest is None or high is None:
-                return
-            if min(numbers) > high + 1:
-                schedule_reconcile(self.work, hook.server, f"event gap after {high}",
-                                   delay=self.gap_grace_seconds, conn=conn)
-            elif newest <= 1 < high:
-                schedule_reconcile(self.work, hook.server, "event counter restarted", conn=conn)
+        row = self.registry.get(hook.id, conn=conn)
+        last = row.last_event_number or ""
+        high = int(last) if last.isdigit() else None
+        newest = max(numbers) if numbers else None
+        advance = newest is not None and (high is None or newest > high or newest <= 1)
+        self.registry.record_notification(hook.id, note.type,
+                                          str(newest) if advance else None, conn=conn)
+        if note.status in ("error", "off"):
+            schedule_reconcile(self.work, hook.server, f"subscription status {note.status}",
+                               conn=conn)
+        if newest is None or high is None:
+            return
+        if min(numbers) > high + 1:
+            schedule_reconcile(self.work, hook.server, f"event gap after {high}",
+                               delay=self.gap_grace_seconds, conn=conn)
+        elif newest <= 1 < high:
+            schedule_reconcile(self.work, hook.server, "event counter restarted", conn=conn)
 
 
 def _params(criteria: str) -> list[tuple[str, str]]:
