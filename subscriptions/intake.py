@@ -120,14 +120,22 @@ class Intake:
             version = _version(service_request)
             if last is not None and not _newer(version, _updated(service_request), last):
                 return "duplicate"
-            for resource in [service_request, *fetched.included.values()]:
-                self.resources.put(resource, server=server, conn=conn)
+            self._store(conn, server, [service_request, *fetched.included.values()])
             outcome = self._referral(conn, server, service_request, fetched.included, source,
                                      source_message)
             self._mark(conn, server, sr_id, version, _updated(service_request))
         log.info("service request processed", extra={"server": server, "outcome": outcome,
                                                       "version": version, "source": source})
         return outcome
+
+    def _store(self, conn: Connection, server: str, found: list[dict[str, Any]]) -> None:
+        """Store each resource unless we hold its remote version: one query reads what we
+        hold (the patient and requester repeat across referrals)."""
+        held = self.resources.current_many(
+            [(server, r["resourceType"], str(r["id"])) for r in found], conn)
+        for resource in found:
+            key = (server, resource["resourceType"], str(resource["id"]))
+            self.resources.put_over(resource, held.get(key), server=server, conn=conn)
 
     def _referral(self, conn: Connection, server: str, sr: dict[str, Any],
                   included: dict[str, dict[str, Any]], source: str, message: str) -> str:

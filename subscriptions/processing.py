@@ -35,6 +35,7 @@ log = logging.getLogger("refloop.subscriptions.processing")
 ClientFor = Callable[[str], FhirClient]
 #: (server base URL, ServiceRequest id)
 ReadKey = tuple[str, str]
+Opened = tuple[Hook, Notification]
 
 
 def to_consumer_payload(inbox_id: int, hook: Hook, note: Notification) -> dict[str, Any]:
@@ -76,16 +77,21 @@ class NotificationHandler:
         serves only the items of this batch, once each (a retry reads again); the intake's
         version check still refuses an older read applied after a newer one.
         """
-        self._batch.items, self._batch.reads = set(), {}
-        wanted: dict[int, list[ReadKey]] = {}
+        self._batch.items, self._batch.reads, self._batch.opened = set(), {}, {}
+        opened: dict[int, Opened] = {}
         for item in items:
-            keys = self._read_keys(item)
-            if keys:
-                wanted[item.id] = keys
-        unique = list(dict.fromkeys(k for keys in wanted.values() for k in keys))
+            try:
+                found = self._open(item)
+            except (InboundError, KeyError, ValueError):
+                continue  # its handler says what is wrong
+            if found is not None:
+                opened[item.id] = found
+        unique = list(dict.fromkeys(key for hook, note in opened.values()
+                                    for key in _read_keys(hook, note)))
         pool = self._executor()
         self._batch.reads = {key: pool.submit(self._read, key) for key in unique}
-        self._batch.items = set(wanted)
+        self._batch.opened = opened
+        self._batch.items = set(opened)
 
     def __call__(self, item: WorkItem) -> None:
         try:
@@ -115,24 +121,17 @@ class NotificationHandler:
         server, rid = key
         return read_service_request(self.client_for(server), rid)
 
-    def _read_keys(self, item: WorkItem) -> list[ReadKey]:
-        """The reads one notification item will need; [] when it needs none or is bad (its
-        handler will say so)."""
-        try:
-            message = self.inbox.get(int(item.payload["inbox_id"]))
-            if message.status != "received":
-                return []
-            hook = self.registry.try_get_hook(str(item.payload["hook_id"]))
-            if hook is None or hook.deliver_kind != REFERRAL_KIND:
-                return []
-            body = json.loads(message.body) if message.body.strip() else None
-            note = parse_notification(str(item.payload["method"]),
-                                      str(item.payload["subpath"]), body)
-        except (InboundError, KeyError, ValueError):
-            return []
-        focuses = dict.fromkeys(e.focus for e in note.events if e.focus)
-        return [(hook.server, focus.partition("/")[2]) for focus in focuses
-                if focus.startswith("ServiceRequest/")]
+    def _open(self, item: WorkItem) -> Opened | None:
+        """The item's hook and parsed notification; None when it was processed already."""
+        message = self.inbox.get(int(item.payload["inbox_id"]))
+        if message.status not in ("received",):
+            return None  # done before a crash, or quarantined
+        hook = self.registry.try_get_hook(str(item.payload["hook_id"]))
+        if hook is None:
+            raise InboundError("the hook of this notification no longer exists")
+        body = json.loads(message.body) if message.body.strip() else None
+        return hook, parse_notification(str(item.payload["method"]),
+                                        str(item.payload["subpath"]), body)
 
     def _fetch(self, item_id: int, server: str, rid: str) -> Fetched:
         """The batch's read of this ServiceRequest, or a fresh one."""
@@ -150,15 +149,11 @@ class NotificationHandler:
 
     def _handle(self, item: WorkItem) -> None:
         inbox_id = int(item.payload["inbox_id"])
-        message = self.inbox.get(inbox_id)
-        if message.status not in ("received",):
-            return  # done before a crash, or quarantined
-        hook = self.registry.try_get_hook(str(item.payload["hook_id"]))
-        if hook is None:
-            raise InboundError("the hook of this notification no longer exists")
-        body = json.loads(message.body) if message.body.strip() else None
-        note = parse_notification(str(item.payload["method"]), str(item.payload["subpath"]),
-                                  body)
+        prepared: dict[int, Opened] = getattr(self._batch, "opened", {})
+        opened = prepared.pop(item.id, None) or self._open(item)
+        if opened is None:
+            return
+        hook, note = opened
         if hook.deliver_kind != REFERRAL_KIND:
             self._forward(inbox_id, hook, note)
             return
@@ -168,12 +163,13 @@ class NotificationHandler:
         # inbox status; the hook's row is updated last, so concurrent workers hold it briefly
         with self.inbox.db.write() as conn:
             outcomes: list[str] = []
+            row = self.registry.get(hook.id, conn=conn)
             if failure is None:
-                criteria = self.registry.get(hook.id, conn=conn).criteria
+                criteria = row.criteria
                 outcomes = [self._event(hook, focus, reads.get(focus or ""), inbox_id,
                                         criteria, conn)
                             for focus in sorted(focuses, key=lambda f: f or "")]  # lock order
-            self._track_events(hook, note, conn)
+            self._track_events(hook, note, row.last_event_number or "", conn)
             if failure is None:
                 self.inbox.mark(inbox_id, "processed",
                                 "; ".join(o for o in outcomes if o)[:4000], conn=conn)
@@ -215,11 +211,11 @@ class NotificationHandler:
                                     source_message=f"inbox:{inbox_id}", conn=conn)
         return f"{focus}: {outcome}"
 
-    def _track_events(self, hook: Hook, note: Notification, conn: Connection) -> None:
-        """Health, and catch-up on gaps, counter restarts, and error/off status."""
+    def _track_events(self, hook: Hook, note: Notification, last: str,
+                      conn: Connection) -> None:
+        """Health, and catch-up on gaps, counter restarts, and error/off status; `last` is the
+        highest event number seen before."""
         numbers = [int(e.event_number) for e in note.events if e.event_number]
-        row = self.registry.get(hook.id, conn=conn)
-        last = row.last_event_number or ""
         high = int(last) if last.isdigit() else None
         newest = max(numbers) if numbers else None
         advance = newest is not None and (high is None or newest > high or newest <= 1)
@@ -235,6 +231,15 @@ class NotificationHandler:
                                delay=self.gap_grace_seconds, conn=conn)
         elif newest <= 1 < high:
             schedule_reconcile(self.work, hook.server, "event counter restarted", conn=conn)
+
+
+def _read_keys(hook: Hook, note: Notification) -> list[ReadKey]:
+    """The EHR reads a notification of a referral hook needs."""
+    if hook.deliver_kind != REFERRAL_KIND:
+        return []
+    focuses = dict.fromkeys(e.focus for e in note.events if e.focus)
+    return [(hook.server, focus.partition("/")[2]) for focus in focuses
+            if focus.startswith("ServiceRequest/")]
 
 
 def _params(criteria: str) -> list[tuple[str, str]]:
