@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Connection
 
-from referrals.errors import ConflictError
+from referrals.errors import ConflictError, IllegalTransition
 from referrals.lifecycle import Transition, start, transition
 from referrals.model import Command, Referral
 from referrals.store.database import Database
@@ -32,21 +32,26 @@ class ReferralService:
 
     def open(self, draft: Referral, command: Command, conn: Connection | None = None
              ) -> tuple[Referral, bool]:
-        """Create the referral for `draft.source_key` unless it exists; (referral, created)."""
-        existing = self.store.try_get_by_source(draft.source_key, conn)
-        if existing is not None:
-            return existing, False
-        change = start(draft, command)
+        """Create the referral for `draft.source_key` unless it exists; (referral, created).
+
+        One conditional INSERT decides (ON CONFLICT DO NOTHING, which waits for a concurrent
+        insert of the same key); the existing referral is read only when it was not ours.
+        """
         try:
-            with self.db.using(conn) as c:
-                self.store.save(change, c)
-                self._notify(c, change)
-        except ConflictError:
-            found = self.store.try_get_by_source(draft.source_key, conn)
-            if found is None:
+            change = start(draft, command)
+        except IllegalTransition:
+            existing = self.store.try_get_by_source(draft.source_key, conn)
+            if existing is None:
                 raise
-            return found, False
-        return change.referral, True
+            return existing, False
+        with self.db.using(conn) as c:
+            if self.store.try_insert(change, c):
+                self._notify(c, change)
+                return change.referral, True
+            found = self.store.try_get_by_source(draft.source_key, c)
+        if found is None:
+            raise ConflictError(f"referral {draft.source_key}", 0, 1)
+        return found, False
 
     def act(self, referral_id: str, command: Command, *, expected_version: int | None = None,
             conn: Connection | None = None) -> Referral:

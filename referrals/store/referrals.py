@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from referrals.codec import referral_from_dict, referral_to_dict
@@ -17,8 +18,25 @@ from referrals.store.database import Database
 from referrals.store.schema import referral_events, referrals
 from referrals.task import bser_code, task_status, to_provenance, to_task
 
+# Statements are built once with bound parameters: SQLAlchemy then compiles each once and caches
+# it (building `.values(**row)` or a fresh `where()` each time costs more than the write).
 _UPDATE = referrals.update().where(referrals.c.id == sa.bindparam("match_id"),
                                    referrals.c.version == sa.bindparam("match_version"))
+_INSERT = referrals.insert()
+_INSERT_EVENT = referral_events.insert()
+#: A new referral, or nothing when its id or source_key exists (RETURNING tells which; the
+#: rowcount of an INSERT is not reliable across drivers).
+_INSERT_NEW = {
+    "postgresql": postgresql.insert(referrals).on_conflict_do_nothing()
+    .returning(referrals.c.version),
+    "sqlite": sqlite.insert(referrals).on_conflict_do_nothing().returning(referrals.c.version),
+}
+_STATE_BY_ID = sa.select(referrals.c.state).where(referrals.c.id == sa.bindparam("key"))
+_STATE_BY_ID_LOCKED = _STATE_BY_ID.with_for_update()
+_STATE_BY_SOURCE = sa.select(referrals.c.state).where(
+    referrals.c.source_key == sa.bindparam("key"))
+_STATE_BY_SERVICE_REQUEST = sa.select(referrals.c.state).where(
+    referrals.c.service_request == sa.bindparam("key"))
 
 
 class ReferralStore:
@@ -30,12 +48,10 @@ class ReferralStore:
         referral = change.referral
         row = _row(referral)
         with self.db.using(conn) as c:
-            # Parameters are passed apart from the statements, which SQLAlchemy then compiles
-            # once and caches (building `.values(**row)` each time costs more than the write).
             if referral.version == 1:
                 try:
                     with c.begin_nested():
-                        c.execute(referrals.insert(), row)
+                        c.execute(_INSERT, row)
                 except sa.exc.IntegrityError as exc:
                     raise ConflictError(f"referral {referral.source_key}", 0, 1) from exc
             else:
@@ -46,27 +62,41 @@ class ReferralStore:
                     found = c.execute(sa.select(referrals.c.version)
                                       .where(referrals.c.id == referral.id)).scalar()
                     raise ConflictError(f"referral {referral.id}", referral.version - 1, found)
-            c.execute(referral_events.insert(), _event_row(referral, change.event))
+            c.execute(_INSERT_EVENT, _event_row(referral, change.event))
         return referral
+
+    def try_insert(self, change: Transition, conn: Connection) -> bool:
+        """Insert a new referral (version 1) and its first event, in `conn`'s transaction.
+
+        False, with nothing written, when a referral with its id or source_key exists (a
+        concurrent insert of the same key is waited for). No savepoint and no prior read: one
+        statement decides.
+        """
+        referral = change.referral
+        inserted = conn.execute(_INSERT_NEW[self.db.dialect], _row(referral)).first() is not None
+        if inserted:
+            conn.execute(_INSERT_EVENT, _event_row(referral, change.event))
+        return inserted
 
     def get(self, referral_id: str, conn: Connection | None = None, *,
             lock: bool = False) -> Referral:
         """The referral; with `lock` (inside `conn`'s transaction) other writers wait for us."""
-        found = self._one(referrals.c.id == referral_id, conn, lock=lock)
+        found = self._one(_STATE_BY_ID_LOCKED if lock and conn is not None else _STATE_BY_ID,
+                          referral_id, conn)
         if found is None:
             raise NotFound(f"no referral {referral_id}")
         return found
 
     def try_get(self, referral_id: str, conn: Connection | None = None) -> Referral | None:
-        return self._one(referrals.c.id == referral_id, conn)
+        return self._one(_STATE_BY_ID, referral_id, conn)
 
     def try_get_by_source(self, source_key: str, conn: Connection | None = None
                           ) -> Referral | None:
-        return self._one(referrals.c.source_key == source_key, conn)
+        return self._one(_STATE_BY_SOURCE, source_key, conn)
 
     def try_get_by_service_request(self, reference: str, conn: Connection | None = None
                                    ) -> Referral | None:
-        return self._one(referrals.c.service_request == reference, conn)
+        return self._one(_STATE_BY_SERVICE_REQUEST, reference, conn)
 
     def task(self, referral_id: str) -> dict[str, Any] | None:
         with self.db.read() as c:
@@ -116,16 +146,13 @@ class ReferralStore:
                              .group_by(referral_events.c.action)).all()
         return {action: count for action, count in rows}
 
-    def _one(self, clause: sa.ColumnElement[bool], conn: Connection | None, *,
-             lock: bool = False) -> Referral | None:
-        query = sa.select(referrals.c.state).where(clause)
-        if lock and conn is not None:
-            query = query.with_for_update()
+    def _one(self, query: sa.Select[Any], key: str, conn: Connection | None
+             ) -> Referral | None:
         if conn is not None:
-            state = conn.execute(query).scalar()
+            state = conn.execute(query, {"key": key}).scalar()
         else:
             with self.db.read() as c:
-                state = c.execute(query).scalar()
+                state = c.execute(query, {"key": key}).scalar()
         return referral_from_dict(state) if state else None
 
 
