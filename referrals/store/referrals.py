@@ -31,6 +31,31 @@ _INSERT_NEW = {
     .returning(referrals.c.version),
     "sqlite": sqlite.insert(referrals).on_conflict_do_nothing().returning(referrals.c.version),
 }
+_ROW_PARAMS = {c.name: sa.bindparam(f"r_{c.name}", type_=c.type) for c in referrals.c}
+_EVENT_COLUMNS = [c for c in referral_events.c if c.name not in ("id", "referral_id")]
+
+
+def _then_event(write: Any) -> sa.Insert:
+    """PostgreSQL: `write` (returning the referral id) and its event row in one statement.
+
+    A data-modifying CTE feeds the event INSERT, so the event is written exactly when the
+    referral row was: the statement returns a row then, and none on conflict.
+    """
+    written = write.cte("written")
+    rows = sa.select(written.c.id, *[sa.bindparam(f"e_{c.name}", type_=c.type)
+                                     for c in _EVENT_COLUMNS])
+    return (referral_events.insert()
+            .from_select(["referral_id", *[c.name for c in _EVENT_COLUMNS]], rows)
+            .returning(referral_events.c.seq))
+
+
+_PG_INSERT_NEW_WITH_EVENT = _then_event(
+    postgresql.insert(referrals).values(_ROW_PARAMS).on_conflict_do_nothing()
+    .returning(referrals.c.id))
+_PG_UPDATE_WITH_EVENT = _then_event(
+    referrals.update().where(referrals.c.id == sa.bindparam("match_id"),
+                             referrals.c.version == sa.bindparam("match_version"))
+    .values({k: v for k, v in _ROW_PARAMS.items() if k != "id"}).returning(referrals.c.id))
 _STATE_BY_ID = sa.select(referrals.c.state).where(referrals.c.id == sa.bindparam("key"))
 _STATE_BY_ID_LOCKED = _STATE_BY_ID.with_for_update()
 _STATE_BY_SOURCE = sa.select(referrals.c.state).where(
@@ -54,16 +79,25 @@ class ReferralStore:
                         c.execute(_INSERT, row)
                 except sa.exc.IntegrityError as exc:
                     raise ConflictError(f"referral {referral.source_key}", 0, 1) from exc
+            elif self.db.dialect == "postgresql":
+                params = _params(row, change.event, referral)
+                params.update(match_id=referral.id, match_version=referral.version - 1)
+                if c.execute(_PG_UPDATE_WITH_EVENT, params).first() is None:
+                    self._conflict(referral, c)
+                return referral
             else:
                 del row["id"]
                 result = c.execute(_UPDATE, {**row, "match_id": referral.id,
                                              "match_version": referral.version - 1})
                 if result.rowcount != 1:
-                    found = c.execute(sa.select(referrals.c.version)
-                                      .where(referrals.c.id == referral.id)).scalar()
-                    raise ConflictError(f"referral {referral.id}", referral.version - 1, found)
+                    self._conflict(referral, c)
             c.execute(_INSERT_EVENT, _event_row(referral, change.event))
         return referral
+
+    def _conflict(self, referral: Referral, conn: Connection) -> None:
+        found = conn.execute(sa.select(referrals.c.version)
+                             .where(referrals.c.id == referral.id)).scalar()
+        raise ConflictError(f"referral {referral.id}", referral.version - 1, found)
 
     def try_insert(self, change: Transition, conn: Connection) -> bool:
         """Insert a new referral (version 1) and its first event, in `conn`'s transaction.
@@ -73,6 +107,9 @@ class ReferralStore:
         statement decides.
         """
         referral = change.referral
+        if self.db.dialect == "postgresql":
+            params = _params(_row(referral), change.event, referral)
+            return conn.execute(_PG_INSERT_NEW_WITH_EVENT, params).first() is not None
         inserted = conn.execute(_INSERT_NEW[self.db.dialect], _row(referral)).first() is not None
         if inserted:
             conn.execute(_INSERT_EVENT, _event_row(referral, change.event))
@@ -167,6 +204,14 @@ def _row(referral: Referral) -> dict[str, Any]:
         "updated_at": referral.updated_at, "version": referral.version,
         "state": referral_to_dict(referral), "task": to_task(referral),
     }
+
+
+def _params(row: dict[str, Any], event: Event, referral: Referral) -> dict[str, Any]:
+    """Parameters of the one-statement PostgreSQL writes (`r_` row, `e_` event)."""
+    params = {f"r_{k}": v for k, v in row.items()}
+    params.update((f"e_{k}", v) for k, v in _event_row(referral, event).items()
+                  if k != "referral_id")
+    return params
 
 
 def _event_row(referral: Referral, event: Event) -> dict[str, Any]:
