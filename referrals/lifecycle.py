@@ -183,7 +183,7 @@ def _apply_changes(referral: Referral, changes: dict[str, Any], action: str) -> 
         plain["identifiers"] = tuple(tuple(i) for i in plain["identifiers"])
     if isinstance(plain.get("deadline"), datetime):
         plain["deadline"] = moment(plain["deadline"])
-    new = referral.evolve(**plain)
+    new = referral.evolve(**plain) if plain else referral
     if new.priority not in PRIORITIES:
         raise IllegalTransition(action, referral.stage,
                                 f"priority {new.priority!r} is not one of {', '.join(PRIORITIES)}")
