@@ -1,8 +1,9 @@
-"""Store benchmark: lifecycle transitions committed per second, and work items claimed and
-completed per second by 4 concurrent worker processes, on SQLite and on PostgreSQL.
+"""Store benchmark: referrals opened and lifecycle transitions committed per second, and work
+items claimed and completed per second by 4 concurrent worker processes, on SQLite and on
+PostgreSQL.
 
 Each figure is set against a baseline measured in the same run on the same database: bare
-single-row INSERT transactions (from one process for the transitions, from the same number of
+single-row INSERT transactions (from one process for opens and transitions, from the same number of
 processes for the work queue). Prints `metric: value unit` lines and the ratios.
 
     python bench/store.py [--referrals 200] [--items 1200] [--workers 4]
@@ -97,21 +98,28 @@ def timed(action: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
-def bench_transitions(db: Database, referrals: int) -> float:
-    """Transitions per second through ReferralService.act (load, transition, save, event)."""
+def bench_transitions(db: Database, referrals: int) -> tuple[float, float]:
+    """(referrals opened per second, transitions per second) through ReferralService.open
+    (one conditional insert and its first event) and .act (load, transition, save, event)."""
     service = ReferralService(db, ReferralStore(db))
-    ids = []
-    for n in range(referrals):
-        draft = Referral(id=new_referral_id(), source_key=f"bench|{n}",
-                         service_request=f"ServiceRequest/{n}", patient=f"Patient/{n}")
-        ids.append(service.open(draft, Command("detect"))[0].id)
+    ids: list[str] = []
+
+    def open_all() -> None:
+        for n in range(referrals):
+            draft = Referral(id=new_referral_id(), source_key=f"bench|{n}",
+                             service_request=f"ServiceRequest/{n}", patient=f"Patient/{n}")
+            referral, created = service.open(draft, Command("detect"))
+            if not created:
+                raise SystemExit(f"bench|{n} was not created")
+            ids.append(referral.id)
 
     def run() -> None:
         for action in PATH:
             for referral_id in ids:
                 service.act(referral_id, Command(action))
 
-    return referrals * len(PATH) / timed(run)
+    opens = referrals / timed(open_all)
+    return opens, referrals * len(PATH) / timed(run)
 
 
 def _process(url: str, mode: str, count: int, worker: int, ready: Any, go: Any,
@@ -161,8 +169,10 @@ def bench_database(name: str, url: str, args: argparse.Namespace) -> None:
     note(f"[{name}] bare inserts, then {args.referrals * len(PATH)} lifecycle transitions ...")
     inserts = args.referrals * len(PATH)
     baseline = inserts / timed(lambda: bare_inserts(db, inserts))
-    transitions = bench_transitions(db, args.referrals)
+    opens, transitions = bench_transitions(db, args.referrals)
     report(f"{name}.bare_insert_commits", baseline, "rows/s")
+    report(f"{name}.referrals_opened", opens, "referrals/s")
+    report(f"{name}.opens_vs_bare_insert", opens / baseline, "ratio")
     report(f"{name}.lifecycle_transitions", transitions, "transitions/s")
     report(f"{name}.transitions_vs_bare_insert", transitions / baseline, "ratio")
 
