@@ -56,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
+from scratch import scratch_postgres  # noqa: E402
 
 from referrals.store import connect  # noqa: E402
 from referrals.store.migrate import upgrade  # noqa: E402
@@ -113,17 +114,8 @@ def scratch_database(postgres_url: str) -> Iterator[str]:
         with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
             yield f"sqlite:///{tmp}/refloop.db"
         return
-    admin_url = postgres_url.replace("postgresql://", "postgresql+psycopg://", 1)
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"bench_e2e_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    try:
-        yield postgres_url.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
+    with scratch_postgres(postgres_url, "bench_e2e") as url:
+        yield url
 
 
 class Refloop:

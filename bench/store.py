@@ -20,15 +20,14 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import sqlalchemy as sa
+from scratch import scratch_postgres
 
 from referrals.model import Command, Referral, new_referral_id
 from referrals.service import ReferralService
@@ -59,31 +58,20 @@ def note(text: str) -> None:
 @contextmanager
 def scratch_databases(pg_url: str | None) -> Iterator[list[tuple[str, str]]]:
     """(name, url) of a fresh, migrated SQLite file and, when configured, PostgreSQL database."""
-    made: list[tuple[str, str]] = []
-    admin = None
-    pg_name = f"refloop_bench_{uuid.uuid4().hex[:10]}"
-    with tempfile.TemporaryDirectory(prefix="refloop-bench-") as tmp:
-        made.append(("sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}"))
+    with ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="refloop-bench-"))
+        made = [("sqlite", f"sqlite:///{Path(tmp) / 'bench.db'}")]
         if pg_url:
-            admin = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://", 1),
-                                     isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(sa.text(f"CREATE DATABASE {pg_name}"))
-            made.append(("postgresql", pg_url.rsplit("/", 1)[0] + "/" + pg_name))
-        try:
-            for _name, url in made:
-                db = connect(url, sqlite_synchronous=SYNCHRONOUS)
-                upgrade(db)
-                with db.write() as conn:
-                    conn.execute(sa.text("CREATE TABLE bench_baseline (worker INTEGER NOT NULL, "
-                                         "payload TEXT NOT NULL)"))
-                db.dispose()
-            yield made
-        finally:
-            if admin is not None:
-                with admin.connect() as conn:
-                    conn.execute(sa.text(f"DROP DATABASE IF EXISTS {pg_name} WITH (FORCE)"))
-                admin.dispose()
+            made.append(("postgresql",
+                         stack.enter_context(scratch_postgres(pg_url, "refloop_bench"))))
+        for _name, url in made:
+            db = connect(url, sqlite_synchronous=SYNCHRONOUS)
+            upgrade(db)
+            with db.write() as conn:
+                conn.execute(sa.text("CREATE TABLE bench_baseline (worker INTEGER NOT NULL, "
+                                     "payload TEXT NOT NULL)"))
+            db.dispose()
+        yield made
 
 
 def bare_inserts(db: Database, count: int, worker: int = 0) -> None:

@@ -32,6 +32,7 @@ import click
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from scratch import scratch_postgres
 
 from referrals.model import Stage
 from referrals.store import connect
@@ -132,17 +133,8 @@ def scratch_database(kind: str, workdir: Path, size: int) -> Iterator[str]:
     base = os.environ.get("REFLOOP_TEST_POSTGRES_URL", "")
     if not base:
         raise SystemExit("postgresql: set REFLOOP_TEST_POSTGRES_URL (or use --databases sqlite)")
-    admin = sa.create_engine(base.replace("postgresql://", "postgresql+psycopg://", 1),
-                             isolation_level="AUTOCOMMIT")
-    name = f"bench_worklist_{size}_{uuid.uuid4().hex[:6]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    try:
-        yield base.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
+    with scratch_postgres(base, f"bench_worklist_{size}") as url:
+        yield url
 
 
 def load(url: str, size: int) -> float:
