@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import builtins
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -171,7 +172,7 @@ class ReferralStore:
                     c.execute(query.limit(limit).offset(offset)).scalars()]
 
     def page(self, *, stage: str | None = None, limit: int = 50, after: str | None = None
-             ) -> tuple[list[Referral], str | None]:
+             ) -> tuple[builtins.list[Referral], str | None]:
         """One page, newest change first, and the cursor of the next page (None: this was the
         last). `after` is a previous page's cursor; pages never skip or repeat a referral that
         does not change in between (keyset on updated_at, id)."""
