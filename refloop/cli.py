@@ -164,8 +164,14 @@ def referrals_show(obj: Context, referral_id: str, as_json: bool) -> None:
         raise click.ClickException(f"no referral {referral_id}; 'refloop referrals list' "
                                    "shows their ids")
     events = store.events(referral_id)
+    from referrals.coordinator import to_fhir
+
+    tasks = obj.services.tasks.for_referral(referral_id)
+    sections = _detail_sections(obj.services, referral_id)
     if as_json:
-        print_json({"task": task, "events": [e.__dict__ for e in events]})
+        print_json({"task": task, "events": [e.__dict__ for e in events],
+                    "coordinator_tasks": [to_fhir(t) for t in tasks],
+                    **{name: data for name, (data, _rows) in sections.items()}})
         return
     click.echo(f"Task/{referral_id}  status={task['status']}  stage="
                f"{task['businessStatus']['text']}")
@@ -174,6 +180,23 @@ def referrals_show(obj: Context, referral_id: str, as_json: bool) -> None:
                   e.from_stage.value if e.from_stage else "", e.to_stage.value,
                   e.actor.display or e.actor.reference, e.reason.code if e.reason else "",
                   e.source] for e in events])
+    if tasks:
+        click.echo("\nCoordinator tasks")
+        print_table(["task", "kind", "status", "due", "outcome", "reason"],
+                    [[t.id[:8], t.kind, t.status,
+                      t.due_at.strftime("%Y-%m-%d %H:%M") if t.due_at else "",
+                      t.outcome or "", t.reason[:60]] for t in tasks])
+    for name, (_data, (headers, rows)) in sections.items():
+        click.echo(f"\n{name.replace('_', ' ').capitalize()}")
+        print_table(headers, rows)
+
+
+def _detail_sections(services: Any, referral_id: str) -> dict[str, Any]:
+    """Extra sections adapters add to `referrals show` (wiring `referral_details`): name ->
+    (JSON data, (table headers, table rows))."""
+    from refloop.wiring import all_referral_details
+
+    return all_referral_details(services, referral_id)
 
 
 @main.group()

@@ -9,6 +9,8 @@ A wiring module may define any of:
     timers(services) -> list[Timer]              periodic work, enqueued by the scheduler
     commands() -> list[click.Command]            `refloop ...` sub-commands
     roles(services) -> dict[str, Role]           long-running roles (`--role mllp`)
+    referral_details(services, referral_id) -> dict[str, (json, (headers, rows))]
+                                                 sections of `refloop referrals show`
 """
 
 from __future__ import annotations
@@ -93,3 +95,11 @@ def all_roles(services: Services) -> dict[str, Role]:
         if hasattr(module, "roles"):
             roles.update(module.roles(services))
     return roles
+
+
+def all_referral_details(services: Services, referral_id: str) -> dict[str, Any]:
+    details: dict[str, Any] = {}
+    for module in modules():
+        if hasattr(module, "referral_details"):
+            details.update(module.referral_details(services, referral_id))
+    return details
