@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from hl7_bridge.config import Hl7Config, load_config
 from hl7_bridge.framing import FrameDecoder, build_frame
-from referrals.store.schema import inbox, quarantine
+from referrals.store.schema import inbox
 from refloop.services import Services
 
 from .conftest import listening
@@ -156,7 +156,7 @@ def strict(services: Services) -> Iterator[tuple[int, Hl7Config]]:
 def test_a_frame_trickled_byte_by_byte_is_cut_off(services: Services,
                                                   strict: tuple[int, Hl7Config]) -> None:
     """The frame deadline counts from the frame's first byte, not from the last read."""
-    port, config = strict
+    port, _ = strict
     frame = build_frame(message("SLOW0001"))
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         closed = False
