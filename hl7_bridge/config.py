@@ -69,6 +69,8 @@ class Hl7Config:
     group_commit_max: int = 64
     #: listener processes sharing the port; 0 = one per CPU core
     processes: int = 0
+    #: connections a listener process takes before the next one gets any (then: fewest first)
+    connections_per_process: int = 4
     #: open connections, in total and per source address (0 = no cap)
     max_connections: int = 1000
     max_connections_per_source: int = 100
@@ -155,6 +157,8 @@ def load_config(section: dict[str, Any]) -> Hl7Config:
             facility=str(section.get("facility", base.facility)),
             group_commit_max=int(section.get("group_commit_max", base.group_commit_max)),
             processes=int(section.get("processes", base.processes)),
+            connections_per_process=int(section.get("connections_per_process",
+                                                    base.connections_per_process)),
             max_connections=int(section.get("max_connections", base.max_connections)),
             max_connections_per_source=int(section.get("max_connections_per_source",
                                                        base.max_connections_per_source)),
