@@ -66,6 +66,8 @@ class Hl7Config:
     application: str = "REFLOOP"
     facility: str = "REFLOOP"
     group_commit_max: int = 64
+    #: a parked message whose referral has not arrived after this long goes to quarantine
+    parked_expiry_hours: float = 72.0
     senders: dict[str, SenderConfig] = field(default_factory=dict)
     default_sender: SenderConfig = field(default_factory=SenderConfig)
 
@@ -88,6 +90,13 @@ def _tuple(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(v.strip() for v in value.split(",") if v.strip())
     return tuple(str(v) for v in value)
+
+
+def _positive(value: Any, key: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise Hl7ConfigError(f"[hl7] {key} must be more than 0, not {value!r}")
+    return number
 
 
 def _outbound(raw: dict[str, Any]) -> Outbound:
@@ -142,6 +151,9 @@ def load_config(section: dict[str, Any]) -> Hl7Config:
             application=str(section.get("application", base.application)),
             facility=str(section.get("facility", base.facility)),
             group_commit_max=int(section.get("group_commit_max", base.group_commit_max)),
+            parked_expiry_hours=_positive(section.get("parked_expiry_hours",
+                                                      base.parked_expiry_hours),
+                                          "parked_expiry_hours"),
             senders={str(k): _sender(v, default_sender)
                      for k, v in (section.get("senders") or {}).items()},
             default_sender=default_sender,
