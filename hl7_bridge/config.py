@@ -134,7 +134,8 @@ def load_config(section: dict[str, Any]) -> Hl7Config:
     default_sender = _sender(section.get("defaults") or {}, SenderConfig())
     try:
         return Hl7Config(
-            enabled=_bool(section.get("enabled", base.enabled)),
+            # the listener runs only when configured: an [hl7] table (or REFLOOP_HL7__*)
+            enabled=_bool(section.get("enabled", bool(section))),
             host=str(section.get("host", base.host)),
             port=int(section.get("port", base.port)),
             max_message_bytes=int(section.get("max_message_bytes", base.max_message_bytes)),
