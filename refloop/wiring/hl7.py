@@ -5,9 +5,11 @@ See refloop/wiring/__init__.py and docs/hl7v2.md."""
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import threading
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +21,7 @@ from refloop.output import print_table
 if TYPE_CHECKING:
     from referrals.worker import Handler
     from refloop.services import Services
+    from refloop.settings import Settings
     from refloop.wiring import Role, Timer
 
 
@@ -74,10 +77,41 @@ def roles(services: Services) -> dict[str, Role]:
 
     def mllp(stop: threading.Event) -> None:
         from hl7_bridge.listener import run_listener
+        from hl7_bridge.processes import run_listener_processes
 
-        run_listener(adapter.config, adapter.intake, stop)
+        if adapter.config.process_count <= 1:
+            run_listener(adapter.config, adapter.intake, stop)
+            return
+        adapter.intake.close()
+        run_listener_processes(adapter.config, partial(spawn_listener, services.settings), stop)
 
     return {"mllp": mllp}
+
+
+def spawn_listener(settings: Settings, channel: socket.socket, index: int) -> Any:
+    """Start MLLP listener process `index` (a fresh interpreter: no state shared by fork)."""
+    import multiprocessing
+
+    process = multiprocessing.get_context("spawn").Process(
+        target=_listener_process, args=(settings, channel), name=f"refloop-mllp-{index}",
+        daemon=True)
+    process.start()
+    return process
+
+
+def _listener_process(settings: Settings, channel: socket.socket) -> None:
+    from hl7_bridge.processes import die_with_parent, serve_handed
+    from refloop.logs import configure_logging
+    from refloop.services import build_services
+
+    die_with_parent()
+    configure_logging(settings.log_level, settings.log_format)
+    services = build_services(settings)
+    try:
+        adapter: Hl7Adapter = services.adapters["hl7"]
+        serve_handed(adapter.config, adapter.intake, channel)
+    finally:
+        services.close()
 
 
 @click.group("hl7")
