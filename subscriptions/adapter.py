@@ -141,12 +141,14 @@ class SubscriptionsAdapter:
                     self.registry.record_error(row.hook_id, str(exc))
         return result
 
-    def reconcile_due(self) -> int:
-        """Every server whose poll interval has passed (the periodic timer)."""
+    def reconcile_due(self, *, every: bool = False) -> int:
+        """Every server whose poll interval has passed (the periodic timer), or every server
+        (`every`: the start-up catch-up)."""
         done = 0
         for server in self.known_servers():
             last = self._last_poll.get(server.base)
-            if last is not None and time.monotonic() - last < server.poll_interval:
+            if not every and last is not None and \
+                    time.monotonic() - last < server.poll_interval:
                 continue
             try:
                 self.reconcile(server.base)
@@ -169,5 +171,5 @@ class SubscriptionsAdapter:
     def handle_reconcile(self, item: WorkItem) -> None:
         self.reconcile(str(item.payload["server"]))
 
-    def handle_reconcile_due(self, _item: WorkItem) -> None:
-        self.reconcile_due()
+    def handle_reconcile_due(self, item: WorkItem) -> None:
+        self.reconcile_due(every=bool(item.payload.get("start")))

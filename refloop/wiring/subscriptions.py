@@ -72,11 +72,13 @@ def work_handlers(services: Services) -> dict[str, Handler]:
 
 
 def timers(services: Services) -> list[Timer]:
-    """One tick for all servers (each is polled when its poll_interval has passed); it also
-    fires when the worker starts, which is the start-up catch-up."""
+    """One tick for all servers (each is polled when its poll_interval has passed), and the
+    start-up catch-up: an item of its own each time a worker starts, which polls every server
+    whatever the tick did before the restart."""
     servers = adapter(services).servers
     every = max(15.0, min((s.poll_interval for s in servers), default=300.0))
-    return [Timer("subscriptions-reconcile", every, "subscriptions.reconcile-due")]
+    return [Timer("subscriptions-reconcile", every, "subscriptions.reconcile-due",
+                  at_start=True)]
 
 
 @click.command("register")
