@@ -40,7 +40,7 @@ def message_around(inner: dict[str, Any]) -> dict[str, Any]:
 
 
 PARAMS = ["entry", 0, "resource", "parameter"]
-EVENT = PARAMS + [5]  # the notification-event parameter of the R4 example
+EVENT = [*PARAMS, 5]  # the notification-event parameter of the R4 example
 STATUS = ["entry", 0, "resource"]
 
 ARRAY = [5, "text", True, 1.5, {"a": 1}]
