@@ -66,10 +66,10 @@ class EdgeConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("", 0)
         self.peer = (str(peer[0]), int(peer[1]))
         refusal = self.server.admit(self)
-        if refusal is not None:
+        if refusal is not None:  # answered, then drained briefly (see _close), uncounted
             transport.write(self._encode(refusal, keep_alive=False, head=None))
-            transport.close()
-            self.transport = None
+            self.closing = self.linger = True
+            self._close()
             return
         self._idle()
 
