@@ -67,6 +67,8 @@ class Hl7Config:
     application: str = "REFLOOP"
     facility: str = "REFLOOP"
     group_commit_max: int = 64
+    #: a parked message whose referral has not arrived after this long goes to quarantine
+    parked_expiry_hours: float = 72.0
     #: listener processes sharing the port; 0 = one per CPU core
     processes: int = 0
     #: connections a listener process takes before the next one gets any (then: fewest first)
@@ -101,6 +103,13 @@ def _tuple(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(v.strip() for v in value.split(",") if v.strip())
     return tuple(str(v) for v in value)
+
+
+def _positive(value: Any, key: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise Hl7ConfigError(f"[hl7] {key} must be more than 0, not {value!r}")
+    return number
 
 
 def _outbound(raw: dict[str, Any]) -> Outbound:
@@ -156,6 +165,9 @@ def load_config(section: dict[str, Any]) -> Hl7Config:
             application=str(section.get("application", base.application)),
             facility=str(section.get("facility", base.facility)),
             group_commit_max=int(section.get("group_commit_max", base.group_commit_max)),
+            parked_expiry_hours=_positive(section.get("parked_expiry_hours",
+                                                      base.parked_expiry_hours),
+                                          "parked_expiry_hours"),
             processes=int(section.get("processes", base.processes)),
             connections_per_process=int(section.get("connections_per_process",
                                                     base.connections_per_process)),

@@ -8,6 +8,7 @@ import json
 import socket
 import sys
 import threading
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from refloop.context import Context, pass_context
+from refloop.output import print_table
 
 if TYPE_CHECKING:
     from referrals.worker import Handler
     from refloop.services import Services
     from refloop.settings import Settings
-    from refloop.wiring import Role
+    from refloop.wiring import Role, Timer
 
 
 class Hl7Adapter:
@@ -31,11 +33,14 @@ class Hl7Adapter:
         from hl7_bridge.config import load_config
         from hl7_bridge.intake import Intake
         from hl7_bridge.outbound import Outbound
+        from hl7_bridge.parking import Parking
 
         self.config = load_config(services.settings.section("hl7"))
         self.intake = Intake(self.config, services.inbox, services.db.write, services.work)
         self.applier = Applier(services, self.config)
         self.outbound = Outbound(services, self.config)
+        self.parking = Parking(services, timedelta(hours=self.config.parked_expiry_hours),
+                               self.applier.tell_sender)
 
     def queue_status_reply(self, conn: Any, referral: Any, sender: str,
                            control_id: str) -> bool:
@@ -50,7 +55,19 @@ def build(services: Services) -> None:
 
 def work_handlers(services: Services) -> dict[str, Handler]:
     adapter: Hl7Adapter = services.adapters["hl7"]
-    return {"hl7.message": adapter.applier.handle, "hl7.outbound": adapter.outbound.handle}
+    return {"hl7.message": adapter.applier.handle, "hl7.outbound": adapter.outbound.handle,
+            "hl7.expire-parked": lambda item: _expire_parked(adapter)}
+
+
+def _expire_parked(adapter: Hl7Adapter) -> None:
+    adapter.parking.expire()
+
+
+def timers(services: Services) -> list[Timer]:
+    from hl7_bridge.parking import EVERY_SECONDS, WORK_KIND
+    from refloop.wiring import Timer
+
+    return [Timer("hl7-parked-expiry", EVERY_SECONDS, WORK_KIND)]
 
 
 def roles(services: Services) -> dict[str, Role]:
@@ -152,18 +169,20 @@ def _print_results(results: list[dict[str, Any]], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def hl7_parked(obj: Context, as_json: bool) -> None:
-    """Messages waiting for the referral they refer to."""
-    from hl7_bridge.index import parked_messages
-
-    with obj.services.db.read() as conn:
-        rows = parked_messages(conn)
+    """Messages waiting for the referral they refer to, and when they expire into quarantine
+    ([hl7] parked_expiry_hours)."""
+    adapter: Hl7Adapter = obj.services.adapters["hl7"]
+    rows = adapter.parking.listing()
     if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
+        click.echo(json.dumps(rows, indent=2))
         return
-    for row in rows:
-        click.echo(f"inbox {row['inbox_id']}  since {row['parked_at']}  {row['waiting_for']}")
     if not rows:
         click.echo("no parked messages")
+        return
+    print_table(["inbox", "sender", "MSH-10", "waiting for", "parked (UTC)", "expires (UTC)"],
+                [[r["inbox_id"], r["sender"], r["control_id"],
+                  r["waiting_for"].removeprefix("referral:"), r["parked_at"][:16],
+                  r["expires_at"][:16]] for r in rows])
 
 
 def commands() -> list[click.Command]:
