@@ -8,6 +8,7 @@ import ca.uhn.hl7v2.app.SimpleServer;
 import ca.uhn.hl7v2.model.Message;
 import ca.uhn.hl7v2.protocol.ReceivingApplication;
 import ca.uhn.hl7v2.util.StandardSocketFactory;
+import ca.uhn.hl7v2.util.idgenerator.InMemoryIDGenerator;
 
 import java.io.IOException;
 import java.net.InetAddress;
@@ -43,6 +44,8 @@ public final class AckServer {
 
         HapiContext context = new DefaultHapiContext();
         context.setSocketFactory(new LoopbackSocketFactory());
+        // ACK control ids from memory (HAPI's default keeps a counter in ./id_file)
+        context.getParserConfiguration().setIdGenerator(new InMemoryIDGenerator());
         // acceptAll: a message carrying an MSA (an RRI answering a REF) is an application
         // message too; without it HAPI takes it for a reply to one of its own and never answers
         HL7Service server = new SimpleServer(context, port, false, true);
