@@ -101,9 +101,11 @@ def reasons(request: dict[str, Any] | None) -> str:
     return "; ".join(coding_display(c) for c in request.get("reasonCode", []))
 
 
-def coverage_text(coverage: dict[str, Any]) -> str:
-    """Payer (member id, subscriber relationship, group, status) of a Coverage."""
-    payer = next((str(p.get("display", "")) for p in coverage.get("payor") or []), "")
+def coverage_text(coverage: dict[str, Any], payer_name: str = "") -> str:
+    """Payer (member id, subscriber relationship, group, status) of a Coverage; the payer's
+    name from the Coverage, else `payer_name` (the referral's)."""
+    payer = next((str(p.get("display", "")) for p in coverage.get("payor") or []), "") or \
+        payer_name
     relation = next((str(c.get("code", "")) for c in (coverage.get("relationship") or {})
                      .get("coding", [])), "")
     group = next((str(c.get("value", "")) for c in coverage.get("class") or []), "")
