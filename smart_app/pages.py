@@ -105,7 +105,8 @@ def referral(rt: SmartRuntime, session: Session, referral_id: str, *, done: str 
         now=datetime.now(UTC), done=spec.label if spec else "", error=error,
         offered=actions.available(page.referral), pas_enabled=rt.pas_enabled,
         pas_disabled=actions.PAS_DISABLED, view=referral_view, due=_due,
-        base=f"/smart/s/{session.id}", banner=_banner(session, page))
+        base=f"/smart/s/{session.id}", banner=_banner(session, page),
+        sched=rt.scheduling.summary(referral_id) if rt.scheduling else None)
     return Response(html, status=status)
 
 

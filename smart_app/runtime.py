@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from referrals.service import ReferralService
 from referrals.store.database import Database
@@ -28,3 +29,6 @@ class SmartRuntime:
     pas_enabled: bool
     #: configured public URL ("" = take it from each request)
     public_base_url: str = ""
+    #: the scheduling sections (smart_app/scheduling_port.py), connected by refloop/wiring when
+    #: the scheduling adapter is wired; None hides them
+    scheduling: Any = None
