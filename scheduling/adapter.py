@@ -316,16 +316,16 @@ class SchedulingAdapter:
                     conn=conn)
 
     def handle_answers(self, item: WorkItem) -> None:
-        """Write the QuestionnaireResponse to the EHR once (conditional create)."""
+        """Write the QuestionnaireResponse to the EHR under our id (an update that creates it,
+        so a retry writes the same resource again instead of a second one)."""
         answers = self.core.resources.try_get("QuestionnaireResponse", str(item.payload["id"]),
                                               server="local")
         if answers is None:
             return
         server = str(item.payload["server"])
-        body = {k: v for k, v in answers.items() if k not in ("id", "meta")}
+        body = {k: v for k, v in answers.items() if k != "meta"}
         reply = self.sources.client(server).send(
-            "POST", "QuestionnaireResponse", body=body, ok=(200, 201),
-            headers={"If-None-Exist": f"identifier={ANSWERS_SYSTEM}|{answers['id']}"})
+            "PUT", f"QuestionnaireResponse/{answers['id']}", body=body, ok=(200, 201))
         if isinstance(reply.body, dict) and reply.body.get("id"):
             self.core.resources.put(reply.body, server=server)
 

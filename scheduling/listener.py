@@ -53,6 +53,8 @@ class Follower:
 
     def on_transition(self, conn: Connection, change: Transition) -> None:
         referral, event = change.referral, change.event
+        if self.config.destination_for(referral.specialty, referral.performer) is None:
+            return  # not a referral this server schedules (no destination matches it)
         action = event.action
         if action == "schedule":
             self._scheduled(conn, referral, event)
@@ -74,11 +76,12 @@ class Follower:
             return
         server, body = found
         destination = self.config.destination_for(referral.specialty, referral.performer)
-        zone = destination.time_zone if destination else "UTC"
+        assert destination is not None
+        zone = destination.time_zone
         before = {a.id: a for a in self.book.of_referral(referral.id, conn) if a.active}
         row = self.book.record(conn, referral.id, server, body,
-                               destination=destination.name if destination else "",
-                               time_zone=zone, booked_by=event.actor.reference)
+                               destination=destination.name, time_zone=zone,
+                               booked_by=event.actor.reference)
         if row is None or not row.active:
             return
         replaced = [a for a in before.values() if a.id != row.id]
