@@ -28,11 +28,13 @@ class Hl7Adapter:
         from hl7_bridge.config import load_config
         from hl7_bridge.intake import Intake
         from hl7_bridge.outbound import Outbound
+        from hl7_bridge.srm import SrmSender
 
         self.config = load_config(services.settings.section("hl7"))
         self.intake = Intake(self.config, services.inbox, services.db.write, services.work)
         self.applier = Applier(services, self.config)
         self.outbound = Outbound(services, self.config)
+        self.srm = SrmSender(services, self.config)
 
     def queue_status_reply(self, conn: Any, referral: Any, sender: str,
                            control_id: str) -> bool:
@@ -47,7 +49,8 @@ def build(services: Services) -> None:
 
 def work_handlers(services: Services) -> dict[str, Handler]:
     adapter: Hl7Adapter = services.adapters["hl7"]
-    return {"hl7.message": adapter.applier.handle, "hl7.outbound": adapter.outbound.handle}
+    return {"hl7.message": adapter.applier.handle, "hl7.outbound": adapter.outbound.handle,
+            "hl7.srm": adapter.srm.handle}
 
 
 def roles(services: Services) -> dict[str, Role]:
