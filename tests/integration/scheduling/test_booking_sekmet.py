@@ -11,7 +11,7 @@ import threading
 from datetime import UTC, datetime
 
 import icalendar
-from conftest import World, messages
+from sched_world import World, messages
 
 from referrals.model import Actor, Stage
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 from calendar_data import Sekmet, make_calendar, put
-from conftest import World, make_world, messages, open_referral
+from sched_world import World, make_world, messages, open_referral
 from werkzeug.serving import make_server
 
 from referrals.model import Stage

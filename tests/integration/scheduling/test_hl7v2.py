@@ -14,7 +14,7 @@ from typing import Any
 
 import hl7
 from calendar_data import Sekmet, free_port, make_calendar
-from conftest import messages, open_referral
+from sched_world import messages, open_referral
 
 from referrals.model import Stage
 from referrals.worker import Worker

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from calendar_data import Sekmet, make_calendar
-from conftest import make_world, open_referral
 from ihe_server import ihe_app
+from sched_world import make_world, open_referral
 from werkzeug.serving import make_server
 
 from referrals.model import Stage

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from calendar_data import Calendar, Sekmet, destination, make_calendar
-from conftest import World, make_world, open_referral
+from sched_world import World, make_world, open_referral
 
 from scheduling.adapter import PATIENT, SchedulingAdapter
 from scheduling.config import from_section

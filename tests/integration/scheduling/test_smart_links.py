@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from calendar_data import Sekmet, make_calendar
-from conftest import make_world, open_referral
+from sched_world import make_world, open_referral
 
 from scheduling.adapter import PATIENT
 
