@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from referrals.worker import Handler
     from refloop.services import Services
 
-MODULES = ("core", "subscriptions", "hl7", "pas", "smart")
+MODULES = ("core", "access", "subscriptions", "hl7", "pas", "smart")
 
 Role = Callable[[threading.Event], None]
 
