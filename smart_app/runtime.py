@@ -8,6 +8,7 @@ from referrals.service import ReferralService
 from referrals.store.database import Database
 from referrals.store.referrals import ReferralStore
 from referrals.store.resources import ResourceStore
+from referrals.store.tasks import CoordinatorTasks
 from referrals.store.work import WorkQueue
 from smart_app.config import SmartConfig
 from smart_app.launcher import Launcher
@@ -28,3 +29,5 @@ class SmartRuntime:
     pas_enabled: bool
     #: configured public URL ("" = take it from each request)
     public_base_url: str = ""
+    #: coordinator tasks (listed on the worklist and the referral page, outcomes recorded here)
+    tasks: CoordinatorTasks | None = None

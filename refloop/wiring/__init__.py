@@ -9,6 +9,8 @@ A wiring module may define any of:
     timers(services) -> list[Timer]              periodic work, enqueued by the scheduler
     commands() -> list[click.Command]            `refloop ...` sub-commands
     roles(services) -> dict[str, Role]           long-running roles (`--role mllp`)
+    referral_details(services, referral_id) -> dict[str, (json, (headers, rows))]
+                                                 sections of `refloop referrals show`
 """
 
 from __future__ import annotations
@@ -34,12 +36,17 @@ Role = Callable[[threading.Event], None]
 
 @dataclass(frozen=True)
 class Timer:
-    """Periodic work: every `every_seconds`, one work item of `kind` across all nodes."""
+    """Periodic work: every `every_seconds`, one work item of `kind` across all nodes.
+
+    `at_start`: also one item each time a worker process starts, with a key of its own (never
+    de-duplicated against the period's item) and `"start": true` in its payload.
+    """
 
     name: str
     every_seconds: float
     kind: str
     payload: dict[str, Any] = field(default_factory=dict)
+    at_start: bool = False
 
 
 def modules() -> list[ModuleType]:
@@ -88,3 +95,11 @@ def all_roles(services: Services) -> dict[str, Role]:
         if hasattr(module, "roles"):
             roles.update(module.roles(services))
     return roles
+
+
+def all_referral_details(services: Services, referral_id: str) -> dict[str, Any]:
+    details: dict[str, Any] = {}
+    for module in modules():
+        if hasattr(module, "referral_details"):
+            details.update(module.referral_details(services, referral_id))
+    return details

@@ -51,7 +51,8 @@ def _runtime(services: Services) -> SmartRuntime:
     return SmartRuntime(config=config, launcher=launcher, sessions=sessions, db=services.db,
                         store=services.store, referrals=services.referrals,
                         resources=services.resources, work=services.work, pas_enabled=False,
-                        public_base_url=settings.public_base_url.rstrip("/"))
+                        public_base_url=settings.public_base_url.rstrip("/"),
+                        tasks=services.tasks)
 
 
 @click.group()

@@ -41,7 +41,7 @@ def test_classic_registration_and_referral(sekmet: Any, listener: Any,
     assert (outcome.flavour, outcome.status, outcome.reused) == ("r4-classic", "active", False)
     sub = sekmet.read(f"Subscription/{outcome.subscription_id}")
     assert sub["channel"]["endpoint"].startswith(f"{services.settings.base_url}/hooks/")
-    assert sub["criteria"] == "ServiceRequest?intent=order"
+    assert sub["criteria"] == "ServiceRequest?intent=order&category=http://snomed.info/sct|3457005"
 
     p, d, c = seed(sekmet, kit)
     before = inbox_total(services)
