@@ -9,6 +9,7 @@ Absolute URLs come from the configured base URL, never from the request's Host h
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Protocol
@@ -36,6 +37,9 @@ class Access(Protocol):
 
     def require(self, *scopes: str) -> Callable[[View], View]: ...
 
+#: a FHIR logical id; anything else cannot be a Task of ours (not looked up)
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
 
 def fhir_response(body: dict[str, Any], status: int = 200,
                   headers: dict[str, str] | None = None) -> Response:
@@ -49,7 +53,8 @@ def facade_blueprint(db: Database, resources: ResourceStore, *, access: Access, 
 
     @fhir.errorhandler(InboundError)
     def _bad_input(exc: InboundError) -> Response:
-        return fhir_response(operation_outcome(str(exc), code=exc.code), exc.status)
+        return fhir_response(operation_outcome(str(exc), code=exc.code,
+                                               expression=exc.expression), exc.status)
 
     @fhir.after_request
     def _no_store(response: Response) -> Response:
@@ -69,9 +74,9 @@ def facade_blueprint(db: Database, resources: ResourceStore, *, access: Access, 
     @interaction("Task", "read")
     @access.fhir("Task", "read")
     def read(task_id: str, grant: Any, reach: Any) -> Response:
-        row = read_task(db, task_id)
+        row = read_task(db, task_id) if _ID.fullmatch(task_id) else None
         if row is None:
-            return fhir_response(operation_outcome(f"Task/{task_id} is not known",
+            return fhir_response(operation_outcome(f"Task/{task_id[:64]} is not known",
                                                    code="not-found"), 404)
         if not row.within(reach.patient, reach.sources):
             audit.record(resources, audit.build_audit_event(

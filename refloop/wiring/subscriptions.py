@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from referrals.worker import Handler
     from refloop.services import Services
     from subscriptions.adapter import SubscriptionsAdapter
-    from subscriptions.hook_wsgi import WSGIApp
+    from subscriptions.hook_edge import HookRoute
 
 NAME = "subscriptions"
 
@@ -55,14 +55,12 @@ def routes(app: Flask, services: Services) -> None:
         return jsonify(subs.jwks())
 
 
-def wsgi_apps(app: Flask, services: Services, route_key: str) -> dict[str, WSGIApp]:
-    """`/hooks/` served by a plain WSGI application in front of Flask (subscriptions/hook_wsgi.py);
-    the URLs it does not answer itself go on to `app`'s own WSGI application."""
-    from subscriptions.hook_wsgi import PREFIX, HookApplication
+def edge_routes(services: Services) -> list[HookRoute]:
+    """`/hooks/` is answered by the HTTP edge itself (subscriptions/hook_edge.py): decided on
+    the headers, stored by the loop's group commit; other URLs under it go on to Flask."""
+    from subscriptions.hook_edge import HookRoute
 
-    lean = HookApplication(adapter(services).endpoint, app.wsgi_app, route_key=route_key,
-                           max_content_length=app.config["MAX_CONTENT_LENGTH"])
-    return {PREFIX: lean}
+    return [HookRoute(adapter(services).endpoint)]
 
 
 def work_handlers(services: Services) -> dict[str, Handler]:
@@ -149,6 +147,27 @@ def subscriptions_list(obj: Context, as_json: bool) -> None:
                   r.last_notification_at.strftime("%Y-%m-%d %H:%M:%S")
                   if r.last_notification_at else "-", r.last_event_number or "-",
                   r.notifications, r.errors, (r.last_error or "")[:60]] for r in rows])
+
+
+@subscriptions_group.command("rotate-secret")
+@click.argument("hook_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def subscriptions_rotate_secret(obj: Context, hook_id: str, as_json: bool) -> None:
+    """Give a registration's hook a new secret and put it in the Subscription on the server.
+
+    The previous secret is still accepted for [subscriptions] rotate_grace_seconds, so
+    notifications already on their way are not refused. The secret itself is never printed.
+    """
+    subs = adapter(obj.services)
+    hook = subs.rotate_secret(hook_id)
+    until = hook.previous_until.isoformat(timespec="seconds") if hook.previous_until else ""
+    if as_json:
+        print_json({"hook_id": hook.id, "server": hook.server,
+                    "subscription_id": hook.subscription_id, "previous_accepted_until": until})
+        return
+    click.echo(f"hook {hook.id[:6]}: new secret set in Subscription/{hook.subscription_id} on "
+               f"{hook.server}; the previous secret is accepted until {until}")
 
 
 @click.command("reconcile")
