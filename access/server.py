@@ -12,10 +12,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import InvalidClientError
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import InvalidClientError, OAuth2Request
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from flask import Response
+from flask import request as flask_request
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -92,15 +96,41 @@ class ClientAssertion(JWTBearerClientAssertion):
         return self._tokens.use_assertion(str(claims["sub"]), str(jti), expires)
 
 
+class TokenRequest(FlaskOAuth2Request):
+    """The token request as authlib sees it, with the configured token URL as its URI: the
+    Host header (and a proxy's http hop) never decides what URL authlib checks."""
+
+    def __init__(self, request: Any, uri: str) -> None:
+        OAuth2Request.__init__(self, method=request.method, uri=uri, headers=request.headers)
+        self._request = request
+        self.payload = FlaskOAuth2Payload(request)
+
+
+class TokenServer(AuthorizationServer):
+    def __init__(self, token_url: Callable[[], str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._token_url = token_url
+
+    def create_oauth2_request(self, request: Any) -> TokenRequest:
+        return TokenRequest(flask_request, self._token_url())
+
+    def token_response(self) -> Response:
+        """The token endpoint's answer; every refusal is an OAuth error (RFC 6749 5.2)."""
+        try:
+            return self.create_token_response()  # type: ignore[no-any-return]
+        except OAuth2Error as exc:  # raised before authlib's own handling (insecure_transport)
+            return self.handle_error_response(None, exc)  # type: ignore[no-any-return]
+
+
 def build_server(registry: ClientRegistry, tokens: TokenStore, keys: KeyCache, *,
-                 token_url: Callable[[], str], lifetime: int) -> AuthorizationServer:
+                 token_url: Callable[[], str], lifetime: int) -> TokenServer:
     def save_token(token: dict[str, Any], request: Any) -> None:
         tokens.save(token["access_token"], client_id=request.client.client_id,
                     scopes=token.get("scope", ""), lifetime=int(token["expires_in"]))
         log.info("token issued", extra={"client_id": request.client.client_id,
                                         "scopes": token.get("scope", "")})
 
-    server = AuthorizationServer(query_client=registry.get, save_token=save_token)
+    server = TokenServer(token_url, query_client=registry.get, save_token=save_token)
     server.register_token_generator("default", BearerTokenGenerator(
         access_token_generator=lambda **_: new_token(), expires_generator=lifetime))
     server.register_grant(BackendServicesGrant)

@@ -6,19 +6,19 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from authlib.integrations.flask_oauth2 import AuthorizationServer
 from flask import Blueprint, Response
 
 from access.discovery import TOKEN_PATH, smart_configuration
+from access.server import TokenServer
 
 
-def access_blueprint(server: AuthorizationServer, base_url: str,
+def access_blueprint(server: TokenServer, base_url: str,
                      scopes: Callable[[], list[str]]) -> Blueprint:
     bp = Blueprint("access", __name__)
 
     @bp.post(TOKEN_PATH)
     def token() -> Any:
-        return server.create_token_response()
+        return server.token_response()
 
     def discovery() -> Response:
         body = json.dumps(smart_configuration(base_url, scopes()))

@@ -168,6 +168,19 @@ def test_a_registered_client_gets_a_token_and_reads(world: World, fhir_auth: Any
     assert read.get_json()["for"]["reference"] == "Patient/p1"
 
 
+def test_the_token_endpoint_works_whatever_the_host_header(world: World,
+                                                          fhir_auth: Any) -> None:
+    """authlib checks the request URI for https: the URI is the configured token URL, so a
+    plain-http hop behind a TLS proxy, or any Host header, is not a 500."""
+    client_id = fhir_auth.client_id(world.services, "system/Task.rs")
+    for host in ("http://refloop.internal", "http://evil.example:8080"):
+        response = world.client.post("/auth/token", base_url=host, data={
+            "grant_type": "client_credentials", "scope": "system/Task.rs",
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": assertion(client_id, fhir_auth.key)})
+        assert response.status_code == 200, response.get_data(as_text=True)
+
+
 def test_the_token_endpoint_refuses_bad_assertions(world: World, fhir_auth: Any) -> None:
     client_id = fhir_auth.client_id(world.services, "system/Task.rs")
     stranger = ECKey.generate_key("P-384", parameters={"kid": "tests-es384"}, private=True)
