@@ -117,9 +117,9 @@ class TokenServer(AuthorizationServer):
     def token_response(self) -> Response:
         """The token endpoint's answer; every refusal is an OAuth error (RFC 6749 5.2)."""
         try:
-            return self.create_token_response()  # type: ignore[no-any-return]
+            return self.create_token_response()
         except OAuth2Error as exc:  # raised before authlib's own handling (insecure_transport)
-            return self.handle_error_response(None, exc)  # type: ignore[no-any-return]
+            return self.handle_error_response(None, exc)
 
 
 def build_server(registry: ClientRegistry, tokens: TokenStore, keys: KeyCache, *,
