@@ -129,7 +129,8 @@ class SubscriptionsAdapter:
                                                     else categories)), server.base)
         client = self.client_for(server.base, server)
         facts = read_facts(client)
-        choice = choose_flavour(facts, server.flavour, server.topic)
+        choice = choose_flavour(facts, server.flavour, server.topic,
+                                filters=[n.split(":")[0] for n, _ in server.criteria_params])
         outcome = self.registrar.register(server, client, choice)
         if outcome.flavour == POLLING or outcome.status != "active":
             self.reconcile(server.base)

@@ -36,6 +36,12 @@ class Hook:
         """The `channel.header` line the server must send."""
         return f"Authorization: Bearer {self.secret}"
 
+    @property
+    def path_only(self) -> bool:
+        """Authenticated by its unguessable path alone (no secret: the server sends no
+        headers)."""
+        return not self.secret
+
     def __repr__(self) -> str:  # never show the secret
         return f"Hook(id={self.id!r}, server={self.server!r}, purpose={self.purpose!r})"
 
@@ -75,9 +81,12 @@ class Registry:
         return f"{self.base_url}/hooks/{hook_id}"
 
     def open_hook(self, *, server: str, purpose: str, deliver_kind: str, flavour: str = "",
-                  criteria: str = "", status: str = "new",
+                  criteria: str = "", status: str = "new", path_only: bool = False,
                   conn: Connection | None = None) -> Hook:
-        hook_id, secret = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
+        """A new endpoint. `path_only`: no secret; the sender is known by the unguessable
+        path alone (192 random bits), for servers that cannot send a header."""
+        hook_id = secrets.token_urlsafe(24)
+        secret = "" if path_only else secrets.token_urlsafe(32)
         now = datetime.now(UTC)
         with self.db.using(conn) as c:
             c.execute(registrations.insert().values(
