@@ -26,7 +26,8 @@ from subscriptions.client import FhirClient
 from subscriptions.intake import Fetched, Intake, read_service_request
 from subscriptions.mapping import matches_criteria
 from subscriptions.notification import Notification, parse_notification
-from subscriptions.registry import REFERRAL_KIND, Hook, Registry
+from subscriptions.recovery import TOPIC_FLAVOURS, schedule_events
+from subscriptions.registry import REFERRAL_KIND, Hook, Registration, Registry
 
 RECONCILE_KIND = "subscriptions.reconcile"
 
@@ -172,7 +173,7 @@ class NotificationHandler:
                 outcomes = [self._event(hook, focus, reads.get(focus or ""), inbox_id,
                                         criteria, conn)
                             for focus in sorted(focuses, key=lambda f: f or "")]  # lock order
-            self._track_events(hook, note, row.last_event_number or "", conn)
+            self._track_events(hook, note, row, conn)
             if failure is None:
                 self.inbox.mark(inbox_id, "processed",
                                 "; ".join(o for o in outcomes if o)[:4000], conn=conn)
@@ -207,10 +208,8 @@ class NotificationHandler:
         if fetched is None:
             return f"{focus}: not a ServiceRequest, ignored"
         sr = fetched.service_request
-        params = _params(criteria)
-        if self.categories_for is not None and \
-                not any(name.split(":")[0] == "category" for name, _ in params):
-            params.append(("category", ",".join(self.categories_for(hook.server))))
+        params = detection_params(criteria, self.categories_for(hook.server)
+                                  if self.categories_for is not None else ())
         if sr is not None and not matches_criteria(sr, params):
             return f"{focus}: does not match {criteria}, ignored"
         outcome = self.intake.apply(hook.server, fetched, sr_id=focus.partition("/")[2],
@@ -218,10 +217,12 @@ class NotificationHandler:
                                     source_message=f"inbox:{inbox_id}", conn=conn)
         return f"{focus}: {outcome}"
 
-    def _track_events(self, hook: Hook, note: Notification, last: str,
+    def _track_events(self, hook: Hook, note: Notification, row: Registration,
                       conn: Connection) -> None:
-        """Health, and catch-up on gaps, counter restarts, and error/off status; `last` is the
-        highest event number seen before."""
+        """Health, and catch-up on gaps (`$events` for the missing numbers on topic-based
+        Subscriptions, else reconciliation), counter restarts, and error/off status; `row` holds
+        the highest event number seen before."""
+        last = row.last_event_number or ""
         numbers = [int(e.event_number) for e in note.events if e.event_number]
         high = int(last) if last.isdigit() else None
         newest = max(numbers) if numbers else None
@@ -234,10 +235,23 @@ class NotificationHandler:
         if newest is None or high is None:
             return
         if min(numbers) > high + 1:
-            schedule_reconcile(self.work, hook.server, f"event gap after {high}",
-                               delay=self.gap_grace_seconds, conn=conn)
+            if row.subscription_id and row.flavour in TOPIC_FLAVOURS:
+                schedule_events(self.work, hook.id, high + 1, min(numbers) - 1,
+                                delay=self.gap_grace_seconds, conn=conn)
+            else:
+                schedule_reconcile(self.work, hook.server, f"event gap after {high}",
+                                   delay=self.gap_grace_seconds, conn=conn)
         elif newest <= 1 < high:
             schedule_reconcile(self.work, hook.server, "event counter restarted", conn=conn)
+
+
+def detection_params(criteria: str, categories: Sequence[str]) -> list[tuple[str, str]]:
+    """The parameters Refloop checks itself: the registered criteria's, plus the configured
+    categories when the criteria name none (registrations made before categories existed)."""
+    params = _params(criteria)
+    if not any(name.split(":")[0] == "category" for name, _ in params):
+        params.append(("category", ",".join(categories)))
+    return params
 
 
 def _read_keys(hook: Hook, note: Notification) -> list[ReadKey]:
