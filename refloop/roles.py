@@ -25,7 +25,8 @@ ROLE_CANNOT_START = 3
 
 
 class WebApplication(BaseApplication):
-    """Gunicorn running our app factory in each worker process (after the fork)."""
+    """Gunicorn's master with the edge worker (refloop/edge/worker.py) in each worker process:
+    each runs the HTTP edge on an event loop around the Flask app (built after the fork)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -34,17 +35,16 @@ class WebApplication(BaseApplication):
     def load_config(self) -> None:
         self.cfg.set("bind", f"{self.settings.http_host}:{self.settings.http_port}")
         self.cfg.set("workers", self.settings.web_workers)
-        self.cfg.set("worker_class", "gthread")
-        self.cfg.set("threads", 8)
+        self.cfg.set("worker_class", "refloop.edge.worker.EdgeWorker")
         self.cfg.set("accesslog", None)
         self.cfg.set("timeout", 60)
         self.cfg.set("graceful_timeout", 10)  # within the supervisor's 15 s stop window
 
     def load(self) -> Any:
-        from refloop.app import create_app
+        from refloop.app import create_edge_app
         from refloop.services import build_services
 
-        return create_app(build_services(self.settings))
+        return create_edge_app(build_services(self.settings))
 
 
 def run_web(settings: Settings) -> None:

@@ -26,6 +26,7 @@ from subscriptions.discovery import POLLING, choose_flavour, read_facts
 from subscriptions.endpoint import HookEndpoint
 from subscriptions.intake import Intake
 from subscriptions.processing import NotificationHandler, detection_params, schedule_reconcile
+from subscriptions.rate import RateLimiter
 from subscriptions.reconcile import PageDone, Reconciler, ReconcileResult
 from subscriptions.recovery import TOPIC_FLAVOURS, Recovery
 from subscriptions.registration import Outcome, Registrar
@@ -61,7 +62,8 @@ class SubscriptionsAdapter:
         self.reconciler = Reconciler(core.cursors, self.intake)
         self.registrar = Registrar(self.registry, core.base_url)
         self.endpoint = HookEndpoint(self.registry, core.inbox, core.db,
-                                     self.config.max_body_bytes)
+                                     self.config.max_body_bytes, self.config.max_json_depth,
+                                     RateLimiter(self.config.rate_limit, self.config.rate_burst))
         self.notifications = NotificationHandler(core.inbox, core.work, self.registry,
                                                  self.intake, self.client_for,
                                                  self.config.gap_grace_seconds,

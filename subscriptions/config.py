@@ -3,6 +3,7 @@
 ```toml
 [subscriptions]
 max_body_bytes = 1048576
+rate_limit = 2000          # per hook and web process; 0: off
 
 [[fhir_servers]]
 base_url = "https://ehr.example.org/fhir"
@@ -105,8 +106,14 @@ def _params(criteria: str) -> list[tuple[str, str]]:
 @dataclass(frozen=True)
 class SubscriptionsConfig:
     max_body_bytes: int = 1024 * 1024
+    max_json_depth: int = 200
     hook_cache_seconds: float = 30.0
     gap_grace_seconds: float = 30.0
+    #: notifications per second per hook in each web process (0: no limit), and the burst
+    rate_limit: float = 2000.0
+    rate_burst: float = 2000.0
+    #: after `subscriptions rotate-secret`, the previous secret is still accepted this long
+    rotate_grace_seconds: float = 600.0
 
 
 def parse_fhir_servers(raw: Any) -> list[FhirServer]:

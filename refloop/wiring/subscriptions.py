@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from referrals.worker import Handler
     from refloop.services import Services
     from subscriptions.adapter import SubscriptionsAdapter
-    from subscriptions.hook_wsgi import WSGIApp
+    from subscriptions.hook_edge import HookRoute
 
 NAME = "subscriptions"
 
@@ -55,14 +55,12 @@ def routes(app: Flask, services: Services) -> None:
         return jsonify(subs.jwks())
 
 
-def wsgi_apps(app: Flask, services: Services, route_key: str) -> dict[str, WSGIApp]:
-    """`/hooks/` served by a plain WSGI application in front of Flask (subscriptions/hook_wsgi.py);
-    the URLs it does not answer itself go on to `app`'s own WSGI application."""
-    from subscriptions.hook_wsgi import PREFIX, HookApplication
+def edge_routes(services: Services) -> list[HookRoute]:
+    """`/hooks/` is answered by the HTTP edge itself (subscriptions/hook_edge.py): decided on
+    the headers, stored by the loop's group commit; other URLs under it go on to Flask."""
+    from subscriptions.hook_edge import HookRoute
 
-    lean = HookApplication(adapter(services).endpoint, app.wsgi_app, route_key=route_key,
-                           max_content_length=app.config["MAX_CONTENT_LENGTH"])
-    return {PREFIX: lean}
+    return [HookRoute(adapter(services).endpoint)]
 
 
 def work_handlers(services: Services) -> dict[str, Handler]:
