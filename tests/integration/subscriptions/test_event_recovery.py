@@ -149,8 +149,9 @@ def test_without_events_a_gap_falls_back_to_reconciliation_and_status_is_read(
     kit.wait_for(lambda: drain(services) >= 0 and services.store.try_get_by_source(
         source_key(sekmet.base, first["id"])), 15, "the first event did not arrive")
     focus = f"{sekmet.base}/ServiceRequest/{first['id']}"
+    header = sekmet.read(f"Subscription/{outcome.subscription_id}")["channel"]["header"][0]
     reply = requests.post(hook.url, json=status_bundle("event-notification", [(9, focus)], 9),
-                          headers={"Authorization": f"Bearer {hook.secret}"}, timeout=10)
+                          headers={"Authorization": header.partition(": ")[2]}, timeout=10)
     assert reply.status_code == 200
     drain(services)
     drain(services)
