@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from referrals.errors import InboundError, PeerError
 from referrals.store.inbox import Inbox
+from referrals.store.schema import inbox
 from referrals.store.work import WorkItem, WorkQueue
 from subscriptions.client import FhirClient
 from subscriptions.intake import Fetched, Intake, read_service_request
@@ -83,9 +85,10 @@ class NotificationHandler:
         """
         self._batch.items, self._batch.reads, self._batch.opened = set(), {}, {}
         opened: dict[int, Opened] = {}
+        stored = self._stored([int(item.payload["inbox_id"]) for item in items])
         for item in items:
             try:
-                found = self._open(item)
+                found = self._open(item, stored.get(int(item.payload["inbox_id"])))
             except (InboundError, KeyError, ValueError):
                 continue  # its handler says what is wrong
             if found is not None:
@@ -170,15 +173,26 @@ class NotificationHandler:
         server, rid = key
         return read_service_request(self.client_for(server), rid)
 
-    def _open(self, item: WorkItem) -> Opened | None:
+    def _stored(self, ids: list[int]) -> dict[int, tuple[str, bytes]]:
+        """(status, body) of these inbox rows, in one query."""
+        with self.inbox.db.read() as conn:
+            rows = conn.execute(sa.select(inbox.c.id, inbox.c.status, inbox.c.body)
+                                .where(inbox.c.id.in_(ids))).all()
+        return {int(r.id): (str(r.status), bytes(r.body)) for r in rows}
+
+    def _open(self, item: WorkItem, stored: tuple[str, bytes] | None = None) -> Opened | None:
         """The item's hook and parsed notification; None when it was processed already."""
-        message = self.inbox.get(int(item.payload["inbox_id"]))
-        if message.status not in ("received",):
+        if stored is None:
+            message = self.inbox.get(int(item.payload["inbox_id"]))
+            stored = (message.status, message.body)
+        status, raw = stored
+        if status not in ("received",):
             return None  # done before a crash, or quarantined
-        hook = self.registry.try_get_hook(str(item.payload["hook_id"]))
+        # a hook's server and kind never change: the cached row serves
+        hook = self.registry.try_get_hook(str(item.payload["hook_id"]), cached=True)
         if hook is None:
             raise InboundError("the hook of this notification no longer exists")
-        body = json.loads(message.body) if message.body.strip() else None
+        body = json.loads(raw) if raw.strip() else None
         return hook, parse_notification(str(item.payload["method"]),
                                         str(item.payload["subpath"]), body)
 
