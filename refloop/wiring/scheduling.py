@@ -78,6 +78,7 @@ def adapter(services: Services) -> SchedulingAdapter:
 def routes(app: Flask, services: Services) -> None:
     from scheduling.web import patient_blueprint
 
+    connect_outreach(services)
     app.register_blueprint(patient_blueprint(adapter(services)))
     smart = services.adapters.get("smart")
     if smart is not None and hasattr(smart, "scheduling"):
@@ -87,6 +88,7 @@ def routes(app: Flask, services: Services) -> None:
 
 
 def work_handlers(services: Services) -> dict[str, Handler]:
+    connect_outreach(services)  # again: outreach may be built after us
     found = adapter(services)
     return {"scheduling.tick": found.handle_tick,
             "scheduling.release": found.handle_release,
