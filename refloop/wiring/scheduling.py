@@ -195,5 +195,32 @@ def subscribe(obj: Context, fhir_base: str) -> None:
     click.echo(f"Subscription/{subscription_id} created on {fhir_base}")
 
 
+@scheduling_group.command("replan")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def replan_command(obj: Context, as_json: bool) -> None:
+    """Plan the reminders of every coming appointment again (after the ladders changed)."""
+    import sys
+
+    import sqlalchemy as sa
+
+    from scheduling.appointments import ACTIVE
+    from scheduling.replan import replan
+    from scheduling.tables import appointments
+
+    found = adapter(obj.services)
+    with found.core.db.read() as conn:
+        total = conn.execute(sa.select(sa.func.count()).where(
+            appointments.c.status.in_(ACTIVE),
+            appointments.c.start > datetime.now(UTC))).scalar_one()
+    with click.progressbar(length=int(total), label="re-planning reminders",
+                           file=sys.stderr) as bar:
+        result = replan(found.core.db, found.config, progress=bar.update)
+    if as_json:
+        print_json(result.__dict__)
+    else:
+        click.echo(f"{result.appointments} appointments, {result.steps} reminder steps planned")
+
+
 def commands() -> list[click.Command]:
     return [scheduling_group]
