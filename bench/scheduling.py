@@ -21,6 +21,7 @@ Prints `metric: value unit` lines and the ratios.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import statistics
@@ -184,7 +185,8 @@ def measure_pages(services: Any, base: str, patient_id: str, first: datetime,
         for which in order:
             started = time.perf_counter()
             if which == "page":
-                page = client.get(f"/p/slots?after={after.isoformat()}", **https)
+                page = client.get("/p/slots", query_string={"after": after.isoformat()},
+                                  **https)
                 assert page.status_code == 200 and page.data.count(b'name="slot"') == 6, \
                     page.status_code
                 elapsed = page_ms
@@ -286,6 +288,9 @@ def main() -> None:
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--only", choices=("slots", "reminders"), default=None)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    for name in ("alembic", "refloop", "werkzeug"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench-scheduling-") as tmp:
         print(f"database: {args.database}", flush=True)
         if args.only in (None, "slots"):

@@ -353,8 +353,8 @@ def _date_of_birth(form: Any) -> date | None:
 
 
 def _instant(value: str) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(value)
+    try:  # an unencoded "+" of the offset arrives as a space
+        moment = datetime.fromisoformat(value.strip().replace(" ", "+"))
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
