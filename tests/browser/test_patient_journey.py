@@ -96,16 +96,22 @@ def submit_and_wait(chrome: Any, button: Any) -> None:
     WebDriverWait(chrome, 20).until(ec.staleness_of(page))
 
 
+SHOTS = Path(__file__).resolve().parents[2] / "var" / "browser"
+
+
 def book_first(chrome: Any, seen: list[str]) -> str:
     from selenium.webdriver.common.by import By
 
     assert chrome.find_element(By.TAG_NAME, "h1").text == "Choose a time"
     check(chrome, seen)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    chrome.save_screenshot(str(SHOTS / "patient-slots-375.png"))
     first = chrome.find_element(By.CSS_SELECTOR, "li.slot")
     key = first.find_element(By.NAME, "slot").get_attribute("value")
     submit_and_wait(chrome, first.find_element(By.TAG_NAME, "button"))
     assert chrome.find_element(By.TAG_NAME, "h1").text == "You are booked"
     check(chrome, seen)
+    chrome.save_screenshot(str(SHOTS / "patient-booked-375.png"))
     return str(key)
 
 
