@@ -4,8 +4,8 @@
    practitioners' Schedules, loaded by transaction bundles): the real page (`GET /p/slots`
    through the Flask app: session, the Slot search on the EHR, the template), p50 and p95,
    against the bare FHIR search the page makes (the same `Slot?schedule=...&status=free&start=
-   gt...&start=lt...&_sort=start&_count=7` straight to the server, over the same 7-day window
-   the page searches first), timed in alternating rounds in the same run, at random points of
+   gt...&start=lt...&_count=100` straight to the server, over the same one-day window the
+   page searches first), timed in alternating rounds in the same run, at random points of
    the 120-day horizon.
 2. Reminder planning for 100,000 booked appointments (`refloop scheduling replan`: read the
    appointments in batches, plan each ladder, write the steps), against a bare executemany
@@ -180,7 +180,7 @@ def measure_pages(services: Any, base: str, patient_id: str, first: datetime,
     rng = random.Random(7)
     for n in range(rounds + 5):
         after = first + timedelta(minutes=rng.randrange(0, 110 * 24 * 60))
-        week = after + timedelta(days=7)
+        day = after + timedelta(days=1)
         order = ("page", "bare") if n % 2 else ("bare", "page")
         for which in order:
             started = time.perf_counter()
@@ -194,11 +194,11 @@ def measure_pages(services: Any, base: str, patient_id: str, first: datetime,
                 reply = bare_session.get(f"{base}/Slot", params=[
                     ("schedule", schedules), ("status", "free"),
                     ("start", f"gt{after.isoformat().replace('+00:00', 'Z')}"),
-                    ("start", f"lt{week.isoformat().replace('+00:00', 'Z')}"),
-                    ("_sort", "start"), ("_count", "7")],
+                    ("start", f"lt{day.isoformat().replace('+00:00', 'Z')}"),
+                    ("_count", "100")],
                     headers={"Accept": "application/fhir+json", "Cache-Control": "no-cache"},
                     timeout=60)
-                assert reply.status_code == 200 and len(reply.json().get("entry", [])) == 7
+                assert reply.status_code == 200 and len(reply.json().get("entry", [])) >= 7
                 elapsed = bare_ms
             if n >= 5:  # the first rounds warm caches and connections
                 elapsed.append((time.perf_counter() - started) * 1000)
