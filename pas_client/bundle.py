@@ -76,6 +76,7 @@ def build_request_bundle(inputs: ClaimInputs, payer: PayerConfig, config: PasCon
     practitioner = to_practitioner(inputs.practitioner) if inputs.practitioner else None
     service_request = to_service_request(inputs.service_request, urls, patient, coverage,
                                          practitioner)
+    service_request["code"] = with_billing_code(inputs.service_request, config)
     claim_identifier = uuid.uuid4().hex[:20].upper()
     claim = build_claim(inputs, config, payer, urls, stamp, claim_identifier, patient=patient,
                         insurer=insurer, requestor=requestor, coverage=coverage,
@@ -265,6 +266,18 @@ def build_item(sequence: int, source: Resource, service_request: Resource, confi
     if diagnoses:
         item["diagnosisSequence"] = list(range(1, diagnoses + 1))
     return item
+
+
+def with_billing_code(request: Resource, config: PasConfig) -> dict[str, Any]:
+    """PASServiceRequest binds `code` to the X12 278 requested service types (required): the
+    order's own codings are kept and the item's billing code is added when it is not one."""
+    code = dict(request.get("code") or {})
+    codings = list(code.get("coding", []))
+    billing = product_or_service(request, config)["coding"][0]
+    if billing not in codings:
+        codings.append(billing)
+    code["coding"] = codings
+    return code
 
 
 def product_or_service(request: Resource, config: PasConfig) -> dict[str, Any]:
