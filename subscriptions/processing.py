@@ -103,12 +103,24 @@ class NotificationHandler:
         self._batch.order = [item for item in items if item.id in opened]
         self._batch.applied = set()
 
+    def completed(self, item: WorkItem) -> bool:
+        """Did this thread's last call complete `item`'s work item itself (batched)? The worker
+        then does not complete it again."""
+        done: set[int] = getattr(self._batch, "completed", set())
+        if item.id in done:
+            done.discard(item.id)
+            return True
+        return False
+
     def __call__(self, item: WorkItem) -> None:
         applied: set[int] = getattr(self._batch, "applied", set())
         try:
             if item.id in applied:
+                self._batch.completed = {item.id}
                 return  # applied and completed with an earlier item of its batch
-            if not self._apply_batch(item):
+            if self._apply_batch(item):
+                self._batch.completed = {item.id}
+            else:
                 self._handle(item)
         finally:
             items: set[int] | None = getattr(self._batch, "items", None)
