@@ -152,9 +152,12 @@ def referrals_show(obj: Context, referral_id: str, as_json: bool) -> None:
     if task is None:
         raise click.ClickException(f"no referral {referral_id}; 'refloop referrals list' "
                                    "shows their ids")
+    from refloop.wiring import all_referral_facts
+
     events = store.events(referral_id)
+    facts = all_referral_facts(obj.services, referral_id)
     if as_json:
-        print_json({"task": task, "events": [e.__dict__ for e in events]})
+        print_json({"task": task, "events": [e.__dict__ for e in events], "facts": facts})
         return
     click.echo(f"Task/{referral_id}  status={task['status']}  stage="
                f"{task['businessStatus']['text']}")
@@ -163,6 +166,11 @@ def referrals_show(obj: Context, referral_id: str, as_json: bool) -> None:
                   e.from_stage.value if e.from_stage else "", e.to_stage.value,
                   e.actor.display or e.actor.reference, e.reason.code if e.reason else "",
                   e.source] for e in events])
+    for fact in facts:
+        if fact.get("kind") == "raw":
+            click.echo(f"\n{fact['label']}:\n{fact['value']}")
+        else:
+            click.echo(f"{fact['label']}: {fact['value']}")
 
 
 @main.group()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from referrals.service import ReferralService
 from referrals.store.database import Database
@@ -28,3 +29,5 @@ class SmartRuntime:
     pas_enabled: bool
     #: configured public URL ("" = take it from each request)
     public_base_url: str = ""
+    #: what other adapters know about a referral ({"label", "value", "kind"}), from wiring
+    facts: Callable[[str], list[dict[str, str]]] = field(default=lambda _referral_id: [])

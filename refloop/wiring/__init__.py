@@ -9,6 +9,9 @@ A wiring module may define any of:
     timers(services) -> list[Timer]              periodic work, enqueued by the scheduler
     commands() -> list[click.Command]            `refloop ...` sub-commands
     roles(services) -> dict[str, Role]           long-running roles (`--role mllp`)
+    referral_facts(services, referral_id) -> list[Fact]   what the adapter knows about one
+                                                 referral, shown by `refloop referrals show`
+                                                 and the SMART app's referral page
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ if TYPE_CHECKING:
 MODULES = ("core", "subscriptions", "hl7", "pas", "smart")
 
 Role = Callable[[threading.Event], None]
+#: one thing an adapter knows about a referral, as plain data: {"label", "value", "kind"}
+#: (kind "text", or "raw" for a payload shown as received)
+Fact = dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -88,3 +94,11 @@ def all_roles(services: Services) -> dict[str, Role]:
         if hasattr(module, "roles"):
             roles.update(module.roles(services))
     return roles
+
+
+def all_referral_facts(services: Services, referral_id: str) -> list[Fact]:
+    facts: list[Fact] = []
+    for module in modules():
+        if hasattr(module, "referral_facts"):
+            facts.extend(module.referral_facts(services, referral_id))
+    return facts
