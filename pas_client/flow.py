@@ -221,7 +221,7 @@ class PriorAuthFlow:
         self.store.update(request.id, status="error", last_error=message[:4000])
         self.schedule_follow_up(self.store.try_get(request.id) or current, soon=True)
         self.put_task(current, "error", None, note=message)
-        self._move_referral(current, "error")
+        self.move_referral(current, "error")
 
     # --- decisions --------------------------------------------------------------------------
     def apply_decision(self, request: PriorAuthRequest, decision: Decision, source: str,
@@ -256,14 +256,16 @@ class PriorAuthFlow:
             self.schedule_follow_up(updated)
         else:
             self.store.update(request.id, next_check_at=None)
+            if status != "contact-payer":
+                followup.close_escalation(self, self.store.try_get(request.id) or updated)
         self.put_task(current, status, decision)
-        self._move_referral(current, status, decision)
+        self.move_referral(current, status, decision)
         if status == "contact-payer":
             self.escalate(updated, f"{request.payer} asks to be contacted about this prior "
                           "authorization (X12 306 CT): call the payer or use its portal")
         return True
 
-    def _move_referral(self, request: PriorAuthRequest, status: str,
+    def move_referral(self, request: PriorAuthRequest, status: str,
                        decision: Decision | None = None) -> None:
         referral = self.referral_store.get(request.referral_id)
         link = Link("prior-authorization", f"Task/{request.task_id}", request.payer)
@@ -351,6 +353,9 @@ class PriorAuthFlow:
 
     def handle_follow_up(self, _item: WorkItem) -> None:
         followup.follow_up_due(self)
+
+    def handle_coordinator_outcome(self, item: WorkItem) -> None:
+        followup.handle_coordinator_outcome(self, item)
 
     def inquire(self, request: PriorAuthRequest) -> Reading:
         return followup.inquire(self, request)

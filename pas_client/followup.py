@@ -20,7 +20,7 @@ from pas_client.response import from_claim_response
 from pas_client.store import UNDECIDED, PriorAuthRequest
 from pas_client.update import build_inquiry_bundle
 from referrals.errors import InboundError, NotFound
-from referrals.model import Reason
+from referrals.model import Actor, Reason
 from referrals.store.work import WorkItem
 
 if TYPE_CHECKING:
@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("refloop.pas")
 INQUIRE_KIND = "pas.inquire"
+#: the coordinator task an escalation opens, its outcomes and the work kind that applies them
+TASK_KIND = "chase-authorization"
+OUTCOMES = ("approved", "denied", "resubmit", "withdrawn")
+OUTCOME_KIND = "pas.coordinator-outcome"
+ACTOR_PAS = Actor("Device/refloop-pas", "Refloop prior authorization", "system")
 EXPEDITED_LEVEL = "U"
 
 
@@ -125,11 +130,36 @@ def escalate(flow: PriorAuthFlow, request: PriorAuthRequest, why: str) -> None:
     flow.put_task(current, "contact-payer" if current.status == "contact-payer" else "blocked",
                None, note=why)
     if flow.tasks is not None:
-        flow.tasks.open(request.referral_id, "prior-authorization", why,
-                        due_at=flow.now(), outcomes=["approved", "denied", "resubmitted",
-                                                     "withdrawn"],
-                        on_outcome=None, key=f"pas-escalate:{request.id}",
+        flow.tasks.open(request.referral_id, TASK_KIND, why, due_at=flow.now(),
+                        outcomes=list(OUTCOMES), on_outcome=OUTCOME_KIND,
+                        key=f"pas-escalate:{request.id}",
                         data={"request_id": request.id, "payer": request.payer})
+
+
+def close_escalation(flow: PriorAuthFlow, request: PriorAuthRequest) -> None:
+    """The payer decided after all: the coordinator's task is no longer needed."""
+    if flow.tasks is not None and request.escalated_at is not None:
+        flow.tasks.cancel_open(request.referral_id, ACTOR_PAS, f"{request.payer} decided: "
+                               f"{request.status}", kind=TASK_KIND)
+
+
+def handle_coordinator_outcome(flow: PriorAuthFlow, item: WorkItem) -> None:
+    """What the coordinator learnt from the payer (phone, portal), recorded on the task:
+    approved or denied is applied like a payer's decision; resubmit sends a new request;
+    withdrawn leaves the request as it is."""
+    payload = item.payload
+    request = flow.store.try_get(str((payload.get("data") or {}).get("request_id", "")))
+    if request is None:
+        raise InboundError(f"coordinator outcome for an unknown request: {payload}")
+    outcome, who = payload.get("outcome", ""), payload.get("actor_display") or "the coordinator"
+    note = f"recorded by {who}" + (f": {payload['note']}" if payload.get("note") else "")
+    if outcome in ("approved", "denied"):
+        flow.store.update(request.id, status=outcome, next_check_at=None,
+                          last_error=f"{outcome} according to the payer, {note}"[:4000])
+        flow.put_task(request, outcome, None, note=note)
+        flow.move_referral(request, outcome)
+    elif outcome == "resubmit":
+        flow.enqueue_submit(request.referral_id, request.payer)
 
 
 def _overdue(flow: PriorAuthFlow, request: PriorAuthRequest) -> str:

@@ -121,24 +121,35 @@ def referrals() -> None:
 
 @referrals.command("list")
 @click.option("--status", "stage", help="Only this stage (detected, accepted, scheduled...).")
-@click.option("--limit", default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000),
+              help="Referrals per page.")
+@click.option("--cursor", default=None, help="Start after a previous page (its 'next').")
+@click.option("--json", "as_json", is_flag=True,
+              help='{"referrals": [...], "next": cursor or null}')
 @pass_context
-def referrals_list(obj: Context, stage: str | None, limit: int, as_json: bool) -> None:
-    """List referrals, newest change first."""
+def referrals_list(obj: Context, stage: str | None, limit: int, cursor: str | None,
+                   as_json: bool) -> None:
+    """List referrals, newest change first, a page at a time."""
     from referrals.codec import referral_to_dict
     from referrals.model import Stage
 
     if stage and stage not in {s.value for s in Stage}:
         raise click.BadParameter(f"{stage!r}; choose from {', '.join(s.value for s in Stage)}",
                                  param_hint="--status")
-    found = obj.services.store.list(stage=stage, limit=limit)
+    try:
+        found, following = obj.services.store.page(stage=stage, limit=limit, after=cursor)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc}; pass the 'next' of a previous page",
+                                 param_hint="--cursor") from exc
     if as_json:
-        print_json([referral_to_dict(r) for r in found])
+        print_json({"referrals": [referral_to_dict(r) for r in found], "next": following})
         return
     print_table(["id", "stage", "priority", "specialty", "owner", "due"],
                 [[r.id[:8], r.stage.value, r.priority, r.specialty, r.owner,
                   r.deadline.strftime("%Y-%m-%d %H:%M") if r.deadline else ""] for r in found])
+    if following:
+        click.echo(f"more: refloop referrals list --cursor {following}"
+                   f"{f' --status {stage}' if stage else ''} --limit {limit}", err=True)
 
 
 @referrals.command("show")
@@ -152,12 +163,15 @@ def referrals_show(obj: Context, referral_id: str, as_json: bool) -> None:
     if task is None:
         raise click.ClickException(f"no referral {referral_id}; 'refloop referrals list' "
                                    "shows their ids")
-    from refloop.wiring import all_referral_facts
-
     events = store.events(referral_id)
-    facts = all_referral_facts(obj.services, referral_id)
+    from referrals.coordinator import to_fhir
+
+    tasks = obj.services.tasks.for_referral(referral_id)
+    sections = _detail_sections(obj.services, referral_id)
     if as_json:
-        print_json({"task": task, "events": [e.__dict__ for e in events], "facts": facts})
+        print_json({"task": task, "events": [e.__dict__ for e in events],
+                    "coordinator_tasks": [to_fhir(t) for t in tasks],
+                    **{name: data for name, (data, _rows) in sections.items()}})
         return
     click.echo(f"Task/{referral_id}  status={task['status']}  stage="
                f"{task['businessStatus']['text']}")
@@ -166,11 +180,23 @@ def referrals_show(obj: Context, referral_id: str, as_json: bool) -> None:
                   e.from_stage.value if e.from_stage else "", e.to_stage.value,
                   e.actor.display or e.actor.reference, e.reason.code if e.reason else "",
                   e.source] for e in events])
-    for fact in facts:
-        if fact.get("kind") == "raw":
-            click.echo(f"\n{fact['label']}:\n{fact['value']}")
-        else:
-            click.echo(f"{fact['label']}: {fact['value']}")
+    if tasks:
+        click.echo("\nCoordinator tasks")
+        print_table(["task", "kind", "status", "due", "outcome", "reason"],
+                    [[t.id[:8], t.kind, t.status,
+                      t.due_at.strftime("%Y-%m-%d %H:%M") if t.due_at else "",
+                      t.outcome or "", t.reason[:60]] for t in tasks])
+    for name, (_data, (headers, rows)) in sections.items():
+        click.echo(f"\n{name.replace('_', ' ').capitalize()}")
+        print_table(headers, rows)
+
+
+def _detail_sections(services: Any, referral_id: str) -> dict[str, Any]:
+    """Extra sections adapters add to `referrals show` (wiring `referral_details`): name ->
+    (JSON data, (table headers, table rows))."""
+    from refloop.wiring import all_referral_details
+
+    return all_referral_details(services, referral_id)
 
 
 @main.group()

@@ -12,6 +12,7 @@ from referrals.store.inbox import Inbox
 from referrals.store.quarantine import Quarantine
 from referrals.store.referrals import ReferralStore
 from referrals.store.resources import ResourceStore
+from referrals.store.tasks import CoordinatorTasks
 from referrals.store.work import WorkQueue
 from refloop.settings import Settings
 
@@ -27,6 +28,8 @@ class Services:
     work: WorkQueue
     inbox: Inbox
     cursors: Cursors
+    #: coordinator tasks (a person must act on a referral); see referrals/store/tasks.py
+    tasks: CoordinatorTasks
     #: adapter objects built by the wiring modules, by name ("subscriptions", "hl7", ...)
     adapters: dict[str, Any] = field(default_factory=dict)
 
@@ -45,7 +48,7 @@ def build_services(settings: Settings, *, wire: bool = True) -> Services:
     services = Services(
         settings=settings, db=db, store=store, referrals=ReferralService(db, store),
         resources=ResourceStore(db), quarantine=quarantine, work=work,
-        inbox=Inbox(db, work, quarantine), cursors=Cursors(db),
+        inbox=Inbox(db, work, quarantine), cursors=Cursors(db), tasks=CoordinatorTasks(db, work),
     )
     if wire:
         from refloop.wiring import build_all

@@ -20,7 +20,7 @@ from referrals.worklist import (
     fetch_page,
     fetch_patients,
 )
-from smart_app import actions, audit, charts, referral_view
+from smart_app import actions, audit, charts, referral_view, task_views
 from smart_app.actions import ActionError
 from smart_app.patient_label import labels_for
 from smart_app.runtime import SmartRuntime
@@ -88,21 +88,25 @@ def worklist(rt: SmartRuntime, session: Session, args: Mapping[str, str]) -> Res
                            sort=sort, sorts=SORTS, stages=OPEN_STAGES, all_stages=STAGE_LABELS,
                            priorities=PRIORITIES, next_url=next_url, error=error,
                            patient_scoped=bool(where.patient), ctx=session.context,
-                           due=_due, base=f"/smart/s/{session.id}")
+                           due=_due, base=f"/smart/s/{session.id}",
+                           task_rows=task_views.rows(
+                               task_views.open_on_worklist(rt, where.patient), now))
     return Response(html)
 
 
 def referral(rt: SmartRuntime, session: Session, referral_id: str, *, done: str = "",
-             error: str = "", status: int = 200) -> Response:
+             error: str = "", status: int = 200, notice: str = "") -> Response:
     page = referral_view.load_page(rt, referral_id, session.iss)
     audit.record(rt.resources, audit.build_audit_event(
         session, interaction="read", patient=page.referral.patient,
         entities=[f"Task/{page.referral.id}", *page.patient_references],
         client_id=_client_id(rt, session)))
     spec = actions.ACTIONS.get(done)
+    now = datetime.now(UTC)
     html = render_template(
         "smart/referral.html", s=session, p=page, r=page.referral, ctx=session.context,
-        now=datetime.now(UTC), done=spec.label if spec else "", error=error,
+        now=now, done=spec.label if spec else notice, error=error,
+        task_rows=task_views.rows(task_views.open_for_referral(rt, referral_id), now),
         offered=actions.available(page.referral), pas_enabled=rt.pas_enabled,
         pas_disabled=actions.PAS_DISABLED, view=referral_view, due=_due,
         base=f"/smart/s/{session.id}", banner=_banner(session, page))

@@ -26,8 +26,8 @@ class ReferralPage:
     auth_tasks: list[dict[str, Any]] = field(default_factory=list)
     appointments: list[tuple[Link, dict[str, Any] | None]] = field(default_factory=list)
     notes: list[tuple[Link, dict[str, Any] | None]] = field(default_factory=list)
-    #: what the adapters know (coverage, eligibility, prior authorization, payer replies)
-    facts: list[dict[str, str]] = field(default_factory=list)
+    #: what the adapters add (wiring `referral_details`): name -> (data, (headers, rows))
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def outreach(self) -> list[Event]:
@@ -57,7 +57,7 @@ def load_page(rt: SmartRuntime, referral_id: str, iss: str) -> ReferralPage:
                       for link in referral.outputs if link.type == "appointment"],
         notes=[(link, _find(rt, link.reference, [LOCAL, *servers]))
                for link in referral.outputs if link.type == "consult-note"],
-        facts=rt.facts(referral.id),
+        details=rt.details(referral.id),
     )
 
 

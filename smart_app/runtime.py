@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from referrals.service import ReferralService
 from referrals.store.database import Database
 from referrals.store.referrals import ReferralStore
 from referrals.store.resources import ResourceStore
+from referrals.store.tasks import CoordinatorTasks
 from referrals.store.work import WorkQueue
 from smart_app.config import SmartConfig
 from smart_app.launcher import Launcher
@@ -29,5 +31,8 @@ class SmartRuntime:
     pas_enabled: bool
     #: configured public URL ("" = take it from each request)
     public_base_url: str = ""
-    #: what other adapters know about a referral ({"label", "value", "kind"}), from wiring
-    facts: Callable[[str], list[dict[str, str]]] = field(default=lambda _referral_id: [])
+    #: coordinator tasks (listed on the worklist and the referral page, outcomes recorded here)
+    tasks: CoordinatorTasks | None = None
+    #: what the adapters add about a referral (wiring `referral_details`): section name ->
+    #: (JSON data, (table headers, table rows))
+    details: Callable[[str], dict[str, Any]] = field(default=lambda _referral_id: {})

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, abort, g, redirect, render_template, requ
 from werkzeug.wrappers import Response as WResponse
 
 from referrals.errors import ConflictError, IllegalTransition, NotFound, PeerError
-from smart_app import pages
+from smart_app import pages, task_views
 from smart_app.auth import LaunchError, public_jwks
 from smart_app.runtime import SmartRuntime
 from smart_app.security import apply_headers, csrf_problem, origin_of, set_browser_cookie
@@ -121,7 +121,10 @@ def smart_blueprint(rt: SmartRuntime) -> Blueprint:
     @with_session
     def referral(session: Session, rid: str) -> Any:
         try:
-            return pages.referral(rt, session, rid, done=request.args.get("done", ""))
+            done = request.args.get("done", "")
+            return pages.referral(rt, session, rid, done=done,
+                                  notice="task outcome recorded" if done == "task-outcome"
+                                  else "")
         except NotFound:
             abort(404)
 
@@ -144,6 +147,29 @@ def smart_blueprint(rt: SmartRuntime) -> Blueprint:
             return pages.referral(rt, session, rid, error=str(exc), status=400)
         return redirect(f"{base_url()}/smart/s/{session.id}/referrals/{rid}?done={name}",
                         code=303)
+
+    @bp.post("/s/<sid>/tasks/<tid>/outcome")
+    @with_session
+    def task_outcome(session: Session, tid: str) -> Any:
+        problem = csrf_problem(request, expected_token=session.csrf_token,
+                               own_origin=origin_of(base_url()))
+        if problem:
+            log.warning("task outcome refused", extra={"reason": "csrf", "task_id": tid})
+            return _message("Action refused", problem, 403)
+        try:
+            task = task_views.record_outcome(rt, session, tid, request.form)
+        except NotFound:
+            abort(404)
+        except task_views.TaskError as exc:
+            rid = request.form.get("referral", "")
+            if not rid:
+                return _message("The outcome was not recorded", str(exc), 409)
+            return pages.referral(rt, session, rid, error=f"The outcome was not recorded: {exc}",
+                                  status=409)
+        log.info("task outcome recorded", extra={"task_id": tid, "referral_id": task.referral_id,
+                                                 "outcome": task.outcome})
+        return redirect(f"{base_url()}/smart/s/{session.id}/referrals/{task.referral_id}"
+                        f"?done=task-outcome", code=303)
 
     return bp
 

@@ -171,3 +171,25 @@ cursors = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("updated_at", Moment, nullable=False),
 )
+
+coordinator_tasks = sa.Table(
+    "coordinator_tasks", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(512), nullable=False, unique=True),
+    sa.Column("referral_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("due_at", Moment),
+    sa.Column("outcomes", JSONType, nullable=False),
+    sa.Column("on_outcome", sa.String(64)),
+    sa.Column("data", JSONType, nullable=False),
+    sa.Column("outcome", sa.String(64)),
+    sa.Column("actor", sa.String(256), nullable=False, server_default=""),
+    sa.Column("actor_display", sa.String(256), nullable=False, server_default=""),
+    sa.Column("note", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", Moment, nullable=False),
+    sa.Column("closed_at", Moment),
+)
+sa.Index("ix_coordinator_tasks_open", coordinator_tasks.c.status, coordinator_tasks.c.due_at)
+sa.Index("ix_coordinator_tasks_referral", coordinator_tasks.c.referral_id)

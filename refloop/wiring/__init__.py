@@ -9,9 +9,8 @@ A wiring module may define any of:
     timers(services) -> list[Timer]              periodic work, enqueued by the scheduler
     commands() -> list[click.Command]            `refloop ...` sub-commands
     roles(services) -> dict[str, Role]           long-running roles (`--role mllp`)
-    referral_facts(services, referral_id) -> list[Fact]   what the adapter knows about one
-                                                 referral, shown by `refloop referrals show`
-                                                 and the SMART app's referral page
+    referral_details(services, referral_id) -> dict[str, (json, (headers, rows))]
+                                                 sections of `refloop referrals show`
 """
 
 from __future__ import annotations
@@ -33,19 +32,21 @@ if TYPE_CHECKING:
 MODULES = ("core", "subscriptions", "hl7", "pas", "smart")
 
 Role = Callable[[threading.Event], None]
-#: one thing an adapter knows about a referral, as plain data: {"label", "value", "kind"}
-#: (kind "text", or "raw" for a payload shown as received)
-Fact = dict[str, str]
 
 
 @dataclass(frozen=True)
 class Timer:
-    """Periodic work: every `every_seconds`, one work item of `kind` across all nodes."""
+    """Periodic work: every `every_seconds`, one work item of `kind` across all nodes.
+
+    `at_start`: also one item each time a worker process starts, with a key of its own (never
+    de-duplicated against the period's item) and `"start": true` in its payload.
+    """
 
     name: str
     every_seconds: float
     kind: str
     payload: dict[str, Any] = field(default_factory=dict)
+    at_start: bool = False
 
 
 def modules() -> list[ModuleType]:
@@ -96,9 +97,9 @@ def all_roles(services: Services) -> dict[str, Role]:
     return roles
 
 
-def all_referral_facts(services: Services, referral_id: str) -> list[Fact]:
-    facts: list[Fact] = []
+def all_referral_details(services: Services, referral_id: str) -> dict[str, Any]:
+    details: dict[str, Any] = {}
     for module in modules():
-        if hasattr(module, "referral_facts"):
-            facts.extend(module.referral_facts(services, referral_id))
-    return facts
+        if hasattr(module, "referral_details"):
+            details.update(module.referral_details(services, referral_id))
+    return details

@@ -54,13 +54,16 @@ def work_handlers(services: Services) -> dict[str, Handler]:
     return {"pas.submit": lambda item: flow(services).handle_submit(item),
             "pas.notification": lambda item: flow(services).handle_notification(item),
             "pas.inquire": lambda item: flow(services).handle_inquire(item),
-            "pas.follow-up": lambda item: flow(services).handle_follow_up(item)}
+            "pas.follow-up": lambda item: flow(services).handle_follow_up(item),
+            "pas.coordinator-outcome":
+                lambda item: flow(services).handle_coordinator_outcome(item)}
 
 
-def referral_facts(services: Services, referral_id: str) -> list[dict[str, str]]:
-    from pas_client.facts import referral_facts as facts
+def referral_details(services: Services, referral_id: str) -> dict[str, Any]:
+    """Sections of `refloop referrals show` and the referral page (pas_client/details.py)."""
+    from pas_client.details import referral_details as details
 
-    return facts(flow(services).store, referral_id)
+    return details(flow(services).store, referral_id)
 
 
 def timers(services: Services) -> list[Timer]:

@@ -21,12 +21,12 @@ def build(services: Services) -> None:
 
 
 def routes(app: Flask, services: Services) -> None:
-    from refloop.wiring import all_handlers, all_referral_facts
+    from refloop.wiring import all_handlers, all_referral_details
     from smart_app.web import smart_blueprint
 
     runtime: SmartRuntime = services.adapters.get("smart") or _runtime(services)
     runtime.pas_enabled = "pas.submit" in all_handlers(services)
-    runtime.facts = lambda referral_id: all_referral_facts(services, referral_id)
+    runtime.details = lambda referral_id: all_referral_details(services, referral_id)
     app.register_blueprint(smart_blueprint(runtime))
 
 
@@ -52,7 +52,8 @@ def _runtime(services: Services) -> SmartRuntime:
     return SmartRuntime(config=config, launcher=launcher, sessions=sessions, db=services.db,
                         store=services.store, referrals=services.referrals,
                         resources=services.resources, work=services.work, pas_enabled=False,
-                        public_base_url=settings.public_base_url.rstrip("/"))
+                        public_base_url=settings.public_base_url.rstrip("/"),
+                        tasks=services.tasks)
 
 
 @click.group()

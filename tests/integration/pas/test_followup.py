@@ -106,12 +106,29 @@ def test_no_decision_by_the_deadline_goes_to_the_coordinator(world: World, prior
     assert last.reason is not None and f"{hours} h" in last.reason.text
     task = world.services.resources.try_get("Task", escalated.task_id, server="local")
     assert task["status"] == "on-hold" and "call the payer" in task["statusReason"]["text"]
+    [chase] = world.services.tasks.open_for(referral_id)   # the coordinator's task
+    assert chase.kind == "chase-authorization" and "call the payer" in chase.reason
     world.clock.advance(days=3)
     world.follow_up()                                   # nothing more is asked
     assert world.request(request_id).checks == asked
     world.payer.release("A1")                           # a late decision still counts
     notify(world, "flattened")
     assert world.request(request_id).status == "approved"
+    assert world.services.tasks.open_for(referral_id) == []   # and closes the task
+
+
+def test_the_coordinator_records_what_the_payer_said(world: World) -> None:
+    referral_id, request_id = pend(world)
+    world.clock.advance(days=8)
+    world.follow_up()                                   # past the deadline: escalated
+    [chase] = world.services.tasks.open_for(referral_id)
+    world.services.tasks.complete(chase.id, "approved", "Practitioner/coord-1",
+                                  "approved by phone, ref PH-7")
+    world.run()
+    done = world.request(request_id)
+    assert done.status == "approved" and "approved by phone, ref PH-7" in done.last_error
+    moved = world.services.store.get(referral_id)
+    assert moved.stage == Stage.OUTREACH and moved.auth_state == "approved"
 
 
 def test_an_empty_inquire_answer_keeps_following(database_url: str, tmp_path: Path) -> None:

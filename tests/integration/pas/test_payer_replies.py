@@ -30,12 +30,12 @@ def cli(world: World, *args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def show(world: World, referral_id: str) -> str:
+def show(world: World, referral_id: str, *args: str) -> str:
     """`refloop referrals show REFERRAL` output."""
     context = Context(None)
     context._settings = world.services.settings
     context._services = world.services
-    result = CliRunner().invoke(referrals_show, [referral_id], obj=context)
+    result = CliRunner().invoke(referrals_show, [referral_id, *args], obj=context)
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -79,8 +79,13 @@ def test_an_unreadable_reply_is_an_error_kept_visible_and_inquired(world: World,
     code, output = cli(world, "reply", str(reply.id))
     assert code == 0 and world.payer.last_sent().decode("utf-8", "replace") in output
     shown = show(world, referral.id)
-    assert f"Payer reply #{reply.id} to submit: HTTP 200, uninterpretable" in shown
-    assert world.payer.last_sent().decode("utf-8", "replace")[:200] in shown
+    assert "Prior authorization" in shown and "Payer replies" in shown
+    replies = shown.split("Payer replies", 1)[1]
+    row = next(line for line in replies.splitlines() if line.startswith(f"{reply.id} "))
+    assert "submit" in row and "200" in row and "uninterpretable" in row
+    data = json.loads(show(world, referral.id, "--json"))
+    [kept] = [r for r in data["payer_replies"] if r["id"] == reply.id]
+    assert world.payer.last_sent().decode("utf-8", "replace")[:200] in kept["body"]
     moved = world.services.store.get(referral.id)
     assert moved.stage == Stage.AUTH_PENDING and moved.auth_state == "error"
     # an $inquire is scheduled soon (not the hour of a pend), and it finds the approval

@@ -1,4 +1,4 @@
-"""The referral page shows what the PAS adapter knows (through the wiring's referral facts): a
+"""The referral page shows what the PAS adapter adds (the wiring's referral details): a
 prior-authorization request in error and the payer reply it could not read, as received."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def test_the_page_shows_the_request_in_error_and_the_raw_reply(harness: Harness)
     browser = harness.browser()
     page = harness.launch(browser)
     text = browser.get(f"{page.url}referrals/{referral.id}").text
-    assert "Prior authorization submit req-raw-" in text
+    assert "req-raw-" in text and "uninterpretable" in text
     assert f"the payer&#39;s reply (#{reply_id}) could not be interpreted" in text
-    assert f"Payer reply #{reply_id} to submit: HTTP 200, uninterpretable" in text
+    assert f"Payer replies #{reply_id} as received" in text
     assert "application/fhir+json" in text and "ClaimRes" in text
