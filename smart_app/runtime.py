@@ -33,6 +33,9 @@ class SmartRuntime:
     public_base_url: str = ""
     #: coordinator tasks (listed on the worklist and the referral page, outcomes recorded here)
     tasks: CoordinatorTasks | None = None
+    #: the scheduling sections (smart_app/scheduling_port.py), connected by refloop/wiring when
+    #: the scheduling adapter is wired; None hides them
+    scheduling: Any = None
     #: what the adapters add about a referral (wiring `referral_details`): section name ->
     #: (JSON data, (table headers, table rows))
     details: Callable[[str], dict[str, Any]] = field(default=lambda _referral_id: {})
