@@ -102,7 +102,7 @@ class Registry:
     def open_hook(self, *, server: str, purpose: str, deliver_kind: str, flavour: str = "",
                   criteria: str = "", status: str = "new",
                   conn: Connection | None = None) -> Hook:
-        hook_id, secret = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
+        hook_id, secret = _new_hook_id(), secrets.token_urlsafe(32)
         now = datetime.now(UTC)
         with self.db.using(conn) as c:
             c.execute(registrations.insert().values(
@@ -244,3 +244,12 @@ def _aware(moment: datetime | None) -> datetime | None:
     if moment is None or moment.tzinfo is not None:
         return moment
     return moment.replace(tzinfo=UTC)
+
+
+def _new_hook_id() -> str:
+    """32 URL-safe random characters, never starting with "-" (a command line would take it for
+    an option)."""
+    while True:
+        found = secrets.token_urlsafe(24)
+        if not found.startswith("-"):
+            return found
