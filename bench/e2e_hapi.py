@@ -239,6 +239,8 @@ def wait_until(check: Callable[[], bool], what: str, seconds: float = WAIT_S) ->
 def service_request(patient: str, n: int) -> dict[str, Any]:
     return {"resourceType": "ServiceRequest", "status": "active", "intent": "order",
             "priority": "routine", "subject": {"reference": patient},
+            "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "3457005",
+                                      "display": "Patient referral"}]}],
             "code": {"text": "Referral to cardiology service"},
             "reasonCode": [{"text": f"bench {n}"}], "performerType": {"text": "Cardiology"}}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 from urllib.parse import urlencode
@@ -17,6 +18,9 @@ from referrals.queries import search_tasks
 from referrals.store.database import Database
 from referrals.store.referrals import ReferralStore
 
+#: a FHIR logical id; anything else cannot be a Task of ours (not looked up)
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
 
 def fhir_response(body: dict[str, Any], status: int = 200,
                   headers: dict[str, str] | None = None) -> Response:
@@ -28,7 +32,8 @@ def facade_blueprint(store: ReferralStore, db: Database) -> Blueprint:
 
     @fhir.errorhandler(InboundError)
     def _bad_input(exc: InboundError) -> Response:
-        return fhir_response(operation_outcome(str(exc), code=exc.code), exc.status)
+        return fhir_response(operation_outcome(str(exc), code=exc.code,
+                                               expression=exc.expression), exc.status)
 
     @fhir.get("/metadata")
     @interaction("", "capabilities")
@@ -41,9 +46,9 @@ def facade_blueprint(store: ReferralStore, db: Database) -> Blueprint:
     @fhir.get("/Task/<task_id>")
     @interaction("Task", "read")
     def read_task(task_id: str) -> Response:
-        task = store.task(task_id)
+        task = store.task(task_id) if _ID.fullmatch(task_id) else None
         if task is None:
-            return fhir_response(operation_outcome(f"Task/{task_id} is not known",
+            return fhir_response(operation_outcome(f"Task/{task_id[:64]} is not known",
                                                    code="not-found"), 404)
         headers = {"ETag": f'W/"{task["meta"]["versionId"]}"',
                    "Last-Modified": task["meta"]["lastUpdated"]}

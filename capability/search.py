@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from referrals.errors import InboundError
@@ -23,6 +24,15 @@ TASK_SEARCH_PARAMS: dict[str, tuple[str, str]] = {
 CONTROL_PARAMS = {"_count", "_offset", "_format", "_sort"}
 MAX_COUNT = 500
 DEFAULT_COUNT = 50
+#: _count and _offset above this are refused (a _count up to it is served as MAX_COUNT)
+MAX_NUMBER = 1_000_000_000
+_NUMBER = re.compile(r"[0-9]{1,10}")
+#: FHIR date, dateTime and instant: YYYY, YYYY-MM, YYYY-MM-DD, then time to the minute, second
+#: or fraction, with Z or an offset (without one, UTC is assumed)
+_DATE = re.compile(r"[0-9]{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01])"
+                   r"(T([01][0-9]|2[0-3]):[0-5][0-9](:([0-5][0-9]|60)(\.[0-9]{1,9})?)?"
+                   r"(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))?)?)?)?")
+
 PREFIXES = ("eq", "ne", "ge", "gt", "le", "lt", "sa", "eb", "ap")
 SUPPORTED_PREFIXES = ("eq", "ge", "gt", "le", "lt")
 #: FHIR R4 Task.status codes (http://hl7.org/fhir/task-status).
@@ -36,6 +46,9 @@ def parse_task_query(args: list[tuple[str, str]]) -> TaskQuery:
     """Read (name, value) pairs; raise InboundError naming the parameter on bad input."""
     query = TaskQuery()
     for name, value in args:
+        if "\x00" in name or "\x00" in value:
+            raise InboundError("search parameters must not contain NUL characters",
+                               expression=name.replace("\x00", "")[:64])
         base, _, modifier = name.partition(":")
         if base in CONTROL_PARAMS:
             _control(query, base, value)
@@ -63,12 +76,14 @@ def _control(query: TaskQuery, name: str, value: str) -> None:
                                code="not-supported")
         query.newest_first = value.startswith("-")
         return
-    try:
-        number = int(value)
-    except ValueError as exc:
-        raise InboundError(f"{name} must be a whole number, not {value!r}") from exc
-    if number < 0:
-        raise InboundError(f"{name} must not be negative")
+    if not _NUMBER.fullmatch(value):
+        if value.isascii() and value.isdigit():
+            raise InboundError(f"{name} must be at most {MAX_NUMBER}", expression=name)
+        raise InboundError(f"{name} must be a whole number from 0 to {MAX_NUMBER}, not "
+                           f"{value[:40]!r}", expression=name)
+    number = int(value)
+    if number > MAX_NUMBER:
+        raise InboundError(f"{name} must be at most {MAX_NUMBER}", expression=name)
     if name == "_count":
         query.count = min(number, MAX_COUNT)
     else:
@@ -123,23 +138,40 @@ def _reference(default_type: str, value: str) -> str:
 
 
 def parse_date_bound(value: str) -> DateBound:
+    """A `_lastUpdated` value: prefix and the UTC interval its precision covers, which must lie
+    within the years 0001-9999 once shifted to UTC."""
     prefix = value[:2] if value[:2] in PREFIXES else "eq"
     text = value[2:] if value[:2] in PREFIXES else value
     if prefix not in SUPPORTED_PREFIXES:
         raise InboundError(f"_lastUpdated does not support the {prefix} prefix; use one of "
-                           f"{', '.join(SUPPORTED_PREFIXES)}", code="not-supported")
-    if len(text) == 4 and text.isdigit():
+                           f"{', '.join(SUPPORTED_PREFIXES)}", code="not-supported",
+                           expression="_lastUpdated")
+    if not _DATE.fullmatch(text):
+        raise InboundError(f"_lastUpdated value {value[:60]!r} is not a FHIR date or instant "
+                           "(e.g. ge2026-01-01 or gt2026-01-01T10:00:00Z)",
+                           expression="_lastUpdated")
+    if len(text) == 4:
         text_for_parse = f"{text}-01-01"
     elif len(text) == 7:
         text_for_parse = f"{text}-01"
     else:
-        text_for_parse = text
+        text_for_parse = re.sub(r"(\.[0-9]{6})[0-9]+", r"\1", text).replace(":60", ":59")
     try:
         moment = datetime.fromisoformat(text_for_parse.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise InboundError(f"_lastUpdated value {value!r} is not a FHIR date or instant "
-                           "(e.g. ge2026-01-01 or gt2026-01-01T10:00:00Z)") from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    start = moment.astimezone(UTC)
-    return DateBound(prefix, start, precision_end(start, text))
+        raise InboundError(f"_lastUpdated value {value[:60]!r} is not a calendar date",
+                           expression="_lastUpdated") from exc
+    try:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        start = moment.astimezone(UTC)
+        end = precision_end(start, text)
+    except (ValueError, OverflowError) as exc:  # the interval leaves datetime's 1-9999
+        raise _out_of_range(value) from exc
+    return DateBound(prefix, start, end)
+
+
+def _out_of_range(value: str) -> InboundError:
+    return InboundError(f"_lastUpdated value {value[:60]!r} is a date outside the years "
+                        "0001-9999 (in UTC, including the whole of its precision)",
+                        expression="_lastUpdated")

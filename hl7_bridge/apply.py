@@ -147,7 +147,7 @@ class Applier:
         except (MessageError, MappingError, IllegalTransition) as exc:
             with self.services.db.write() as conn:
                 self.services.inbox.mark(inbox_id, QUARANTINED, str(exc), conn=conn)
-                self._tell_sender(conn, stored.body, str(exc))
+                self.tell_sender(conn, stored.body, str(exc))
             log.warning("HL7 message quarantined", extra={"inbox_id": inbox_id,
                                                           "error": str(exc)})
             raise InboundError(f"HL7 message {inbox_id}: {exc}") from exc
@@ -185,7 +185,7 @@ class Applier:
             "control_id": message.control_id, "woke": outcome.woke})
         return inbox_id, outcome.status, outcome.note
 
-    def _tell_sender(self, conn: Connection, body: bytes, problem: str) -> None:
+    def tell_sender(self, conn: Connection, body: bytes, problem: str) -> None:
         """Enhanced mode: an application ACK AE when MSH-16 asks for one (see app_ack.py)."""
         try:
             header = parse_header(body)
@@ -261,23 +261,33 @@ class _Context:
                                                        conn=self.conn)
         return result
 
-    def find_referral(self, key: str) -> Referral | None:
-        referral_id = self.lookups.try_get_referral_id(key) if key else None
+    def find_referral(self, keys: list[str]) -> Referral | None:
+        """The referral known under any of `keys` (a message's business keys, keys.py)."""
+        referral_id = next((known for key in keys
+                            if (known := self.lookups.try_get_referral_id(key))), None)
         if referral_id is None:
             return None
         found: Referral | None = self.services.store.try_get(referral_id, self.conn)
         return found
 
-    def park(self, key: str) -> Outcome:
-        index.park(self.conn, self.inbox_id, f"referral:{key}")
-        self.lookups.parked_now(f"referral:{key}")
-        return Outcome(PARKED, f"waiting for referral {key}")
+    def park(self, keys: list[str]) -> Outcome:
+        """Wait for the referral under every spelling of its key; woken by any of them."""
+        for key in keys:
+            index.park(self.conn, self.inbox_id, f"referral:{key}")
+            self.lookups.parked_now(f"referral:{key}")
+        return Outcome(PARKED, f"waiting for referral {keys[0]}")
 
-    def wake(self, key: str) -> None:
-        if not self.lookups.may_be_parked(f"referral:{key}"):
-            return
-        self.lookups.unparked(f"referral:{key}")
-        for row_id, inbox_id in index.unpark(self.conn, f"referral:{key}"):
+    def wake(self, keys: list[str]) -> None:
+        """Re-queue, in arrival order, the messages parked under any of `keys`."""
+        woken: dict[int, int] = {}
+        for key in keys:
+            if not self.lookups.may_be_parked(f"referral:{key}"):
+                continue
+            self.lookups.unparked(f"referral:{key}")
+            for row_id, inbox_id in index.unpark(self.conn, f"referral:{key}"):
+                woken.setdefault(inbox_id, row_id)
+        index.unpark_messages(self.conn, list(woken))
+        for inbox_id, row_id in sorted(woken.items()):
             self.services.work.enqueue(WORK_KIND, {"inbox_id": inbox_id},
                                        key=f"hl7-unpark:{inbox_id}:{row_id}", conn=self.conn)
             self.woke += 1
@@ -320,14 +330,15 @@ class _Context:
         sr = mapped.service_request
         assert sr is not None and mapped.patient is not None
         sr["subject"] = {"reference": f"Patient/{mapped.patient['id']}"}
-        key, event = mapped.referral_key, self.msg.trigger_event
-        existing = self.find_referral(key)
-        if existing is None and event != "I12":
-            return self.park(key)
+        existing = self.find_referral(mapped.referral_keys)
+        if existing is None and self.msg.trigger_event != "I12":
+            return self.park(mapped.referral_keys)
+        if existing is not None:  # the referral's own ServiceRequest, however it was keyed
+            sr["id"] = existing.service_request.removeprefix("ServiceRequest/")
         self.put(sr)
         if existing is None:
             return self.open(mapped, sr)
-        if event == "I14" or sr["status"] in ("revoked", "entered-in-error"):
+        if self.msg.trigger_event == "I14" or sr["status"] in ("revoked", "entered-in-error"):
             return self.cancel(existing, "cancelled by the referrer (REF^I14)")
         if not existing.terminal:
             self.act(existing, "amend", changes=_changes(sr))
@@ -341,11 +352,10 @@ class _Context:
                          patient=patient, **_changes(sr))
         referral, created = self.services.referrals.open(
             draft, self.command("detect"), conn=self.conn)
-        keys = [mapped.referral_key, *(f"{i['value']}^" for i in sr.get("identifier", [])[1:])]
-        for key in keys:
+        for key in mapped.referral_keys:
             index.add_referral_key(self.conn, key, referral.id, self.sender, patient)
             self.lookups.added_referral_key(key, referral.id)
-        self.wake(mapped.referral_key)
+        self.wake(mapped.referral_keys)
         return Outcome(PROCESSED, "referral opened" if created else "referral exists")
 
     def cancel(self, referral: Referral, text: str) -> Outcome:
@@ -361,10 +371,12 @@ class _Context:
         sr = mapped.service_request
         assert sr is not None and mapped.patient is not None
         sr["subject"] = {"reference": f"Patient/{mapped.patient['id']}"}
-        key, orc1, orc5 = mapped.referral_key, mapped.codes["orc1"], mapped.codes["orc5"]
-        existing = self.find_referral(key)
+        orc1, orc5 = mapped.codes["orc1"], mapped.codes["orc5"]
+        existing = self.find_referral(mapped.referral_keys)
         if existing is None and orc1 != "NW":
-            return self.park(key)
+            return self.park(mapped.referral_keys)
+        if existing is not None:
+            sr["id"] = existing.service_request.removeprefix("ServiceRequest/")
         self.put(sr)
         if existing is None:
             return self.open(mapped, sr)
@@ -380,9 +392,9 @@ class _Context:
 
     def status(self, mapped: Mapped) -> Outcome:
         """REF^I15 (answered with RRI^I15) or an inbound RRI (the recipient's decision)."""
-        referral = self.find_referral(mapped.referral_key)
+        referral = self.find_referral(mapped.referral_keys)
         if referral is None:
-            return self.park(mapped.referral_key)
+            return self.park(mapped.referral_keys)
         if self.msg.message_type == "REF":
             bridge = self.services.adapters.get("hl7")
             queued = bridge.queue_status_reply(self.conn, referral, self.sender,
@@ -401,9 +413,9 @@ class _Context:
         assert appointment is not None
         if mapped.patient is not None:
             _set_patient(appointment, f"Patient/{mapped.patient['id']}")
-        referral = self.find_referral(mapped.referral_key)
-        if mapped.referral_key and referral is None:
-            return self.park(mapped.referral_key)
+        referral = self.find_referral(mapped.referral_keys)
+        if mapped.referral_keys and referral is None:
+            return self.park(mapped.referral_keys)
         if referral is not None:
             appointment["basedOn"] = [{"reference": referral.service_request}]
         self.put(appointment)
@@ -422,9 +434,9 @@ class _Context:
     def document(self, mapped: Mapped) -> Outcome:
         document = mapped.document
         assert document is not None
-        referral = self.find_referral(mapped.referral_key)
-        if mapped.referral_key and referral is None:
-            return self.park(mapped.referral_key)
+        referral = self.find_referral(mapped.referral_keys)
+        if mapped.referral_keys and referral is None:
+            return self.park(mapped.referral_keys)
         if referral is not None:
             document["context"] = {"related": [{"reference": referral.service_request}]}
         self.put(document)
@@ -454,7 +466,7 @@ def _preload(lookups: BatchLookups, batch: Any) -> None:
         keys |= {(server, str(r["resourceType"]), str(r["id"])) for r in p.mapped.resources
                  if r is not p.mapped.patient}
     lookups.load_resources(keys)
-    referral_keys = {p.mapped.referral_key for p in ready if p.mapped.referral_key}
+    referral_keys = {key for p in ready for key in p.mapped.referral_keys}
     lookups.load_referral_keys(referral_keys)
     lookups.load_parked({f"referral:{key}" for key in referral_keys})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,8 +67,20 @@ class Hl7Config:
     application: str = "REFLOOP"
     facility: str = "REFLOOP"
     group_commit_max: int = 64
+    #: a parked message whose referral has not arrived after this long goes to quarantine
+    parked_expiry_hours: float = 72.0
+    #: listener processes sharing the port; 0 = one per CPU core
+    processes: int = 0
+    #: open connections, in total and per source address (0 = no cap)
+    max_connections: int = 1000
+    max_connections_per_source: int = 100
     senders: dict[str, SenderConfig] = field(default_factory=dict)
     default_sender: SenderConfig = field(default_factory=SenderConfig)
+
+    @property
+    def process_count(self) -> int:
+        """How many listener processes to run (`processes`, 0 meaning one per core)."""
+        return self.processes if self.processes > 0 else max(1, os.cpu_count() or 1)
 
     def sender(self, name: str) -> SenderConfig:
         return self.senders.get(name, self.default_sender)
@@ -88,6 +101,13 @@ def _tuple(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(v.strip() for v in value.split(",") if v.strip())
     return tuple(str(v) for v in value)
+
+
+def _positive(value: Any, key: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise Hl7ConfigError(f"[hl7] {key} must be more than 0, not {value!r}")
+    return number
 
 
 def _outbound(raw: dict[str, Any]) -> Outbound:
@@ -125,7 +145,8 @@ def load_config(section: dict[str, Any]) -> Hl7Config:
     default_sender = _sender(section.get("defaults") or {}, SenderConfig())
     try:
         return Hl7Config(
-            enabled=_bool(section.get("enabled", base.enabled)),
+            # the listener runs only when configured: an [hl7] table (or REFLOOP_HL7__*)
+            enabled=_bool(section.get("enabled", bool(section))),
             host=str(section.get("host", base.host)),
             port=int(section.get("port", base.port)),
             max_message_bytes=int(section.get("max_message_bytes", base.max_message_bytes)),
@@ -142,6 +163,13 @@ def load_config(section: dict[str, Any]) -> Hl7Config:
             application=str(section.get("application", base.application)),
             facility=str(section.get("facility", base.facility)),
             group_commit_max=int(section.get("group_commit_max", base.group_commit_max)),
+            parked_expiry_hours=_positive(section.get("parked_expiry_hours",
+                                                      base.parked_expiry_hours),
+                                          "parked_expiry_hours"),
+            processes=int(section.get("processes", base.processes)),
+            max_connections=int(section.get("max_connections", base.max_connections)),
+            max_connections_per_source=int(section.get("max_connections_per_source",
+                                                       base.max_connections_per_source)),
             senders={str(k): _sender(v, default_sender)
                      for k, v in (section.get("senders") or {}).items()},
             default_sender=default_sender,

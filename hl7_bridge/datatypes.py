@@ -115,27 +115,25 @@ def to_identifier(seg: Segment, number: int, rep: int, authorities: dict[str, st
 
 
 def to_ei(seg: Segment, number: int, authorities: dict[str, str], sender: str,
-          rep: int = 0, kind: str = "") -> dict[str, Any] | None:
-    """EI (entity id ^ namespace ^ universal id ^ type) -> Identifier."""
-    value = seg.get(number, 1, rep=rep)
+          rep: int = 0, kind: str = "", application: tuple[str, ...] = ()
+          ) -> dict[str, Any] | None:
+    """EI (entity id ^ namespace ^ universal id ^ type) -> Identifier. An EI without a
+    namespace belongs to the sending application (`application`: MSH-3.1, MSH-3.2)."""
+    value = seg.get(number, 1, rep=rep).strip()
     if not value:
         return None
+    namespace, universal = seg.get(number, 2, rep=rep), seg.get(number, 3, rep=rep)
+    kind_of_universal = seg.get(number, 4, rep=rep)
+    if not namespace and not universal and application:
+        namespace = application[0]
+        universal, kind_of_universal = (application[1:] or ("",))[0], ""
     identifier: dict[str, Any] = {
-        "system": hd_system(seg.get(number, 2, rep=rep), seg.get(number, 3, rep=rep),
-                            seg.get(number, 4, rep=rep), authorities, sender),
+        "system": hd_system(namespace, universal, kind_of_universal, authorities, sender),
         "value": value}
     if kind:
         identifier["type"] = {"coding": [{
             "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": kind}]}
     return identifier
-
-
-def ei_key(seg: Segment, number: int, rep: int = 0) -> str:
-    """The business key of an EI: entity id ^ namespace (or universal id)."""
-    value = seg.get(number, 1, rep=rep)
-    if not value:
-        return ""
-    return f"{value}^{seg.get(number, 2, rep=rep) or seg.get(number, 3, rep=rep)}"
 
 
 def to_human_name(seg: Segment, number: int, rep: int = 0, offset: int = 0

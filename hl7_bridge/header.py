@@ -146,7 +146,35 @@ def parse_header(raw: bytes) -> Header:
     encoding = fields[2]
     if not 2 <= len(encoding) <= 5 or separator in encoding:
         raise HeaderError(f"MSH-2 encoding characters {encoding!r} are not valid")
+    problem = encoding_problem(encoding)
+    if problem:
+        # MSH-3 onwards split on the field separator alone are still readable: the ACK can
+        # echo MSH-10, with the default encoding characters
+        raise EncodingCharactersError(problem, Header(("MSH", separator, "^~\\&", *parts[2:])))
     return Header(fields)
+
+
+class EncodingCharactersError(HeaderError):
+    """MSH-2 is unusable (repeated or alphanumeric delimiters); `header` is a best-effort
+    reading (default encoding characters) from which an ACK can still be built."""
+
+    def __init__(self, message: str, header: Header) -> None:
+        super().__init__(message)
+        self.header = header
+
+
+def encoding_problem(encoding: str) -> str | None:
+    """Why MSH-2 cannot delimit a message (None when it can). Component, repetition, escape and
+    subcomponent characters must differ from each other; a duplicated escape character
+    (`^~\\\\&`) and the v2.7 truncation character are tolerated."""
+    chars = encoding[:3] + encoding[4:] if encoding[2:4] in ("\\\\",) else encoding
+    delimiters = chars[:4]
+    if len(set(delimiters)) != len(delimiters):
+        return (f"MSH-2 encoding characters {encoding!r} repeat a delimiter; each of component, "
+                "repetition, escape and subcomponent needs its own character")
+    if any(c.isalnum() or c in " \t\r\n" for c in chars):
+        return f"MSH-2 encoding characters {encoding!r} contain a letter, digit or blank"
+    return None
 
 
 def _hd_name(value: str, component: str) -> str:

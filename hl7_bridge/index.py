@@ -88,9 +88,10 @@ def unpark(conn: Connection, waiting_for: str) -> list[tuple[int, int]]:
     return [(int(r.id), int(r.inbox_id)) for r in rows]
 
 
-def parked_messages(conn: Connection) -> list[dict[str, Any]]:
-    rows = conn.execute(sa.select(parked).order_by(parked.c.id)).mappings().all()
-    return [dict(r) for r in rows]
+def unpark_messages(conn: Connection, inbox_ids: list[int]) -> None:
+    """Remove the parked rows of woken messages (one per spelling of the key they wait for)."""
+    if inbox_ids:
+        conn.execute(parked.delete().where(parked.c.inbox_id.in_(inbox_ids)))
 
 
 # --- bulk reads for a batch of messages (see lookups.py) --------------------------------------

@@ -1,9 +1,19 @@
 """The ACK path: read MSH leanly, decide, store durably (one transaction per group), answer.
 
-`assess` is pure and fast (no full parse). `store` writes a group of assessed messages in ONE
-write transaction (group commit: messages from several connections share a commit) and returns
-each message's ACK; if the transaction fails, every message in it gets AR (original mode) or
-CE (enhanced), so the senders resend and nothing is acknowledged that is not stored.
+`assess` is pure and fast (no full parse): MSH fields, the control id, byte and length checks,
+required segments and the referral identifier. `store` writes the accepted messages of a group
+in ONE short transaction (`InboxWriter`: group commit, messages from several connections share
+a commit) and returns each message's ACK.
+
+One bad message never fails the others of its group: values that cannot be stored (too long
+for their column, NUL bytes) are refused in `assess`, before the group; if the group's
+transaction fails all the same, its messages are stored one by one, and a message that still
+fails alone is kept in quarantine and answered AE (its sender must not resend it unchanged).
+Only when nothing can be stored at all (the database is down) is the answer AR "resend later".
+
+A duplicate (same sender and MSH-10) with the same bytes is ACKed again and not applied twice;
+with different bytes it is a conflict (a sender whose counter was reset): kept in quarantine,
+answered AE with ERR 205, and logged as a WARNING, never dropped.
 """
 
 from __future__ import annotations
@@ -20,15 +30,34 @@ from sqlalchemy.engine import Connection
 from hl7_bridge.ack import AckError, ack_code, build_ack, wants_accept_ack
 from hl7_bridge.app_ack import queue_application_ack
 from hl7_bridge.config import Hl7Config
-from hl7_bridge.header import Header, HeaderError, is_batch, parse_header
+from hl7_bridge.header import (
+    EncodingCharactersError,
+    Header,
+    HeaderError,
+    is_batch,
+    parse_header,
+)
 from hl7_bridge.normalise import CharsetError, codec_for
+from hl7_bridge.requirements import missing_referral_key
 from hl7_bridge.structure import REQUIRED, SUPPORTED, SUPPORTED_VERSIONS, structure_of
+from referrals.store.inbox_writer import (
+    SENDER_MAX,
+    InboxWriter,
+    NewMessage,
+    Stored,
+    storage_problem,
+)
 
 log = logging.getLogger("refloop.hl7.intake")
 
 CHANNEL = "hl7v2"
 WORK_KIND = "hl7.message"
 ACCEPT, REJECT, IGNORE = "accept", "reject", "ignore"
+CONTENT_TYPE = "x-application/hl7-v2+er7"
+#: the longest MSH-10 we take (the HL7 v2.7+ maximum length of MSH-10)
+CONTROL_ID_MAX = 199
+#: how much of a frame over the size limit is kept in quarantine
+OVERSIZE_KEPT = 65536
 
 _SEGMENT_NAMES = re.compile(rb"(?:^|[\r\n])([A-Z][A-Z0-9]{2})(?=[^A-Za-z0-9\r\n])")
 
@@ -47,6 +76,8 @@ class Item:
     application_errors: tuple[AckError, ...] = ()
     ack: bytes | None = None
     duplicate: bool = False
+    #: same sender and MSH-10 as a stored message, different bytes
+    conflict: bool = False
     inbox_id: int | None = None
 
     @property
@@ -70,6 +101,7 @@ class Intake:
     #: the work queue, for enhanced-mode application ACKs (None: they are not sent)
     work: Any = None
     counters: dict[str, int] = field(default_factory=dict)
+    writer: InboxWriter | None = None
 
     # --- pure part -------------------------------------------------------------------------
 
@@ -87,11 +119,18 @@ class Intake:
     def assess(self, raw: bytes, peer_cn: str | None = None) -> Item:
         try:
             header = parse_header(raw)
+        except EncodingCharactersError as exc:
+            return Item(raw, exc.header, exc.header.sender, REJECT, "AR",
+                        (AckError(102, str(exc), "MSH", 1, 2),))
         except HeaderError as exc:
             return Item(raw, None, "unknown", REJECT, "AR",
                         (AckError(100, str(exc), "MSH", 1),))
         sender = header.sender
         item = Item(raw, header, sender, ACCEPT)
+        problem = _unstorable(header, sender)
+        if problem is not None:
+            item.action, item.outcome, item.errors = REJECT, "AR", (problem,)
+            return item
         if header.message_type == "ACK":
             item.action = IGNORE
             return item
@@ -99,13 +138,26 @@ class Intake:
         if problem is not None:
             item.action, item.outcome, item.errors = REJECT, "AR", (problem,)
             return item
-        missing = self._missing_segments(raw, header)
+        missing = self._missing_content(raw, header)
         if missing is not None and header.enhanced_mode:
             # stored (CA); the content error goes back in an application ACK (MSH-16)
             item.action, item.application_errors = REJECT, (missing,)
         elif missing is not None:
             item.action, item.outcome, item.errors = REJECT, "AE", (missing,)
         return item
+
+    def oversize(self, head: bytes, limit: int) -> Frame:
+        """A frame over `limit` bytes: its first part kept in quarantine, answered AR (CR)."""
+        try:
+            header: Header | None = parse_header(head)
+        except EncodingCharactersError as exc:
+            header = exc.header
+        except HeaderError:
+            header = None
+        error = AckError(104, f"message larger than {limit} bytes; its first {len(head)} bytes "
+                              "are kept in quarantine")
+        return Frame([Item(head, header, header.sender if header else "unknown", REJECT, "AR",
+                           (error,))])
 
     def _refusal(self, header: Header, sender: str, peer_cn: str | None) -> AckError | None:
         if not self.config.sender_allowed(sender):
@@ -137,37 +189,27 @@ class Intake:
             return AckError(103, str(exc), "MSH", 1, 18)
         return None
 
-    def _missing_segments(self, raw: bytes, header: Header) -> AckError | None:
+    def _missing_content(self, raw: bytes, header: Header) -> AckError | None:
         structure = structure_of(header.message_type, header.trigger_event) or ""
         required = REQUIRED.get(structure, ())
-        if not required:
-            return None
-        present = {m.decode("ascii") for m in _SEGMENT_NAMES.findall(raw)}
-        for name in required:
-            if name not in present:
-                return AckError(100, f"required segment {name} is missing for {structure}",
-                                name, 1)
-        return None
+        if required:
+            present = {m.decode("ascii") for m in _SEGMENT_NAMES.findall(raw)}
+            for name in required:
+                if name not in present:
+                    return AckError(100, f"required segment {name} is missing for {structure}",
+                                    name, 1)
+        return missing_referral_key(raw, header, structure)
 
     # --- storing -----------------------------------------------------------------------------
 
     def store(self, frames: list[Frame]) -> list[bytes | None]:
-        """Store every message of `frames` in one transaction; return each frame's response."""
+        """Store every message of `frames` (accepted ones in one transaction); return each
+        frame's response."""
         items = [item for frame in frames for item in frame.items]
-        try:
-            with self.write() as conn:
-                self._accept_all([i for i in items if i.action == ACCEPT], conn)
-                for item in items:
-                    if item.action != ACCEPT:
-                        self._store_one(item, conn)
-        except Exception:
-            log.exception("storing HL7 messages failed; answering AR", extra={
-                "messages": len(items)})
-            for item in items:
-                item.outcome = "AR"
-                item.errors = (AckError(207, "the message could not be stored; resend it "
-                                             "later"),)
-                item.duplicate = False
+        self._store_accepted([i for i in items if i.action == ACCEPT])
+        rest = [i for i in items if i.action != ACCEPT]
+        if rest:
+            self._store_rest(rest)
         responses: list[bytes | None] = []
         for frame in frames:
             for item in frame.items:
@@ -177,30 +219,95 @@ class Intake:
                              else frame.items[0].ack)
         return responses
 
-    def _accept_all(self, items: list[Item], conn: Connection) -> None:
-        """The accepted messages of a group: one INSERT for them and one for their work."""
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def _store_accepted(self, items: list[Item]) -> None:
+        """The accepted messages of a group in one transaction (one INSERT for the messages,
+        one for their work); if it fails, each message alone."""
         if not items:
             return
-        accepted = self.inbox.accept_many([{
-            "channel": CHANNEL, "sender": item.sender, "body": item.raw,
-            "work_kind": WORK_KIND, "content_type": "x-application/hl7-v2+er7",
-            "headers": {"control_id": item.header.control_id} if item.header else {},
-            "dedupe_key": item.dedupe_key} for item in items], conn)
-        for item, result in zip(items, accepted, strict=True):
+        if self.writer is None:
+            self.writer = InboxWriter(self.inbox.db)
+        writer = self.writer
+        try:
+            results: list[Stored | None] = list(writer.accept_group(
+                [_new_message(i) for i in items]))
+        except Exception:
+            log.exception("storing a group of HL7 messages failed; storing them one by one",
+                          extra={"messages": len(items)})
+            results = []
+            for item in items:
+                try:
+                    results.append(writer.accept_group([_new_message(item)])[0])
+                except Exception:
+                    log.exception("storing an HL7 message failed", extra={
+                        "sender": item.sender, "control_id": _control(item)})
+                    results.append(None)
+        for item, result in zip(items, results, strict=True):
+            if result is None:
+                # kept in quarantine if the store still works; AE, so it is not resent as is
+                item.action, item.outcome = REJECT, "AE"
+                item.errors = (AckError(207, "the message could not be stored as received; it "
+                                             "is kept in quarantine for review"),)
+                continue
             item.inbox_id, item.duplicate = result.inbox_id, result.duplicate
+            if result.conflict:
+                self._conflict(item, result.inbox_id)
+
+    def _conflict(self, item: Item, first_id: int) -> None:
+        assert item.header is not None
+        log.warning("HL7 control id reused with different content: kept in quarantine",
+                    extra={"sender": item.sender, "control_id": item.header.control_id,
+                           "first_inbox_id": first_id, "alert": "hl7-control-id-conflict"})
+        error = AckError(205, f"MSH-10 {item.header.control_id} was already used by this sender "
+                              f"for a different message (inbox {first_id}); this message is "
+                              "kept in quarantine for review, send it with a new MSH-10",
+                         "MSH", 1, 10)
+        item.action, item.conflict, item.duplicate = REJECT, True, False
+        if item.header.enhanced_mode:
+            item.application_errors = (error,)
+        else:
+            item.outcome, item.errors = "AE", (error,)
+
+    def _store_rest(self, items: list[Item]) -> None:
+        """Rejected, ignored and conflicting messages: one transaction, else one by one."""
+        try:
+            with self.write() as conn:
+                for item in items:
+                    self._store_one(item, conn)
+            return
+        except Exception:
+            log.exception("keeping rejected HL7 messages failed; keeping them one by one",
+                          extra={"messages": len(items)})
+        for item in items:
+            try:
+                with self.write() as conn:
+                    self._store_one(item, conn)
+            except Exception:
+                log.exception("keeping an HL7 message failed; answering AR", extra={
+                    "sender": _clean(item.sender), "control_id": _control(item)})
+                item.outcome = "AR"
+                item.errors = (AckError(207, "the message could not be stored; resend it "
+                                             "later"),)
+                item.application_errors = ()
 
     def _store_one(self, item: Item, conn: Connection) -> None:
-        headers = {"control_id": item.header.control_id} if item.header else {}
+        headers = {"control_id": _control(item)} if item.header else {}
+        sender = _clean(item.sender)[:SENDER_MAX]
         if item.action == IGNORE:
-            accepted = self.inbox.accept(CHANNEL, item.sender, item.raw, work_kind=None,
-                                         content_type="x-application/hl7-v2+er7",
-                                         headers=headers, status="ignored", conn=conn)
+            accepted = self.inbox.accept(CHANNEL, sender, item.raw, work_kind=None,
+                                         content_type=CONTENT_TYPE, headers=headers,
+                                         status="ignored", conn=conn)
             item.inbox_id = accepted.inbox_id
         else:
-            reason = "; ".join(e.text for e in item.errors + item.application_errors)
-            item.inbox_id = self.inbox.reject(CHANNEL, item.sender, item.raw, reason,
-                                              content_type="x-application/hl7-v2+er7",
-                                              headers=headers, conn=conn)
+            reason = _clean("; ".join(e.text for e in item.errors + item.application_errors))
+            if item.conflict:
+                reason = "conflict: " + reason
+            item.inbox_id = self.inbox.reject(CHANNEL, sender, item.raw, reason,
+                                              content_type=CONTENT_TYPE, headers=headers,
+                                              conn=conn)
             if item.application_errors and item.header is not None and self.work is not None:
                 queue_application_ack(self.work, conn, self.config, item.header, "AE",
                                       item.application_errors)
@@ -215,8 +322,45 @@ class Intake:
                          application=self.config.application, facility=self.config.facility)
 
     def _count(self, item: Item) -> None:
-        key = "duplicate" if item.duplicate else item.outcome
+        key = "duplicate" if item.duplicate else "conflict" if item.conflict else item.outcome
         self.counters[key] = self.counters.get(key, 0) + 1
+
+
+def _new_message(item: Item) -> NewMessage:
+    return NewMessage(CHANNEL, item.sender, item.raw, item.dedupe_key, WORK_KIND, CONTENT_TYPE,
+                      {"control_id": item.header.control_id} if item.header else {})
+
+
+def _unstorable(header: Header, sender: str) -> AckError | None:
+    """MSH values that cannot be stored (or keyed) as they are: refused before the group."""
+    control = header.control_id
+    if any(ord(c) < 32 or ord(c) == 127 for c in control):
+        return AckError(102, "MSH-10 message control id contains control characters (such as "
+                        "NUL); send a printable control id", "MSH", 1, 10)
+    if len(control) > CONTROL_ID_MAX:
+        return AckError(104, f"MSH-10 message control id is longer than {CONTROL_ID_MAX} "
+                        "characters", "MSH", 1, 10)
+    for number, value in ((3, header.sending_application), (4, header.sending_facility)):
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            return AckError(102, f"MSH-{number} contains control characters (such as NUL)",
+                            "MSH", 1, number)
+    if len(sender) > SENDER_MAX:
+        number = 3 if len(header.sending_application) >= len(header.sending_facility) else 4
+        return AckError(104, f"MSH-3 and MSH-4 together are longer than {SENDER_MAX} "
+                        "characters", "MSH", 1, number)
+    problem = storage_problem(sender, f"hl7|{sender}|{control}")
+    if problem is not None:
+        return AckError(104, problem, "MSH", 1, 10)
+    return None
+
+
+def _clean(text: str) -> str:
+    """Text that any store can hold (PostgreSQL text cannot hold NUL)."""
+    return text.replace("\x00", "\\x00")
+
+
+def _control(item: Item) -> str:
+    return _clean(item.header.control_id)[:CONTROL_ID_MAX] if item.header else ""
 
 
 def _batch_messages(raw: bytes) -> Iterator[bytes]:

@@ -1,28 +1,43 @@
-"""The asyncio MLLP listener: persistent connections, group commit, ACK after durable storage.
+"""The asyncio MLLP listener of one process: persistent connections, group commit, ACK after
+durable storage.
 
-Each connection reads frames with `FrameDecoder` (split or joined across reads, junk skipped,
-size capped). Frames go to one committer task that stores everything waiting in one
-transaction on a writer thread (the event loop never blocks on the database), then each ACK
-is written back on its connection, in order.
+Each connection is an asyncio protocol reading frames with `FrameDecoder` (split or joined
+across reads, junk skipped, size capped). Complete frames are assessed at once (a lean MSH
+read) and queued for the committer. The committer stores what is queued in one transaction on a
+writer thread (the event loop never waits on the database) and answers each frame on its
+connection, in order. It adapts to the load with no fixed wait: as soon as the previous commit
+is done it takes everything that has arrived meanwhile (after one pass of the event loop, so
+data already readable is in the group too); under load a commit carries as many messages as
+there are connections waiting, with one connection it carries one.
+
+Time limits: `idle_timeout_seconds` between frames, and `read_timeout_seconds` for a whole
+frame, from its first byte to its last (a sender trickling bytes cannot hold a frame open).
+Connection caps (`max_connections`, `max_connections_per_source`) are checked when a
+connection arrives; over a cap the connection is closed at once.
+
+`run_listener` serves one process (it accepts connections itself). `hl7_bridge.processes` runs
+several such listeners, with one acceptor handing each new connection to one of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
-import contextlib
 import logging
+import socket
 import ssl
 import threading
 from dataclasses import dataclass, field
 
-from hl7_bridge.ack import AckError, build_ack
 from hl7_bridge.config import Hl7Config
 from hl7_bridge.framing import FrameDecoder, FrameTooLarge, build_frame, is_r2_block
-from hl7_bridge.header import HeaderError, parse_header
-from hl7_bridge.intake import Frame, Intake
+from hl7_bridge.intake import OVERSIZE_KEPT, Frame, Intake
 
 log = logging.getLogger("refloop.hl7.listener")
+
+#: frames a connection may have waiting for their ACK before we stop reading from it
+MAX_IN_FLIGHT = 64
 
 
 def build_ssl_context(config: Hl7Config) -> ssl.SSLContext | None:
@@ -36,137 +51,305 @@ def build_ssl_context(config: Hl7Config) -> ssl.SSLContext | None:
     return context
 
 
+class ConnectionLimits:
+    """Caps on open connections, in total and per source address (0 = no cap)."""
+
+    def __init__(self, total: int, per_source: int) -> None:
+        self.total, self.per_source = total, per_source
+        self.open: collections.Counter[str] = collections.Counter()
+
+    def admit(self, source: str) -> bool:
+        if self.total and sum(self.open.values()) >= self.total:
+            return False
+        if self.per_source and self.open[source] >= self.per_source:
+            return False
+        self.open[source] += 1
+        return True
+
+    def release(self, source: str) -> None:
+        self.open[source] -= 1
+        if self.open[source] <= 0:
+            del self.open[source]
+
+
+@dataclass
+class CommitStats:
+    """Group commit figures of one listener process (logged when it stops)."""
+
+    commits: int = 0
+    messages: int = 0
+    largest: int = 0
+    sizes: collections.Counter[int] = field(default_factory=collections.Counter)
+
+    def add(self, size: int) -> None:
+        self.commits += 1
+        self.messages += size
+        self.largest = max(self.largest, size)
+        self.sizes[size] += 1
+
+    def as_dict(self) -> dict[str, object]:
+        return {"commits": self.commits, "messages": self.messages, "largest": self.largest,
+                "per_commit": round(self.messages / self.commits, 2) if self.commits else 0.0,
+                "sizes": dict(sorted(self.sizes.items()))}
+
+
+class Connection(asyncio.Protocol):
+    """One MLLP connection: frames in, ACKs out in the same order."""
+
+    def __init__(self, listener: Listener, source: str, counted: bool) -> None:
+        self.listener = listener
+        self.source = source
+        self.counted = counted
+        self.decoder = FrameDecoder(listener.config.max_message_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.peer_cn: str | None = None
+        self.in_flight = 0
+        self.paused = False
+        self.closing = False
+        self.frame_started: float | None = None
+        self.last_activity = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.on_close: list[object] = []
+
+    # --- asyncio protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer_cn = _peer_cn(transport)
+        self.last_activity = self.listener.loop.time()
+        self.listener.connections.add(self)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._schedule()
+        log.info("MLLP connection opened", extra={"peer": self.source})
+
+    def data_received(self, data: bytes) -> None:
+        loop = self.listener.loop
+        self.last_activity = loop.time()
+        try:
+            frames = self.decoder.feed(data)
+        except FrameTooLarge as exc:
+            self.frame_started = None
+            self._oversize(exc)
+            return
+        if self.decoder.pending:
+            if frames or self.frame_started is None:
+                self.frame_started = self.last_activity
+                self._schedule()
+        else:
+            self.frame_started = None
+        for raw in frames:
+            if is_r2_block(raw):
+                continue
+            self._submit(self.listener.intake.assess_frame(raw, self.peer_cn))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if self.timer is not None:
+            self.timer.cancel()
+        self.listener.connections.discard(self)
+        if self.counted:
+            self.listener.limits.release(self.source)
+        if self.decoder.skipped:
+            log.info("MLLP junk bytes skipped", extra={"peer": self.source,
+                                                       "bytes": self.decoder.skipped})
+        log.info("MLLP connection closed", extra={"peer": self.source,
+                                                  "error": str(exc) if exc else ""})
+        for callback in self.on_close:
+            callback()  # type: ignore[operator]
+
+    # --- frames and answers -------------------------------------------------------------------
+
+    def _submit(self, frame: Frame, *, close_after: bool = False) -> None:
+        self.in_flight += 1
+        if self.in_flight >= MAX_IN_FLIGHT and not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+            self.paused = True
+        self.listener.enqueue(self, frame, close_after)
+
+    def answer(self, response: bytes | None, close_after: bool) -> None:
+        self.in_flight -= 1
+        if self.transport is None or self.transport.is_closing():
+            return
+        if response:
+            self.transport.write(build_frame(response))
+        if close_after:
+            self.transport.close()
+        elif self.paused and self.in_flight < MAX_IN_FLIGHT // 2:
+            self.transport.resume_reading()
+            self.paused = False
+
+    def _oversize(self, exc: FrameTooLarge) -> None:
+        """Answer AR (ERR 104) after keeping the frame's first part, then close: the stream
+        cannot be trusted after a frame we did not read to its end."""
+        log.warning("MLLP frame too large", extra={"peer": self.source, "limit": exc.limit})
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self._submit(self.listener.intake.oversize(exc.head[:OVERSIZE_KEPT], exc.limit),
+                     close_after=True)
+
+    # --- time limits --------------------------------------------------------------------------
+
+    def _deadline(self) -> float:
+        config = self.listener.config
+        if self.frame_started is not None:
+            return self.frame_started + config.read_timeout_seconds
+        return self.last_activity + config.idle_timeout_seconds
+
+    def _schedule(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.listener.loop.call_at(self._deadline(), self._check_time)
+
+    def _check_time(self) -> None:
+        self.timer = None
+        if self.closing or self.transport is None:
+            return
+        if self.in_flight == 0 and self.listener.loop.time() >= self._deadline():
+            partial = self.frame_started is not None
+            log.info("MLLP connection timed out", extra={
+                "peer": self.source, "partial": partial,
+                "reason": "unfinished frame" if partial else "idle"})
+            self.transport.close()
+            return
+        self._schedule()
+
+
 @dataclass
 class _Pending:
+    connection: Connection
     frame: Frame
-    done: asyncio.Future[bytes | None]
+    close_after: bool
 
 
-@dataclass
 class Listener:
-    config: Hl7Config
-    intake: Intake
-    _queue: asyncio.Queue[_Pending] | None = None
-    _server: asyncio.AbstractServer | None = None
-    _executor: concurrent.futures.ThreadPoolExecutor = field(
-        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="hl7-store"))
-    connections: int = 0
-    _open: dict[asyncio.Task[None], asyncio.StreamWriter] = field(default_factory=dict)
+    """The listener of one process: its connections and its group committer."""
+
+    def __init__(self, config: Hl7Config, intake: Intake, *, count_connections: bool = True
+                 ) -> None:
+        self.config = config
+        self.intake = intake
+        self.limits = ConnectionLimits(config.max_connections if count_connections else 0,
+                                       config.max_connections_per_source
+                                       if count_connections else 0)
+        self.connections: set[Connection] = set()
+        self.stats = CommitStats()
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._wake: asyncio.Event | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._committer: asyncio.Task[None] | None = None
+        self._ssl = build_ssl_context(config)
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hl7-store")
+        self.loop: asyncio.AbstractEventLoop  # set when it starts, in its event loop
 
     async def start(self, port: int | None = None) -> int:
         """Bind and serve; returns the bound port (pass 0 for a free one)."""
-        self._queue = asyncio.Queue()
-        self._committer = asyncio.create_task(self._commit_loop())
-        self._server = await asyncio.start_server(
-            self._serve, self.config.host, self.config.port if port is None else port,
-            ssl=build_ssl_context(self.config), limit=1 << 20)
-        bound = self._server.sockets[0].getsockname()[1]
+        self._begin()
+        self._server = await self.loop.create_server(
+            self._accept, self.config.host, self.config.port if port is None else port,
+            ssl=self._ssl, reuse_address=True)
+        bound = int(self._server.sockets[0].getsockname()[1])
         log.info("MLLP listener started", extra={"host": self.config.host, "port": bound,
                                                    "tls": bool(self.config.tls_cert)})
-        return int(bound)
+        return bound
+
+    def _begin(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._committer = asyncio.create_task(self._commit_loop())
+
+    async def start_handed(self) -> None:
+        """Serve only connections handed over by an acceptor (`adopt`)."""
+        self._begin()
+
+    async def adopt(self, sock: socket.socket, on_close: object = None) -> None:
+        """Serve a connection accepted elsewhere (another process's acceptor)."""
+        source = _source(sock)
+        _, protocol = await self.loop.connect_accepted_socket(
+            lambda: Connection(self, source, counted=False), sock, ssl=self._ssl)
+        if on_close is not None:
+            protocol.on_close.append(on_close)
+
+    def _accept(self) -> Connection:
+        # the peer address is known only in connection_made; caps are checked there
+        return _CappedConnection(self)
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for writer in list(self._open.values()):
-            writer.close()
-        await asyncio.gather(*self._open, return_exceptions=True)
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.close()
         if self._server is not None:
             await self._server.wait_closed()
-        self._committer.cancel()
+        while self._queue:
+            await asyncio.sleep(0.01)
+        if self._committer is not None:
+            self._committer.cancel()
         self._executor.shutdown(wait=True)
+        self.intake.close()
+        log.info("MLLP listener stopped", extra={"group_commit": self.stats.as_dict()})
+
+    # --- group commit -------------------------------------------------------------------------
+
+    def enqueue(self, connection: Connection, frame: Frame, close_after: bool) -> None:
+        self._queue.append(_Pending(connection, frame, close_after))
+        assert self._wake is not None
+        self._wake.set()
 
     async def _commit_loop(self) -> None:
-        assert self._queue is not None
-        loop = asyncio.get_running_loop()
+        assert self._wake is not None
         while True:
-            group = [await self._queue.get()]
-            while not self._queue.empty() and len(group) < self.config.group_commit_max:
-                group.append(self._queue.get_nowait())
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            await asyncio.sleep(0)  # one pass of the loop: frames already readable join
+            group: list[_Pending] = []
+            while self._queue and len(group) < self.config.group_commit_max:
+                group.append(self._queue.popleft())
+            frames = [p.frame for p in group]
             try:
-                responses = await loop.run_in_executor(
-                    self._executor, self.intake.store, [p.frame for p in group])
-            except Exception as exc:  # store() answers AR itself; this is a last resort
+                responses = await self.loop.run_in_executor(self._executor, self.intake.store,
+                                                            frames)
+            except Exception:  # store() answers AR itself; this is a last resort
+                log.exception("HL7 group commit failed")
                 for pending in group:
-                    if not pending.done.done():
-                        pending.done.set_exception(exc)
+                    pending.connection.answer(None, True)
                 continue
+            self.stats.add(sum(len(f.items) for f in frames))
             for pending, response in zip(group, responses, strict=True):
-                if not pending.done.done():
-                    pending.done.set_result(response)
-
-    async def submit(self, frame: Frame) -> bytes | None:
-        assert self._queue is not None
-        done: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(frame, done))
-        return await done
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        peer_cn = _peer_cn(writer)
-        decoder = FrameDecoder(self.config.max_message_bytes)
-        self.connections += 1
-        task = asyncio.current_task()
-        if task is not None:
-            self._open[task] = writer
-        log.info("MLLP connection opened", extra={"peer": str(peer)})
-        try:
-            await self._read_loop(reader, writer, decoder, peer_cn)
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
-            log.info("MLLP connection lost", extra={"peer": str(peer), "error": str(exc)})
-        finally:
-            self.connections -= 1
-            if task is not None:
-                self._open.pop(task, None)
-            writer.close()
-            with contextlib.suppress(ConnectionError, ssl.SSLError):
-                await writer.wait_closed()
-            if decoder.skipped:
-                log.info("MLLP junk bytes skipped", extra={"peer": str(peer),
-                                                           "bytes": decoder.skipped})
-
-    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                         decoder: FrameDecoder, peer_cn: str | None) -> None:
-        while True:
-            timeout = (self.config.read_timeout_seconds if decoder.pending
-                       else self.config.idle_timeout_seconds)
-            try:
-                data = await asyncio.wait_for(reader.read(1 << 16), timeout)
-            except TimeoutError:
-                log.info("MLLP connection timed out", extra={"partial": decoder.pending})
-                return
-            if not data:
-                return
-            try:
-                frames = decoder.feed(data)
-            except FrameTooLarge as exc:
-                await self._answer_too_large(writer, exc)
-                return
-            for raw in frames:
-                if is_r2_block(raw):
-                    continue
-                response = await self.submit(self.intake.assess_frame(raw, peer_cn))
-                if response:
-                    writer.write(build_frame(response))
-                    await writer.drain()
-
-    async def _answer_too_large(self, writer: asyncio.StreamWriter, exc: FrameTooLarge) -> None:
-        """AR (the sender must not resend it unchanged), then close: the stream is unusable."""
-        try:
-            header = parse_header(exc.head)
-        except HeaderError:
-            header = None
-        log.warning("MLLP frame too large", extra={"limit": exc.limit})
-        code = "CR" if header is not None and header.enhanced_mode else "AR"
-        writer.write(build_frame(build_ack(
-            header, code, errors=(AckError(104, f"message larger than {exc.limit} bytes"),),
-            application=self.config.application, facility=self.config.facility)))
-        await writer.drain()
+                pending.connection.answer(response, pending.close_after)
 
 
-def _peer_cn(writer: asyncio.StreamWriter) -> str | None:
-    cert = writer.get_extra_info("peercert")
+class _CappedConnection(Connection):
+    """A connection accepted by this process: the caps are checked when it arrives."""
+
+    def __init__(self, listener: Listener) -> None:
+        super().__init__(listener, "", counted=False)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        self.source = str(peer[0]) if peer else ""
+        if not self.listener.limits.admit(self.source):
+            log.warning("MLLP connection refused: too many connections",
+                        extra={"peer": self.source, "open": len(self.listener.connections)})
+            self.closing = True
+            assert isinstance(transport, asyncio.Transport)
+            transport.abort()
+            return
+        self.counted = True
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is None:
+            return  # refused in connection_made
+        super().connection_lost(exc)
+
+
+def _peer_cn(transport: asyncio.BaseTransport) -> str | None:
+    cert = transport.get_extra_info("peercert")
     if not cert:
         return None
     for rdn in cert.get("subject", ()):
@@ -176,9 +359,16 @@ def _peer_cn(writer: asyncio.StreamWriter) -> str | None:
     return None
 
 
+def _source(sock: socket.socket) -> str:
+    try:
+        return str(sock.getpeername()[0])
+    except OSError:
+        return ""
+
+
 def run_listener(config: Hl7Config, intake: Intake, stop: threading.Event,
                  ready: threading.Event | None = None, port_box: list[int] | None = None) -> None:
-    """Serve until `stop` is set (the `mllp` role). `port_box` receives the bound port."""
+    """Serve in this process until `stop` is set. `port_box` receives the bound port."""
 
     async def main() -> None:
         listener = Listener(config, intake)

@@ -1,5 +1,5 @@
-"""The bridge's own tables (migration 0003_hl7): business keys, identifiers, parked messages,
-outbound log."""
+"""The bridge's own tables (migrations 0003_hl7, 0350_hl7_keys): business keys, identifiers,
+parked messages, outbound log."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ parked = sa.Table(
     sa.Column("parked_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("inbox_id", "waiting_for", name="uq_hl7_parked_inbox_key"),
 )
+sa.Index("ix_hl7_parked_parked_at", parked.c.parked_at)
 
 #: v2 messages we sent to partners, with the ACK they returned
 outbound_log = sa.Table(

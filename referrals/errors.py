@@ -46,11 +46,15 @@ class PeerError(RefloopError):
 
 
 class InboundError(RefloopError):
-    """Bad input from outside; carries what to tell the sender."""
+    """Bad input from outside; carries what to tell the sender and, when known, where in the
+    input the problem is (`expression`, a FHIRPath-like path such as `Bundle.entry[0].resource`,
+    or a parameter name)."""
 
-    def __init__(self, message: str, *, code: str = "invalid", status: int = 400) -> None:
+    def __init__(self, message: str, *, code: str = "invalid", status: int = 400,
+                 expression: str | None = None) -> None:
         self.code = code
         self.status = status
+        self.expression = expression
         super().__init__(message)
 
 

@@ -1,25 +1,31 @@
-"""The Flask app factory."""
+"""The Flask app factory, and the edge application `refloop serve` runs around it."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+import uuid
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from referrals.store.migrate import pending
+from refloop.logs import redact_text
 from refloop.services import Services
 from refloop.wiring import install_routes, modules
+
+if TYPE_CHECKING:
+    from refloop.edge.messages import Head
+    from refloop.edge.server import EdgeApp
 
 log = logging.getLogger("refloop.http")
 #: Headers added to every response (unless the handler set them).
 SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"),)
-#: WSGI environ key where a lean application puts the route pattern of a request it answered.
-ROUTE_KEY = "refloop.route"
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+#: quarantine kind of requests that failed unexpectedly (the catch-all)
+FAILED_REQUEST = "http.request"
 
 
 def create_app(services: Services) -> Flask:
@@ -59,54 +65,60 @@ def create_app(services: Services) -> Flask:
             response.headers.setdefault(name, value)
         return response
 
+    @app.errorhandler(Exception)
+    def _failed(exc: Exception) -> Any:
+        """The catch-all: any exception a view did not handle is logged once with its
+        traceback and a correlation id, the request is kept in quarantine, and the answer is a
+        500 OperationOutcome carrying the same id."""
+        if isinstance(exc, HTTPException):
+            return exc
+        correlation = uuid.uuid4().hex[:16]
+        rule = request.url_rule.rule if request.url_rule else "(unmatched)"
+        log.error("http: request failed", exc_info=exc, extra={
+            "correlation_id": correlation, "method": request.method, "path": rule})
+        keep_request(services, request.method, request.full_path, request.get_data(),
+                     f"internal error {correlation}: {type(exc).__name__}",
+                     request.content_type or "")
+        return Response(json.dumps(internal_error(correlation)), status=500,
+                        mimetype="application/fhir+json")
+
     install_routes(app, services)
-    _install_dispatcher(app, services)
     return app
 
 
-def _install_dispatcher(app: Flask, services: Services) -> None:
-    """Wiring modules may serve a path prefix with a plain WSGI application (`wsgi_apps(app,
-    services, route_key) -> {prefix: application}`, e.g. the subscriptions hooks), in front of
-    Flask; Flask's own app (`fallback`) serves everything else."""
-    mounts: dict[str, WSGIApp] = {}
-    for module in modules():
-        if hasattr(module, "wsgi_apps"):
-            mounts.update(module.wsgi_apps(app, services, ROUTE_KEY))
-    if mounts:
-        app.wsgi_app = Dispatcher(app.wsgi_app, mounts)  # type: ignore[method-assign]
+def create_edge_app(services: Services) -> EdgeApp:
+    """What `refloop serve`'s web role runs: the Flask app behind the HTTP edge, with the
+    routes wiring modules serve at the edge itself (`edge_routes(services)`, e.g. /hooks/)."""
+    from refloop.edge.limits import EdgeLimits
+    from refloop.edge.server import EdgeApp
+
+    routes = [route for module in modules() if hasattr(module, "edge_routes")
+              for route in module.edge_routes(services)]
+
+    def keep(head: Head | None, body: bytes, reason: str) -> None:
+        target = head.raw_path + (b"?" + head.query if head and head.query else b"") \
+            if head else b""
+        keep_request(services, head.method if head else "", target.decode("latin-1"), body,
+                     reason, head.headers.get("content-type", "") if head else "")
+
+    return EdgeApp(create_app(services), routes, EdgeLimits.from_settings(services.settings),
+                   keep, SECURITY_HEADERS)
 
 
-class Dispatcher:
-    """Sends PATH_INFO under a mounted prefix to its WSGI application and the rest to Flask.
-    For a request the mounted application answers itself (it sets environ[ROUTE_KEY]), the
-    dispatcher adds SECURITY_HEADERS and writes the request log line, as Flask's hooks do; a
-    request it hands on to Flask is logged by Flask."""
+def keep_request(services: Services, method: str, target: str, body: bytes, reason: str,
+                 content_type: str = "") -> None:
+    """Quarantine a request that failed unexpectedly: its request line (secret query
+    parameters masked) and body."""
+    line = f"{method} {redact_text(target)}\n".encode("latin-1", "replace")
+    try:
+        services.quarantine.put(origin="http", kind=FAILED_REQUEST, reason=reason,
+                                original=line + body, content_type=content_type[:128])
+    except Exception:
+        log.error("http: could not quarantine a failed request", extra={"why": reason})
 
-    def __init__(self, flask_app: WSGIApp, mounts: dict[str, WSGIApp]) -> None:
-        self.flask_app = flask_app
-        self.mounts = tuple(mounts.items())
 
-    def __call__(self, environ: dict[str, Any],
-                 start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        for prefix, target in self.mounts:
-            if path.startswith(prefix):
-                return target(environ, self._finisher(environ, start_response))
-        return self.flask_app(environ, start_response)
-
-    @staticmethod
-    def _finisher(environ: dict[str, Any],
-                  start_response: Callable[..., Any]) -> Callable[..., Any]:
-        started = time.perf_counter()
-
-        def finish(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            route = environ.get(ROUTE_KEY)
-            if route is not None:
-                present = {name.lower() for name, _ in headers}
-                headers.extend(h for h in SECURITY_HEADERS if h[0].lower() not in present)
-                log.info("http", extra={"method": environ.get("REQUEST_METHOD"), "path": route,
-                                        "status": int(status[:3]),
-                                        "ms": round((time.perf_counter() - started) * 1000, 2)})
-            return start_response(status, headers, exc_info)
-
-        return finish
+def internal_error(correlation: str) -> dict[str, Any]:
+    return {"resourceType": "OperationOutcome", "issue": [{
+        "severity": "error", "code": "exception",
+        "diagnostics": f"internal error; correlation id {correlation} (the request is kept; "
+                       "the server logged the cause)"}]}

@@ -121,24 +121,35 @@ def referrals() -> None:
 
 @referrals.command("list")
 @click.option("--status", "stage", help="Only this stage (detected, accepted, scheduled...).")
-@click.option("--limit", default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000),
+              help="Referrals per page.")
+@click.option("--cursor", default=None, help="Start after a previous page (its 'next').")
+@click.option("--json", "as_json", is_flag=True,
+              help='{"referrals": [...], "next": cursor or null}')
 @pass_context
-def referrals_list(obj: Context, stage: str | None, limit: int, as_json: bool) -> None:
-    """List referrals, newest change first."""
+def referrals_list(obj: Context, stage: str | None, limit: int, cursor: str | None,
+                   as_json: bool) -> None:
+    """List referrals, newest change first, a page at a time."""
     from referrals.codec import referral_to_dict
     from referrals.model import Stage
 
     if stage and stage not in {s.value for s in Stage}:
         raise click.BadParameter(f"{stage!r}; choose from {', '.join(s.value for s in Stage)}",
                                  param_hint="--status")
-    found = obj.services.store.list(stage=stage, limit=limit)
+    try:
+        found, following = obj.services.store.page(stage=stage, limit=limit, after=cursor)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc}; pass the 'next' of a previous page",
+                                 param_hint="--cursor") from exc
     if as_json:
-        print_json([referral_to_dict(r) for r in found])
+        print_json({"referrals": [referral_to_dict(r) for r in found], "next": following})
         return
     print_table(["id", "stage", "priority", "specialty", "owner", "due"],
                 [[r.id[:8], r.stage.value, r.priority, r.specialty, r.owner,
                   r.deadline.strftime("%Y-%m-%d %H:%M") if r.deadline else ""] for r in found])
+    if following:
+        click.echo(f"more: refloop referrals list --cursor {following}"
+                   f"{f' --status {stage}' if stage else ''} --limit {limit}", err=True)
 
 
 @referrals.command("show")

@@ -19,9 +19,14 @@ from refloop.settings import Settings
 
 log = logging.getLogger("refloop.serve")
 
+#: exit code of a role that could not start (e.g. its port is taken); `supervise` keeps the
+#: other roles running
+ROLE_CANNOT_START = 3
+
 
 class WebApplication(BaseApplication):
-    """Gunicorn running our app factory in each worker process (after the fork)."""
+    """Gunicorn's master with the edge worker (refloop/edge/worker.py) in each worker process:
+    each runs the HTTP edge on an event loop around the Flask app (built after the fork)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -30,17 +35,16 @@ class WebApplication(BaseApplication):
     def load_config(self) -> None:
         self.cfg.set("bind", f"{self.settings.http_host}:{self.settings.http_port}")
         self.cfg.set("workers", self.settings.web_workers)
-        self.cfg.set("worker_class", "gthread")
-        self.cfg.set("threads", 8)
+        self.cfg.set("worker_class", "refloop.edge.worker.EdgeWorker")
         self.cfg.set("accesslog", None)
         self.cfg.set("timeout", 60)
         self.cfg.set("graceful_timeout", 10)  # within the supervisor's 15 s stop window
 
     def load(self) -> Any:
-        from refloop.app import create_app
+        from refloop.app import create_edge_app
         from refloop.services import build_services
 
-        return create_app(build_services(self.settings))
+        return create_edge_app(build_services(self.settings))
 
 
 def run_web(settings: Settings) -> None:
@@ -79,7 +83,14 @@ def run_adapter_role(settings: Settings, role: str) -> None:
     if role not in roles:
         raise SystemExit(f"unknown role {role!r}; choose from web, worker, "
                          f"{', '.join(sorted(roles)) or '(no adapter roles configured)'}")
-    roles[role](_stop_on_signals())
+    try:
+        roles[role](_stop_on_signals())
+    except OSError as exc:  # bind: address in use, permission denied...
+        log.error("role cannot start", extra={"role": role, "error": str(exc)})
+        print(f"refloop: the {role} role cannot start: {exc}. Free the address or configure "
+              "another one for it (under `refloop serve` the other roles keep running).",
+              file=sys.stderr)
+        raise SystemExit(ROLE_CANNOT_START) from exc
 
 
 def adapter_role_names(settings: Settings) -> list[str]:
@@ -99,12 +110,18 @@ def supervise(argv_base: list[str], roles: list[str]) -> int:
                                         "--role", role]) for role in roles}
     stop = _stop_on_signals()
     code = 0
-    while not stop.is_set():
-        for role, child in children.items():
-            if child.poll() is not None:
-                log.error("role stopped", extra={"role": role, "exit": child.returncode})
-                code = child.returncode or 1
-                stop.set()
+    while not stop.is_set() and children:
+        for role, child in list(children.items()):
+            if child.poll() is None:
+                continue
+            if child.returncode == ROLE_CANNOT_START:  # that role only; the rest serve on
+                log.error("role could not start", extra={"role": role})
+                del children[role]
+                code = ROLE_CANNOT_START
+                continue
+            log.error("role stopped", extra={"role": role, "exit": child.returncode})
+            code = child.returncode or 1
+            stop.set()
         stop.wait(0.5)
     for child in children.values():
         if child.poll() is None:

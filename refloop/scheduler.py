@@ -1,13 +1,16 @@
 """Periodic ticks (APScheduler in each process); the timers themselves are work items.
 
 Every node ticks; the idempotency key `timer:<name>:<slot>` makes each period's work item unique
-across nodes, so any number of processes share the timers through the database.
+across nodes, so any number of processes share the timers through the database. A timer marked
+`at_start` also gets one item per process start, keyed `timer:<name>:start:<random>`: a start-up
+run must happen even when this period's item already ran before a restart.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -29,6 +32,17 @@ def enqueue_due(queue: WorkQueue, timers: list[Timer], now: float | None = None)
     return added
 
 
+def enqueue_start(queue: WorkQueue, timers: list[Timer]) -> int:
+    """One item for every `at_start` timer, never de-duplicated against the periodic ones."""
+    added = 0
+    for timer in timers:
+        if timer.at_start and queue.enqueue(
+                timer.kind, {**timer.payload, "timer": timer.name, "start": True},
+                key=f"timer:{timer.name}:start:{uuid.uuid4().hex}", max_attempts=3) is not None:
+            added += 1
+    return added
+
+
 def start_scheduler(queue: WorkQueue, timers: list[Timer], tick_seconds: float
                     ) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(daemon=True)
@@ -42,5 +56,6 @@ def start_scheduler(queue: WorkQueue, timers: list[Timer], tick_seconds: float
     scheduler.add_job(tick, "interval", seconds=tick_seconds, id="refloop-tick",
                       max_instances=1, coalesce=True)
     scheduler.start()
+    enqueue_start(queue, timers)  # a worker that cannot record these must not start
     tick()
     return scheduler

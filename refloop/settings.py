@@ -35,6 +35,18 @@ class Settings:
     http_port: int = 8080
     public_base_url: str = ""
     web_workers: int = 2
+    #: threads per web process for requests the edge hands to the WSGI application (complete
+    #: requests only: a slow client never holds a thread)
+    web_threads: int = 8
+    #: the HTTP edge (docs/core.md "The web server"): a request's line, headers and body must
+    #: all arrive within http_request_timeout seconds; an idle keep-alive connection is closed
+    #: after http_keepalive_timeout; a source address may hold at most
+    #: http_max_connections_per_source connections to one web process (0: no limit)
+    http_request_timeout: float = 30.0
+    http_keepalive_timeout: float = 15.0
+    http_max_connections_per_source: int = 64
+    http_max_connections: int = 4096
+    http_max_body_bytes: int = 16 * 1024 * 1024
     worker_processes: int = 1
     worker_batch: int = 10
     lease_seconds: float = 60.0
@@ -164,9 +176,13 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
                                    "postgres:")):
         fail("database_url", "use sqlite:///path/to/refloop.db or "
              "postgresql://user:password@host:port/dbname")
-    for key in ("web_workers", "worker_processes", "worker_batch"):
+    for key in ("web_workers", "web_threads", "worker_processes", "worker_batch",
+                "http_max_connections", "http_max_body_bytes"):
         if getattr(settings, key) < 1:
             fail(key, "must be at least 1")
-    for key in ("lease_seconds", "tick_seconds"):
+    if settings.http_max_connections_per_source < 0:
+        fail("http_max_connections_per_source", "must be 0 (no limit) or more")
+    for key in ("lease_seconds", "tick_seconds", "http_request_timeout",
+                "http_keepalive_timeout"):
         if getattr(settings, key) <= 0:
             fail(key, "must be more than 0 seconds")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from referrals.errors import PeerError
@@ -19,11 +20,12 @@ from referrals.store.resources import ResourceStore
 from referrals.store.work import WorkItem, WorkQueue
 from subscriptions.auth import BackendServicesAuth, SigningKey, build_jwks, discover_token_url
 from subscriptions.client import FhirClient
-from subscriptions.config import FhirServer, SubscriptionsConfig, server_for
+from subscriptions.config import FhirServer, SubscriptionsConfig, check, server_for
 from subscriptions.discovery import POLLING, choose_flavour, read_facts
 from subscriptions.endpoint import HookEndpoint
 from subscriptions.intake import Intake
 from subscriptions.processing import NotificationHandler
+from subscriptions.rate import RateLimiter
 from subscriptions.reconcile import PageDone, Reconciler, ReconcileResult
 from subscriptions.registration import Outcome, Registrar
 from subscriptions.registry import REFERRALS, Hook, Registration, Registry
@@ -58,10 +60,12 @@ class SubscriptionsAdapter:
         self.reconciler = Reconciler(core.cursors, self.intake)
         self.registrar = Registrar(self.registry, core.base_url)
         self.endpoint = HookEndpoint(self.registry, core.inbox, core.db,
-                                     self.config.max_body_bytes)
+                                     self.config.max_body_bytes, self.config.max_json_depth,
+                                     RateLimiter(self.config.rate_limit, self.config.rate_burst))
         self.notifications = NotificationHandler(core.inbox, core.work, self.registry,
                                                  self.intake, self.client_for,
-                                                 self.config.gap_grace_seconds)
+                                                 self.config.gap_grace_seconds,
+                                                 categories_for=self.categories_for)
         self._clients: dict[str, FhirClient] = {}
         self._lock = threading.Lock()
         self._last_poll: dict[str, float] = {}
@@ -115,8 +119,16 @@ class SubscriptionsAdapter:
 
     # -- registration, reconciliation --
 
-    def register(self, base_url: str, auth: str | None = None) -> Outcome:
+    def register(self, base_url: str, auth: str | None = None, *,
+                 criteria: str | None = None, categories: Sequence[str] | None = None
+                 ) -> Outcome:
+        """Register on a server; `criteria`/`categories` override its configuration for this
+        registration (reconciliation then follows what was registered)."""
         server = self.server(base_url, auth)
+        if criteria is not None or categories is not None:
+            server = check(replace(server, criteria=criteria or server.criteria,
+                                   categories=tuple(server.categories if categories is None
+                                                    else categories)), server.base)
         client = self.client_for(server.base, server)
         facts = read_facts(client)
         choice = choose_flavour(facts, server.flavour, server.topic)
@@ -127,24 +139,38 @@ class SubscriptionsAdapter:
 
     def reconcile(self, base_url: str, on_page: PageDone | None = None) -> ReconcileResult:
         """Catch up by _lastUpdated, then re-activate our Subscriptions in error or off."""
-        server = self.server(base_url)
+        server = self.registered(self.server(base_url))
         client = self.client_for(server.base, server)
         result = self.reconciler.run(server, client, on_page)
         self._last_poll[server.base] = time.monotonic()
         for row in self.registry.rows(server=server.base, purpose=REFERRALS):
-            if row.subscription_id and row.flavour != POLLING and row.status != "missing":
+            if row.subscription_id and row.flavour != POLLING and \
+                    row.status not in ("missing", "replaced"):
                 try:
                     self.registrar.reactivate(client, row.hook_id, row.subscription_id)
                 except PeerError as exc:
                     self.registry.record_error(row.hook_id, str(exc))
         return result
 
-    def reconcile_due(self) -> int:
-        """Every server whose poll interval has passed (the periodic timer)."""
+    def registered(self, server: FhirServer) -> FhirServer:
+        """The server with the criteria of our newest live registration on it (what `register`
+        reported), if any. A registration made before categories existed gets the configured
+        categories added."""
+        live = [r for r in self.registry.rows(server=server.base, purpose=REFERRALS)
+                if r.criteria and r.status not in ("missing", "replaced")]
+        return replace(server, criteria=live[-1].criteria) if live else server
+
+    def categories_for(self, base_url: str) -> tuple[str, ...]:
+        return self.server(base_url).categories
+
+    def reconcile_due(self, *, every: bool = False) -> int:
+        """Every server whose poll interval has passed (the periodic timer), or every server
+        (`every`: the start-up catch-up)."""
         done = 0
         for server in self.known_servers():
             last = self._last_poll.get(server.base)
-            if last is not None and time.monotonic() - last < server.poll_interval:
+            if not every and last is not None and \
+                    time.monotonic() - last < server.poll_interval:
                 continue
             try:
                 self.reconcile(server.base)
@@ -167,5 +193,5 @@ class SubscriptionsAdapter:
     def handle_reconcile(self, item: WorkItem) -> None:
         self.reconcile(str(item.payload["server"]))
 
-    def handle_reconcile_due(self, _item: WorkItem) -> None:
-        self.reconcile_due()
+    def handle_reconcile_due(self, item: WorkItem) -> None:
+        self.reconcile_due(every=bool(item.payload.get("start")))

@@ -3,6 +3,7 @@
 ```toml
 [subscriptions]
 max_body_bytes = 1048576
+rate_limit = 2000          # per hook and web process; 0: off
 
 [[fhir_servers]]
 base_url = "https://ehr.example.org/fhir"
@@ -12,6 +13,7 @@ key_file = "keys/refloop-es384.pem"  # PEM private key; its public half is serve
 key_id = "refloop-es384-1"
 alg = "ES384"                         # or RS384
 criteria = "ServiceRequest?intent=order"
+categories = ["http://snomed.info/sct|3457005"]   # referral categories (system|code); [] = any
 flavour = ""                          # "", r4-classic, r4-backport, polling
 poll_interval = 300
 ```
@@ -29,6 +31,9 @@ AUTH_CHOICES = ("none", "backend-services")
 FLAVOURS = ("", "r4-classic", "r4-backport", "polling")
 ALGS = ("RS384", "ES384")
 DEFAULT_CRITERIA = "ServiceRequest?intent=order"
+#: SNOMED CT 3457005 "Patient referral": the ServiceRequest category of a referral
+REFERRAL_CATEGORY = "http://snomed.info/sct|3457005"
+CATEGORY_NAMES = {REFERRAL_CATEGORY: "patient referral"}
 
 
 class ConfigError(RefloopError):
@@ -48,6 +53,9 @@ class FhirServer:
                  "system/Subscription.read system/Subscription.write system/Basic.read"
     token_url: str = ""
     criteria: str = DEFAULT_CRITERIA
+    #: only ServiceRequests of one of these categories are referrals ("system|code" or "code");
+    #: empty: every ServiceRequest the criteria match
+    categories: tuple[str, ...] = (REFERRAL_CATEGORY,)
     flavour: str = ""
     topic: str = ""
     poll_interval: float = 300.0
@@ -56,6 +64,19 @@ class FhirServer:
     retries: int = 3
     activation_timeout: float = 30.0
     page_size: int = 100
+
+    def __post_init__(self) -> None:
+        # The categories become a `category` parameter of the criteria (a comma is FHIR's OR),
+        # unless the criteria name categories themselves: the server filters where it can, and
+        # Refloop checks the same parameter again on every ServiceRequest.
+        categories = tuple(c.strip() for c in self.categories if c.strip())
+        object.__setattr__(self, "categories", categories)
+        if categories and not any(n.split(":")[0] == "category" for n, _ in
+                                  _params(self.criteria)):
+            joiner = "&" if "?" in self.criteria and not self.criteria.endswith("?") else \
+                "" if self.criteria.endswith("?") else "?"
+            object.__setattr__(self, "criteria",
+                               f"{self.criteria}{joiner}category={','.join(categories)}")
 
     @property
     def base(self) -> str:
@@ -67,16 +88,26 @@ class FhirServer:
 
     @property
     def criteria_params(self) -> list[tuple[str, str]]:
-        query = self.criteria.split("?", 1)[1] if "?" in self.criteria else ""
-        pairs = [p.partition("=") for p in query.split("&") if p]
-        return [(k, v) for k, _, v in pairs]
+        return _params(self.criteria)
+
+
+def _params(criteria: str) -> list[tuple[str, str]]:
+    query = criteria.split("?", 1)[1] if "?" in criteria else ""
+    pairs = [p.partition("=") for p in query.split("&") if p]
+    return [(k, v) for k, _, v in pairs]
 
 
 @dataclass(frozen=True)
 class SubscriptionsConfig:
     max_body_bytes: int = 1024 * 1024
+    max_json_depth: int = 200
     hook_cache_seconds: float = 30.0
     gap_grace_seconds: float = 30.0
+    #: notifications per second per hook in each web process (0: no limit), and the burst
+    rate_limit: float = 2000.0
+    rate_burst: float = 2000.0
+    #: after `subscriptions rotate-secret`, the previous secret is still accepted this long
+    rotate_grace_seconds: float = 600.0
 
 
 def parse_fhir_servers(raw: Any) -> list[FhirServer]:
@@ -101,12 +132,22 @@ def from_table(table: Any, index: int = 0) -> FhirServer:
     values: dict[str, Any] = {}
     for key, value in table.items():
         kind = known[key].type
+        if key == "categories":
+            values[key] = _categories(value, where)
+            continue
         try:
             values[key] = float(value) if kind == "float" else int(value) if kind == "int" \
                 else str(value)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{where}: {key} = {value!r} is not a {kind}") from exc
     return check(FhirServer(**values), where)
+
+
+def _categories(value: Any, where: str) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ConfigError(f"{where}: categories must be a list of \"system|code\" strings")
+    return tuple(items)
 
 
 def check(server: FhirServer, where: str) -> FhirServer:

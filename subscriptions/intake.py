@@ -86,19 +86,42 @@ def split_search_page(bundle: dict[str, Any]) -> tuple[list[dict[str, Any]],
 def read_coverages(client: FhirClient, service_request: dict[str, Any],
                    known: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Coverage resources the ServiceRequest's `insurance` points to (R4 has no _include for
-    them); a Coverage that cannot be read is left out, not fatal."""
+    them) and the Organizations their `payor` references (the payer's name when the Coverage
+    carries no `payor.display`). A resource that cannot be read is left out, not fatal."""
     found: dict[str, dict[str, Any]] = {}
     for insurance in service_request.get("insurance") or []:
         reference = to_relative_reference((insurance or {}).get("reference"))
-        if not reference or reference in known or not reference.startswith("Coverage/"):
-            continue
-        try:
-            reply = client.send("GET", reference, ok=(200, 404, 410))
-        except PeerError:
-            continue
-        if reply.status == 200 and isinstance(reply.body, dict):
-            found[reference] = reply.body
+        if reference and reference.startswith("Coverage/"):
+            coverage = known.get(reference) or _try_read(client, reference)
+            if coverage is None:
+                continue
+            if reference not in known:
+                found[reference] = coverage
+            for payor in _payor_organizations(coverage):
+                if payor not in known and payor not in found:
+                    organization = _try_read(client, payor)
+                    if organization is not None:
+                        found[payor] = organization
     return found
+
+
+def _payor_organizations(coverage: dict[str, Any]) -> list[str]:
+    """"Organization/x" references of a Coverage's payors that carry no display."""
+    references = []
+    for payor in coverage.get("payor") or []:
+        if isinstance(payor, dict) and not payor.get("display"):
+            reference = to_relative_reference(payor.get("reference"))
+            if reference and reference.startswith("Organization/"):
+                references.append(reference)
+    return references
+
+
+def _try_read(client: FhirClient, reference: str) -> dict[str, Any] | None:
+    try:
+        reply = client.send("GET", reference, ok=(200, 404, 410))
+    except PeerError:
+        return None
+    return reply.body if reply.status == 200 and isinstance(reply.body, dict) else None
 
 
 @dataclass

@@ -47,13 +47,38 @@ def changed_fields(referral: Referral, fields: dict[str, Any]) -> dict[str, Any]
 
 
 def matches_criteria(service_request: dict[str, Any], params: list[tuple[str, str]]) -> bool:
-    """Check the simple token parameters a server may not have applied (status, intent,
-    priority); other parameters are the server's business."""
+    """Check the token parameters a server may not have applied (status, intent, priority,
+    category); other parameters are the server's business."""
     for name, value in params:
         if name in ("status", "intent", "priority") and \
                 str(service_request.get(name) or "") not in value.split(","):
             return False
+        if name == "category" and not matches_category(service_request, value.split(",")):
+            return False
     return True
+
+
+def matches_category(service_request: dict[str, Any], tokens: list[str]) -> bool:
+    """Does a `category` coding match one of the tokens ("system|code", "code", "|code",
+    "system|")? No tokens: anything matches."""
+    tokens = [t for t in tokens if t]
+    if not tokens:
+        return True
+    codings = [c for concept in service_request.get("category") or []
+               if isinstance(concept, dict)
+               for c in concept.get("coding") or [] if isinstance(c, dict)]
+    for token in tokens:
+        system, bar, code = token.rpartition("|")
+        for coding in codings:
+            if code and str(coding.get("code") or "") != code:
+                continue
+            if bar and system and str(coding.get("system") or "") != system:
+                continue
+            if bar and not system and coding.get("system"):
+                continue
+            if code or system:
+                return True
+    return False
 
 
 def _ref(value: Any) -> str:

@@ -6,6 +6,10 @@ Shapes (reference/subscriptions.md §1, §6.3): a bare resource (R4 classic
 (R4 backport) or a `SubscriptionStatus` (R4B backport, R5), found by type, not position, possibly
 wrapped in a FHIR message Bundle. Numbers may be strings or integers, timestamps dates or
 instants, focus references absolute, relative, versioned or with a doubled type.
+
+Lenient about values, strict about structure: every element the parser reads is checked for its
+JSON type before use, and a wrong type (`"entry": 5`, a parameter `name` that is an object) is an
+InboundError naming the path (`Bundle.entry[0].resource.parameter[2].name`), never a crash.
 """
 
 from __future__ import annotations
@@ -15,12 +19,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from referrals.errors import InboundError
+from subscriptions.resource_types import RESOURCE_TYPES
 
 EVENT, HANDSHAKE, HEARTBEAT, DELETION = "event-notification", "handshake", "heartbeat", "deletion"
 TYPES = frozenset({EVENT, HANDSHAKE, HEARTBEAT, "query-status", "query-event"})
 STATUS_TYPES = frozenset({"Parameters", "SubscriptionStatus"})
+STATUS_NAMES = frozenset({"type", "status", "subscription"})
+#: a message Bundle may wrap a notification Bundle; deeper wrapping is refused
+MAX_BUNDLE_NESTING = 2
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
 
 @dataclass(frozen=True)
@@ -75,43 +84,50 @@ def parse_notification(method: str, subpath: str, body: Any) -> Notification:
         return Notification("empty", EVENT, events=(NotificationEvent(None, None),))
     if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
         raise InboundError("the body is not a FHIR resource (no resourceType)",
-                           code="structure")
+                           code="structure", expression="resourceType")
+    _check_type(body["resourceType"], "resourceType")
     if body["resourceType"] == "Bundle":
         return parse_notification_bundle(body)
     return _parse_resource(body, parts)
 
 
-def parse_notification_bundle(bundle: dict[str, Any]) -> Notification:
+def parse_notification_bundle(bundle: dict[str, Any], path: str = "Bundle",
+                              nesting: int = 0) -> Notification:
     """A notification Bundle (history, subscription-notification, or a message around one)."""
-    entries = [e for e in bundle.get("entry") or [] if isinstance(e, dict)]
-    if bundle.get("type") == "message":
-        inner = [e["resource"] for e in entries if isinstance(e.get("resource"), dict)
-                 and e["resource"].get("resourceType") == "Bundle"]
-        if inner:
-            return parse_notification_bundle(inner[0])
-    status_index = _status_index(entries)
+    entries = _objects(bundle, "entry", path)
+    kind = _optional_str(bundle, "type", path)
+    if kind == "message":
+        inner = _inner_bundle(entries, path)
+        if inner is not None:
+            if nesting + 1 >= MAX_BUNDLE_NESTING:
+                raise InboundError("a message Bundle may wrap one notification Bundle, not more",
+                                   code="structure", expression=inner[1])
+            return parse_notification_bundle(inner[0], inner[1], nesting + 1)
+    resources = [_entry_resource(entry, f"{path}.entry[{i}]") for i, entry in enumerate(entries)]
+    status_index = _status_index(resources, path)
     if status_index is None:
         raise InboundError("the Bundle has no subscription status entry (Parameters or "
-                           "SubscriptionStatus)", code="structure")
-    status = entries[status_index]["resource"]
-    others = tuple(e["resource"] for i, e in enumerate(entries)
-                   if i != status_index and isinstance(e.get("resource"), dict)
-                   and e["resource"].get("resourceType"))
+                           "SubscriptionStatus)", code="structure", expression=f"{path}.entry")
+    status = resources[status_index]
+    assert status is not None  # found by _status_index
+    where = f"{path}.entry[{status_index}].resource"
+    others = tuple(r for i, r in enumerate(resources) if i != status_index and r is not None)
     if status["resourceType"] == "Parameters":
-        fields = _from_parameters(status)
+        fields = _from_parameters(status, where)
         shape = "backport-r4"
     else:
-        fields = _from_status_resource(status)
-        shape = "r5" if bundle.get("type") == "subscription-notification" else "backport-r4b"
-    kind = fields.pop("type") or EVENT
-    if kind not in TYPES:
-        raise InboundError(f"unknown notification type {kind!r}", code="code-invalid")
-    return Notification(shape, kind, resources=others, **fields)
+        fields = _from_status_resource(status, where)
+        shape = "r5" if kind == "subscription-notification" else "backport-r4b"
+    note_type = fields.pop("type") or EVENT
+    if note_type not in TYPES:
+        raise InboundError(f"unknown notification type {note_type!r}", code="code-invalid",
+                           expression=f"{where}.type")
+    return Notification(shape, note_type, resources=others, **fields)
 
 
 def to_relative_reference(reference: str | None) -> str | None:
     """"Type/id" from an absolute, relative, versioned or doubled-type reference; else None."""
-    if not reference or reference.startswith(("urn:", "#")):
+    if not isinstance(reference, str) or not reference or reference.startswith(("urn:", "#")):
         return None
     parts = [p for p in reference.split("?")[0].split("/") if p]
     if len(parts) >= 4 and parts[-2] == "_history":
@@ -121,6 +137,86 @@ def to_relative_reference(reference: str | None) -> str | None:
     return f"{parts[-2]}/{parts[-1]}"
 
 
+# -- structure: typed access that names the path of a wrong type ------------------------------
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _wrong(path: str, wanted: str, value: Any) -> InboundError:
+    return InboundError(f"{path} must be {wanted}, not {_kind(value)}", code="structure",
+                        expression=path)
+
+
+def _objects(container: dict[str, Any], key: str, path: str) -> list[dict[str, Any]]:
+    """`container[key]` as an array of objects (absent or null: empty)."""
+    value = container.get(key)
+    where = f"{path}.{key}"
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _wrong(where, "an array", value)
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise _wrong(f"{where}[{index}]", "an object", item)
+    return value
+
+
+def _optional_object(container: dict[str, Any], key: str, path: str) -> dict[str, Any] | None:
+    value = container.get(key)
+    if value is None or isinstance(value, dict):
+        return value
+    raise _wrong(f"{path}.{key}", "an object", value)
+
+
+def _optional_str(container: dict[str, Any], key: str, path: str) -> str | None:
+    value = container.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise _wrong(f"{path}.{key}", "a string", value)
+
+
+def _check_type(name: str, path: str) -> None:
+    if name not in RESOURCE_TYPES:
+        raise InboundError(f"{name[:64]!r} is not a FHIR resource type", code="structure",
+                           expression=path)
+
+
+def _entry_resource(entry: dict[str, Any], path: str) -> dict[str, Any] | None:
+    """The entry's resource, its resourceType checked; None for an entry without one."""
+    resource = _optional_object(entry, "resource", path)
+    if resource is None:
+        return None
+    name = _optional_str(resource, "resourceType", f"{path}.resource")
+    if name is None:
+        raise InboundError(f"{path}.resource has no resourceType", code="structure",
+                           expression=f"{path}.resource.resourceType")
+    _check_type(name, f"{path}.resource.resourceType")
+    return resource
+
+
+def _inner_bundle(entries: list[dict[str, Any]], path: str
+                  ) -> tuple[dict[str, Any], str] | None:
+    for index, entry in enumerate(entries):
+        where = f"{path}.entry[{index}]"
+        resource = _entry_resource(entry, where)
+        if resource is not None and resource["resourceType"] == "Bundle":
+            return resource, f"{where}.resource"
+    return None
+
+
+# -- shapes ------------------------------------------------------------------------------------
+
 def _path_focus(parts: list[str]) -> str | None:
     if len(parts) < 2:
         return None
@@ -128,55 +224,64 @@ def _path_focus(parts: list[str]) -> str | None:
 
 
 def _parse_resource(resource: dict[str, Any], parts: list[str]) -> Notification:
-    if resource["resourceType"] in STATUS_TYPES and _looks_like_status(resource):
+    rtype = resource["resourceType"]
+    if rtype in STATUS_TYPES and _looks_like_status(resource, rtype):
         raise InboundError("a subscription status must come inside a notification Bundle",
-                           code="structure")
+                           code="structure", expression=rtype)
     rid = resource.get("id")
     if not isinstance(rid, str) or not _ID.match(rid):
         if len(parts) >= 2:
             rid = parts[-1]
         else:
-            raise InboundError("the resource has no valid id", code="required")
-    rtype = resource["resourceType"]
-    if not _TYPE.match(rtype):
-        raise InboundError(f"resourceType {rtype!r} is not a FHIR type", code="structure")
+            raise InboundError("the resource has no valid id", code="required",
+                               expression=f"{rtype}.id")
     if parts and parts[0] != rtype:
-        raise InboundError(f"the path names {parts[0]} but the body is a {rtype}",
-                           code="structure")
+        raise InboundError(f"the path names {parts[0][:64]} but the body is a {rtype}",
+                           code="structure", expression="resourceType")
     if len(parts) >= 2 and parts[1] != rid:
-        raise InboundError(f"the path names id {parts[1]} but the body has id {rid}",
-                           code="structure")
+        raise InboundError(f"the path names id {parts[1][:64]} but the body has id {rid}",
+                           code="structure", expression=f"{rtype}.id")
     focus = f"{rtype}/{rid}"
     return Notification("resource", EVENT, events=(NotificationEvent(None, focus),),
                         resources=({**resource, "id": rid},))
 
 
-def _status_index(entries: list[dict[str, Any]]) -> int | None:
-    for index, entry in enumerate(entries):
-        resource = entry.get("resource")
-        if isinstance(resource, dict) and resource.get("resourceType") in STATUS_TYPES \
-                and _looks_like_status(resource):
+def _status_index(resources: list[dict[str, Any] | None], path: str) -> int | None:
+    for index, resource in enumerate(resources):
+        if resource is not None and resource["resourceType"] in STATUS_TYPES and \
+                _looks_like_status(resource, f"{path}.entry[{index}].resource"):
             return index
     return None
 
 
-def _looks_like_status(resource: dict[str, Any]) -> bool:
+def _looks_like_status(resource: dict[str, Any], path: str) -> bool:
     if resource["resourceType"] == "SubscriptionStatus":
         return True
-    names = {p.get("name") for p in resource.get("parameter") or [] if isinstance(p, dict)}
-    return bool(names & {"type", "status", "subscription"})
+    return any(_name(p, f"{path}.parameter[{i}]") in STATUS_NAMES
+               for i, p in enumerate(_objects(resource, "parameter", path)))
 
 
-def _from_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
-    params = [p for p in parameters.get("parameter") or [] if isinstance(p, dict)]
+def _name(param: dict[str, Any], path: str) -> str:
+    """A parameter's name in kebab case (eventNumber -> event-number)."""
+    name = param.get("name")
+    if not isinstance(name, str):
+        raise _wrong(f"{path}.name", "a string", name)
+    return _CAMEL.sub(r"-\1", name).lower()
+
+
+def _from_parameters(parameters: dict[str, Any], path: str) -> dict[str, Any]:
+    params = [(f"{path}.parameter[{i}]", p)
+              for i, p in enumerate(_objects(parameters, "parameter", path))]
+    named = [(_name(p, where), where, p) for where, p in params]
     first: dict[str, Any] = {}
-    for p in params:
-        first.setdefault(_kebab(p.get("name", "")), _value(p))
-    events = [_event_from_parts(p.get("part") or []) for p in params
-              if _kebab(p.get("name", "")) == "notification-event"]
+    for name, _where, p in named:
+        first.setdefault(name, _value(p))
+    events = [_event_from_parts(_objects(p, "part", where), f"{where}.part")
+              for name, where, p in named if name == "notification-event"]
     if not events and ("event-number" in first or "focus" in first):
-        events = [_event_from_parts(params)]  # flattened: the event's parts at the top level
-    errors = [_text(_value(p)) for p in params if _kebab(p.get("name", "")) == "error"]
+        # flattened: the event's parts at the top level
+        events = [_event_from_parts([p for _w, p in params], f"{path}.parameter")]
+    errors = [_text(_value(p)) for name, _where, p in named if name == "error"]
     return {"type": _text(first.get("type")), "status": _text(first.get("status")),
             "subscription": _reference(first.get("subscription")),
             "topic": _text(first.get("topic")),
@@ -184,25 +289,29 @@ def _from_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
             "events": tuple(events), "errors": tuple(e for e in errors if e)}
 
 
-def _event_from_parts(parts: list[Any]) -> NotificationEvent:
+def _event_from_parts(parts: list[dict[str, Any]], path: str) -> NotificationEvent:
     values: dict[str, Any] = {}
-    for part in parts:
-        if isinstance(part, dict):
-            values.setdefault(_kebab(part.get("name", "")), _value(part))
+    for index, part in enumerate(parts):
+        values.setdefault(_name(part, f"{path}[{index}]"), _value(part))
     return NotificationEvent(_number(values.get("event-number")),
                              to_relative_reference(_reference(values.get("focus"))),
                              _text(values.get("timestamp")))
 
 
-def _from_status_resource(status: dict[str, Any]) -> dict[str, Any]:
+def _from_status_resource(status: dict[str, Any], path: str) -> dict[str, Any]:
     events = []
-    for item in status.get("notificationEvent") or []:
-        if isinstance(item, dict):
-            events.append(NotificationEvent(
-                _number(item.get("eventNumber")),
-                to_relative_reference(_reference(item.get("focus"))),
-                _text(item.get("timestamp"))))
-    errors = [_text(e) for e in status.get("error") or []]
+    for index, item in enumerate(_objects(status, "notificationEvent", path)):
+        where = f"{path}.notificationEvent[{index}]"
+        focus = item.get("focus")
+        if focus is not None and not isinstance(focus, (dict, str)):
+            raise _wrong(f"{where}.focus", "a Reference", focus)
+        events.append(NotificationEvent(
+            _number(item.get("eventNumber")), to_relative_reference(_reference(focus)),
+            _text(item.get("timestamp"))))
+    raw_errors = status.get("error")
+    if raw_errors is not None and not isinstance(raw_errors, list):
+        raise _wrong(f"{path}.error", "an array", raw_errors)
+    errors = [_text(e) for e in raw_errors or []]
     return {"type": _text(status.get("type")), "status": _text(status.get("status")),
             "subscription": _reference(status.get("subscription")),
             "topic": _text(status.get("topic")),
@@ -210,10 +319,7 @@ def _from_status_resource(status: dict[str, Any]) -> dict[str, Any]:
             "events": tuple(events), "errors": tuple(e for e in errors if e)}
 
 
-def _kebab(name: str) -> str:
-    """eventNumber -> event-number; names already in kebab case stay."""
-    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"-\1", str(name)).lower()
-
+# -- values: lenient ---------------------------------------------------------------------------
 
 def _value(param: dict[str, Any]) -> Any:
     for key, value in param.items():
@@ -233,16 +339,23 @@ def _number(value: Any) -> str | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
-        return str(value)
-    text = str(value).strip()
-    return text if text.isdigit() else None
+        return str(value) if 0 <= value < 10 ** 20 else None
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    return text if text.isascii() and text.isdigit() and len(text) <= 20 else None
 
 
 def _text(value: Any) -> str | None:
+    """A code or string; from a CodeableConcept or Coding its first code (or text)."""
     if value is None:
         return None
-    if isinstance(value, dict):  # CodeableConcept (errors) or Coding
-        codings = value.get("coding") or [value]
-        coding = codings[0] if codings and isinstance(codings[0], dict) else {}
-        return str(coding.get("code") or value.get("text") or "") or None
-    return str(value)
+    if isinstance(value, dict):
+        codings = value.get("coding")
+        first = codings[0] if isinstance(codings, list) and codings else value
+        code = first.get("code") if isinstance(first, dict) else None
+        found = code if isinstance(code, str) and code else value.get("text")
+        return found[:1000] if isinstance(found, str) and found else None
+    if isinstance(value, (list, bool)):
+        return None
+    return str(value)[:1000]

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 
-def build_operation_outcome(severity: str, code: str, text: str) -> dict[str, Any]:
-    return {"resourceType": "OperationOutcome",
-            "issue": [{"severity": severity, "code": code, "diagnostics": text}]}
+def build_operation_outcome(severity: str, code: str, text: str,
+                            expression: str | None = None) -> dict[str, Any]:
+    issue: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": text}
+    if expression:
+        issue["expression"] = [expression]
+    return {"resourceType": "OperationOutcome", "issue": [issue]}
 
 
 def build_transaction_response() -> dict[str, Any]:

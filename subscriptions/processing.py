@@ -64,6 +64,9 @@ class NotificationHandler:
     client_for: ClientFor
     gap_grace_seconds: float = 30.0
     read_concurrency: int = 8
+    #: the configured referral categories of a server, applied to registrations whose
+    #: criteria name none (made before categories existed)
+    categories_for: Callable[[str], tuple[str, ...]] | None = None
     _batch: threading.local = field(default_factory=threading.local, init=False, repr=False)
     _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
     _pool_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -204,7 +207,11 @@ class NotificationHandler:
         if fetched is None:
             return f"{focus}: not a ServiceRequest, ignored"
         sr = fetched.service_request
-        if sr is not None and not matches_criteria(sr, _params(criteria)):
+        params = _params(criteria)
+        if self.categories_for is not None and \
+                not any(name.split(":")[0] == "category" for name, _ in params):
+            params.append(("category", ",".join(self.categories_for(hook.server))))
+        if sr is not None and not matches_criteria(sr, params):
             return f"{focus}: does not match {criteria}, ignored"
         outcome = self.intake.apply(hook.server, fetched, sr_id=focus.partition("/")[2],
                                     source=f"fhir:{hook.server}",

@@ -10,7 +10,7 @@ from typing import Any
 
 from referrals.errors import PeerError
 from subscriptions.client import FhirClient
-from subscriptions.config import FhirServer
+from subscriptions.config import CATEGORY_NAMES, FhirServer
 from subscriptions.discovery import BACKPORT, BACKPORT_PROFILE, POLLING, Choice, Topic
 from subscriptions.registry import REFERRAL_KIND, REFERRALS, Hook, Registry
 
@@ -33,6 +33,7 @@ class Outcome:
     reused: bool = False
     criteria: str = ""
     detail: str = ""
+    detects: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +85,24 @@ def backport_filters(server: FhirServer, topic: Topic) -> tuple[list[str], list[
     return kept, dropped
 
 
+def describe_detection(server: FhirServer) -> str:
+    """What will become a referral, in words (the register report)."""
+    parts = []
+    for name, value in server.criteria_params:
+        if name.split(":")[0] == "category":
+            names = [f"{v} ({CATEGORY_NAMES[v]})" if v in CATEGORY_NAMES else v
+                     for v in value.split(",")]
+            parts.append(f"category {' or '.join(names)}")
+        else:
+            parts.append(f"{name}={value}")
+    which = f"with {', '.join(parts)}" if parts else "of any kind (no criteria)"
+    checked = ", ".join(n for n in ("status", "intent", "priority", "category")
+                        if any(p.split(":")[0] == n for p, _ in server.criteria_params))
+    again = f"; Refloop checks {checked} again on each one" if checked else ""
+    return f"detects {server.criteria_type}s {which}{again}; only active or on-hold ones open " \
+           "a referral"
+
+
 @dataclass
 class Registrar:
     registry: Registry
@@ -115,12 +134,31 @@ class Registrar:
         self.registry.attach(hook.id, subscription_id, status="requested")
         status = self.wait_active(client, subscription_id, server.activation_timeout)
         self.registry.set_status(hook.id, status)
+        self._replace_older(server, client, choice.flavour, hook.id)
         log.info("subscription registered", extra={"server": server.base,
                                                    "subscription": subscription_id,
                                                    "flavour": choice.flavour, "status": status})
         return Outcome(server.base, choice.flavour, choice.why, status, hook.id, hook.url,
                        subscription_id, False, server.criteria,
-                       detail or _status_detail(status))
+                       detail or _status_detail(status), describe_detection(server))
+
+    def _replace_older(self, server: FhirServer, client: FhirClient, flavour: str,
+                       kept: str) -> None:
+        """Delete our earlier Subscriptions of this flavour with other criteria (a changed
+        criteria or categories): each would go on delivering what is no longer wanted."""
+        for row in self.registry.rows(server=server.base, purpose=REFERRALS):
+            if row.hook_id == kept or row.flavour != flavour or not row.subscription_id or \
+                    row.status in ("missing", "replaced"):
+                continue
+            try:
+                client.send("DELETE", f"Subscription/{row.subscription_id}",
+                            ok=(200, 202, 204, 404, 410))
+            except PeerError as exc:
+                self.registry.record_error(row.hook_id, f"could not delete: {exc}")
+                continue
+            self.registry.set_status(row.hook_id, "replaced",
+                                     f"replaced by a Subscription with criteria "
+                                     f"{server.criteria}")
 
     def wait_active(self, client: FhirClient, subscription_id: str, timeout: float) -> str:
         """Poll the Subscription until the server activates it (or errors), up to `timeout`."""
@@ -159,28 +197,38 @@ class Registrar:
                   ) -> Outcome | None:
         for row in self.registry.rows(server=server.base, purpose=REFERRALS):
             if row.flavour != choice.flavour or row.criteria != server.criteria or \
-                    not row.subscription_id or row.status == "missing":
+                    not row.subscription_id or row.status in ("missing", "replaced"):
                 continue
             status = self.reactivate(client, row.hook_id, row.subscription_id)
             if status == "missing":
                 continue
             return Outcome(server.base, choice.flavour, choice.why, status, row.hook_id,
                            self.registry.url_for(row.hook_id), row.subscription_id, True,
-                           server.criteria, "reused our existing Subscription")
+                           server.criteria, "reused our existing Subscription",
+                           describe_detection(server))
         return None
 
     def _polling(self, server: FhirServer, choice: Choice) -> Outcome:
-        rows = [r for r in self.registry.rows(server=server.base, purpose=REFERRALS)
-                if r.flavour == POLLING]
+        rows = []
+        for row in self.registry.rows(server=server.base, purpose=REFERRALS):
+            if row.flavour != POLLING or row.status == "replaced":
+                continue
+            if row.criteria == server.criteria:
+                rows.append(row)
+            else:
+                self.registry.set_status(row.hook_id, "replaced",
+                                         f"criteria changed to {server.criteria}")
         if rows:
             return Outcome(server.base, POLLING, choice.why, "polling", rows[0].hook_id,
-                           criteria=server.criteria, reused=True)
+                           criteria=server.criteria, reused=True,
+                           detects=describe_detection(server))
         hook = self.registry.open_hook(server=server.base, purpose=REFERRALS,
                                        deliver_kind=REFERRAL_KIND, flavour=POLLING,
                                        criteria=server.criteria, status="polling")
         return Outcome(server.base, POLLING, choice.why, "polling", hook.id,
                        criteria=server.criteria, detail="no Subscription; reconciliation "
-                       f"polls every {server.poll_interval:.0f} s")
+                       f"polls every {server.poll_interval:.0f} s",
+                       detects=describe_detection(server))
 
 
 def _status_detail(status: str) -> str:

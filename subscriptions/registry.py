@@ -1,13 +1,17 @@
 """Hooks and registrations: our endpoint paths, their secrets, the Subscriptions behind them and
-their health. Secrets are stored (the sender must present them) and never logged or printed."""
+their health. A secret is shown once, when its hook is opened or its secret rotated; the store
+keeps only its SHA-256 hash (secrets are 256 random bits, so a fast hash is enough), compared
+in constant time. Secrets are never logged or printed."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,9 +24,14 @@ REFERRAL_KIND = "subscriptions.referral"
 REFERRALS = "referrals"
 
 
+def hash_secret(secret: str) -> str:
+    return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class Hook:
-    """An endpoint of ours a server delivers notifications to."""
+    """An endpoint of ours a server delivers notifications to. `secret` is set only on the
+    Hook returned when the hook is opened or its secret rotated (it is not stored)."""
 
     id: str
     url: str
@@ -30,11 +39,27 @@ class Hook:
     server: str
     purpose: str
     deliver_kind: str
+    secret_hash: str = ""
+    previous_hash: str | None = None  # accepted until previous_until (a rotation's grace)
+    previous_until: datetime | None = None
+    subscription_id: str | None = None
 
     @property
     def header(self) -> str:
-        """The `channel.header` line the server must send."""
+        """The `channel.header` line the server must send (only while the secret is known)."""
+        if not self.secret:
+            raise ValueError("the secret is only known when the hook is opened or rotated")
         return f"Authorization: Bearer {self.secret}"
+
+    def accepts(self, presented: str, now: datetime | None = None) -> bool:
+        """Is `presented` this hook's secret (or, during a rotation's grace, the previous one)?
+        Compared in constant time."""
+        digest = hash_secret(presented)
+        current = hmac.compare_digest(digest, self.secret_hash)
+        previous = self.previous_hash is not None and self.previous_until is not None and \
+            hmac.compare_digest(digest, self.previous_hash) and \
+            (now or datetime.now(UTC)) < self.previous_until
+        return current or previous
 
     def __repr__(self) -> str:  # never show the secret
         return f"Hook(id={self.id!r}, server={self.server!r}, purpose={self.purpose!r})"
@@ -82,28 +107,71 @@ class Registry:
         with self.db.using(conn) as c:
             c.execute(registrations.insert().values(
                 hook_id=hook_id, server=server.rstrip("/"), purpose=purpose,
-                deliver_kind=deliver_kind, secret=secret, flavour=flavour, criteria=criteria,
-                status=status, created_at=now, updated_at=now))
+                deliver_kind=deliver_kind, secret_hash=hash_secret(secret), flavour=flavour,
+                criteria=criteria, status=status, created_at=now, updated_at=now))
         return Hook(hook_id, self.url_for(hook_id), secret, server.rstrip("/"), purpose,
-                    deliver_kind)
+                    deliver_kind, hash_secret(secret))
 
-    def try_get_hook(self, hook_id: str, *, cached: bool = False) -> Hook | None:
-        """The hook, from a short per-process cache when `cached` (the request path)."""
+    def try_get_hook(self, hook_id: str, *, cached: bool = False,
+                     max_age: float | None = None) -> Hook | None:
+        """The hook, from a short per-process cache when `cached` (the request path); with
+        `max_age`, a cached entry older than that many seconds is read again."""
         if cached:
             with self._lock:
                 hit = self._cache.get(hook_id)
-            if hit is not None and hit[0] > time.monotonic():
+            now = time.monotonic()
+            if hit is not None and hit[0] > now and (
+                    max_age is None or now - (hit[0] - self.cache_seconds) <= max_age):
                 return hit[1]
         with self.db.read() as c:
             row = c.execute(sa.select(registrations).where(
                 registrations.c.hook_id == hook_id)).mappings().first()
         if row is None:
             return None
-        hook = Hook(row["hook_id"], self.url_for(row["hook_id"]), row["secret"], row["server"],
-                    row["purpose"], row["deliver_kind"])
+        hook = Hook(row["hook_id"], self.url_for(row["hook_id"]), "", row["server"],
+                    row["purpose"], row["deliver_kind"], row["secret_hash"],
+                    row["previous_secret_hash"], _aware(row["previous_secret_until"]),
+                    row["subscription_id"])
         with self._lock:
             self._cache[hook_id] = (time.monotonic() + self.cache_seconds, hook)
         return hook
+
+    def rotate_secret(self, hook_id: str, grace_seconds: float,
+                      conn: Connection | None = None) -> Hook:
+        """A new secret for the hook; the previous one stays accepted for `grace_seconds`
+        (notifications already on their way, other processes' caches). Returns the hook with
+        its new secret (shown once)."""
+        secret = secrets.token_urlsafe(32)
+        now = datetime.now(UTC)
+        with self.db.using(conn) as c:
+            row = c.execute(sa.select(registrations.c.secret_hash).where(
+                registrations.c.hook_id == hook_id)).first()
+            if row is None:
+                raise KeyError(hook_id)
+            c.execute(registrations.update().where(registrations.c.hook_id == hook_id).values(
+                secret_hash=hash_secret(secret), previous_secret_hash=row.secret_hash,
+                previous_secret_until=now + timedelta(seconds=grace_seconds), updated_at=now))
+        with self._lock:
+            self._cache.pop(hook_id, None)
+        found = self.try_get_hook(hook_id)
+        assert found is not None
+        return Hook(found.id, found.url, secret, found.server, found.purpose, found.deliver_kind,
+                    found.secret_hash, found.previous_hash, found.previous_until,
+                    found.subscription_id)
+
+    def restore_secret(self, hook_id: str, conn: Connection | None = None) -> None:
+        """Undo a rotation whose new secret could not be given to the server: the previous
+        secret becomes the only one again."""
+        with self.db.using(conn) as c:
+            row = c.execute(sa.select(registrations.c.previous_secret_hash).where(
+                registrations.c.hook_id == hook_id)).first()
+            if row is None or not row.previous_secret_hash:
+                return
+            c.execute(registrations.update().where(registrations.c.hook_id == hook_id).values(
+                secret_hash=row.previous_secret_hash, previous_secret_hash=None,
+                previous_secret_until=None, updated_at=datetime.now(UTC)))
+        with self._lock:
+            self._cache.pop(hook_id, None)
 
     def attach(self, hook_id: str, subscription_id: str, *, status: str | None = None,
                conn: Connection | None = None) -> None:
@@ -149,7 +217,8 @@ class Registry:
 
     def rows(self, *, server: str | None = None, purpose: str | None = None,
              hook_id: str | None = None, conn: Connection | None = None) -> list[Registration]:
-        query = sa.select(*[c for c in registrations.c if c.name != "secret"]).order_by(
+        query = sa.select(*[registrations.c[name] for name in Registration.__dataclass_fields__]
+                          ).order_by(
             registrations.c.server, registrations.c.created_at)
         if server is not None:
             query = query.where(registrations.c.server == server.rstrip("/"))
@@ -168,3 +237,10 @@ class Registry:
         with self.db.read() as c:
             return sorted(c.execute(sa.select(registrations.c.server).distinct()
                                     .where(registrations.c.purpose == REFERRALS)).scalars())
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes (stored as UTC)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)

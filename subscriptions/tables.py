@@ -1,4 +1,5 @@
-"""Tables of the subscriptions adapter (created by migration 0002_subscriptions)."""
+"""Tables of the subscriptions adapter (created by migration 0002_subscriptions;
+secrets hashed by 0150_subscriptions_secret_hash)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ metadata = sa.MetaData()
 
 Moment = sa.DateTime(timezone=True)
 
-#: One row per hook: an endpoint path of ours, the secret its sender must present, and (for
+#: One row per hook: an endpoint path of ours, the hash of the secret its sender must present
+#: (the secret itself is never stored), and (for
 #: referral intake and other consumers) the Subscription on the server that delivers to it.
 registrations = sa.Table(
     "subscription_registrations", metadata,
@@ -16,7 +18,9 @@ registrations = sa.Table(
     sa.Column("server", sa.String(512), nullable=False),
     sa.Column("purpose", sa.String(64), nullable=False),
     sa.Column("deliver_kind", sa.String(128), nullable=False),
-    sa.Column("secret", sa.String(128), nullable=False),
+    sa.Column("secret_hash", sa.String(80), nullable=False, server_default=""),
+    sa.Column("previous_secret_hash", sa.String(80)),  # still accepted until ...
+    sa.Column("previous_secret_until", Moment),       # ... the end of a rotation's grace
     sa.Column("subscription_id", sa.String(128)),
     sa.Column("flavour", sa.String(32), nullable=False, server_default=""),
     sa.Column("criteria", sa.Text, nullable=False, server_default=""),

@@ -11,15 +11,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hl7_bridge.config import SenderConfig
-from hl7_bridge.maps.appointment import placer_order_key, to_appointment
-from hl7_bridge.maps.document import document_like, document_order_key, to_document_reference
+from hl7_bridge.maps.appointment import placer_order_keys, to_appointment
+from hl7_bridge.maps.document import document_like, document_order_keys, to_document_reference
 from hl7_bridge.maps.patient import mrg_identifiers, to_patient
 from hl7_bridge.maps.referral import (
     order_groups,
-    order_key,
+    order_keys,
     order_service_request,
     ref_service_request,
-    referral_key,
+    referral_keys,
 )
 from hl7_bridge.message import Message
 
@@ -37,12 +37,17 @@ class Mapped:
     appointment: dict[str, Any] | None = None
     document: dict[str, Any] | None = None
     practitioners: list[dict[str, Any]] = field(default_factory=list)
-    #: the referral's business key (RF1-6 / placer order number), "" when none
-    referral_key: str = ""
+    #: the referral's business keys (keys.py: RF1-6 / order numbers), primary first
+    referral_keys: list[str] = field(default_factory=list)
     #: identifiers a merge (A40 MRG-1) retires
     merged: list[dict[str, Any]] = field(default_factory=list)
     #: order control / referral status codes that drive the lifecycle
     codes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def referral_key(self) -> str:
+        """The primary business key ("" when the message names no referral)."""
+        return self.referral_keys[0] if self.referral_keys else ""
 
     @property
     def resources(self) -> list[dict[str, Any]]:
@@ -72,7 +77,7 @@ def to_mapped(msg: Message, sender: str, config: SenderConfig) -> Mapped:
                                                     _patient_ref(mapped) or None)
         mapped.kind, mapped.appointment = "appointment", appointment
         mapped.practitioners += practitioners
-        mapped.referral_key = placer_order_key(msg)
+        mapped.referral_keys = placer_order_keys(msg)
         return mapped
     if kind in ("MDM", "ORU"):
         if kind == "ORU" and not document_like(msg):
@@ -81,7 +86,7 @@ def to_mapped(msg: Message, sender: str, config: SenderConfig) -> Mapped:
                                                         _patient_ref(mapped) or None)
         mapped.kind, mapped.document = "document", document
         mapped.practitioners += practitioners
-        mapped.referral_key = document_order_key(msg)
+        mapped.referral_keys = document_order_keys(msg)
         return mapped
     return mapped
 
@@ -100,10 +105,10 @@ def _adt(msg: Message, mapped: Mapped, sender: str, config: SenderConfig) -> Map
 
 
 def _referral(msg: Message, mapped: Mapped, sender: str, config: SenderConfig) -> Mapped:
-    key = referral_key(msg)
-    if not key:
+    keys = referral_keys(msg)
+    if not keys:
         raise MappingError("RF1-6 originating referral identifier is missing")
-    mapped.referral_key = key
+    mapped.referral_keys = keys
     rf1 = msg.first("RF1")
     mapped.codes = {"rf1_status": rf1.get(1).upper() if rf1 is not None else "",
                     "rf1_action": rf1.get(25).upper() if rf1 is not None else ""}
@@ -127,12 +132,12 @@ def _order(msg: Message, mapped: Mapped, sender: str, config: SenderConfig) -> M
     orc, obr = found
     if mapped.patient is None:
         raise MappingError("PID is missing")
-    key = order_key(orc, obr)
-    if not key:
+    keys = order_keys(msg, orc, obr)
+    if not keys:
         raise MappingError("ORC-2/OBR-2 placer order number is missing")
     sr, practitioners = order_service_request(msg, orc, obr, sender, config,
                                               _patient_ref(mapped))
-    mapped.kind, mapped.service_request, mapped.referral_key = "order", sr, key
+    mapped.kind, mapped.service_request, mapped.referral_keys = "order", sr, keys
     mapped.practitioners += practitioners
     mapped.codes = {"orc1": orc.get(1).upper() if orc is not None else "",
                     "orc5": orc.get(5).upper() if orc is not None else ""}

@@ -6,7 +6,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from hl7_bridge.config import SenderConfig
-from hl7_bridge.datatypes import ei_key, stable_id, to_codeable, to_datetime, to_ei
+from hl7_bridge.datatypes import stable_id, to_codeable, to_datetime, to_ei
+from hl7_bridge.keys import application_namespaces, entity_keys, first_keys
 from hl7_bridge.maps.practitioner import from_xcn
 from hl7_bridge.message import Message
 
@@ -20,18 +21,17 @@ EVENT_STATUS = {"S15": "cancelled", "S16": "cancelled", "S17": "entered-in-error
 
 
 def appointment_key(msg: Message) -> str:
+    """SCH-2 filler appointment id, else SCH-1 placer appointment id (primary key)."""
+    app = application_namespaces(msg)
     sch = msg.first("SCH")
-    if sch is None:
-        return ""
-    return ei_key(sch, 2) or ei_key(sch, 1)
+    return next(iter(first_keys(entity_keys(sch, 2, app), entity_keys(sch, 1, app))), "")
 
 
-def placer_order_key(msg: Message) -> str:
-    """SCH-26 placer order number (the referral), else SCH-27 filler order number."""
+def placer_order_keys(msg: Message) -> list[str]:
+    """The referral's keys: SCH-26 placer order number, then SCH-27 filler order number."""
+    app = application_namespaces(msg)
     sch = msg.first("SCH")
-    if sch is None:
-        return ""
-    return ei_key(sch, 26) or ("filler:" + ei_key(sch, 27) if ei_key(sch, 27) else "")
+    return [*entity_keys(sch, 26, app), *entity_keys(sch, 27, app, prefix="filler:")]
 
 
 def to_appointment(msg: Message, sender: str, config: SenderConfig, patient: str | None
@@ -44,8 +44,10 @@ def to_appointment(msg: Message, sender: str, config: SenderConfig, patient: str
         "status": EVENT_STATUS.get(msg.trigger_event)
         or FILLER_STATUS.get(sch.get(25).upper(), "booked"),
     }
-    identifiers = [i for i in (to_ei(sch, 1, config.authorities, sender, kind="PLAC"),
-                               to_ei(sch, 2, config.authorities, sender, kind="FILL")) if i]
+    app = application_namespaces(msg)
+    identifiers = [i for i in (
+        to_ei(sch, 1, config.authorities, sender, kind="PLAC", application=app),
+        to_ei(sch, 2, config.authorities, sender, kind="FILL", application=app)) if i]
     if identifiers:
         appointment["identifier"] = identifiers
     kind = to_codeable(sch, 8)

@@ -10,7 +10,8 @@ import base64
 from typing import Any
 
 from hl7_bridge.config import SenderConfig
-from hl7_bridge.datatypes import ei_key, stable_id, to_codeable, to_datetime
+from hl7_bridge.datatypes import stable_id, to_codeable, to_datetime
+from hl7_bridge.keys import application_namespaces, entity_keys, first_keys
 from hl7_bridge.maps.practitioner import from_xcn
 from hl7_bridge.message import Message, Segment
 
@@ -26,16 +27,12 @@ def document_like(msg: Message) -> bool:
     return any(o.get(2).upper() in TEXT_TYPES | {"ED", "RP"} for o in msg.all("OBX"))
 
 
-def document_order_key(msg: Message) -> str:
-    """The referral a note answers: TXA-14 placer order, else ORC-2 / OBR-2."""
-    txa = msg.first("TXA")
-    if txa is not None and ei_key(txa, 14):
-        return ei_key(txa, 14)
-    for name in ("ORC", "OBR"):
-        seg = msg.first(name)
-        if seg is not None and ei_key(seg, 2):
-            return ei_key(seg, 2)
-    return ""
+def document_order_keys(msg: Message) -> list[str]:
+    """The keys of the referral a note answers: TXA-14 placer order, else ORC-2 / OBR-2."""
+    app = application_namespaces(msg)
+    return first_keys(entity_keys(msg.first("TXA"), 14, app),
+                      entity_keys(msg.first("ORC"), 2, app),
+                      entity_keys(msg.first("OBR"), 2, app))
 
 
 def to_document_reference(msg: Message, sender: str, config: SenderConfig,

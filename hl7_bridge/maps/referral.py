@@ -11,12 +11,12 @@ from typing import Any
 
 from hl7_bridge.config import SenderConfig
 from hl7_bridge.datatypes import (
-    ei_key,
     stable_id,
     to_codeable,
     to_datetime,
     to_ei,
 )
+from hl7_bridge.keys import application_namespaces, entity_keys, first_keys
 from hl7_bridge.maps.practitioner import from_prd, from_xcn
 from hl7_bridge.message import Message, Segment
 
@@ -43,17 +43,18 @@ def ref_service_request(msg: Message, sender: str, config: SenderConfig, patient
                         ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The referral's ServiceRequest and its practitioners (PRD RP requester, RT performer)."""
     rf1 = msg.first("RF1")
-    key = referral_key(msg)
+    app = application_namespaces(msg)
+    key = referral_keys(msg)[0]
     sr: dict[str, Any] = {"resourceType": "ServiceRequest",
                           "id": stable_id("ServiceRequest", sender, key),
                           "status": "active", "intent": "order",
                           "category": [REFERRAL_CATEGORY], "subject": {"reference": patient}}
     identifiers = []
     if rf1 is not None:
-        placer = to_ei(rf1, 6, config.authorities, sender, kind="PLAC")
+        placer = to_ei(rf1, 6, config.authorities, sender, kind="PLAC", application=app)
         identifiers += [placer] if placer else []
         identifiers += [i for r in range(len(rf1.repetitions(11)))
-                        if (i := to_ei(rf1, 11, config.authorities, sender, r, "FILL"))]
+                        if (i := to_ei(rf1, 11, config.authorities, sender, r, "FILL", app))]
         sr["status"] = RF1_STATUS.get(rf1.get(1).upper(), "active")
         if rf1.get(25).upper() == "D":
             sr["status"] = "entered-in-error"
@@ -101,24 +102,26 @@ def ref_service_request(msg: Message, sender: str, config: SenderConfig, patient
     return sr, practitioners
 
 
-def referral_key(msg: Message) -> str:
-    """The referral's business key: RF1-6 (REF/RRI), else ORC-2 / OBR-2 placer order number."""
+def referral_keys(msg: Message) -> list[str]:
+    """The referral's business keys (keys.py), primary first: RF1-6 and RF1-11 (REF/RRI),
+    else the order numbers of the first ORC/OBR."""
     rf1 = msg.first("RF1")
-    if rf1 is not None and ei_key(rf1, 6):
-        return ei_key(rf1, 6)
-    return order_key(msg.first("ORC"), msg.first("OBR"))
+    app = application_namespaces(msg)
+    if rf1 is not None and entity_keys(rf1, 6, app):
+        return [*entity_keys(rf1, 6, app), *(k for rep in range(len(rf1.repetitions(11)))
+                                            for k in entity_keys(rf1, 11, app, rep=rep))]
+    return order_keys(msg, msg.first("ORC"), msg.first("OBR"))
 
 
-def order_key(orc: Segment | None, obr: Segment | None) -> str:
-    for seg, number in ((orc, 2), (obr, 2)):
-        if seg is not None and ei_key(seg, number):
-            return ei_key(seg, number)
-    for seg, number in ((orc, 3), (obr, 3)):
-        if seg is not None and ei_key(seg, number):
-            return "filler:" + ei_key(seg, number)
-    if orc is not None and ei_key(orc, 4):
-        return "group:" + ei_key(orc, 4)
-    return ""
+def order_keys(msg: Message, orc: Segment | None, obr: Segment | None) -> list[str]:
+    """Placer (ORC-2, else OBR-2), filler (ORC-3, else OBR-3) and placer group (ORC-4) order
+    numbers as keys, primary first."""
+    app = application_namespaces(msg)
+    placer = first_keys(entity_keys(orc, 2, app), entity_keys(obr, 2, app))
+    filler = first_keys(entity_keys(orc, 3, app, prefix="filler:"),
+                        entity_keys(obr, 3, app, prefix="filler:"))
+    group = entity_keys(orc, 4, app, prefix="group:")
+    return [*placer, *filler, *group]
 
 
 def order_groups(msg: Message) -> list[tuple[Segment | None, Segment | None, list[Segment]]]:
@@ -143,7 +146,7 @@ def order_service_request(msg: Message, orc: Segment | None, obr: Segment | None
                           sender: str, config: SenderConfig, patient: str
                           ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One ORC/OBR order -> ServiceRequest (IG ORC/OBR maps) and its requester."""
-    key = order_key(orc, obr) or stable_id(msg.control_id, str(id(obr)))
+    key = next(iter(order_keys(msg, orc, obr)), "") or f"{msg.control_id}|{id(obr)}"
     sr: dict[str, Any] = {"resourceType": "ServiceRequest",
                           "id": stable_id("ServiceRequest", sender, key),
                           "status": "active", "intent": "order",
@@ -152,9 +155,11 @@ def order_service_request(msg: Message, orc: Segment | None, obr: Segment | None
         status = ORC5_STATUS.get(orc.get(5).upper()) or ORC1_STATUS.get(orc.get(1).upper())
         sr["status"] = status or "active"
     identifiers: list[dict[str, Any]] = []
+    app = application_namespaces(msg)
     for seg, number, kind in ((orc, 2, "PLAC"), (obr, 2, "PLAC"), (orc, 3, "FILL"),
                               (obr, 3, "FILL"), (orc, 4, "PGN")):
-        identifier = to_ei(seg, number, config.authorities, sender, kind=kind) \
+        identifier = to_ei(seg, number, config.authorities, sender, kind=kind,
+                           application=app) \
             if seg is not None else None
         if identifier and all(identifier["value"] != i["value"] for i in identifiers):
             identifiers.append(identifier)

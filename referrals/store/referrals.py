@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import builtins
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -169,6 +171,27 @@ class ReferralStore:
             return [referral_from_dict(s) for s in
                     c.execute(query.limit(limit).offset(offset)).scalars()]
 
+    def page(self, *, stage: str | None = None, limit: int = 50, after: str | None = None
+             ) -> tuple[builtins.list[Referral], str | None]:
+        """One page, newest change first, and the cursor of the next page (None: this was the
+        last). `after` is a previous page's cursor; pages never skip or repeat a referral that
+        does not change in between (keyset on updated_at, id)."""
+        query = sa.select(referrals.c.state).order_by(referrals.c.updated_at.desc(),
+                                                      referrals.c.id)
+        if stage:
+            query = query.where(referrals.c.stage == stage)
+        if after:
+            moment, last_id = parse_cursor(after)
+            query = query.where(sa.or_(referrals.c.updated_at < moment,
+                                       sa.and_(referrals.c.updated_at == moment,
+                                               referrals.c.id > last_id)))
+        with self.db.read() as c:
+            found = [referral_from_dict(s) for s in
+                     c.execute(query.limit(max(1, limit) + 1)).scalars()]
+        more = len(found) > max(1, limit)
+        found = found[:max(1, limit)]
+        return found, build_cursor(found[-1]) if more else None
+
     def count_by_stage(self) -> dict[str, int]:
         with self.db.read() as c:
             rows = c.execute(sa.select(referrals.c.stage, sa.func.count())
@@ -191,6 +214,25 @@ class ReferralStore:
             with self.db.read() as c:
                 state = c.execute(query, {"key": key}).scalar()
         return referral_from_dict(state) if state else None
+
+
+def build_cursor(referral: Referral) -> str:
+    """An opaque page cursor: where the page after `referral` starts."""
+    raw = f"{referral.updated_at.astimezone(UTC).isoformat()}|{referral.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def parse_cursor(cursor: str) -> tuple[datetime, str]:
+    """(updated_at, id) of a cursor from build_cursor; ValueError when it is not one."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        moment, _, referral_id = raw.partition("|")
+        parsed = datetime.fromisoformat(moment)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a page cursor: {cursor!r}") from exc
+    if not referral_id or parsed.tzinfo is None:
+        raise ValueError(f"not a page cursor: {cursor!r}")
+    return parsed, referral_id
 
 
 def _row(referral: Referral) -> dict[str, Any]:

@@ -36,12 +36,17 @@ Role = Callable[[threading.Event], None]
 
 @dataclass(frozen=True)
 class Timer:
-    """Periodic work: every `every_seconds`, one work item of `kind` across all nodes."""
+    """Periodic work: every `every_seconds`, one work item of `kind` across all nodes.
+
+    `at_start`: also one item each time a worker process starts, with a key of its own (never
+    de-duplicated against the period's item) and `"start": true` in its payload.
+    """
 
     name: str
     every_seconds: float
     kind: str
     payload: dict[str, Any] = field(default_factory=dict)
+    at_start: bool = False
 
 
 def modules() -> list[ModuleType]:

@@ -5,19 +5,24 @@ See refloop/wiring/__init__.py and docs/hl7v2.md."""
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import threading
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from refloop.context import Context, pass_context
+from refloop.output import print_table
 
 if TYPE_CHECKING:
     from referrals.worker import Handler
     from refloop.services import Services
-    from refloop.wiring import Role
+    from refloop.settings import Settings
+    from refloop.wiring import Role, Timer
 
 
 class Hl7Adapter:
@@ -28,11 +33,14 @@ class Hl7Adapter:
         from hl7_bridge.config import load_config
         from hl7_bridge.intake import Intake
         from hl7_bridge.outbound import Outbound
+        from hl7_bridge.parking import Parking
 
         self.config = load_config(services.settings.section("hl7"))
         self.intake = Intake(self.config, services.inbox, services.db.write, services.work)
         self.applier = Applier(services, self.config)
         self.outbound = Outbound(services, self.config)
+        self.parking = Parking(services, timedelta(hours=self.config.parked_expiry_hours),
+                               self.applier.tell_sender)
 
     def queue_status_reply(self, conn: Any, referral: Any, sender: str,
                            control_id: str) -> bool:
@@ -47,7 +55,19 @@ def build(services: Services) -> None:
 
 def work_handlers(services: Services) -> dict[str, Handler]:
     adapter: Hl7Adapter = services.adapters["hl7"]
-    return {"hl7.message": adapter.applier.handle, "hl7.outbound": adapter.outbound.handle}
+    return {"hl7.message": adapter.applier.handle, "hl7.outbound": adapter.outbound.handle,
+            "hl7.expire-parked": lambda item: _expire_parked(adapter)}
+
+
+def _expire_parked(adapter: Hl7Adapter) -> None:
+    adapter.parking.expire()
+
+
+def timers(services: Services) -> list[Timer]:
+    from hl7_bridge.parking import EVERY_SECONDS, WORK_KIND
+    from refloop.wiring import Timer
+
+    return [Timer("hl7-parked-expiry", EVERY_SECONDS, WORK_KIND)]
 
 
 def roles(services: Services) -> dict[str, Role]:
@@ -57,10 +77,41 @@ def roles(services: Services) -> dict[str, Role]:
 
     def mllp(stop: threading.Event) -> None:
         from hl7_bridge.listener import run_listener
+        from hl7_bridge.processes import run_listener_processes
 
-        run_listener(adapter.config, adapter.intake, stop)
+        if adapter.config.process_count <= 1:
+            run_listener(adapter.config, adapter.intake, stop)
+            return
+        adapter.intake.close()
+        run_listener_processes(adapter.config, partial(spawn_listener, services.settings), stop)
 
     return {"mllp": mllp}
+
+
+def spawn_listener(settings: Settings, channel: socket.socket, index: int) -> Any:
+    """Start MLLP listener process `index` (a fresh interpreter: no state shared by fork)."""
+    import multiprocessing
+
+    process = multiprocessing.get_context("spawn").Process(
+        target=_listener_process, args=(settings, channel), name=f"refloop-mllp-{index}",
+        daemon=True)
+    process.start()
+    return process
+
+
+def _listener_process(settings: Settings, channel: socket.socket) -> None:
+    from hl7_bridge.processes import die_with_parent, serve_handed
+    from refloop.logs import configure_logging
+    from refloop.services import build_services
+
+    die_with_parent()
+    configure_logging(settings.log_level, settings.log_format)
+    services = build_services(settings)
+    try:
+        adapter: Hl7Adapter = services.adapters["hl7"]
+        serve_handed(adapter.config, adapter.intake, channel)
+    finally:
+        services.close()
 
 
 @click.group("hl7")
@@ -118,18 +169,20 @@ def _print_results(results: list[dict[str, Any]], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def hl7_parked(obj: Context, as_json: bool) -> None:
-    """Messages waiting for the referral they refer to."""
-    from hl7_bridge.index import parked_messages
-
-    with obj.services.db.read() as conn:
-        rows = parked_messages(conn)
+    """Messages waiting for the referral they refer to, and when they expire into quarantine
+    ([hl7] parked_expiry_hours)."""
+    adapter: Hl7Adapter = obj.services.adapters["hl7"]
+    rows = adapter.parking.listing()
     if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
+        click.echo(json.dumps(rows, indent=2))
         return
-    for row in rows:
-        click.echo(f"inbox {row['inbox_id']}  since {row['parked_at']}  {row['waiting_for']}")
     if not rows:
         click.echo("no parked messages")
+        return
+    print_table(["inbox", "sender", "MSH-10", "waiting for", "parked (UTC)", "expires (UTC)"],
+                [[r["inbox_id"], r["sender"], r["control_id"],
+                  r["waiting_for"].removeprefix("referral:"), r["parked_at"][:16],
+                  r["expires_at"][:16]] for r in rows])
 
 
 def commands() -> list[click.Command]:

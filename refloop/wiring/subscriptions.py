@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from referrals.worker import Handler
     from refloop.services import Services
     from subscriptions.adapter import SubscriptionsAdapter
-    from subscriptions.hook_wsgi import WSGIApp
+    from subscriptions.hook_edge import HookRoute
 
 NAME = "subscriptions"
 
@@ -55,14 +55,12 @@ def routes(app: Flask, services: Services) -> None:
         return jsonify(subs.jwks())
 
 
-def wsgi_apps(app: Flask, services: Services, route_key: str) -> dict[str, WSGIApp]:
-    """`/hooks/` served by a plain WSGI application in front of Flask (subscriptions/hook_wsgi.py);
-    the URLs it does not answer itself go on to `app`'s own WSGI application."""
-    from subscriptions.hook_wsgi import PREFIX, HookApplication
+def edge_routes(services: Services) -> list[HookRoute]:
+    """`/hooks/` is answered by the HTTP edge itself (subscriptions/hook_edge.py): decided on
+    the headers, stored by the loop's group commit; other URLs under it go on to Flask."""
+    from subscriptions.hook_edge import HookRoute
 
-    lean = HookApplication(adapter(services).endpoint, app.wsgi_app, route_key=route_key,
-                           max_content_length=app.config["MAX_CONTENT_LENGTH"])
-    return {PREFIX: lean}
+    return [HookRoute(adapter(services).endpoint)]
 
 
 def work_handlers(services: Services) -> dict[str, Handler]:
@@ -74,25 +72,46 @@ def work_handlers(services: Services) -> dict[str, Handler]:
 
 
 def timers(services: Services) -> list[Timer]:
-    """One tick for all servers (each is polled when its poll_interval has passed); it also
-    fires when the worker starts, which is the start-up catch-up."""
+    """One tick for all servers (each is polled when its poll_interval has passed), and the
+    start-up catch-up: an item of its own each time a worker starts, which polls every server
+    whatever the tick did before the restart."""
     servers = adapter(services).servers
     every = max(15.0, min((s.poll_interval for s in servers), default=300.0))
-    return [Timer("subscriptions-reconcile", every, "subscriptions.reconcile-due")]
+    return [Timer("subscriptions-reconcile", every, "subscriptions.reconcile-due",
+                  at_start=True)]
 
 
 @click.command("register")
 @click.option("--fhir-base", required=True, help="FHIR base URL of the EHR server.")
 @click.option("--auth", type=click.Choice(["none", "backend-services"]), default=None,
               help="How to call the server (default: its [[fhir_servers]] entry, else none).")
+@click.option("--criteria", default=None,
+              help="Subscription criteria, e.g. 'ServiceRequest?intent=order' (default: the "
+                   "server's entry, else that).")
+@click.option("--category", "categories", multiple=True, metavar="SYSTEM|CODE",
+              help="A ServiceRequest category that marks a referral; repeat for several "
+                   "(default: http://snomed.info/sct|3457005, patient referral). "
+                   "--category '' detects every category.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
-def register(obj: Context, fhir_base: str, auth: str | None, as_json: bool) -> None:
+def register(obj: Context, fhir_base: str, auth: str | None, criteria: str | None,
+             categories: tuple[str, ...], as_json: bool) -> None:
     """Register Refloop on a FHIR server: choose the flavour and create our Subscription.
 
     Run it while `refloop serve` is up: topic-based servers send a handshake to our endpoint.
+    The report says which ServiceRequests will become referrals.
     """
-    outcome = adapter(obj.services).register(fhir_base, auth)
+    from subscriptions.config import ConfigError
+
+    if criteria is not None and not criteria.startswith("ServiceRequest"):
+        raise click.BadParameter("must look like ServiceRequest?param=value",
+                                 param_hint="--criteria")
+    try:
+        outcome = adapter(obj.services).register(
+            fhir_base, auth, criteria=criteria,
+            categories=[c for c in categories if c] if categories else None)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
     if as_json:
         print_json(outcome.to_dict())
         return
@@ -100,6 +119,7 @@ def register(obj: Context, fhir_base: str, auth: str | None, as_json: bool) -> N
     if outcome.subscription_id:
         click.echo(f"Subscription/{outcome.subscription_id} status {outcome.status}"
                    f"{' (reused)' if outcome.reused else ''}; endpoint {outcome.endpoint}")
+    click.echo(f"criteria {outcome.criteria}: {outcome.detects}")
     if outcome.detail:
         click.echo(outcome.detail)
 

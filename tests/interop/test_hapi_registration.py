@@ -41,7 +41,8 @@ def test_register_chooses_r4_classic_and_says_why(hapi: Any, refloop_peer: Any,
     # What HAPI holds: classic criteria, rest-hook to our endpoint with the secret header, active.
     subscription = hapi.read(f"Subscription/{outcome['subscription_id']}")
     assert subscription["status"] == "active"
-    assert subscription["criteria"] == f"ServiceRequest?intent=order&subject=Patient/{patient_id}"
+    assert subscription["criteria"] == f"ServiceRequest?intent=order&subject=Patient/{patient_id}" \
+        "&category=http://snomed.info/sct|3457005"
     channel = subscription["channel"]
     assert (channel["type"], channel["endpoint"], channel["payload"]) == \
         ("rest-hook", outcome["endpoint"], "application/fhir+json")

@@ -140,7 +140,8 @@ def test_cli_db_upgrade_on_a_fresh_database(tmp_path: Path) -> None:
     info = json.loads(status.output)
     assert info["pending"] == [] and info["current"]
     assert info["current"] == upgraded.output.removeprefix("database at ").strip().split(", ")
-    assert run(["referrals", "list", "--json"], env).output.strip() == "[]"
+    assert json.loads(run(["referrals", "list", "--json"], env).output) == {"referrals": [],
+                                                                             "next": None}
     assert run(["db", "upgrade"], env).exit_code == 0  # a second run changes nothing
 
 
@@ -154,11 +155,11 @@ def test_cli_referrals_list(cli_env: dict[str, str], services: Services) -> None
             services.referrals.act(referral.id, Command("accept"))
     listed = run(["referrals", "list", "--status", "accepted", "--json"], cli_env)
     assert listed.exit_code == 0, listed.output
-    rows = json.loads(listed.output)
+    rows = json.loads(listed.output)["referrals"]
     assert sorted(r["source_key"] for r in rows) == ["cli|1", "cli|2"]
     assert {r["stage"] for r in rows} == {"accepted"}
     everything = json.loads(run(["referrals", "list", "--json"], cli_env).output)
-    assert len(everything) == 3
+    assert len(everything["referrals"]) == 3 and everything["next"] is None
     table = run(["referrals", "list"], cli_env)
     assert "cardiology" in table.output and table.output.count("accepted") == 2
     bad = run(["referrals", "list", "--status", "bogus"], cli_env)
@@ -167,6 +168,34 @@ def test_cli_referrals_list(cli_env: dict[str, str], services: Services) -> None
     assert json.loads(shown.output)["task"]["status"] == "accepted"
     missing = run(["referrals", "show", "nope"], cli_env)
     assert missing.exit_code == 1 and "'refloop referrals list' shows their ids" in missing.output
+
+
+def test_cli_referrals_list_pages_past_the_default_limit(cli_env: dict[str, str],
+                                                         services: Services) -> None:
+    """More referrals than a page: the JSON says where the next page starts, and following the
+    cursors lists every referral exactly once."""
+    for n in range(53):
+        services.referrals.open(Referral(id=new_referral_id(), source_key=f"page|{n}",
+                                         service_request=f"ServiceRequest/{n}",
+                                         patient=f"Patient/{n}"), Command("detect"))
+    first = json.loads(run(["referrals", "list", "--json"], cli_env).output)
+    assert len(first["referrals"]) == 50 and first["next"]
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        args = ["referrals", "list", "--json", "--limit", "20"]
+        page = json.loads(run([*args, "--cursor", cursor] if cursor else args, cli_env).output)
+        seen += [r["source_key"] for r in page["referrals"]]
+        pages += 1
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert pages == 3 and len(seen) == 53 and set(seen) == {f"page|{n}" for n in range(53)}
+    table = run(["referrals", "list", "--limit", "50"], cli_env)
+    assert "more: refloop referrals list --cursor " in table.output
+    bad = run(["referrals", "list", "--cursor", "nonsense"], cli_env)
+    assert bad.exit_code == 2 and "not a page cursor" in bad.output
 
 
 def test_cli_quarantine_list_and_work_drain(cli_env: dict[str, str], services: Services) -> None:

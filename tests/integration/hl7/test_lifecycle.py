@@ -127,16 +127,37 @@ def test_a40_links_patients_and_never_duplicates(feed: Feed) -> None:
 
 
 def test_bad_content_after_the_ack_goes_to_quarantine(feed: Feed) -> None:
-    """A REF without RF1-6 is accepted (stored) but cannot be mapped: quarantined, not lost."""
-    raw = (b"MSH|^~\\&|GPSYS|GPCLINIC|HUB|HUB|20240101120000||REF^I12^REF_I12|B1|P|2.5.1\r"
-           b"PID|1||X1^^^GP^MR||Doe^John\r")
+    """An ADT whose PID-3 holds no identifier is accepted (stored) but cannot be mapped:
+    quarantined, not lost."""
+    raw = (b"MSH|^~\\&|GPSYS|GPCLINIC|HUB|HUB|20240101120000||ADT^A04|B1|P|2.5.1\r"
+           b"PID|1||||Doe^John\r")
     assert b"MSA|AA|B1" in (feed.send(raw) or b"")
     feed.drain()
     entries = feed.services.quarantine.list()
     with feed.services.db.read() as conn:
         status, note = conn.execute(sa.select(inbox.c.status, inbox.c.note)).one()
-    assert status == "quarantined" and "RF1-6" in note
-    assert len(entries) == 1 and "RF1-6" in entries[0].reason
+    assert status == "quarantined" and "PID-3" in note
+    assert len(entries) == 1 and "PID-3" in entries[0].reason
+
+
+def test_ref_without_a_referral_identifier_gets_ae_before_the_ack(feed: Feed) -> None:
+    """A REF without RF1-6 (or an ORC/OBR placer number) can never become a referral: AE with
+    an ERR naming RF1-6 at once, kept in quarantine, never queued for mapping."""
+    raw = (b"MSH|^~\\&|GPSYS|GPCLINIC|HUB|HUB|20240101120000||REF^I12^REF_I12|B2|P|2.5.1\r"
+           b"RF1|A|R||||\r"
+           b"PID|1||X1^^^GP^MR||Doe^John\r")
+    ack = feed.send(raw) or b""
+    assert b"MSA|AE|B2" in ack and b"ERR||RF1^1^6|101^" in ack
+    with feed.services.db.read() as conn:
+        assert conn.execute(sa.select(inbox.c.status)).scalar_one() == "rejected"
+    (entry,) = feed.services.quarantine.list()
+    assert "RF1-6" in entry.reason
+    assert feed.services.work.counts() == {}
+    # the same referral with RF1-6, or keyed on an OBR placer number, is accepted
+    keyed = raw.replace(b"|B2|", b"|B3|").replace(b"RF1|A|R||||", b"RF1|A|R||||R-1^GP")
+    assert b"MSA|AA|B3" in (feed.send(keyed) or b"")
+    by_order = raw.replace(b"|B2|", b"|B4|") + b"OBR|1|ORD-7^GP||57133-1^Referral^LN\r"
+    assert b"MSA|AA|B4" in (feed.send(by_order) or b"")
 
 
 def test_content_error_gets_ae_and_is_kept(feed: Feed) -> None:
@@ -165,8 +186,8 @@ def test_a_bad_message_in_a_batch_blocks_nothing_and_order_is_kept(
         feed: Feed, caplog: pytest.LogCaptureFixture) -> None:
     """The messages are applied in one transaction per batch; the bad one in the middle goes
     to quarantine alone, the ones before and after it are applied, in inbox order."""
-    bad = (b"MSH|^~\\&|GPSYS|GPCLINIC|HUB|HUB|20240101120000||REF^I12^REF_I12|B9|P|2.5.1\r"
-           b"PID|1||X1^^^GP^MR||Doe^John\r")
+    bad = (b"MSH|^~\\&|GPSYS|GPCLINIC|HUB|HUB|20240101120000||ADT^A04|B9|P|2.5.1\r"
+           b"PID|1||||Doe^John\r")
     feed.send(fixture("authored__REF_I12_new_referral_utf8.hl7"))
     feed.send(fixture("authored__SIU_S12_v27_truncation_char_and_TQ1.hl7"))
     feed.send(bad)
@@ -183,7 +204,7 @@ def test_a_bad_message_in_a_batch_blocks_nothing_and_order_is_kept(
         statuses = conn.execute(sa.select(inbox.c.status).order_by(inbox.c.id)).scalars().all()
     assert statuses == ["processed", "processed", "quarantined", "processed", "processed"]
     (entry,) = feed.services.quarantine.list()
-    assert "RF1-6" in entry.reason
+    assert "PID-3" in entry.reason
     assert feed.services.work.counts() == {"done": 4, "quarantined": 1}
 
 

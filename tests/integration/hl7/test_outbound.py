@@ -230,11 +230,12 @@ def test_enhanced_content_error_gets_ca_then_an_application_ae(feed: Feed,
 
 
 def test_enhanced_mapping_error_gets_an_application_ae(feed: Feed, partner: Partner) -> None:
-    """A REF without RF1-6 is stored (CA), fails when mapped: AE follows (MSH-16 ER)."""
-    raw = (b"MSH|^~\\&|GPSYS|GPCLINIC|HUB|HUB|20240101120000||REF^I12^REF_I12|B1|P|2.5.1"
-           b"|||AL|ER\rPID|1||X1^^^GP^MR||Doe^John\r")
+    """An ADT without a PID-3 identifier is stored (CA), fails when mapped: AE follows (MSH-16
+    ER)."""
+    raw = (b"MSH|^~\\&|GPSYS|GPCLINIC|HUB|HUB|20240101120000||ADT^A04|B1|P|2.5.1"
+           b"|||AL|ER\rPID|1||||Doe^John\r")
     assert b"MSA|CA|B1" in (feed.send(raw) or b"")
     feed.drain()
     (ack,) = parsed(partner)
     assert str(ack.segment("MSA")[1]) == "AE" and str(ack.segment("MSA")[2]) == "B1"
-    assert "RF1-6" in str(ack.segment("ERR")[8])
+    assert "PID-3" in str(ack.segment("ERR")[8])

@@ -1,6 +1,7 @@
 """Sample EHR data (built here, not official examples), the EHR peer (sekmet-fhir 0.1.1,
-in-process uvicorn on a free loopback port, simulator off) and Refloop's own Flask app served on a
-real port (werkzeug) so the peer can deliver to it."""
+in-process uvicorn on a free loopback port, simulator off) and Refloop's web server as `refloop
+serve` runs it (the HTTP edge around the Flask app, refloop/edge) on a real port, so the peer can
+deliver to it."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from typing import Any
 import pytest
 import requests
 import uvicorn
-from werkzeug.serving import make_server
 
-from refloop.app import create_app
+from refloop.app import create_edge_app
+from refloop.edge.server import RunningEdge, serve_in_thread
 from refloop.services import Services, build_services
 from refloop.settings import Settings
 
@@ -127,24 +128,21 @@ def wait_for(check: Callable[[], Any], seconds: float, message: str) -> Any:
 
 
 class Listener:
-    """Refloop's app on a real loopback port; stop() and start() simulate downtime."""
+    """Refloop's web server on a real loopback port; stop() and start() simulate downtime."""
 
     def __init__(self, services: Services, port: int) -> None:
         self.services = services
         self.port = port
-        self.app = create_app(services)
-        self.server: Any = None
-        self.thread: threading.Thread | None = None
+        self.edge_app = create_edge_app(services)
+        self.app = self.edge_app.wsgi  # the Flask app behind the edge
+        self.server: RunningEdge | None = None
 
     def start(self) -> None:
-        self.server = make_server("127.0.0.1", self.port, self.app, threaded=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server = serve_in_thread(self.edge_app, "127.0.0.1", self.port)
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            self.server.stop()
             self.server = None
 
 

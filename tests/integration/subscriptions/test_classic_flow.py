@@ -41,7 +41,7 @@ def test_classic_registration_and_referral(sekmet: Any, listener: Any,
     assert (outcome.flavour, outcome.status, outcome.reused) == ("r4-classic", "active", False)
     sub = sekmet.read(f"Subscription/{outcome.subscription_id}")
     assert sub["channel"]["endpoint"].startswith(f"{services.settings.base_url}/hooks/")
-    assert sub["criteria"] == "ServiceRequest?intent=order"
+    assert sub["criteria"] == "ServiceRequest?intent=order&category=http://snomed.info/sct|3457005"
 
     p, d, c = seed(sekmet, kit)
     before = inbox_total(services)
@@ -123,8 +123,10 @@ def test_delete_notification_fails_the_referral(sekmet: Any, listener: Any,
     assert requests.delete(f"{sekmet.base}/ServiceRequest/{sr['id']}", timeout=5).ok
     hook = adapter(services).registry.try_get_hook(outcome.hook_id or "")
     assert hook is not None
+    # the secret is stored only as a hash: the sender's copy is in the Subscription's header
+    header = sekmet.read(f"Subscription/{outcome.subscription_id}")["channel"]["header"][0]
     r = requests.delete(f"{hook.url}/ServiceRequest/{sr['id']}", timeout=5,
-                        headers={"Authorization": f"Bearer {hook.secret}"})
+                        headers={"Authorization": header.partition(": ")[2]})
     assert r.status_code == 200
     drain(services)
     referral = services.store.try_get_by_source(key)

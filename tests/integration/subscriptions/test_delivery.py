@@ -59,9 +59,11 @@ def test_redelivery_and_two_notifications_for_one_version_make_one_referral(
     hook = subs.registry.try_get_hook(classic.hook_id or "")
     assert hook is not None
     path = f"{hook.url}/ServiceRequest/{sr['id']}"
+    # the secret is stored only as a hash: the sender's copy is in the Subscription's header
+    header = sekmet.read(f"Subscription/{classic.subscription_id}")["channel"]["header"][0]
     for _ in range(2):  # the same notification delivered again (a sender retry)
         r = requests.put(path, data=first.body, timeout=5, headers={
-            "Content-Type": "application/fhir+json", "Authorization": f"Bearer {hook.secret}"})
+            "Content-Type": "application/fhir+json", "Authorization": header.partition(": ")[2]})
         assert r.status_code == 200
     drain(services)
     found = referrals_of(services, sekmet.base)

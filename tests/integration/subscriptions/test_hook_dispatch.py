@@ -1,5 +1,5 @@
 """The dispatcher in front of Flask (refloop/app.py) on a real port: regular hook URLs are
-answered by the lean WSGI application (subscriptions/hook_wsgi.py) without Flask, everything
+answered by the HTTP edge (refloop/edge, subscriptions/hook_edge.py) without Flask, everything
 else by Flask; both carry the security headers and exactly one request log line."""
 
 from __future__ import annotations

@@ -89,14 +89,26 @@ def test_backport_filters_keep_what_the_topic_allows() -> None:
     server = parse_fhir_servers([{"base_url": "http://ehr/fhir",
                                   "criteria": "ServiceRequest?intent=order&patient=Patient/1"}])[0]
     kept, dropped = backport_filters(server, SR_BOTH)
-    assert kept == ["ServiceRequest?patient=Patient/1"] and dropped == ["intent"]
+    # the topic filters by patient only: intent and the referral category are checked by Refloop
+    assert kept == ["ServiceRequest?patient=Patient/1"] and dropped == ["intent", "category"]
 
 
 def test_configuration_is_checked_with_helpful_messages(tmp_path: Path) -> None:
     servers = parse_fhir_servers([{"base_url": "https://ehr/fhir/", "poll_interval": "60"}])
     assert servers[0].base == "https://ehr/fhir" and servers[0].poll_interval == 60.0
-    assert servers[0].criteria_params == [("intent", "order")]
+    assert servers[0].criteria_params == [("intent", "order"),
+                                          ("category", "http://snomed.info/sct|3457005")]
+    every = parse_fhir_servers([{"base_url": "https://ehr/fhir", "categories": []}])[0]
+    assert every.criteria == "ServiceRequest?intent=order"
+    local = parse_fhir_servers([{"base_url": "https://ehr/fhir",
+                                 "categories": ["http://snomed.info/sct|3457005", "urn:x|REF"]}])
+    assert local[0].criteria == \
+        "ServiceRequest?intent=order&category=http://snomed.info/sct|3457005,urn:x|REF"
+    mine = parse_fhir_servers([{"base_url": "https://ehr/fhir",
+                                "criteria": "ServiceRequest?category=urn:x|REF"}])[0]
+    assert mine.criteria == "ServiceRequest?category=urn:x|REF"  # its own category wins
     for bad, words in [({"base_url": "ftp://x"}, "http"), ({}, "base_url is required"),
+                       ({"base_url": "http://x", "categories": 3}, "categories must be"),
                        ({"base_url": "http://x", "auth": "backend-services"}, "client_id"),
                        ({"base_url": "http://x", "colour": "red"}, "unknown keys"),
                        ({"base_url": "http://x", "alg": "HS256"}, "RS384 or ES384"),
@@ -137,7 +149,17 @@ def test_service_request_maps_to_referral_fields() -> None:
 
 
 def test_criteria_checked_locally() -> None:
-    assert matches_criteria(SR, [("intent", "order"), ("category", "x")])
+    assert not matches_criteria(SR, [("intent", "order"), ("category", "x")])  # no category
+    referral = {**SR, "category": [{"coding": [{"system": "http://snomed.info/sct",
+                                                "code": "3457005"}]}]}
+    lab = {**SR, "category": [{"coding": [{"system": "http://snomed.info/sct",
+                                           "code": "108252007"}]}]}
+    wanted = [("intent", "order"), ("category", "http://snomed.info/sct|3457005,urn:x|REF")]
+    assert matches_criteria(referral, wanted) and not matches_criteria(lab, wanted)
+    assert matches_criteria(referral, [("category", "3457005")])  # code alone: any system
+    assert not matches_criteria(referral, [("category", "|3457005")])  # "|code": no system
+    assert matches_criteria(lab, [("category", "http://snomed.info/sct|")])
+    assert matches_criteria(lab, [("category", "")])  # no categories: any
     assert not matches_criteria({**SR, "intent": "plan"}, [("intent", "order")])
     assert matches_criteria(SR, [("status", "draft,active")])
 

@@ -1,0 +1,40 @@
+"""The FHIR resource type names a notification may carry: every resource type of FHIR R4
+(4.0.1, https://hl7.org/fhir/R4/resourcelist.html) plus the R4B/R5 subscription resources the
+backport and R5 notification shapes use. A body whose resourceType is not one of these is not a
+FHIR resource and is refused."""
+
+from __future__ import annotations
+
+R4 = """
+Account ActivityDefinition AdverseEvent AllergyIntolerance Appointment AppointmentResponse
+AuditEvent Basic Binary BiologicallyDerivedProduct BodyStructure Bundle CapabilityStatement
+CarePlan CareTeam CatalogEntry ChargeItem ChargeItemDefinition Claim ClaimResponse
+ClinicalImpression CodeSystem Communication CommunicationRequest CompartmentDefinition Composition
+ConceptMap Condition Consent Contract Coverage CoverageEligibilityRequest
+CoverageEligibilityResponse DetectedIssue Device DeviceDefinition DeviceMetric DeviceRequest
+DeviceUseStatement DiagnosticReport DocumentManifest DocumentReference EffectEvidenceSynthesis
+Encounter Endpoint EnrollmentRequest EnrollmentResponse EpisodeOfCare EventDefinition Evidence
+EvidenceVariable ExampleScenario ExplanationOfBenefit FamilyMemberHistory Flag Goal
+GraphDefinition Group GuidanceResponse HealthcareService ImagingStudy Immunization
+ImmunizationEvaluation ImmunizationRecommendation ImplementationGuide InsurancePlan Invoice
+Library Linkage List Location Measure MeasureReport Media Medication MedicationAdministration
+MedicationDispense MedicationKnowledge MedicationRequest MedicationStatement MedicinalProduct
+MedicinalProductAuthorization MedicinalProductContraindication MedicinalProductIndication
+MedicinalProductIngredient MedicinalProductInteraction MedicinalProductManufactured
+MedicinalProductPackaged MedicinalProductPharmaceutical MedicinalProductUndesirableEffect
+MessageDefinition MessageHeader MolecularSequence NamingSystem NutritionOrder Observation
+ObservationDefinition OperationDefinition OperationOutcome Organization OrganizationAffiliation
+Parameters Patient PaymentNotice PaymentReconciliation Person PlanDefinition Practitioner
+PractitionerRole Procedure Provenance Questionnaire QuestionnaireResponse RelatedPerson
+RequestGroup ResearchDefinition ResearchElementDefinition ResearchStudy ResearchSubject
+RiskAssessment RiskEvidenceSynthesis Schedule SearchParameter ServiceRequest Slot Specimen
+SpecimenDefinition StructureDefinition StructureMap Subscription Substance SubstanceNucleicAcid
+SubstancePolymer SubstanceProtein SubstanceReferenceInformation SubstanceSourceMaterial
+SubstanceSpecification SupplyDelivery SupplyRequest Task TerminologyCapabilities TestReport
+TestScript ValueSet VerificationResult VisionPrescription
+"""
+
+#: R4B and R5 resources of the subscription framework (SubscriptionStatus is the status entry)
+SUBSCRIPTION_FRAMEWORK = "SubscriptionStatus SubscriptionTopic"
+
+RESOURCE_TYPES = frozenset(R4.split()) | frozenset(SUBSCRIPTION_FRAMEWORK.split())
