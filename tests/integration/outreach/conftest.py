@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent))  # after the others: never shadows their conftest
 
 from outreach_harness import Harness, _sandboxes, make_harness
 
