@@ -194,6 +194,7 @@ def _own(rt: Runtime, referral: Referral, reply: Reply) -> None:
     if intent == "book":
         _booking(rt, referral, reply, channels=(reply.channel, "sms", "email"))
     elif intent == "call-me":
+        _replied(rt, referral, reply, "asked to be called", stop=True)  # before the new task
         _task(rt, referral, reply, "call-patient", "The patient asked to be called",
               CALL_OUTCOMES)
         rt.work.enqueue("outreach.message", {"referral_id": referral.id,
@@ -201,7 +202,6 @@ def _own(rt: Runtime, referral: Referral, reply: Reply) -> None:
                                              "channel": reply.channel},
                         key=f"outreach.message:{referral.id}:coordinator-callback:"
                             f"reply-{reply.inbox_id}")
-        _replied(rt, referral, reply, "asked to be called", stop=True)
     else:
         _task(rt, referral, reply, "read-reply",
               f"The patient wrote: \u201c{reply.text[:300]}\u201d. Automatic outreach is "

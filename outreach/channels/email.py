@@ -8,6 +8,7 @@ header with a one-click HTTPS address (RFC 2369, RFC 8058) beside a mailto, atta
 
 from __future__ import annotations
 
+import email.policy
 import smtplib
 import ssl
 from datetime import datetime
@@ -18,6 +19,7 @@ from outreach.channels.base import ChannelError, Outgoing, SendResult
 from outreach.config import SmtpConfig
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+SMTP_POLICY = email.policy.SMTP.clone(max_line_length=998)
 
 
 class SmtpEmail:
@@ -28,7 +30,8 @@ class SmtpEmail:
         self.tls_context = tls_context or ssl.create_default_context()
 
     def build(self, message: Outgoing) -> EmailMessage:
-        email = EmailMessage()
+        # long List-Unsubscribe URLs must stay plain: no folding into encoded words
+        email = EmailMessage(policy=SMTP_POLICY)
         email["From"] = self.config.from_address
         email["To"] = message.to
         email["Subject"] = message.subject
@@ -87,6 +90,9 @@ class SmtpEmail:
 
     def _connect(self) -> smtplib.SMTP:
         config = self.config
+        if config.security == "none" and config.host not in LOOPBACK:
+            raise smtplib.SMTPNotSupportedError(
+                "security = none is allowed only for a server on 127.0.0.1")
         if config.security == "tls":
             smtp: smtplib.SMTP = smtplib.SMTP_SSL(config.host, config.port,
                                                   timeout=config.timeout_seconds,
@@ -101,10 +107,6 @@ class SmtpEmail:
                         "the server offers no STARTTLS; refusing to send in the clear")
                 smtp.starttls(context=self.tls_context)
                 smtp.ehlo()
-            elif config.host not in LOOPBACK:
-                smtp.close()
-                raise smtplib.SMTPNotSupportedError(
-                    "security = none is allowed only for a server on 127.0.0.1")
         if config.username:
             smtp.login(config.username, config.password)
         return smtp

@@ -1,6 +1,6 @@
 """A real SMTP server (aiosmtpd) on 127.0.0.1 that keeps every message it accepts: for the demo
 and the tests of the email channel. Optional STARTTLS or implicit TLS (a self-signed certificate
-made on the spot) and AUTH; addresses at bounce.invalid are refused with 550 5.1.1."""
+made on the spot) and AUTH; addresses at bounce.example.org are refused with 550 5.1.1."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class _Handler:
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
-        if address.lower().endswith("@bounce.invalid"):
+        if address.lower().endswith("@bounce.example.org"):
             return "550 5.1.1 No such user"
         envelope.rcpt_tos.append(address)
         return "250 OK"
@@ -70,7 +70,8 @@ class MailCapture:
         kwargs: dict[str, Any] = {}
         if self.username:
             kwargs["authenticator"] = self._authenticate
-            kwargs["auth_require_tls"] = bool(self.tls)
+            # aiosmtpd knows TLS only from STARTTLS; an implicit-TLS session is encrypted anyway
+            kwargs["auth_require_tls"] = self.tls == "starttls"
         if self.tls:
             server_context, self.client_context = _contexts()
             if self.tls == "starttls":

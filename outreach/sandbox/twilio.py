@@ -21,6 +21,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -102,6 +103,8 @@ class TwilioSandbox:
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.rules = rules or SandboxRules()
+        #: the gateway's time (date_created); a test on a fake clock shares it
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         self.records: list[Record] = []
         self.blocked: set[str] = set()
         self.delivered_callbacks: list[tuple[str, dict[str, str], int]] = []
@@ -225,7 +228,7 @@ class TwilioSandbox:
         if kind == "message" and to in self.blocked:
             return _error(400, 21610, "Attempt to send to unsubscribed recipient")
         record = Record(_sid("SM" if kind == "message" else "CA"), kind, to, sender,
-                        form.get("Body", ""), "queued", callback, datetime.now(UTC),
+                        form.get("Body", ""), "queued", callback, self.clock(),
                         url=form.get("Url", ""))
         with self._lock:
             self.records.append(record)

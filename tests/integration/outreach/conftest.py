@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.append(str(Path(__file__).resolve().parent))  # after the others: never shadows their conftest
+# appended, not inserted first: the other directories' `from conftest import` stay theirs
+sys.path.append(str(Path(__file__).resolve().parent))
 
 from outreach_harness import Harness, _sandboxes, make_harness
 

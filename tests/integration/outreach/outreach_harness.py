@@ -150,6 +150,7 @@ def make_harness(database_url: str, tmp_path: Path, sandboxes: tuple[TwilioSandb
     services.work.clock = clock
     rt: Runtime = services.adapters["outreach"]
     rt.clock = clock
+    twilio.clock = clock
     try:
         yield Harness(services, rt, twilio, mail, url, clock)
     finally:
