@@ -1,11 +1,22 @@
-"""MLLP listener benchmark: messages/s ACKed after durable storage (SQLite) over 1, 4 and 16
-persistent connections, messages/s mapped into the referral lifecycle, and python-hl7 /
-hl7apy parse-only rates of the same messages as baselines measured in the same run.
+"""MLLP benchmark: Refloop's durable ACK against HAPI HL7v2's in-memory ACK, in the same run.
 
-    .venv/bin/python bench/mllp.py [--messages 2000] [--baseline-seconds 2]
+    .venv/bin/python bench/mllp.py [--messages 20000] [--rounds 3] [--connections 1,4,16]
+                                   [--processes N] [--mapping-messages 2000] [--skip-mapping]
 
-The listener runs as its own process (`refloop serve --role mllp`), the senders are asyncio
-clients in this process, each waiting for its ACK before sending the next message.
+ACK section. Starts the HAPI HL7v2 peer (interop/hapi-hl7v2: HAPI HL7v2 2.6.0, a receiving
+application that answers `generateACK()` and stores nothing) and `refloop serve --role mllp` on
+SQLite with `synchronous=FULL` (every ACK follows an fsync'd commit), then sends the same
+REF^I12 v2.5.1 messages to each, `--messages` per server and connection count, over 1, 4 and
+16 persistent connections, each connection waiting for its ACK before sending the next
+message. Rounds alternate which server goes first. Each server gets a warm-up first (the JVM
+compiles its hot code). Prints, per connection count, the median over the rounds of msg/s and
+of the p50/p99 ACK latency, Refloop's messages per commit (rows sharing one commit's
+timestamp), and the ratio Refloop/HAPI; at the end it checks that every message Refloop ACKed
+is stored exactly once.
+
+Mapping section (unchanged in method): a fresh store receives `--mapping-messages` alternating
+REF^I12/ADT^A04 through the listener, then one worker maps them; python-hl7 and hl7apy
+parse-only rates of the same REF are the baselines.
 """
 
 from __future__ import annotations
@@ -14,26 +25,22 @@ import argparse
 import asyncio
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 FIXTURES = ROOT / "fixtures" / "hl7v2"
-REF = (FIXTURES / "authored__bench_REF_I12_v251_21seg.hl7").read_bytes()
+REF = (FIXTURES / "authored__bench_REF_I12_v251_21seg.hl7").read_bytes().replace(b"\n", b"\r")
 ADT = (FIXTURES / "authored__bench_ADT_A04_v251_20seg.hl7").read_bytes()
-
-
-def message(n: int) -> bytes:
-    """Alternate REF^I12 (a new referral each) and ADT^A04, each with its own MSH-10."""
-    if n % 2:
-        return ADT.replace(b"|BENCH0001|", f"|A{n:09d}|".encode())
-    return REF.replace(b"R-88812", f"R{n:09d}".encode()).replace(
-        b"|BENCH0002|", f"|R{n:09d}|".encode())
+HAPI_RUN = ROOT / "interop" / "hapi-hl7v2" / "run"
+SB, END = b"\x0b", b"\x1c\r"
 
 
 def free_port() -> int:
@@ -42,39 +49,279 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_listener(config: Path, port: int) -> subprocess.Popen[bytes]:
+def ref_message(control: str) -> bytes:
+    """The bench REF^I12 with its own MSH-10 and RF1-6 (a new referral each)."""
+    return REF.replace(b"|BENCH0002|", f"|{control}|".encode()).replace(
+        b"R-88812", control.encode())
+
+
+# --- load generator ----------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    seconds: float
+    cpu: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    acked: list[str] = field(default_factory=list)
+    refused: int = 0
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0.0
+
+
+class _Sender(asyncio.Protocol):
+    """One connection: send, wait for the ACK, send the next (one message in flight)."""
+
+    def __init__(self, messages: list[tuple[str, bytes]], result: Result,
+                 done: asyncio.Future[None]) -> None:
+        self.messages, self.result, self.done = messages, result, done
+        self.index, self.buffer, self.sent_at = 0, b"", 0.0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._send()
+
+    def _send(self) -> None:
+        assert self.transport is not None
+        if self.index >= len(self.messages):
+            self.transport.close()
+            if not self.done.done():
+                self.done.set_result(None)
+            return
+        self.sent_at = time.perf_counter()
+        self.transport.write(SB + self.messages[self.index][1] + END)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(END)
+        if end < 0:
+            return
+        ack, self.buffer = self.buffer[:end], self.buffer[end + 2:]
+        self.result.latencies.append(time.perf_counter() - self.sent_at)
+        if b"MSA|AA|" in ack or b"MSA|CA|" in ack:
+            self.result.acked.append(self.messages[self.index][0])
+        else:
+            self.result.refused += 1
+        self.index += 1
+        self._send()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc or ConnectionError("the server closed the connection"))
+
+
+async def _run(port: int, batches: list[list[tuple[str, bytes]]]) -> Result:
+    loop = asyncio.get_running_loop()
+    result = Result(0.0)
+    dones = [loop.create_future() for _ in batches]
+    began = time.perf_counter()
+    for batch, done in zip(batches, dones, strict=True):
+        transport, _ = await loop.create_connection(lambda b=batch, d=done: _Sender(b, result, d),
+                                                    "127.0.0.1", port)
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP,
+                                                       socket.TCP_NODELAY, 1)
+    await asyncio.gather(*dones)
+    result.seconds = time.perf_counter() - began
+    return result
+
+
+def send(port: int, prefix: str, total: int, connections: int, pid: int = 0) -> Result:
+    per = total // connections
+    batches = [[(f"{prefix}{c:02d}{n:06d}", b"") for n in range(per)] for c in range(connections)]
+    batches = [[(control, ref_message(control)) for control, _ in batch] for batch in batches]
+    before = cpu_seconds(pid) if pid else 0.0
+    result = asyncio.run(_run(port, batches))
+    result.cpu = cpu_seconds(pid) - before if pid else 0.0
+    return result
+
+
+# --- the two servers ---------------------------------------------------------------------------
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of `pid` and its child processes, from /proc."""
+    total, pending, seen = 0.0, [pid], set()
+    ticks = os.sysconf("SC_CLK_TCK")
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                pending += [int(c) for c in children]
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def start_hapi(data: Path) -> tuple[int, dict[str, str], int]:
+    env = {**os.environ, "HAPI_HL7V2_DATA_DIR": str(data)}
+    port = free_port()
+    done = subprocess.run([str(HAPI_RUN), "start", str(port)], env=env, text=True,
+                          capture_output=True, check=False, timeout=1200)
+    if done.returncode != 0:
+        raise SystemExit(f"the HAPI HL7v2 peer did not start (needs Java 17 and Maven):\n"
+                         f"{done.stderr[-2000:]}")
+    return port, env, int((data / "peer.pid").read_text())
+
+
+def stop_hapi(env: dict[str, str]) -> None:
+    subprocess.run([str(HAPI_RUN), "stop"], env=env, capture_output=True, check=False,
+                   timeout=60)
+
+
+def start_refloop(tmp: Path, processes: int) -> tuple[subprocess.Popen[bytes], int, str]:
+    port, url = free_port(), f"sqlite:///{tmp}/bench.db"
+    config = tmp / "refloop.toml"
+    config.write_text(f'database_url = "{url}"\nvar_dir = "{tmp}"\nsqlite_synchronous = "FULL"\n'
+                      f"[hl7]\nport = {port}\nprocesses = {processes}\n", encoding="utf-8")
     env = {**os.environ, "REFLOOP_LOG_LEVEL": "WARNING"}
     proc = subprocess.Popen([sys.executable, "-m", "refloop", "--config", str(config), "serve",
                              "--role", "mllp"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc
+            return proc, port, url
         except OSError:
             time.sleep(0.1)
     proc.kill()
     raise SystemExit("the mllp role did not start")
 
 
-async def sender(port: int, numbers: range) -> int:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    accepted = 0
-    for n in numbers:
-        writer.write(b"\x0b" + message(n) + b"\x1c\r")
-        await writer.drain()
-        ack = await reader.readuntil(b"\x1c\r")
-        accepted += b"MSA|CA|" in ack or b"MSA|AA|" in ack
-    writer.close()
-    return accepted
+def commit_latency(directory: Path, count: int = 300) -> float:
+    """Median time of one bare SQLite commit (WAL, synchronous=FULL, a 3 KB row) on this disk,
+    now: with one message in flight per connection, N connections cannot ACK faster than N per
+    commit, whoever writes."""
+    import sqlite3
+
+    path = directory / "fsync-probe.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB)")
+    times = []
+    for _ in range(count):
+        began = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t (body) VALUES (?)", (REF,))
+        conn.execute("COMMIT")
+        times.append(time.perf_counter() - began)
+    conn.close()
+    return statistics.median(times)
 
 
-async def run_clients(port: int, connections: int, start: int, total: int) -> tuple[float, int]:
-    per = total // connections
-    began = time.perf_counter()
-    counts = await asyncio.gather(*(sender(port, range(start + i * per, start + (i + 1) * per))
-                                    for i in range(connections)))
-    return time.perf_counter() - began, sum(counts)
+def stored(url: str) -> tuple[dict[str, int], dict[str, float]]:
+    """Stored rows per MSH-10, and messages per commit per connection-count prefix."""
+    import sqlalchemy as sa
+
+    from referrals.store import connect
+    from referrals.store.schema import inbox
+
+    db = connect(url)
+    with db.read() as conn:
+        rows = conn.execute(sa.select(inbox.c.headers, inbox.c.received_at)).all()
+    db.dispose()
+    counts: dict[str, int] = {}
+    commits: dict[str, set[object]] = {}
+    messages: dict[str, int] = {}
+    for headers, received_at in rows:
+        control = str(headers.get("control_id", ""))
+        counts[control] = counts.get(control, 0) + 1
+        group = control[:4]  # R<round><connections:02d>
+        commits.setdefault(group, set()).add(received_at)
+        messages[group] = messages.get(group, 0) + 1
+    return counts, {g: messages[g] / len(commits[g]) for g in messages}
+
+
+# --- sections ------------------------------------------------------------------------------------
+
+def ack_section(args: argparse.Namespace) -> None:
+    connections = [int(c) for c in args.connections.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        hapi_port, hapi_env, hapi_pid = start_hapi(Path(tmp) / "hapi")
+        proc, port, url = start_refloop(Path(tmp), args.processes)
+        pids = {"hapi": hapi_pid, "refloop": proc.pid}
+        results: dict[tuple[str, int], list[Result]] = {}
+        acked: list[str] = []
+        commits: list[float] = []
+        try:
+            for name, target in (("hapi", hapi_port), ("refloop", port)):
+                send(target, "W0" if name == "refloop" else "H0", args.warmup, 4)
+            for rnd in range(1, args.rounds + 1):
+                commits.append(commit_latency(Path(tmp)))
+                order = [("hapi", hapi_port), ("refloop", port)]
+                if rnd % 2 == 0:
+                    order.reverse()
+                for count in connections:
+                    for name, target in order:
+                        result = send(target, f"R{rnd}{count:02d}", args.messages, count,
+                                      pids[name])
+                        results.setdefault((name, count), []).append(result)
+                        if name == "refloop":
+                            acked += result.acked
+                        print(f"# round {rnd}, {count} connections, {name}: "
+                              f"{result.rate:.0f} msg/s", file=sys.stderr, flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            stop_hapi(hapi_env)
+        counts, per_commit = stored(url)
+    commit = statistics.median(commits)
+    print(f"sqlite_full_commit_p50: {commit * 1e6:.0f} us (bare 3 KB insert, this disk, now)")
+    for count in connections:
+        figures = {}
+        for name in ("hapi", "refloop"):
+            runs = results[(name, count)]
+            figures[name] = statistics.median(r.rate for r in runs)
+            p50 = statistics.median(r.percentile(0.50) for r in runs)
+            p99 = statistics.median(r.percentile(0.99) for r in runs)
+            print(f"{name}_{count}_connections: {figures[name]:.0f} msg/s")
+            print(f"{name}_{count}_connections_ack_p50: {p50:.2f} ms")
+            print(f"{name}_{count}_connections_ack_p99: {p99:.2f} ms")
+            cpu = statistics.median(r.cpu / len(r.latencies) * 1e6 for r in runs)
+            print(f"{name}_{count}_connections_cpu_per_message: {cpu:.0f} us")
+        batches = [v for k, v in per_commit.items() if k.endswith(f"{count:02d}")
+                   and k.startswith("R")]
+        print(f"refloop_{count}_connections_messages_per_commit: "
+              f"{statistics.median(batches) if batches else 0:.2f}")
+        print(f"fsync_bound_{count}_connections: {count / commit:.0f} msg/s (one commit per "
+              f"{count} messages)")
+        print(f"ratio_refloop_vs_hapi_{count}_connections: "
+              f"{figures['refloop'] / figures['hapi']:.2f} x")
+    once = sum(1 for control in acked if counts.get(control) == 1)
+    print(f"refloop_acked_messages_stored_exactly_once: {once} of {len(acked)}")
+    if once != len(acked):
+        raise SystemExit("some ACKed messages are missing or stored twice")
+
+
+def mapping_section(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, port, url = start_refloop(Path(tmp), args.processes)
+        try:
+            messages = [ADT.replace(b"|BENCH0001|", f"|A{n:09d}|".encode()) if n % 2
+                        else ref_message(f"M{n:09d}") for n in range(args.mapping_messages)]
+            asyncio.run(_run(port, [[(str(n), m) for n, m in enumerate(messages)]]))
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        mapped, done = mapping_rate(url, Path(tmp))
+    python_hl7, hl7apy = baselines(args.baseline_seconds)
+    print(f"mapped_into_lifecycle: {mapped:.0f} msg/s ({done} messages)")
+    print(f"baseline_python_hl7_parse_only: {python_hl7:.0f} msg/s")
+    print(f"baseline_hl7apy_parse_only: {hl7apy:.1f} msg/s")
+    print(f"ratio_mapped_vs_python_hl7_parse: {mapped / python_hl7:.2f} x")
 
 
 def rate_of(fn: object, raw: bytes, seconds: float) -> float:
@@ -89,7 +336,7 @@ def baselines(seconds: float) -> tuple[float, float]:
     import hl7
     from hl7apy.parser import parse_message
 
-    text = REF.decode("utf-8").replace("\n", "\r")
+    text = REF.decode("utf-8")
     python_hl7 = rate_of(lambda _: hl7.parse(text), REF, seconds)
     hl7apy = rate_of(lambda _: parse_message(text, find_groups=False), REF, seconds)
     return python_hl7, hl7apy
@@ -113,37 +360,20 @@ def mapping_rate(url: str, var: Path) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--messages", type=int, default=2000, help="per connection count")
+    parser.add_argument("--messages", type=int, default=20000,
+                        help="messages per server, per connection count, per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", default="1,4,16")
+    parser.add_argument("--warmup", type=int, default=4000)
+    parser.add_argument("--processes", type=int, default=0,
+                        help="Refloop listener processes ([hl7] processes; 0 = one per core)")
+    parser.add_argument("--mapping-messages", type=int, default=2000)
     parser.add_argument("--baseline-seconds", type=float, default=2.0)
+    parser.add_argument("--skip-mapping", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        port, url = free_port(), f"sqlite:///{tmp}/bench.db"
-        config = Path(tmp) / "refloop.toml"
-        config.write_text(f'database_url = "{url}"\nvar_dir = "{tmp}"\n[hl7]\nport = {port}\n',
-                          encoding="utf-8")
-        proc = start_listener(config, port)
-        rates: dict[int, float] = {}
-        try:
-            start = 0
-            for connections in (1, 4, 16):
-                total = args.messages - args.messages % connections
-                elapsed, accepted = asyncio.run(run_clients(port, connections, start, total))
-                start += total
-                assert accepted == total, f"only {accepted} of {total} accepted"
-                rates[connections] = total / elapsed
-                print(f"acked_{connections}_connections: {rates[connections]:.0f} msg/s")
-        finally:
-            proc.terminate()
-            proc.wait(15)
-        mapped, done = mapping_rate(url, Path(tmp))
-        print(f"mapped_into_lifecycle: {mapped:.0f} msg/s ({done} messages)")
-    python_hl7, hl7apy = baselines(args.baseline_seconds)
-    print(f"baseline_python_hl7_parse_only: {python_hl7:.0f} msg/s")
-    print(f"baseline_hl7apy_parse_only: {hl7apy:.1f} msg/s")
-    best = max(rates.values())
-    print(f"ratio_acked_vs_python_hl7_parse: {best / python_hl7:.2f} x")
-    print(f"ratio_acked_vs_hl7apy_parse: {best / hl7apy:.1f} x")
-    print(f"ratio_mapped_vs_python_hl7_parse: {mapped / python_hl7:.2f} x")
+    ack_section(args)
+    if not args.skip_mapping:
+        mapping_section(args)
 
 
 if __name__ == "__main__":

@@ -210,6 +210,8 @@ class Applier:
             ctx.put_patient(mapped.patient)
         for practitioner in mapped.practitioners:
             ctx.put(practitioner)
+        if mapped.kind in ("patient", "merge", "referral", "order"):
+            ctx.put_insurance(mapped)
         handler = {"patient": ctx.patient_only, "merge": ctx.merge, "referral": ctx.referral,
                    "order": ctx.order, "status": ctx.status, "appointment": ctx.appointment,
                    "document": ctx.document}[mapped.kind]
@@ -251,6 +253,17 @@ class _Context:
                     patient[kept] = stored[kept]
         self.put(patient)
         self.lookups.index_patient(patient["id"], self.server, identifiers)
+
+    def put_insurance(self, mapped: Mapped) -> None:
+        """Coverages, payers and insured persons, pointing at the patient as matched."""
+        patient = f"Patient/{mapped.patient['id']}" if mapped.patient else ""
+        for resource in mapped.insurance:
+            for field in ("beneficiary", "subscriber", "patient"):
+                ref = resource.get(field)
+                if patient and isinstance(ref, dict) and \
+                        ref.get("reference", "").startswith("Patient/"):
+                    resource[field] = {**ref, "reference": patient}
+            self.put(resource)
 
     def command(self, action: str, **kw: Any) -> Command:
         return Command(action, actor=self.actor, source=f"hl7:{self.sender}",
@@ -341,7 +354,7 @@ class _Context:
         if self.msg.trigger_event == "I14" or sr["status"] in ("revoked", "entered-in-error"):
             return self.cancel(existing, "cancelled by the referrer (REF^I14)")
         if not existing.terminal:
-            self.act(existing, "amend", changes=_changes(sr))
+            self.act(existing, "amend", changes=_changes(sr, mapped.payer))
         return Outcome(PROCESSED, "referral amended")
 
     def open(self, mapped: Mapped, sr: dict[str, Any]) -> Outcome:
@@ -349,7 +362,7 @@ class _Context:
         patient = f"Patient/{mapped.patient['id']}"
         draft = Referral(id=new_referral_id(), source_key=f"hl7|{self.sender}|"
                          f"{mapped.referral_key}", service_request=f"ServiceRequest/{sr['id']}",
-                         patient=patient, **_changes(sr))
+                         patient=patient, **_changes(sr, mapped.payer))
         referral, created = self.services.referrals.open(
             draft, self.command("detect"), conn=self.conn)
         for key in mapped.referral_keys:
@@ -387,7 +400,7 @@ class _Context:
         elif orc5 in ("IP", "SC", "A") and existing.stage in (Stage.DETECTED, Stage.TRIAGE):
             self.act(existing, "accept")
         elif not existing.terminal:
-            self.act(existing, "amend", changes=_changes(sr))
+            self.act(existing, "amend", changes=_changes(sr, mapped.payer))
         return Outcome(PROCESSED, f"order {orc1}/{orc5}")
 
     def status(self, mapped: Mapped) -> Outcome:
@@ -490,8 +503,9 @@ def _set_patient(appointment: dict[str, Any], patient: str) -> None:
             participant["actor"] = {"reference": patient}
 
 
-def _changes(sr: dict[str, Any]) -> dict[str, Any]:
-    """Referral fields from the ServiceRequest (priority, requester, performer, reason)."""
+def _changes(sr: dict[str, Any], payer: str = "") -> dict[str, Any]:
+    """Referral fields from the ServiceRequest (priority, requester, performer, reason) and
+    the payer of its first Coverage (kept when the message names none)."""
     changes: dict[str, Any] = {
         "priority": REFERRAL_PRIORITY.get(sr.get("priority", ""), "routine"),
         "requester": sr.get("requester", {}).get("reference", ""),
@@ -504,6 +518,8 @@ def _changes(sr: dict[str, Any]) -> dict[str, Any]:
                    for r in sr.get("reasonCode", [])), "")
     changes["specialty"] = specialty[:128]
     changes["reason_text"] = (reason or (code.get("coding") or [{}])[0].get("display", ""))
+    if payer:
+        changes["payer"] = payer[:256]
     return changes
 
 

@@ -71,6 +71,8 @@ class Hl7Config:
     parked_expiry_hours: float = 72.0
     #: listener processes sharing the port; 0 = one per CPU core
     processes: int = 0
+    #: connections a listener process takes before the next one gets any (then: fewest first)
+    connections_per_process: int = 4
     #: open connections, in total and per source address (0 = no cap)
     max_connections: int = 1000
     max_connections_per_source: int = 100
@@ -167,6 +169,8 @@ def load_config(section: dict[str, Any]) -> Hl7Config:
                                                       base.parked_expiry_hours),
                                           "parked_expiry_hours"),
             processes=int(section.get("processes", base.processes)),
+            connections_per_process=int(section.get("connections_per_process",
+                                                    base.connections_per_process)),
             max_connections=int(section.get("max_connections", base.max_connections)),
             max_connections_per_source=int(section.get("max_connections_per_source",
                                                        base.max_connections_per_source)),

@@ -102,6 +102,8 @@ class Intake:
     work: Any = None
     counters: dict[str, int] = field(default_factory=dict)
     writer: InboxWriter | None = None
+    #: other listener processes write to the same store (SQLite: a cross-process lock)
+    shared_store: bool = False
 
     # --- pure part -------------------------------------------------------------------------
 
@@ -206,7 +208,11 @@ class Intake:
         """Store every message of `frames` (accepted ones in one transaction); return each
         frame's response."""
         items = [item for frame in frames for item in frame.items]
-        self._store_accepted([i for i in items if i.action == ACCEPT])
+        try:
+            self._store_accepted([i for i in items if i.action == ACCEPT])
+        finally:
+            if self.writer is not None:
+                self.writer.release()
         rest = [i for i in items if i.action != ACCEPT]
         if rest:
             self._store_rest(rest)
@@ -223,14 +229,26 @@ class Intake:
         if self.writer is not None:
             self.writer.close()
 
+    def _inbox_writer(self) -> InboxWriter:
+        if self.writer is None:
+            self.writer = InboxWriter(self.inbox.db, shared=self.shared_store)
+        return self.writer
+
+    @property
+    def waits_for_lock(self) -> bool:
+        """True when a group commit starts by waiting for a cross-process write lock."""
+        return self._inbox_writer().uses_lock
+
+    def acquire(self) -> None:
+        """Wait for the cross-process write lock before forming the next group."""
+        self._inbox_writer().acquire()
+
     def _store_accepted(self, items: list[Item]) -> None:
         """The accepted messages of a group in one transaction (one INSERT for the messages,
         one for their work); if it fails, each message alone."""
         if not items:
             return
-        if self.writer is None:
-            self.writer = InboxWriter(self.inbox.db)
-        writer = self.writer
+        writer = self._inbox_writer()
         try:
             results: list[Stored | None] = list(writer.accept_group(
                 [_new_message(i) for i in items]))

@@ -301,15 +301,22 @@ class Listener:
 
     async def _commit_loop(self) -> None:
         assert self._wake is not None
+        expected: set[Connection] = set()
+        last_commit = 0.0
         while True:
             if not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
+            await self._gather(expected, last_commit)
+            if self.intake.waits_for_lock:
+                # other processes commit to the same file: what arrives while we wait joins
+                await self.loop.run_in_executor(self._executor, self.intake.acquire)
             await asyncio.sleep(0)  # one pass of the loop: frames already readable join
             group: list[_Pending] = []
             while self._queue and len(group) < self.config.group_commit_max:
                 group.append(self._queue.popleft())
             frames = [p.frame for p in group]
+            began = self.loop.time()
             try:
                 responses = await self.loop.run_in_executor(self._executor, self.intake.store,
                                                             frames)
@@ -318,9 +325,33 @@ class Listener:
                 for pending in group:
                     pending.connection.answer(None, True)
                 continue
+            last_commit = self.loop.time() - began
             self.stats.add(sum(len(f.items) for f in frames))
             for pending, response in zip(group, responses, strict=True):
                 pending.connection.answer(response, pending.close_after)
+            expected = {p.connection for p in group}
+
+    async def _gather(self, expected: set[Connection], last_commit: float) -> None:
+        """Adaptive group commit: wait for the connections answered by the previous commit to
+        send their next message, for at most as long as that commit took. Waiting is worth it
+        while commits cost more than a round trip to the senders (an fsync does), and it stops
+        at once when every expected sender is in: with N connections busy, commits carry N
+        messages instead of splitting them into two alternating halves. A connection that does
+        not come back drops out of the expected set after one commit."""
+        assert self._wake is not None
+        if not expected or last_commit <= 0:
+            return
+        deadline = self.loop.time() + last_commit
+        timer = self.loop.call_at(deadline, self._wake.set)
+        try:
+            while self.loop.time() < deadline:
+                queued = {p.connection for p in self._queue}
+                if all(c in queued or c.closing or c.in_flight for c in expected):
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+        finally:
+            timer.cancel()
 
 
 class _CappedConnection(Connection):

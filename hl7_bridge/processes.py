@@ -5,14 +5,18 @@ most. The `mllp` role therefore binds the port once and starts `[hl7] processes`
 processes (default: one per core). Its acceptor accepts each connection, checks the caps
 (total and per source address, across all processes), and hands the socket to the listener
 process with the fewest open connections (`socket.send_fds` over a Unix socket pair). That
-process serves the connection until it closes, with its own group commit, so:
+process serves the connection until it closes, with its own group commit. Connections fill the
+first process up to `[hl7] connections_per_process` (default 4) before the next one gets any,
+then go to the process with the fewest: on SQLite the processes take turns to commit (one
+writer at a time), so a few connections batch best in one process (one fsync for all of
+them), while many connections need every core. So:
 
 - a sender's connection stays on one process: the order of its messages and of their ACKs is
   kept as in a single listener;
 - a duplicate sent on another connection, to another process, is still caught by the store's
   unique key (the sender and MSH-10) and answered as a duplicate;
-- the spread is even (least connections), which SO_REUSEPORT's hashing does not promise for a
-  handful of connections.
+- the placement is chosen, not hashed: SO_REUSEPORT's hashing promises no even spread for a
+  handful of connections, and cannot keep a few connections together.
 
 A listener process dies with its parent (PR_SET_PDEATHSIG), so a killed role leaves no process
 behind still holding connections; it stops gracefully when its channel to the acceptor closes.
@@ -127,7 +131,7 @@ class Acceptor:
                 with contextlib.suppress(OSError):
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
                 return
-            worker = min((w for w in self.workers if w.ready), key=lambda w: len(w.open))
+            worker = self._choose()
             conn_id = next(self.ids)
             try:
                 socket.send_fds(worker.channel, [HANDOVER + str(conn_id).encode()],
@@ -139,6 +143,16 @@ class Acceptor:
                 return
             worker.open.add(conn_id)
             self.sources[conn_id] = (worker, source)
+
+    def _choose(self) -> _Worker:
+        """The first process with fewer than `connections_per_process` connections, else the
+        one with the fewest: a few busy connections share one process's commits (one fsync
+        for all of them), many spread over every core."""
+        ready = [w for w in self.workers if w.ready]
+        for worker in ready:
+            if len(worker.open) < self.config.connections_per_process:
+                return worker
+        return min(ready, key=lambda w: len(w.open))
 
     def _on_message(self, worker: _Worker, started: asyncio.Future[None]) -> None:
         try:
@@ -220,6 +234,8 @@ def die_with_parent() -> None:
 
 def serve_handed(config: Hl7Config, intake: Intake, channel: socket.socket) -> None:
     """Serve the connections the acceptor hands over `channel` until it closes."""
+
+    intake.shared_store = True
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

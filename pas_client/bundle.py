@@ -188,10 +188,12 @@ def to_service_request(request: Resource, urls: Urls, patient: Resource,
         "meta": profile("profile-servicerequest"), "status": request.get("status", "active"),
         "intent": "order", "subject": urls.ref(patient),
     }
-    for key in ("category", "priority", "code", "reasonCode", "occurrenceDateTime",
-                "occurrencePeriod", "authoredOn"):
+    for key in ("category", "priority", "code", "reasonCode", "authoredOn"):
         if key in request:
             built[key] = request[key]
+    timing = _occurrence_timing(request)
+    if timing:
+        built["occurrenceTiming"] = timing
     requester = request.get("requester") or {}
     if practitioner is not None:
         built["requester"] = urls.ref(practitioner)
@@ -200,6 +202,17 @@ def to_service_request(request: Resource, urls: Urls, patient: Resource,
     if coverage is not None:
         built["insurance"] = [urls.ref(coverage)]
     return built
+
+
+def _occurrence_timing(request: Resource) -> Resource | None:
+    """PASServiceRequest allows occurrence[x] as Timing only, and PASTiming bounds only as a
+    Duration: a dateTime becomes the Timing's event, and so does the start of a Period (a
+    referral's validity, e.g. HL7 v2 RF1-7/8), the date the service is asked for from."""
+    if "occurrenceTiming" in request:
+        return dict(request["occurrenceTiming"])
+    moment = request.get("occurrenceDateTime") or \
+        (request.get("occurrencePeriod") or {}).get("start")
+    return {"event": [moment]} if moment else None
 
 
 def build_claim(inputs: ClaimInputs, config: PasConfig, payer: PayerConfig, urls: Urls,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pas_client.conformance.finding import Finding
+from referrals.model import source_server
 
 Resource = dict[str, Any]
 Lookup = Callable[[str, str], Resource | None]
@@ -25,11 +26,9 @@ class ClaimInputs:
 
 
 def server_of(source_key: str) -> str:
-    """Where the referral's EHR resources are stored: fhir|<base>|... -> <base>, demo|..."""
-    kind, _, rest = source_key.partition("|")
-    if kind == "fhir":
-        return rest.rsplit("|", 1)[0]
-    return kind
+    """Where the referral's EHR resources are stored: fhir|<base>|... -> <base>,
+    hl7|<sender>|... -> hl7:<sender>, demo|... -> demo (referrals.model.source_server)."""
+    return source_server(source_key)
 
 
 def split_reference(reference: str) -> tuple[str, str]:

@@ -92,6 +92,20 @@ def new_referral_id() -> str:
     return str(uuid.uuid4())
 
 
+def source_server(source_key: str) -> str:
+    """Where the resources that came with a referral are held (ResourceStore `server`).
+
+    A source key is `<adapter>|<origin>|<key>` (or `<adapter>|<key>`): FHIR referrals keep
+    their resources under the EHR's base URL (`fhir|<base>|...`), others under
+    `<adapter>:<origin>` (`hl7|GPSYS^GPCLINIC|...` -> `hl7:GPSYS^GPCLINIC`), and a two-part key
+    under `<adapter>` (`demo|...` -> `demo`)."""
+    parts = source_key.split("|", 2)
+    if len(parts) < 3:
+        return parts[0]
+    kind, origin, _ = parts
+    return origin if kind == "fhir" else f"{kind}:{origin}"
+
+
 @dataclass(frozen=True)
 class Actor:
     """Who did it: a FHIR reference (Practitioner/1, Device/refloop-listener) and a display."""

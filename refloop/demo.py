@@ -26,11 +26,13 @@ import click
 
 from referrals.analytics import fall_out, funnel
 from referrals.errors import IllegalTransition
-from referrals.model import Actor, Command, Link, Reason, Referral, new_referral_id
+from referrals.model import Actor, Command, Link, Reason, Referral, Stage, new_referral_id
 from refloop.context import Context, pass_context
 from refloop.output import bar, print_table
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "demo" / "referrals.json"
+#: one referral a legacy EHR sends as HL7 v2 (REF^I12 with its insurance in IN1)
+V2_REFERRAL = FIXTURES.parent / "v2_referral.hl7"
 DEMO_SERVER = "demo"
 COORDINATOR = Actor("PractitionerRole/coordinator-1", "Casey Coordinator", "human")
 REASONS = {"decline": Reason("not-appropriate", "Better served by primary care"),
@@ -67,7 +69,7 @@ def demo(obj: Context, serve: bool, ehr: str) -> None:
     click.echo(f"\n{created} new referrals ({len(local) - created} already there).")
     sandbox = run_sandbox_ehr(services, from_ehr, ehr) if from_ehr else None
     try:
-        show_prior_authorization(services)
+        show_prior_authorization(services, send_v2_referral(services))
         show_worklist(services)
         show_funnel(services)
         if serve:
@@ -91,15 +93,66 @@ def demo(obj: Context, serve: bool, ehr: str) -> None:
             sandbox.stop()
 
 
-def show_prior_authorization(services: Any) -> None:
-    """One accepted referral through Da Vinci PAS at the payer sandbox: pend, then approval."""
+def show_prior_authorization(services: Any, referral: Referral | None = None) -> None:
+    """One accepted referral (the v2 one when given) through Da Vinci PAS at the payer
+    sandbox: pend, then approval."""
     from refloop.wiring.pas import run_demo_prior_auth
 
     click.echo("\nPrior authorization (Da Vinci PAS, payer sandbox):")
+    if referral is not None and referral.stage != Stage.ACCEPTED:
+        click.echo(f"  the HL7 v2 referral went through it on an earlier run "
+                   f"(now {referral.stage.value}, prior authorization {referral.auth_state})")
+        return
     try:
-        run_demo_prior_auth(services)
+        run_demo_prior_auth(services, referral.id if referral else None)
     except click.ClickException as exc:
         click.echo(f"  skipped: {exc.message}")
+
+
+def send_v2_referral(services: Any) -> Referral | None:
+    """A legacy EHR sends one referral as HL7 v2: REF^I12 over MLLP to the listener (on a free
+    127.0.0.1 port for the demo), which stores and acknowledges it; the bridge maps it (Patient,
+    practitioners, ServiceRequest, and the Coverage and payer from IN1) and a coordinator
+    accepts it. Returns the referral (None when the bridge is not wired)."""
+    from dataclasses import replace
+
+    from hl7_bridge.client import MllpClient
+    from hl7_bridge.listener import run_listener
+    from referrals.worker import Worker
+    from refloop.wiring import all_handlers
+
+    adapter = services.adapters.get("hl7")
+    if adapter is None:
+        return None
+    click.echo("\nHL7 v2 referral from a legacy EHR (REF^I12 over MLLP):")
+    config = replace(adapter.config, host="127.0.0.1", port=0)
+    stop, ready, port = threading.Event(), threading.Event(), list[int]()
+    thread = threading.Thread(target=run_listener, args=(config, adapter.intake, stop, ready,
+                                                        port), daemon=True)
+    thread.start()
+    try:
+        if not ready.wait(15):
+            raise click.ClickException("the demo MLLP listener did not start")
+        with MllpClient("127.0.0.1", port[0], timeout=15) as client:
+            ack = client.send(V2_REFERRAL.read_bytes())
+    finally:
+        stop.set()
+        thread.join(15)
+    code = ack.split(b"MSA|", 1)[1][:2].decode() if b"MSA|" in ack else "?"
+    click.echo(f"  sent {V2_REFERRAL.name} to the MLLP listener: ACK {code} (stored before "
+               "the ACK)")
+    handlers = {k: v for k, v in all_handlers(services).items() if k.startswith("hl7.")}
+    Worker(services.work, handlers).drain()
+    referral = services.store.try_get_by_source("hl7|DEMOEHR^NORTHCLINIC|DEMO-V2-0001^DEMOEHR")
+    if referral is None:
+        raise click.ClickException("the HL7 v2 referral was not mapped; see "
+                                   "'refloop quarantine list'")
+    if referral.stage == Stage.DETECTED:
+        referral = services.referrals.act(referral.id, Command(
+            "accept", actor=COORDINATOR, source="demo"))
+    click.echo(f"  referral {referral.id[:8]} ({referral.priority}, {referral.stage.value}), "
+               f"payer from IN1: {referral.payer or 'none'}")
+    return referral
 
 
 def load_referral(services: Any, item: dict[str, Any]) -> int:

@@ -109,7 +109,8 @@ def referral(rt: SmartRuntime, session: Session, referral_id: str, *, done: str 
         task_rows=task_views.rows(task_views.open_for_referral(rt, referral_id), now),
         offered=actions.available(page.referral), pas_enabled=rt.pas_enabled,
         pas_disabled=actions.PAS_DISABLED, view=referral_view, due=_due,
-        base=f"/smart/s/{session.id}", banner=_banner(session, page))
+        base=f"/smart/s/{session.id}", banner=_banner(session, page),
+        sched=rt.scheduling.summary(referral_id) if rt.scheduling else None)
     return Response(html, status=status)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from referrals.model import Event, Link, Referral
+from referrals.model import Event, Link, Referral, source_server
 from referrals.store.schema import resources
 from smart_app.runtime import SmartRuntime
 
@@ -42,7 +42,7 @@ class ReferralPage:
 
 def load_page(rt: SmartRuntime, referral_id: str, iss: str) -> ReferralPage:
     referral = rt.store.get(referral_id)
-    servers = _servers(iss)
+    servers = [*_servers(iss), source_server(referral.source_key)]
     request = _find(rt, referral.service_request, servers)
     coverage_ref = next((i.get("reference", "") for i in (request or {}).get("insurance", [])
                          if i.get("reference", "").startswith("Coverage/")), "")
@@ -99,6 +99,20 @@ def reasons(request: dict[str, Any] | None) -> str:
     if not request:
         return ""
     return "; ".join(coding_display(c) for c in request.get("reasonCode", []))
+
+
+def coverage_text(coverage: dict[str, Any], payer_name: str = "") -> str:
+    """Payer (member id, subscriber relationship, group, status) of a Coverage; the payer's
+    name from the Coverage, else `payer_name` (the referral's)."""
+    payer = next((str(p.get("display", "")) for p in coverage.get("payor") or []), "") or \
+        payer_name
+    relation = next((str(c.get("code", "")) for c in (coverage.get("relationship") or {})
+                     .get("coding", [])), "")
+    group = next((str(c.get("value", "")) for c in coverage.get("class") or []), "")
+    parts = [f"member {coverage.get('subscriberId') or '-'}",
+             f"subscriber {relation}" if relation else "",
+             f"group {group}" if group else "", str(coverage.get("status", ""))]
+    return f"{payer or 'payer unknown'} ({', '.join(p for p in parts if p)})"
 
 
 def human_name(resource: dict[str, Any] | None) -> str:

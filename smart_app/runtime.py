@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from referrals.service import ReferralService
 from referrals.store.database import Database
@@ -31,3 +32,6 @@ class SmartRuntime:
     public_base_url: str = ""
     #: coordinator tasks (listed on the worklist and the referral page, outcomes recorded here)
     tasks: CoordinatorTasks | None = None
+    #: the scheduling sections (smart_app/scheduling_port.py), connected by refloop/wiring when
+    #: the scheduling adapter is wired; None hides them
+    scheduling: Any = None

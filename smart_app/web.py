@@ -15,6 +15,7 @@ from referrals.errors import ConflictError, IllegalTransition, NotFound, PeerErr
 from smart_app import pages, task_views
 from smart_app.auth import LaunchError, public_jwks
 from smart_app.runtime import SmartRuntime
+from smart_app.scheduling_port import scheduling_routes
 from smart_app.security import apply_headers, csrf_problem, origin_of, set_browser_cookie
 from smart_app.sessions import Session
 from smart_app.tokens import new_secret
@@ -171,6 +172,7 @@ def smart_blueprint(rt: SmartRuntime) -> Blueprint:
         return redirect(f"{base_url()}/smart/s/{session.id}/referrals/{task.referral_id}"
                         f"?done=task-outcome", code=303)
 
+    scheduling_routes(bp, rt, with_session, base_url)
     return bp
 
 

@@ -20,7 +20,7 @@ from referrals.store.resources import ResourceStore
 from referrals.store.work import WorkItem, WorkQueue
 from subscriptions.auth import BackendServicesAuth, SigningKey, build_jwks, discover_token_url
 from subscriptions.client import FhirClient
-from subscriptions.config import FhirServer, SubscriptionsConfig, check, server_for
+from subscriptions.config import ConfigError, FhirServer, SubscriptionsConfig, check, server_for
 from subscriptions.discovery import POLLING, choose_flavour, read_facts
 from subscriptions.endpoint import HookEndpoint
 from subscriptions.intake import Intake
@@ -184,6 +184,21 @@ class SubscriptionsAdapter:
 
     def registrations(self) -> list[Registration]:
         return self.registry.rows()
+
+    def rotate_secret(self, hook_id: str) -> Hook:
+        """A new secret for one of our registrations, set in its Subscription on the server;
+        the previous one is accepted for `rotate_grace_seconds`. The returned Hook carries the
+        new secret (shown once; only its hash is stored)."""
+        try:
+            row = self.registry.get(hook_id)
+        except KeyError as exc:
+            raise ConfigError(f"no hook {hook_id!r}; 'refloop subscriptions list --json' shows "
+                              "the hook ids") from exc
+        if row.purpose != REFERRALS:
+            raise ConfigError(f"hook {hook_id[:6]} belongs to {row.purpose!r}, whose "
+                              "Subscription Refloop does not manage; rotate it there")
+        client = self.client_for(row.server)
+        return self.registrar.rotate_secret(client, hook_id, self.config.rotate_grace_seconds)
 
     # -- work handlers --
 

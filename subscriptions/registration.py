@@ -193,6 +193,32 @@ class Registrar:
         self.registry.set_status(hook_id, status)
         return status
 
+    def rotate_secret(self, client: FhirClient, hook_id: str, grace_seconds: float) -> Hook:
+        """A new secret for the hook, put in its Subscription's `channel.header` on the server
+        (replacing the Authorization line, keeping other headers). The previous secret stays
+        accepted for `grace_seconds`; if the server refuses the change, the rotation is undone
+        and the error raised."""
+        row = self.registry.get(hook_id)
+        if not row.subscription_id:
+            raise PeerError(f"hook {hook_id[:6]} has no Subscription on {row.server}; nothing "
+                            "to update", retryable=False)
+        hook = self.registry.rotate_secret(hook_id, grace_seconds)
+        try:
+            reply = client.send("GET", f"Subscription/{row.subscription_id}", ok=(200,))
+            current = reply.body if isinstance(reply.body, dict) else {}
+            channel = dict(current.get("channel") or {})
+            others = [h for h in channel.get("header") or []
+                      if isinstance(h, str) and not h.lower().startswith("authorization:")]
+            channel["header"] = [hook.header, *others]
+            client.send("PUT", f"Subscription/{row.subscription_id}",
+                        body={**current, "channel": channel}, ok=(200, 201))
+        except Exception:
+            self.registry.restore_secret(hook_id)
+            raise
+        log.info("hook secret rotated", extra={"server": row.server, "hook": hook_id[:6],
+                                               "subscription": row.subscription_id})
+        return hook
+
     def _reusable(self, server: FhirServer, client: FhirClient, choice: Choice
                   ) -> Outcome | None:
         for row in self.registry.rows(server=server.base, purpose=REFERRALS):

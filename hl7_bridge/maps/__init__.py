@@ -12,6 +12,7 @@ from typing import Any
 
 from hl7_bridge.config import SenderConfig
 from hl7_bridge.maps.appointment import placer_order_keys, to_appointment
+from hl7_bridge.maps.coverage import to_coverages
 from hl7_bridge.maps.document import document_like, document_order_keys, to_document_reference
 from hl7_bridge.maps.patient import mrg_identifiers, to_patient
 from hl7_bridge.maps.referral import (
@@ -37,6 +38,8 @@ class Mapped:
     appointment: dict[str, Any] | None = None
     document: dict[str, Any] | None = None
     practitioners: list[dict[str, Any]] = field(default_factory=list)
+    #: IN1/IN2: Coverage resources with their payer Organizations and RelatedPersons
+    insurance: list[dict[str, Any]] = field(default_factory=list)
     #: the referral's business keys (keys.py: RF1-6 / order numbers), primary first
     referral_keys: list[str] = field(default_factory=list)
     #: identifiers a merge (A40 MRG-1) retires
@@ -51,9 +54,19 @@ class Mapped:
 
     @property
     def resources(self) -> list[dict[str, Any]]:
-        found = [self.patient, *self.practitioners, self.service_request, self.appointment,
-                 self.document]
+        found = [self.patient, *self.practitioners, *self.insurance, self.service_request,
+                 self.appointment, self.document]
         return [r for r in found if r is not None]
+
+    @property
+    def coverages(self) -> list[dict[str, Any]]:
+        return [r for r in self.insurance if r["resourceType"] == "Coverage"]
+
+    @property
+    def payer(self) -> str:
+        """The first Coverage's payer name ("" when the message carries no IN1)."""
+        return next((str(p.get("display", "")) for c in self.coverages
+                     for p in c.get("payor", [])[:1]), "")
 
 
 def _patient_ref(mapped: Mapped) -> str:
@@ -66,6 +79,8 @@ def to_mapped(msg: Message, sender: str, config: SenderConfig) -> Mapped:
     pid = msg.first("PID")
     if pid is not None:
         mapped.patient = to_patient(pid, sender, config)
+        if kind in ("ADT", "REF", "OMG", "ORM"):
+            mapped.insurance = to_coverages(msg, sender, config, mapped.patient)
     if kind == "ADT":
         return _adt(msg, mapped, sender, config)
     if kind in ("REF", "RRI"):
@@ -120,7 +135,15 @@ def _referral(msg: Message, mapped: Mapped, sender: str, config: SenderConfig) -
     sr, practitioners = ref_service_request(msg, sender, config, _patient_ref(mapped))
     mapped.kind, mapped.service_request = "referral", sr
     mapped.practitioners += practitioners
+    _insure(mapped)
     return mapped
+
+
+def _insure(mapped: Mapped) -> None:
+    """ServiceRequest.insurance: the message's Coverages, in IN1 order."""
+    if mapped.service_request is not None and mapped.coverages:
+        mapped.service_request["insurance"] = [{"reference": f"Coverage/{c['id']}"}
+                                               for c in mapped.coverages]
 
 
 def _order(msg: Message, mapped: Mapped, sender: str, config: SenderConfig) -> Mapped:
@@ -139,6 +162,7 @@ def _order(msg: Message, mapped: Mapped, sender: str, config: SenderConfig) -> M
                                               _patient_ref(mapped))
     mapped.kind, mapped.service_request, mapped.referral_keys = "order", sr, keys
     mapped.practitioners += practitioners
+    _insure(mapped)
     mapped.codes = {"orc1": orc.get(1).upper() if orc is not None else "",
                     "orc5": orc.get(5).upper() if orc is not None else ""}
     return mapped

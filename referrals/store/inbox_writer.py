@@ -7,9 +7,11 @@ NOTHING RETURNING`), one multi-row INSERT of their work items, COMMIT. A dedupe 
 stored is reported as a duplicate of the first message, and `conflict` says whether the new
 body differs from the stored one (same key, different content: a sender reused an id).
 
-On SQLite several processes may write through their own `InboxWriter`s; they take an exclusive
-`flock` on `<database>-inbox.lock` around each transaction, so a waiting writer is woken by the
-kernel the moment the lock is free (SQLite's own busy handler sleeps 1 ms, 2 ms, 5 ms...).
+On SQLite several processes may write through their own `InboxWriter`s (`shared=True`); they
+take an exclusive `flock` on `<database>-inbox.lock` around each transaction, so a waiting
+writer is woken by the kernel the moment the lock is free (SQLite's own busy handler sleeps
+1 ms, 2 ms, 5 ms...). A group committer may `acquire` the lock before it forms its group, so
+what arrives while it waits joins that group.
 
 `storage_problem` says, before a group is written, whether one message cannot be stored as it
 is (a value longer than its column, a NUL byte that PostgreSQL text cannot hold), so one bad
@@ -76,19 +78,40 @@ def storage_problem(sender: str, dedupe_key: str | None, *texts: str) -> str | N
 class InboxWriter:
     """Group commits of new inbox messages and their work items on a connection of its own."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, shared: bool = False) -> None:
         self.db = db
         self._raw: Any = None
-        self._mutex = threading.Lock()
+        self._mutex = threading.RLock()
         self._sql: dict[tuple[str, int], str] = {}
         dialect = db.engine.dialect
         self._inbox_bind = {c: inbox.c[c].type.dialect_impl(dialect).bind_processor(dialect)
                             for c in _INBOX_COLUMNS}
         self._work_bind = {c: work_items.c[c].type.dialect_impl(dialect).bind_processor(dialect)
                            for c in _WORK_COLUMNS}
-        self._lock_path = _lock_path(db)
+        #: several processes write through writers of their own (SQLite: a file lock)
+        self._lock_path = _lock_path(db) if shared else None
         self._lock_file: Any = None
+        self._locked = False
         self.commits = 0
+
+    @property
+    def uses_lock(self) -> bool:
+        return self._lock_path is not None
+
+    def acquire(self) -> None:
+        """Take the cross-process write lock now (the caller then gathers what arrived while
+        it waited into the next group); `accept_group` or `release` gives it back."""
+        if self._lock_path is None or self._locked:
+            return
+        if self._lock_file is None:
+            self._lock_file = open(self._lock_path, "a+b")  # noqa: SIM115 (kept open)
+        fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX)
+        self._locked = True
+
+    def release(self) -> None:
+        if self._locked:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+            self._locked = False
 
     def close(self) -> None:
         with self._mutex:
@@ -213,16 +236,11 @@ class InboxWriter:
 
     @contextlib.contextmanager
     def _cross_process_lock(self) -> Iterator[None]:
-        if self._lock_path is None:
-            yield
-            return
-        if self._lock_file is None:
-            self._lock_file = open(self._lock_path, "a+b")  # noqa: SIM115 (kept open)
-        fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX)
+        self.acquire()
         try:
             yield
         finally:
-            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+            self.release()
 
 
 def _bound(processor: Any, value: Any) -> Any:

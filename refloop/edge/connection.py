@@ -131,6 +131,11 @@ class EdgeConnection(asyncio.Protocol):
         pending = self.current
         if pending is None or self.closing:
             return
+        size = len(pending.url) + sum(len(n) + len(v) + 4 for n, v in pending.header_list)
+        if size > self.limits.max_header_bytes:
+            self._early(pending, outcome(431, "too-costly", "the request line and headers "
+                                         f"exceed {self.limits.max_header_bytes} bytes"))
+            return
         head = self._head(pending)
         if head is None:
             self._early(pending, outcome(400, "structure", "the request target is not a "

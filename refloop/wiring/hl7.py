@@ -34,11 +34,13 @@ class Hl7Adapter:
         from hl7_bridge.intake import Intake
         from hl7_bridge.outbound import Outbound
         from hl7_bridge.parking import Parking
+        from hl7_bridge.srm import SrmSender
 
         self.config = load_config(services.settings.section("hl7"))
         self.intake = Intake(self.config, services.inbox, services.db.write, services.work)
         self.applier = Applier(services, self.config)
         self.outbound = Outbound(services, self.config)
+        self.srm = SrmSender(services, self.config)
         self.parking = Parking(services, timedelta(hours=self.config.parked_expiry_hours),
                                self.applier.tell_sender)
 
@@ -56,6 +58,7 @@ def build(services: Services) -> None:
 def work_handlers(services: Services) -> dict[str, Handler]:
     adapter: Hl7Adapter = services.adapters["hl7"]
     return {"hl7.message": adapter.applier.handle, "hl7.outbound": adapter.outbound.handle,
+            "hl7.srm": adapter.srm.handle,
             "hl7.expire-parked": lambda item: _expire_parked(adapter)}
 
 

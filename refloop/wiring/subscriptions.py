@@ -149,6 +149,27 @@ def subscriptions_list(obj: Context, as_json: bool) -> None:
                   r.notifications, r.errors, (r.last_error or "")[:60]] for r in rows])
 
 
+@subscriptions_group.command("rotate-secret")
+@click.argument("hook_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def subscriptions_rotate_secret(obj: Context, hook_id: str, as_json: bool) -> None:
+    """Give a registration's hook a new secret and put it in the Subscription on the server.
+
+    The previous secret is still accepted for [subscriptions] rotate_grace_seconds, so
+    notifications already on their way are not refused. The secret itself is never printed.
+    """
+    subs = adapter(obj.services)
+    hook = subs.rotate_secret(hook_id)
+    until = hook.previous_until.isoformat(timespec="seconds") if hook.previous_until else ""
+    if as_json:
+        print_json({"hook_id": hook.id, "server": hook.server,
+                    "subscription_id": hook.subscription_id, "previous_accepted_until": until})
+        return
+    click.echo(f"hook {hook.id[:6]}: new secret set in Subscription/{hook.subscription_id} on "
+               f"{hook.server}; the previous secret is accepted until {until}")
+
+
 @click.command("reconcile")
 @click.option("--fhir-base", required=True, help="FHIR base URL of the EHR server.")
 @click.option("--json", "as_json", is_flag=True)

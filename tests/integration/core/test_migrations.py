@@ -27,12 +27,13 @@ from pas_client.tables import metadata as pas_metadata
 from referrals.store import Database, connect
 from referrals.store.migrate import alembic_config, current, upgrade
 from referrals.store.schema import metadata as core_metadata
+from scheduling.tables import metadata as scheduling_metadata
 from smart_app.tables import metadata as smart_metadata
 from subscriptions.tables import metadata as subscriptions_metadata
 
 ROOT = Path(__file__).resolve().parents[3]
 LIVE_METADATA = [core_metadata, subscriptions_metadata, hl7_metadata, pas_metadata,
-                 smart_metadata, outreach_metadata]
+                 smart_metadata, outreach_metadata, scheduling_metadata]
 
 #: Indexes on `referrals` that migration 0005_smart creates for the worklist's keyset pages but
 #: that no MetaData declares. They are real schema the worklist queries rely on, so they are
@@ -49,7 +50,7 @@ WORKLIST_INDEXES = {
 
 #: top-level packages the core must never import (DESIGN.md dependency rules 2 and 3)
 NOT_FOR_THE_CORE = {"subscriptions", "hl7_bridge", "pas_client", "smart_app", "capability",
-                    "outreach", "refloop"}
+                    "outreach", "scheduling", "refloop"}
 #: all a migration may import: frozen history depends on nothing that can change under it
 MIGRATION_IMPORTS = {"__future__", "alembic", "sqlalchemy"}
 

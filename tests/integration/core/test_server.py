@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -233,6 +234,11 @@ def test_cli_demo_runs_without_serving(tmp_path: Path) -> None:
         args += ["--ehr", "none"]
     result = run(args, env)
     assert result.exit_code == 0, result.output
+    # the HL7 v2 referral: ACKed over MLLP, mapped with its IN1 coverage, through PAS
+    assert "sent v2_referral.hl7 to the MLLP listener: ACK AA" in result.output
+    assert "payer from IN1: Demo Health Plan" in result.output
+    assert re.search(r"prior authorization \w+: approved \S+ \(referral outreach\)",
+                     result.output), result.output
     settings = Settings(var_dir=tmp_path / "var")
     services = build_services(settings)
     try:
@@ -240,10 +246,13 @@ def test_cli_demo_runs_without_serving(tmp_path: Path) -> None:
         assert len(referrals) >= 50
         assert len({r.stage for r in referrals}) >= 8
         assert len({r.specialty for r in referrals}) >= 5
+        v2 = services.store.try_get_by_source("hl7|DEMOEHR^NORTHCLINIC|DEMO-V2-0001^DEMOEHR")
+        assert v2 is not None and v2.auth_state == "approved"
     finally:
         services.close()
     again = run(args, env)  # idempotent: nothing new the second time
     assert again.exit_code == 0 and "0 new referrals" in again.output
+    assert "went through it on an earlier run" in again.output
 
 
 # -- refloop serve --------------------------------------------------------------------------

@@ -226,7 +226,7 @@ def test_several_listener_processes_share_the_port(services: Services) -> None:
     from hl7_bridge.processes import run_listener_processes
     from refloop.wiring.hl7 import spawn_listener
 
-    config = replace(load_config({"port": 0}), processes=2)
+    config = replace(load_config({"port": 0}), processes=2, connections_per_process=1)
     stop, ready, box = threading.Event(), threading.Event(), []
     thread = threading.Thread(target=run_listener_processes, kwargs={
         "config": config, "spawn": lambda channel, index: spawn_listener(

@@ -4,6 +4,7 @@ CSRF and Origin checks, lifecycle-only changes, illegal actions explained, Audit
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import sqlalchemy as sa
 from conftest import Harness
@@ -274,3 +275,24 @@ def test_dashboard_renders_svg_funnel_and_aging_without_external_assets(harness:
     assert "created 2" in dash.text and "accepted 1" in dash.text
     assert "http://" not in dash.text.split("<main", 1)[1]
     assert "https://" not in dash.text
+
+
+def test_a_v2_referral_page_shows_the_coverage_from_in1(harness: Harness):
+    """A REF^I12 through the HL7 bridge: its IN1 Coverage (payer, member id, subscriber,
+    group) is on the referral page, read from the sender's resources."""
+    from referrals.worker import Worker
+    from refloop.wiring import all_handlers
+
+    raw = (Path(__file__).resolve().parents[3] / "fixtures" / "hl7v2" /
+           "authored__bench_REF_I12_v251_21seg.hl7").read_bytes()
+    intake = harness.services.adapters["hl7"].intake
+    intake.store([intake.assess_frame(raw)])
+    handlers = {k: v for k, v in all_handlers(harness.services).items() if k == "hl7.message"}
+    Worker(harness.services.work, handlers).drain()
+    (referral,) = harness.services.store.list()
+    assert referral.payer == "Blue Cross Blue Shield of Michigan"
+    browser = harness.browser()
+    page = harness.launch(browser)
+    text = browser.get(f"{page.url}referrals/{referral.id}").text
+    assert "Blue Cross Blue Shield of Michigan (member XYZ123456789, subscriber self, " \
+           "group GRP778899, active)" in text

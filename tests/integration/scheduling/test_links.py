@@ -1,0 +1,158 @@
+"""The patient link's token handling, on SQLite and PostgreSQL: expired, revoked and tampered
+links; the attempt limits per link (the link locks, visibly to the coordinator) and per client
+address; nothing shown before the check; a link never reaches another referral's data."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from calendar_data import Calendar, Sekmet, destination, make_calendar
+from sched_world import World, make_world, open_referral
+
+from scheduling.adapter import PATIENT, SchedulingAdapter
+from scheduling.config import from_section
+from scheduling.coordinator import summary
+from scheduling.links import digest
+
+RIGHT = {"day": "23", "month": "04", "year": "1961"}
+WRONG = {"day": "24", "month": "04", "year": "1961"}
+
+
+def token_of(url: str | None) -> str:
+    assert url is not None
+    return url.rsplit("/", 1)[1]
+
+
+def test_the_token_is_256_bits_and_only_its_hash_is_stored(world: World) -> None:
+    referral = world.referral()
+    token = token_of(world.scheduling.issue_booking_link(referral.id))
+    assert len(token) >= 43  # 32 random bytes, URL-safe base64
+    assert len(world.scheduling.links.for_referral(referral.id)) == 1
+    with world.services.db.read() as conn:
+        stored = conn.exec_driver_sql("SELECT token_hash FROM scheduling_links").scalars().all()
+    assert stored == [digest(token)] and token not in stored
+
+
+def test_nothing_about_the_referral_is_shown_before_the_check(world: World) -> None:
+    referral = world.referral()
+    page = world.get(f"/p/{token_of(world.scheduling.issue_booking_link(referral.id))}")
+    body = page.data.decode()
+    assert page.status_code == 200 and "date of birth" in body.lower()
+    for secret in ("Okafor", "Lindqvist", "Heart Clinic", "cardiology", referral.id):
+        assert secret.lower() not in body.lower()
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert world.get("/p/home").status_code == 401
+
+
+def test_expired_revoked_and_tampered_links_are_refused(world: World) -> None:
+    referral = world.referral()
+    links = world.scheduling.links
+    expired = links.issue(referral.id, now=datetime.now(UTC) - timedelta(days=15))
+    revoked = token_of(world.scheduling.issue_booking_link(referral.id))
+    good = token_of(world.scheduling.issue_booking_link(referral.id))
+    [*_, last] = links.for_referral(referral.id)
+    assert links.revoke(links.for_referral(referral.id)[1].id)
+    tampered = good[:-1] + ("A" if good[-1] != "A" else "B")
+    for token in (expired, revoked, tampered, "x" * 43):
+        assert world.get(f"/p/{token}").status_code == 404
+        refused = world.post(f"/p/{token}", data=RIGHT)
+        assert refused.status_code == 404 and "Set-Cookie" not in refused.headers
+    assert world.post(f"/p/{good}", data=RIGHT).status_code == 303
+    assert last.state(datetime.now(UTC)).value == "valid"
+
+
+def test_wrong_dates_lock_the_link_and_the_coordinator_sees_it(world: World) -> None:
+    referral = world.referral()
+    token = token_of(world.scheduling.issue_booking_link(referral.id))
+    for left in (4, 3, 2, 1):
+        page = world.post(f"/p/{token}", data=WRONG)
+        assert page.status_code == 400 and f"Attempts left: {left}" in page.data.decode()
+    assert world.post(f"/p/{token}", data={"day": "31", "month": "02", "year": "1961"}
+                      ).status_code == 400  # not a date: not counted
+    locked = world.post(f"/p/{token}", data=WRONG)
+    assert locked.status_code == 423 and b"locked" in locked.data
+    assert world.post(f"/p/{token}", data=RIGHT).status_code == 423
+    assert world.get(f"/p/{token}").status_code == 423
+    seen = summary(world.scheduling, referral.id)
+    assert seen["locked"] and seen["links"][0]["failed_attempts"] == 5
+    fresh = token_of(world.scheduling.issue_booking_link(referral.id))
+    assert world.post(f"/p/{fresh}", data=RIGHT).status_code == 303
+
+
+def test_attempts_are_limited_per_client_address(database_url: str, tmp_path: Path,
+                                                 sekmet: Sekmet) -> None:
+    calendar = make_calendar(sekmet.base, slots=1)
+    services, app = make_world(database_url, tmp_path, calendar, dob_attempts_per_source=3)
+    try:
+        client = app.test_client()
+        scheduling = services.adapters["scheduling"]
+        first, second = (open_referral(services, calendar) for _ in range(2))
+        one = token_of(scheduling.issue_booking_link(first.id))
+        two = token_of(scheduling.issue_booking_link(second.id))
+        post = lambda token, data, addr: client.post(  # noqa: E731
+            f"/p/{token}", data=data, base_url="https://refloop.test",
+            environ_overrides={"REMOTE_ADDR": addr})
+        assert post(one, WRONG, "10.0.0.7").status_code == 400
+        assert post(two, WRONG, "10.0.0.7").status_code == 400
+        assert post("guessed" * 7, RIGHT, "10.0.0.7").status_code == 404
+        assert post(two, RIGHT, "10.0.0.7").status_code == 429  # even the right date
+        assert post(two, RIGHT, "10.0.0.8").status_code == 303  # another address is fine
+    finally:
+        services.close()
+
+
+def test_a_session_never_reaches_another_referrals_data(world: World) -> None:
+    mine, theirs = world.referral(), world.referral()
+    other = make_calendar(world.calendar.base, slots=1)
+    stranger = open_referral(world.services, other)
+    other_world = make_world_for(world, other)
+    booked = other_world.booker.book(stranger.id, other.slots[0], PATIENT)
+    assert booked.booked is not None
+    offer = world.scheduling.waitlist
+    token = token_of(world.scheduling.issue_booking_link(mine.id))
+    assert world.post(f"/p/{token}", data=RIGHT).status_code == 303
+    home = world.get("/p/home").data.decode()
+    assert "Choose a time" in home and other.slots[0] not in home
+    assert world.get(f"/p/offer/{'0' * 32}").status_code == 404
+    assert world.get("/p/appointment.ics").status_code == 404  # mine has none; theirs exists
+    stolen = world.post("/p/book", data={"slot": other.slots[0],
+                                         "csrf_token": _csrf(home)})
+    assert stolen.status_code == 409  # another destination's slot is not offered to us
+    assert world.scheduling.book.current(mine.id) is None
+    assert offer.open_offer_for(theirs.id) is None
+
+
+def test_the_session_expires(database_url: str, tmp_path: Path, sekmet: Sekmet) -> None:
+    calendar = make_calendar(sekmet.base, slots=1)
+    services, app = make_world(database_url, tmp_path, calendar, session_minutes=0.001)
+    try:
+        client = app.test_client()
+        referral = open_referral(services, calendar)
+        token = token_of(services.adapters["scheduling"].issue_booking_link(referral.id))
+        answer = client.post(f"/p/{token}", data=RIGHT, base_url="https://refloop.test")
+        assert answer.status_code == 303
+        import time
+
+        time.sleep(0.1)
+        assert client.get("/p/home", base_url="https://refloop.test").status_code == 401
+    finally:
+        services.close()
+
+
+def make_world_for(world: World, calendar: Calendar) -> SchedulingAdapter:
+    """A second adapter over the same store whose destination is another calendar."""
+    config = from_section({"destinations": [destination(calendar)]})
+    return SchedulingAdapter(world.scheduling.core, config)
+
+
+def _csrf(page: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found is not None
+    return found.group(1)
+
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
