@@ -318,8 +318,14 @@ class Listener:
             frames = [p.frame for p in group]
             began = self.loop.time()
             try:
-                responses = await self.loop.run_in_executor(self._executor, self.intake.store,
-                                                            frames)
+                if self._queue or self._busy_elsewhere(group):
+                    # frames are waiting or on their way: read them while this commit runs
+                    responses = await self.loop.run_in_executor(self._executor,
+                                                                self.intake.store, frames)
+                else:
+                    # every busy connection is in this group: nothing to read meanwhile, so
+                    # commit right here and save two thread hand-offs per commit
+                    responses = self.intake.store(frames)
             except Exception:  # store() answers AR itself; this is a last resort
                 log.exception("HL7 group commit failed")
                 for pending in group:
@@ -330,6 +336,11 @@ class Listener:
             for pending, response in zip(group, responses, strict=True):
                 pending.connection.answer(response, pending.close_after)
             expected = {p.connection for p in group}
+
+    def _busy_elsewhere(self, group: list[_Pending]) -> bool:
+        """True when a connection outside `group` has frames in flight (pipelining)."""
+        inside = {p.connection for p in group}
+        return any(c.in_flight and c not in inside for c in self.connections)
 
     async def _gather(self, expected: set[Connection], last_commit: float) -> None:
         """Adaptive group commit: wait for the connections answered by the previous commit to

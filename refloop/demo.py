@@ -79,6 +79,7 @@ def demo(obj: Context, serve: bool, ehr: str) -> None:
             url = obj.settings.base_url
             click.echo(f"\nServer: {url}   Task facade: {url}/fhir/Task   "
                        f"CapabilityStatement: {url}/fhir/metadata")
+            show_api_access(services, url)
             if sandbox is not None:
                 where = f"console {sandbox.root}/ui" if isinstance(sandbox, SandboxEhr) \
                     else f"HAPI FHIR, log {sandbox.log}"
@@ -99,6 +100,17 @@ def show_outreach(services: Any) -> None:
     from refloop.wiring.outreach import run_demo_outreach
 
     run_demo_outreach(services)
+
+
+def show_api_access(services: Any, url: str) -> None:
+    """The facade needs a bearer token: the demo registers a client and says how to get one."""
+    from refloop.wiring.access import ensure_demo_client
+
+    client_id, key = ensure_demo_client(services)
+    click.echo("The Task facade needs a bearer token. The demo registered the API client "
+               f"'demo-reader' (system/Task.rs); in another shell:\n"
+               f"  TOKEN=$(refloop clients token --client-id {client_id} --key {key})\n"
+               f"  curl -H \"Authorization: Bearer $TOKEN\" {url}/fhir/Task?_count=5")
 
 
 def show_prior_authorization(services: Any, referral: Referral | None = None) -> None:

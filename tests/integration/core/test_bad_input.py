@@ -9,6 +9,7 @@ data). /fhir rows take their credentials from `FHIR_HEADERS` (one place).
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import socket
@@ -31,10 +32,11 @@ from subscriptions.registry import Hook
 
 ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = ROOT / "fixtures" / "subscriptions"
-#: credentials for /fhir requests (the facade's token, once it requires one), in one place
-FHIR_HEADERS: dict[str, str] = {}
 SECRET = "{secret}"  # replaced by the hook's secret when a row is sent
 HOOK = "{hook}"  # replaced by the hook id
+FHIR_TOKEN = "{fhir-token}"  # replaced by a bearer token from the token endpoint (system/*.rs)
+#: credentials for /fhir requests, in one place
+FHIR_HEADERS: dict[str, str] = {"Authorization": f"Bearer {FHIR_TOKEN}"}
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ def http(method: str, target: str, body: bytes | None = None, *, content_type: s
     lines = [f"{method} {target} HTTP/1.1", "Host: refloop.test"]
     if auth and target.startswith("/hooks/"):
         lines.append(f"Authorization: Bearer {SECRET}")
-    if target.startswith("/fhir"):
+    if auth and target.startswith("/fhir"):
         lines += [f"{k}: {v}" for k, v in FHIR_HEADERS.items()]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     if body is not None:
@@ -230,10 +232,12 @@ def framing_rows() -> list[Row]:
                     half_close=False))
     rows.append(Row("framing-truncated-headers", b"GET /healthz HTTP/1.1\r\nHost: x\r\n", 400,
                     "structure", 0, after="health"))
+    bearer = f"Authorization: Bearer {FHIR_TOKEN}\r\n".encode()
     rows.append(Row("framing-fhir-body-truncated", b"POST /fhir/Task HTTP/1.1\r\nHost: x\r\n"
-                    b"Content-Length: 50\r\n\r\n{}", 400, "incomplete", 0, after="fhir"))
+                    + bearer + b"Content-Length: 50\r\n\r\n{}", 400, "incomplete", 0,
+                    after="fhir"))
     rows.append(Row("framing-fhir-oversized", b"POST /fhir/Task HTTP/1.1\r\nHost: x\r\n"
-                    b"Content-Length: 99999999999\r\n\r\n", 413, "too-costly", 0,
+                    + bearer + b"Content-Length: 99999999999\r\n\r\n", 413, "too-costly", 0,
                     after="fhir", half_close=False))
     return rows
 
@@ -274,6 +278,71 @@ def fhir_rows() -> list[Row]:
     return rows
 
 
+def _jwt(header: dict[str, Any], claims: Any, signature: str = "") -> str:
+    def part(data: Any) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+    return f"{part(header)}.{part(claims)}.{signature}"
+
+
+UNSIGNED = _jwt({"alg": "none", "kid": "tests-es384"},
+                {"iss": "x", "sub": "x", "aud": "http://127.0.0.1:8080/auth/token",
+                 "exp": 4102444800, "jti": "j"})
+FOREIGN = _jwt({"alg": "RS256", "kid": "k"}, {"iss": "https://as.example", "sub": "u",
+                                              "aud": "x", "exp": 4102444800, "scope":
+                                              "system/Task.rs"}, "c2lnbmF0dXJl")
+
+
+def auth_rows() -> list[Row]:
+    """The facade without a usable token (401, nothing kept, no query parsed), and the token
+    endpoint's refusals (OAuth error JSON)."""
+    headers = ["", "Bearer", "Bearer ", "Bearer garbage", "Basic dXNlcjpwYXNz", "Bearer a b c",
+               "Bearer " + "x" * 9000, "Bearer tok%00en", "Bearer {fhir-token}x",
+               "Bearer x{fhir-token}", f"Bearer {UNSIGNED}", f"Bearer {FOREIGN}",
+               "Bearer a.b.c", "Bearer ....", "Token {fhir-token}", "Bearer\t{fhir-token}x",
+               "Bearer " + "é" * 10, "Bearer =abc", "Negotiate abc", "Digest username=x"]
+    targets = [("GET", "/fhir/Task"), ("GET", "/fhir/Task/x"), ("GET", "/fhir/Patient/1"),
+               ("POST", "/fhir/Task"), ("GET", "/fhir/Task?_lastUpdated=9999"),
+               ("GET", "/fhir/Task?_offset=99999999999999999999"), ("DELETE", "/fhir/Task/1")]
+    rows = [Row(f"fhir-auth-{n}", http("GET", "/fhir/Task?_count=1", auth=False,
+                                       headers={"Authorization": h} if h else None),
+                401, "login", 0, after="fhir") for n, h in enumerate(headers)]
+    rows += [Row(f"fhir-auth-none-{n}", http(method, target, auth=False), 401, "login", 0,
+                 after="fhir") for n, (method, target) in enumerate(targets)]
+    form = "application/x-www-form-urlencoded"
+    assertion = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    token_forms = [
+        ("", "oauth:unsupported_grant_type"),
+        ("grant_type=password&username=a&password=b", "oauth:unsupported_grant_type"),
+        ("grant_type=authorization_code&code=x", "oauth:unsupported_grant_type"),
+        ("grant_type=client_credentials", "oauth:invalid_client"),
+        ("grant_type=client_credentials&scope=system/Task.rs", "oauth:invalid_client"),
+        (f"grant_type=client_credentials&client_assertion_type=x&client_assertion={UNSIGNED}",
+         "oauth:invalid_client"),
+        (f"grant_type=client_credentials&client_assertion_type={assertion}"
+         "&client_assertion=garbage", "oauth:invalid_client"),
+        (f"grant_type=client_credentials&client_assertion_type={assertion}"
+         f"&client_assertion={UNSIGNED}", "oauth:invalid_client"),
+        (f"grant_type=client_credentials&client_assertion_type={assertion}"
+         f"&client_assertion={_jwt({'alg': 'ES384'}, {'sub': 5})}", "oauth:invalid_client"),
+        (f"grant_type=client_credentials&client_assertion_type={assertion}"
+         f"&client_assertion={_jwt({'alg': 'ES384'}, [1, 2])}", "oauth:invalid_client"),
+        (f"grant_type=client_credentials&client_assertion_type={assertion}"
+         f"&client_assertion={'A' * 200000}", "oauth:invalid_client"),
+        (f"grant_type=client_credentials&client_assertion_type={assertion}"
+         f"&client_assertion={FOREIGN}", "oauth:invalid_client"),
+        ("grant_type=client_credentials&grant_type=client_credentials", "oauth:invalid_client"),
+        ("grant_type=%00", "oauth:unsupported_grant_type"),
+    ]
+    for n, (body, expect) in enumerate(token_forms):
+        rows.append(Row(f"token-{n}", http("POST", "/auth/token", body.encode(),
+                                           content_type=form), 400, expect, 0, after="fhir"))
+    rows.append(Row("token-json-body", http("POST", "/auth/token",
+                                            b'{"grant_type": "client_credentials"}',
+                                            content_type="application/json"), 400,
+                    "oauth:unsupported_grant_type", 0, after="fhir"))
+    return rows
+
+
 def smart_rows() -> list[Row]:
     pages = [("/smart/launch", 400, "launch"), ("/smart/launch?iss=http://evil.example", 400,
                                                  "launch"),
@@ -294,7 +363,7 @@ def smart_rows() -> list[Row]:
     return rows
 
 
-ROWS = hook_rows() + framing_rows() + fhir_rows() + smart_rows()
+ROWS = hook_rows() + framing_rows() + fhir_rows() + auth_rows() + smart_rows()
 
 
 # -- the server --------------------------------------------------------------------------------
@@ -304,11 +373,13 @@ class Served:
     services: Services
     edge: RunningEdge
     hook: Hook
+    fhir_token: str = ""
     sent: int = 0
 
     def exchange(self, raw: bytes, half_close: bool = True) -> tuple[int, dict[str, str], bytes]:
         raw = raw.replace(HOOK.encode(), self.hook.id.encode()).replace(
-            SECRET.encode(), self.hook.secret.encode())
+            SECRET.encode(), self.hook.secret.encode()).replace(
+            FHIR_TOKEN.encode(), self.fhir_token.encode())
         with socket.create_connection(("127.0.0.1", self.edge.port), timeout=10) as sock:
             try:
                 sock.sendall(raw)
@@ -351,23 +422,25 @@ class Served:
             assert status == 200 and json.loads(body) == {"status": "ok"}
 
 
-def serve(database_url: str, var: Path) -> Served:
+def serve(database_url: str, var: Path, fhir_auth: Any) -> Served:
     services = build_services(Settings(var_dir=var, database_url=database_url,
                                        http_request_timeout=5.0, log_level="WARNING"))
     subs = services.adapters["subscriptions"]
     hook = subs.registry.open_hook(server="http://ehr.invalid/fhir", purpose="referrals",
                                    deliver_kind="subscriptions.referral")
-    return Served(services, serve_in_thread(create_edge_app(services)), hook)
+    served = Served(services, serve_in_thread(create_edge_app(services)), hook)
+    served.fhir_token = fhir_auth.token(f"http://127.0.0.1:{served.edge.port}", services)
+    return served
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(tmp_path_factory: pytest.TempPathFactory, fhir_auth: Any) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("bad-input")
     url = f"sqlite:///{tmp / 'refloop.db'}"
     db = connect(url)
     upgrade(db)
     db.dispose()
-    running = serve(url, tmp / "var")
+    running = serve(url, tmp / "var", fhir_auth)
     yield running
     running.edge.stop()
     running.services.close()
@@ -377,7 +450,10 @@ def check(served: Served, row: Row) -> None:
     before = served.services.quarantine.list(limit=100000)
     status, headers, body = served.exchange(row.request, row.half_close)
     assert status == row.status, (row.id, body[:300])
-    if row.expect.startswith("<") or " " in row.expect or row.expect[:1].isupper() or \
+    if row.expect.startswith("oauth:"):
+        assert json.loads(body)["error"] == row.expect.removeprefix("oauth:"), (row.id, body)
+        assert headers["cache-control"] == "no-store"
+    elif row.expect.startswith("<") or " " in row.expect or row.expect[:1].isupper() or \
             row.after == "smart":
         assert row.expect.encode() in body or row.expect == "launch", (row.id, body[:200])
         assert b"<html" in body.lower() or b"<!doctype" in body.lower()
@@ -386,6 +462,8 @@ def check(served: Served, row: Row) -> None:
         assert outcome["resourceType"] == "OperationOutcome", row.id
         assert outcome["issue"][0]["code"] == row.expect, (row.id, outcome)
         assert headers["content-type"] == "application/fhir+json"
+        if status == 401 and row.id.startswith("fhir-"):
+            assert headers["www-authenticate"].startswith('Bearer realm="refloop"'), row.id
     after = served.services.quarantine.list(limit=100000)
     new = [e for e in after if e.id not in {b.id for b in before}]
     assert len(new) == row.kept, (row.id, [e.reason for e in new])
@@ -413,9 +491,10 @@ LISTED = [r for r in ROWS if r.id in {
     "fhir-invalid-19", "fhir-invalid-34", "fhir-read-0", "smart-3", "smart-12"}]
 
 
-def test_the_listed_cases_on_both_databases(database_url: str, tmp_path: Path) -> None:
+def test_the_listed_cases_on_both_databases(database_url: str, tmp_path: Path,
+                                            fhir_auth: Any) -> None:
     assert len(LISTED) >= 20
-    running = serve(database_url, tmp_path / "var")
+    running = serve(database_url, tmp_path / "var", fhir_auth)
     try:
         for row in LISTED:
             check(running, row)
