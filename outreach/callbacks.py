@@ -67,7 +67,7 @@ def handle_status(rt: Runtime, item: WorkItem) -> None:
         advance_ladder(rt, MessageAsk(message.referral_id, message.purpose,
                                       plan_id=message.plan_id, rung=message.rung), now)
     log.info("outreach status", extra={"referral_id": message.referral_id,
-                                       "message": message.id, "status": status,
+                                       "message_id": message.id, "status": status,
                                        "error_code": code})
 
 

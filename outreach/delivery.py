@@ -234,7 +234,7 @@ def _record_sent(rt: Runtime, message: Message, referral: Referral, ask: Message
             provider_sid=result.provider_sid), conn=c)
         if ask.lifecycle:
             record_attempt(rt, c, referral.id, message, first, now)
-    log.info("outreach sent", extra={"referral_id": referral.id, "message": message.id,
+    log.info("outreach sent", extra={"referral_id": referral.id, "message_id": message.id,
                                      "channel": message.channel, "purpose": message.purpose,
                                      "provider_status": result.status})
     return Outcome(SENT, sent)
@@ -303,7 +303,7 @@ def _failed(rt: Runtime, message: Message, referral: Referral, ask: MessageAsk, 
             communication_id=message.id, request_id=message.id, referral=referral,
             purpose=message.purpose, channel=message.channel, status="not-done",
             status_reason=reason_code, reason_text=why), conn=c)
-    log.info("outreach not sent", extra={"referral_id": referral.id, "message": message.id,
+    log.info("outreach not sent", extra={"referral_id": referral.id, "message_id": message.id,
                                          "channel": message.channel, "why": reason_code})
     return Outcome(FAILED, failed)
 
@@ -331,7 +331,7 @@ def _not_sent(rt: Runtime, key: str, ask: MessageAsk, referral: Referral, decisi
             purpose=ask.purpose, channel=message.channel, status="not-done",
             status_reason=decision.status_reason, reason_text=decision.reason), conn=c)
     log.info("outreach " + ("deferred" if status == "deferred" else "skipped"),
-             extra={"referral_id": referral.id, "message": message.id, "rule": decision.rule})
+             extra={"referral_id": referral.id, "message_id": message.id, "rule": decision.rule})
     if decision.outcome == DEFER and decision.not_before is not None:
         raise RetryLater(decision.reason, delay_seconds=max(
             1.0, (decision.not_before - now).total_seconds()))
@@ -355,10 +355,10 @@ def _reconcile(rt: Runtime, referral: Referral, ask: MessageAsk, message: Messag
         return _failed(rt, message, referral, ask, "unknown", why, rt.now())
     if found is None:
         log.info("interrupted send not found at the provider; sending it now",
-                 extra={"referral_id": referral.id, "message": message.id})
+                 extra={"referral_id": referral.id, "message_id": message.id})
         return None
     log.info("interrupted send found at the provider; recorded, not sent again",
-             extra={"referral_id": referral.id, "message": message.id})
+             extra={"referral_id": referral.id, "message_id": message.id})
     return _record_sent(rt, message, referral, ask, found, rt.now())
 
 

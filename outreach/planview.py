@@ -4,7 +4,7 @@ current opt-outs."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from outreach import ladders
@@ -32,7 +32,7 @@ def explain(rt: Runtime, referral_id: str) -> dict[str, Any]:
     for index, data in enumerate(plan.rungs):
         rung = ladders.Rung.from_json(data)
         rows.append({"index": index, "channel": rung.channel, "template": rung.template,
-                     "due": rung.due(plan.started_at, plan.zone).isoformat(),
+                     "due": rung.due(plan.started_at, plan.zone).astimezone(UTC).isoformat(),
                      "state": plan.done.get(str(index), "waiting")})
     summary = (f"Referral {referral_id} ({referral.priority}, {referral.stage.value}): ladder "
                f"{plan.ladder} v{plan.ladder_version}, started "

@@ -172,8 +172,8 @@ EMAIL_FOOTER = {"en": "To stop these emails: {unsubscribe}", "es": "Para no reci
                 "correos: {unsubscribe}"}
 CHANNEL_NAMES = {"en": {"sms": "texts", "voice": "calls", "email": "emails"},
                  "es": {"sms": "mensajes", "voice": "llamadas", "email": "correos"}}
-#: purposes that answer the patient and so carry no opt-out footer of their own
-ANSWERS = {"opt-out-confirmation", "opt-in-confirmation", "help"}
+#: purposes that answer the patient (or test the channel) and carry no opt-out footer
+ANSWERS = {"opt-out-confirmation", "opt-in-confirmation", "help", "test"}
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ the work queue and outreach, so a whole ladder runs in a moment."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -147,6 +148,8 @@ def make_harness(database_url: str, tmp_path: Path, sandboxes: tuple[TwilioSandb
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     clock = Clock()
+    # records are built at INFO, so a log call that breaks only when logged fails here too
+    logging.getLogger("refloop.outreach").setLevel(logging.INFO)
     services.work.clock = clock
     rt: Runtime = services.adapters["outreach"]
     rt.clock = clock
@@ -159,3 +162,18 @@ def make_harness(database_url: str, tmp_path: Path, sandboxes: tuple[TwilioSandb
         services.close()
 
 
+
+
+def write_config(h: Harness, tmp_path: Path) -> Path:
+    """The harness's settings as a refloop.toml (for child processes and the CLI)."""
+    section = h.services.settings.section("outreach")
+    twilio, smtp = section["twilio"], section["smtp"]
+    lines = [f'database_url = "{h.services.settings.database_url}"',
+             f'var_dir = "{h.services.settings.var_dir}"', "", "[outreach]"]
+    lines += [f'{k} = "{v}"' for k, v in section.items() if isinstance(v, str)]
+    lines += ["", "[outreach.twilio]"] + [f'{k} = "{v}"' for k, v in twilio.items()]
+    lines += ["", "[outreach.smtp]"] + [f"{k} = {v!r}".replace("'", '"')
+                                        for k, v in smtp.items()]
+    path = tmp_path / "refloop.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -10,23 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from outreach_harness import NY_MOBILE, Harness
+from outreach_harness import NY_MOBILE, Harness, write_config
 
 CHILD = Path(__file__).resolve().parent / "crash_child.py"
-
-
-def _config(h: Harness, tmp_path: Path) -> Path:
-    section = h.services.settings.section("outreach")
-    twilio, smtp = section["twilio"], section["smtp"]
-    lines = [f'database_url = "{h.services.settings.database_url}"',
-             f'var_dir = "{h.services.settings.var_dir}"', "", "[outreach]"]
-    lines += [f'{k} = "{v}"' for k, v in section.items() if isinstance(v, str)]
-    lines += ["", "[outreach.twilio]"] + [f'{k} = "{v}"' for k, v in twilio.items()]
-    lines += ["", "[outreach.smtp]"] + [f"{k} = {v!r}".replace("'", '"')
-                                        for k, v in smtp.items()]
-    path = tmp_path / "refloop.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.mark.parametrize("when", ["after", "before"])
@@ -35,7 +21,7 @@ def test_sigkill_around_the_provider_call_never_duplicates(harness: Harness, tmp
     h = harness
     h.patient("k1")
     referral = h.referral("k1", priority="urgent")
-    child = subprocess.run([sys.executable, str(CHILD), str(_config(h, tmp_path)),
+    child = subprocess.run([sys.executable, str(CHILD), str(write_config(h, tmp_path)),
                             h.clock.now.isoformat(), when], capture_output=True, timeout=120)
     assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
     h.twilio.wait_idle()
