@@ -54,6 +54,8 @@ class SandboxRules:
     inbound_url: str = ""
     #: the number patients reply to
     number: str = "+15005550006"
+    #: post status callbacks (benchmarks without a web server turn them off)
+    send_callbacks: bool = True
 
 
 @dataclass
@@ -70,6 +72,8 @@ class Record:
     twiml: str = ""
     error_code: str = ""
     events: list[str] = field(default_factory=list)
+    #: time.monotonic() when the create request arrived (latency measurements)
+    arrived: float = field(default_factory=time.monotonic)
 
     def to_json(self, account: str) -> dict[str, Any]:
         stamp = format_datetime(self.created)
@@ -232,7 +236,9 @@ class TwilioSandbox:
                         url=form.get("Url", ""))
         with self._lock:
             self.records.append(record)
-        if kind == "message":
+        if not self.rules.send_callbacks:
+            pass
+        elif kind == "message":
             self._plan_message_callbacks(record)
         else:
             self._queue.put((self.rules.callback_delay, "call", {"sid": record.sid}))

@@ -144,6 +144,34 @@ def plan(obj: Context, referral_id: str, as_json: bool) -> None:
     click.echo(shown["next"])
 
 
+@outreach_group.command("due")
+@click.option("--hours", default=24.0, show_default=True, help="How far ahead to look.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def due(obj: Context, hours: float, as_json: bool) -> None:
+    """What every active ladder does next within --hours, and what the rules decide for it."""
+    from datetime import UTC, datetime, timedelta
+
+    from outreach.dailyplan import decide_due
+
+    found = decide_due(runtime(obj.services), datetime.now(UTC), timedelta(hours=hours))
+    rows: list[dict[str, Any]] = [{
+        "referral_id": d.referral_id, "rung": d.rung + 1, "channel": d.channel,
+        "template": d.template, "due": d.due.astimezone(UTC).isoformat(),
+             "decision": d.decision.outcome if d.decision else "task" if d.channel == "task"
+             else "fail", "rule": d.decision.rule if d.decision else "",
+             "why": d.decision.reason if d.decision else ""} for d in found]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        click.echo(f"nothing due in the next {hours:g} h")
+        return
+    print_table(["referral", "rung", "channel", "due (UTC)", "decision", "why"],
+                [[r["referral_id"][:8], r["rung"], r["channel"], r["due"][:16].replace("T", " "),
+                  r["decision"], (r["why"] or "")[:60]] for r in rows])
+
+
 @outreach_group.command("send-test")
 @click.option("--to", "to", required=True, help="A phone number (SMS) or an email address.")
 @click.option("--voice", is_flag=True, help="Place a test call instead of a text.")

@@ -34,6 +34,11 @@ def test_plan_optouts_send_test_and_referrals_show(harness: Harness, tmp_path: P
     as_json = json.loads(_run(config, "outreach", "plan", referral.id, "--json"))
     assert [r["channel"] for r in as_json["rungs"]] == ["sms", "voice", "sms", "task"]
 
+    # the day's plan (the harness's clock is in 2030: look far enough ahead)
+    due = json.loads(_run(config, "outreach", "due", "--hours", "100000", "--json"))
+    mine = [d for d in due if d["referral_id"] == referral.id]
+    assert [(d["rung"], d["channel"], d["decision"]) for d in mine] == [(2, "voice", "send")]
+    assert "nothing due in the next 1 h" in _run(config, "outreach", "due", "--hours", "1")
     assert "no opt-outs" in _run(config, "outreach", "optouts")
     h.twilio.reply("+12015550123", "STOP")
     h.settle()
