@@ -67,6 +67,77 @@ def read_service_request(client: FhirClient, sr_id: str) -> Fetched:
     return Fetched(found, included)
 
 
+def read_service_requests(client: FhirClient, sr_ids: list[str]) -> dict[str, Fetched]:
+    """Re-read several ServiceRequests in one search (`_id=a,b,...` with the same includes),
+    their Coverages and payer Organizations in one more; each id maps to what a single
+    `read_service_request` would give (a ServiceRequest the server no longer has: None)."""
+    params = [("_id", ",".join(sr_ids)), ("_count", str(len(sr_ids))),
+              *[("_include", i) for i in INCLUDES]]
+    bundle: Any = client.get("ServiceRequest", params).body
+    matches: list[dict[str, Any]] = []
+    included: dict[str, dict[str, Any]] = {}
+    while isinstance(bundle, dict):
+        page_matches, page_included = split_search_page(bundle)
+        matches += page_matches
+        included.update(page_included)
+        following = next((str(link["url"]) for link in bundle.get("link") or []
+                          if isinstance(link, dict) and link.get("relation") == "next"
+                          and link.get("url")), None)
+        bundle = client.get(following).body if following else None
+    wanted = set(sr_ids)
+    found = {str(sr["id"]): sr for sr in matches if str(sr.get("id")) in wanted}
+    coverages = sorted({ref for sr in found.values() for ref in _insurance(sr)} - set(included))
+    if coverages:
+        included.update(_search_coverages(client, coverages))
+    result: dict[str, Fetched] = {}
+    for sr_id in sr_ids:
+        sr = found.get(sr_id)
+        if sr is None:
+            result[sr_id] = Fetched(None, {})
+            continue
+        mine = {ref: included[ref] for ref in _references(sr, included) if ref in included}
+        mine.update(read_coverages(client, sr, mine))  # what the searches did not bring
+        result[sr_id] = Fetched(sr, mine)
+    return result
+
+
+def _insurance(sr: dict[str, Any]) -> list[str]:
+    refs = [to_relative_reference((i or {}).get("reference")) for i in sr.get("insurance") or []]
+    return [r for r in refs if r and r.startswith("Coverage/")]
+
+
+def _references(sr: dict[str, Any], included: dict[str, dict[str, Any]]) -> list[str]:
+    """The resources a ServiceRequest's referral needs: subject, requester, performers,
+    Coverages and their payer Organizations."""
+    refs = [(sr.get(name) or {}).get("reference") for name in ("subject", "requester")]
+    refs += [(p or {}).get("reference") for p in sr.get("performer") or []]
+    found = [r for r in (to_relative_reference(x) for x in refs) if r]
+    for coverage in _insurance(sr):
+        found.append(coverage)
+        found += _payor_organizations(included.get(coverage) or {})
+    return found
+
+
+def _search_coverages(client: FhirClient, references: list[str]) -> dict[str, dict[str, Any]]:
+    """Coverages (and their payor Organizations) in one search; {} when the server refuses it
+    (each is then read on its own)."""
+    ids = [r.partition("/")[2] for r in references]
+    try:
+        reply = client.send("GET", "Coverage", params=[
+            ("_id", ",".join(ids)), ("_count", str(len(ids))), ("_include", "Coverage:payor")],
+            ok=(200, 400, 404))
+    except PeerError:
+        return {}
+    if reply.status != 200 or not isinstance(reply.body, dict):
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    for entry in reply.body.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and resource.get("id") and resource.get("resourceType"):
+            found[f"{resource['resourceType']}/{resource['id']}"] = resource
+    return found
+
+
 def split_search_page(bundle: dict[str, Any]) -> tuple[list[dict[str, Any]],
                                                         dict[str, dict[str, Any]]]:
     """(matched ServiceRequests, included resources by "Type/id") of a search page."""

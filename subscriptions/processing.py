@@ -25,13 +25,15 @@ from referrals.store.inbox import Inbox
 from referrals.store.schema import inbox
 from referrals.store.work import WorkItem, WorkQueue
 from subscriptions.client import FhirClient
-from subscriptions.intake import Fetched, Intake, read_service_request
+from subscriptions.intake import Fetched, Intake, read_service_request, read_service_requests
 from subscriptions.mapping import matches_criteria
 from subscriptions.notification import Notification, parse_notification
 from subscriptions.recovery import TOPIC_FLAVOURS, schedule_events
 from subscriptions.registry import REFERRAL_KIND, Hook, Registration, Registry
 
 RECONCILE_KIND = "subscriptions.reconcile"
+#: ServiceRequests re-read by one search (`_id=a,b,...`)
+READ_GROUP = 20
 
 log = logging.getLogger("refloop.subscriptions.processing")
 
@@ -95,19 +97,30 @@ class NotificationHandler:
                 opened[item.id] = found
         unique = list(dict.fromkeys(key for hook, note in opened.values()
                                     for key in _read_keys(hook, note)))
-        pool = self._executor()
-        self._batch.reads = {key: pool.submit(self._read, key) for key in unique}
+        self._batch.reads = self._submit_reads(unique)
         self._batch.opened = opened
         self._batch.items = set(opened)
         self._batch.order = [item for item in items if item.id in opened]
         self._batch.applied = set()
 
+    def completed(self, item: WorkItem) -> bool:
+        """Did this thread's last call complete `item`'s work item itself (batched)? The worker
+        then does not complete it again."""
+        done: set[int] = getattr(self._batch, "completed", set())
+        if item.id in done:
+            done.discard(item.id)
+            return True
+        return False
+
     def __call__(self, item: WorkItem) -> None:
         applied: set[int] = getattr(self._batch, "applied", set())
         try:
             if item.id in applied:
+                self._batch.completed = {item.id}
                 return  # applied and completed with an earlier item of its batch
-            if not self._apply_batch(item):
+            if self._apply_batch(item):
+                self._batch.completed = {item.id}
+            else:
                 self._handle(item)
         finally:
             items: set[int] | None = getattr(self._batch, "items", None)
@@ -169,9 +182,27 @@ class NotificationHandler:
                                                 thread_name_prefix="ehr-read")
             return self._pool
 
-    def _read(self, key: ReadKey) -> Fetched:
-        server, rid = key
-        return read_service_request(self.client_for(server), rid)
+    def _submit_reads(self, keys: list[ReadKey]) -> dict[ReadKey, Future[Fetched]]:
+        """One search per server and group of up to READ_GROUP ServiceRequests, run
+        concurrently on the pool; a future per ServiceRequest."""
+        pool = self._executor()
+        futures: dict[ReadKey, Future[Fetched]] = {}
+        by_server: dict[str, list[str]] = {}
+        for server, rid in keys:
+            by_server.setdefault(server, []).append(rid)
+        for server, ids in by_server.items():
+            for start in range(0, len(ids), READ_GROUP):
+                group = ids[start:start + READ_GROUP]
+                searched = pool.submit(self._read_group, server, group)
+                for rid in group:
+                    futures[(server, rid)] = _pick(searched, rid)
+        return futures
+
+    def _read_group(self, server: str, ids: list[str]) -> dict[str, Fetched]:
+        client = self.client_for(server)
+        if len(ids) == 1:
+            return {ids[0]: read_service_request(client, ids[0])}
+        return read_service_requests(client, ids)
 
     def _stored(self, ids: list[int]) -> dict[int, tuple[str, bytes]]:
         """(status, body) of these inbox rows, in one query."""
@@ -317,6 +348,21 @@ def detection_params(criteria: str, categories: Sequence[str]) -> list[tuple[str
     if not any(name.split(":")[0] == "category" for name, _ in params):
         params.append(("category", ",".join(categories)))
     return params
+
+
+def _pick(searched: Future[dict[str, Fetched]], rid: str) -> Future[Fetched]:
+    """A future of one ServiceRequest's read, out of its group's search."""
+    picked: Future[Fetched] = Future()
+
+    def done(group: Future[dict[str, Fetched]]) -> None:
+        error = group.exception()
+        if error is not None:
+            picked.set_exception(error)
+        else:
+            picked.set_result(group.result()[rid])
+
+    searched.add_done_callback(done)
+    return picked
 
 
 def _read_keys(hook: Hook, note: Notification) -> list[ReadKey]:
