@@ -48,15 +48,22 @@ def check_entries(walk: Walk) -> None:
     index = walk.index
     check_duplicates(walk)
     done: set[tuple[int, str]] = set()
+    asked: set[tuple[int, tuple[str, ...]]] = set()
+    unknown: set[int] = set()
     progress = True
     while progress:
         progress = False
         for position in sorted(walk.pending):
             resource = index.resource(position)
-            if not isinstance(resource, dict) or walk.known_type(
-                    resource, f"Bundle.entry[{position}].resource") is None:
+            if position in unknown or not isinstance(resource, dict):
+                continue
+            if walk.known_type(resource, f"Bundle.entry[{position}].resource") is None:
+                unknown.add(position)
                 continue
             for candidates in list(walk.pending[position]):
+                if (position, candidates) in asked:
+                    continue
+                asked.add((position, candidates))
                 profile = walk.choose(resource, list(candidates))
                 if profile is None or (position, profile.url) in done:
                     continue
