@@ -22,7 +22,7 @@ from referrals.model import Actor, Command, Reason, Referral, Stage
 from referrals.service import ReferralService
 from referrals.store.database import Database
 from referrals.store.referrals import ReferralStore
-from referrals.store.resources import ResourceStore
+from referrals.store.resources import CurrentVersion, ResourceStore
 from subscriptions.client import FhirClient
 from subscriptions.mapping import (
     OPENING_STATUSES,
@@ -41,6 +41,9 @@ ERRONEOUS = Reason("entered-in-error", "The ServiceRequest was entered in error 
 DELETED = Reason("deleted-in-ehr", "The ServiceRequest was deleted in the EHR")
 
 log = logging.getLogger("refloop.subscriptions.intake")
+
+#: (server, type, id) -> the version we hold (None: none), for a batch's transaction
+Held = dict[tuple[str, str, str], CurrentVersion | None]
 
 
 @dataclass(frozen=True)
@@ -203,9 +206,11 @@ class Intake:
     resources: ResourceStore
 
     def apply(self, server: str, fetched: Fetched, *, sr_id: str, source: str,
-              source_message: str = "", conn: Connection | None = None) -> str:
+              source_message: str = "", conn: Connection | None = None,
+              held: Held | None = None) -> str:
         """Apply what the EHR says now; returns what happened (created, updated, ...). Joins
-        the caller's write transaction `conn`, or commits one of its own."""
+        the caller's write transaction `conn`, or commits one of its own. `held`: the versions
+        we hold, read once for a batch in this transaction and kept current here."""
         with self.db.using(conn) as conn:
             last = self._lock(conn, server, sr_id)
             service_request = fetched.service_request
@@ -214,7 +219,7 @@ class Intake:
             version = _version(service_request)
             if last is not None and not _newer(version, _updated(service_request), last):
                 return "duplicate"
-            self._store(conn, server, [service_request, *fetched.included.values()])
+            self._store(conn, server, [service_request, *fetched.included.values()], held)
             outcome = self._referral(conn, server, service_request, fetched.included, source,
                                      source_message)
             self._mark(conn, server, sr_id, version, _updated(service_request))
@@ -222,14 +227,19 @@ class Intake:
                                                       "version": version, "source": source})
         return outcome
 
-    def _store(self, conn: Connection, server: str, found: list[dict[str, Any]]) -> None:
+    def _store(self, conn: Connection, server: str, found: list[dict[str, Any]],
+               held: Held | None = None) -> None:
         """Store each resource unless we hold its remote version: one query reads what we
-        hold (the patient and requester repeat across referrals)."""
-        held = self.resources.current_many(
-            [(server, r["resourceType"], str(r["id"])) for r in found], conn)
-        for resource in found:
-            key = (server, resource["resourceType"], str(resource["id"]))
-            self.resources.put_over(resource, held.get(key), server=server, conn=conn)
+        hold (the patient and requester repeat across referrals), unless the batch did."""
+        keys = [(server, r["resourceType"], str(r["id"])) for r in found]
+        known: Held = held if held is not None else {}
+        unread = [k for k in keys if k not in known]
+        if unread:
+            fresh = self.resources.current_many(unread, conn)
+            known.update({k: fresh.get(k) for k in unread})
+        for key, resource in zip(keys, found, strict=True):
+            known[key] = self.resources.put_over(resource, known.get(key), server=server,
+                                                 conn=conn)
 
     def _referral(self, conn: Connection, server: str, sr: dict[str, Any],
                   included: dict[str, dict[str, Any]], source: str, message: str) -> str:
