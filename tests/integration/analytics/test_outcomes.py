@@ -47,6 +47,8 @@ def test_the_cube_and_the_facts_give_the_same_figures(world: tuple[Services, lis
         exact = outcomes(services.db, Filters(grain=grain, sources=("test",)), NOW)
         assert not plain.exact and exact.exact
         assert plain.totals == exact.totals == total(facts)
+        other_tenant = outcomes(services.db, Filters(grain=grain, sources=("fhir|x",)), NOW)
+        assert other_tenant.totals.referrals == 0 and other_tenant.cohorts == []
         assert [(c.label, c.totals) for c in plain.cohorts] == \
             [(c.label, c.totals) for c in exact.cohorts]
         assert plain.dropoff == exact.dropoff

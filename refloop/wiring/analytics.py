@@ -1,0 +1,218 @@
+"""Wiring of the analytics adapter (analytics/): the rollup and its timer, the outcomes dashboard
+in the SMART app, `GET /fhir/MeasureReport`, the Prometheus endpoint, `refloop report` and
+`refloop analytics ...`. See docs/metrics.md."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from refloop.context import Context, pass_context
+from refloop.output import print_json, print_table
+from refloop.wiring import Timer
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from analytics.config import AnalyticsConfig
+    from analytics.rollup import Rollup
+    from referrals.store.work import WorkItem
+    from referrals.worker import Handler
+    from refloop.services import Services
+
+NAME = "analytics"
+ROLLUP = "analytics.rollup"
+
+
+class Analytics:
+    """What the wiring builds once per process."""
+
+    def __init__(self, config: AnalyticsConfig, rollup: Rollup) -> None:
+        self.config = config
+        self.rollup = rollup
+
+
+def build(services: Services) -> None:
+    services.adapters[NAME] = _analytics(services)
+
+
+def analytics_of(services: Services) -> Analytics:
+    found = services.adapters.get(NAME)
+    if found is None:
+        found = services.adapters[NAME] = _analytics(services)
+    return found
+
+
+def _analytics(services: Services) -> Analytics:
+    from analytics.config import from_section
+    from analytics.rollup import Rollup
+
+    settings = services.settings
+    return Analytics(from_section(settings.section(NAME), settings.var_dir),
+                     Rollup(services.db))
+
+
+def work_handlers(services: Services) -> dict[str, Handler]:
+    def catch_up(item: WorkItem) -> None:
+        from referrals.errors import InboundError
+
+        unknown = set(item.payload) - {"start"}
+        if unknown:
+            raise InboundError(f"{ROLLUP} takes no payload (got {sorted(unknown)}); to rebuild "
+                               "the rollups run 'refloop analytics rebuild'")
+        analytics_of(services).rollup.catch_up()
+
+    return {ROLLUP: catch_up}
+
+
+def timers(services: Services) -> list[Timer]:
+    every = analytics_of(services).config.rollup_seconds
+    return [Timer("analytics-rollup", every, ROLLUP, at_start=True)]
+
+
+def routes(app: Flask, services: Services) -> None:
+    from analytics.fhir_api import measure_report_blueprint
+    from capability.statement import interaction
+    from refloop.wiring.access import guard
+
+    app.register_blueprint(measure_report_blueprint(
+        services.db, access=guard(services), declare=interaction,
+        base_url=services.settings.base_url,
+        refresh=lambda: analytics_of(services).rollup.catch_up()))
+
+
+def commands() -> list[click.Command]:
+    return [report, analytics]
+
+
+# -- refloop report ----------------------------------------------------------------------------
+
+@click.command()
+@click.option("--period", required=True, help="A month (2026-11) or a year (2026).")
+@click.option("--json", "as_json", is_flag=True, help="The figures as JSON, for scripts.")
+@click.option("--csv", "as_csv", is_flag=True,
+              help="CSV: the period, then one row per value of each dimension.")
+@click.option("--fhir", "as_fhir", is_flag=True, help="The FHIR MeasureReport (JSON).")
+@pass_context
+def report(obj: Context, period: str, as_json: bool, as_csv: bool, as_fhir: bool) -> None:
+    """Referral outcomes of one period: completion, scheduling, loop closure (CMS50 shape),
+    no-shows, times to contact, scheduling, visit and authorization, where referrals fell out."""
+    from analytics.measure_report import build_measure_report
+    from analytics.report import PeriodError, parse_period, period_report, plain, report_csv
+
+    if sum((as_json, as_csv, as_fhir)) > 1:
+        raise click.UsageError("choose one of --json, --csv, --fhir")
+    try:
+        chosen = parse_period(period)
+    except PeriodError as exc:
+        raise click.BadParameter(str(exc), param_hint="--period") from exc
+    services = obj.services
+    _catch_up(services, quiet=as_json or as_csv or as_fhir)
+    found = period_report(services.db, chosen)
+    if as_json:
+        print_json(plain(found))
+    elif as_csv:
+        sys.stdout.write(report_csv(found))
+    elif as_fhir:
+        print_json(build_measure_report(found))
+    else:
+        _print_report(found)
+
+
+def _print_report(found: Any) -> None:
+    from analytics.metrics import DURATIONS
+
+    totals, closure = found.overall.totals, found.loop_closure
+    state = "complete" if found.complete else "in progress (figures may still change)"
+    click.echo(f"Referral outcomes, {found.period.text} ({state})\n")
+    rows = [
+        ["referrals detected", totals.referrals, ""],
+        ["withdrawn by the referrer", totals.withdrawn, "(left out of the rates)"],
+        ["completion (visit completed)", totals.visited, _percent(totals.completion_rate)],
+        ["scheduling (appointment booked)", totals.scheduled, _percent(totals.scheduling_rate)],
+        ["loop closure (report received)", totals.receipts,
+         _percent(totals.loop_closure_rate)],
+        ["loop closure, CMS50 shape (patients)", f"{closure.numerator}/{closure.denominator}",
+         _percent(closure.score)],
+        ["no-shows / appointments", f"{totals.no_shows}/{totals.no_shows + totals.visited}",
+         _percent(totals.no_show_rate)],
+        ["open, of which overdue", f"{totals.open}, {found.overdue}", ""],
+        ["steps done by Refloop", f"{totals.steps_refloop}/"
+         f"{totals.steps_refloop + totals.steps_person}", _percent(totals.automation_share)],
+    ]
+    print_table(["figure", "count", "rate"], rows)
+    click.echo("")
+    print_table(["duration", "referrals", "median", "90th percentile"], [
+        [label, found.overall.spreads[name].n, _hours(found.overall.spreads[name].median),
+         _hours(found.overall.spreads[name].p90)]
+        for name, (label, _s, _e) in DURATIONS.items()])
+    if found.overall.dropoff:
+        click.echo("\nWhere referrals fell out:")
+        print_table(["after", "ended", "reason", "referrals"],
+                    [list(d) for d in found.overall.dropoff])
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _hours(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f} h" if value < 48 else f"{value / 24:.1f} d"
+
+
+def _catch_up(services: Services, *, quiet: bool) -> None:
+    """Bring the rollup up to the event log before reporting."""
+    read = analytics_of(services).rollup.catch_up(rounds=10_000)
+    if read and not quiet:
+        click.echo(f"(read {read} new events into the rollup)", err=True)
+
+
+# -- refloop analytics ---------------------------------------------------------------------------
+
+@click.group()
+def analytics() -> None:
+    """The analytics rollups (derived from the event log)."""
+
+
+@analytics.command("rebuild")
+@pass_context
+def analytics_rebuild(obj: Context) -> None:
+    """Recompute every rollup from the event log (after a definition changed, or to check)."""
+    import sqlalchemy as sa
+
+    from referrals.store.schema import referrals
+
+    services = obj.services
+    with services.db.read() as c:
+        total = int(c.execute(sa.select(sa.func.count()).select_from(referrals)).scalar_one())
+    with click.progressbar(length=total, label="rebuilding from the event log",
+                           file=sys.stderr) as bar:
+        count = analytics_of(services).rollup.rebuild(progress=bar.update)
+    click.echo(f"rollups rebuilt: {count} referrals")
+
+
+@analytics.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@pass_context
+def analytics_status(obj: Context, as_json: bool) -> None:
+    """How far the rollup has read the event log."""
+    import sqlalchemy as sa
+
+    from referrals.store.schema import referral_events
+
+    services = obj.services
+    position = analytics_of(services).rollup.position()
+    with services.db.read() as c:
+        top = int(c.execute(sa.select(sa.func.coalesce(sa.func.max(referral_events.c.id), 0))
+                            ).scalar_one())
+    info = {"read_below": position.below, "highest_read": position.seen,
+            "highest_event": top, "waiting_for": sorted(position.gaps or {}),
+            "rebuilding": position.rebuilding}
+    if as_json:
+        print_json(info)
+        return
+    print_table(["", ""], [[k.replace("_", " "), v] for k, v in info.items()])
