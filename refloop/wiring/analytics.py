@@ -35,7 +35,12 @@ class Analytics:
 
 
 def build(services: Services) -> None:
-    services.adapters[NAME] = _analytics(services)
+    from analytics.dashboard import Port
+
+    built = services.adapters[NAME] = _analytics(services)
+    smart = services.adapters.get("smart")
+    if smart is not None:  # the SMART app's Dashboard page shows the outcomes
+        smart.analytics = Port(services.db, refresh=lambda: built.rollup.step())
 
 
 def analytics_of(services: Services) -> Analytics:

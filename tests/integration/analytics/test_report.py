@@ -21,7 +21,7 @@ from fhir.resources.R4B.measurereport import MeasureReport
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "analytics"))
 
-from histories import COORDINATOR, D, H, T0, History, october, replay
+from histories import COORDINATOR, T0, D, H, History, october, replay
 
 from analytics.report import loop_closure, parse_period
 from referrals import closed_loop as loop

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "analytics"))
 
-from histories import COORDINATOR, D, T0, History, october, referral_c, replay
+from histories import COORDINATOR, T0, D, History, october, referral_c, replay
 
 from analytics.facts import Facts
 from analytics.metrics import total
