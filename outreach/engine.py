@@ -22,7 +22,7 @@ from outreach.rules import consent_state
 from outreach.runtime import Runtime
 from outreach.store import Message, Plan
 from outreach.timezones import resolve
-from referrals.errors import IllegalTransition
+from referrals.errors import IllegalTransition, RetryLater
 from referrals.lifecycle import TABLE, Transition
 from referrals.model import Actor, Command, Reason, Referral, Stage
 from referrals.store.work import WorkItem
@@ -66,14 +66,36 @@ def handle_start(rt: Runtime, item: WorkItem) -> None:
     zone = resolve(patient, phone_zones, rt.config.default_time_zone).zones[0]
     ladder = ladders.choose(rt.config.ladders, referral.priority, referral.specialty,
                             referral.payer)
+    now = rt.now()
+    due_now = [i for i, r in enumerate(ladder.rungs) if r.due(started, zone) <= now]
     with rt.db.write() as c:
         plan = rt.ostore.create_plan(
             c, key=item.idempotency_key, referral_id=referral.id, patient=referral.patient,
             ladder=ladder.name, version=ladder.version,
             rungs=[r.to_json() for r in ladder.rungs], zone=zone, started_at=started)
-        _enqueue_rungs(rt, c, plan, range(len(ladder.rungs)), started, suffix="")
+        later = [i for i in range(len(ladder.rungs)) if i not in due_now]
+        _enqueue_rungs(rt, c, plan, later, started, suffix="")
     log.info("outreach plan started", extra={"referral_id": referral.id, "plan": plan.id,
                                              "ladder": f"{ladder.name} v{ladder.version}"})
+    for index in due_now:  # at once, in this item: a queue round-trip less to the first contact
+        _run_now(rt, plan, index)
+
+
+def _run_now(rt: Runtime, plan: Plan, index: int) -> None:
+    """Run a rung due now inside the start item (a crash re-runs the start item, which finds
+    the plan and the message by their keys); anything but success leaves it to its own work
+    item, deferred or retried as usual."""
+    key = f"outreach.rung:{plan.id}:{index}"
+    payload = {"plan_id": plan.id, "rung": index}
+    try:
+        run_rung(rt, plan.id, index, key)
+    except RetryLater as exc:
+        rt.work.enqueue("outreach.rung", payload, key=key,
+                        run_at=rt.now() + timedelta(seconds=exc.delay_seconds))
+    except Exception:
+        log.exception("a rung run at once failed; its work item retries it",
+                      extra={"plan": plan.id, "rung": index})
+        rt.work.enqueue("outreach.rung", payload, key=key, run_at=rt.now())
 
 
 def _enqueue_rungs(rt: Runtime, c: Connection, plan: Plan, indexes: Any, start: datetime,
@@ -86,8 +108,11 @@ def _enqueue_rungs(rt: Runtime, c: Connection, plan: Plan, indexes: Any, start: 
 
 
 def handle_rung(rt: Runtime, item: WorkItem) -> None:
-    plan = rt.ostore.plan(item.payload["plan_id"])
-    index = int(item.payload["rung"])
+    run_rung(rt, item.payload["plan_id"], int(item.payload["rung"]), item.idempotency_key)
+
+
+def run_rung(rt: Runtime, plan_id: str, index: int, key: str) -> None:
+    plan = rt.ostore.plan(plan_id)
     if plan is None or index >= len(plan.rungs) or str(index) in plan.done:
         return
     if plan.status != "active":
@@ -106,7 +131,7 @@ def handle_rung(rt: Runtime, item: WorkItem) -> None:
     elif rung.channel == "fail":
         _fail_unreachable(rt, plan, index, referral)
     else:
-        outcome = deliver(rt, item.idempotency_key, MessageAsk(
+        outcome = deliver(rt, key, MessageAsk(
             referral_id=referral.id, purpose=rung.template, channels=(rung.channel,),
             window=rung.window, plan_id=plan.id, rung=index, lifecycle=True))
         with rt.db.write() as c:
