@@ -13,7 +13,7 @@
    insert of the same number of reminder rows, same database, same run.
 
     .venv/bin/python bench/scheduling.py [--slots 50000] [--appointments 100000]
-        [--rounds 200] [--database sqlite|postgresql]
+        [--rounds 60] [--database sqlite|postgresql]
 
 PostgreSQL comes from REFLOOP_TEST_POSTGRES_URL (a scratch database is created and dropped).
 Prints `metric: value unit` lines and the ratios.
@@ -145,7 +145,7 @@ def bench_slot_page(kind: str, tmp: Path, total: int, rounds: int, naive_rounds:
     try:
         actors, patient_id, first = load_slots(peer.base, total)
         with database(kind, tmp) as url:
-            section = {"slots_per_page": 6, "destinations": [{
+            section = {"slots_per_page": 6, "session_minutes": 600, "destinations": [{
                 "name": "bench", "specialties": ["cardiology"], "fhir_base": peer.base,
                 "schedule_actors": actors, "time_zone": "America/Chicago",
                 "subscribe": False}]}
@@ -180,6 +180,8 @@ def measure_pages(services: Any, base: str, patient_id: str, first: datetime,
     page_ms, bare_ms = [], []
     rng = random.Random(7)
     for n in range(rounds + 5):
+        if n % 10 == 0:
+            print(f"  round {n} of {rounds + 5}", file=sys.stderr, flush=True)
         after = first + timedelta(minutes=rng.randrange(0, 110 * 24 * 60))
         day = after + timedelta(days=1)
         order = ("page", "bare") if n % 2 else ("bare", "page")
@@ -301,7 +303,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--slots", type=int, default=50_000)
     parser.add_argument("--appointments", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--sorted-rounds", type=int, default=3,
                         help="rounds of the whole-calendar `_sort=start` search (slow)")
