@@ -41,9 +41,10 @@ def on_transition(rt: Runtime, conn: Connection, change: Transition) -> None:
     """Referral listener (same transaction): start outreach when the referral becomes
     contactable; stop it when the referral is booked or finished."""
     event, referral = change.event, change.referral
-    if event.action == START_ACTIONS[rt.config.start_on]:
+    if _starts(rt, event.action):
         rt.work.enqueue("outreach.start", {"referral_id": referral.id,
-                                           "at": event.at.isoformat()},
+                                           "at": event.at.isoformat(),
+                                           "trigger": event.action},
                         key=f"outreach.start:{referral.id}:{event.seq}", conn=conn)
         return
     if event.from_stage == referral.stage:
@@ -55,10 +56,41 @@ def on_transition(rt: Runtime, conn: Connection, change: Transition) -> None:
                         key=f"outreach.stop:{referral.id}:{event.seq}", conn=conn)
 
 
+#: with an authorization gate, a ladder starting at one of these also looks at the other
+GATED = frozenset({"accept", "authorize"})
+#: how long a start waits for the coverage check before going ahead without it
+GATE_PATIENCE = timedelta(minutes=10)
+
+
+def _starts(rt: Runtime, action: str) -> bool:
+    start = START_ACTIONS[rt.config.start_on]
+    return action == start or (rt.authorization_gate is not None and start in GATED
+                               and action in GATED)
+
+
+def _waits_for_authorization(rt: Runtime, item: WorkItem, referral: Referral) -> bool:
+    """At `accept`, a referral whose prior authorization is required starts at `authorize`
+    instead; while the coverage check has not answered, the start is postponed a little."""
+    if rt.authorization_gate is None or item.payload.get("trigger") != "accept":
+        return False
+    gate = rt.authorization_gate(referral.id)
+    started = datetime.fromisoformat(item.payload["at"]) if item.payload.get("at") \
+        else rt.now()
+    if gate.get("pending") and rt.now() - started < GATE_PATIENCE:
+        raise RetryLater("waiting for the coverage check (is authorization required?)",
+                         delay_seconds=60)
+    if gate.get("requirement") == "required":
+        log.info("outreach waits for authorization", extra={"referral_id": referral.id})
+        return True
+    return False
+
+
 def handle_start(rt: Runtime, item: WorkItem) -> None:
     referral = rt.store.get(item.payload["referral_id"])
-    if referral.terminal:
+    if referral.terminal or _waits_for_authorization(rt, item, referral):
         return
+    if rt.authorization_gate is not None and rt.ostore.plans_for(referral.id):
+        return  # started already (at accept; this is the authorize that followed)
     started = datetime.fromisoformat(item.payload["at"]) if item.payload.get("at") \
         else rt.now()
     patient = rt.ostore.patient(referral.patient)
