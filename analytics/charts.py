@@ -15,10 +15,11 @@ from analytics.metrics import EDGES, Histogram
 ROW = 38  # px per horizontal bar row: a label line, then the bar
 BAR = 14
 COLUMN_CHART_HEIGHT = 120
-#: the distribution chart's bins: (label, from hours, to hours); they fall on EDGES
-DISPLAY_BINS = (("<1 d", 0, 24), ("1-2 d", 24, 48), ("2-3 d", 48, 72), ("3-7 d", 72, 168),
-                ("1-2 wk", 168, 336), ("2-4 wk", 336, 672), ("4-8 wk", 672, 1344),
-                ("8 wk+", 1344, None))
+#: the distribution chart's bins: (label, unit, from hours, to hours); they fall on EDGES. The
+#: unit goes on a second line, so eight labels fit side by side on a 380 px screen
+DISPLAY_BINS = (("<1", "d", 0, 24), ("1-2", "d", 24, 48), ("2-3", "d", 48, 72),
+                ("3-7", "d", 72, 168), ("1-2", "wk", 168, 336), ("2-4", "wk", 336, 672),
+                ("4-8", "wk", 672, 1344), ("8+", "wk", 1344, None))
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class BarRow:
 @dataclass(frozen=True)
 class Column:
     label: str
+    unit: str
     count: int
     x: float  # percent
     width: float  # percent
@@ -57,7 +59,7 @@ def distribution(histogram: Histogram) -> tuple[list[Column], int]:
     counts = [0] * len(DISPLAY_BINS)
     for index, n in histogram.counts.items():
         low = EDGES[index]
-        for position, (_label, start, end) in enumerate(DISPLAY_BINS):
+        for position, (_label, _unit, start, end) in enumerate(DISPLAY_BINS):
             if low >= start and (end is None or low < end):
                 counts[position] += n
                 break
@@ -65,10 +67,10 @@ def distribution(histogram: Histogram) -> tuple[list[Column], int]:
     total = sum(counts) or 1
     width = 100 / len(DISPLAY_BINS)
     columns = []
-    for position, ((label, _start, _end), count) in enumerate(zip(DISPLAY_BINS, counts,
-                                                                  strict=True)):
+    for position, ((label, unit, _start, _end), count) in enumerate(zip(DISPLAY_BINS, counts,
+                                                                        strict=True)):
         tall = COLUMN_CHART_HEIGHT * count / top
-        columns.append(Column(label, count, round(position * width + 1, 2),
+        columns.append(Column(label, unit, count, round(position * width + 1, 2),
                               round(width - 2, 2), round(18 + COLUMN_CHART_HEIGHT - tall, 1),
                               round(tall, 1), f"{100 * count / total:.0f}%"))
-    return columns, COLUMN_CHART_HEIGHT + 40
+    return columns, COLUMN_CHART_HEIGHT + 54

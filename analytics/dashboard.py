@@ -173,7 +173,7 @@ def _durations(found: Outcomes, link: Any) -> list[dict[str, Any]]:
                        "median": _hours(spread.median), "p90": _hours(spread.p90),
                        "link": link(DURATION_PARTS[name]), "height": height,
                        "columns": [asdict(c) for c in columns],
-                       "title": f"{label}: " + ", ".join(f"{c.label} {c.count}"
+                       "title": f"{label}: " + ", ".join(f"{c.label} {c.unit}: {c.count}"
                                                          for c in columns)})
     return result
 
@@ -183,9 +183,9 @@ def _cohorts(found: Outcomes, link: Any) -> dict[str, Any]:
     for cohort in found.cohorts:
         t = cohort.totals
         rate = t.completion_rate
-        items.append((cohort.label, f"{_percent(rate)} completed ({t.visited:,} of "
-                      f"{t.denominator:,}); loop closed {_percent(t.loop_closure_rate)}; "
-                      f"{t.open:,} open", rate or 0.0, link("visited", cohort.start)))
+        items.append((cohort.label, f"{_percent(rate)} ({t.visited:,}/{t.denominator:,}) · "
+                      f"loop {_percent(t.loop_closure_rate)} · {t.open:,} open", rate or 0.0,
+                      link("visited", cohort.start)))
     rows, height = charts.bar_rows(items)
     return {"rows": [asdict(r) for r in rows], "height": height,
             "title": "; ".join(f"{r[0]} {r[1]}" for r in items)}
