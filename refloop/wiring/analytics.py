@@ -1,6 +1,7 @@
 """Wiring of the analytics adapter (analytics/): the rollup and its timer, the outcomes dashboard
-in the SMART app, `GET /fhir/MeasureReport`, the Prometheus endpoint, `refloop report` and
-`refloop analytics ...`. See docs/metrics.md."""
+in the SMART app, `GET /fhir/MeasureReport`, the Prometheus figures (`/metrics` behind the
+`metrics:read` scope, the metrics role off the public port, the workers' counters),
+`refloop report` and `refloop analytics ...`. See docs/metrics.md."""
 
 from __future__ import annotations
 
@@ -14,13 +15,19 @@ from refloop.output import print_json, print_table
 from refloop.wiring import Timer
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from flask import Flask
+    from sqlalchemy.engine import Connection
 
     from analytics.config import AnalyticsConfig
+    from analytics.operations import Figure, Operations, Source
     from analytics.rollup import Rollup
     from referrals.store.work import WorkItem
-    from referrals.worker import Handler
+    from referrals.worker import Handler, Observer
     from refloop.services import Services
+    from refloop.settings import Settings
+    from refloop.wiring import Role
 
 NAME = "analytics"
 ROLLUP = "analytics.rollup"
@@ -29,9 +36,10 @@ ROLLUP = "analytics.rollup"
 class Analytics:
     """What the wiring builds once per process."""
 
-    def __init__(self, config: AnalyticsConfig, rollup: Rollup) -> None:
+    def __init__(self, config: AnalyticsConfig, rollup: Rollup, operations: Operations) -> None:
         self.config = config
         self.rollup = rollup
+        self.operations = operations
 
 
 def build(services: Services) -> None:
@@ -52,18 +60,76 @@ def analytics_of(services: Services) -> Analytics:
 
 def _analytics(services: Services) -> Analytics:
     from analytics.config import from_section
+    from analytics.operations import Operations
     from analytics.rollup import Rollup
 
     settings = services.settings
     return Analytics(from_section(settings.section(NAME), settings.var_dir),
-                     Rollup(services.db))
+                     Rollup(services.db), Operations(services.db, _adapter_sources()))
+
+
+def _adapter_sources() -> list[Source]:
+    """What the outreach and PAS adapters decided, read from their own tables (the wiring may
+    know every adapter; the analytics adapter knows none)."""
+    from analytics.operations import Figure, TailCount
+    from outreach.tables import outreach_decisions
+    from pas_client.tables import pas_requests, pas_responses
+
+    decisions = TailCount(outreach_decisions, "id", "at", ("outcome", "rule"))
+    responses = TailCount(pas_responses, "id", "received_at", ("overall",))
+
+    def outreach(c: Connection, now: datetime) -> list[Figure]:
+        counted = decisions.count(c, now)
+        return [Figure("outreach_decisions", "Messages to patients sent, deferred or skipped, "
+                       "by the rule that decided (quiet hours, caps, consent...)", "counter",
+                       ("outcome", "rule"), sorted(counted.items()))]
+
+    def pas(c: Connection, now: datetime) -> list[Figure]:
+        import sqlalchemy as sa
+
+        statuses = c.execute(sa.select(pas_requests.c.status, sa.func.count())
+                             .group_by(pas_requests.c.status)).all()
+        counted = responses.count(c, now)
+        return [Figure("pas_requests", "Prior-authorization requests by their status now "
+                       "(approved, denied, pended...)", "gauge", ("status",),
+                       [((str(status),), int(n)) for status, n in statuses]),
+                Figure("pas_responses", "Payer answers received, by decision", "counter",
+                       ("outcome",), sorted(counted.items()))]
+
+    return [outreach, pas]
+
+
+def serving(settings: Settings) -> None:
+    """Every process of `refloop serve` counts into one directory (multi-process mode)."""
+    from analytics.config import from_section
+    from analytics.prometheus import prepare_directory
+
+    config = from_section(settings.section(NAME), settings.var_dir)
+    assert config.metrics_dir is not None
+    prepare_directory(config.metrics_dir)
+
+
+def work_observer(services: Services) -> Observer:
+    from analytics.prometheus import observe_work
+
+    return observe_work
+
+
+def roles(services: Services) -> dict[str, Role]:
+    from analytics.metrics_web import metrics_role
+
+    found = analytics_of(services)
+    if not found.config.metrics_port:
+        return {}
+    return {"metrics": metrics_role(found.operations, found.config.metrics_dir,
+                                    found.config.metrics_host, found.config.metrics_port)}
 
 
 def work_handlers(services: Services) -> dict[str, Handler]:
     def catch_up(item: WorkItem) -> None:
         from referrals.errors import InboundError
 
-        unknown = set(item.payload) - {"start"}
+        unknown = set(item.payload) - {"timer", "slot", "start"}  # what timers add
         if unknown:
             raise InboundError(f"{ROLLUP} takes no payload (got {sorted(unknown)}); to rebuild "
                                "the rollups run 'refloop analytics rebuild'")
@@ -79,9 +145,14 @@ def timers(services: Services) -> list[Timer]:
 
 def routes(app: Flask, services: Services) -> None:
     from analytics.fhir_api import measure_report_blueprint
+    from analytics.metrics_web import metrics_blueprint
     from capability.statement import interaction
     from refloop.wiring.access import guard
 
+    found = analytics_of(services)
+    metrics = metrics_blueprint(found.operations, found.config.metrics_dir)
+    guard(services).protect(metrics, "metrics:read")
+    app.register_blueprint(metrics)
     app.register_blueprint(measure_report_blueprint(
         services.db, access=guard(services), declare=interaction,
         base_url=services.settings.base_url,
