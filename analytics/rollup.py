@@ -26,7 +26,6 @@ from sqlalchemy.engine import Connection
 
 from analytics.contribution import Contribution, CubeCell, CubeKey
 from analytics.facts import Facts, facts_from
-from analytics.metrics import Histogram, Totals
 from analytics.tables import COUNT_COLUMNS, analytics_cube, analytics_dropoff, analytics_facts
 from referrals.codec import referral_from_dict
 from referrals.model import Actor, Event, Reason, Referral, Stage
@@ -162,7 +161,7 @@ class Rollup:
                     progress(len(facts))
         with self.db.write() as c:
             self._lock(c)
-            apply(c, cube)
+            apply(c, cube, empty=True)
             _set_cursor(c, Position(top, top, {}).dump())
         return count
 
@@ -255,69 +254,66 @@ def _write_facts(c: Connection, ids: Iterable[str], new: dict[str, Facts]) -> No
         c.execute(analytics_facts.insert(), rows)
 
 
-def apply(c: Connection, delta: Contribution) -> None:
+def apply(c: Connection, delta: Contribution, *, empty: bool = False) -> None:
     """Add `delta` to the cube and the drop-off counts (read, add, write: the caller holds the
-    rollup's lock)."""
-    keys = list(delta.cube)
+    rollup's lock). `empty`: the tables are known to be empty (a rebuild): insert only."""
     cube = analytics_cube.c
-    for chunk in _chunks(keys, 300):
-        existing = {(r.grain, r.dim, r.value, r.period): r for r in c.execute(
+    for chunk in _chunks(list(delta.cube), 300):
+        existing = {} if empty else {(r.grain, r.dim, r.value, r.period): r for r in c.execute(
             sa.select(analytics_cube).where(sa.tuple_(cube.grain, cube.dim, cube.value,
                                                       cube.period).in_(chunk)))}
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         for key in chunk:
             cell = _cell_of_row(existing[key]) if key in existing else CubeCell()
-            cell.add(delta.cube[key])
+            change = delta.cube[key]
+            cell.add(change.counts, change.histograms)
             row = _row_of_cell(key, cell)
-            (updates if key in existing else inserts).append(row)
+            if key in existing:
+                updates.append({**{f"k_{name}": row[name] for name in KEY_NAMES[:4]}, **row})
+            else:
+                inserts.append(row)
         if inserts:
             c.execute(analytics_cube.insert(), inserts)
         if updates:
-            c.execute(_UPDATE_CUBE, [{**{f"k_{k}": v for k, v in row.items()
-                                         if k in ("grain", "dim", "value", "period")}, **row}
-                                     for row in updates])
+            c.execute(_UPDATE_CUBE, updates)
     drop = analytics_dropoff.c
     for chunk in _chunks([k for k, n in delta.dropoff.items() if n], 300):
-        existing_n = {tuple(r[:7]): int(r.n) for r in c.execute(
+        existing_n = {} if empty else {tuple(r[:7]): int(r.n) for r in c.execute(
             sa.select(drop.grain, drop.dim, drop.value, drop.period, drop.step, drop.outcome,
                       drop.reason, drop.n)
             .where(sa.tuple_(drop.grain, drop.dim, drop.value, drop.period, drop.step,
                              drop.outcome, drop.reason).in_(chunk)))}
-        for key in chunk:
-            names = ("grain", "dim", "value", "period", "step", "outcome", "reason")
-            values = dict(zip(names, key, strict=True))
-            if key in existing_n:
-                c.execute(analytics_dropoff.update().where(
-                    *(drop[name] == value for name, value in values.items()))
-                    .values(n=existing_n[key] + delta.dropoff[key]))
-            else:
-                c.execute(analytics_dropoff.insert().values(n=delta.dropoff[key], **values))
+        fresh = [{**dict(zip(KEY_NAMES, key, strict=True)), "n": delta.dropoff[key]}
+                 for key in chunk if key not in existing_n]
+        moved = [{**{f"k_{name}": v for name, v in zip(KEY_NAMES, key, strict=True)},
+                  "n": existing_n[key] + delta.dropoff[key]} for key in chunk if key in existing_n]
+        if fresh:
+            c.execute(analytics_dropoff.insert(), fresh)
+        if moved:
+            c.execute(_UPDATE_DROPOFF, moved)
 
 
+KEY_NAMES = ("grain", "dim", "value", "period", "step", "outcome", "reason")
 _UPDATE_CUBE = analytics_cube.update().where(
-    analytics_cube.c.grain == sa.bindparam("k_grain"),
-    analytics_cube.c.dim == sa.bindparam("k_dim"),
-    analytics_cube.c.value == sa.bindparam("k_value"),
-    analytics_cube.c.period == sa.bindparam("k_period"))
+    *(analytics_cube.c[name] == sa.bindparam(f"k_{name}") for name in KEY_NAMES[:4]))
+_UPDATE_DROPOFF = analytics_dropoff.update().where(
+    *(analytics_dropoff.c[name] == sa.bindparam(f"k_{name}") for name in KEY_NAMES)
+).values(n=sa.bindparam("n"))
 
 
 def _cell_of_row(row: Any) -> CubeCell:
-    totals = Totals(**{name: int(getattr(row, name)) for name in COUNT_COLUMNS})
-    histograms = {}
-    for name, bins in (row.histograms or {}).items():
-        histogram = Histogram()
-        histogram.merge({int(k): int(v) for k, v in bins.items()})
-        histograms[name] = histogram
-    return CubeCell(totals, histograms)
+    return CubeCell([int(getattr(row, name)) for name in COUNT_COLUMNS],
+                    {name: {int(k): int(v) for k, v in bins.items()}
+                     for name, bins in (row.histograms or {}).items()})
 
 
 def _row_of_cell(key: CubeKey, cell: CubeCell) -> dict[str, Any]:
     grain, dim, value, period = key
     return {"grain": grain, "dim": dim, "value": value, "period": period,
-            **cell.totals.as_dict(),
-            "histograms": {name: h.plain() for name, h in sorted(cell.histograms.items())
-                           if h.counts}}
+            **dict(zip(COUNT_COLUMNS, cell.counts, strict=True)),
+            "histograms": {name: {str(k): v for k, v in sorted(bins.items())}
+                           for name, bins in sorted(cell.histograms.items()) if bins}}
 
 
 def _chunks(items: list[Any], size: int = CHUNK) -> Iterator[list[Any]]:
