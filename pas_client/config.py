@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from referrals.errors import RefloopError
@@ -41,6 +42,21 @@ class PayerConfig:
     timeout_seconds: float = 30.0
     subscribe: bool = True
     ca_file: str = ""    # CA bundle (PEM) verifying the payer's TLS certificate; empty: system
+    # following undecided requests: CMS-0057-F decision clocks, the $inquire backoff
+    decision_hours_expedited: float = 72.0
+    decision_hours_standard: float = 168.0
+    inquire_first_seconds: float = 3600.0   # first $inquire after a pend
+    inquire_max_seconds: float = 43200.0    # the backoff doubles up to this
+    inquire_after_error_seconds: float = 300.0  # first $inquire after a reply we cannot read
+
+    def decision_window(self, expedited: bool) -> timedelta:
+        return timedelta(hours=self.decision_hours_expedited if expedited
+                         else self.decision_hours_standard)
+
+    def inquire_delay(self, checks: int) -> timedelta:
+        """The wait before $inquire number `checks + 1`: doubling from the first, capped."""
+        seconds = min(self.inquire_max_seconds, self.inquire_first_seconds * 2 ** checks)
+        return timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -126,4 +142,21 @@ def payer_from_table(table: dict[str, Any], organization: Organization) -> Payer
         subscription_filter=flt, auth=auth,
         timeout_seconds=float(table.get("timeout_seconds", 30.0)),
         subscribe=bool(table.get("subscribe", True)),
-        ca_file=str(table.get("ca_file", "")))
+        ca_file=str(table.get("ca_file", "")), **_follow_up(name, table))
+
+
+FOLLOW_UP_KEYS = ("decision_hours_expedited", "decision_hours_standard", "inquire_first_seconds",
+                  "inquire_max_seconds", "inquire_after_error_seconds")
+
+
+def _follow_up(name: str, table: dict[str, Any]) -> dict[str, float]:
+    values = {}
+    for key in FOLLOW_UP_KEYS:
+        if key in table:
+            try:
+                values[key] = float(table[key])
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"payer {name}: {key} must be a number") from exc
+            if values[key] <= 0:
+                raise ConfigError(f"payer {name}: {key} must be above 0")
+    return values

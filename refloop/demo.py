@@ -455,27 +455,24 @@ def _show_arrivals(items: list[dict[str, Any]], created: dict[str, tuple[str, bo
 
 
 class _Listener:
-    """Refloop's web app on its configured port while the demo drives the EHR (the notification
-    target); stopped before `--serve` starts the real web role on the same port."""
+    """Refloop's web server (the HTTP edge) on its configured port while the demo drives the
+    EHR (the notification target); stopped before `--serve` starts the real web role on the
+    same port."""
 
     def __init__(self, services: Any) -> None:
-        from werkzeug.serving import make_server
-
-        from refloop.app import create_app
+        from refloop.app import create_edge_app
+        from refloop.edge.server import serve_in_thread
 
         settings = services.settings
         try:
-            self.server = make_server(settings.http_host, settings.http_port,
-                                      create_app(services), threaded=True)
+            self.server = serve_in_thread(create_edge_app(services), settings.http_host,
+                                          settings.http_port)
         except OSError as exc:
             raise click.ClickException(f"port {settings.http_port} is busy ({exc}); set "
                                        "REFLOOP_HTTP_PORT to a free port") from exc
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
 def _stable_port(remembered: Path) -> int:

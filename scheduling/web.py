@@ -42,7 +42,7 @@ def patient_blueprint(adapter: SchedulingAdapter) -> Blueprint:
         response.headers["Content-Security-Policy"] = (
             "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
             "frame-ancestors 'none'; base-uri 'none'")
-        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Referrer-Policy"] = "same-origin"  # never sent to other sites
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Frame-Options"] = "DENY"
         return response
@@ -353,8 +353,8 @@ def _date_of_birth(form: Any) -> date | None:
 
 
 def _instant(value: str) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(value)
+    try:  # an unencoded "+" of the offset arrives as a space
+        moment = datetime.fromisoformat(value.strip().replace(" ", "+"))
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -8,6 +8,7 @@ REFLOOP_REQUIRE_POSTGRES=1 (set by .ci/run), which turns the skip into a failure
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,9 +91,23 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     try:
         yield _with_db(base, name)
     finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        _drop(admin, name)
         admin.dispose()
+
+
+def _drop(admin: sa.Engine, name: str, tries: int = 20) -> None:
+    """DROP ... WITH (FORCE) cannot end an autovacuum worker that the cluster's superuser runs
+    on the database ("must be a member of the role whose process is being terminated"); the
+    worker finishes within moments, so try again briefly."""
+    for attempt in range(tries):
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            return
+        except sa.exc.ProgrammingError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.25)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Wiring of the PAS adapter (pas_client/): the prior-authorization flow object, its work
-handlers ("pas.submit", "pas.notification"), the `refloop pas ...` commands and the demo's
-pend-then-approve run against the payer sandbox. See docs/pas.md."""
+handlers ("pas.submit", "pas.notification", "pas.inquire"), the follow-up timer, the
+`refloop pas ...` commands and the demo's pend-then-approve run against the payer sandbox.
+See docs/pas.md."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import click
 
 from refloop.context import Context, pass_context
 from refloop.output import print_json, print_table
+from refloop.wiring import Timer
 
 if TYPE_CHECKING:
     from pas_client.flow import PriorAuthFlow
@@ -37,7 +39,8 @@ def make_flow(services: Services, config: Any) -> PriorAuthFlow:
     return PriorAuthFlow(config=config, store=PriorAuthStore(services.db),
                          referrals=services.referrals, referral_store=services.store,
                          resources=services.resources, work=services.work,
-                         hooks=services.adapters.get("subscriptions"))
+                         hooks=services.adapters.get("subscriptions"),
+                         tasks=getattr(services, "tasks", None))
 
 
 def flow(services: Services) -> PriorAuthFlow:
@@ -49,7 +52,23 @@ def flow(services: Services) -> PriorAuthFlow:
 
 def work_handlers(services: Services) -> dict[str, Handler]:
     return {"pas.submit": lambda item: flow(services).handle_submit(item),
-            "pas.notification": lambda item: flow(services).handle_notification(item)}
+            "pas.notification": lambda item: flow(services).handle_notification(item),
+            "pas.inquire": lambda item: flow(services).handle_inquire(item),
+            "pas.follow-up": lambda item: flow(services).handle_follow_up(item),
+            "pas.coordinator-outcome":
+                lambda item: flow(services).handle_coordinator_outcome(item)}
+
+
+def referral_details(services: Services, referral_id: str) -> dict[str, Any]:
+    """Sections of `refloop referrals show` and the referral page (pas_client/details.py)."""
+    from pas_client.details import referral_details as details
+
+    return details(flow(services).store, referral_id)
+
+
+def timers(services: Services) -> list[Timer]:
+    """Every minute: the $inquire that are due, and escalation past a payer's deadline."""
+    return [Timer("pas-follow-up", 60.0, "pas.follow-up")]
 
 
 @click.group("pas")
@@ -112,12 +131,27 @@ def sandbox(port: int, rules_file: Path | None) -> None:
 
 @pas.command("submit")
 @click.argument("referral_id")
-@click.option("--payer", required=True, help="The [[payers]] name.")
+@click.option("--payer", help="The [[payers]] name (default: the referral's payer).")
 @pass_context
-def submit(obj: Context, referral_id: str, payer: str) -> None:
+def submit(obj: Context, referral_id: str, payer: str | None) -> None:
     """Queue a prior-authorization request for REFERRAL_ID (what the app's button does)."""
-    flow(obj.services).enqueue_submit(referral_id, payer)
-    click.echo(f"queued: prior authorization of {referral_id} with {payer}")
+    from pas_client.config import ConfigError
+
+    referral = _referral(obj, referral_id)
+    try:
+        chosen = flow(obj.services).config.payer(payer or referral.payer)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    flow(obj.services).enqueue_submit(referral.id, chosen.name)
+    click.echo(f"queued: prior authorization of {referral.id} with {chosen.name}")
+
+
+def _referral(obj: Context, referral_id: str) -> Any:
+    found = obj.services.store.try_get(referral_id)
+    if found is None:
+        raise click.ClickException(f"no referral {referral_id}; `refloop referrals list` "
+                                   "shows their ids")
+    return found
 
 
 @pas.command("status")
@@ -125,21 +159,63 @@ def submit(obj: Context, referral_id: str, payer: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def status(obj: Context, referral_id: str, as_json: bool) -> None:
-    """Show the prior-authorization requests of REFERRAL_ID, their decisions and findings."""
-    requests = flow(obj.services).store.for_referral(referral_id)
+    """Show the prior-authorization requests of REFERRAL_ID, their decisions, findings and
+    the payer's replies."""
+    referral = _referral(obj, referral_id)
+    store = flow(obj.services).store
+    requests = store.for_referral(referral.id)
+    replies = store.replies(referral_id=referral.id)
     if as_json:
-        print_json([{"id": r.id, "chain": r.chain_id, "kind": r.kind, "payer": r.payer,
-                     "status": r.status, "auth_number": r.auth_number, "decision": r.decision,
-                     "findings": r.findings, "error": r.last_error} for r in requests])
+        print_json({"referral_id": referral.id, "requests": [{
+            "id": r.id, "chain": r.chain_id, "kind": r.kind, "payer": r.payer,
+            "status": r.status, "auth_number": r.auth_number, "decision": r.decision,
+            "findings": r.findings, "error": r.last_error,
+            "deadline": r.deadline_at.isoformat() if r.deadline_at else None,
+            "next_check": r.next_check_at.isoformat() if r.next_check_at else None,
+            "checks": r.checks,
+            "escalated": r.escalated_at.isoformat() if r.escalated_at else None}
+            for r in requests], "replies": [r.to_json() for r in replies]})
         return
-    print_table(["request", "kind", "payer", "status", "auth number", "problem"],
+    if not requests:
+        click.echo(f"referral {referral.id}: no prior-authorization request yet")
+    print_table(["request", "kind", "payer", "status", "auth number", "next check", "problem"],
                 [[r.id[:8], r.kind, r.payer, r.status, r.auth_number,
+                  r.next_check_at.strftime("%Y-%m-%d %H:%M") if r.next_check_at else "",
                   r.last_error or _first_error(r.findings)] for r in requests])
+    if replies:
+        click.echo("\nReplies from the payer (`refloop pas reply ID` shows one in full):")
+        print_table(["reply", "request", "operation", "HTTP", "read as", "bytes", "note"],
+                    [[r.id, (r.request_id or "")[:8], r.operation, r.http_status,
+                      r.interpretation, len(r.body), r.note[:80]] for r in replies])
 
 
 def _first_error(findings: list[dict[str, Any]]) -> str:
     errors = [f for f in findings if f["severity"] == "error"]
     return f"{errors[0]['path']}: {errors[0]['message']}" if errors else ""
+
+
+@pas.command("reply")
+@click.argument("reply_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def reply(obj: Context, reply_id: int, as_json: bool) -> None:
+    """Show one reply from a payer exactly as it was received (status, headers, body)."""
+    found = flow(obj.services).store.try_get_reply(reply_id)
+    if found is None:
+        raise click.ClickException(f"no payer reply {reply_id}; `refloop pas status "
+                                   "REFERRAL_ID` lists them")
+    if as_json:
+        print_json(found.to_json(body=True))
+        return
+    click.echo(f"reply {found.id} to {found.operation} (request {found.request_id or '-'}, "
+               f"referral {found.referral_id or '-'}) from {found.payer}, received "
+               f"{found.received_at.isoformat()}: read as {found.interpretation or '-'}"
+               f"{': ' + found.note if found.note else ''}")
+    click.echo(f"HTTP {found.http_status}")
+    for name, value in found.headers.items():
+        click.echo(f"{name}: {value}")
+    click.echo("")
+    click.echo(found.text(limit=10**9))
 
 
 @pas.command("inquire")
@@ -152,12 +228,15 @@ def inquire(obj: Context, request_id: str, as_json: bool) -> None:
     if found is None:
         raise click.ClickException(f"no prior-authorization request {request_id}; see "
                                    "`refloop pas status REFERRAL_ID`")
-    decisions = flow(obj.services).inquire(found)
+    reading = flow(obj.services).inquire(found)
     if as_json:
-        print_json([d.to_json() for d in decisions])
-    else:
-        for decision in decisions:
-            click.echo(decision.summary())
+        print_json({"outcome": reading.outcome, "problem": reading.problem,
+                    "decisions": [d.to_json() for d in reading.decisions]})
+        return
+    for decision in reading.decisions:
+        click.echo(decision.summary())
+    if reading.problem:
+        click.echo(f"{reading.outcome}: {reading.problem}")
 
 
 @pas.command("cancel")

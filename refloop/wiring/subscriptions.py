@@ -68,6 +68,7 @@ def work_handlers(services: Services) -> dict[str, Handler]:
     # the handler object itself: the worker calls its `prepare` (concurrent EHR re-reads)
     return {"subscriptions.notification": subs.notifications,
             "subscriptions.reconcile": subs.handle_reconcile,
+            "subscriptions.events": subs.handle_events,
             "subscriptions.reconcile-due": subs.handle_reconcile_due}
 
 

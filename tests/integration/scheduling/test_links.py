@@ -43,7 +43,7 @@ def test_nothing_about_the_referral_is_shown_before_the_check(world: World) -> N
     assert page.status_code == 200 and "date of birth" in body.lower()
     for secret in ("Okafor", "Lindqvist", "Heart Clinic", "cardiology", referral.id):
         assert secret.lower() not in body.lower()
-    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert page.headers["Referrer-Policy"] == "same-origin"
     assert "default-src 'none'" in page.headers["Content-Security-Policy"]
     assert world.get("/p/home").status_code == 401
 
