@@ -221,6 +221,10 @@ class Recording:
         if prepare is not None:
             prepare(items)
 
+    def completed(self, item: WorkItem) -> bool:
+        completed = getattr(self.handler, "completed", None)
+        return bool(completed is not None and completed(item))
+
     def __call__(self, item: WorkItem) -> None:
         self.handler(item)
         subpath = str(item.payload.get("subpath") or "")

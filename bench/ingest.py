@@ -6,20 +6,25 @@ is de-duplicated away) and the hook's Bearer secret. A 2xx means the raw notific
 item are committed to the store (SQLite WAL under a temporary var/, synchronous=FULL, the
 default: each acknowledged notification has been fsync'ed).
 
-Baseline, measured in the same run with the same server set-up (`refloop serve`'s web role:
-gunicorn, gthread, the configured web_workers and 8 threads each, Flask): an endpoint on the same
-path that only returns 200. Senders are concurrent keep-alive HTTP clients in separate processes.
+Baselines, measured in the same run with the same server set-up (`refloop serve`'s web role:
+gunicorn's master with the configured web_workers, each running the HTTP edge): a minimal WSGI
+endpoint (reads the body, answers 200) and a Flask endpoint on the same path; and, as a reference,
+the minimal WSGI endpoint under gunicorn's gthread worker (2 x 8 threads: the server Refloop used
+before the edge). Senders are concurrent keep-alive HTTP clients in separate processes.
 
-Also printed: CPU milliseconds per request of the server processes and of the senders (the
-senders share the 2 cores; their CPU per request against the bare endpoint bounds what any server
-could reach here), and the mean number of notifications per commit (rows sharing a received_at).
+Also measured: the notification rate while 100 authenticated uploads, stalled half way, are held
+open on the same server (opened again before each round, so the request deadline does not close
+them), against the rate without them; a probe of the disk in each round (one fsync'ed SQLite
+commit of 5 rows, p50 and p99: the floor under every acknowledged notification); CPU milliseconds
+per request of the server processes and of the senders; and the mean number of notifications per
+commit (rows sharing a received_at).
 
-The bare endpoint and Refloop run side by side and are measured in alternating rounds, so that
-load from other work on a shared machine hits both; rates and latencies are the medians of the
-rounds, and the ratio is the median of the rounds' ratios (each round's figures are printed).
+Everything runs side by side and is measured in alternating rounds, so that load from other work
+on a shared machine hits all; rates and latencies are the medians of the rounds, and each ratio is
+the median of the rounds' ratios (each round's figures are printed).
 
 Usage: python bench/ingest.py [--requests N] [--rounds R] [--senders S] [--threads T]
-                              [--workers W]
+                              [--workers W] [--stalled N]
 """
 
 from __future__ import annotations
@@ -100,6 +105,28 @@ def serve_bare(port: int, workers: int, kind: str, server: str) -> None:
             return EdgeApp(target) if server == "edge" else target
 
     Bare().run()
+
+
+def commit_probe(directory: Path, commits: int = 300) -> tuple[float, float]:
+    """(p50, p99) ms of one fsync'ed SQLite commit of 5 rows of 1 KB (WAL, synchronous=FULL) in
+    this run: the floor that the disk puts under every acknowledged notification."""
+    import sqlite3
+
+    path = directory / "probe.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, b BLOB)")
+    times = []
+    for _ in range(commits):
+        started = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("INSERT INTO t (b) VALUES (?)", [(os.urandom(1000),)] * 5)
+        conn.execute("COMMIT")
+        times.append(time.perf_counter() - started)
+    conn.close()
+    times.sort()
+    return times[len(times) // 2] * 1000, times[int(len(times) * 0.99)] * 1000
 
 
 class Stalled:
@@ -288,6 +315,7 @@ def main() -> None:
     rounds: dict[str, list[dict[str, float]]] = {n: [] for n in [*baselines, "ingest",
                                                                  "stalled"]}
     per_round = options.requests // options.rounds
+    probes: list[tuple[float, float]] = []
     try:
         for port in [*ports.values(), settings.http_port]:
             wait_up(port)
@@ -302,6 +330,7 @@ def main() -> None:
                 rounds["ingest"].append(measure(pool, settings.http_port, path, hook.secret,
                                                 per_round, options.senders, options.threads,
                                                 ours.pid or 0, n))
+                probes.append(commit_probe(tmp))
                 stalled = Stalled(settings.http_port, path, hook.secret, options.stalled)
                 try:
                     rounds["stalled"].append(measure(
@@ -335,6 +364,8 @@ def main() -> None:
           f"{multiprocessing.cpu_count()} CPUs; {options.rounds} rounds of {per_round}")
     print(f"notifications_stored: {stored} count")
     print(f"notifications_per_commit: {stored / max(commits, 1):.1f} count")
+    print(f"sqlite_commit_probe_p50: {statistics.median(p for p, _ in probes):.2f} ms")
+    print(f"sqlite_commit_probe_p99: {statistics.median(p for _, p in probes):.2f} ms")
     labels = {"ingest": "notifications/s", "stalled": "notifications/s"}
     for name in ("ingest", "stalled", "wsgi", "flask", "wsgi_gthread"):
         figures = medians[name]

@@ -6,7 +6,8 @@
    against the bare FHIR search the page makes (the same `Slot?schedule=...&status=free&start=
    gt...&start=lt...&_count=100` straight to the server, over the same one-day window the
    page searches first), timed in alternating rounds in the same run, at random points of
-   the 120-day horizon.
+   the 120-day horizon. Also, for a few rounds: the search a client asking the server to sort
+   the whole calendar would make (`_sort=start&_count=7`, no end), which the page avoids.
 2. Reminder planning for 100,000 booked appointments (`refloop scheduling replan`: read the
    appointments in batches, plan each ladder, write the steps), against a bare executemany
    insert of the same number of reminder rows, same database, same run.
@@ -138,7 +139,7 @@ def post_bundle(base: str, entries: list[dict[str, Any]]) -> int:
     return len(entries)
 
 
-def bench_slot_page(kind: str, tmp: Path, total: int, rounds: int) -> None:
+def bench_slot_page(kind: str, tmp: Path, total: int, rounds: int, naive_rounds: int) -> None:
     (tmp / "ehr").mkdir(parents=True)
     peer = start_sekmet(tmp / "ehr")
     try:
@@ -152,7 +153,7 @@ def bench_slot_page(kind: str, tmp: Path, total: int, rounds: int) -> None:
                                                public_base_url="https://refloop.test",
                                                sections={"scheduling": section}))
             try:
-                measure_pages(services, peer.base, patient_id, first, rounds)
+                measure_pages(services, peer.base, patient_id, first, rounds, naive_rounds)
             finally:
                 services.close()
     finally:
@@ -160,7 +161,7 @@ def bench_slot_page(kind: str, tmp: Path, total: int, rounds: int) -> None:
 
 
 def measure_pages(services: Any, base: str, patient_id: str, first: datetime,
-                  rounds: int) -> None:
+                  rounds: int, naive_rounds: int) -> None:
     patient = requests.get(f"{base}/Patient/{patient_id}", timeout=10).json()
     services.resources.put(patient, server=base)
     draft = Referral(id=new_referral_id(), source_key=f"fhir|{base}|ServiceRequest/b1",
@@ -212,6 +213,22 @@ def measure_pages(services: Any, base: str, patient_id: str, first: datetime,
          percentile(page_ms, 0.95) / percentile(bare_ms, 0.95), "x")
     line("slot_page_overhead_p50", statistics.median(page_ms) - statistics.median(bare_ms),
          "ms")
+    naive_ms = []
+    for n in range(naive_rounds):  # what a client asking the server to sort would wait
+        after = first + timedelta(days=10 * n + 3)
+        started = time.perf_counter()
+        reply = bare_session.get(f"{base}/Slot", params=[
+            ("schedule", schedules), ("status", "free"),
+            ("start", f"gt{after.isoformat().replace('+00:00', 'Z')}"),
+            ("_sort", "start"), ("_count", "7")],
+            headers={"Accept": "application/fhir+json", "Cache-Control": "no-cache"},
+            timeout=600)
+        assert reply.status_code == 200
+        naive_ms.append((time.perf_counter() - started) * 1000)
+    if naive_ms:
+        line("sorted_search_whole_calendar_p50", statistics.median(naive_ms), "ms")
+        line("slot_page_over_sorted_search_p50",
+             statistics.median(page_ms) / statistics.median(naive_ms), "x")
 
 
 # -- 2. reminder planning ------------------------------------------------------------------------
@@ -286,6 +303,8 @@ def main() -> None:
     parser.add_argument("--appointments", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--sorted-rounds", type=int, default=3,
+                        help="rounds of the whole-calendar `_sort=start` search (slow)")
     parser.add_argument("--only", choices=("slots", "reminders"), default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -294,7 +313,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-scheduling-") as tmp:
         print(f"database: {args.database}", flush=True)
         if args.only in (None, "slots"):
-            bench_slot_page(args.database, Path(tmp) / "slots", args.slots, args.rounds)
+            bench_slot_page(args.database, Path(tmp) / "slots", args.slots, args.rounds,
+                            args.sorted_rounds)
         if args.only in (None, "reminders"):
             bench_reminders(args.database, Path(tmp) / "reminders", args.appointments)
 

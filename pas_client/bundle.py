@@ -99,6 +99,9 @@ def build_request_bundle(inputs: ClaimInputs, payer: PayerConfig, config: PasCon
     service_request = to_service_request(
         inputs.service_request, urls, patient, coverage, practitioner, occurrence, quantity,
         [m["provider"] for m in team])
+    if inputs.coverage_information:  # CRD resp-46/48: keep sending what the payer said
+        service_request["extension"] = [with_coverage(inputs.coverage_information[0], urls,
+                                                      coverage)]
     claim_identifier = uuid.uuid4().hex[:20].upper()
     claim = build_claim(inputs, config, payer, urls, stamp, claim_identifier, patient=patient,
                         insurer=insurer, requestor=requestor, coverage=coverage,
@@ -121,6 +124,15 @@ def build_request_bundle(inputs: ClaimInputs, payer: PayerConfig, config: PasCon
         + [{"fullUrl": urls.of(r), "resource": r} for r in resources],
     }
     return BuiltRequest(bundle, bundle_identifier, claim_identifier, tuple(findings))
+
+
+def with_coverage(information: Resource, urls: Urls, coverage: Resource | None) -> Resource:
+    """The CRD coverage-information extension, its `coverage` pointing to our Coverage entry."""
+    parts = [dict(p) for p in information.get("extension", [])]
+    for part in parts:
+        if part.get("url") == "coverage" and coverage is not None:
+            part["valueReference"] = urls.ref(coverage)
+    return {**information, "extension": parts}
 
 
 def _unique(resources: list[Resource | None]) -> list[Resource]:

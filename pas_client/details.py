@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pas_client.eligibility import summary
 from pas_client.store import PriorAuthRequest, PriorAuthStore, StoredReply
 
 Section = tuple[list[dict[str, Any]], tuple[list[str], list[list[Any]]]]
@@ -18,6 +19,9 @@ def referral_details(store: PriorAuthStore, referral_id: str) -> dict[str, Secti
     requests = store.for_referral(referral_id)
     replies = store.replies(referral_id=referral_id)
     sections: dict[str, Section] = {}
+    found = store.coverage(referral_id)
+    if found is not None:
+        sections["coverage_and_eligibility"] = coverage_section(found)
     if requests:
         sections["prior_authorization"] = (
             [request_json(r) for r in requests],
@@ -30,6 +34,26 @@ def referral_details(store: PriorAuthStore, referral_id: str) -> dict[str, Secti
              [[r.id, r.operation, r.http_status, r.interpretation or "-", len(r.body),
                r.note[:70]] for r in replies]))
     return sections
+
+
+def coverage_section(found: dict[str, Any]) -> Section:
+    """Authorization required / not required / unknown with its source; the eligibility
+    answer; the CRD cards."""
+    rows: list[list[Any]] = [["authorization",
+                              f"{found['requirement'].replace('-', ' ')} ({found['source']})"]]
+    eligibility = found.get("eligibility")
+    if eligibility:
+        rows.append(["eligibility", eligibility["error"] if "error" in eligibility
+                     else summary(eligibility)])
+    crd = found["detail"].get("crd") or {}
+    if crd.get("error"):
+        rows.append(["CRD", crd["error"]])
+    rows += [["CRD card", card["summary"]] for card in crd.get("cards", [])]
+    data = [{"payer": found["payer"], "requirement": found["requirement"],
+             "source": found["source"], "eligibility": eligibility,
+             "checked_at": _instant(found["checked_at"])}]
+    return data, ([f"{found['payer']}, checked {found['checked_at']:%Y-%m-%d %H:%M} UTC", ""],
+                  rows)
 
 
 def request_json(request: PriorAuthRequest) -> dict[str, Any]:

@@ -91,6 +91,10 @@ class PriorAuthFlow:
                                      t, i, server=server))
         if isinstance(gathered, list):
             return self._blocked(referral.id, payer.name, gathered), False
+        checked = self.store.coverage(referral.id) or {}
+        if checked.get("payer") == payer.name:
+            gathered.coverage_information = list(
+                (checked["detail"].get("crd") or {}).get("coverage_information", []))
         built = build_request_bundle(gathered, payer, self.config, scope=server)
         findings = [*built.findings, *check_bundle(built.bundle, payer.version)]
         sendable = not any(f.severity == "error" for f in findings)

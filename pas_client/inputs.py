@@ -30,6 +30,8 @@ class ClaimInputs:
     #: the other resources the order and the coverage point to, by "Type/id": performers
     #: (and a role's practitioner and organization), the Coverage's subscriber
     related: dict[str, Resource] = field(default_factory=dict)
+    #: the payer's CRD coverage-information extensions for the order (sent again in PAS)
+    coverage_information: list[Resource] = field(default_factory=list)
 
     def get(self, reference: str) -> Resource | None:
         kind, rid = split_reference(reference)

@@ -11,7 +11,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from pas_client.tables import pas_replies, pas_requests, pas_responses, pas_subscriptions
+from pas_client.tables import (
+    pas_coverage,
+    pas_replies,
+    pas_requests,
+    pas_responses,
+    pas_subscriptions,
+)
 from referrals.store.database import Database
 
 FINAL = frozenset({"approved", "modified", "partially-approved", "no-auth-required", "denied",
@@ -99,7 +105,7 @@ def _reply(row: Any) -> StoredReply:
 
 
 INSTANTS = ("created_at", "updated_at", "deadline_at", "next_check_at", "escalated_at",
-            "received_at")
+            "received_at", "checked_at")
 
 
 def _aware(values: dict[str, Any]) -> dict[str, Any]:
@@ -259,3 +265,19 @@ class PriorAuthStore:
             c.execute(pas_subscriptions.insert().values(
                 payer=payer, subscription_id=subscription_id, hook_id=hook_id,
                 created_at=datetime.now(UTC)))
+
+    # --- which referrals need authorization; eligibility ---------------------------------
+    def save_coverage(self, referral_id: str, payer: str, requirement: str, source: str,
+                      detail: dict[str, Any], eligibility: dict[str, Any] | None) -> None:
+        with self.db.write() as c:
+            c.execute(pas_coverage.delete().where(pas_coverage.c.referral_id == referral_id))
+            c.execute(pas_coverage.insert().values(
+                referral_id=referral_id, payer=payer, requirement=requirement,
+                source=source[:2000], detail=detail, eligibility=eligibility,
+                checked_at=datetime.now(UTC)))
+
+    def coverage(self, referral_id: str) -> dict[str, Any] | None:
+        with self.db.read() as c:
+            row = c.execute(sa.select(pas_coverage).where(
+                pas_coverage.c.referral_id == referral_id)).first()
+        return _aware(dict(row._mapping)) if row else None

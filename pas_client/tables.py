@@ -1,4 +1,5 @@
-"""The PAS tables (SQLAlchemy Core; created by migrations 0004_pas and 0200_pas_replies)."""
+"""The PAS tables (SQLAlchemy Core; created by migrations 0004_pas, 0200_pas_replies and
+0201_pas_coverage)."""
 
 from __future__ import annotations
 
@@ -81,4 +82,16 @@ pas_replies = sa.Table(
     sa.Column("note", sa.Text, nullable=False, server_default=""),
 )
 
-TABLES = [pas_requests, pas_responses, pas_subscriptions, pas_replies]
+#: per referral: does it need authorization (and who said so), and the eligibility answer
+pas_coverage = sa.Table(
+    "pas_coverage", metadata,
+    sa.Column("referral_id", sa.String(64), primary_key=True),
+    sa.Column("payer", sa.String(200), nullable=False),
+    sa.Column("requirement", sa.String(16), nullable=False),  # required | not-required | unknown
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("detail", JSONType, nullable=False),       # CRD coverage information and cards
+    sa.Column("eligibility", JSONType, nullable=True),   # what the payer answered, or why not
+    sa.Column("checked_at", Instant, nullable=False),
+)
+
+TABLES = [pas_requests, pas_responses, pas_subscriptions, pas_replies, pas_coverage]

@@ -67,7 +67,12 @@ def patient_blueprint(adapter: SchedulingAdapter) -> Blueprint:
     @bp.get("/<token>")
     def opened(token: str) -> Response:
         g.lang = browser_language()
+        source = request.remote_addr or "unknown"
+        if links.source_throttled(source):
+            return message(t("invalid_heading", g.lang), t("throttled", g.lang), 429)
         link = links.try_get(token)
+        if link is None:
+            links.check(token, False, source)  # guessing tokens counts as wrong attempts
         state = link.state(datetime.now(UTC)) if link else LinkState.UNKNOWN
         if state != LinkState.VALID:
             return _refused(state)

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,13 +25,21 @@ from referrals.store.inbox import Inbox
 from referrals.store.schema import inbox
 from referrals.store.work import WorkItem, WorkQueue
 from subscriptions.client import FhirClient
-from subscriptions.intake import Fetched, Intake, read_service_request
+from subscriptions.intake import (
+    Fetched,
+    Held,
+    Intake,
+    read_service_request,
+    read_service_requests,
+)
 from subscriptions.mapping import matches_criteria
 from subscriptions.notification import Notification, parse_notification
 from subscriptions.recovery import TOPIC_FLAVOURS, schedule_events
 from subscriptions.registry import REFERRAL_KIND, Hook, Registration, Registry
 
 RECONCILE_KIND = "subscriptions.reconcile"
+#: ServiceRequests re-read by one search (`_id=a,b,...`)
+READ_GROUP = 20
 
 log = logging.getLogger("refloop.subscriptions.processing")
 
@@ -95,19 +103,30 @@ class NotificationHandler:
                 opened[item.id] = found
         unique = list(dict.fromkeys(key for hook, note in opened.values()
                                     for key in _read_keys(hook, note)))
-        pool = self._executor()
-        self._batch.reads = {key: pool.submit(self._read, key) for key in unique}
+        self._batch.reads = self._submit_reads(unique)
         self._batch.opened = opened
         self._batch.items = set(opened)
         self._batch.order = [item for item in items if item.id in opened]
         self._batch.applied = set()
 
+    def completed(self, item: WorkItem) -> bool:
+        """Did this thread's last call complete `item`'s work item itself (batched)? The worker
+        then does not complete it again."""
+        done: set[int] = getattr(self._batch, "completed", set())
+        if item.id in done:
+            done.discard(item.id)
+            return True
+        return False
+
     def __call__(self, item: WorkItem) -> None:
         applied: set[int] = getattr(self._batch, "applied", set())
         try:
             if item.id in applied:
+                self._batch.completed = {item.id}
                 return  # applied and completed with an earlier item of its batch
-            if not self._apply_batch(item):
+            if self._apply_batch(item):
+                self._batch.completed = {item.id}
+            else:
                 self._handle(item)
         finally:
             items: set[int] | None = getattr(self._batch, "items", None)
@@ -139,11 +158,19 @@ class NotificationHandler:
                 ready.append((work, hook, note, reads))
         done: list[WorkItem] = []
         with self.inbox.db.write() as conn:
+            # read once for the batch, kept current by its writes: the hooks' rows and the
+            # versions held of every resource the batch stores
+            rows: dict[str, Registration] = {}
+            held: Held = self._held(ready, conn)
             for work, hook, note, reads in ready:
+                saved_rows, saved_held = dict(rows), dict(held)
                 try:
                     with conn.begin_nested():
-                        self._apply_one(int(work.payload["inbox_id"]), hook, note, reads, conn)
+                        rows[hook.id] = self._apply_one(
+                            int(work.payload["inbox_id"]), hook, note, reads, conn,
+                            rows.get(hook.id), held)
                 except Exception:  # it runs alone next, with the worker's rules
+                    rows, held = saved_rows, saved_held  # what its savepoint undid
                     log.info("notification left out of its batch", extra={"work_item": work.id})
                     continue
                 done.append(work)
@@ -169,9 +196,27 @@ class NotificationHandler:
                                                 thread_name_prefix="ehr-read")
             return self._pool
 
-    def _read(self, key: ReadKey) -> Fetched:
-        server, rid = key
-        return read_service_request(self.client_for(server), rid)
+    def _submit_reads(self, keys: list[ReadKey]) -> dict[ReadKey, Future[Fetched]]:
+        """One search per server and group of up to READ_GROUP ServiceRequests, run
+        concurrently on the pool; a future per ServiceRequest."""
+        pool = self._executor()
+        futures: dict[ReadKey, Future[Fetched]] = {}
+        by_server: dict[str, list[str]] = {}
+        for server, rid in keys:
+            by_server.setdefault(server, []).append(rid)
+        for server, ids in by_server.items():
+            for start in range(0, len(ids), READ_GROUP):
+                group = ids[start:start + READ_GROUP]
+                searched = pool.submit(self._read_group, server, group)
+                for rid in group:
+                    futures[(server, rid)] = _pick(searched, rid)
+        return futures
+
+    def _read_group(self, server: str, ids: list[str]) -> dict[str, Fetched]:
+        client = self.client_for(server)
+        if len(ids) == 1:
+            return {ids[0]: read_service_request(client, ids[0])}
+        return read_service_requests(client, ids)
 
     def _stored(self, ids: list[int]) -> dict[int, tuple[str, bytes]]:
         """(status, body) of these inbox rows, in one query."""
@@ -233,17 +278,30 @@ class NotificationHandler:
         if failure is not None:
             raise failure  # the events were tracked; the item is retried
 
+    def _held(self, ready: Sequence[tuple[WorkItem, Hook, Notification, dict[str, Fetched]]],
+              conn: Connection) -> Held:
+        """The versions held of every resource the batch may store, in one query."""
+        keys = {(hook.server, r["resourceType"], str(r["id"]))
+                for _, hook, _, reads in ready for fetched in reads.values()
+                for r in ([fetched.service_request] if fetched.service_request else [])
+                + list(fetched.included.values())}
+        current = self.intake.resources.current_many(keys, conn)
+        return {key: current.get(key) for key in keys}
+
     def _apply_one(self, inbox_id: int, hook: Hook, note: Notification,
-                   reads: dict[str, Fetched], conn: Connection) -> None:
-        """One notification's referral changes, event tracking and inbox status on `conn`."""
-        row = self.registry.get(hook.id, conn=conn)
+                   reads: dict[str, Fetched], conn: Connection,
+                   row: Registration | None = None, held: Held | None = None) -> Registration:
+        """One notification's referral changes, event tracking and inbox status on `conn`;
+        returns the hook's row as it is now (`row`: as read earlier in this transaction)."""
+        row = row or self.registry.get(hook.id, conn=conn)
         focuses = sorted(dict.fromkeys(e.focus for e in note.events),
                          key=lambda f: f or "")  # lock order
         outcomes = [self._event(hook, focus, reads.get(focus or ""), inbox_id, row.criteria,
-                                conn) for focus in focuses]
-        self._track_events(hook, note, row, conn)
+                                conn, held) for focus in focuses]
+        last = self._track_events(hook, note, row, conn)
         self.inbox.mark(inbox_id, "processed", "; ".join(o for o in outcomes if o)[:4000],
                         conn=conn)
+        return replace(row, last_event_number=last)
 
     def _fetch_all(self, item_id: int, server: str, focuses: list[str | None]
                    ) -> tuple[dict[str, Fetched], PeerError | None]:
@@ -266,7 +324,7 @@ class NotificationHandler:
                             conn=conn)
 
     def _event(self, hook: Hook, focus: str | None, fetched: Fetched | None, inbox_id: int,
-               criteria: str, conn: Connection) -> str:
+               criteria: str, conn: Connection, held: Held | None = None) -> str:
         if focus is None:
             schedule_reconcile(self.work, hook.server, "empty notification", conn=conn)
             return "empty: catch-up scheduled"
@@ -279,14 +337,15 @@ class NotificationHandler:
             return f"{focus}: does not match {criteria}, ignored"
         outcome = self.intake.apply(hook.server, fetched, sr_id=focus.partition("/")[2],
                                     source=f"fhir:{hook.server}",
-                                    source_message=f"inbox:{inbox_id}", conn=conn)
+                                    source_message=f"inbox:{inbox_id}", conn=conn,
+                                    held=held)
         return f"{focus}: {outcome}"
 
     def _track_events(self, hook: Hook, note: Notification, row: Registration,
-                      conn: Connection) -> None:
+                      conn: Connection) -> str | None:
         """Health, and catch-up on gaps (`$events` for the missing numbers on topic-based
         Subscriptions, else reconciliation), counter restarts, and error/off status; `row` holds
-        the highest event number seen before."""
+        the highest event number seen before. Returns the highest one now."""
         last = row.last_event_number or ""
         numbers = [int(e.event_number) for e in note.events if e.event_number]
         high = int(last) if last.isdigit() else None
@@ -297,8 +356,9 @@ class NotificationHandler:
         if note.status in ("error", "off"):
             schedule_reconcile(self.work, hook.server, f"subscription status {note.status}",
                                conn=conn)
+        now = str(newest) if advance else row.last_event_number
         if newest is None or high is None:
-            return
+            return now
         if min(numbers) > high + 1:
             if row.subscription_id and row.flavour in TOPIC_FLAVOURS:
                 schedule_events(self.work, hook.id, high + 1, min(numbers) - 1,
@@ -308,6 +368,7 @@ class NotificationHandler:
                                    delay=self.gap_grace_seconds, conn=conn)
         elif newest <= 1 < high:
             schedule_reconcile(self.work, hook.server, "event counter restarted", conn=conn)
+        return now
 
 
 def detection_params(criteria: str, categories: Sequence[str]) -> list[tuple[str, str]]:
@@ -317,6 +378,21 @@ def detection_params(criteria: str, categories: Sequence[str]) -> list[tuple[str
     if not any(name.split(":")[0] == "category" for name, _ in params):
         params.append(("category", ",".join(categories)))
     return params
+
+
+def _pick(searched: Future[dict[str, Fetched]], rid: str) -> Future[Fetched]:
+    """A future of one ServiceRequest's read, out of its group's search."""
+    picked: Future[Fetched] = Future()
+
+    def done(group: Future[dict[str, Fetched]]) -> None:
+        error = group.exception()
+        if error is not None:
+            picked.set_exception(error)
+        else:
+            picked.set_result(group.result()[rid])
+
+    searched.add_done_callback(done)
+    return picked
 
 
 def _read_keys(hook: Hook, note: Notification) -> list[ReadKey]:

@@ -117,7 +117,7 @@ class Registry:
                   conn: Connection | None = None) -> Hook:
         """A new endpoint. `path_only`: no secret; the sender is known by the unguessable
         path alone (192 random bits), for servers that cannot send a header."""
-        hook_id = secrets.token_urlsafe(24)
+        hook_id = _new_hook_id()
         secret = "" if path_only else secrets.token_urlsafe(32)
         now = datetime.now(UTC)
         with self.db.using(conn) as c:
@@ -261,3 +261,12 @@ def _aware(moment: datetime | None) -> datetime | None:
     if moment is None or moment.tzinfo is not None:
         return moment
     return moment.replace(tzinfo=UTC)
+
+
+def _new_hook_id() -> str:
+    """32 URL-safe random characters, never starting with "-" (a command line would take it for
+    an option)."""
+    while True:
+        found = secrets.token_urlsafe(24)
+        if not found.startswith("-"):
+            return found

@@ -21,6 +21,11 @@ class SandboxRules:
     notification_shape: str = "nested"
     version: str = "2.2.1"
     reply_shape: str = "bundle"  # one of REPLY_SHAPES
+    # eligibility and CRD
+    eligibility_active: bool = True
+    plan: str = "Sandbox Gold PPO"
+    out_of_network: list[str] = field(default_factory=list)  # provider ids or NPIs
+    pa_needed: str = ""   # CRD pa-needed for every order; "": no-auth when the rule is no-auth
 
     def action_for(self, code: str) -> str:
         return self.by_code.get(code, self.default)

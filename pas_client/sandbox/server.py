@@ -18,6 +18,12 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.serving import make_server
 
+from pas_client.sandbox.coverage import (
+    SERVICE_ID,
+    crd_answer,
+    crd_discovery,
+    eligibility_response,
+)
 from pas_client.sandbox.responses import (
     build_notification,
     build_response_bundle,
@@ -129,6 +135,29 @@ def create_sandbox_app(rules: SandboxRules | None = None,
         with state.lock:
             state.sent.append(shaped)
         return Response(shaped, status=status, mimetype=FHIR_JSON)
+
+    @app.post("/CoverageEligibilityRequest/$submit")
+    def eligibility() -> Response:
+        try:
+            bundle = json.loads(request.get_data())
+            answer = eligibility_response(bundle, state.rules)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            return fhir(operation_outcome("invalid", "expected a CoverageEligibilityRequest "
+                                          "or a Bundle starting with one"), 400)
+        return fhir(answer)
+
+    @app.get("/cds-services")
+    def cds_discovery() -> Response:
+        return Response(json.dumps(crd_discovery()), mimetype="application/json")
+
+    @app.post(f"/cds-services/{SERVICE_ID}")
+    def cds_order_sign() -> Response:
+        try:
+            answer = crd_answer(json.loads(request.get_data()), state.rules)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return fhir(operation_outcome("invalid", "expected a CDS Hooks order-sign call "
+                                          "with draftOrders"), 400)
+        return Response(json.dumps(answer), mimetype="application/json")
 
     @app.get("/ClaimResponse/<rid>")
     def read_claim_response(rid: str) -> Response:

@@ -17,6 +17,7 @@ from refloop.output import print_json, print_table
 from refloop.wiring import Timer
 
 if TYPE_CHECKING:
+    from pas_client.coverage_check import CoverageCheck
     from pas_client.flow import PriorAuthFlow
     from referrals.worker import Handler
     from refloop.services import Services
@@ -29,7 +30,20 @@ def build(services: Services) -> None:
 
     config = from_settings(services.settings.section("pas"),
                            services.settings.section("payers"))
-    services.adapters[NAME] = make_flow(services, config)
+    built = make_flow(services, config)
+    services.adapters[NAME] = built
+    services.referrals.listeners.append(coverage(built).on_transition)
+
+
+def coverage(found: PriorAuthFlow) -> CoverageCheck:
+    """The coverage check of a flow (authorization required?, eligibility, CRD); other
+    adapters may ask it `authorization_gate(referral_id)` through wiring."""
+    from pas_client.coverage_check import CoverageCheck
+
+    if not isinstance(getattr(found, "coverage", None), CoverageCheck):
+        found.coverage = CoverageCheck(found)  # type: ignore[attr-defined]
+    checker: CoverageCheck = found.coverage  # type: ignore[attr-defined]
+    return checker
 
 
 def make_flow(services: Services, config: Any) -> PriorAuthFlow:
@@ -56,7 +70,9 @@ def work_handlers(services: Services) -> dict[str, Handler]:
             "pas.inquire": lambda item: flow(services).handle_inquire(item),
             "pas.follow-up": lambda item: flow(services).handle_follow_up(item),
             "pas.coordinator-outcome":
-                lambda item: flow(services).handle_coordinator_outcome(item)}
+                lambda item: flow(services).handle_coordinator_outcome(item),
+            "pas.coverage": lambda item: coverage(flow(services)).handle_coverage(item),
+            "pas.gate": lambda item: coverage(flow(services)).handle_gate(item)}
 
 
 def referral_details(services: Services, referral_id: str) -> dict[str, Any]:
@@ -248,14 +264,57 @@ def cancel(obj: Context, chain_id: str) -> None:
     click.echo(f"cancel request {request.id}: {request.status}")
 
 
+@pas.command("coverage")
+@click.argument("referral_id")
+@click.option("--check", "again", is_flag=True,
+              help="Ask the payer again (eligibility, CRD) and apply the coverage table.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def coverage_command(obj: Context, referral_id: str, again: bool, as_json: bool) -> None:
+    """Does REFERRAL_ID need prior authorization (and who says so), and the eligibility
+    answer."""
+    from pas_client.eligibility import summary
+
+    referral = _referral(obj, referral_id)
+    checker = coverage(flow(obj.services))
+    if again:
+        checker.check(referral)
+        checker.gate(referral.id)
+    found = flow(obj.services).store.coverage(referral.id)
+    if found is None:
+        raise click.ClickException(f"referral {referral.id} has not been checked yet; "
+                                   "`refloop pas coverage REFERRAL_ID --check` checks it now")
+    if as_json:
+        print_json({**found, "checked_at": found["checked_at"].isoformat()})
+        return
+    click.echo(f"authorization {found['requirement'].replace('-', ' ')} ({found['source']})")
+    eligibility = found.get("eligibility")
+    if eligibility:
+        click.echo("eligibility: " + (eligibility["error"] if "error" in eligibility
+                                      else summary(eligibility)))
+    for card in (found["detail"].get("crd") or {}).get("cards", []):
+        click.echo(f"CRD card: {card['summary']}")
+
+
 def commands() -> list[click.Command]:
     return [pas]
 
 
+def _show_coverage(demo: PriorAuthFlow, referral: Any, echo: Any) -> None:
+    from pas_client.eligibility import summary
+
+    found = coverage(demo).check(referral)
+    checked = demo.store.coverage(referral.id) or {}
+    eligibility = checked.get("eligibility") or {}
+    echo("eligibility: " + (eligibility.get("error") or summary(eligibility)))
+    echo(f"authorization {found.status.replace('-', ' ')} ({found.source})")
+
+
 def run_demo_prior_auth(services: Services, referral_id: str | None = None,
                         echo: Any = click.echo) -> dict[str, Any]:
-    """The demo: one accepted referral goes through a pend and an approval at the PAYER
-    SANDBOX (started here on a free 127.0.0.1 port and stopped afterwards).
+    """The demo: one accepted referral is checked (eligibility, CRD: authorization
+    required?) and goes through a pend and an approval at the PAYER SANDBOX (started here on a
+    free 127.0.0.1 port and stopped afterwards).
 
     The pended decision arrives as a subscription notification when the subscriptions hook
     endpoint is reachable (the web role is running); otherwise the demo asks with $inquire."""
@@ -271,11 +330,13 @@ def run_demo_prior_auth(services: Services, referral_id: str | None = None,
     server = SandboxServer(SandboxRules(default="pend", after_pend="approve")).start()
     try:
         payer = PayerConfig(name=referral.payer or "Demo payer", base_url=server.url,
-                            payer_id="DEMO-PAYER", organization_identifier="1234567893")
+                            payer_id="DEMO-PAYER", organization_identifier="1234567893",
+                            eligibility=True, crd_url=f"{server.url}/cds-services")
         config = PasConfig(organization=Organization("Refloop Demo Clinic", "1234567893",
                                                      "123456789"), payers=(payer,))
         demo = make_flow(services, config)
         demo.hooks = services.adapters.get("subscriptions")
+        _show_coverage(demo, services.store.get(referral.id), echo)
         demo.enqueue_submit(referral.id, payer.name)
         handlers: dict[str, Handler] = {"pas.submit": demo.handle_submit,
                     "pas.notification": demo.handle_notification}

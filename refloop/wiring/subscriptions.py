@@ -159,6 +159,7 @@ def subscriptions_rotate_secret(obj: Context, hook_id: str, as_json: bool) -> No
 
     The previous secret is still accepted for [subscriptions] rotate_grace_seconds, so
     notifications already on their way are not refused. The secret itself is never printed.
+    (An id that starts with "-", made before such ids were avoided: put -- before it.)
     """
     subs = adapter(obj.services)
     hook = subs.rotate_secret(hook_id)

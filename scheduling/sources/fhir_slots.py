@@ -60,6 +60,7 @@ class FhirSlotSource:
         self.client = client
         self._capability = capability
         self._schedules: tuple[float, dict[str, dict[str, Any]]] | None = None
+        self._width = timedelta(hours=FIRST_WINDOW_HOURS)
         self._lock = threading.Lock()
 
     # -- finding ------------------------------------------------------------------------------
@@ -101,13 +102,15 @@ class FhirSlotSource:
         if not schedules:
             return []
         found: list[SlotOption] = []
-        begin, width, first = after, timedelta(hours=FIRST_WINDOW_HOURS), True
+        begin, width, first = after, self._width, True
         while len(found) < limit and begin < until:
             end = min(until, begin + width)
             options, complete = self._window(schedules, begin, end, first)
             if not complete and width > MIN_WINDOW:
                 width = max(MIN_WINDOW, width / 4)
                 continue
+            if first:
+                self._width = width  # where the next search starts: this calendar's density
             found += options
             begin, first = end, False
             if len(options) < limit:

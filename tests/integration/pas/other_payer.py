@@ -89,6 +89,7 @@ class OtherPayer:
     read_status: int = 200
     eligibility: dict[str, Any] = field(default_factory=lambda: {
         "inforce": True, "network": "in", "authorization_required": True, "plan": "Gold PPO"})
+    eligibility_status: int = 200
     crd_pa_needed: str = "auth-needed"
     #: ClaimResponse id -> the current ClaimResponse; request fullUrl -> its Claim entry
     responses: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -162,6 +163,11 @@ class OtherPayer:
                         {"severity": "error", "code": "not-found"}]}).encode()
             return 200, json.dumps(found).encode()
         if path == "/CoverageEligibilityRequest/$submit":
+            if self.eligibility_status != 200:
+                return self.eligibility_status, json.dumps({
+                    "resourceType": "OperationOutcome", "issue": [
+                        {"severity": "error", "code": "required",
+                         "diagnostics": "member id missing"}]}).encode()
             return 200, json.dumps(self.eligibility_response(parsed)).encode()
         if path == "/cds-services":
             return 200, json.dumps({"services": [

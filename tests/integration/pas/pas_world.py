@@ -6,7 +6,7 @@ this folder has no conftest.py, because the SMART tests import theirs as `confte
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -68,7 +68,8 @@ class World:
             self.services.resources.put(resource, server="demo")
         draft = Referral(id=new_referral_id(), source_key=f"demo|ServiceRequest/{item['key']}",
                          service_request=f"ServiceRequest/{item['key']}",
-                         patient=f"Patient/{item['key']}", priority=priority, payer=PAYER)
+                         patient=f"Patient/{item['key']}", priority=priority, payer=PAYER,
+                         specialty=item["specialty"])
         referral, _ = self.services.referrals.open(draft, Command("detect", actor=COORDINATOR))
         if accept:
             referral = self.services.referrals.act(referral.id,
@@ -101,9 +102,12 @@ def payer_settings(tmp_path: Path, database_url: str, url: str,
                     "subscribe": False, "timeout_seconds": 5, **payer}]})
 
 
-def make_world(kind: str, database_url: str, tmp_path: Path, **payer: Any) -> World:
+def make_world(kind: str, database_url: str, tmp_path: Path,
+               configure: Callable[[str], dict[str, Any]] | None = None) -> World:
+    """`configure(payer_url)` gives more of the payer's [[payers]] keys."""
     started = start_payer(kind)
-    services = build_services(payer_settings(tmp_path, database_url, started.url, **payer))
+    extra = configure(started.url) if configure else {}
+    services = build_services(payer_settings(tmp_path, database_url, started.url, **extra))
     clock = Clock()
     services.adapters["pas"].now = clock
     return World(services, started, clock)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from calendar_data import Sekmet, make_calendar, put
+from calendar_data import Sekmet, create, make_calendar, put
 from sched_world import World, make_world, messages, open_referral
 from werkzeug.serving import make_server
 
@@ -255,3 +255,25 @@ def test_preparation_questionnaire_is_answered_written_to_the_ehr_and_attached(
         assert {"question": "¿Tiene diabetes?", "answer": "no"} in answers
     finally:
         services.close()
+
+
+def test_a_cancellation_seen_on_the_ehr_offers_the_slot_to_the_waitlist(world: World) -> None:
+    waiting = world.referral()
+    later = book(world, waiting.id, 3)
+    world.scheduling.waitlist.join(waiting.id, "cardiology", later.id, later.start)
+    slot = world.calendar.read(world.calendar.slots[0])
+    theirs = create(world.calendar.base, {  # booked at the clinic, not through Refloop
+        "resourceType": "Appointment", "status": "booked",
+        "slot": [{"reference": world.calendar.slots[0]}], "start": slot["start"],
+        "end": slot["end"], "participant": [{"actor": {"reference": "Patient/someone"},
+                                             "status": "accepted"}]})
+    put(world.calendar.base, {**slot, "status": "busy"})
+    cancelled = put(world.calendar.base, {**theirs, "status": "cancelled"})
+    busy = world.calendar.read(world.calendar.slots[0])
+    put(world.calendar.base, {**busy, "status": "free"})
+    world.scheduling.handle_appointment(item({"server": world.calendar.base,
+                                              "resources": [cancelled]}))
+    [offer] = messages(world.services.work, world.services, "waitlist-offer")
+    assert offer["referral_id"] == waiting.id
+    assert offer["reply_context"].startswith("scheduling:offer:")
+    assert "?offer=" in offer["params"]["link"]

@@ -35,3 +35,25 @@ def test_the_page_shows_the_request_in_error_and_the_raw_reply(harness: Harness)
     assert f"the payer&#39;s reply (#{reply_id}) could not be interpreted" in text
     assert f"Payer replies #{reply_id} as received" in text
     assert "application/fhir+json" in text and "ClaimRes" in text
+
+
+def test_the_page_shows_whether_authorization_is_required_and_the_eligibility(
+        harness: Harness) -> None:
+    draft = Referral(id=new_referral_id(), source_key="t|ServiceRequest/pa-cov",
+                     service_request="ServiceRequest/pa-cov", patient="Patient/p1",
+                     payer="Acme Health")
+    referral, _ = harness.services.referrals.open(draft, Command("detect"))
+    harness.services.adapters["pas"].store.save_coverage(
+        referral.id, "Acme Health", "required", "Acme Health CRD (order-sign): covered "
+        "covered, pa-needed auth-needed", {"crd": {"cards": [
+            {"summary": "Prior authorization needed", "indicator": "info", "source": "x"}]}},
+        {"active": True, "plan": "Gold PPO", "in_network": False, "auth_required": True,
+         "errors": []})
+    browser = harness.browser()
+    page = harness.launch(browser)
+    text = browser.get(f"{page.url}referrals/{referral.id}").text
+    assert "Coverage and eligibility" in text
+    assert "required (Acme Health CRD (order-sign): covered covered, pa-needed auth-needed)" \
+        in text
+    assert "coverage active, plan Gold PPO, out of network, authorization required" in text
+    assert "Prior authorization needed" in text

@@ -24,6 +24,13 @@ from subscriptions.tables import registrations
 SR = {"resourceType": "ServiceRequest", "id": "s1", "status": "active", "intent": "order"}
 
 
+def test_hook_ids_never_look_like_command_line_options(services: Any) -> None:
+    registry = services.adapters["subscriptions"].registry
+    ids = [registry.open_hook(server="http://ehr", purpose="referrals", deliver_kind="k").id
+           for _ in range(200)]
+    assert not any(i.startswith("-") for i in ids) and len(set(ids)) == 200
+
+
 def test_plain_secrets_are_hashed_by_the_migration(database_url: str) -> None:
     db = connect(database_url)
     try:
@@ -72,7 +79,7 @@ def test_rotate_secret_updates_the_subscription_with_a_grace_period(
                       f'var_dir = "{tmp_path / "var"}"\nlog_level = "WARNING"\n'
                       f'[subscriptions]\nrotate_grace_seconds = 600\n')
     result = CliRunner().invoke(main, ["--config", str(config), "subscriptions",
-                                       "rotate-secret", outcome.hook_id, "--json"])
+                                       "rotate-secret", "--json", "--", outcome.hook_id])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["subscription_id"] == outcome.subscription_id
