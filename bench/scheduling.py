@@ -4,8 +4,8 @@
    practitioners' Schedules, loaded by transaction bundles): the real page (`GET /p/slots`
    through the Flask app: session, the Slot search on the EHR, the template), p50 and p95,
    against the bare FHIR search the page makes (the same `Slot?schedule=...&status=free&start=
-   gt...&start=lt...&_count=100` straight to the server, over the same one-day window the
-   page searches first), timed in alternating rounds in the same run, at random points of
+   gt...&start=lt...&_sort=start&_count=7` straight to the server, over a one-day window, the
+   page's first search), timed in alternating rounds in the same run, at random points of
    the 120-day horizon. Also, for a few rounds: the search a client asking the server to sort
    the whole calendar would make (`_sort=start&_count=7`, no end), which the page avoids.
 2. Reminder planning for 100,000 booked appointments (`refloop scheduling replan`: read the
@@ -13,7 +13,7 @@
    insert of the same number of reminder rows, same database, same run.
 
     .venv/bin/python bench/scheduling.py [--slots 50000] [--appointments 100000]
-        [--rounds 200] [--database sqlite|postgresql]
+        [--rounds 60] [--database sqlite|postgresql]
 
 PostgreSQL comes from REFLOOP_TEST_POSTGRES_URL (a scratch database is created and dropped).
 Prints `metric: value unit` lines and the ratios.
@@ -145,7 +145,7 @@ def bench_slot_page(kind: str, tmp: Path, total: int, rounds: int, naive_rounds:
     try:
         actors, patient_id, first = load_slots(peer.base, total)
         with database(kind, tmp) as url:
-            section = {"slots_per_page": 6, "destinations": [{
+            section = {"slots_per_page": 6, "session_minutes": 600, "destinations": [{
                 "name": "bench", "specialties": ["cardiology"], "fhir_base": peer.base,
                 "schedule_actors": actors, "time_zone": "America/Chicago",
                 "subscribe": False}]}
@@ -180,6 +180,8 @@ def measure_pages(services: Any, base: str, patient_id: str, first: datetime,
     page_ms, bare_ms = [], []
     rng = random.Random(7)
     for n in range(rounds + 5):
+        if n % 10 == 0:
+            print(f"  round {n} of {rounds + 5}", file=sys.stderr, flush=True)
         after = first + timedelta(minutes=rng.randrange(0, 110 * 24 * 60))
         day = after + timedelta(days=1)
         order = ("page", "bare") if n % 2 else ("bare", "page")
@@ -196,7 +198,7 @@ def measure_pages(services: Any, base: str, patient_id: str, first: datetime,
                     ("schedule", schedules), ("status", "free"),
                     ("start", f"gt{after.isoformat().replace('+00:00', 'Z')}"),
                     ("start", f"lt{day.isoformat().replace('+00:00', 'Z')}"),
-                    ("_count", "100")],
+                    ("_sort", "start"), ("_count", "7")],
                     headers={"Accept": "application/fhir+json", "Cache-Control": "no-cache"},
                     timeout=60)
                 assert reply.status_code == 200 and len(reply.json().get("entry", [])) >= 7
@@ -301,7 +303,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--slots", type=int, default=50_000)
     parser.add_argument("--appointments", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--sorted-rounds", type=int, default=3,
                         help="rounds of the whole-calendar `_sort=start` search (slow)")

@@ -73,6 +73,7 @@ def demo(obj: Context, serve: bool, ehr: str) -> None:
     sandbox = run_sandbox_ehr(services, from_ehr, ehr) if from_ehr else None
     try:
         show_prior_authorization(services, send_v2_referral(services))
+        show_outreach(services)
         show_worklist(services)
         show_funnel(services)
         if serve:
@@ -95,6 +96,13 @@ def demo(obj: Context, serve: bool, ehr: str) -> None:
     finally:
         if sandbox is not None:
             sandbox.stop()
+
+
+def show_outreach(services: Any) -> None:
+    """Patient outreach against the Twilio sandbox (refloop/wiring/outreach.py)."""
+    from refloop.wiring.outreach import run_demo_outreach
+
+    run_demo_outreach(services)
 
 
 def show_api_access(services: Any, url: str) -> None:

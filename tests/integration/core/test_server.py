@@ -242,6 +242,10 @@ def test_cli_demo_runs_without_serving(tmp_path: Path) -> None:
     # the HL7 v2 referral: ACKed over MLLP, mapped with its IN1 coverage, through PAS
     assert "sent v2_referral.hl7 to the MLLP listener: ACK AA" in result.output
     assert "payer from IN1: Demo Health Plan" in result.output
+    # patient outreach: a send within seconds, a quiet-hours deferral, a STOP honoured
+    assert "first SMS handed to the gateway after" in result.output
+    assert "first SMS deferred [quiet-hours]" in result.output
+    assert "not sent [opted-out]" in result.output and "Time to first contact" in result.output
     assert re.search(r"prior authorization \w+: approved \S+ \(referral outreach\)",
                      result.output), result.output
     settings = Settings(var_dir=tmp_path / "var")

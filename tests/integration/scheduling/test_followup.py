@@ -65,14 +65,8 @@ def test_reminder_then_reply_c_confirms_and_r_sends_a_new_link(world: World) -> 
 
 def test_noshow_on_the_ehr_starts_recovery_and_a_second_one_a_coordinator_task(
         world: World) -> None:
-    opened: list[dict[str, Any]] = []
-
-    class Tasks:  # the core's coordinator tasks, at the callable boundary
-        def open(self, referral_id: str, kind: str, reason: str, **kw: Any) -> str:
-            opened.append({"referral_id": referral_id, "kind": kind, **kw})
-            return "task-1"
-
-    world.scheduling.core.tasks = Tasks()
+    tasks = world.services.tasks
+    assert world.scheduling.core.tasks is tasks  # the core's coordinator tasks
     referral = world.referral()
     row = book(world, referral.id, 0)
     missed = set_status(world, row.appointment_id, "noshow")
@@ -84,7 +78,7 @@ def test_noshow_on_the_ehr_starts_recovery_and_a_second_one_a_coordinator_task(
     world.drain("scheduling.recovery")
     [recovery] = messages(world.services.work, world.services, "no-show-recovery")
     assert recovery["params"]["link"].startswith("https://refloop.test/p/")
-    assert opened == []
+    assert tasks.open_for(referral.id) == []
     second = book(world, referral.id, 1)
     world.scheduling.handle_appointment(item({"server": world.calendar.base, "events": [
         {"focus": f"{world.calendar.base}/Appointment/{second.appointment_id}"}],
@@ -96,8 +90,11 @@ def test_noshow_on_the_ehr_starts_recovery_and_a_second_one_a_coordinator_task(
         "resources": []}))
     assert world.services.store.get(referral.id).stage == Stage.NO_SHOW
     world.drain("scheduling.noshow-task", "scheduling.recovery")
-    assert [(o["referral_id"], o["kind"], o["data"]) for o in opened] == [
-        (referral.id, "rebook-after-no-show", {"misses": 2})]
+    [task] = tasks.open_for(referral.id)
+    assert (task.kind, task.data, task.outcomes) == (
+        "rebook-after-no-show", {"misses": 2}, ("rebooked", "unreachable", "declined"))
+    world.drain("scheduling.noshow-task")
+    assert len(tasks.for_referral(referral.id)) == 1  # opened once
     seen = summary(world.scheduling, referral.id)
     assert len(seen["no_shows"]) == 2
 
