@@ -17,12 +17,20 @@ $(STAMP): pyproject.toml
 	@$(BIN)/pip install -q -e '.[test]'
 	@touch $(STAMP)
 
-setup: $(STAMP)
+NODE_STAMP := node_modules/.installed
+
+# axe-core (accessibility checks in the browser tests), from package-lock.json
+$(NODE_STAMP): package.json package-lock.json
+	@echo "installing the tests' JavaScript (npm ci: axe-core) into node_modules ..."
+	@npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
+
+setup: $(STAMP) $(NODE_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/refloop demo
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	@./scripts/test
 
 lint: $(STAMP)

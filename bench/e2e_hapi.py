@@ -24,7 +24,7 @@ share the machine's cores, so absolute numbers drift between runs; the ratios ar
 watch.
 
     python bench/e2e_hapi.py [--referrals 200] [--rate 10] [--throughput 200] [--clients 4]
-                             [--workers 1] [--hapi-url http://127.0.0.1:PORT/fhir]
+                             [--workers 1] [--batch 10] [--hapi-url http://127.0.0.1:PORT/fhir]
                              [--postgres-url postgresql://user@host:port/db]
 
 Without --hapi-url (or REFLOOP_INTEROP_HAPI_URL) the peer is built and started with
@@ -123,7 +123,8 @@ class Refloop:
     gthread) in its own process group, and the worker role's threads here (so the bench can pause
     them and record when each ServiceRequest's notification was processed)."""
 
-    def __init__(self, database_url: str, hapi: str, criteria: str, workers: int) -> None:
+    def __init__(self, database_url: str, hapi: str, criteria: str, workers: int,
+                 batch: int = 10) -> None:
         db = connect(database_url)
         upgrade(db)
         db.dispose()
@@ -143,7 +144,7 @@ class Refloop:
         handlers = all_handlers(self.services)
         handlers[NOTIFICATION] = self._recording(handlers[NOTIFICATION])
         self.threads = [threading.Thread(target=self._work, args=(Worker(
-            self.services.work, handlers, name=f"bench-{n}"),), daemon=True)
+            self.services.work, handlers, name=f"bench-{n}", batch=batch),), daemon=True)
             for n in range(workers)]
         for thread in self.threads:
             thread.start()
@@ -221,6 +222,10 @@ class Recording:
         if prepare is not None:
             prepare(items)
 
+    def completed(self, item: WorkItem) -> bool:
+        completed = getattr(self.handler, "completed", None)
+        return bool(completed is not None and completed(item))
+
     def __call__(self, item: WorkItem) -> None:
         self.handler(item)
         subpath = str(item.payload.get("subpath") or "")
@@ -258,6 +263,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1,
                         help="worker threads turning notifications into referrals")
+    parser.add_argument("--batch", type=int, default=10,
+                        help="work items a worker claims per round (worker_batch, default 10)")
     parser.add_argument("--hapi-url", default=os.environ.get("REFLOOP_INTEROP_HAPI_URL", ""))
     parser.add_argument("--postgres-url", default="",
                         help="run on a scratch database of this PostgreSQL server "
@@ -287,7 +294,7 @@ def main() -> None:
         patient = create({"resourceType": "Patient", "name": [
             {"family": f"Bench-{uuid.uuid4().hex[:8]}"}]})[0]
         criteria = f"ServiceRequest?intent=order&subject=Patient/{patient}"
-        refloop = Refloop(db_url, hapi, criteria, args.workers)
+        refloop = Refloop(db_url, hapi, criteria, args.workers, args.batch)
         outcome = refloop.adapter.register(hapi)
         note(f"HAPI {hapi}; Refloop {refloop.services.settings.base_url} on "
              f"{refloop.services.db.dialect}; Subscription/{outcome.subscription_id} "

@@ -6,20 +6,25 @@ is de-duplicated away) and the hook's Bearer secret. A 2xx means the raw notific
 item are committed to the store (SQLite WAL under a temporary var/, synchronous=FULL, the
 default: each acknowledged notification has been fsync'ed).
 
-Baseline, measured in the same run with the same server set-up (`refloop serve`'s web role:
-gunicorn, gthread, the configured web_workers and 8 threads each, Flask): an endpoint on the same
-path that only returns 200. Senders are concurrent keep-alive HTTP clients in separate processes.
+Baselines, measured in the same run with the same server set-up (`refloop serve`'s web role:
+gunicorn's master with the configured web_workers, each running the HTTP edge): a minimal WSGI
+endpoint (reads the body, answers 200) and a Flask endpoint on the same path; and, as a reference,
+the minimal WSGI endpoint under gunicorn's gthread worker (2 x 8 threads: the server Refloop used
+before the edge). Senders are concurrent keep-alive HTTP clients in separate processes.
 
-Also printed: CPU milliseconds per request of the server processes and of the senders (the
-senders share the 2 cores; their CPU per request against the bare endpoint bounds what any server
-could reach here), and the mean number of notifications per commit (rows sharing a received_at).
+Also measured: the notification rate while 100 authenticated uploads, stalled half way, are held
+open on the same server (opened again before each round, so the request deadline does not close
+them), against the rate without them; a probe of the disk in each round (one fsync'ed SQLite
+commit of 5 rows, p50 and p99: the floor under every acknowledged notification); CPU milliseconds
+per request of the server processes and of the senders; and the mean number of notifications per
+commit (rows sharing a received_at).
 
-The bare endpoint and Refloop run side by side and are measured in alternating rounds, so that
-load from other work on a shared machine hits both; rates and latencies are the medians of the
-rounds, and the ratio is the median of the rounds' ratios (each round's figures are printed).
+Everything runs side by side and is measured in alternating rounds, so that load from other work
+on a shared machine hits all; rates and latencies are the medians of the rounds, and each ratio is
+the median of the rounds' ratios (each round's figures are printed).
 
 Usage: python bench/ingest.py [--requests N] [--rounds R] [--senders S] [--threads T]
-                              [--workers W]
+                              [--workers W] [--stalled N]
 """
 
 from __future__ import annotations
@@ -54,9 +59,8 @@ def serve_refloop(settings: Any) -> None:
     WebApplication(settings).run()
 
 
-def serve_bare(port: int, workers: int) -> None:
+def bare_flask() -> Any:
     from flask import Flask, Response
-    from gunicorn.app.base import BaseApplication
 
     app = Flask("bare")
 
@@ -64,18 +68,86 @@ def serve_bare(port: int, workers: int) -> None:
     def bare(hook_id: str, rest: str) -> Response:
         return Response("", status=200)
 
+    return app
+
+
+def bare_wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """The minimal WSGI endpoint: reads the body, answers 200."""
+    stream = environ["wsgi.input"]
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    if length:
+        stream.read(length)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "0")])
+    return [b""]
+
+
+def serve_bare(port: int, workers: int, kind: str, server: str) -> None:
+    """A baseline endpoint ("flask" or "wsgi") under the edge (`refloop serve`'s server) or
+    under gunicorn's gthread worker (2 x 8 threads, the server Refloop used before)."""
+    from gunicorn.app.base import BaseApplication
+
+    from refloop.edge.server import EdgeApp
+
+    target = bare_flask() if kind == "flask" else bare_wsgi
+
     class Bare(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"127.0.0.1:{port}")
             self.cfg.set("workers", workers)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", 8)
+            if server == "edge":
+                self.cfg.set("worker_class", "refloop.edge.worker.EdgeWorker")
+            else:
+                self.cfg.set("worker_class", "gthread")
+                self.cfg.set("threads", 8)
             self.cfg.set("accesslog", None)
 
-        def load(self) -> Flask:
-            return app
+        def load(self) -> Any:
+            return EdgeApp(target) if server == "edge" else target
 
     Bare().run()
+
+
+def commit_probe(directory: Path, commits: int = 300) -> tuple[float, float]:
+    """(p50, p99) ms of one fsync'ed SQLite commit of 5 rows of 1 KB (WAL, synchronous=FULL) in
+    this run: the floor that the disk puts under every acknowledged notification."""
+    import sqlite3
+
+    path = directory / "probe.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, b BLOB)")
+    times = []
+    for _ in range(commits):
+        started = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("INSERT INTO t (b) VALUES (?)", [(os.urandom(1000),)] * 5)
+        conn.execute("COMMIT")
+        times.append(time.perf_counter() - started)
+    conn.close()
+    times.sort()
+    return times[len(times) // 2] * 1000, times[int(len(times) * 0.99)] * 1000
+
+
+class Stalled:
+    """`count` authenticated uploads that stop half way and stay open, from 4 loopback
+    addresses (under the per-source limit), held until close()."""
+
+    def __init__(self, port: int, path: str, secret: str, count: int) -> None:
+        _, body = body_for(0, 0)
+        head = (f"PUT {path}/ServiceRequest/stalled HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {secret}\r\nContent-Type: application/fhir+json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        self.sockets = []
+        for n in range(count):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5,
+                                            source_address=(f"127.0.0.{2 + n % 4}", 0))
+            sock.sendall(head + body[: len(body) // 2])
+            self.sockets.append(sock)
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
 
 
 def body_for(n: int, sender: int) -> tuple[str, bytes]:
@@ -207,9 +279,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--senders", type=int, default=2, help="sender processes")
     parser.add_argument("--threads", type=int, default=8, help="connections per sender")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--workers", type=int, default=2, help="web worker processes")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="alternating bare/ingest measurements; figures are their medians")
+                        help="alternating measurements; figures are their medians")
+    parser.add_argument("--stalled", type=int, default=100,
+                        help="stalled uploads held open during the 'stalled' measurement")
     options = parser.parse_args()
 
     import sqlalchemy as sa
@@ -232,66 +306,87 @@ def main() -> None:
         server="http://ehr.bench/fhir", purpose="referrals", deliver_kind="subscriptions.referral")
     path = hook.url.removeprefix(settings.base_url)
 
-    bare_port = free_port()
-    bare = run_server(serve_bare, bare_port, options.workers)
+    baselines = {"wsgi": ("wsgi", "edge"), "flask": ("flask", "edge"),
+                 "wsgi_gthread": ("wsgi", "gthread")}
+    ports = {name: free_port() for name in baselines}
+    servers = {name: run_server(serve_bare, ports[name], options.workers, *baselines[name])
+               for name in baselines}
     ours = run_server(serve_refloop, settings)
-    bare_rounds: list[dict[str, float]] = []
-    ingest_rounds: list[dict[str, float]] = []
+    rounds: dict[str, list[dict[str, float]]] = {n: [] for n in [*baselines, "ingest",
+                                                                 "stalled"]}
     per_round = options.requests // options.rounds
+    probes: list[tuple[float, float]] = []
     try:
-        wait_up(bare_port)
-        wait_up(settings.http_port)
+        for port in [*ports.values(), settings.http_port]:
+            wait_up(port)
         with multiprocessing.get_context("spawn").Pool(options.senders) as pool:
             pool.starmap(ready, [()] * options.senders)
-            for n in range(options.rounds):  # alternate, so load from elsewhere hits both
+            for n in range(options.rounds):  # alternate, so load from elsewhere hits all
                 print(f"round {n + 1}/{options.rounds}", file=sys.stderr)
-                bare_rounds.append(measure(pool, bare_port, path, hook.secret, per_round,
-                                           options.senders, options.threads, bare.pid or 0,
-                                           n))
-                ingest_rounds.append(measure(pool, settings.http_port, path, hook.secret,
-                                             per_round, options.senders, options.threads,
-                                             ours.pid or 0, n))
+                for name in baselines:
+                    rounds[name].append(measure(pool, ports[name], path, hook.secret,
+                                                per_round, options.senders, options.threads,
+                                                servers[name].pid or 0, n))
+                rounds["ingest"].append(measure(pool, settings.http_port, path, hook.secret,
+                                                per_round, options.senders, options.threads,
+                                                ours.pid or 0, n))
+                probes.append(commit_probe(tmp))
+                stalled = Stalled(settings.http_port, path, hook.secret, options.stalled)
+                try:
+                    rounds["stalled"].append(measure(
+                        pool, settings.http_port, path, hook.secret, per_round,
+                        options.senders, options.threads, ours.pid or 0, n + 100))
+                finally:
+                    stalled.close()
     finally:
-        stop(bare)
-        stop(ours)
-    result = {key: median_of(ingest_rounds, key) for key in ingest_rounds[0]}
-    result["count"] = sum(r["count"] for r in ingest_rounds)
-    baseline = {key: median_of(bare_rounds, key) for key in bare_rounds[0]}
-    ratios = [i["rate"] / b["rate"] for i, b in zip(ingest_rounds, bare_rounds, strict=True)]
+        for process in [*servers.values(), ours]:
+            stop(process)
+    medians = {name: {key: median_of(values, key) for key in values[0]}
+               for name, values in rounds.items()}
+    answered = sum(r["count"] for name in ("ingest", "stalled") for r in rounds[name])
     stored = services.inbox.counts().get("received", 0)
     queued = services.work.counts().get("pending", 0)
     with services.db.read() as conn:
         commits = conn.execute(sa.select(sa.func.count(sa.distinct(inbox.c.received_at)))
                                .where(inbox.c.status == "received")).scalar_one()
     services.close()
-    if stored < result["count"] or queued < result["count"]:
+    if stored < answered or queued < answered:
         raise SystemExit(f"only {stored} notifications stored / {queued} queued for "
-                         f"{result['count']} answered")
+                         f"{answered} answered")
 
-    print(f"setup: gunicorn gthread, {options.workers} workers x 8 threads; SQLite WAL "
-          f"synchronous={settings.sqlite_synchronous}; "
-          f"{options.senders} sender processes x {options.threads} keep-alive connections; "
-          f"{multiprocessing.cpu_count()} CPUs")
+    def ratios(name: str, against: str) -> list[float]:
+        return [a["rate"] / b["rate"] for a, b in zip(rounds[name], rounds[against],
+                                                        strict=True)]
+
+    print(f"setup: refloop serve's web role (gunicorn master, {options.workers} edge workers); "
+          f"SQLite WAL synchronous={settings.sqlite_synchronous}; {options.senders} sender "
+          f"processes x {options.threads} keep-alive connections; "
+          f"{multiprocessing.cpu_count()} CPUs; {options.rounds} rounds of {per_round}")
     print(f"notifications_stored: {stored} count")
     print(f"notifications_per_commit: {stored / max(commits, 1):.1f} count")
-    print(f"ingest_rate: {result['rate']:.0f} notifications/s")
-    print(f"ingest_p50: {result['p50']:.2f} ms")
-    print(f"ingest_p99: {result['p99']:.2f} ms")
-    print(f"ingest_server_cpu: {result['server_cpu']:.2f} ms/request")
-    print(f"ingest_server_system_cpu: {result['server_sys']:.2f} ms/request")
-    print(f"ingest_client_cpu: {result['client_cpu']:.2f} ms/request")
-    print(f"bare_rate: {baseline['rate']:.0f} requests/s")
-    print(f"bare_p50: {baseline['p50']:.2f} ms")
-    print(f"bare_p99: {baseline['p99']:.2f} ms")
-    print(f"bare_server_cpu: {baseline['server_cpu']:.2f} ms/request")
-    print(f"bare_server_system_cpu: {baseline['server_sys']:.2f} ms/request")
-    print(f"bare_client_cpu: {baseline['client_cpu']:.2f} ms/request")
-    for n, (i, b, r) in enumerate(zip(ingest_rounds, bare_rounds, ratios, strict=True), 1):
-        print(f"round_{n}_ingest_rate: {i['rate']:.0f} notifications/s")
-        print(f"round_{n}_bare_rate: {b['rate']:.0f} requests/s")
-        print(f"round_{n}_ratio: {r:.2f} x")
-    print(f"ingest_rate_best: {max(r['rate'] for r in ingest_rounds):.0f} notifications/s")
-    print(f"ratio_vs_bare: {statistics.median(ratios):.2f} x")
+    print(f"sqlite_commit_probe_p50: {statistics.median(p for p, _ in probes):.2f} ms")
+    print(f"sqlite_commit_probe_p99: {statistics.median(p for _, p in probes):.2f} ms")
+    labels = {"ingest": "notifications/s", "stalled": "notifications/s"}
+    for name in ("ingest", "stalled", "wsgi", "flask", "wsgi_gthread"):
+        figures = medians[name]
+        prefix = {"wsgi": "bare_wsgi", "flask": "bare_flask",
+                  "wsgi_gthread": "bare_wsgi_gthread", "stalled": "ingest_stalled"}.get(
+                      name, name)
+        print(f"{prefix}_rate: {figures['rate']:.0f} {labels.get(name, 'requests/s')}")
+        print(f"{prefix}_p50: {figures['p50']:.2f} ms")
+        print(f"{prefix}_p99: {figures['p99']:.2f} ms")
+        print(f"{prefix}_server_cpu: {figures['server_cpu']:.2f} ms/request")
+        print(f"{prefix}_client_cpu: {figures['client_cpu']:.2f} ms/request")
+    for n in range(options.rounds):
+        print(f"round_{n + 1}: ingest {rounds['ingest'][n]['rate']:.0f}, stalled "
+              f"{rounds['stalled'][n]['rate']:.0f}, bare_wsgi {rounds['wsgi'][n]['rate']:.0f}, "
+              f"bare_flask {rounds['flask'][n]['rate']:.0f}, bare_wsgi_gthread "
+              f"{rounds['wsgi_gthread'][n]['rate']:.0f} per s")
+    print(f"ratio_vs_bare_wsgi: {statistics.median(ratios('ingest', 'wsgi')):.2f} x")
+    print(f"ratio_vs_bare_flask: {statistics.median(ratios('ingest', 'flask')):.2f} x")
+    print(f"ratio_vs_bare_wsgi_gthread: "
+          f"{statistics.median(ratios('ingest', 'wsgi_gthread')):.2f} x")
+    print(f"ratio_stalled_vs_not: {statistics.median(ratios('stalled', 'ingest')):.2f} x")
 
 
 if __name__ == "__main__":

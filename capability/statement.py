@@ -34,7 +34,8 @@ def interaction(resource_type: str, code: str, search_params: dict[str, tuple[st
 
 
 def build_capability_statement(views: Iterable[Callable[..., Any]], *, base_url: str,
-                               software_version: str) -> dict[str, Any]:
+                               software_version: str, security: dict[str, Any] | None = None
+                               ) -> dict[str, Any]:
     resources: dict[str, dict[str, Any]] = {}
     for view in views:
         for item in getattr(view, "fhir_interactions", []):
@@ -65,5 +66,6 @@ def build_capability_statement(views: Iterable[Callable[..., Any]], *, base_url:
                            "url": base_url},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
-        "rest": [{"mode": "server", "resource": rest_resources}],
+        "rest": [{"mode": "server", **({"security": security} if security else {}),
+                  "resource": rest_resources}],
     }

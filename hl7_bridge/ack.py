@@ -8,6 +8,7 @@ encoded as ISO-8859-1 text built from the latin-1 reading of MSH, so echoed byte
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import time
@@ -85,7 +86,7 @@ def build_ack(header: Header | None, code: str, *, errors: tuple[AckError, ...] 
               accept_ack: str = "NE") -> bytes:
     """The ACK for `header` (None when no MSH could be read: default delimiters, empty MSA-2)."""
     if header is not None:
-        d = Delimiters.from_msh(header.field_separator, header.encoding_characters)
+        d = _delimiters(header.field_separator, header.encoding_characters)
         msh2 = header.encoding_characters
         trigger = header.component(9, 2)
         version = header.version or "2.5.1"
@@ -96,9 +97,9 @@ def build_ack(header: Header | None, code: str, *, errors: tuple[AckError, ...] 
         receiver_app = receiver_fac = their_id = ""
         processing = "P"
     f, c = d.field, d.component
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S%z")
+    stamp = now.strftime("%Y%m%d%H%M%S%z") if now is not None else _stamp()
     text = "; ".join(e.text for e in errors)
-    msh = f.join(["MSH", msh2, escape(application, d), escape(facility, d), receiver_app,
+    msh = f.join(["MSH", msh2, _escaped(application, d), _escaped(facility, d), receiver_app,
                   receiver_fac, stamp, "", f"ACK{c}{trigger}{c}ACK",
                   control_id or new_control_id(), processing, version])
     if header is not None and header.enhanced_mode:
@@ -106,6 +107,28 @@ def build_ack(header: Header | None, code: str, *, errors: tuple[AckError, ...] 
     msa = f.join(["MSA", code, their_id] + ([escape(text, d)[:80]] if text else []))
     segments = [msh, msa] + [_err(e, d, version) for e in errors]
     return ("\r".join(segments) + "\r").encode("latin-1", "replace")
+
+
+@functools.lru_cache(maxsize=64)
+def _delimiters(field: str, encoding: str) -> Delimiters:
+    return Delimiters.from_msh(field, encoding)
+
+
+@functools.lru_cache(maxsize=64)
+def _escaped(value: str, d: Delimiters) -> str:
+    return escape(value, d)
+
+
+_stamp_cache: tuple[int, str] = (0, "")
+
+
+def _stamp() -> str:
+    """MSH-7 now, to the second (formatted once per second: ACKs are built by the thousand)."""
+    global _stamp_cache
+    second = int(time.time())
+    if _stamp_cache[0] != second:
+        _stamp_cache = (second, datetime.fromtimestamp(second, UTC).strftime("%Y%m%d%H%M%S%z"))
+    return _stamp_cache[1]
 
 
 def _err(error: AckError, d: Delimiters, version: str) -> str:

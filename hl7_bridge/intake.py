@@ -59,6 +59,7 @@ CONTROL_ID_MAX = 199
 #: how much of a frame over the size limit is kept in quarantine
 OVERSIZE_KEPT = 65536
 
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 _SEGMENT_NAMES = re.compile(rb"(?:^|[\r\n])([A-Z][A-Z0-9]{2})(?=[^A-Za-z0-9\r\n])")
 
 
@@ -352,14 +353,14 @@ def _new_message(item: Item) -> NewMessage:
 def _unstorable(header: Header, sender: str) -> AckError | None:
     """MSH values that cannot be stored (or keyed) as they are: refused before the group."""
     control = header.control_id
-    if any(ord(c) < 32 or ord(c) == 127 for c in control):
+    if _CONTROL_CHARACTERS.search(control):
         return AckError(102, "MSH-10 message control id contains control characters (such as "
                         "NUL); send a printable control id", "MSH", 1, 10)
     if len(control) > CONTROL_ID_MAX:
         return AckError(104, f"MSH-10 message control id is longer than {CONTROL_ID_MAX} "
                         "characters", "MSH", 1, 10)
     for number, value in ((3, header.sending_application), (4, header.sending_facility)):
-        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        if _CONTROL_CHARACTERS.search(value):
             return AckError(102, f"MSH-{number} contains control characters (such as NUL)",
                             "MSH", 1, number)
     if len(sender) > SENDER_MAX:

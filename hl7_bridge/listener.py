@@ -28,6 +28,7 @@ import logging
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hl7_bridge.config import Hl7Config
@@ -109,7 +110,7 @@ class Connection(asyncio.Protocol):
         self.frame_started: float | None = None
         self.last_activity = 0.0
         self.timer: asyncio.TimerHandle | None = None
-        self.on_close: list[object] = []
+        self.on_close: list[Callable[[], None]] = []
 
     # --- asyncio protocol ---------------------------------------------------------------------
 
@@ -158,7 +159,7 @@ class Connection(asyncio.Protocol):
         log.info("MLLP connection closed", extra={"peer": self.source,
                                                   "error": str(exc) if exc else ""})
         for callback in self.on_close:
-            callback()  # type: ignore[operator]
+            callback()
 
     # --- frames and answers -------------------------------------------------------------------
 
@@ -264,7 +265,8 @@ class Listener:
         """Serve only connections handed over by an acceptor (`adopt`)."""
         self._begin()
 
-    async def adopt(self, sock: socket.socket, on_close: object = None) -> None:
+    async def adopt(self, sock: socket.socket,
+                    on_close: Callable[[], None] | None = None) -> None:
         """Serve a connection accepted elsewhere (another process's acceptor)."""
         source = _source(sock)
         _, protocol = await self.loop.connect_accepted_socket(
@@ -318,8 +320,14 @@ class Listener:
             frames = [p.frame for p in group]
             began = self.loop.time()
             try:
-                responses = await self.loop.run_in_executor(self._executor, self.intake.store,
-                                                            frames)
+                if self._queue or self._busy_elsewhere(group):
+                    # frames are waiting or on their way: read them while this commit runs
+                    responses = await self.loop.run_in_executor(self._executor,
+                                                                self.intake.store, frames)
+                else:
+                    # every busy connection is in this group: nothing to read meanwhile, so
+                    # commit right here and save two thread hand-offs per commit
+                    responses = self.intake.store(frames)
             except Exception:  # store() answers AR itself; this is a last resort
                 log.exception("HL7 group commit failed")
                 for pending in group:
@@ -330,6 +338,11 @@ class Listener:
             for pending, response in zip(group, responses, strict=True):
                 pending.connection.answer(response, pending.close_after)
             expected = {p.connection for p in group}
+
+    def _busy_elsewhere(self, group: list[_Pending]) -> bool:
+        """True when a connection outside `group` has frames in flight (pipelining)."""
+        inside = {p.connection for p in group}
+        return any(c.in_flight and c not in inside for c in self.connections)
 
     async def _gather(self, expected: set[Connection], last_commit: float) -> None:
         """Adaptive group commit: wait for the connections answered by the previous commit to
@@ -345,8 +358,8 @@ class Listener:
         timer = self.loop.call_at(deadline, self._wake.set)
         try:
             while self.loop.time() < deadline:
-                queued = {p.connection for p in self._queue}
-                if all(c in queued or c.closing or c.in_flight for c in expected):
+                # in_flight counts a connection's queued frames: it is in
+                if all(c.closing or c.in_flight for c in expected):
                     return
                 self._wake.clear()
                 await self._wake.wait()

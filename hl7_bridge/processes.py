@@ -95,6 +95,7 @@ class Acceptor:
         except TimeoutError:
             self.failed = f"listener processes did not start within {START_TIMEOUT:.0f} s"
         if not self.failed:
+            self.listening.listen(1024)
             self.listening.setblocking(False)
             loop.add_reader(self.listening, self._on_accept)
             log.info("MLLP listener started", extra={
@@ -187,8 +188,16 @@ def run_listener_processes(config: Hl7Config, spawn: Spawn, stop: threading.Even
                            port_box: list[int] | None = None, port: int | None = None) -> None:
     """Bind, start `config.process_count` listener processes, hand them connections until
     `stop` is set; then stop them. Raises RuntimeError when a listener process fails."""
-    listening = socket.create_server((config.host, config.port if port is None else port),
-                                     backlog=1024)
+    # bound now (a taken port fails at once), listening only once every process is ready:
+    # until then a sender's connect is refused and it retries, rather than wait unanswered
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((config.host, config.port if port is None else port))
+    except OSError:
+        listening.close()
+        raise
     if port_box is not None:
         port_box.append(int(listening.getsockname()[1]))
     workers: list[_Worker] = []

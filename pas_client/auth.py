@@ -68,6 +68,18 @@ class BackendServicesToken:
                   "exp": issued + ASSERTION_LIFETIME, "jti": uuid.uuid4().hex}
         return jwt.encode(header, claims, key, algorithms=[alg])
 
+    def cds_hooks_jwt(self, audience: str, now: float | None = None) -> str:
+        """The bearer JWT a CDS Hooks client sends on every call (CDS Hooks 2.0 "Trusting CDS
+        Clients"): signed with our key, iss = our client id, aud = the exact URL called, a
+        fresh jti, five minutes at most."""
+        key, alg = self.signing_key()
+        issued = int(time.time() if now is None else now)
+        header = {"alg": alg, "typ": "JWT", **({"kid": self.auth.key_id}
+                                                if self.auth.key_id else {})}
+        claims = {"iss": self.auth.client_id, "aud": audience, "iat": issued,
+                  "exp": issued + ASSERTION_LIFETIME, "jti": uuid.uuid4().hex}
+        return jwt.encode(header, claims, key, algorithms=[alg])
+
     def form(self) -> dict[str, str]:
         return {"grant_type": "client_credentials", "scope": self.auth.scope,
                 "client_assertion_type": ASSERTION_TYPE,

@@ -2,9 +2,11 @@
 
 Shape: type collection, the Claim first, every referenced resource once with a urn:uuid fullUrl
 (stable per source resource), references as those urns, Bundle identifier and timestamp, member id
-on the Coverage, payer and provider identifiers, items with serviceItemRequestType,
-certificationType, category and place of service, ICD-10-CM diagnoses, expedited marked the same
-way on Claim.priority and the level of service.
+on the Coverage, the subscriber and relationship from the Coverage, payer and provider
+identifiers, the requested performer as careTeam (parties.py), items with
+serviceItemRequestType, certificationType, category, place of service, the order's dates and
+quantity (order.py), ICD-10-CM diagnoses, expedited marked the same way on Claim.priority and the
+level of service.
 """
 
 from __future__ import annotations
@@ -16,7 +18,16 @@ from typing import Any
 
 from pas_client.config import Organization, PasConfig, PayerConfig
 from pas_client.conformance.finding import Finding
-from pas_client.inputs import ClaimInputs, Resource
+from pas_client.inputs import PERFORMER_TYPES, ClaimInputs, Resource
+from pas_client.order import Occurrence, to_occurrence, to_quantity, visits
+from pas_client.parties import (
+    care_team_member,
+    contact_points,
+    to_organization,
+    to_person,
+    to_practitioner,
+    to_role,
+)
 
 PAS = "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/"
 X12 = "https://codesystem.x12.org/005010/"
@@ -29,7 +40,10 @@ POS = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Servi
 BUNDLE_ID_SYSTEM = "urn:refloop:pas:bundle"
 ITEM_TRACE_SYSTEM = "urn:refloop:pas:item"
 EXPEDITED = frozenset({"urgent", "asap", "stat"})
-RELATIONSHIP_X12 = {"self": "18", "spouse": "01", "child": "19", "other": "G8"}
+#: subscriber-relationship code -> X12 1069 (individual relationship)
+RELATIONSHIP_X12 = {"self": "18", "spouse": "01", "child": "19", "common": "53",
+                    "parent": "G8", "injured": "G8", "other": "G8"}
+MEMBER_SYSTEM = "urn:refloop:pas:member"
 NAMESPACE = uuid.UUID("8f3c8c4e-2a0b-4b7e-9a43-6f1f2f5b7d10")
 
 
@@ -69,19 +83,38 @@ def build_request_bundle(inputs: ClaimInputs, payer: PayerConfig, config: PasCon
     stamp = moment.isoformat(timespec="seconds").replace("+00:00", "Z")
     findings = list(inputs.findings)
     urls = Urls(scope)
-    patient = to_beneficiary(inputs.patient)
+    member = member_id(inputs.coverage)
+    member_system = f"{MEMBER_SYSTEM}:{payer.payer_id or _slug(payer.name)}"
+    patient = to_person(inputs.patient, "profile-beneficiary", (member_system, member),
+                        findings, "Patient")
     insurer = to_insurer(payer, inputs.coverage, findings)
     requestor = to_requestor(config.organization, findings)
-    coverage = to_coverage(inputs.coverage, urls, patient, insurer, findings)
-    practitioner = to_practitioner(inputs.practitioner) if inputs.practitioner else None
-    service_request = to_service_request(inputs.service_request, urls, patient, coverage,
-                                         practitioner)
+    subscriber = to_subscriber(inputs, (member_system, member), findings)
+    coverage = to_coverage(inputs.coverage, urls, patient, subscriber, insurer, member,
+                           findings)
+    practitioner = to_requester(inputs.practitioner, findings)
+    team, team_resources = build_care_team(inputs, urls, findings)
+    quantity = to_quantity(inputs.service_request, findings)
+    occurrence = to_occurrence(inputs.service_request, visits(quantity), findings)
+    service_request = to_service_request(
+        inputs.service_request, urls, patient, coverage, practitioner, occurrence, quantity,
+        [m["provider"] for m in team])
+    if inputs.coverage_information:  # CRD resp-46/48: keep sending what the payer said
+        service_request["extension"] = [with_coverage(inputs.coverage_information[0], urls,
+                                                      coverage)]
     claim_identifier = uuid.uuid4().hex[:20].upper()
     claim = build_claim(inputs, config, payer, urls, stamp, claim_identifier, patient=patient,
                         insurer=insurer, requestor=requestor, coverage=coverage,
                         service_request=service_request, findings=findings)
-    resources = [r for r in (patient, insurer, requestor, coverage, service_request,
-                             practitioner) if r]
+    claim_item = claim["item"][0]
+    claim_item.update(occurrence.serviced or {})
+    if quantity:
+        claim_item["quantity"] = quantity
+    if team:
+        claim["careTeam"] = team
+        claim_item["careTeamSequence"] = [m["sequence"] for m in team]
+    resources = _unique([patient, subscriber, insurer, requestor, coverage, service_request,
+                         practitioner, *team_resources])
     bundle_identifier = str(uuid.uuid4())
     bundle = {
         "resourceType": "Bundle", "meta": profile("profile-pas-request-bundle"),
@@ -93,6 +126,29 @@ def build_request_bundle(inputs: ClaimInputs, payer: PayerConfig, config: PasCon
     return BuiltRequest(bundle, bundle_identifier, claim_identifier, tuple(findings))
 
 
+def with_coverage(information: Resource, urls: Urls, coverage: Resource | None) -> Resource:
+    """The CRD coverage-information extension, its `coverage` pointing to our Coverage entry."""
+    parts = [dict(p) for p in information.get("extension", [])]
+    for part in parts:
+        if part.get("url") == "coverage" and coverage is not None:
+            part["valueReference"] = urls.ref(coverage)
+    return {**information, "extension": parts}
+
+
+def _unique(resources: list[Resource | None]) -> list[Resource]:
+    """Each resource instance once (spec-14), in order."""
+    seen: set[str] = set()
+    kept = []
+    for resource in resources:
+        if resource is None:
+            continue
+        key = f"{resource['resourceType']}/{resource['id']}"
+        if key not in seen:
+            seen.add(key)
+            kept.append(resource)
+    return kept
+
+
 class Urls:
     def __init__(self, scope: str) -> None:
         self.scope = scope
@@ -102,14 +158,6 @@ class Urls:
 
     def ref(self, resource: Resource) -> dict[str, str]:
         return {"reference": self.of(resource)}
-
-
-def to_beneficiary(patient: Resource) -> Resource:
-    kept: dict[str, Any] = {k: patient[k] for k in ("identifier", "name", "gender",
-                                                    "birthDate", "address", "telecom")
-                            if k in patient}
-    return {"resourceType": "Patient", "id": patient["id"], "meta": profile(
-        "profile-beneficiary"), **kept}
 
 
 def to_insurer(payer: PayerConfig, coverage: Resource | None,
@@ -141,18 +189,45 @@ def to_requestor(organization: Organization, findings: list[Finding]) -> Resourc
         "type": [concept(X12 + "98", "1P", "Provider")], "name": organization.name or "unknown"}
 
 
-def to_coverage(coverage: Resource | None, urls: Urls, patient: Resource, insurer: Resource,
+def member_id(coverage: Resource | None) -> str:
+    """The member id the payer looks the patient up by: the Coverage's MB identifier (a
+    dependent's own id), else subscriberId."""
+    for identifier in (coverage or {}).get("identifier", []):
+        if any(c.get("code") == "MB" for c in (identifier.get("type") or {}).get("coding", [])) \
+                and identifier.get("value"):
+            return str(identifier["value"])
+    return str((coverage or {}).get("subscriberId") or "")
+
+
+def to_subscriber(inputs: ClaimInputs, member: tuple[str, str],
+                  findings: list[Finding]) -> Resource | None:
+    """The subscriber as a PASSubscriber when the patient is a dependent (relationship other
+    than self); the invariant self-beneficiary requires it."""
+    coverage = inputs.coverage
+    if coverage is None or relationship(coverage) == "self":
+        return None
+    reference = (coverage.get("subscriber") or {}).get("reference", "")
+    held = inputs.get(reference) if reference else None
+    if held is None:
+        findings.append(Finding(
+            "error", "Coverage.subscriber", "input",
+            f"the patient is the subscriber's {relationship(coverage)} (a dependent), and the "
+            f"subscriber ({reference or 'none named on the Coverage'}) is not among the EHR "
+            "resources we hold; the payer needs the subscriber (PAS self-beneficiary)"))
+        return None
+    return to_person(held, "profile-subscriber", member, findings, "Coverage.subscriber")
+
+
+def to_coverage(coverage: Resource | None, urls: Urls, patient: Resource,
+                subscriber: Resource | None, insurer: Resource, member: str,
                 findings: list[Finding]) -> Resource | None:
     if coverage is None:
         return None
-    member = coverage.get("subscriberId") or next(
-        (i.get("value") for i in coverage.get("identifier", [])
-         if any(c.get("code") == "MB" for c in i.get("type", {}).get("coding", []))), "")
     if not member:
         findings.append(Finding("error", "Coverage.identifier:memberid", "input",
                                 "the Coverage has no member id (subscriberId or an MB "
                                 "identifier); the payer looks the member up by it"))
-    relation = _relationship(coverage)
+    relation = relationship(coverage)
     built: Resource = {
         "resourceType": "Coverage", "id": coverage["id"], "meta": profile("profile-coverage"),
         "identifier": [{"type": concept("http://terminology.hl7.org/CodeSystem/v2-0203", "MB"),
@@ -163,26 +238,92 @@ def to_coverage(coverage: Resource | None, urls: Urls, patient: Resource, insure
                                     coding(X12 + "1069", RELATIONSHIP_X12.get(relation, "G8"))]},
         "payor": [urls.ref(insurer)],
     }
-    if member:
-        built["subscriberId"] = member
-    if coverage.get("period"):
-        built["period"] = coverage["period"]
-    if relation != "self":
-        built["subscriber"] = urls.ref(patient)
-        findings.append(Finding("warning", "Coverage.subscriber", "input",
-                                "the patient is not the subscriber; check the subscriber sent"))
+    if subscriber is not None:
+        built["subscriber"] = urls.ref(subscriber)
+    subscriber_id = coverage.get("subscriberId") or member
+    if subscriber_id:
+        built["subscriberId"] = subscriber_id
+    for key in ("period", "dependent"):
+        if coverage.get(key):
+            built[key] = coverage[key]
+    classes = [c for c in coverage.get("class", []) if c.get("type") and c.get("value")]
+    if classes:
+        built["class"] = classes
     return built
 
 
-def to_practitioner(practitioner: Resource) -> Resource:
-    kept: dict[str, Any] = {k: practitioner[k] for k in ("identifier", "name", "telecom")
-                            if k in practitioner}
-    return {"resourceType": "Practitioner", "id": practitioner["id"],
-            "meta": profile("profile-practitioner"), **kept}
+def to_requester(practitioner: Resource | None, findings: list[Finding]) -> Resource | None:
+    if practitioner is None:
+        return None
+    built = to_practitioner(practitioner)
+    if built is None:
+        findings.append(Finding("warning", "ServiceRequest.requester", "input",
+                                f"the requester Practitioner/{practitioner.get('id')} has no "
+                                "identifier or no family name (PASPractitioner needs both): "
+                                "sent by name only"))
+    return built
+
+
+def build_care_team(inputs: ClaimInputs, urls: Urls, findings: list[Finding]
+                    ) -> tuple[list[Resource], list[Resource]]:
+    """The order's performers as Claim.careTeam members, with the resources they point to."""
+    members: list[Resource] = []
+    resources: list[Resource] = []
+    for performer in inputs.service_request.get("performer", []):
+        reference = performer.get("reference", "")
+        held = inputs.get(reference) if reference else None
+        if held is None or held.get("resourceType") not in PERFORMER_TYPES:
+            continue  # gather_inputs said why
+        built = _performer(inputs, held, urls, findings)
+        if built is not None:
+            provider, role, used = built
+            resources += used
+            members.append(care_team_member(len(members) + 1, provider, role))
+    return members, resources
+
+
+def _performer(inputs: ClaimInputs, held: Resource, urls: Urls, findings: list[Finding]
+               ) -> tuple[dict[str, str], Resource | None, list[Resource]] | None:
+    where = f"{held['resourceType']}/{held.get('id')}"
+    if held["resourceType"] == "Organization":
+        organization = to_organization(held)
+        if organization is None:
+            findings.append(Finding("warning", "ServiceRequest.performer", "input",
+                                    f"the performer {where} has no name: left out of careTeam"))
+            return None
+        return urls.ref(organization), None, [organization]
+    role = held if held["resourceType"] == "PractitionerRole" else None
+    source = inputs.get((role.get("practitioner") or {}).get("reference", "")) if role else held
+    practitioner = to_practitioner(source) if source else None
+    if practitioner is None:
+        findings.append(Finding("warning", "ServiceRequest.performer", "input",
+                                f"the performer {where}: its practitioner is not held or has no "
+                                "identifier or family name (PASPractitioner needs them): left "
+                                "out of careTeam"))
+        return None
+    organization_source = inputs.get((role.get("organization") or {}).get("reference", "")) \
+        if role else None
+    organization = to_organization(organization_source) if organization_source else None
+    telecom = contact_points(role) or contact_points(source) or contact_points(
+        organization_source)
+    if not telecom:
+        if organization is not None:  # no way to reach the person: name the organisation
+            return urls.ref(organization), role, [organization]
+        findings.append(Finding("warning", "ServiceRequest.performer", "input",
+                                f"the performer {where} has no phone, email or endpoint (US "
+                                "Core requires one on a PractitionerRole): left out of careTeam"))
+        return None
+    built_role = to_role(role or {"id": f"performer-{practitioner['id']}"},
+                         urls.ref(practitioner), urls.ref(organization) if organization else None,
+                         telecom)
+    used = [practitioner, built_role] + ([organization] if organization else [])
+    return urls.ref(built_role), role, used
 
 
 def to_service_request(request: Resource, urls: Urls, patient: Resource,
-                       coverage: Resource | None, practitioner: Resource | None) -> Resource:
+                       coverage: Resource | None, practitioner: Resource | None,
+                       occurrence: Occurrence, quantity: Resource | None,
+                       performers: list[dict[str, str]]) -> Resource:
     built: Resource = {
         "resourceType": "ServiceRequest", "id": request["id"],
         "meta": profile("profile-servicerequest"), "status": request.get("status", "active"),
@@ -191,28 +332,20 @@ def to_service_request(request: Resource, urls: Urls, patient: Resource,
     for key in ("category", "priority", "code", "reasonCode", "authoredOn"):
         if key in request:
             built[key] = request[key]
-    timing = _occurrence_timing(request)
-    if timing:
-        built["occurrenceTiming"] = timing
+    if quantity:
+        built["quantityQuantity"] = quantity
+    if occurrence.timing:
+        built["occurrenceTiming"] = occurrence.timing
     requester = request.get("requester") or {}
     if practitioner is not None:
         built["requester"] = urls.ref(practitioner)
     elif requester.get("display"):
         built["requester"] = {"display": requester["display"]}
+    if performers:
+        built["performer"] = performers
     if coverage is not None:
         built["insurance"] = [urls.ref(coverage)]
     return built
-
-
-def _occurrence_timing(request: Resource) -> Resource | None:
-    """PASServiceRequest allows occurrence[x] as Timing only, and PASTiming bounds only as a
-    Duration: a dateTime becomes the Timing's event, and so does the start of a Period (a
-    referral's validity, e.g. HL7 v2 RF1-7/8), the date the service is asked for from."""
-    if "occurrenceTiming" in request:
-        return dict(request["occurrenceTiming"])
-    moment = request.get("occurrenceDateTime") or \
-        (request.get("occurrencePeriod") or {}).get("start")
-    return {"event": [moment]} if moment else None
 
 
 def build_claim(inputs: ClaimInputs, config: PasConfig, payer: PayerConfig, urls: Urls,
@@ -299,7 +432,7 @@ def _payor_identifier(coverage: Resource | None) -> str:
     return ""
 
 
-def _relationship(coverage: Resource) -> str:
+def relationship(coverage: Resource) -> str:
     for c in (coverage.get("relationship") or {}).get("coding", []):
         if c.get("code") in RELATIONSHIP_X12:
             return str(c["code"])

@@ -1,13 +1,15 @@
-"""HTTP to a payer's PAS endpoint (the one module that uses requests): $submit, $inquire and
-Subscription create. POST application/fhir+json; a 4xx returns its OperationOutcome and is not
-retried; a 5xx, a timeout or a broken connection raises PeerError so the work item retries,
-resending the identical bytes."""
+"""HTTP to a payer (the one module of the adapter that uses requests): PAS $submit, $inquire,
+reads, Subscription create, eligibility and CRD (CDS Hooks). Every HTTP reply comes back as a
+Reply with its status, headers and raw bytes, whatever the status, so the caller stores it before
+interpreting it; only a timeout or a broken connection raises PeerError (the work item retries,
+resending the identical bytes)."""
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import requests
@@ -20,24 +22,56 @@ log = logging.getLogger("refloop.pas")
 FHIR_JSON = "application/fhir+json"
 
 
+#: response headers never kept (they can carry credentials)
+SECRET_HEADERS = frozenset({"set-cookie", "authorization", "proxy-authorization"})
+
+
 @dataclass(frozen=True)
 class Reply:
+    """One HTTP reply from a payer, as received: status, headers and the raw bytes."""
+
     status: int
-    body: dict[str, Any]
+    raw: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def rejected(self) -> bool:
         return 400 <= self.status < 500
 
+    @property
+    def retryable(self) -> bool:
+        """A 5xx: the payer may not have processed it; the same bytes are sent again."""
+        return self.status >= 500
+
+    @cached_property
+    def parsed(self) -> tuple[Any, str]:
+        """(the decoded JSON, "") or (None, why it is not JSON)."""
+        if not self.raw.strip():
+            return None, "the reply has no body"
+        try:
+            return json.loads(self.raw), ""
+        except (ValueError, UnicodeDecodeError) as exc:
+            return None, f"the reply is not JSON ({type(exc).__name__}: {str(exc)[:120]})"
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The JSON object of the reply; {} when it has none."""
+        value = self.parsed[0]
+        return value if isinstance(value, dict) else {}
+
     def outcome_text(self) -> str:
         """The OperationOutcome's issues, for people."""
-        issues = self.body.get("issue", []) if self.body.get("resourceType") == \
-            "OperationOutcome" else []
-        parts = [" ".join(filter(None, [i.get("severity", ""), i.get("code", ""),
-                                        (i.get("details") or {}).get("text", ""),
-                                        i.get("diagnostics", ""),
-                                        ",".join(i.get("expression", []))])) for i in issues]
-        return "; ".join(parts) or f"HTTP {self.status} without an OperationOutcome"
+        return outcome_text(self.body) or f"HTTP {self.status} without an OperationOutcome"
+
+
+def outcome_text(body: dict[str, Any]) -> str:
+    issues = body.get("issue", []) if body.get("resourceType") == "OperationOutcome" else []
+    parts = [" ".join(filter(None, [str(i.get("severity", "")), str(i.get("code", "")),
+                                    str((i.get("details") or {}).get("text", "")),
+                                    str(i.get("diagnostics", "")),
+                                    ",".join(map(str, i.get("expression", [])))]))
+             for i in issues if isinstance(i, dict)]
+    return "; ".join(p for p in parts if p)
 
 
 class PayerClient:
@@ -59,6 +93,18 @@ class PayerClient:
 
     def send_subscription(self, subscription: dict[str, Any]) -> Reply:
         return self._post("Subscription", json.dumps(subscription).encode())
+
+    def send_eligibility(self, body: bytes) -> Reply:
+        return self._post("CoverageEligibilityRequest/$submit", body)
+
+    def read(self, reference: str) -> Reply:
+        """GET [base]/Type/id (an id-only notification names what to read)."""
+        return self._send("GET", reference, None)
+
+    def call(self, method: str, url: str, body: bytes | None, headers: dict[str, str]
+             ) -> Reply:
+        """Any other exchange with the payer (CDS Hooks), with the caller's headers."""
+        return self._exchange(method, url, body, headers, url.rsplit("/", 1)[-1])
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
@@ -108,11 +154,21 @@ class PayerClient:
                 "fix client_id, key_file, key_id and token_url in its [[payers]] entry")
 
     def _post(self, path: str, body: bytes) -> Reply:
-        url = f"{self.payer.base_url}/{path}"
+        return self._send("POST", path, body)
+
+    def _send(self, method: str, path: str, body: bytes | None) -> Reply:
+        reply = self._exchange(method, f"{self.payer.base_url}/{path}", body,
+                               self._headers(), path)
+        if reply.status == 401 and self.token is not None:
+            self.token.forget()  # the caller retries with a new token
+        return reply
+
+    def _exchange(self, method: str, url: str, body: bytes | None, headers: dict[str, str],
+                  path: str) -> Reply:
         try:
-            response = self.session.post(url, data=body, headers=self._headers(),
-                                         verify=self.verify,
-                                         timeout=self.payer.timeout_seconds)
+            response = self.session.request(method, url, data=body, headers=headers,
+                                            verify=self.verify,
+                                            timeout=self.payer.timeout_seconds)
         except OSError as exc:  # requests' errors, and a certificate file it cannot read
             log.warning("pas exchange failed", extra={"payer": self.payer.name, "path": path,
                                                       "error": type(exc).__name__})
@@ -120,18 +176,18 @@ class PayerClient:
                             "; the identical bundle will be resent") from exc
         log.info("pas exchange", extra={"payer": self.payer.name, "path": path,
                                         "status": response.status_code})
-        if response.status_code >= 500:
-            raise PeerError(f"payer {self.payer.name}: {path} answered HTTP "
-                            f"{response.status_code}; the identical bundle will be resent")
-        if response.status_code == 401 and self.token is not None:
-            self.token.forget()
-            raise PeerError(f"payer {self.payer.name}: {path} refused our access token (HTTP "
-                            "401); a new token is fetched and the identical bundle resent")
-        try:
-            parsed = response.json() if response.content else {}
-        except ValueError:
-            parsed = {}
-        return Reply(response.status_code, parsed if isinstance(parsed, dict) else {})
+        kept = {k: v for k, v in response.headers.items() if k.lower() not in SECRET_HEADERS}
+        return Reply(response.status_code, response.content, kept)
+
+
+def raise_for_retry(payer: str, path: str, reply: Reply, token_used: bool) -> None:
+    """A reply that means "try again with the same bytes": 5xx, or 401 to our access token."""
+    if reply.retryable:
+        raise PeerError(f"payer {payer}: {path} answered HTTP {reply.status}; the identical "
+                        "bundle will be resent")
+    if reply.status == 401 and token_used:
+        raise PeerError(f"payer {payer}: {path} refused our access token (HTTP 401); a new "
+                        "token is fetched and the identical bundle resent")
 
 
 def describe_failure(exc: OSError) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from referrals.errors import RefloopError
@@ -29,6 +30,22 @@ class PayerAuth:
     cert_key_file: str = ""
 
 
+REQUIREMENTS = ("required", "not-required", "unknown")
+
+
+@dataclass(frozen=True)
+class CoverageRule:
+    """One row of a payer's coverage-requirements table: when every criterion given matches
+    (an empty one matches anything), prior authorization is `authorization`."""
+
+    authorization: str                  # required | not-required | unknown
+    services: tuple[str, ...] = ()      # order codes (any system) or billing codes (CPT...)
+    specialties: tuple[str, ...] = ()   # the referral's specialty
+    places_of_service: tuple[str, ...] = ()
+    plans: tuple[str, ...] = ()         # Coverage.class plan (value or name), or the plan the
+    #                                     payer's eligibility answer names
+
+
 @dataclass(frozen=True)
 class PayerConfig:
     name: str
@@ -41,6 +58,28 @@ class PayerConfig:
     timeout_seconds: float = 30.0
     subscribe: bool = True
     ca_file: str = ""    # CA bundle (PEM) verifying the payer's TLS certificate; empty: system
+    # following undecided requests: CMS-0057-F decision clocks, the $inquire backoff
+    decision_hours_expedited: float = 72.0
+    decision_hours_standard: float = 168.0
+    inquire_first_seconds: float = 3600.0   # first $inquire after a pend
+    inquire_max_seconds: float = 43200.0    # the backoff doubles up to this
+    inquire_after_error_seconds: float = 300.0  # first $inquire after a reply we cannot read
+    # which referrals need authorization, and eligibility first
+    coverage_rules: tuple[CoverageRule, ...] = ()
+    default_authorization: str = "unknown"   # when no rule matches and the payer did not say
+    eligibility: bool = False     # CoverageEligibilityRequest/$submit when a referral arrives
+    crd_url: str = ""             # the payer's CDS Hooks base (Da Vinci CRD), e.g. .../cds-services
+    crd_hook: str = "order-sign"
+    auto_submit: bool = False     # submit PAS by itself when authorization is required
+
+    def decision_window(self, expedited: bool) -> timedelta:
+        return timedelta(hours=self.decision_hours_expedited if expedited
+                         else self.decision_hours_standard)
+
+    def inquire_delay(self, checks: int) -> timedelta:
+        """The wait before $inquire number `checks + 1`: doubling from the first, capped."""
+        seconds = min(self.inquire_max_seconds, self.inquire_first_seconds * 2 ** checks)
+        return timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -126,4 +165,59 @@ def payer_from_table(table: dict[str, Any], organization: Organization) -> Payer
         subscription_filter=flt, auth=auth,
         timeout_seconds=float(table.get("timeout_seconds", 30.0)),
         subscribe=bool(table.get("subscribe", True)),
-        ca_file=str(table.get("ca_file", "")))
+        ca_file=str(table.get("ca_file", "")), **_follow_up(name, table),
+        **_coverage(name, table))
+
+
+def _coverage(name: str, table: dict[str, Any]) -> dict[str, Any]:
+    default = str(table.get("default_authorization", "unknown"))
+    if default not in REQUIREMENTS:
+        raise ConfigError(f"payer {name}: default_authorization {default!r}; use one of "
+                          f"{', '.join(REQUIREMENTS)}")
+    rules = table.get("coverage_rules", [])
+    if not isinstance(rules, list):
+        raise ConfigError(f"payer {name}: coverage_rules must be an array of tables "
+                          "([[payers.coverage_rules]])")
+    return {"coverage_rules": tuple(_rule(name, n, r) for n, r in enumerate(rules, start=1)),
+            "default_authorization": default,
+            "eligibility": bool(table.get("eligibility", False)),
+            "crd_url": str(table.get("crd_url", "")).rstrip("/"),
+            "crd_hook": str(table.get("crd_hook", "order-sign")),
+            "auto_submit": bool(table.get("auto_submit", False))}
+
+
+def _rule(name: str, number: int, table: Any) -> CoverageRule:
+    if not isinstance(table, dict):
+        raise ConfigError(f"payer {name}: coverage rule {number} must be a table")
+    authorization = str(table.get("authorization", ""))
+    if authorization not in REQUIREMENTS:
+        raise ConfigError(f"payer {name}: coverage rule {number} needs authorization = "
+                          f"{' | '.join(REQUIREMENTS)}")
+    known = {"authorization", "services", "specialties", "places_of_service", "plans"}
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(f"payer {name}: coverage rule {number} has unknown keys "
+                          f"{sorted(unknown)}; use {', '.join(sorted(known))}")
+
+    def values(key: str) -> tuple[str, ...]:
+        found = table.get(key, [])
+        return tuple(str(v) for v in ([found] if isinstance(found, str) else found))
+
+    return CoverageRule(authorization, values("services"), values("specialties"),
+                        values("places_of_service"), values("plans"))
+
+FOLLOW_UP_KEYS = ("decision_hours_expedited", "decision_hours_standard", "inquire_first_seconds",
+                  "inquire_max_seconds", "inquire_after_error_seconds")
+
+
+def _follow_up(name: str, table: dict[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key in FOLLOW_UP_KEYS:
+        if key in table:
+            try:
+                values[key] = float(table[key])
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"payer {name}: {key} must be a number") from exc
+            if values[key] <= 0:
+                raise ConfigError(f"payer {name}: {key} must be above 0")
+    return values

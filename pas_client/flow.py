@@ -1,8 +1,10 @@
-"""The prior-authorization flow: build, check, submit, apply decisions to the referral, follow
-pended requests (notifications, $inquire), update and cancel.
+"""The prior-authorization flow: build, check, submit, keep every reply raw and read it, apply
+decisions to the referral, update and cancel. Following undecided requests (notifications,
+scheduled $inquire, escalation) is in followup.py.
 
 Work kinds: "pas.submit" {"referral_id", "payer"} (and {"request_id"} for an update or cancel
-already built), "pas.notification" (enqueued by the subscriptions adapter)."""
+already built), "pas.notification" (enqueued by the subscriptions adapter), "pas.inquire"
+{"request_id"} and the timer "pas.follow-up" (followup.py)."""
 
 from __future__ import annotations
 
@@ -15,34 +17,41 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pas_client import followup
 from pas_client.bundle import build_request_bundle
-from pas_client.client import PayerClient, Reply
+from pas_client.client import PayerClient, Reply, raise_for_retry
 from pas_client.config import PasConfig, PayerConfig
 from pas_client.conformance import Finding, check_bundle
 from pas_client.inputs import gather_inputs, server_of
-from pas_client.response import (
-    Decision,
-    ResponseError,
-    from_claim_response,
-    parse_inquire_reply,
-    parse_response_bundle,
-)
-from pas_client.store import FINAL, PriorAuthRequest, PriorAuthStore
+from pas_client.reply import DECISION, EMPTY, REJECTED, Reading, read_reply
+from pas_client.response import Decision, item_from_json, merge_items, unknown_sequences
+from pas_client.store import FINAL, UNDECIDED, PriorAuthRequest, PriorAuthStore
 from pas_client.subscription import build_subscription
-from pas_client.update import build_inquiry_bundle, build_update_bundle
-from referrals.errors import IllegalTransition, InboundError
+from pas_client.update import build_update_bundle
+from referrals.errors import IllegalTransition, InboundError, NotFound
 from referrals.model import Actor, Command, Link, Reason, Referral, Stage
 from referrals.store.work import WorkItem
 
 log = logging.getLogger("refloop.pas")
 ACTOR = Actor("Device/refloop-pas", "Refloop prior authorization", "system")
-STATUS = {"pending": "pended", "approved": "approved", "denied": "denied",
-          "partial": "partial", "cancelled": "cancelled", "error": "error",
-          "unknown": "unknown"}
+#: a decision's overall state -> the request's status
+STATUS = {"pending": "pended", "approved": "approved", "modified": "modified",
+          "partially-approved": "partially-approved", "no-auth-required": "no-auth-required",
+          "denied": "denied", "contact-payer": "contact-payer", "partial": "partial",
+          "cancelled": "cancelled", "error": "rejected", "unknown": "unknown"}
+#: the request's status -> the prior-authorization Task's status
 TASK_STATUS = {"sending": "requested", "submitted": "in-progress", "pended": "in-progress",
-               "approved": "completed", "denied": "rejected", "partial": "in-progress",
+               "approved": "completed", "modified": "completed",
+               "partially-approved": "completed", "no-auth-required": "completed",
+               "denied": "rejected", "contact-payer": "on-hold", "partial": "in-progress",
                "cancelled": "cancelled", "error": "failed", "rejected": "failed",
                "unknown": "in-progress", "blocked": "on-hold"}
+#: statuses that let the referral go on (the service is authorized, maybe in another form)
+GRANTED = frozenset({"approved", "modified", "partially-approved", "no-auth-required"})
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -56,6 +65,9 @@ class PriorAuthFlow:
     client_for: Callable[[PayerConfig], PayerClient] = PayerClient
     #: the subscriptions adapter's open_hook/attach, when that adapter is wired
     hooks: Any = None
+    #: the core's coordinator tasks (open(...)), when that facility exists
+    tasks: Any = None
+    now: Callable[[], datetime] = utc_now
     #: one client per payer, so its access token is cached across work items
     _clients: dict[PayerConfig, PayerClient] = field(default_factory=dict, repr=False)
     _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -78,7 +90,11 @@ class PriorAuthFlow:
                                  referral.patient, lambda t, i: self.resources.try_get(
                                      t, i, server=server))
         if isinstance(gathered, list):
-            return self._blocked(referral, payer, gathered), False
+            return self._blocked(referral.id, payer.name, gathered), False
+        checked = self.store.coverage(referral.id) or {}
+        if checked.get("payer") == payer.name:
+            gathered.coverage_information = list(
+                (checked["detail"].get("crd") or {}).get("coverage_information", []))
         built = build_request_bundle(gathered, payer, self.config, scope=server)
         findings = [*built.findings, *check_bundle(built.bundle, payer.version)]
         sendable = not any(f.severity == "error" for f in findings)
@@ -89,10 +105,10 @@ class PriorAuthFlow:
         self.store.add(request)
         return request, sendable
 
-    def _blocked(self, referral: Referral, payer: PayerConfig,
+    def _blocked(self, referral_id: str, payer: str,
                  findings: list[Finding]) -> PriorAuthRequest:
         request_id = str(uuid.uuid4())
-        request = new_request(request_id, referral.id, payer.name, "submit", request_id, None, 1,
+        request = new_request(request_id, referral_id, payer, "submit", request_id, None, 1,
                               {}, f"blocked-{request_id}", "", "blocked", findings)
         self.store.add(request)
         return request
@@ -110,45 +126,127 @@ class PriorAuthFlow:
         payer = self.config.payer(request.payer)
         self.ensure_subscription(payer)
         reply = self.client(payer).send_submit(request.bundle)  # PeerError -> retry
-        self.apply_reply(request, reply)
+        self.receive(request, "submit", reply)
 
-    def _open_request(self, payload: dict[str, Any]) -> PriorAuthRequest | None:
-        """The request this work item sends: the unsent one it built before a crash, or new."""
-        referral = self.referral_store.get(payload["referral_id"])
-        payer = self.config.payer(payload["payer"])
+    def _open_request(self, payload: dict[str, Any]) -> PriorAuthRequest:
+        """The request this work item sends: the unsent one it built before a crash, or new.
+        An unknown referral is bad input (no retries); an unknown payer is a blocked request
+        that says which [[payers]] entry is missing."""
+        try:
+            referral = self.referral_store.get(payload["referral_id"])
+        except NotFound as exc:
+            raise InboundError(f"pas.submit: no referral {payload['referral_id']}") from exc
+        payer = self.config.try_payer(payload.get("payer") or referral.payer)
+        if payer is None:
+            known = ", ".join(p.name for p in self.config.payers) or "none"
+            return self._blocked(referral.id, payload.get("payer") or referral.payer or "-", [
+                Finding("error", "payer", "input", f"no [[payers]] entry named "
+                        f"{payload.get('payer') or referral.payer!r} (configured: {known}); "
+                        "add one with name, base_url and version, or choose a configured "
+                        "payer")])
         for existing in reversed(self.store.for_referral(referral.id, payer.name)):
             if existing.status == "sending" and existing.kind == "submit":
                 return existing
         request, _ = self.prepare(referral, payer)
         return request
 
-    def apply_reply(self, request: PriorAuthRequest, reply: Reply) -> None:
-        if reply.rejected:
-            self.store.add_response(request.id, "http", reply.body or {"status": reply.status},
-                                    "rejected", reply.status)
-            self.store.update(request.id, status="rejected", last_error=reply.outcome_text())
-            self._task(request, "rejected", None)
-            log.warning("pas request rejected", extra={"request": request.id,
-                                                       "status": reply.status})
-            return
+    # --- replies --------------------------------------------------------------------------
+    def keep(self, request: PriorAuthRequest | None, payer: PayerConfig, operation: str,
+             reply: Reply, *, referral_id: str | None = None) -> int:
+        """Store the reply raw (status, headers, bytes), then raise for a retry when it asks
+        for one (5xx, 401 to our token). Returns the stored reply's id."""
+        reply_id = self.store.add_reply(
+            payer=payer.name, operation=operation, status=reply.status, headers=reply.headers,
+            body=reply.raw, request_id=request.id if request else None,
+            referral_id=request.referral_id if request else referral_id)
         try:
-            decision = parse_response_bundle(reply.body)
-        except ResponseError as exc:
-            self.store.update(request.id, status="error", last_error=f"protocol: {exc}")
-            self._task(request, "error", None)
-            return
-        self.store.update(request.id, status="submitted")
-        self.apply_decision(request, decision, "submit", reply.status)
+            raise_for_retry(payer.name, operation, reply, self.client(payer).token is not None)
+        except Exception:
+            self.store.interpret_reply(reply_id, "retry", f"HTTP {reply.status}: sent again")
+            raise
+        return reply_id
+
+    def receive(self, request: PriorAuthRequest, operation: str, reply: Reply) -> Reading:
+        """Keep a reply to `request`'s $submit or $inquire raw, then read and apply it."""
+        payer = self.config.payer(request.payer)
+        reply_id = self.keep(request, payer, operation, reply)
+        reading = read_reply(reply.status, *reply.parsed, operation=operation)
+        self.store.interpret_reply(reply_id, reading.outcome,
+                                   "; ".join(filter(None, [reading.problem, *reading.notes])))
+        if reading.outcome == REJECTED and operation == "submit":
+            self._rejected(request, reading.problem)
+        elif reading.outcome == DECISION:
+            if operation == "submit" and request.status == "sending":
+                self.store.update(request.id, status="submitted")
+            for decision in self._decisions_for(request, reading.decisions, operation):
+                self.apply_decision(request, decision, operation, reply.status, reply_id)
+        elif reading.outcome != EMPTY and (operation == "submit" or reading.outcome != REJECTED):
+            self.unreadable(request, reply_id, reading.problem)
+        return reading
+
+    def _decisions_for(self, request: PriorAuthRequest, decisions: tuple[Decision, ...],
+                       operation: str) -> list[Decision]:
+        """The decisions that answer `request`: a $submit reply answers it; of an $inquire
+        reply (which may list every request of the patient) those that name it, or the only
+        one when none names anything."""
+        if operation == "submit":
+            return list(decisions[:1])
+        named = [d for d in decisions if self._names(d, request)]
+        anonymous = [d for d in decisions if not (d.request_reference or d.request_identifiers
+                                                  or d.identifiers or d.pre_auth_ref)]
+        return named or (anonymous if len(decisions) == 1 else [])
+
+    def _names(self, decision: Decision, request: PriorAuthRequest) -> bool:
+        found = self.match(decision, request.payer)
+        return found is not None and found.chain_id == request.chain_id
+
+    def match(self, decision: Decision, payer: str) -> PriorAuthRequest | None:
+        matched: PriorAuthRequest | None = self.store.match(
+            full_urls=[decision.request_reference] if decision.request_reference else [],
+            identifiers=[v for _, v in (*decision.request_identifiers, *decision.identifiers)],
+            auth_numbers=[decision.pre_auth_ref] if decision.pre_auth_ref else [],
+            payer=payer)
+        return matched
+
+    def _rejected(self, request: PriorAuthRequest, why: str) -> None:
+        self.store.update(request.id, status="rejected", last_error=why, next_check_at=None)
+        self.put_task(request, "rejected", None)
+        log.warning("pas request rejected", extra={"request": request.id})
+
+    def unreadable(self, request: PriorAuthRequest, reply_id: int, problem: str) -> None:
+        """A reply Refloop cannot interpret: the request is in error (unless it was decided
+        already) with the reply kept and named, and an $inquire is scheduled."""
+        current = self.store.try_get(request.id) or request
+        if current.status in FINAL:
+            return  # a garbled later message never undoes a decision
+        message = (f"the payer's reply (#{reply_id}) could not be interpreted: {problem}; an "
+                   "$inquire is scheduled (see `refloop pas reply "
+                   f"{reply_id}`)")
+        self.store.update(request.id, status="error", last_error=message[:4000])
+        self.schedule_follow_up(self.store.try_get(request.id) or current, soon=True)
+        self.put_task(current, "error", None, note=message)
+        self.move_referral(current, "error")
 
     # --- decisions --------------------------------------------------------------------------
     def apply_decision(self, request: PriorAuthRequest, decision: Decision, source: str,
-                       http_status: int | None = None) -> bool:
+                       http_status: int | None = None, reply_id: int | None = None) -> bool:
         """Apply a decision once; older decisions (by created) than the applied one are kept
-        but not applied. Returns True when it changed the request."""
-        new = self.store.add_response(request.id, source, decision.claim_response,
-                                      decision.overall, http_status)
+        but not applied. A decision about items the request does not contain is not applied:
+        the request is in error and an $inquire is scheduled. True when it changed things."""
         current = self.store.try_get(request.id)
         assert current is not None
+        strange = unknown_sequences(decision, current.item_sequences())
+        if strange:
+            self.store.add_response(request.id, source, decision.claim_response, "mismatch",
+                                    http_status)
+            self.unreadable(current, reply_id or 0, (
+                f"it decides item sequences {strange}, which request {current.id[:8]} does not "
+                f"contain (it has {sorted(current.item_sequences())})"))
+            return False
+        earlier = [item_from_json(i) for i in (current.decision or {}).get("items", [])]
+        decision = merge_items(decision, earlier)
+        new = self.store.add_response(request.id, source, decision.claim_response,
+                                      decision.overall, http_status)
         if not new or (current.decided_at and decision.created
                        and decision.created < current.decided_at):
             return False
@@ -157,31 +255,41 @@ class PriorAuthFlow:
                           auth_number=decision.auth_number or current.auth_number,
                           decided_at=decision.created or current.decided_at,
                           last_error=decision.summary() if decision.errors else "")
-        self._task(current, status, decision)
-        self._move_referral(current, decision)
+        updated = self.store.try_get(request.id) or current
+        if status in UNDECIDED:
+            self.schedule_follow_up(updated)
+        else:
+            self.store.update(request.id, next_check_at=None)
+            if status != "contact-payer":
+                followup.close_escalation(self, self.store.try_get(request.id) or updated)
+        self.put_task(current, status, decision)
+        self.move_referral(current, status, decision)
+        if status == "contact-payer":
+            self.escalate(updated, f"{request.payer} asks to be contacted about this prior "
+                          "authorization (X12 306 CT): call the payer or use its portal")
         return True
 
-    def _move_referral(self, request: PriorAuthRequest, decision: Decision) -> None:
+    def move_referral(self, request: PriorAuthRequest, status: str,
+                       decision: Decision | None = None) -> None:
         referral = self.referral_store.get(request.referral_id)
         link = Link("prior-authorization", f"Task/{request.task_id}", request.payer)
         if referral.stage in (Stage.ACCEPTED, Stage.COVERAGE_CHECK):
-            referral = self._act(referral, "request-authorization", changes={
+            referral = self.act_on(referral, "request-authorization", changes={
                 "payer": request.payer, "auth_state": "submitted", "add_inputs": [link]})
         if referral.stage != Stage.AUTH_PENDING:
             return
-        overall = decision.overall
-        if overall == "approved":
-            self._act(referral, "authorize", changes={"auth_state": "approved"})
-        elif overall == "denied":
-            reasons = ", ".join(r for i in decision.items for r in i.reasons)
-            self._act(referral, "hold", reason=Reason("auth-denied", (
+        if status in GRANTED:
+            self.act_on(referral, "authorize", changes={"auth_state": status})
+        elif status == "denied":
+            reasons = ", ".join(r for i in (decision.items if decision else ()) for r in i.reasons)
+            self.act_on(referral, "hold", reason=Reason("auth-denied", (
                 f"{request.payer} denied prior authorization" +
                 (f" (reasons {reasons})" if reasons else ""))[:200]),
                 changes={"auth_state": "denied"})
-        elif referral.auth_state != STATUS[overall]:
-            self._act(referral, "amend", changes={"auth_state": STATUS[overall]})
+        elif referral.auth_state != status:
+            self.act_on(referral, "amend", changes={"auth_state": status})
 
-    def _act(self, referral: Referral, action: str, reason: Reason | None = None,
+    def act_on(self, referral: Referral, action: str, reason: Reason | None = None,
              changes: dict[str, Any] | None = None) -> Referral:
         try:
             moved: Referral = self.referrals.act(referral.id, Command(
@@ -192,7 +300,8 @@ class PriorAuthFlow:
                                                        "action": action, "why": str(exc)})
             return referral
 
-    def _task(self, request: PriorAuthRequest, status: str, decision: Decision | None) -> None:
+    def put_task(self, request: PriorAuthRequest, status: str, decision: Decision | None,
+              note: str = "") -> None:
         """The prior authorization as a child Task of the referral's Task."""
         claim = request.bundle_json()["entry"][0]["resource"] if request.bundle else None
         if claim is not None:
@@ -203,8 +312,10 @@ class PriorAuthFlow:
             "code": {"text": "Prior authorization (Da Vinci PAS)"},
             "businessStatus": {"text": decision.summary() if decision else status},
             "owner": {"display": request.payer},
-            "lastModified": datetime.now(UTC).isoformat(timespec="seconds"),
+            "lastModified": self.now().isoformat(timespec="seconds"),
         }
+        if note:
+            task["statusReason"] = {"text": note[:1000]}
         if claim is not None:
             task["focus"] = {"reference": f"Claim/{claim['id']}"}
             task["for"] = {"reference": self.referral_store.get(request.referral_id).patient}
@@ -221,54 +332,37 @@ class PriorAuthFlow:
                                     deliver_kind="pas.notification")
         reply = self.client(payer).send_subscription(
             build_subscription(payer, hook.url, hook.header))
+        reply_id = self.keep(None, payer, "subscription", reply)
         if reply.rejected or not reply.body.get("id"):
+            self.store.interpret_reply(reply_id, "refused", reply.outcome_text())
             log.warning("pas subscription refused", extra={"payer": payer.name,
                                                            "status": reply.status})
             return
+        self.store.interpret_reply(reply_id, "subscribed", str(reply.body["id"]))
         self.hooks.attach(hook.id, reply.body["id"])
         self.store.save_subscription(payer.name, reply.body["id"], hook.id)
 
-    # --- pended: notifications and $inquire ----------------------------------------------
+    # --- following undecided requests (followup.py) -------------------------------------
+    def schedule_follow_up(self, request: PriorAuthRequest, *, soon: bool = False) -> None:
+        followup.schedule(self, request, soon=soon)
+
+    def escalate(self, request: PriorAuthRequest, why: str) -> None:
+        followup.escalate(self, request, why)
+
     def handle_notification(self, item: WorkItem) -> None:
-        payload = item.payload
-        payer = self._payer_for_server(payload.get("server", ""))
-        responses = [r for r in payload.get("resources", [])
-                     if r.get("resourceType") == "ClaimResponse"]
-        if not responses:
-            if payload.get("notification_type", "event-notification") != "event-notification":
-                return  # handshake / heartbeat
-            for pended in self.store.pending_for_payer(payer.name):  # id-only: ask
-                self.inquire(pended)
-            return
-        for claim_response in responses:
-            decision = from_claim_response(claim_response)
-            request: PriorAuthRequest | None = self.store.match(
-                full_urls=[decision.request_reference] if decision.request_reference else [],
-                identifiers=[v for _, v in (*decision.request_identifiers,
-                                            *decision.identifiers)],
-                auth_numbers=[decision.pre_auth_ref] if decision.pre_auth_ref else [],
-                payer=payer.name)
-            if request is None:
-                raise InboundError("PAS notification: a ClaimResponse matches no request we "
-                                   "sent (request reference, identifiers, preAuthRef)")
-            self.apply_decision(request, decision, "notification")
+        followup.handle_notification(self, item)
 
-    def _payer_for_server(self, server: str) -> PayerConfig:
-        for payer in self.config.payers:
-            if payer.base_url.rstrip("/") == server.rstrip("/"):
-                return payer
-        raise InboundError(f"PAS notification from {server!r}, which is no configured payer")
+    def handle_inquire(self, item: WorkItem) -> None:
+        followup.handle_inquire(self, item)
 
-    def inquire(self, request: PriorAuthRequest) -> list[Decision]:
-        payer = self.config.payer(request.payer)
-        body = json.dumps(build_inquiry_bundle(request.bundle_json(), request.auth_number))
-        reply = self.client(payer).send_inquire(body.encode())
-        if reply.rejected:
-            raise InboundError(f"$inquire refused by {payer.name}: {reply.outcome_text()}")
-        decisions = parse_inquire_reply(reply.body)
-        for decision in decisions:
-            self.apply_decision(request, decision, "inquire", reply.status)
-        return decisions
+    def handle_follow_up(self, _item: WorkItem) -> None:
+        followup.follow_up_due(self)
+
+    def handle_coordinator_outcome(self, item: WorkItem) -> None:
+        followup.handle_coordinator_outcome(self, item)
+
+    def inquire(self, request: PriorAuthRequest) -> Reading:
+        return followup.inquire(self, request)
 
     # --- update and cancel ---------------------------------------------------------------
     def update(self, chain_id: str, *, cancel_items: set[int] | None = None,

@@ -14,6 +14,10 @@ Resource = dict[str, Any]
 Lookup = Callable[[str, str], Resource | None]
 
 
+#: performers the Claim's careTeam can name (directly, or a Practitioner through a role)
+PERFORMER_TYPES = ("Practitioner", "PractitionerRole", "Organization")
+
+
 @dataclass
 class ClaimInputs:
     referral_id: str
@@ -23,6 +27,15 @@ class ClaimInputs:
     coverage: Resource | None = None
     practitioner: Resource | None = None
     findings: list[Finding] = field(default_factory=list)
+    #: the other resources the order and the coverage point to, by "Type/id": performers
+    #: (and a role's practitioner and organization), the Coverage's subscriber
+    related: dict[str, Resource] = field(default_factory=dict)
+    #: the payer's CRD coverage-information extensions for the order (sent again in PAS)
+    coverage_information: list[Resource] = field(default_factory=list)
+
+    def get(self, reference: str) -> Resource | None:
+        kind, rid = split_reference(reference)
+        return self.related.get(f"{kind}/{rid}")
 
 
 def server_of(source_key: str) -> str:
@@ -60,9 +73,53 @@ def gather_inputs(referral_id: str, priority: str, service_request_ref: str, pat
             "error", "ServiceRequest.insurance", "input",
             "the ServiceRequest names no Coverage; the payer needs the member's coverage"))
     requester = (service_request.get("requester") or {}).get("reference", "")
-    if requester.startswith("Practitioner/"):
+    if split_reference(requester)[0] == "Practitioner":
         inputs.practitioner = lookup(*split_reference(requester))
+    _performers(inputs, lookup)
+    _subscriber(inputs, lookup)
     return inputs
+
+
+def _performers(inputs: ClaimInputs, lookup: Lookup) -> None:
+    for performer in inputs.service_request.get("performer", []):
+        reference = performer.get("reference", "")
+        kind, _ = split_reference(reference)
+        if not reference:
+            inputs.findings.append(Finding(
+                "warning", "ServiceRequest.performer", "input",
+                f"the performer {performer.get('display', '')!r} is a name without a reference; "
+                "the Claim's careTeam needs the provider's resource: left out"))
+        elif kind not in PERFORMER_TYPES:
+            inputs.findings.append(Finding(
+                "warning", "ServiceRequest.performer", "input",
+                f"the performer {reference} is a {kind}; the Claim's careTeam takes a "
+                "PractitionerRole, a Practitioner or an Organization: left out"))
+        elif _hold(inputs, lookup, reference, "performer") and kind == "PractitionerRole":
+            role = inputs.get(reference) or {}
+            for key in ("practitioner", "organization"):
+                target = (role.get(key) or {}).get("reference")
+                if target:
+                    _hold(inputs, lookup, target, f"the performer's {key}")
+
+
+def _subscriber(inputs: ClaimInputs, lookup: Lookup) -> None:
+    coverage = inputs.coverage or {}
+    subscriber = (coverage.get("subscriber") or {}).get("reference", "")
+    beneficiary = (coverage.get("beneficiary") or {}).get("reference", "")
+    if subscriber and split_reference(subscriber) != split_reference(beneficiary):
+        _hold(inputs, lookup, subscriber, "the Coverage's subscriber")
+
+
+def _hold(inputs: ClaimInputs, lookup: Lookup, reference: str, what: str) -> bool:
+    kind, rid = split_reference(reference)
+    found = lookup(kind, rid)
+    if found is None:
+        inputs.findings.append(Finding(
+            "warning", kind, "input", f"{what} {reference} is not among the EHR resources we "
+            "hold (check the EHR subscription or reload the referral)"))
+        return False
+    inputs.related[f"{kind}/{rid}"] = found
+    return True
 
 
 def _missing(kind: str, reference: str) -> Finding:

@@ -4,7 +4,7 @@ $inquire replies come as a Parameters (2.2.1) or one Bundle (2.0.1)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 PAS = "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/"
@@ -51,7 +51,9 @@ class PayerError:
 
 @dataclass(frozen=True)
 class Decision:
-    overall: str  # approved | denied | pending | partial | cancelled | error | unknown
+    #: approved | modified | partially-approved | no-auth-required | denied | pending |
+    #: contact-payer | partial | cancelled | error | unknown
+    overall: str
     items: tuple[ItemDecision, ...]
     errors: tuple[PayerError, ...] = ()
     outcome: str = ""
@@ -117,6 +119,9 @@ def from_claim_response(claim_response: dict[str, Any]) -> Decision:
 
 def overall(items: tuple[ItemDecision, ...], outcome: str,
             errors: tuple[PayerError, ...]) -> str:
+    """The request's state from its items' X12 306 codes; each outcome keeps its own name
+    (contact payer, modified, partially approved, no authorization required are not folded
+    into approved or partial)."""
     codes = [i.code for i in items]
     if outcome == "error" or (errors and not items):
         return "error"
@@ -124,13 +129,45 @@ def overall(items: tuple[ItemDecision, ...], outcome: str,
         return "pending"
     if not codes or "" in codes:
         return "unknown"  # an item without reviewAction is never treated as approved
-    if all(c == "C" for c in codes):
+    live = [c for c in codes if c != "C"]
+    if not live:
         return "cancelled"
-    if all(c in GRANTED or c == "C" for c in codes):
-        return "approved"
-    if all(c in ("A3", "C") for c in codes):
-        return "denied"
+    if "CT" in live:
+        return "contact-payer"
+    for state, allowed in SAME_STATE:
+        if all(c in allowed for c in live):
+            return state
+    if all(c in GRANTED | {"A2"} for c in live):
+        return "partially-approved"
     return "partial"
+
+
+#: (state, the codes every live item must have for it), first match wins
+SAME_STATE = (("denied", frozenset({"A3"})), ("no-auth-required", frozenset({"NA"})),
+              ("approved", frozenset({"A1", "NA"})), ("modified", GRANTED))
+
+
+def merge_items(decision: Decision, earlier: list[ItemDecision]) -> Decision:
+    """A reply may carry only the items that changed: keep the earlier decision of the others."""
+    answered = {i.sequence for i in decision.items}
+    kept = tuple(i for i in earlier if i.sequence not in answered)
+    if not kept or not decision.items or decision.items[0].sequence == 0:
+        return decision
+    items = tuple(sorted(decision.items + kept, key=lambda i: i.sequence))
+    return replace(decision, items=items,
+                   overall=overall(items, decision.outcome, decision.errors))
+
+
+def unknown_sequences(decision: Decision, requested: set[int]) -> list[int]:
+    """Item sequences the reply speaks of that the request did not contain (0: header level)."""
+    return sorted({i.sequence for i in decision.items} - requested - {0})
+
+
+def item_from_json(data: dict[str, Any]) -> ItemDecision:
+    period = data.get("period") or ("", "")
+    return ItemDecision(int(data["sequence"]), data.get("code", ""), data.get("status", ""),
+                        data.get("auth_number", ""), tuple(data.get("reasons", [])),
+                        (period[0], period[1]), data.get("modification"))
 
 
 def _item(item: dict[str, Any], add_items: list[dict[str, Any]]) -> ItemDecision:

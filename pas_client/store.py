@@ -11,10 +11,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from pas_client.tables import pas_requests, pas_responses, pas_subscriptions
+from pas_client.tables import (
+    pas_coverage,
+    pas_replies,
+    pas_requests,
+    pas_responses,
+    pas_subscriptions,
+)
 from referrals.store.database import Database
 
-FINAL = frozenset({"approved", "denied", "cancelled", "rejected", "blocked"})
+FINAL = frozenset({"approved", "modified", "partially-approved", "no-auth-required", "denied",
+                   "cancelled", "rejected", "blocked"})
+#: states of a request the payer has not decided yet: followed with $inquire until its deadline
+UNDECIDED = frozenset({"submitted", "pended", "error", "unknown"})
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,10 @@ class PriorAuthRequest:
     last_error: str
     created_at: datetime
     updated_at: datetime
+    deadline_at: datetime | None = None
+    next_check_at: datetime | None = None
+    checks: int = 0
+    escalated_at: datetime | None = None
 
     @property
     def task_id(self) -> str:
@@ -47,9 +60,65 @@ class PriorAuthRequest:
         data: dict[str, Any] = json.loads(self.bundle)
         return data
 
+    def item_sequences(self) -> set[int]:
+        if not self.bundle:
+            return set()
+        claim = self.bundle_json()["entry"][0]["resource"]
+        return {int(item["sequence"]) for item in claim.get("item", [])}
+
+
+@dataclass(frozen=True)
+class StoredReply:
+    id: int
+    request_id: str | None
+    referral_id: str | None
+    payer: str
+    operation: str
+    http_status: int
+    headers: dict[str, str]
+    body: bytes
+    received_at: datetime
+    interpretation: str
+    note: str
+
+    def text(self, limit: int = 4000) -> str:
+        """The body as text for people (undecodable bytes shown as escapes), cut at `limit`."""
+        shown = self.body.decode("utf-8", errors="backslashreplace")
+        return shown if len(shown) <= limit else shown[:limit] + f"... ({len(shown)} chars)"
+
+    def to_json(self, body: bool = False) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id, "request_id": self.request_id, "referral_id": self.referral_id,
+            "payer": self.payer, "operation": self.operation, "http_status": self.http_status,
+            "received_at": self.received_at.isoformat(), "interpretation": self.interpretation,
+            "note": self.note, "bytes": len(self.body)}
+        if body:
+            data["headers"] = self.headers
+            data["body"] = self.text(limit=10**9)
+        return data
+
+
+def _reply(row: Any) -> StoredReply:
+    values = _aware(dict(row._mapping))
+    values["body"] = bytes(values["body"])
+    return StoredReply(**values)
+
+
+INSTANTS = ("created_at", "updated_at", "deadline_at", "next_check_at", "escalated_at",
+            "received_at", "checked_at")
+
+
+def _aware(values: dict[str, Any]) -> dict[str, Any]:
+    """SQLite gives naive datetimes back: they are UTC."""
+    for key in INSTANTS:
+        moment = values.get(key)
+        if isinstance(moment, datetime) and moment.tzinfo is None:
+            values[key] = moment.replace(tzinfo=UTC)
+    return values
+
 
 def _row(row: Any) -> PriorAuthRequest:
-    values = dict(row._mapping)
+    values = _aware(dict(row._mapping))
     values["bundle"] = bytes(values["bundle"])
     return PriorAuthRequest(**values)
 
@@ -103,10 +172,59 @@ class PriorAuthStore:
         return _row(row) if row else None
 
     def pending_for_payer(self, payer: str) -> list[PriorAuthRequest]:
+        """Requests the payer has not decided yet (pended, or a reply we could not read)."""
+        c_ = pas_requests.c
         with self.db.read() as c:
             rows = c.execute(sa.select(pas_requests).where(
-                pas_requests.c.payer == payer, pas_requests.c.status == "pended")).all()
+                c_.payer == payer, c_.status.in_(sorted(UNDECIDED)))).all()
         return [_row(r) for r in rows]
+
+    def due_for_follow_up(self, now: datetime, limit: int = 200) -> list[PriorAuthRequest]:
+        """Undecided requests whose next $inquire is due."""
+        c_ = pas_requests.c
+        with self.db.read() as c:
+            rows = c.execute(sa.select(pas_requests).where(
+                c_.next_check_at.is_not(None), c_.next_check_at <= now,
+                c_.status.in_(sorted(UNDECIDED))).order_by(c_.next_check_at)
+                .limit(limit)).all()
+        return [_row(r) for r in rows]
+
+    # --- raw replies ------------------------------------------------------------------
+    def add_reply(self, *, payer: str, operation: str, status: int, headers: dict[str, str],
+                  body: bytes, request_id: str | None = None, referral_id: str | None = None,
+                  conn: Connection | None = None) -> int:
+        """Keep a reply exactly as received, before anything reads it; its id."""
+        with self.db.using(conn) as c:
+            return int(c.execute(pas_replies.insert().values(
+                request_id=request_id, referral_id=referral_id, payer=payer,
+                operation=operation, http_status=status, headers=headers, body=body,
+                received_at=datetime.now(UTC)).returning(pas_replies.c.id)).scalar_one())
+
+    def interpret_reply(self, reply_id: int, interpretation: str, note: str = "", *,
+                        request_id: str | None = None, referral_id: str | None = None) -> None:
+        values: dict[str, Any] = {"interpretation": interpretation, "note": note[:4000]}
+        if request_id is not None:
+            values["request_id"] = request_id
+        if referral_id is not None:
+            values["referral_id"] = referral_id
+        with self.db.write() as c:
+            c.execute(pas_replies.update().where(pas_replies.c.id == reply_id).values(**values))
+
+    def try_get_reply(self, reply_id: int) -> StoredReply | None:
+        with self.db.read() as c:
+            row = c.execute(sa.select(pas_replies).where(pas_replies.c.id == reply_id)).first()
+        return _reply(row) if row else None
+
+    def replies(self, *, request_id: str | None = None, referral_id: str | None = None
+                ) -> list[StoredReply]:
+        query = sa.select(pas_replies)
+        if request_id is not None:
+            query = query.where(pas_replies.c.request_id == request_id)
+        if referral_id is not None:
+            query = query.where(pas_replies.c.referral_id == referral_id)
+        with self.db.read() as c:
+            rows = c.execute(query.order_by(pas_replies.c.id)).all()
+        return [_reply(r) for r in rows]
 
     def update(self, request_id: str, conn: Connection | None = None, **values: Any) -> None:
         values["updated_at"] = datetime.now(UTC)
@@ -147,3 +265,19 @@ class PriorAuthStore:
             c.execute(pas_subscriptions.insert().values(
                 payer=payer, subscription_id=subscription_id, hook_id=hook_id,
                 created_at=datetime.now(UTC)))
+
+    # --- which referrals need authorization; eligibility ---------------------------------
+    def save_coverage(self, referral_id: str, payer: str, requirement: str, source: str,
+                      detail: dict[str, Any], eligibility: dict[str, Any] | None) -> None:
+        with self.db.write() as c:
+            c.execute(pas_coverage.delete().where(pas_coverage.c.referral_id == referral_id))
+            c.execute(pas_coverage.insert().values(
+                referral_id=referral_id, payer=payer, requirement=requirement,
+                source=source[:2000], detail=detail, eligibility=eligibility,
+                checked_at=datetime.now(UTC)))
+
+    def coverage(self, referral_id: str) -> dict[str, Any] | None:
+        with self.db.read() as c:
+            row = c.execute(sa.select(pas_coverage).where(
+                pas_coverage.c.referral_id == referral_id)).first()
+        return _aware(dict(row._mapping)) if row else None

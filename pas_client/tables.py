@@ -1,4 +1,5 @@
-"""The PAS tables (SQLAlchemy Core; created by migration 0004_pas)."""
+"""The PAS tables (SQLAlchemy Core; created by migrations 0004_pas, 0200_pas_replies and
+0201_pas_coverage)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,12 @@ pas_requests = sa.Table(
     sa.Column("last_error", sa.Text, nullable=False, server_default=""),
     sa.Column("created_at", Instant, nullable=False),
     sa.Column("updated_at", Instant, nullable=False),
+    # following an undecided request: the payer's decision deadline, the next $inquire, how
+    # many were made, when the coordinator was called in
+    sa.Column("deadline_at", Instant, nullable=True),
+    sa.Column("next_check_at", Instant, nullable=True, index=True),
+    sa.Column("checks", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("escalated_at", Instant, nullable=True),
 )
 
 #: every response received for a request ($submit reply, notification, $inquire)
@@ -57,4 +64,34 @@ pas_subscriptions = sa.Table(
     sa.Column("created_at", Instant, nullable=False),
 )
 
-TABLES = [pas_requests, pas_responses, pas_subscriptions]
+#: every HTTP reply from a payer, raw, stored before it is interpreted
+pas_replies = sa.Table(
+    "pas_replies", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(64), nullable=True, index=True),
+    sa.Column("referral_id", sa.String(64), nullable=True, index=True),
+    sa.Column("payer", sa.String(200), nullable=False),
+    # submit | inquire | read | subscription | eligibility | crd-discovery | crd
+    sa.Column("operation", sa.String(24), nullable=False),
+    sa.Column("http_status", sa.Integer, nullable=False),
+    sa.Column("headers", JSONType, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),  # the bytes as received
+    sa.Column("received_at", Instant, nullable=False),
+    # what Refloop made of it: decision | rejected | uninterpretable | retry | ... ("" = not yet)
+    sa.Column("interpretation", sa.String(24), nullable=False, server_default=""),
+    sa.Column("note", sa.Text, nullable=False, server_default=""),
+)
+
+#: per referral: does it need authorization (and who said so), and the eligibility answer
+pas_coverage = sa.Table(
+    "pas_coverage", metadata,
+    sa.Column("referral_id", sa.String(64), primary_key=True),
+    sa.Column("payer", sa.String(200), nullable=False),
+    sa.Column("requirement", sa.String(16), nullable=False),  # required | not-required | unknown
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("detail", JSONType, nullable=False),       # CRD coverage information and cards
+    sa.Column("eligibility", JSONType, nullable=True),   # what the payer answered, or why not
+    sa.Column("checked_at", Instant, nullable=False),
+)
+
+TABLES = [pas_requests, pas_responses, pas_subscriptions, pas_replies, pas_coverage]

@@ -29,6 +29,7 @@ KIND_LABELS = {
     "chase-note": "Chase the consult note",
     "read-reply": "Read the patient's reply",
     "send-booking-link": "Help the patient book",
+    "chase-authorization": "Chase the prior authorization with the payer",
 }
 
 

@@ -36,6 +36,30 @@ class TaskQuery:
     count: int = 50
     offset: int = 0
     newest_first: bool = True
+    #: the caller's compartment: only this patient's referrals (Patient/123), and only those
+    #: whose source key starts with one of these sources (None: every source)
+    within_patient: str | None = None
+    within_sources: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    task: dict[str, Any]
+    patient: str
+    source_key: str
+
+    def within(self, patient: str | None, sources: tuple[str, ...] | None) -> bool:
+        """True when this referral is in the compartment (see TaskQuery.within_*)."""
+        return (patient is None or self.patient == patient) and \
+            (sources is None or any(self.source_key.startswith(s + "|") for s in sources))
+
+
+def read_task(db: Database, task_id: str) -> TaskRow | None:
+    """One referral's Task with what decides who may read it."""
+    with db.read() as c:
+        row = c.execute(sa.select(referrals.c.task, referrals.c.patient, referrals.c.source_key)
+                        .where(referrals.c.id == task_id)).first()
+    return TaskRow(row.task, row.patient, row.source_key) if row else None
 
 
 def search_tasks(db: Database, query: TaskQuery) -> tuple[list[dict[str, Any]], int]:
@@ -64,6 +88,12 @@ def _clauses(query: TaskQuery) -> list[sa.ColumnElement[bool]]:
         (referrals.c.stage, query.stages)) if values]
     if business:
         clauses.append(sa.or_(*business))
+    if query.within_patient is not None:
+        clauses.append(referrals.c.patient == query.within_patient)
+    if query.within_sources is not None:
+        clauses.append(sa.or_(sa.false(), *(
+            referrals.c.source_key.startswith(source + "|", autoescape=True)
+            for source in query.within_sources)))
     updated = referrals.c.updated_at
     for bound in query.last_updated:
         if bound.prefix == "eq":

@@ -71,6 +71,8 @@ class Worker:
                               extra={"kind": kind})
 
     def process(self, item: WorkItem) -> str:
+        """Run `item`'s handler, then complete it; a handler with a `completed(item)` method
+        that answers True has completed the item in its own transaction (batch handlers)."""
         handler = self.handlers[item.kind]
         context = {"work_item": item.id, "kind": item.kind, "attempt": item.attempts}
         try:
@@ -91,6 +93,9 @@ class Worker:
             outcome = self.queue.fail(item, self.name, f"{type(exc).__name__}: {exc}")
             log.exception("work crashed", extra={**context, "outcome": outcome})
             return outcome
+        completed = getattr(handler, "completed", None)
+        if completed is not None and completed(item):
+            return "done"  # the handler completed it itself, with others, in one transaction
         self.queue.complete(item, self.name)
         return "done"
 

@@ -70,6 +70,7 @@ def demo(obj: Context, serve: bool, ehr: str) -> None:
     sandbox = run_sandbox_ehr(services, from_ehr, ehr) if from_ehr else None
     try:
         show_prior_authorization(services, send_v2_referral(services))
+        show_outreach(services)
         show_worklist(services)
         show_funnel(services)
         if serve:
@@ -78,6 +79,7 @@ def demo(obj: Context, serve: bool, ehr: str) -> None:
             url = obj.settings.base_url
             click.echo(f"\nServer: {url}   Task facade: {url}/fhir/Task   "
                        f"CapabilityStatement: {url}/fhir/metadata")
+            show_api_access(services, url)
             if sandbox is not None:
                 where = f"console {sandbox.root}/ui" if isinstance(sandbox, SandboxEhr) \
                     else f"HAPI FHIR, log {sandbox.log}"
@@ -91,6 +93,24 @@ def demo(obj: Context, serve: bool, ehr: str) -> None:
     finally:
         if sandbox is not None:
             sandbox.stop()
+
+
+def show_outreach(services: Any) -> None:
+    """Patient outreach against the Twilio sandbox (refloop/wiring/outreach.py)."""
+    from refloop.wiring.outreach import run_demo_outreach
+
+    run_demo_outreach(services)
+
+
+def show_api_access(services: Any, url: str) -> None:
+    """The facade needs a bearer token: the demo registers a client and says how to get one."""
+    from refloop.wiring.access import ensure_demo_client
+
+    client_id, key = ensure_demo_client(services)
+    click.echo("The Task facade needs a bearer token. The demo registered the API client "
+               f"'demo-reader' (system/Task.rs); in another shell:\n"
+               f"  TOKEN=$(refloop clients token --client-id {client_id} --key {key})\n"
+               f"  curl -H \"Authorization: Bearer $TOKEN\" {url}/fhir/Task?_count=5")
 
 
 def show_prior_authorization(services: Any, referral: Referral | None = None) -> None:
@@ -440,27 +460,24 @@ def _show_arrivals(items: list[dict[str, Any]], created: dict[str, tuple[str, bo
 
 
 class _Listener:
-    """Refloop's web app on its configured port while the demo drives the EHR (the notification
-    target); stopped before `--serve` starts the real web role on the same port."""
+    """Refloop's web server (the HTTP edge) on its configured port while the demo drives the
+    EHR (the notification target); stopped before `--serve` starts the real web role on the
+    same port."""
 
     def __init__(self, services: Any) -> None:
-        from werkzeug.serving import make_server
-
-        from refloop.app import create_app
+        from refloop.app import create_edge_app
+        from refloop.edge.server import serve_in_thread
 
         settings = services.settings
         try:
-            self.server = make_server(settings.http_host, settings.http_port,
-                                      create_app(services), threaded=True)
+            self.server = serve_in_thread(create_edge_app(services), settings.http_host,
+                                          settings.http_port)
         except OSError as exc:
             raise click.ClickException(f"port {settings.http_port} is busy ({exc}); set "
                                        "REFLOOP_HTTP_PORT to a free port") from exc
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
 def _stable_port(remembered: Path) -> int:

@@ -257,6 +257,10 @@ class SchedulingAdapter:
         every = timedelta(minutes=self.config.noshow_poll_minutes)
         done = 0
         for row in self.book.due_for_check(now, grace, every):
+            if row.server.startswith("hl7:"):
+                # a v2 calendar tells us (SIU^S26); our copy cannot show an arrival
+                self.book.mark_checked(row.id, now)
+                continue
             try:
                 body = self._read_appointment(row.server, row.appointment_id)
             except PeerError as exc:
@@ -270,8 +274,6 @@ class SchedulingAdapter:
         return done
 
     def _read_appointment(self, server: str, appointment_id: str) -> dict[str, Any] | None:
-        if server.startswith("hl7:"):
-            return self.core.resources.try_get("Appointment", appointment_id, server=server)
         reply = self.sources.client(server).send("GET", f"Appointment/{appointment_id}",
                                                  ok=(200, 404, 410))
         return reply.body if reply.status == 200 and isinstance(reply.body, dict) else None

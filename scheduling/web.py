@@ -42,7 +42,7 @@ def patient_blueprint(adapter: SchedulingAdapter) -> Blueprint:
         response.headers["Content-Security-Policy"] = (
             "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
             "frame-ancestors 'none'; base-uri 'none'")
-        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Referrer-Policy"] = "same-origin"  # never sent to other sites
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Frame-Options"] = "DENY"
         return response
@@ -67,7 +67,12 @@ def patient_blueprint(adapter: SchedulingAdapter) -> Blueprint:
     @bp.get("/<token>")
     def opened(token: str) -> Response:
         g.lang = browser_language()
+        source = request.remote_addr or "unknown"
+        if links.source_throttled(source):
+            return message(t("invalid_heading", g.lang), t("throttled", g.lang), 429)
         link = links.try_get(token)
+        if link is None:
+            links.check(token, False, source)  # guessing tokens counts as wrong attempts
         state = link.state(datetime.now(UTC)) if link else LinkState.UNKNOWN
         if state != LinkState.VALID:
             return _refused(state)
@@ -353,8 +358,8 @@ def _date_of_birth(form: Any) -> date | None:
 
 
 def _instant(value: str) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(value)
+    try:  # an unencoded "+" of the offset arrives as a space
+        moment = datetime.fromisoformat(value.strip().replace(" ", "+"))
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -20,7 +20,7 @@ from referrals.worklist import (
     fetch_page,
     fetch_patients,
 )
-from smart_app import actions, audit, charts, referral_view, task_views
+from smart_app import actions, audit, charts, communications, referral_view, task_views
 from smart_app.actions import ActionError
 from smart_app.patient_label import labels_for
 from smart_app.runtime import SmartRuntime
@@ -107,6 +107,7 @@ def referral(rt: SmartRuntime, session: Session, referral_id: str, *, done: str 
         "smart/referral.html", s=session, p=page, r=page.referral, ctx=session.context,
         now=now, done=spec.label if spec else notice, error=error,
         task_rows=task_views.rows(task_views.open_for_referral(rt, referral_id), now),
+        outreach_entries=communications.timeline(rt, referral_id),
         offered=actions.available(page.referral), pas_enabled=rt.pas_enabled,
         pas_disabled=actions.PAS_DISABLED, view=referral_view, due=_due,
         base=f"/smart/s/{session.id}", banner=_banner(session, page),

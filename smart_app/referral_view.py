@@ -26,6 +26,8 @@ class ReferralPage:
     auth_tasks: list[dict[str, Any]] = field(default_factory=list)
     appointments: list[tuple[Link, dict[str, Any] | None]] = field(default_factory=list)
     notes: list[tuple[Link, dict[str, Any] | None]] = field(default_factory=list)
+    #: what the adapters add (wiring `referral_details`): name -> (data, (headers, rows))
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def outreach(self) -> list[Event]:
@@ -55,6 +57,7 @@ def load_page(rt: SmartRuntime, referral_id: str, iss: str) -> ReferralPage:
                       for link in referral.outputs if link.type == "appointment"],
         notes=[(link, _find(rt, link.reference, [LOCAL, *servers]))
                for link in referral.outputs if link.type == "consult-note"],
+        details=rt.details(referral.id),
     )
 
 

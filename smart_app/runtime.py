@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from referrals.service import ReferralService
@@ -35,3 +36,6 @@ class SmartRuntime:
     #: the scheduling sections (smart_app/scheduling_port.py), connected by refloop/wiring when
     #: the scheduling adapter is wired; None hides them
     scheduling: Any = None
+    #: what the adapters add about a referral (wiring `referral_details`): section name ->
+    #: (JSON data, (table headers, table rows))
+    details: Callable[[str], dict[str, Any]] = field(default=lambda _referral_id: {})

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from referrals.errors import PeerError
@@ -20,13 +21,14 @@ from referrals.store.resources import ResourceStore
 from referrals.store.work import WorkItem, WorkQueue
 from subscriptions.auth import BackendServicesAuth, SigningKey, build_jwks, discover_token_url
 from subscriptions.client import FhirClient
-from subscriptions.config import FhirServer, SubscriptionsConfig, check, server_for
+from subscriptions.config import ConfigError, FhirServer, SubscriptionsConfig, check, server_for
 from subscriptions.discovery import POLLING, choose_flavour, read_facts
 from subscriptions.endpoint import HookEndpoint
 from subscriptions.intake import Intake
-from subscriptions.processing import NotificationHandler
+from subscriptions.processing import NotificationHandler, detection_params, schedule_reconcile
 from subscriptions.rate import RateLimiter
 from subscriptions.reconcile import PageDone, Reconciler, ReconcileResult
+from subscriptions.recovery import TOPIC_FLAVOURS, Recovery
 from subscriptions.registration import Outcome, Registrar
 from subscriptions.registry import REFERRALS, Hook, Registration, Registry
 
@@ -66,6 +68,8 @@ class SubscriptionsAdapter:
                                                  self.intake, self.client_for,
                                                  self.config.gap_grace_seconds,
                                                  categories_for=self.categories_for)
+        self.recovery = Recovery(self.registry, self.intake, core.work, self.client_for,
+                                 self.detection_params, self._schedule_reconcile)
         self._clients: dict[str, FhirClient] = {}
         self._lock = threading.Lock()
         self._last_poll: dict[str, float] = {}
@@ -131,7 +135,8 @@ class SubscriptionsAdapter:
                                                     else categories)), server.base)
         client = self.client_for(server.base, server)
         facts = read_facts(client)
-        choice = choose_flavour(facts, server.flavour, server.topic)
+        choice = choose_flavour(facts, server.flavour, server.topic,
+                                filters=[n.split(":")[0] for n, _ in server.criteria_params])
         outcome = self.registrar.register(server, client, choice)
         if outcome.flavour == POLLING or outcome.status != "active":
             self.reconcile(server.base)
@@ -163,6 +168,23 @@ class SubscriptionsAdapter:
     def categories_for(self, base_url: str) -> tuple[str, ...]:
         return self.server(base_url).categories
 
+    def detection_params(self, base_url: str, criteria: str) -> list[tuple[str, str]]:
+        return detection_params(criteria, self.categories_for(base_url))
+
+    def _schedule_reconcile(self, server: str, why: str) -> None:
+        schedule_reconcile(self.core.work, server, why)
+
+    def check_silent(self, server: FhirServer) -> None:
+        """Topic-based registrations silent for two heartbeat periods: ask `$status`."""
+        if server.heartbeat_seconds <= 0:
+            return
+        quiet = datetime.now(UTC) - timedelta(seconds=2 * server.heartbeat_seconds)
+        for row in self.registry.rows(server=server.base, purpose=REFERRALS):
+            if row.flavour in TOPIC_FLAVOURS and row.subscription_id and \
+                    row.status not in ("missing", "replaced") and \
+                    (row.last_notification_at or row.created_at) < quiet:
+                self.recovery.check_status(row)
+
     def reconcile_due(self, *, every: bool = False) -> int:
         """Every server whose poll interval has passed (the periodic timer), or every server
         (`every`: the start-up catch-up)."""
@@ -174,6 +196,7 @@ class SubscriptionsAdapter:
                 continue
             try:
                 self.reconcile(server.base)
+                self.check_silent(server)
                 done += 1
             except PeerError as exc:
                 log.warning("reconcile failed", extra={"server": server.base,
@@ -185,6 +208,21 @@ class SubscriptionsAdapter:
     def registrations(self) -> list[Registration]:
         return self.registry.rows()
 
+    def rotate_secret(self, hook_id: str) -> Hook:
+        """A new secret for one of our registrations, set in its Subscription on the server;
+        the previous one is accepted for `rotate_grace_seconds`. The returned Hook carries the
+        new secret (shown once; only its hash is stored)."""
+        try:
+            row = self.registry.get(hook_id)
+        except KeyError as exc:
+            raise ConfigError(f"no hook {hook_id!r}; 'refloop subscriptions list --json' shows "
+                              "the hook ids") from exc
+        if row.purpose != REFERRALS:
+            raise ConfigError(f"hook {hook_id[:6]} belongs to {row.purpose!r}, whose "
+                              "Subscription Refloop does not manage; rotate it there")
+        client = self.client_for(row.server)
+        return self.registrar.rotate_secret(client, hook_id, self.config.rotate_grace_seconds)
+
     # -- work handlers --
 
     def handle_notification(self, item: WorkItem) -> None:
@@ -192,6 +230,9 @@ class SubscriptionsAdapter:
 
     def handle_reconcile(self, item: WorkItem) -> None:
         self.reconcile(str(item.payload["server"]))
+
+    def handle_events(self, item: WorkItem) -> None:
+        self.recovery.handle_events(item)
 
     def handle_reconcile_due(self, item: WorkItem) -> None:
         self.reconcile_due(every=bool(item.payload.get("start")))

@@ -14,7 +14,7 @@ key_id = "refloop-es384-1"
 alg = "ES384"                         # or RS384
 criteria = "ServiceRequest?intent=order"
 categories = ["http://snomed.info/sct|3457005"]   # referral categories (system|code); [] = any
-flavour = ""                          # "", r4-classic, r4-backport, polling
+flavour = ""                          # "", r4-classic, r4-backport, r5-topic, polling
 poll_interval = 300
 ```
 """
@@ -28,7 +28,8 @@ from typing import Any
 from referrals.errors import RefloopError
 
 AUTH_CHOICES = ("none", "backend-services")
-FLAVOURS = ("", "r4-classic", "r4-backport", "polling")
+FLAVOURS = ("", "r4-classic", "r4-backport", "r5-topic", "polling")
+HOOK_AUTH = ("header", "path")
 ALGS = ("RS384", "ES384")
 DEFAULT_CRITERIA = "ServiceRequest?intent=order"
 #: SNOMED CT 3457005 "Patient referral": the ServiceRequest category of a referral
@@ -58,6 +59,11 @@ class FhirServer:
     categories: tuple[str, ...] = (REFERRAL_CATEGORY,)
     flavour: str = ""
     topic: str = ""
+    #: how the server proves it is the sender: "header" (our secret in the Subscription's
+    #: header/parameter, the default) or "path" (the unguessable hook path alone, for servers
+    #: that send no headers, such as HAPI FHIR 8.8 in R5 mode)
+    hook_auth: str = "header"
+    heartbeat_seconds: int = 300
     poll_interval: float = 300.0
     overlap_seconds: float = 180.0
     timeout: float = 10.0
@@ -157,6 +163,8 @@ def check(server: FhirServer, where: str) -> FhirServer:
         raise ConfigError(f"{where}: auth must be one of {AUTH_CHOICES}")
     if server.flavour not in FLAVOURS:
         raise ConfigError(f"{where}: flavour must be one of {FLAVOURS}")
+    if server.hook_auth not in HOOK_AUTH:
+        raise ConfigError(f"{where}: hook_auth must be one of {HOOK_AUTH}")
     if server.alg not in ALGS:
         raise ConfigError(f"{where}: alg must be RS384 or ES384")
     if "?" not in server.criteria and server.criteria != "ServiceRequest":

@@ -9,6 +9,7 @@ polling); the reason says so.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,7 @@ BACKPORT_SERVERS = (f"{BP}/CapabilityStatement/backport-subscription-server-r4",
                     f"{BP}/CapabilityStatement/CapabilitySubscriptionServer")
 TOPIC_CODE = "http://hl7.org/fhir/fhir-types|SubscriptionTopic"
 
-CLASSIC, BACKPORT, POLLING = "r4-classic", "r4-backport", "polling"
+CLASSIC, BACKPORT, R5_TOPIC, POLLING = "r4-classic", "r4-backport", "r5-topic", "polling"
 
 
 @dataclass(frozen=True)
@@ -77,17 +78,22 @@ def from_capability(capability: dict[str, Any]) -> ServerFacts:
 
 
 def choose_flavour(facts: ServerFacts, override: str = "", topic_url: str = "",
-                   resource: str = "ServiceRequest") -> Choice:
-    """The decision table (first match wins)."""
+                   resource: str = "ServiceRequest", filters: Sequence[str] = ()) -> Choice:
+    """The decision table (first match wins). Among several fitting topics, the one that can
+    filter by most of `filters` (the criteria's parameter names) comes first."""
     wanted = {"create", "update"}
     pinned = next((t for t in facts.topics if t.url == topic_url), Topic(topic_url)) \
         if topic_url else None
-    full = [t for t in facts.topics if t.covers(resource, wanted)]
-    create_only = [t for t in facts.topics if t.covers(resource, {"create"})]
+    ranked = sorted(facts.topics, key=lambda t: -len(set(filters) & t.filters))
+    full = [t for t in ranked if t.covers(resource, wanted)]
+    create_only = [t for t in ranked if t.covers(resource, {"create"})]
     if override == POLLING:
         return Choice(POLLING, "flavour pinned to polling by configuration")
     if override == CLASSIC:
         return Choice(CLASSIC, "flavour pinned to r4-classic by configuration")
+    if override == R5_TOPIC and not facts.fhir_version.startswith("5."):
+        return Choice(POLLING, f"r5-topic pinned, but the server speaks FHIR "
+                      f"{facts.fhir_version or '?'}; polling")
     if override == BACKPORT:
         candidates = full or create_only
         topic = pinned or (candidates[0] if candidates else None)
@@ -97,8 +103,7 @@ def choose_flavour(facts: ServerFacts, override: str = "", topic_url: str = "",
         return Choice(BACKPORT, f"flavour pinned to r4-backport by configuration; topic "
                       f"{topic.url}", topic)
     if facts.fhir_version.startswith("5."):
-        return Choice(POLLING, "R5 server: R5-native Subscription registration is not built "
-                      "yet (notifications in R5 shape are understood); polling")
+        return _choose_r5(facts, override, pinned, full, create_only, resource)
     if pinned is not None and facts.backport:
         return Choice(BACKPORT, f"backport topic {pinned.url} chosen by configuration", pinned)
     if facts.backport and full:
@@ -117,6 +122,27 @@ def choose_flavour(facts: ServerFacts, override: str = "", topic_url: str = "",
                   "polling by _lastUpdated only")
 
 
+def _choose_r5(facts: ServerFacts, override: str, pinned: Topic | None, full: list[Topic],
+               create_only: list[Topic], resource: str) -> Choice:
+    """FHIR R5: native topic-based Subscriptions on a SubscriptionTopic of the server."""
+    topic = pinned or (full[0] if full else create_only[0] if create_only else None)
+    if not facts.subscription_create:
+        return Choice(POLLING, "R5 server without Subscription create; polling by "
+                      "_lastUpdated only")
+    if topic is None:
+        return Choice(POLLING, f"R5 server with no SubscriptionTopic for {resource}; ask its "
+                      "administrators for one that fires on create and update (or set topic); "
+                      "polling meanwhile")
+    if override == R5_TOPIC or pinned is not None:
+        return Choice(R5_TOPIC, f"R5 topic-based Subscription on {topic.url} (chosen by "
+                      "configuration)", topic)
+    if topic in full:
+        return Choice(R5_TOPIC, f"R5 server: native topic-based Subscription; SubscriptionTopic "
+                      f"{topic.url} fires on {resource} create and update", topic)
+    return Choice(R5_TOPIC, f"R5 server: only a create topic ({topic.url}) is offered; updates "
+                  "are found by polling", topic)
+
+
 def read_facts(client: FhirClient) -> ServerFacts:
     """Read the CapabilityStatement, SMART configuration and topic definitions."""
     capability = client.get("metadata").body
@@ -127,7 +153,7 @@ def read_facts(client: FhirClient) -> ServerFacts:
     facts = from_capability(capability)
     smart = _try_get(client, ".well-known/smart-configuration")
     topics = {t.url: t for t in facts.topics}
-    if facts.backport:
+    if facts.backport or facts.fhir_version.startswith("5."):
         for topic in read_topics(client, facts.fhir_version):
             topics[topic.url] = topic
     return ServerFacts(facts.fhir_version, facts.subscription_create, facts.backport,

@@ -109,9 +109,11 @@ class HookEndpoint:
         more request; else the 401 or 429 answer (nothing is stored for either)."""
         token = _bearer(authorization)
         hook = self.registry.try_get_hook(hook_id, cached=True)
-        if hook is not None and not hook.accepts(token):
+        accepted = hook is not None and hook.accepts(token)
+        if hook is not None and not accepted:
             hook = self.registry.try_get_hook(hook_id, cached=True, max_age=RECHECK_SECONDS)
-        if hook is None or not hook.accepts(token):
+            accepted = hook is not None and hook.accepts(token)
+        if hook is None or not accepted:
             log.warning("hook: unauthenticated notification refused",
                         extra={"hook": hook_id[:6], "known": hook is not None})
             return Reply(401, UNAUTHENTICATED)

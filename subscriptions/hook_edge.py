@@ -10,8 +10,8 @@ The edge reads each request itself, asynchronously, and calls this route at two 
   request deadline passed, or it is larger than max_body_bytes): nothing is acknowledged and
   what arrived is kept in quarantine.
 
-`complete` answers a bad body at once and otherwise queues the notification on the loop's group
-commit (batched_inbox.LoopWriter), returning a future settled with the answer after the commit.
+`complete` answers a bad body at once and otherwise queues the notification on the process's group
+commit (batched_inbox.ThreadWriter), returning a future settled with the answer after the commit.
 The head and the answers are plain objects (the attributes below), so this module does not
 depend on the edge.
 """
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from referrals.store.inbox import Accepted
-from subscriptions.batched_inbox import LoopWriter
+from subscriptions.batched_inbox import ThreadWriter
 from subscriptions.endpoint import (
     METHODS,
     PATH_RULE,
@@ -64,7 +64,7 @@ def parse_hook_path(path: str) -> tuple[str, str, str] | None:
 @dataclass
 class HookUpload:
     endpoint: HookEndpoint
-    writer: LoopWriter
+    writer: ThreadWriter
     hook: Hook
     method: str
     subpath: str
@@ -106,7 +106,7 @@ class HookRoute:
     def __init__(self, endpoint: HookEndpoint) -> None:
         self.endpoint = endpoint
         self._methods = frozenset(METHODS)
-        self._writers: dict[asyncio.AbstractEventLoop, LoopWriter] = {}
+        self._writers: dict[asyncio.AbstractEventLoop, ThreadWriter] = {}
 
     def begin(self, head: Head) -> Reply | HookUpload | None:
         """None: not a regular hook URL (the WSGI application answers it)."""
@@ -124,9 +124,9 @@ class HookRoute:
         route = parse_hook_path(head.path)
         return route[2] if route else ROOT_RULE
 
-    def _writer(self) -> LoopWriter:
+    def _writer(self) -> ThreadWriter:
         loop = asyncio.get_running_loop()
         writer = self._writers.get(loop)
         if writer is None:
-            writer = self._writers[loop] = LoopWriter(self.endpoint.writer, loop)
+            writer = self._writers[loop] = ThreadWriter(self.endpoint.writer, loop)
         return writer

@@ -22,7 +22,7 @@ from referrals.model import Actor, Command, Reason, Referral, Stage
 from referrals.service import ReferralService
 from referrals.store.database import Database
 from referrals.store.referrals import ReferralStore
-from referrals.store.resources import ResourceStore
+from referrals.store.resources import CurrentVersion, ResourceStore
 from subscriptions.client import FhirClient
 from subscriptions.mapping import (
     OPENING_STATUSES,
@@ -41,6 +41,9 @@ ERRONEOUS = Reason("entered-in-error", "The ServiceRequest was entered in error 
 DELETED = Reason("deleted-in-ehr", "The ServiceRequest was deleted in the EHR")
 
 log = logging.getLogger("refloop.subscriptions.intake")
+
+#: (server, type, id) -> the version we hold (None: none), for a batch's transaction
+Held = dict[tuple[str, str, str], CurrentVersion | None]
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,77 @@ def read_service_request(client: FhirClient, sr_id: str) -> Fetched:
     if found is not None:
         included.update(read_coverages(client, found, included))
     return Fetched(found, included)
+
+
+def read_service_requests(client: FhirClient, sr_ids: list[str]) -> dict[str, Fetched]:
+    """Re-read several ServiceRequests in one search (`_id=a,b,...` with the same includes),
+    their Coverages and payer Organizations in one more; each id maps to what a single
+    `read_service_request` would give (a ServiceRequest the server no longer has: None)."""
+    params = [("_id", ",".join(sr_ids)), ("_count", str(len(sr_ids))),
+              *[("_include", i) for i in INCLUDES]]
+    bundle: Any = client.get("ServiceRequest", params).body
+    matches: list[dict[str, Any]] = []
+    included: dict[str, dict[str, Any]] = {}
+    while isinstance(bundle, dict):
+        page_matches, page_included = split_search_page(bundle)
+        matches += page_matches
+        included.update(page_included)
+        following = next((str(link["url"]) for link in bundle.get("link") or []
+                          if isinstance(link, dict) and link.get("relation") == "next"
+                          and link.get("url")), None)
+        bundle = client.get(following).body if following else None
+    wanted = set(sr_ids)
+    found = {str(sr["id"]): sr for sr in matches if str(sr.get("id")) in wanted}
+    coverages = sorted({ref for sr in found.values() for ref in _insurance(sr)} - set(included))
+    if coverages:
+        included.update(_search_coverages(client, coverages))
+    result: dict[str, Fetched] = {}
+    for sr_id in sr_ids:
+        sr = found.get(sr_id)
+        if sr is None:
+            result[sr_id] = Fetched(None, {})
+            continue
+        mine = {ref: included[ref] for ref in _references(sr, included) if ref in included}
+        mine.update(read_coverages(client, sr, mine))  # what the searches did not bring
+        result[sr_id] = Fetched(sr, mine)
+    return result
+
+
+def _insurance(sr: dict[str, Any]) -> list[str]:
+    refs = [to_relative_reference((i or {}).get("reference")) for i in sr.get("insurance") or []]
+    return [r for r in refs if r and r.startswith("Coverage/")]
+
+
+def _references(sr: dict[str, Any], included: dict[str, dict[str, Any]]) -> list[str]:
+    """The resources a ServiceRequest's referral needs: subject, requester, performers,
+    Coverages and their payer Organizations."""
+    refs = [(sr.get(name) or {}).get("reference") for name in ("subject", "requester")]
+    refs += [(p or {}).get("reference") for p in sr.get("performer") or []]
+    found = [r for r in (to_relative_reference(x) for x in refs) if r]
+    for coverage in _insurance(sr):
+        found.append(coverage)
+        found += _payor_organizations(included.get(coverage) or {})
+    return found
+
+
+def _search_coverages(client: FhirClient, references: list[str]) -> dict[str, dict[str, Any]]:
+    """Coverages (and their payor Organizations) in one search; {} when the server refuses it
+    (each is then read on its own)."""
+    ids = [r.partition("/")[2] for r in references]
+    try:
+        reply = client.send("GET", "Coverage", params=[
+            ("_id", ",".join(ids)), ("_count", str(len(ids))), ("_include", "Coverage:payor")],
+            ok=(200, 400, 404))
+    except PeerError:
+        return {}
+    if reply.status != 200 or not isinstance(reply.body, dict):
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    for entry in reply.body.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and resource.get("id") and resource.get("resourceType"):
+            found[f"{resource['resourceType']}/{resource['id']}"] = resource
+    return found
 
 
 def split_search_page(bundle: dict[str, Any]) -> tuple[list[dict[str, Any]],
@@ -132,9 +206,11 @@ class Intake:
     resources: ResourceStore
 
     def apply(self, server: str, fetched: Fetched, *, sr_id: str, source: str,
-              source_message: str = "", conn: Connection | None = None) -> str:
+              source_message: str = "", conn: Connection | None = None,
+              held: Held | None = None) -> str:
         """Apply what the EHR says now; returns what happened (created, updated, ...). Joins
-        the caller's write transaction `conn`, or commits one of its own."""
+        the caller's write transaction `conn`, or commits one of its own. `held`: the versions
+        we hold, read once for a batch in this transaction and kept current here."""
         with self.db.using(conn) as conn:
             last = self._lock(conn, server, sr_id)
             service_request = fetched.service_request
@@ -143,7 +219,7 @@ class Intake:
             version = _version(service_request)
             if last is not None and not _newer(version, _updated(service_request), last):
                 return "duplicate"
-            self._store(conn, server, [service_request, *fetched.included.values()])
+            self._store(conn, server, [service_request, *fetched.included.values()], held)
             outcome = self._referral(conn, server, service_request, fetched.included, source,
                                      source_message)
             self._mark(conn, server, sr_id, version, _updated(service_request))
@@ -151,14 +227,19 @@ class Intake:
                                                       "version": version, "source": source})
         return outcome
 
-    def _store(self, conn: Connection, server: str, found: list[dict[str, Any]]) -> None:
+    def _store(self, conn: Connection, server: str, found: list[dict[str, Any]],
+               held: Held | None = None) -> None:
         """Store each resource unless we hold its remote version: one query reads what we
-        hold (the patient and requester repeat across referrals)."""
-        held = self.resources.current_many(
-            [(server, r["resourceType"], str(r["id"])) for r in found], conn)
-        for resource in found:
-            key = (server, resource["resourceType"], str(resource["id"]))
-            self.resources.put_over(resource, held.get(key), server=server, conn=conn)
+        hold (the patient and requester repeat across referrals), unless the batch did."""
+        keys = [(server, r["resourceType"], str(r["id"])) for r in found]
+        known: Held = held if held is not None else {}
+        unread = [k for k in keys if k not in known]
+        if unread:
+            fresh = self.resources.current_many(unread, conn)
+            known.update({k: fresh.get(k) for k in unread})
+        for key, resource in zip(keys, found, strict=True):
+            known[key] = self.resources.put_over(resource, known.get(key), server=server,
+                                                 conn=conn)
 
     def _referral(self, conn: Connection, server: str, sr: dict[str, Any],
                   included: dict[str, dict[str, Any]], source: str, message: str) -> str:

@@ -89,6 +89,8 @@ def _ref(value: Any) -> str:
 
 def _text(concepts: Any) -> str:
     concept = concepts[0] if isinstance(concepts, list) and concepts else concepts
+    if isinstance(concept, dict) and isinstance(concept.get("concept"), dict):
+        concept = concept["concept"]  # R5 CodeableReference (ServiceRequest.code, .reason)
     if not isinstance(concept, dict):
         return ""
     if concept.get("text"):
@@ -101,7 +103,7 @@ def _text(concepts: Any) -> str:
 
 def _reason(service_request: dict[str, Any]) -> str:
     what = _text(service_request.get("code"))
-    why = _text(service_request.get("reasonCode"))
+    why = _text(service_request.get("reasonCode") or service_request.get("reason"))  # R4 / R5
     if not why:
         why = " ".join(str(n.get("text")) for n in service_request.get("note") or []
                        if isinstance(n, dict) and n.get("text"))[:200]

@@ -13,22 +13,33 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from referrals.errors import InboundError, PeerError
 from referrals.store.inbox import Inbox
+from referrals.store.schema import inbox
 from referrals.store.work import WorkItem, WorkQueue
 from subscriptions.client import FhirClient
-from subscriptions.intake import Fetched, Intake, read_service_request
+from subscriptions.intake import (
+    Fetched,
+    Held,
+    Intake,
+    read_service_request,
+    read_service_requests,
+)
 from subscriptions.mapping import matches_criteria
 from subscriptions.notification import Notification, parse_notification
-from subscriptions.registry import REFERRAL_KIND, Hook, Registry
+from subscriptions.recovery import TOPIC_FLAVOURS, schedule_events
+from subscriptions.registry import REFERRAL_KIND, Hook, Registration, Registry
 
 RECONCILE_KIND = "subscriptions.reconcile"
+#: ServiceRequests re-read by one search (`_id=a,b,...`)
+READ_GROUP = 20
 
 log = logging.getLogger("refloop.subscriptions.processing")
 
@@ -82,27 +93,92 @@ class NotificationHandler:
         """
         self._batch.items, self._batch.reads, self._batch.opened = set(), {}, {}
         opened: dict[int, Opened] = {}
+        stored = self._stored([int(item.payload["inbox_id"]) for item in items])
         for item in items:
             try:
-                found = self._open(item)
+                found = self._open(item, stored.get(int(item.payload["inbox_id"])))
             except (InboundError, KeyError, ValueError):
                 continue  # its handler says what is wrong
             if found is not None:
                 opened[item.id] = found
         unique = list(dict.fromkeys(key for hook, note in opened.values()
                                     for key in _read_keys(hook, note)))
-        pool = self._executor()
-        self._batch.reads = {key: pool.submit(self._read, key) for key in unique}
+        self._batch.reads = self._submit_reads(unique)
         self._batch.opened = opened
         self._batch.items = set(opened)
+        self._batch.order = [item for item in items if item.id in opened]
+        self._batch.applied = set()
+
+    def completed(self, item: WorkItem) -> bool:
+        """Did this thread's last call complete `item`'s work item itself (batched)? The worker
+        then does not complete it again."""
+        done: set[int] = getattr(self._batch, "completed", set())
+        if item.id in done:
+            done.discard(item.id)
+            return True
+        return False
 
     def __call__(self, item: WorkItem) -> None:
+        applied: set[int] = getattr(self._batch, "applied", set())
         try:
-            self._handle(item)
+            if item.id in applied:
+                self._batch.completed = {item.id}
+                return  # applied and completed with an earlier item of its batch
+            if self._apply_batch(item):
+                self._batch.completed = {item.id}
+            else:
+                self._handle(item)
         finally:
             items: set[int] | None = getattr(self._batch, "items", None)
             if items is not None:
                 items.discard(item.id)
+            applied.discard(item.id)
+
+    def _apply_batch(self, first: WorkItem) -> bool:
+        """Apply `first` and the prepared referral notifications after it in its batch in ONE
+        write transaction (one commit instead of two per notification): each in a savepoint,
+        with its inbox status, its event tracking and its work item's completion. The EHR reads
+        all finish before the transaction starts. An item whose read failed, or that fails in
+        its savepoint, is left out and runs alone afterwards (the worker's retry and quarantine
+        rules). False when there is nothing to batch (the item then runs alone)."""
+        order: list[WorkItem] = getattr(self._batch, "order", [])
+        if first not in order or not first.lease_owner:
+            return False
+        prepared: dict[int, Opened] = getattr(self._batch, "opened", {})
+        candidates = [w for w in order[order.index(first):] if w.id in prepared
+                      and prepared[w.id][0].deliver_kind == REFERRAL_KIND]
+        if len(candidates) < 2 or candidates[0] is not first:
+            return False
+        ready: list[tuple[WorkItem, Hook, Notification, dict[str, Fetched]]] = []
+        for work in candidates:
+            hook, note = prepared[work.id]
+            focuses = list(dict.fromkeys(e.focus for e in note.events))
+            reads, failure = self._fetch_all(work.id, hook.server, focuses)
+            if failure is None:
+                ready.append((work, hook, note, reads))
+        done: list[WorkItem] = []
+        with self.inbox.db.write() as conn:
+            # read once for the batch, kept current by its writes: the hooks' rows and the
+            # versions held of every resource the batch stores
+            rows: dict[str, Registration] = {}
+            held: Held = self._held(ready, conn)
+            for work, hook, note, reads in ready:
+                saved_rows, saved_held = dict(rows), dict(held)
+                try:
+                    with conn.begin_nested():
+                        rows[hook.id] = self._apply_one(
+                            int(work.payload["inbox_id"]), hook, note, reads, conn,
+                            rows.get(hook.id), held)
+                except Exception:  # it runs alone next, with the worker's rules
+                    rows, held = saved_rows, saved_held  # what its savepoint undid
+                    log.info("notification left out of its batch", extra={"work_item": work.id})
+                    continue
+                done.append(work)
+            self.work.complete_many(done, first.lease_owner, conn)
+        for work in done:
+            prepared.pop(work.id, None)
+        self._batch.applied = {w.id for w in done}
+        return first in done
 
     def close(self) -> None:
         """Stop the re-read threads (tests and shutdown; the worker threads are done)."""
@@ -120,19 +196,48 @@ class NotificationHandler:
                                                 thread_name_prefix="ehr-read")
             return self._pool
 
-    def _read(self, key: ReadKey) -> Fetched:
-        server, rid = key
-        return read_service_request(self.client_for(server), rid)
+    def _submit_reads(self, keys: list[ReadKey]) -> dict[ReadKey, Future[Fetched]]:
+        """One search per server and group of up to READ_GROUP ServiceRequests, run
+        concurrently on the pool; a future per ServiceRequest."""
+        pool = self._executor()
+        futures: dict[ReadKey, Future[Fetched]] = {}
+        by_server: dict[str, list[str]] = {}
+        for server, rid in keys:
+            by_server.setdefault(server, []).append(rid)
+        for server, ids in by_server.items():
+            for start in range(0, len(ids), READ_GROUP):
+                group = ids[start:start + READ_GROUP]
+                searched = pool.submit(self._read_group, server, group)
+                for rid in group:
+                    futures[(server, rid)] = _pick(searched, rid)
+        return futures
 
-    def _open(self, item: WorkItem) -> Opened | None:
+    def _read_group(self, server: str, ids: list[str]) -> dict[str, Fetched]:
+        client = self.client_for(server)
+        if len(ids) == 1:
+            return {ids[0]: read_service_request(client, ids[0])}
+        return read_service_requests(client, ids)
+
+    def _stored(self, ids: list[int]) -> dict[int, tuple[str, bytes]]:
+        """(status, body) of these inbox rows, in one query."""
+        with self.inbox.db.read() as conn:
+            rows = conn.execute(sa.select(inbox.c.id, inbox.c.status, inbox.c.body)
+                                .where(inbox.c.id.in_(ids))).all()
+        return {int(r.id): (str(r.status), bytes(r.body)) for r in rows}
+
+    def _open(self, item: WorkItem, stored: tuple[str, bytes] | None = None) -> Opened | None:
         """The item's hook and parsed notification; None when it was processed already."""
-        message = self.inbox.get(int(item.payload["inbox_id"]))
-        if message.status not in ("received",):
+        if stored is None:
+            message = self.inbox.get(int(item.payload["inbox_id"]))
+            stored = (message.status, message.body)
+        status, raw = stored
+        if status not in ("received",):
             return None  # done before a crash, or quarantined
-        hook = self.registry.try_get_hook(str(item.payload["hook_id"]))
+        # a hook's server and kind never change: the cached row serves
+        hook = self.registry.try_get_hook(str(item.payload["hook_id"]), cached=True)
         if hook is None:
             raise InboundError("the hook of this notification no longer exists")
-        body = json.loads(message.body) if message.body.strip() else None
+        body = json.loads(raw) if raw.strip() else None
         return hook, parse_notification(str(item.payload["method"]),
                                         str(item.payload["subpath"]), body)
 
@@ -165,19 +270,38 @@ class NotificationHandler:
         # one transaction (one commit) for the referral changes, the event tracking and the
         # inbox status; the hook's row is updated last, so concurrent workers hold it briefly
         with self.inbox.db.write() as conn:
-            outcomes: list[str] = []
-            row = self.registry.get(hook.id, conn=conn)
             if failure is None:
-                criteria = row.criteria
-                outcomes = [self._event(hook, focus, reads.get(focus or ""), inbox_id,
-                                        criteria, conn)
-                            for focus in sorted(focuses, key=lambda f: f or "")]  # lock order
-            self._track_events(hook, note, row.last_event_number or "", conn)
-            if failure is None:
-                self.inbox.mark(inbox_id, "processed",
-                                "; ".join(o for o in outcomes if o)[:4000], conn=conn)
+                self._apply_one(inbox_id, hook, note, reads, conn)
+            else:
+                row = self.registry.get(hook.id, conn=conn)
+                self._track_events(hook, note, row, conn)
         if failure is not None:
             raise failure  # the events were tracked; the item is retried
+
+    def _held(self, ready: Sequence[tuple[WorkItem, Hook, Notification, dict[str, Fetched]]],
+              conn: Connection) -> Held:
+        """The versions held of every resource the batch may store, in one query."""
+        keys = {(hook.server, r["resourceType"], str(r["id"]))
+                for _, hook, _, reads in ready for fetched in reads.values()
+                for r in ([fetched.service_request] if fetched.service_request else [])
+                + list(fetched.included.values())}
+        current = self.intake.resources.current_many(keys, conn)
+        return {key: current.get(key) for key in keys}
+
+    def _apply_one(self, inbox_id: int, hook: Hook, note: Notification,
+                   reads: dict[str, Fetched], conn: Connection,
+                   row: Registration | None = None, held: Held | None = None) -> Registration:
+        """One notification's referral changes, event tracking and inbox status on `conn`;
+        returns the hook's row as it is now (`row`: as read earlier in this transaction)."""
+        row = row or self.registry.get(hook.id, conn=conn)
+        focuses = sorted(dict.fromkeys(e.focus for e in note.events),
+                         key=lambda f: f or "")  # lock order
+        outcomes = [self._event(hook, focus, reads.get(focus or ""), inbox_id, row.criteria,
+                                conn, held) for focus in focuses]
+        last = self._track_events(hook, note, row, conn)
+        self.inbox.mark(inbox_id, "processed", "; ".join(o for o in outcomes if o)[:4000],
+                        conn=conn)
+        return replace(row, last_event_number=last)
 
     def _fetch_all(self, item_id: int, server: str, focuses: list[str | None]
                    ) -> tuple[dict[str, Fetched], PeerError | None]:
@@ -200,28 +324,29 @@ class NotificationHandler:
                             conn=conn)
 
     def _event(self, hook: Hook, focus: str | None, fetched: Fetched | None, inbox_id: int,
-               criteria: str, conn: Connection) -> str:
+               criteria: str, conn: Connection, held: Held | None = None) -> str:
         if focus is None:
             schedule_reconcile(self.work, hook.server, "empty notification", conn=conn)
             return "empty: catch-up scheduled"
         if fetched is None:
             return f"{focus}: not a ServiceRequest, ignored"
         sr = fetched.service_request
-        params = _params(criteria)
-        if self.categories_for is not None and \
-                not any(name.split(":")[0] == "category" for name, _ in params):
-            params.append(("category", ",".join(self.categories_for(hook.server))))
+        params = detection_params(criteria, self.categories_for(hook.server)
+                                  if self.categories_for is not None else ())
         if sr is not None and not matches_criteria(sr, params):
             return f"{focus}: does not match {criteria}, ignored"
         outcome = self.intake.apply(hook.server, fetched, sr_id=focus.partition("/")[2],
                                     source=f"fhir:{hook.server}",
-                                    source_message=f"inbox:{inbox_id}", conn=conn)
+                                    source_message=f"inbox:{inbox_id}", conn=conn,
+                                    held=held)
         return f"{focus}: {outcome}"
 
-    def _track_events(self, hook: Hook, note: Notification, last: str,
-                      conn: Connection) -> None:
-        """Health, and catch-up on gaps, counter restarts, and error/off status; `last` is the
-        highest event number seen before."""
+    def _track_events(self, hook: Hook, note: Notification, row: Registration,
+                      conn: Connection) -> str | None:
+        """Health, and catch-up on gaps (`$events` for the missing numbers on topic-based
+        Subscriptions, else reconciliation), counter restarts, and error/off status; `row` holds
+        the highest event number seen before. Returns the highest one now."""
+        last = row.last_event_number or ""
         numbers = [int(e.event_number) for e in note.events if e.event_number]
         high = int(last) if last.isdigit() else None
         newest = max(numbers) if numbers else None
@@ -231,13 +356,43 @@ class NotificationHandler:
         if note.status in ("error", "off"):
             schedule_reconcile(self.work, hook.server, f"subscription status {note.status}",
                                conn=conn)
+        now = str(newest) if advance else row.last_event_number
         if newest is None or high is None:
-            return
+            return now
         if min(numbers) > high + 1:
-            schedule_reconcile(self.work, hook.server, f"event gap after {high}",
-                               delay=self.gap_grace_seconds, conn=conn)
+            if row.subscription_id and row.flavour in TOPIC_FLAVOURS:
+                schedule_events(self.work, hook.id, high + 1, min(numbers) - 1,
+                                delay=self.gap_grace_seconds, conn=conn)
+            else:
+                schedule_reconcile(self.work, hook.server, f"event gap after {high}",
+                                   delay=self.gap_grace_seconds, conn=conn)
         elif newest <= 1 < high:
             schedule_reconcile(self.work, hook.server, "event counter restarted", conn=conn)
+        return now
+
+
+def detection_params(criteria: str, categories: Sequence[str]) -> list[tuple[str, str]]:
+    """The parameters Refloop checks itself: the registered criteria's, plus the configured
+    categories when the criteria name none (registrations made before categories existed)."""
+    params = _params(criteria)
+    if not any(name.split(":")[0] == "category" for name, _ in params):
+        params.append(("category", ",".join(categories)))
+    return params
+
+
+def _pick(searched: Future[dict[str, Fetched]], rid: str) -> Future[Fetched]:
+    """A future of one ServiceRequest's read, out of its group's search."""
+    picked: Future[Fetched] = Future()
+
+    def done(group: Future[dict[str, Fetched]]) -> None:
+        error = group.exception()
+        if error is not None:
+            picked.set_exception(error)
+        else:
+            picked.set_result(group.result()[rid])
+
+    searched.add_done_callback(done)
+    return picked
 
 
 def _read_keys(hook: Hook, note: Notification) -> list[ReadKey]:

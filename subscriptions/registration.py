@@ -11,11 +11,12 @@ from typing import Any
 from referrals.errors import PeerError
 from subscriptions.client import FhirClient
 from subscriptions.config import CATEGORY_NAMES, FhirServer
-from subscriptions.discovery import BACKPORT, BACKPORT_PROFILE, POLLING, Choice, Topic
+from subscriptions.discovery import BACKPORT, BACKPORT_PROFILE, POLLING, R5_TOPIC, Choice, Topic
 from subscriptions.registry import REFERRAL_KIND, REFERRALS, Hook, Registry
 
 BP_SD = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
 HAPI = "http://hapifhir.io/fhir/StructureDefinition"
+CHANNEL_TYPES = "http://terminology.hl7.org/CodeSystem/subscription-channel-type"
 REASON = "Refloop referral intake"
 
 log = logging.getLogger("refloop.subscriptions.register")
@@ -74,6 +75,26 @@ def build_backport_subscription(hook: Hook, topic: Topic, filters: list[str],
     return subscription
 
 
+def build_r5_subscription(hook: Hook, topic: Topic, filters: list[tuple[str, str]],
+                          heartbeat_seconds: int, content: str = "id-only") -> dict[str, Any]:
+    """R5 topic-based: `subscription-notification` Bundles; handshake and heartbeats on servers
+    that send them. Our secret goes in `parameter` (R5's rest-hook headers) unless the hook is
+    authenticated by its path alone."""
+    subscription: dict[str, Any] = {
+        "resourceType": "Subscription", "status": "requested", "reason": REASON,
+        "topic": topic.url,
+        "channelType": {"system": CHANNEL_TYPES, "code": "rest-hook"},
+        "endpoint": hook.url, "contentType": "application/fhir+json", "content": content,
+        "heartbeatPeriod": heartbeat_seconds, "timeout": 30,
+    }
+    if filters:
+        subscription["filterBy"] = [{"resourceType": "ServiceRequest", "filterParameter": name,
+                                     "value": value} for name, value in filters]
+    if not hook.path_only:
+        subscription["parameter"] = [{"name": "Authorization", "value": f"Bearer {hook.secret}"}]
+    return subscription
+
+
 def backport_filters(server: FhirServer, topic: Topic) -> tuple[list[str], list[str]]:
     """(filters the topic allows, parameters dropped because it does not)."""
     kept, dropped = [], []
@@ -116,9 +137,17 @@ class Registrar:
             return existing
         hook = self.registry.open_hook(server=server.base, purpose=REFERRALS,
                                        deliver_kind=REFERRAL_KIND, flavour=choice.flavour,
-                                       criteria=server.criteria, status="requested")
+                                       criteria=server.criteria, status="requested",
+                                       path_only=server.hook_auth == "path")
         detail = ""
-        if choice.flavour == BACKPORT and choice.topic is not None:
+        if choice.flavour == R5_TOPIC and choice.topic is not None:
+            filters, dropped = backport_filters(server, choice.topic)
+            pairs = [(n, v) for n, _, v in (f.split("?", 1)[1].partition("=") for f in filters)]
+            body = build_r5_subscription(hook, choice.topic, pairs, server.heartbeat_seconds)
+            if dropped:
+                detail = f"topic cannot filter by {', '.join(dropped)}; Refloop checks those " \
+                         "itself"
+        elif choice.flavour == BACKPORT and choice.topic is not None:
             filters, dropped = backport_filters(server, choice.topic)
             body = build_backport_subscription(hook, choice.topic, filters)
             if dropped:
@@ -180,11 +209,16 @@ class Registrar:
                                      f"Subscription/{subscription_id} is gone from the server")
             return "missing"
         current = reply.body
-        channel = dict(current.get("channel") or {})
         endpoint = self.registry.url_for(hook_id)
-        if current.get("status") in ("error", "off") or channel.get("endpoint") != endpoint:
-            current = {**current, "status": "requested", "channel": {**channel,
-                                                                     "endpoint": endpoint}}
+        r5 = "channel" not in current and "topic" in current  # R5: endpoint at the top
+        channel = dict(current.get("channel") or {})
+        held = current.get("endpoint") if r5 else channel.get("endpoint")
+        if current.get("status") in ("error", "off") or held != endpoint:
+            current = {**current, "status": "requested"}
+            if r5:
+                current["endpoint"] = endpoint
+            else:
+                current["channel"] = {**channel, "endpoint": endpoint}
             current.pop("error", None)
             client.send("PUT", f"Subscription/{subscription_id}", body=current, ok=(200, 201))
             status = self.wait_active(client, subscription_id, 10.0)
@@ -192,6 +226,32 @@ class Registrar:
             status = str(current.get("status"))
         self.registry.set_status(hook_id, status)
         return status
+
+    def rotate_secret(self, client: FhirClient, hook_id: str, grace_seconds: float) -> Hook:
+        """A new secret for the hook, put in its Subscription's `channel.header` on the server
+        (replacing the Authorization line, keeping other headers). The previous secret stays
+        accepted for `grace_seconds`; if the server refuses the change, the rotation is undone
+        and the error raised."""
+        row = self.registry.get(hook_id)
+        if not row.subscription_id:
+            raise PeerError(f"hook {hook_id[:6]} has no Subscription on {row.server}; nothing "
+                            "to update", retryable=False)
+        hook = self.registry.rotate_secret(hook_id, grace_seconds)
+        try:
+            reply = client.send("GET", f"Subscription/{row.subscription_id}", ok=(200,))
+            current = reply.body if isinstance(reply.body, dict) else {}
+            channel = dict(current.get("channel") or {})
+            others = [h for h in channel.get("header") or []
+                      if isinstance(h, str) and not h.lower().startswith("authorization:")]
+            channel["header"] = [hook.header, *others]
+            client.send("PUT", f"Subscription/{row.subscription_id}",
+                        body={**current, "channel": channel}, ok=(200, 201))
+        except Exception:
+            self.registry.restore_secret(hook_id)
+            raise
+        log.info("hook secret rotated", extra={"server": row.server, "hook": hook_id[:6],
+                                               "subscription": row.subscription_id})
+        return hook
 
     def _reusable(self, server: FhirServer, client: FhirClient, choice: Choice
                   ) -> Outcome | None:

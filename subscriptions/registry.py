@@ -24,6 +24,11 @@ REFERRAL_KIND = "subscriptions.referral"
 REFERRALS = "referrals"
 
 
+#: the secret_hash of a hook authenticated by its path alone (never the hash of a secret, and
+#: not empty, so a row written without a hash accepts nothing)
+PATH_ONLY = "path-only"
+
+
 def hash_secret(secret: str) -> str:
     return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
 
@@ -51,9 +56,17 @@ class Hook:
             raise ValueError("the secret is only known when the hook is opened or rotated")
         return f"Authorization: Bearer {self.secret}"
 
+    @property
+    def path_only(self) -> bool:
+        """Authenticated by its unguessable path alone (no secret: opened for a server that
+        sends no headers)."""
+        return self.secret_hash == PATH_ONLY
+
     def accepts(self, presented: str, now: datetime | None = None) -> bool:
         """Is `presented` this hook's secret (or, during a rotation's grace, the previous one)?
-        Compared in constant time."""
+        Compared in constant time. A path-only hook accepts any (its path is the credential)."""
+        if self.path_only:
+            return True
         digest = hash_secret(presented)
         current = hmac.compare_digest(digest, self.secret_hash)
         previous = self.previous_hash is not None and self.previous_until is not None and \
@@ -100,17 +113,21 @@ class Registry:
         return f"{self.base_url}/hooks/{hook_id}"
 
     def open_hook(self, *, server: str, purpose: str, deliver_kind: str, flavour: str = "",
-                  criteria: str = "", status: str = "new",
+                  criteria: str = "", status: str = "new", path_only: bool = False,
                   conn: Connection | None = None) -> Hook:
-        hook_id, secret = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
+        """A new endpoint. `path_only`: no secret; the sender is known by the unguessable
+        path alone (192 random bits), for servers that cannot send a header."""
+        hook_id = _new_hook_id()
+        secret = "" if path_only else secrets.token_urlsafe(32)
         now = datetime.now(UTC)
         with self.db.using(conn) as c:
             c.execute(registrations.insert().values(
                 hook_id=hook_id, server=server.rstrip("/"), purpose=purpose,
-                deliver_kind=deliver_kind, secret_hash=hash_secret(secret), flavour=flavour,
-                criteria=criteria, status=status, created_at=now, updated_at=now))
+                deliver_kind=deliver_kind, secret_hash=hash_secret(secret) if secret else PATH_ONLY,
+                flavour=flavour, criteria=criteria, status=status, created_at=now,
+                updated_at=now))
         return Hook(hook_id, self.url_for(hook_id), secret, server.rstrip("/"), purpose,
-                    deliver_kind, hash_secret(secret))
+                    deliver_kind, hash_secret(secret) if secret else PATH_ONLY)
 
     def try_get_hook(self, hook_id: str, *, cached: bool = False,
                      max_age: float | None = None) -> Hook | None:
@@ -244,3 +261,12 @@ def _aware(moment: datetime | None) -> datetime | None:
     if moment is None or moment.tzinfo is not None:
         return moment
     return moment.replace(tzinfo=UTC)
+
+
+def _new_hook_id() -> str:
+    """32 URL-safe random characters, never starting with "-" (a command line would take it for
+    an option)."""
+    while True:
+        found = secrets.token_urlsafe(24)
+        if not found.startswith("-"):
+            return found

@@ -8,9 +8,12 @@ REFLOOP_REQUIRE_POSTGRES=1 (set by .ci/run), which turns the skip into a failure
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -89,9 +92,23 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     try:
         yield _with_db(base, name)
     finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        _drop(admin, name)
         admin.dispose()
+
+
+def _drop(admin: sa.Engine, name: str, tries: int = 20) -> None:
+    """DROP ... WITH (FORCE) cannot end an autovacuum worker that the cluster's superuser runs
+    on the database ("must be a member of the role whose process is being terminated"); the
+    worker finishes within moments, so try again briefly."""
+    for attempt in range(tries):
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            return
+        except sa.exc.ProgrammingError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.25)
 
 
 @pytest.fixture
@@ -128,3 +145,86 @@ def sqlite_services(sqlite_url: str, tmp_path: Path) -> Iterator[Services]:
     built = build_services(Settings(var_dir=tmp_path / "var", database_url=sqlite_url))
     yield built
     built.close()
+
+
+# -- bearer tokens for the FHIR facade --------------------------------------------------------
+
+class FhirAuth:
+    """A test API client: one ES384 key per test session, registered in a test's database on
+    first use (`refloop clients add` does the same), and tokens from the real token endpoint
+    (private_key_jwt, as SMART Backend Services clients do).
+
+        headers = fhir_auth.headers(client, services)                 # system/*.rs
+        headers = fhir_auth.headers(base_url, services, "system/Task.r")
+        flask_client.environ_base.update(fhir_auth.environ(flask_client, services))
+
+    `target` is a Flask test client or the base URL of a running server; `services` is the
+    Services of the database that server uses.
+    """
+
+    def __init__(self) -> None:
+        from joserfc.jwk import ECKey
+
+        self.key = ECKey.generate_key("P-384", parameters={"kid": "tests-es384"}, private=True)
+
+    def client_id(self, services: Services, scope: str = "system/*.rs",
+                  tenant: str | None = None) -> str:
+        from refloop.wiring.access import access_of
+
+        registry = access_of(services).clients
+        name = f"tests {scope} {tenant or ''}".strip()
+        found = registry.find(name)
+        if found is not None:
+            return found.client_id
+        public = {"keys": [self.key.as_dict(private=False)]}
+        return registry.add(name=name, scopes=scope.split(), jwks=public,
+                            tenant=tenant).client_id
+
+    def token(self, target: Any, services: Services, scope: str = "system/*.rs",
+              tenant: str | None = None) -> str:
+        from access.client import ASSERTION_TYPE, build_assertion
+
+        client_id = self.client_id(services, scope, tenant)
+        discovery = _get_json(target, "/.well-known/smart-configuration")
+        token_url = discovery["token_endpoint"]
+        form = {"grant_type": "client_credentials", "scope": scope,
+                "client_assertion_type": ASSERTION_TYPE,
+                "client_assertion": build_assertion(self.key, "tests-es384", "ES384",
+                                                    client_id=client_id, token_url=token_url)}
+        status, body = _post_form(target, token_url, form)
+        assert status == 200, body
+        return str(body["access_token"])
+
+    def headers(self, target: Any, services: Services, scope: str = "system/*.rs",
+                tenant: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(target, services, scope, tenant)}"}
+
+    def environ(self, target: Any, services: Services, scope: str = "system/*.rs",
+                tenant: str | None = None) -> dict[str, str]:
+        """For FlaskClient.environ_base: every later request of that client carries it."""
+        return {"HTTP_AUTHORIZATION": self.headers(target, services, scope, tenant)[
+            "Authorization"]}
+
+
+def _get_json(target: Any, path: str) -> Any:
+    if isinstance(target, str):
+        import requests
+
+        return requests.get(target.rstrip("/") + path, timeout=10).json()
+    return target.get(path).get_json()
+
+
+def _post_form(target: Any, url: str, form: dict[str, str]) -> tuple[int, Any]:
+    if isinstance(target, str):
+        import requests
+
+        response = requests.post(target.rstrip("/") + urlsplit(url).path, data=form,
+                                 timeout=10)
+        return response.status_code, response.json()
+    answer = target.post(urlsplit(url).path, data=form)
+    return answer.status_code, answer.get_json()
+
+
+@pytest.fixture(scope="session")
+def fhir_auth() -> FhirAuth:
+    return FhirAuth()

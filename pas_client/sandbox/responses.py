@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -11,7 +13,8 @@ from pas_client.update import INFO_CANCELLED
 
 CODES = {"approve": ("A1", "Certified in total"), "pend": ("A4", "Pending"),
          "deny": ("A3", "Not Certified"), "modify": ("A6", "Modified"),
-         "contact": ("CT", "Contact Payer"), "cancel": ("C", "Cancelled")}
+         "contact": ("CT", "Contact Payer"), "cancel": ("C", "Cancelled"),
+         "no-auth": ("NA", "No Action Required")}
 TOPIC = "http://hl7.org/fhir/us/davinci-pas/SubscriptionTopic/PASSubscriptionTopic"
 
 
@@ -85,11 +88,37 @@ def item_actions(claim: dict[str, Any], decide: Any) -> dict[int, str]:
     return actions
 
 
+def shape_reply(response: dict[str, Any], shape: str) -> tuple[int, bytes]:
+    """(status, body) of a $submit reply in one of the shapes payers use (rules.REPLY_SHAPES)."""
+    claim_response = response["entry"][0]["resource"]
+    if shape == "claim-response":
+        return 200, json.dumps(claim_response).encode()
+    if shape == "claim-response-not-first":
+        return 200, json.dumps({**response, "entry": [*response["entry"][1:],
+                                                      response["entry"][0]]}).encode()
+    if shape == "parameters":
+        return 200, json.dumps({"resourceType": "Parameters", "parameter": [
+            {"name": "return", "resource": response}]}).encode()
+    if shape == "operation-outcome":
+        return 200, json.dumps(operation_outcome(
+            "processing", "accepted for processing; the decision follows")).encode()
+    if shape == "malformed":
+        return 200, json.dumps(response).encode()[:-40]
+    if shape == "foreign-items":
+        moved = copy.deepcopy(response)
+        for item in moved["entry"][0]["resource"].get("item", []):
+            item["itemSequence"] += 10
+        return 200, json.dumps(moved).encode()
+    return 200, json.dumps(response).encode()
+
+
 def build_notification(subscription: dict[str, Any], response: dict[str, Any],
                        event_number: int, shape: str) -> dict[str, Any]:
     response_url = f"urn:uuid:{uuid.uuid4()}"
     claim_response_entry = response["entry"][0]
-    focus = response_url if shape == "nested" else claim_response_entry["fullUrl"]
+    claim_response = claim_response_entry["resource"]
+    focus = {"nested": response_url, "id-only": f"ClaimResponse/{claim_response['id']}"}.get(
+        shape, claim_response_entry["fullUrl"])
     status = {"resourceType": "Parameters", "id": uuid.uuid4().hex, "parameter": [
         {"name": "subscription", "valueReference": {
             "reference": f"Subscription/{subscription['id']}"}},
@@ -104,7 +133,7 @@ def build_notification(subscription: dict[str, Any], response: dict[str, Any],
     entries: list[dict[str, Any]] = [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": status}]
     if shape == "nested":
         entries.append({"fullUrl": response_url, "resource": response})
-    else:
+    elif shape != "id-only":
         entries.extend(response["entry"])
     return {"resourceType": "Bundle", "id": uuid.uuid4().hex, "type": "history",
             "timestamp": now(), "entry": entries}
@@ -118,4 +147,4 @@ def operation_outcome(code: str, text: str, expression: str = "") -> dict[str, A
 
 
 __all__ = ["build_notification", "build_response_bundle", "ext", "item_actions",
-           "operation_outcome"]
+           "operation_outcome", "shape_reply"]

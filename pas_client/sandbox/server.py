@@ -18,11 +18,18 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.serving import make_server
 
+from pas_client.sandbox.coverage import (
+    SERVICE_ID,
+    crd_answer,
+    crd_discovery,
+    eligibility_response,
+)
 from pas_client.sandbox.responses import (
     build_notification,
     build_response_bundle,
     item_actions,
     operation_outcome,
+    shape_reply,
 )
 from pas_client.sandbox.rules import SandboxRules
 from pas_client.sandbox.token import SandboxAuth, TokenIssuer, TokenRefused
@@ -38,6 +45,7 @@ class SandboxState:
     claims: dict[str, dict[str, Any]] = field(default_factory=dict)  # claim identifier -> rec
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     received: list[str] = field(default_factory=list)  # sha256 of each $submit body
+    sent: list[bytes] = field(default_factory=list)  # each $submit reply body, as sent
     fail_next: list[int] = field(default_factory=list)  # statuses to answer next, then normal
     delivered: list[dict[str, Any]] = field(default_factory=list)
     events: int = 0
@@ -123,7 +131,42 @@ def create_sandbox_app(rules: SandboxRules | None = None,
         problem = problems(bundle)
         if problem:
             return fhir(operation_outcome("invalid", *problem), 400)
-        return fhir(decide(state, bundle))
+        status, shaped = shape_reply(decide(state, bundle), state.rules.reply_shape)
+        with state.lock:
+            state.sent.append(shaped)
+        return Response(shaped, status=status, mimetype=FHIR_JSON)
+
+    @app.post("/CoverageEligibilityRequest/$submit")
+    def eligibility() -> Response:
+        try:
+            bundle = json.loads(request.get_data())
+            answer = eligibility_response(bundle, state.rules)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            return fhir(operation_outcome("invalid", "expected a CoverageEligibilityRequest "
+                                          "or a Bundle starting with one"), 400)
+        return fhir(answer)
+
+    @app.get("/cds-services")
+    def cds_discovery() -> Response:
+        return Response(json.dumps(crd_discovery()), mimetype="application/json")
+
+    @app.post(f"/cds-services/{SERVICE_ID}")
+    def cds_order_sign() -> Response:
+        try:
+            answer = crd_answer(json.loads(request.get_data()), state.rules)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return fhir(operation_outcome("invalid", "expected a CDS Hooks order-sign call "
+                                          "with draftOrders"), 400)
+        return Response(json.dumps(answer), mimetype="application/json")
+
+    @app.get("/ClaimResponse/<rid>")
+    def read_claim_response(rid: str) -> Response:
+        with state.lock:
+            found = [rec["response"]["entry"][0]["resource"] for rec in state.claims.values()
+                     if rec["response"]["entry"][0]["resource"]["id"] == rid]
+        if not found:
+            return fhir(operation_outcome("not-found", f"no ClaimResponse {rid}"), 404)
+        return fhir(found[0])
 
     @app.post("/Claim/$inquire")
     def inquire() -> Response:

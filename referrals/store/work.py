@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,8 +39,11 @@ class WorkItem:
 
 class WorkQueue:
     def __init__(self, db: Database, quarantine: Quarantine, *, lease_seconds: float = 60.0,
-                 base_backoff: float = 2.0, max_backoff: float = 3600.0) -> None:
+                 base_backoff: float = 2.0, max_backoff: float = 3600.0,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self.db = db
+        #: the queue's time (run_at, leases, backoff); tests of timers hand in a fake clock
+        self.clock = clock or _now
         self.quarantine = quarantine
         self.lease_seconds = lease_seconds
         self.base_backoff = base_backoff
@@ -50,7 +53,7 @@ class WorkQueue:
                 run_at: datetime | None = None, max_attempts: int = 8,
                 conn: Connection | None = None) -> int | None:
         """Add work once per idempotency key; returns None when the key was already there."""
-        now = _now()
+        now = self.clock()
         values = {"kind": kind, "idempotency_key": key, "payload": payload, "status": PENDING,
                   "run_at": run_at or now, "attempts": 0, "max_attempts": max_attempts,
                   "created_at": now}
@@ -68,7 +71,7 @@ class WorkQueue:
         skipped, as in enqueue). Used by batched inbound writers."""
         if not items:
             return
-        now = _now()
+        now = self.clock()
         insert = (postgresql.insert(work_items) if self.db.dialect == "postgresql"
                   else sqlite.insert(work_items))
         conn.execute(insert.on_conflict_do_nothing(index_elements=["idempotency_key"]), [
@@ -79,7 +82,7 @@ class WorkQueue:
     def claim(self, owner: str, *, limit: int = 10, kinds: Iterable[str] | None = None
               ) -> list[WorkItem]:
         """Lease up to `limit` due items to `owner`."""
-        now = _now()
+        now = self.clock()
         due = (sa.select(work_items.c.id)
                .where(work_items.c.status == PENDING, work_items.c.run_at <= now,
                       work_items.c.attempts < work_items.c.max_attempts,
@@ -106,7 +109,7 @@ class WorkQueue:
                 work_items.update()
                 .where(work_items.c.id == item.id, work_items.c.lease_owner == owner,
                        work_items.c.status == PENDING)
-                .values(status=DONE, done_at=_now(), lease_owner=None, lease_expires=None)
+                .values(status=DONE, done_at=self.clock(), lease_owner=None, lease_expires=None)
             ).rowcount == 1
 
     def complete_many(self, items: list[WorkItem], owner: str, conn: Connection) -> int:
@@ -117,7 +120,7 @@ class WorkQueue:
             work_items.update()
             .where(work_items.c.id.in_([item.id for item in items]),
                    work_items.c.lease_owner == owner, work_items.c.status == PENDING)
-            .values(status=DONE, done_at=_now(), lease_owner=None, lease_expires=None)
+            .values(status=DONE, done_at=self.clock(), lease_owner=None, lease_expires=None)
         ).rowcount)
 
     def fail(self, item: WorkItem, owner: str, error: str, *,
@@ -134,8 +137,8 @@ class WorkQueue:
                 return QUARANTINED
             delay = retry_in if retry_in is not None else self.backoff(current.attempts)
             c.execute(work_items.update().where(work_items.c.id == item.id).values(
-                run_at=_now() + timedelta(seconds=delay), lease_owner=None, lease_expires=None,
-                last_error=error[:4000]))
+                run_at=self.clock() + timedelta(seconds=delay), lease_owner=None,
+                lease_expires=None, last_error=error[:4000]))
             return "retry"
 
     def postpone(self, item: WorkItem, owner: str, delay: float, note: str) -> bool:
@@ -144,13 +147,13 @@ class WorkQueue:
             return c.execute(work_items.update().where(
                 work_items.c.id == item.id, work_items.c.lease_owner == owner,
                 work_items.c.status == PENDING,
-            ).values(run_at=_now() + timedelta(seconds=delay), lease_owner=None,
+            ).values(run_at=self.clock() + timedelta(seconds=delay), lease_owner=None,
                      lease_expires=None, attempts=work_items.c.attempts - 1,
                      last_error=note[:4000])).rowcount == 1
 
     def reap(self) -> int:
         """Quarantine items whose last attempt's lease expired (the worker died on it)."""
-        now = _now()
+        now = self.clock()
         with self.db.write() as c:
             rows = c.execute(sa.select(work_items).where(
                 work_items.c.status == PENDING,

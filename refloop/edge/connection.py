@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("refloop.http")
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: requests read ahead of their answers (pipelining) before the connection stops reading
+MAX_QUEUED = 8
 #: what an incomplete request is answered with when no route took its body
 INCOMPLETE = {
     "truncated": (400, "incomplete", "the request ended (connection closed) before its body "
@@ -92,6 +94,8 @@ class EdgeConnection(asyncio.Protocol):
                 400, "not-supported", "protocol upgrades are not supported"))
         except httptools.HttpParserError as exc:
             self._framing(exc)
+        if len(self.queue) >= MAX_QUEUED:  # a client sending ahead (pipelining) waits
+            self._pause()
         pending = self.current
         if pending is not None and pending.head is None and not self.closing:
             pending.header_bytes += len(data)
@@ -130,6 +134,11 @@ class EdgeConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         pending = self.current
         if pending is None or self.closing:
+            return
+        size = len(pending.url) + sum(len(n) + len(v) + 4 for n, v in pending.header_list)
+        if size > self.limits.max_header_bytes:
+            self._early(pending, outcome(431, "too-costly", "the request line and headers "
+                                         f"exceed {self.limits.max_header_bytes} bytes"))
             return
         head = self._head(pending)
         if head is None:
@@ -297,14 +306,12 @@ class EdgeConnection(asyncio.Protocol):
                 self._send(pending, self._crash(pending, exc, body))
                 return
             if isinstance(result, asyncio.Future):
-                self._pause()
                 result.add_done_callback(lambda done: self._stored(pending, done, body))
                 return
             self._send(pending, _from_reply(result, pending.route))
             return
         assert pending.head is not None
         environ = build_environ(pending.head, body, self.server.address)
-        self._pause()
         future = self.loop.run_in_executor(self.server.executor, run_wsgi, self.server.wsgi,
                                            environ)
         future.add_done_callback(lambda done: self._answered(pending, done, body))
@@ -323,13 +330,14 @@ class EdgeConnection(asyncio.Protocol):
     def _send(self, pending: Pending, answer: Answer) -> None:
         self.busy = False
         keep_alive = pending.keep_alive and not self.closing and not self.eof
+        if answer.route or answer.content_type is not None:
+            _log(pending, answer)  # before the answer leaves: a client may act on it at once
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(self._encode(answer, keep_alive, pending.head))
-        if answer.route or answer.content_type is not None:
-            _log(pending, answer)
         if not keep_alive and not self.closing:
             self.closing = True
-        self._resume()
+        if len(self.queue) < MAX_QUEUED:
+            self._resume()
         self._advance()
 
     def _encode(self, answer: Answer, keep_alive: bool, head: Head | None) -> bytes:

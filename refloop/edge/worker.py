@@ -20,7 +20,7 @@ class EdgeWorker(Worker):
         app = self.wsgi
         if not isinstance(app, EdgeApp):
             raise SystemExit("the edge worker serves a refloop.edge.server.EdgeApp")
-        sys.setswitchinterval(0.001)  # WSGI threads hand the GIL back to the loop promptly
+        sys.setswitchinterval(0.001)  # the writer thread gets the GIL back promptly
         loop = new_loop()
         asyncio.set_event_loop(loop)
         bound = self.sockets[0].getsockname()

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from referrals.worker import Handler
     from refloop.services import Services
 
-MODULES = ("core", "subscriptions", "hl7", "pas", "smart", "scheduling")
+MODULES = ("core", "access", "subscriptions", "hl7", "pas", "smart", "outreach", "scheduling")
 
 Role = Callable[[threading.Event], None]
 

@@ -1,4 +1,4 @@
-"""Wiring of the core: health checks and the FHIR Task facade (capability/)."""
+"""Wiring of the core: the FHIR Task facade (capability/), behind the access guard."""
 
 from __future__ import annotations
 
@@ -15,9 +15,14 @@ if TYPE_CHECKING:
 
 
 def routes(app: Flask, services: Services) -> None:
+    from access.discovery import capability_security
     from capability.facade import facade_blueprint
+    from refloop.wiring.access import guard
 
-    app.register_blueprint(facade_blueprint(services.store, services.db))
+    base = services.settings.base_url
+    app.register_blueprint(facade_blueprint(
+        services.db, services.resources, access=guard(services), base_url=base,
+        security=capability_security(base)))
 
 
 def work_handlers(services: Services) -> dict[str, Handler]:

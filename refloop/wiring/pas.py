@@ -1,6 +1,7 @@
 """Wiring of the PAS adapter (pas_client/): the prior-authorization flow object, its work
-handlers ("pas.submit", "pas.notification"), the `refloop pas ...` commands and the demo's
-pend-then-approve run against the payer sandbox. See docs/pas.md."""
+handlers ("pas.submit", "pas.notification", "pas.inquire"), the follow-up timer, the
+`refloop pas ...` commands and the demo's pend-then-approve run against the payer sandbox.
+See docs/pas.md."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import click
 
 from refloop.context import Context, pass_context
 from refloop.output import print_json, print_table
+from refloop.wiring import Timer
 
 if TYPE_CHECKING:
+    from pas_client.coverage_check import CoverageCheck
     from pas_client.flow import PriorAuthFlow
     from referrals.worker import Handler
     from refloop.services import Services
@@ -27,7 +30,20 @@ def build(services: Services) -> None:
 
     config = from_settings(services.settings.section("pas"),
                            services.settings.section("payers"))
-    services.adapters[NAME] = make_flow(services, config)
+    built = make_flow(services, config)
+    services.adapters[NAME] = built
+    services.referrals.listeners.append(coverage(built).on_transition)
+
+
+def coverage(found: PriorAuthFlow) -> CoverageCheck:
+    """The coverage check of a flow (authorization required?, eligibility, CRD); other
+    adapters may ask it `authorization_gate(referral_id)` through wiring."""
+    from pas_client.coverage_check import CoverageCheck
+
+    if not isinstance(getattr(found, "coverage", None), CoverageCheck):
+        found.coverage = CoverageCheck(found)  # type: ignore[attr-defined]
+    checker: CoverageCheck = found.coverage  # type: ignore[attr-defined]
+    return checker
 
 
 def make_flow(services: Services, config: Any) -> PriorAuthFlow:
@@ -37,7 +53,8 @@ def make_flow(services: Services, config: Any) -> PriorAuthFlow:
     return PriorAuthFlow(config=config, store=PriorAuthStore(services.db),
                          referrals=services.referrals, referral_store=services.store,
                          resources=services.resources, work=services.work,
-                         hooks=services.adapters.get("subscriptions"))
+                         hooks=services.adapters.get("subscriptions"),
+                         tasks=getattr(services, "tasks", None))
 
 
 def flow(services: Services) -> PriorAuthFlow:
@@ -49,7 +66,25 @@ def flow(services: Services) -> PriorAuthFlow:
 
 def work_handlers(services: Services) -> dict[str, Handler]:
     return {"pas.submit": lambda item: flow(services).handle_submit(item),
-            "pas.notification": lambda item: flow(services).handle_notification(item)}
+            "pas.notification": lambda item: flow(services).handle_notification(item),
+            "pas.inquire": lambda item: flow(services).handle_inquire(item),
+            "pas.follow-up": lambda item: flow(services).handle_follow_up(item),
+            "pas.coordinator-outcome":
+                lambda item: flow(services).handle_coordinator_outcome(item),
+            "pas.coverage": lambda item: coverage(flow(services)).handle_coverage(item),
+            "pas.gate": lambda item: coverage(flow(services)).handle_gate(item)}
+
+
+def referral_details(services: Services, referral_id: str) -> dict[str, Any]:
+    """Sections of `refloop referrals show` and the referral page (pas_client/details.py)."""
+    from pas_client.details import referral_details as details
+
+    return details(flow(services).store, referral_id)
+
+
+def timers(services: Services) -> list[Timer]:
+    """Every minute: the $inquire that are due, and escalation past a payer's deadline."""
+    return [Timer("pas-follow-up", 60.0, "pas.follow-up")]
 
 
 @click.group("pas")
@@ -112,12 +147,27 @@ def sandbox(port: int, rules_file: Path | None) -> None:
 
 @pas.command("submit")
 @click.argument("referral_id")
-@click.option("--payer", required=True, help="The [[payers]] name.")
+@click.option("--payer", help="The [[payers]] name (default: the referral's payer).")
 @pass_context
-def submit(obj: Context, referral_id: str, payer: str) -> None:
+def submit(obj: Context, referral_id: str, payer: str | None) -> None:
     """Queue a prior-authorization request for REFERRAL_ID (what the app's button does)."""
-    flow(obj.services).enqueue_submit(referral_id, payer)
-    click.echo(f"queued: prior authorization of {referral_id} with {payer}")
+    from pas_client.config import ConfigError
+
+    referral = _referral(obj, referral_id)
+    try:
+        chosen = flow(obj.services).config.payer(payer or referral.payer)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    flow(obj.services).enqueue_submit(referral.id, chosen.name)
+    click.echo(f"queued: prior authorization of {referral.id} with {chosen.name}")
+
+
+def _referral(obj: Context, referral_id: str) -> Any:
+    found = obj.services.store.try_get(referral_id)
+    if found is None:
+        raise click.ClickException(f"no referral {referral_id}; `refloop referrals list` "
+                                   "shows their ids")
+    return found
 
 
 @pas.command("status")
@@ -125,21 +175,63 @@ def submit(obj: Context, referral_id: str, payer: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def status(obj: Context, referral_id: str, as_json: bool) -> None:
-    """Show the prior-authorization requests of REFERRAL_ID, their decisions and findings."""
-    requests = flow(obj.services).store.for_referral(referral_id)
+    """Show the prior-authorization requests of REFERRAL_ID, their decisions, findings and
+    the payer's replies."""
+    referral = _referral(obj, referral_id)
+    store = flow(obj.services).store
+    requests = store.for_referral(referral.id)
+    replies = store.replies(referral_id=referral.id)
     if as_json:
-        print_json([{"id": r.id, "chain": r.chain_id, "kind": r.kind, "payer": r.payer,
-                     "status": r.status, "auth_number": r.auth_number, "decision": r.decision,
-                     "findings": r.findings, "error": r.last_error} for r in requests])
+        print_json({"referral_id": referral.id, "requests": [{
+            "id": r.id, "chain": r.chain_id, "kind": r.kind, "payer": r.payer,
+            "status": r.status, "auth_number": r.auth_number, "decision": r.decision,
+            "findings": r.findings, "error": r.last_error,
+            "deadline": r.deadline_at.isoformat() if r.deadline_at else None,
+            "next_check": r.next_check_at.isoformat() if r.next_check_at else None,
+            "checks": r.checks,
+            "escalated": r.escalated_at.isoformat() if r.escalated_at else None}
+            for r in requests], "replies": [r.to_json() for r in replies]})
         return
-    print_table(["request", "kind", "payer", "status", "auth number", "problem"],
+    if not requests:
+        click.echo(f"referral {referral.id}: no prior-authorization request yet")
+    print_table(["request", "kind", "payer", "status", "auth number", "next check", "problem"],
                 [[r.id[:8], r.kind, r.payer, r.status, r.auth_number,
+                  r.next_check_at.strftime("%Y-%m-%d %H:%M") if r.next_check_at else "",
                   r.last_error or _first_error(r.findings)] for r in requests])
+    if replies:
+        click.echo("\nReplies from the payer (`refloop pas reply ID` shows one in full):")
+        print_table(["reply", "request", "operation", "HTTP", "read as", "bytes", "note"],
+                    [[r.id, (r.request_id or "")[:8], r.operation, r.http_status,
+                      r.interpretation, len(r.body), r.note[:80]] for r in replies])
 
 
 def _first_error(findings: list[dict[str, Any]]) -> str:
     errors = [f for f in findings if f["severity"] == "error"]
     return f"{errors[0]['path']}: {errors[0]['message']}" if errors else ""
+
+
+@pas.command("reply")
+@click.argument("reply_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def reply(obj: Context, reply_id: int, as_json: bool) -> None:
+    """Show one reply from a payer exactly as it was received (status, headers, body)."""
+    found = flow(obj.services).store.try_get_reply(reply_id)
+    if found is None:
+        raise click.ClickException(f"no payer reply {reply_id}; `refloop pas status "
+                                   "REFERRAL_ID` lists them")
+    if as_json:
+        print_json(found.to_json(body=True))
+        return
+    click.echo(f"reply {found.id} to {found.operation} (request {found.request_id or '-'}, "
+               f"referral {found.referral_id or '-'}) from {found.payer}, received "
+               f"{found.received_at.isoformat()}: read as {found.interpretation or '-'}"
+               f"{': ' + found.note if found.note else ''}")
+    click.echo(f"HTTP {found.http_status}")
+    for name, value in found.headers.items():
+        click.echo(f"{name}: {value}")
+    click.echo("")
+    click.echo(found.text(limit=10**9))
 
 
 @pas.command("inquire")
@@ -152,12 +244,15 @@ def inquire(obj: Context, request_id: str, as_json: bool) -> None:
     if found is None:
         raise click.ClickException(f"no prior-authorization request {request_id}; see "
                                    "`refloop pas status REFERRAL_ID`")
-    decisions = flow(obj.services).inquire(found)
+    reading = flow(obj.services).inquire(found)
     if as_json:
-        print_json([d.to_json() for d in decisions])
-    else:
-        for decision in decisions:
-            click.echo(decision.summary())
+        print_json({"outcome": reading.outcome, "problem": reading.problem,
+                    "decisions": [d.to_json() for d in reading.decisions]})
+        return
+    for decision in reading.decisions:
+        click.echo(decision.summary())
+    if reading.problem:
+        click.echo(f"{reading.outcome}: {reading.problem}")
 
 
 @pas.command("cancel")
@@ -169,14 +264,57 @@ def cancel(obj: Context, chain_id: str) -> None:
     click.echo(f"cancel request {request.id}: {request.status}")
 
 
+@pas.command("coverage")
+@click.argument("referral_id")
+@click.option("--check", "again", is_flag=True,
+              help="Ask the payer again (eligibility, CRD) and apply the coverage table.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def coverage_command(obj: Context, referral_id: str, again: bool, as_json: bool) -> None:
+    """Does REFERRAL_ID need prior authorization (and who says so), and the eligibility
+    answer."""
+    from pas_client.eligibility import summary
+
+    referral = _referral(obj, referral_id)
+    checker = coverage(flow(obj.services))
+    if again:
+        checker.check(referral)
+        checker.gate(referral.id)
+    found = flow(obj.services).store.coverage(referral.id)
+    if found is None:
+        raise click.ClickException(f"referral {referral.id} has not been checked yet; "
+                                   "`refloop pas coverage REFERRAL_ID --check` checks it now")
+    if as_json:
+        print_json({**found, "checked_at": found["checked_at"].isoformat()})
+        return
+    click.echo(f"authorization {found['requirement'].replace('-', ' ')} ({found['source']})")
+    eligibility = found.get("eligibility")
+    if eligibility:
+        click.echo("eligibility: " + (eligibility["error"] if "error" in eligibility
+                                      else summary(eligibility)))
+    for card in (found["detail"].get("crd") or {}).get("cards", []):
+        click.echo(f"CRD card: {card['summary']}")
+
+
 def commands() -> list[click.Command]:
     return [pas]
 
 
+def _show_coverage(demo: PriorAuthFlow, referral: Any, echo: Any) -> None:
+    from pas_client.eligibility import summary
+
+    found = coverage(demo).check(referral)
+    checked = demo.store.coverage(referral.id) or {}
+    eligibility = checked.get("eligibility") or {}
+    echo("eligibility: " + (eligibility.get("error") or summary(eligibility)))
+    echo(f"authorization {found.status.replace('-', ' ')} ({found.source})")
+
+
 def run_demo_prior_auth(services: Services, referral_id: str | None = None,
                         echo: Any = click.echo) -> dict[str, Any]:
-    """The demo: one accepted referral goes through a pend and an approval at the PAYER
-    SANDBOX (started here on a free 127.0.0.1 port and stopped afterwards).
+    """The demo: one accepted referral is checked (eligibility, CRD: authorization
+    required?) and goes through a pend and an approval at the PAYER SANDBOX (started here on a
+    free 127.0.0.1 port and stopped afterwards).
 
     The pended decision arrives as a subscription notification when the subscriptions hook
     endpoint is reachable (the web role is running); otherwise the demo asks with $inquire."""
@@ -192,11 +330,13 @@ def run_demo_prior_auth(services: Services, referral_id: str | None = None,
     server = SandboxServer(SandboxRules(default="pend", after_pend="approve")).start()
     try:
         payer = PayerConfig(name=referral.payer or "Demo payer", base_url=server.url,
-                            payer_id="DEMO-PAYER", organization_identifier="1234567893")
+                            payer_id="DEMO-PAYER", organization_identifier="1234567893",
+                            eligibility=True, crd_url=f"{server.url}/cds-services")
         config = PasConfig(organization=Organization("Refloop Demo Clinic", "1234567893",
                                                      "123456789"), payers=(payer,))
         demo = make_flow(services, config)
         demo.hooks = services.adapters.get("subscriptions")
+        _show_coverage(demo, services.store.get(referral.id), echo)
         demo.enqueue_submit(referral.id, payer.name)
         handlers: dict[str, Handler] = {"pas.submit": demo.handle_submit,
                     "pas.notification": demo.handle_notification}

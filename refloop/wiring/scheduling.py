@@ -78,6 +78,7 @@ def adapter(services: Services) -> SchedulingAdapter:
 def routes(app: Flask, services: Services) -> None:
     from scheduling.web import patient_blueprint
 
+    connect_outreach(services)
     app.register_blueprint(patient_blueprint(adapter(services)))
     smart = services.adapters.get("smart")
     if smart is not None and hasattr(smart, "scheduling"):
@@ -87,6 +88,7 @@ def routes(app: Flask, services: Services) -> None:
 
 
 def work_handlers(services: Services) -> dict[str, Handler]:
+    connect_outreach(services)  # again: outreach may be built after us
     found = adapter(services)
     return {"scheduling.tick": found.handle_tick,
             "scheduling.release": found.handle_release,
@@ -191,6 +193,33 @@ def subscribe(obj: Context, fhir_base: str) -> None:
     found = adapter(obj.services)
     subscription_id = found.subscribe(fhir_base)
     click.echo(f"Subscription/{subscription_id} created on {fhir_base}")
+
+
+@scheduling_group.command("replan")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def replan_command(obj: Context, as_json: bool) -> None:
+    """Plan the reminders of every coming appointment again (after the ladders changed)."""
+    import sys
+
+    import sqlalchemy as sa
+
+    from scheduling.appointments import ACTIVE
+    from scheduling.replan import replan
+    from scheduling.tables import appointments
+
+    found = adapter(obj.services)
+    with found.core.db.read() as conn:
+        total = conn.execute(sa.select(sa.func.count()).where(
+            appointments.c.status.in_(ACTIVE),
+            appointments.c.start > datetime.now(UTC))).scalar_one()
+    with click.progressbar(length=int(total), label="re-planning reminders",
+                           file=sys.stderr) as bar:
+        result = replan(found.core.db, found.config, progress=bar.update)
+    if as_json:
+        print_json(result.__dict__)
+    else:
+        click.echo(f"{result.appointments} appointments, {result.steps} reminder steps planned")
 
 
 def commands() -> list[click.Command]:

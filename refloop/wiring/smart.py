@@ -21,11 +21,12 @@ def build(services: Services) -> None:
 
 
 def routes(app: Flask, services: Services) -> None:
-    from refloop.wiring import all_handlers
+    from refloop.wiring import all_handlers, all_referral_details
     from smart_app.web import smart_blueprint
 
     runtime: SmartRuntime = services.adapters.get("smart") or _runtime(services)
     runtime.pas_enabled = "pas.submit" in all_handlers(services)
+    runtime.details = lambda referral_id: all_referral_details(services, referral_id)
     app.register_blueprint(smart_blueprint(runtime))
 
 

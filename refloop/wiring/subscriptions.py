@@ -68,6 +68,7 @@ def work_handlers(services: Services) -> dict[str, Handler]:
     # the handler object itself: the worker calls its `prepare` (concurrent EHR re-reads)
     return {"subscriptions.notification": subs.notifications,
             "subscriptions.reconcile": subs.handle_reconcile,
+            "subscriptions.events": subs.handle_events,
             "subscriptions.reconcile-due": subs.handle_reconcile_due}
 
 
@@ -147,6 +148,28 @@ def subscriptions_list(obj: Context, as_json: bool) -> None:
                   r.last_notification_at.strftime("%Y-%m-%d %H:%M:%S")
                   if r.last_notification_at else "-", r.last_event_number or "-",
                   r.notifications, r.errors, (r.last_error or "")[:60]] for r in rows])
+
+
+@subscriptions_group.command("rotate-secret")
+@click.argument("hook_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def subscriptions_rotate_secret(obj: Context, hook_id: str, as_json: bool) -> None:
+    """Give a registration's hook a new secret and put it in the Subscription on the server.
+
+    The previous secret is still accepted for [subscriptions] rotate_grace_seconds, so
+    notifications already on their way are not refused. The secret itself is never printed.
+    (An id that starts with "-", made before such ids were avoided: put -- before it.)
+    """
+    subs = adapter(obj.services)
+    hook = subs.rotate_secret(hook_id)
+    until = hook.previous_until.isoformat(timespec="seconds") if hook.previous_until else ""
+    if as_json:
+        print_json({"hook_id": hook.id, "server": hook.server,
+                    "subscription_id": hook.subscription_id, "previous_accepted_until": until})
+        return
+    click.echo(f"hook {hook.id[:6]}: new secret set in Subscription/{hook.subscription_id} on "
+               f"{hook.server}; the previous secret is accepted until {until}")
 
 
 @click.command("reconcile")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from referrals.errors import PeerError
@@ -37,6 +37,11 @@ from scheduling.slots import (
 #: how long the destination's Schedules (and their actors' names) are reused
 SCHEDULES_SECONDS = 300.0
 LOST = (409, 412)
+#: slot search windows: the first is a day; a sparse one is followed by one twice as long, one
+#: with more than WINDOW_CAP free slots is split (down to MIN_WINDOW)
+FIRST_WINDOW_HOURS = 24
+WINDOW_CAP = 100
+MIN_WINDOW = timedelta(minutes=30)
 
 
 def has_interaction(capability: dict[str, Any], code: str) -> bool:
@@ -55,6 +60,7 @@ class FhirSlotSource:
         self.client = client
         self._capability = capability
         self._schedules: tuple[float, dict[str, dict[str, Any]]] | None = None
+        self._width = timedelta(hours=FIRST_WINDOW_HOURS)
         self._lock = threading.Lock()
 
     # -- finding ------------------------------------------------------------------------------
@@ -85,20 +91,48 @@ class FhirSlotSource:
         return chosen
 
     def find(self, after: datetime, until: datetime, limit: int) -> list[SlotOption]:
+        """The next `limit` free slots, soonest first.
+
+        Searched window by window, each window read completely (at most WINDOW_CAP slots, no
+        server-side sort) and sorted here: a window with more slots than that is split, one
+        with few is followed by a wider one. Sorting is ours because servers sort whole
+        calendars slowly (sekmet-fhir took 14 s to sort 20,000 slots for a page of 7, and
+        0.4 s without `_sort`)."""
         schedules = self.schedules()
         if not schedules:
             return []
+        found: list[SlotOption] = []
+        begin, width, first = after, self._width, True
+        while len(found) < limit and begin < until:
+            end = min(until, begin + width)
+            options, complete = self._window(schedules, begin, end, first)
+            if not complete and width > MIN_WINDOW:
+                width = max(MIN_WINDOW, width / 4)
+                continue
+            if first:
+                self._width = width  # where the next search starts: this calendar's density
+            found += options
+            begin, first = end, False
+            if len(options) < limit:
+                width *= 2
+        return sorted(found, key=lambda o: o.start)[:limit]
+
+    def _window(self, schedules: dict[str, dict[str, Any]], begin: datetime, end: datetime,
+                first: bool) -> tuple[list[SlotOption], bool]:
+        """The window's free slots, and whether they are all of them."""
         params = [("schedule", ",".join(f"Schedule/{s}" for s in sorted(schedules))),
-                  ("status", "free"), ("start", f"gt{instant(after)}"),
-                  ("start", f"lt{instant(until)}"), ("_sort", "start"),
-                  ("_count", str(limit))]
+                  ("status", "free"), ("start", f"{'gt' if first else 'ge'}{instant(begin)}"),
+                  ("start", f"lt{instant(end)}"), ("_count", str(WINDOW_CAP))]
         if self.destination.service_type:
             params.append(("service-type", self.destination.service_type))
         bundle = self.client.search("Slot", params)
-        options = [self._option(e["resource"], schedules) for e in bundle.get("entry") or []
+        entries = [e["resource"] for e in bundle.get("entry") or []
                    if (e.get("resource") or {}).get("resourceType") == "Slot"]
-        chosen = sorted((o for o in options if o is not None), key=lambda o: o.start)
-        return chosen[:limit]
+        more = any(link.get("relation") == "next" for link in bundle.get("link") or [])
+        total = bundle.get("total")
+        complete = not more and (not isinstance(total, int) or total <= len(entries))
+        options = [self._option(slot, schedules) for slot in entries]
+        return sorted((o for o in options if o is not None), key=lambda o: o.start), complete
 
     def get(self, key: str) -> SlotOption | None:
         if not key.startswith("Slot/") or key.count("/") != 1:

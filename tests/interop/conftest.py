@@ -48,6 +48,7 @@ RUN_SCRIPT = HAPI_DIR / "run"
 INTEROP_DIR = Path(__file__).resolve().parent
 
 REUSE_URL_ENV = "REFLOOP_INTEROP_HAPI_URL"
+REUSE_R5_URL_ENV = "REFLOOP_INTEROP_HAPI_R5_URL"
 JAVA_MAJOR = 17
 
 # A cold first build (Maven downloads) plus the JVM start-up can take several minutes; the
@@ -72,7 +73,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.interop)
         if has_timeout_plugin and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(INTEROP_TEST_TIMEOUT_S))
-    if not interop or os.environ.get(REUSE_URL_ENV) or \
+    if not interop or (os.environ.get(REUSE_URL_ENV) and os.environ.get(REUSE_R5_URL_ENV)) or \
             os.environ.get("REFLOOP_REQUIRE_INTEROP") == "1":
         return  # with REFLOOP_REQUIRE_INTEROP=1 the hapi_base_url fixture fails instead
     missing = missing_tools()
@@ -156,7 +157,20 @@ def _tail(path: Path, lines: int = 60) -> str:
 @pytest.fixture(scope="session")
 def hapi_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """FHIR base URL (``http://127.0.0.1:PORT/fhir``) of a running HAPI FHIR JPA server (R4)."""
-    reuse = os.environ.get(REUSE_URL_ENV, "").rstrip("/")
+    yield from _peer(tmp_path_factory, "R4", REUSE_URL_ENV)
+
+
+@pytest.fixture(scope="session")
+def hapi_r5_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The same HAPI FHIR JPA server in FHIR R5 mode (Spring profile r5: topic-based
+    Subscriptions), started only by the sessions that use it. ``REFLOOP_INTEROP_HAPI_R5_URL``
+    reuses one started with ``HAPI_PEER_FHIR_VERSION=R5 interop/hapi/run start``."""
+    yield from _peer(tmp_path_factory, "R5", REUSE_R5_URL_ENV)
+
+
+def _peer(tmp_path_factory: pytest.TempPathFactory, version: str, reuse_env: str
+          ) -> Iterator[str]:
+    reuse = os.environ.get(reuse_env, "").rstrip("/")
     if reuse:
         _check_running(reuse)
         yield reuse
@@ -165,11 +179,12 @@ def hapi_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if missing:
         _missing_tools_outcome(missing)
 
-    data_dir = tmp_path_factory.mktemp("hapi-peer")
+    data_dir = tmp_path_factory.mktemp(f"hapi-peer-{version.lower()}")
     env = dict(os.environ)
     # Own pid file and log per session, so a peer started by hand (run start) is left alone.
     env["HAPI_PEER_DATA_DIR"] = str(data_dir)
     env["HAPI_PEER_START_TIMEOUT"] = str(START_TIMEOUT_S)
+    env["HAPI_PEER_FHIR_VERSION"] = version
 
     build = subprocess.run(
         ["bash", str(RUN_SCRIPT), "build"],
@@ -199,7 +214,7 @@ def hapi_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if start.returncode != 0:
         subprocess.run(["bash", str(RUN_SCRIPT), "stop"], env=env, check=False, capture_output=True)
         pytest.fail(
-            "interop: starting the HAPI FHIR peer failed:\n"
+            f"interop: starting the HAPI FHIR peer ({version}) failed:\n"
             f"{start.stderr}\n{_tail(data_dir / 'hapi.log')}",
             pytrace=False,
         )
@@ -489,3 +504,48 @@ class Orders:
 @pytest.fixture
 def orders(hapi: HapiPeer, patient_id: str) -> Orders:
     return Orders(hapi, patient_id)
+
+
+R5_TOPIC = "http://refloop.example/interop/SubscriptionTopic/servicerequest-changed"
+
+
+@pytest.fixture
+def hapi_r5(hapi_r5_base_url: str) -> Iterator[HapiPeer]:
+    """The HAPI peer in R5 mode, with the SubscriptionTopic an EHR's administrators would define
+    (ServiceRequest create and update, filterable by subject, category and intent)."""
+    peer = HapiPeer(hapi_r5_base_url)
+    if not peer.read(f"SubscriptionTopic?url={R5_TOPIC}").get("entry"):
+        peer.create({
+            "resourceType": "SubscriptionTopic", "url": R5_TOPIC, "status": "active",
+            "title": "ServiceRequest created or changed",
+            "resourceTrigger": [{"resource": "ServiceRequest",
+                                 "supportedInteraction": ["create", "update"]}],
+            "canFilterBy": [{"resource": "ServiceRequest", "filterParameter": p}
+                            for p in ("subject", "category", "intent")]})
+    yield peer
+    for subscription_id in peer.subscriptions:
+        peer.delete_subscription(subscription_id)
+
+
+@pytest.fixture
+def r5_patient_id(hapi_r5: HapiPeer) -> str:
+    return str(hapi_r5.create({"resourceType": "Patient", "name": [
+        {"family": f"R5-{uuid.uuid4().hex[:8]}"}]})["id"])
+
+
+@pytest.fixture
+def r5_refloop_peer(database_url: str, tmp_path: Path, hapi_r5: HapiPeer,
+                    r5_patient_id: str) -> Iterator[RefloopPeer]:
+    """Refloop for the R5 peer, criteria scoped to this test's Patient; the hook is
+    authenticated by its path (HAPI 8.8.0 sends no R5 `parameter` headers)."""
+    criteria = f"ServiceRequest?intent=order&subject=Patient/{r5_patient_id}"
+    peer = RefloopPeer(database_url, tmp_path / "var", {"fhir_servers": [
+        {"base_url": hapi_r5.base, "criteria": criteria, "hook_auth": "path"}]})
+    peer.start()
+    try:
+        yield peer
+    finally:
+        for row in peer.adapter.registrations():
+            if row.subscription_id:
+                hapi_r5.delete_subscription(row.subscription_id)
+        peer.close()

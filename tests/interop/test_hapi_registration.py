@@ -84,6 +84,8 @@ def test_hapi_r4_accepts_topic_subscriptions_but_never_delivers(
     assert hapi.wait_active(backport["id"])["status"] == "active"  # ... and activated
 
     sr = hapi.create({"resourceType": "ServiceRequest", "status": "active", "intent": "order",
+                      "category": [{"coding": [{"system": "http://snomed.info/sct",
+                                                "code": "3457005"}]}],  # a patient referral
                       "subject": {"reference": f"Patient/{patient_id}"}})
     peer.wait_for(lambda: peer.referral(hapi.base, sr["id"]), DELIVERY_S,
                   "the classic Subscription did not deliver")

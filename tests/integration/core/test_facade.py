@@ -1,5 +1,6 @@
 """The FHIR facade through Flask's test client on a real store: CapabilityStatement, Task read,
-Task search with every parameter, paging links, and OperationOutcome for bad input."""
+Task search with every parameter, paging links, and OperationOutcome for bad input. Every request
+carries a bearer token from the real token endpoint (the `fhir_auth` fixture)."""
 
 from __future__ import annotations
 
@@ -51,9 +52,11 @@ def load(services: Services) -> list[str]:
 
 
 @pytest.fixture
-def loaded(services: Services) -> Iterator[tuple[FlaskClient, list[str]]]:
+def loaded(services: Services, fhir_auth: Any) -> Iterator[tuple[FlaskClient, list[str]]]:
     ids = load(services)
-    yield create_app(services).test_client(), ids
+    client = create_app(services).test_client()
+    client.environ_base.update(fhir_auth.environ(client, services))
+    yield client, ids
 
 
 def search(client: FlaskClient, query: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -76,24 +77,28 @@ def test_readyz_fails_when_the_database_is_unreachable(tmp_path: Path) -> None:
         services.close()
 
 
-def test_http_log_lines_carry_no_tokens(services: Services) -> None:
+def test_http_log_lines_carry_no_tokens(services: Services, fhir_auth: Any) -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("refloop.http")
+    logger = logging.getLogger("refloop")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
         client = create_app(services).test_client()
+        real = fhir_auth.headers(client, services)["Authorization"]
         client.get(f"/fhir/Task?access_token={TOKEN}",
                    headers={"Authorization": f"Bearer {TOKEN}"})
-        client.get("/fhir/Task/x", headers={"Cookie": f"session={TOKEN}"})
+        client.get("/fhir/Task/x", headers={"Cookie": f"session={TOKEN}",
+                                            "Authorization": real})
     finally:
         logger.removeHandler(handler)
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert [(e["path"], e["status"]) for e in lines] == [("/fhir/Task", 400),
-                                                          ("/fhir/Task/<task_id>", 404)]
+    assert [(e["path"], e["status"]) for e in lines if e["msg"] == "http"] == [
+        ("/.well-known/smart-configuration", 200), ("/auth/token", 200), ("/fhir/Task", 401),
+        ("/fhir/Task/<task_id>", 404)]
     assert TOKEN not in stream.getvalue()
+    assert real.split()[1] not in stream.getvalue()
 
 
 def test_timers_enqueue_one_item_per_slot_across_nodes(database_url: str, tmp_path: Path
@@ -237,6 +242,10 @@ def test_cli_demo_runs_without_serving(tmp_path: Path) -> None:
     # the HL7 v2 referral: ACKed over MLLP, mapped with its IN1 coverage, through PAS
     assert "sent v2_referral.hl7 to the MLLP listener: ACK AA" in result.output
     assert "payer from IN1: Demo Health Plan" in result.output
+    # patient outreach: a send within seconds, a quiet-hours deferral, a STOP honoured
+    assert "first SMS handed to the gateway after" in result.output
+    assert "first SMS deferred [quiet-hours]" in result.output
+    assert "not sent [opted-out]" in result.output and "Time to first contact" in result.output
     assert re.search(r"prior authorization \w+: approved \S+ \(referral outreach\)",
                      result.output), result.output
     settings = Settings(var_dir=tmp_path / "var")
@@ -263,15 +272,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def get(url: str) -> tuple[int, dict]:
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
+                                    timeout=5) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-def test_serve_starts_answers_and_stops_on_sigterm(database_url: str, tmp_path: Path) -> None:
+def test_serve_starts_answers_and_stops_on_sigterm(database_url: str, tmp_path: Path,
+                                                   fhir_auth: Any) -> None:
     port = free_port()
     env = {**os.environ, "REFLOOP_CONFIG": "", "REFLOOP_HTTP_PORT": str(port),
            "REFLOOP_DATABASE_URL": database_url, "REFLOOP_VAR_DIR": str(tmp_path / "var"),
@@ -294,7 +305,13 @@ def test_serve_starts_answers_and_stops_on_sigterm(database_url: str, tmp_path: 
         assert status == 200, "refloop serve never became ready"
         code, statement = get(f"{base}/fhir/metadata")
         assert code == 200 and statement["resourceType"] == "CapabilityStatement"
-        code, bundle = get(f"{base}/fhir/Task?_count=1")
+        assert get(f"{base}/fhir/Task?_count=1")[0] == 401
+        services = build_services(Settings(var_dir=tmp_path / "var", database_url=database_url))
+        try:
+            headers = fhir_auth.headers(base, services, "system/Task.rs")
+        finally:
+            services.close()
+        code, bundle = get(f"{base}/fhir/Task?_count=1", headers)
         assert code == 200 and bundle["type"] == "searchset"
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=60) == 0

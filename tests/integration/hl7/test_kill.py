@@ -1,5 +1,6 @@
-"""Kill the listener process (`refloop serve --role mllp`, SIGKILL) while a sender streams:
-every message that was ACKed is in the store exactly once after the restart."""
+"""Kill the listener role (`refloop serve --role mllp` with two listener processes, SIGKILL)
+while two senders stream, one on each process: every message that was ACKed is in the store
+exactly once after the restart, and no listener process outlives the role."""
 
 from __future__ import annotations
 
@@ -67,30 +68,39 @@ def stream(port: int, first: int, count: int, acked: list[int]) -> None:
 
 
 def test_every_acked_message_survives_a_kill(tmp_path: Path) -> None:
+    """Two listener processes, one sender connection on each, killed together mid-stream."""
+    import threading
+
     port = free_port()
     url = f"sqlite:///{tmp_path / 'refloop.db'}"
     config = tmp_path / "refloop.toml"
     config.write_text(f'database_url = "{url}"\nvar_dir = "{tmp_path}"\n'
-                      f'[hl7]\nport = {port}\n', encoding="utf-8")
-    acked: list[int] = []
+                      f'[hl7]\nport = {port}\nprocesses = 2\nconnections_per_process = 1\n',
+                      encoding="utf-8")
+    firsts = (0, 50_000)
+    acked: dict[int, list[int]] = {first: [] for first in firsts}
     proc = start(config, port)
-    import threading
-
-    sender = threading.Thread(target=stream, args=(port, 0, 100_000, acked))
-    sender.start()
-    while len(acked) < 200 and sender.is_alive():
+    senders = [threading.Thread(target=stream, args=(port, first, 40_000, acked[first]))
+               for first in firsts]
+    for sender in senders:
+        sender.start()
+    while min(len(a) for a in acked.values()) < 150 and all(s.is_alive() for s in senders):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
-    sender.join(10)
-    assert len(acked) >= 200
-    # restart; the sender resends from its last unacknowledged message plus a few before it
+    for sender in senders:
+        sender.join(10)
+        assert not sender.is_alive(), "a listener process outlived its killed role"
+    assert min(len(a) for a in acked.values()) >= 150
+    # restart; each sender resends from its last unacknowledged message plus a few before it
     proc = start(config, port)
+    more: list[int] = []
     try:
-        resend_from = max(acked) - 5
-        more: list[int] = []
-        stream(port, resend_from, 50, more)
-        assert len(more) == 50
+        for first in firsts:
+            resent: list[int] = []
+            stream(port, max(acked[first]) - 5, 50, resent)
+            assert len(resent) == 50
+            more += resent
     finally:
         proc.terminate()
         proc.wait(15)
@@ -101,5 +111,5 @@ def test_every_acked_message_survives_a_kill(tmp_path: Path) -> None:
     stored = [k for k in keys if k and k.startswith("hl7|KILL^TEST|")]
     assert len(stored) == len(set(stored))  # exactly once
     present = set(stored)
-    for n in set(acked) | set(more):
+    for n in {n for a in acked.values() for n in a} | set(more):
         assert f"hl7|KILL^TEST|K{n:05d}" in present, n

@@ -239,3 +239,19 @@ def test_enhanced_mapping_error_gets_an_application_ae(feed: Feed, partner: Part
     (ack,) = parsed(partner)
     assert str(ack.segment("MSA")[1]) == "AE" and str(ack.segment("MSA")[2]) == "B1"
     assert "PID-3" in str(ack.segment("ERR")[8])
+
+
+def test_enhanced_ref_without_rf1_6_gets_ca_then_an_application_ae(feed: Feed,
+                                                                    partner: Partner) -> None:
+    """Enhanced mode: a REF without a referral identifier is stored and kept in quarantine
+    (CA), and the application ACK AE that follows names RF1-6; nothing is mapped."""
+    raw = (b"MSH|^~\\&|GPSYS|GPCLINIC|HUB|HUB|20240101120000||REF^I12^REF_I12|N1|P|2.5.1"
+           b"|||AL|ER\rRF1|A|R\rPID|1||X1^^^GP^MR||Doe^John\r")
+    commit = feed.send(raw)
+    assert commit is not None and b"MSA|CA|N1" in commit and b"ERR" not in commit
+    assert feed.drain() == 1  # the application ACK only
+    (ack,) = parsed(partner)
+    assert str(ack.segment("MSA")[1]) == "AE" and str(ack.segment("MSA")[2]) == "N1"
+    assert str(ack.segment("ERR")[2]) == "RF1^1^6" and "RF1-6" in str(ack.segment("ERR")[8])
+    (entry,) = feed.services.quarantine.list()
+    assert "RF1-6" in entry.reason

@@ -1,5 +1,5 @@
-"""`run_demo_prior_auth`: a demo referral goes through a pend and an approval at the PAYER
-SANDBOX (a fake payer, started by the function on a free port)."""
+"""`run_demo_prior_auth`: a demo referral is checked (eligibility, CRD) and goes through a pend
+and an approval at the PAYER SANDBOX (a fake payer, started by the function on a free port)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ def test_demo_prior_auth_pends_then_approves(services: Services) -> None:
     load_referral(services, item)
     lines: list[str] = []
     result = run_demo_prior_auth(services, echo=lines.append)
-    assert "pended" in lines[0]
+    assert lines[0].startswith("eligibility: coverage active, plan Sandbox Gold PPO")
+    assert lines[1].startswith("authorization required (") and "CRD" in lines[1]
+    assert "pended" in lines[2]
     assert result["status"] == "approved" and result["auth_number"].startswith("SBX")
     assert result["stage"] == Stage.OUTREACH.value

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc.jwk import ECKey, RSAKey
 
-from pas_client.client import PayerClient
+from pas_client.client import PayerClient, raise_for_retry
 from pas_client.config import Organization, payer_from_table
 from pas_client.sandbox import SandboxAuth, SandboxRules, SandboxServer
 from referrals.errors import PeerError
@@ -106,8 +106,10 @@ def test_a_new_token_is_fetched_with_a_new_jti(registered: tuple[Path, dict[str,
     issuer = payer_sandbox.state.issuer
     assert issuer is not None and len(issuer.assertions) == 1
     issuer.issued.clear()   # the payer revokes every token it issued
+    refusal = client.send_inquire(INQUIRY)   # returned as received, for the caller to store
+    assert refusal.status == 401 and client.token is not None and not client.token.cached()
     with pytest.raises(PeerError, match="refused our access token") as refused:
-        client.send_inquire(INQUIRY)
+        raise_for_retry("Blue Horizon", "Claim/$inquire", refusal, token_used=True)
     assert refused.value.retryable
     assert client.send_inquire(INQUIRY).status == 200   # the retry fetches a new token
     first, second = (a["claims"] for a in issuer.assertions)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from calendar_data import Sekmet, make_calendar, put
+from calendar_data import Sekmet, create, make_calendar, put
 from sched_world import World, make_world, messages, open_referral
 from werkzeug.serving import make_server
 
@@ -65,14 +65,8 @@ def test_reminder_then_reply_c_confirms_and_r_sends_a_new_link(world: World) -> 
 
 def test_noshow_on_the_ehr_starts_recovery_and_a_second_one_a_coordinator_task(
         world: World) -> None:
-    opened: list[dict[str, Any]] = []
-
-    class Tasks:  # the core's coordinator tasks, at the callable boundary
-        def open(self, referral_id: str, kind: str, reason: str, **kw: Any) -> str:
-            opened.append({"referral_id": referral_id, "kind": kind, **kw})
-            return "task-1"
-
-    world.scheduling.core.tasks = Tasks()
+    tasks = world.services.tasks
+    assert world.scheduling.core.tasks is tasks  # the core's coordinator tasks
     referral = world.referral()
     row = book(world, referral.id, 0)
     missed = set_status(world, row.appointment_id, "noshow")
@@ -84,7 +78,7 @@ def test_noshow_on_the_ehr_starts_recovery_and_a_second_one_a_coordinator_task(
     world.drain("scheduling.recovery")
     [recovery] = messages(world.services.work, world.services, "no-show-recovery")
     assert recovery["params"]["link"].startswith("https://refloop.test/p/")
-    assert opened == []
+    assert tasks.open_for(referral.id) == []
     second = book(world, referral.id, 1)
     world.scheduling.handle_appointment(item({"server": world.calendar.base, "events": [
         {"focus": f"{world.calendar.base}/Appointment/{second.appointment_id}"}],
@@ -96,8 +90,11 @@ def test_noshow_on_the_ehr_starts_recovery_and_a_second_one_a_coordinator_task(
         "resources": []}))
     assert world.services.store.get(referral.id).stage == Stage.NO_SHOW
     world.drain("scheduling.noshow-task", "scheduling.recovery")
-    assert [(o["referral_id"], o["kind"], o["data"]) for o in opened] == [
-        (referral.id, "rebook-after-no-show", {"misses": 2})]
+    [task] = tasks.open_for(referral.id)
+    assert (task.kind, task.data, task.outcomes) == (
+        "rebook-after-no-show", {"misses": 2}, ("rebooked", "unreachable", "declined"))
+    world.drain("scheduling.noshow-task")
+    assert len(tasks.for_referral(referral.id)) == 1  # opened once
     seen = summary(world.scheduling, referral.id)
     assert len(seen["no_shows"]) == 2
 
@@ -255,3 +252,25 @@ def test_preparation_questionnaire_is_answered_written_to_the_ehr_and_attached(
         assert {"question": "¿Tiene diabetes?", "answer": "no"} in answers
     finally:
         services.close()
+
+
+def test_a_cancellation_seen_on_the_ehr_offers_the_slot_to_the_waitlist(world: World) -> None:
+    waiting = world.referral()
+    later = book(world, waiting.id, 3)
+    world.scheduling.waitlist.join(waiting.id, "cardiology", later.id, later.start)
+    slot = world.calendar.read(world.calendar.slots[0])
+    theirs = create(world.calendar.base, {  # booked at the clinic, not through Refloop
+        "resourceType": "Appointment", "status": "booked",
+        "slot": [{"reference": world.calendar.slots[0]}], "start": slot["start"],
+        "end": slot["end"], "participant": [{"actor": {"reference": "Patient/someone"},
+                                             "status": "accepted"}]})
+    put(world.calendar.base, {**slot, "status": "busy"})
+    cancelled = put(world.calendar.base, {**theirs, "status": "cancelled"})
+    busy = world.calendar.read(world.calendar.slots[0])
+    put(world.calendar.base, {**busy, "status": "free"})
+    world.scheduling.handle_appointment(item({"server": world.calendar.base,
+                                              "resources": [cancelled]}))
+    [offer] = messages(world.services.work, world.services, "waitlist-offer")
+    assert offer["referral_id"] == waiting.id
+    assert offer["reply_context"].startswith("scheduling:offer:")
+    assert "?offer=" in offer["params"]["link"]

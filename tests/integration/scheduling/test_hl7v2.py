@@ -139,6 +139,9 @@ def test_preferences_srm_then_siu_books_and_s26_is_a_noshow(database_url: str, t
         home = client.get("/p/home", **https).data.decode()
         assert "Your appointment" in home
 
+        scheduling = services.adapters["scheduling"]
+        assert scheduling.check_visits(start + timedelta(hours=5)) == 0
+        assert services.store.get(referral.id).stage == Stage.SCHEDULED  # v2 tells, not us
         intake.store([intake.assess_frame(siu("S26", referral.id, start, "Noshow"))])
         Worker(services.work, hl7_work).drain()
         assert services.store.get(referral.id).stage == Stage.NO_SHOW

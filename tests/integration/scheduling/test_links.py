@@ -43,7 +43,7 @@ def test_nothing_about_the_referral_is_shown_before_the_check(world: World) -> N
     assert page.status_code == 200 and "date of birth" in body.lower()
     for secret in ("Okafor", "Lindqvist", "Heart Clinic", "cardiology", referral.id):
         assert secret.lower() not in body.lower()
-    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert page.headers["Referrer-Policy"] == "same-origin"
     assert "default-src 'none'" in page.headers["Content-Security-Policy"]
     assert world.get("/p/home").status_code == 401
 
@@ -100,7 +100,13 @@ def test_attempts_are_limited_per_client_address(database_url: str, tmp_path: Pa
         assert post(two, WRONG, "10.0.0.7").status_code == 400
         assert post("guessed" * 7, RIGHT, "10.0.0.7").status_code == 404
         assert post(two, RIGHT, "10.0.0.7").status_code == 429  # even the right date
+        assert client.get(f"/p/{two}", base_url="https://refloop.test",
+                          environ_overrides={"REMOTE_ADDR": "10.0.0.7"}).status_code == 429
         assert post(two, RIGHT, "10.0.0.8").status_code == 303  # another address is fine
+        for guess in ("a" * 43, "b" * 43, "c" * 43):  # guessing with GETs counts too
+            assert client.get(f"/p/{guess}", base_url="https://refloop.test",
+                              environ_overrides={"REMOTE_ADDR": "10.0.0.9"}).status_code == 404
+        assert post(one, RIGHT, "10.0.0.9").status_code == 429
     finally:
         services.close()
 

@@ -53,7 +53,8 @@ def count_reads(monkeypatch: pytest.MonkeyPatch, client: FhirClient) -> Counter[
     def send(method: str, path: str, **kwargs: Any) -> Reply:
         params = dict(kwargs.get("params") or [])
         if method == "GET" and path == "ServiceRequest" and "_id" in params:
-            reads[params["_id"]] += 1
+            reads.update(params["_id"].split(","))  # one search may re-read several
+            reads["searches"] += 1
         return real(method, path, **kwargs)
 
     monkeypatch.setattr(client, "send", send)
@@ -83,7 +84,7 @@ def test_a_batch_reads_each_service_request_once_and_applies_the_newest_version(
 
     assert Worker(services.work, all_handlers(services), batch=10).run_once() == 3
 
-    assert reads == {first["id"]: 1, other["id"]: 1}
+    assert reads == {first["id"]: 1, other["id"]: 1, "searches": 1}  # one search for both
     referral = services.store.try_get_by_source(source_key(ehr.peer.base, first["id"]))
     assert referral is not None and referral.priority == "stat"
     assert [e.action for e in services.store.events(referral.id)] == ["detect"]
@@ -106,6 +107,29 @@ def test_a_read_serves_only_its_batch(listener_services: Services, ehr: SimpleNa
 
     handler(items[0])
 
-    assert reads == {sr["id"]: 1}
+    assert reads == {sr["id"]: 1, "searches": 1}
     referral = services.store.try_get_by_source(source_key(ehr.peer.base, sr["id"]))
     assert referral is not None and referral.priority == "urgent"
+
+
+def test_one_search_reads_a_batch_with_coverages_and_payer_organizations(
+        listener_services: Services, sekmet: Any, kit: SimpleNamespace,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    services = listener_services
+    p = sekmet.create(kit.patient())["id"]
+    d = sekmet.create(kit.practitioner())["id"]
+    payer = sekmet.create({"resourceType": "Organization", "name": "Northwind Health Plan"})["id"]
+    c = sekmet.create({**kit.coverage(p), "payor": [{"reference": f"Organization/{payer}"}]})["id"]
+    hook = open_hook(services, sekmet.base)
+    srs = [sekmet.create(kit.service_request(p, d, c, reason=f"reason {n}")) for n in range(3)]
+    for sr in srs:
+        notify(services, hook, sr)
+    reads = count_reads(monkeypatch, adapter(services).client_for(sekmet.base))
+
+    assert Worker(services.work, all_handlers(services), batch=10).run_once() == 3
+
+    assert reads["searches"] == 1 and all(reads[sr["id"]] == 1 for sr in srs)
+    for sr in srs:
+        referral = services.store.try_get_by_source(source_key(sekmet.base, sr["id"]))
+        assert referral is not None and referral.payer == "Northwind Health Plan"
+    assert services.work.counts() == {"done": 3}

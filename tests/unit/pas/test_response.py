@@ -100,17 +100,37 @@ def test_modified_reads_the_authorized_form_from_add_item() -> None:
         "adjudication": [{"category": {"coding": [{"code": "submitted"}]}}]}
     bundle["entry"][0]["resource"]["addItem"] = [add]
     decision = parse_response_bundle(bundle)
-    assert decision.overall == "approved"
+    assert decision.overall == "modified"   # authorized, in the form addItem states
     assert decision.items[0].status == "modified"
     assert decision.items[0].modification == add
 
 
-@pytest.mark.parametrize(("code", "overall"), [("A2", "partial"), ("C", "cancelled"),
-                                               ("CT", "partial"), ("NA", "approved"),
+@pytest.mark.parametrize(("code", "overall"), [("A2", "partially-approved"),
+                                               ("C", "cancelled"),
+                                               ("CT", "contact-payer"),
+                                               ("NA", "no-auth-required"),
                                                ("ZZ", "unknown")])
-def test_other_review_action_codes(code: str, overall: str) -> None:
+def test_each_review_action_code_has_its_own_state(code: str, overall: str) -> None:
+    """Contact payer (CT), partial certification (A2) and no authorization required (NA) are
+    states of their own, never folded into partial or approved."""
     bundle = approved()
     set_code(bundle, code)
+    assert parse_response_bundle(bundle).overall == overall
+
+
+@pytest.mark.parametrize(("codes", "overall"), [
+    (["A1", "A3"], "partial"), (["A1", "CT"], "contact-payer"), (["A1", "NA"], "approved"),
+    (["A1", "A6"], "modified"), (["A1", "A2"], "partially-approved"), (["A3", "C"], "denied"),
+    (["A1", "A4"], "pending")])
+def test_several_items(codes: list[str], overall: str) -> None:
+    bundle = approved()
+    claim_response = bundle["entry"][0]["resource"]
+    first = claim_response["item"][0]
+    claim_response["item"] = [{**copy.deepcopy(first), "itemSequence": n + 1}
+                              for n in range(len(codes))]
+    for n, code in enumerate(codes):
+        single = {"entry": [{"resource": {"item": [claim_response["item"][n]]}}]}
+        set_code(single, code)
     assert parse_response_bundle(bundle).overall == overall
 
 

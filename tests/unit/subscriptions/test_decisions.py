@@ -64,13 +64,28 @@ def test_create_only_topic_prefers_classic_and_says_why() -> None:
 def test_no_subscription_means_polling_and_overrides_win() -> None:
     bare = ServerFacts("4.0.1", False, False)
     assert choose_flavour(bare).flavour == "polling"
-    assert choose_flavour(ServerFacts("5.0.0", True, True, (SR_BOTH,))).flavour == "polling"
+    assert choose_flavour(ServerFacts("5.0.0", True, False)).flavour == "polling"  # no topic
+    assert choose_flavour(ServerFacts("5.0.0", False, False, (SR_BOTH,))).flavour == "polling"
+    assert choose_flavour(ServerFacts("4.0.1", True, False), "r5-topic").flavour == "polling"
     assert choose_flavour(ServerFacts("4.0.1", True, True, (SR_BOTH,)), "r4-classic").flavour \
         == "r4-classic"
     assert choose_flavour(ServerFacts("4.0.1", True, False), "polling").flavour == "polling"
     pinned = choose_flavour(ServerFacts("4.0.1", True, True), "r4-backport", "http://t/x")
     assert (pinned.flavour, pinned.topic and pinned.topic.url) == ("r4-backport", "http://t/x")
     assert choose_flavour(bare, "r4-backport").flavour == "polling"
+
+
+def test_r5_server_gets_a_native_topic_subscription_on_its_best_topic() -> None:
+    narrow = Topic("http://t/narrow", frozenset({"ServiceRequest"}),
+                   frozenset({"create", "update"}), frozenset({"patient"}))
+    wide = Topic("http://t/wide", frozenset({"ServiceRequest"}),
+                 frozenset({"create", "update"}), frozenset({"category", "intent"}))
+    choice = choose_flavour(ServerFacts("5.0.0", True, False, (narrow, wide)),
+                            filters=["intent", "category"])
+    assert (choice.flavour, choice.topic) == ("r5-topic", wide)
+    assert "R5" in choice.why and "http://t/wide" in choice.why
+    created = choose_flavour(ServerFacts("5.0.0", True, False, (SR_CREATE,)))
+    assert created.flavour == "r5-topic" and "updates are found by polling" in created.why
 
 
 def test_basic_wrapped_topic_is_read() -> None:

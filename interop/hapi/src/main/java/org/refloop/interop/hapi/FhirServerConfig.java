@@ -13,6 +13,7 @@ import ca.uhn.fhir.jpa.api.dao.IFhirSystemDao;
 import ca.uhn.fhir.jpa.batch2.JpaBatch2Config;
 import ca.uhn.fhir.jpa.config.HapiJpaConfig;
 import ca.uhn.fhir.jpa.config.r4.JpaR4Config;
+import ca.uhn.fhir.jpa.config.r5.JpaR5Config;
 import ca.uhn.fhir.jpa.config.util.HapiEntityManagerFactoryUtil;
 import ca.uhn.fhir.jpa.model.config.PartitionSettings;
 import ca.uhn.fhir.jpa.model.config.SubscriptionSettings;
@@ -25,6 +26,7 @@ import ca.uhn.fhir.jpa.subscription.channel.config.SubscriptionChannelConfig;
 import ca.uhn.fhir.jpa.subscription.match.config.SubscriptionProcessorConfig;
 import ca.uhn.fhir.jpa.subscription.match.deliver.email.IEmailSender;
 import ca.uhn.fhir.jpa.subscription.submit.config.SubscriptionSubmitterConfig;
+import ca.uhn.fhir.jpa.topic.SubscriptionTopicConfig;
 import ca.uhn.fhir.narrative2.NullNarrativeGenerator;
 import ca.uhn.fhir.rest.api.EncodingEnum;
 import ca.uhn.fhir.rest.server.IncomingRequestAddressStrategy;
@@ -43,11 +45,14 @@ import org.springframework.context.annotation.Bean;
 import org.springframework.context.annotation.Configuration;
 import org.springframework.context.annotation.Import;
 import org.springframework.context.annotation.Primary;
+import org.springframework.context.annotation.Profile;
 import org.springframework.orm.jpa.JpaTransactionManager;
 import org.springframework.orm.jpa.LocalContainerEntityManagerFactoryBean;
 
 /**
- * Wiring of the HAPI FHIR JPA server (R4) and its subscription engine.
+ * Wiring of the HAPI FHIR JPA server and its subscription engine: FHIR R4 by default, FHIR R5
+ * with the Spring profile {@code r5} (R5 topic-based Subscriptions: SubscriptionTopic resources
+ * and {@code subscription-notification} Bundles).
  *
  * <p>HAPI's own configuration classes provide the DAOs, resource providers, search, batch2 jobs and
  * the subscription matcher/deliverer; this class supplies what they expect from the application:
@@ -56,7 +61,8 @@ import org.springframework.orm.jpa.LocalContainerEntityManagerFactoryBean;
  */
 @Configuration
 @Import({
-	JpaR4Config.class,
+	FhirServerConfig.R4.class,
+	FhirServerConfig.R5.class,
 	HapiJpaConfig.class,
 	ThreadPoolFactoryConfig.class,
 	JpaBatch2Config.class,
@@ -68,6 +74,18 @@ import org.springframework.orm.jpa.LocalContainerEntityManagerFactoryBean;
 public class FhirServerConfig {
 
 	private static final Logger ourLog = LoggerFactory.getLogger(FhirServerConfig.class);
+
+	/** FHIR R4 (the default): classic criteria Subscriptions. */
+	@Configuration
+	@Profile("!r5")
+	@Import(JpaR4Config.class)
+	public static class R4 {}
+
+	/** FHIR R5 (profile {@code r5}): topic-based Subscriptions, matched against SubscriptionTopics. */
+	@Configuration
+	@Profile("r5")
+	@Import({JpaR5Config.class, SubscriptionTopicConfig.class})
+	public static class R5 {}
 
 	// ---------------------------------------------------------------- storage
 
@@ -186,7 +204,8 @@ public class FhirServerConfig {
 
 		JpaCapabilityStatementProvider capabilityStatementProvider = new JpaCapabilityStatementProvider(
 				server, theSystemDao, theStorageSettings, theSearchParamRegistry, theValidationSupport);
-		capabilityStatementProvider.setImplementationDescription("Refloop HAPI FHIR R4 test peer");
+		capabilityStatementProvider.setImplementationDescription(
+				"Refloop HAPI FHIR " + ctx.getVersion().getVersion().name() + " test peer");
 		server.setServerConformanceProvider(capabilityStatementProvider);
 
 		server.setPagingProvider(thePagingProvider);

@@ -1,0 +1,1 @@
+"""Channels: one small interface (base.Channel) per way of reaching a patient."""

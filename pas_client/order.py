@@ -1,0 +1,151 @@
+"""What the PAS request takes from the order itself: when (the PAS Timing form on the
+ServiceRequest, `item.servicedDate` or `item.servicedPeriod` on the Claim) and how much (the
+order's quantity as a PAS Quantity: X12 673 units, HSD01).
+
+PAS restricts ServiceRequest.occurrence[x] to Timing (profile-datatype-timing, whose
+`repeat.bounds[x]` is a Duration only) and the Claim's serviced dates to full dates, so an order
+with `occurrenceDateTime`, `occurrencePeriod` or a Timing bounded by a Period is converted:
+the dates go to `event` and `item.serviced[x]`, the length of a period to `boundsDuration`, the
+number of visits to `repeat.count`."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from pas_client.conformance.finding import Finding
+
+Resource = dict[str, Any]
+UCUM = "http://unitsofmeasure.org"
+X12_UNITS = "https://codesystem.x12.org/005010/673"
+#: order quantity units (UCUM codes, common spellings) -> (X12 673 code, PAS unit text)
+UNITS = {
+    **dict.fromkeys(("visit", "visits", "{visit}", "{visits}", "vs"), ("VS", "visits")),
+    **dict.fromkeys(("d", "day", "days", "dy"), ("DY", "days")),
+    **dict.fromkeys(("h", "hr", "hour", "hours", "hs"), ("HS", "hours")),
+    **dict.fromkeys(("mo", "month", "months", "mn"), ("MN", "months")),
+    **dict.fromkeys(("1", "{unit}", "{units}", "unit", "units", "{count}", "fl", ""),
+                    ("FL", "units")),
+}
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    timing: Resource | None = None       # ServiceRequest.occurrenceTiming (PAS Timing)
+    serviced: Resource | None = None     # {"servicedDate": ...} or {"servicedPeriod": {...}}
+
+
+def to_quantity(request: Resource, findings: list[Finding]) -> Resource | None:
+    """The order's quantity as a PAS Quantity, or None (with a warning) when its unit has no
+    X12 673 equivalent or it is not a Quantity."""
+    if "quantityRatio" in request or "quantityRange" in request:
+        findings.append(Finding("warning", "ServiceRequest.quantity[x]", "input",
+                                "the order's quantity is a Ratio or a Range; PAS takes a "
+                                "Quantity: left out"))
+        return None
+    quantity = request.get("quantityQuantity")
+    if not isinstance(quantity, dict) or not isinstance(quantity.get("value"), int | float):
+        return None
+    unit = str(quantity.get("code") or quantity.get("unit") or "").strip().lower()
+    mapped = UNITS.get(unit)
+    if mapped is None:
+        findings.append(Finding("warning", "ServiceRequest.quantityQuantity", "input",
+                                f"the order's quantity unit {unit!r} has no X12 673 equivalent "
+                                "(visits, days, units, hours, months): quantity left out"))
+        return None
+    code, text = mapped
+    return {"value": quantity["value"], "unit": text, "system": X12_UNITS, "code": code}
+
+
+def visits(quantity: Resource | None) -> int:
+    """How many times the service is requested (Timing count): the visits asked for, else 1."""
+    if quantity and quantity.get("code") == "VS" and float(quantity["value"]).is_integer() \
+            and quantity["value"] >= 1:
+        return int(quantity["value"])
+    return 1
+
+
+def to_occurrence(request: Resource, count: int, findings: list[Finding]) -> Occurrence:
+    if "occurrenceDateTime" in request:
+        moment = str(request["occurrenceDateTime"])
+        return Occurrence({"event": [moment], "repeat": {"count": count}},
+                          _serviced_date(moment, findings))
+    if "occurrencePeriod" in request:
+        return _from_period(request["occurrencePeriod"], count, findings)
+    if "occurrenceTiming" in request:
+        return _from_timing(request["occurrenceTiming"], count, findings)
+    return Occurrence()
+
+
+def _from_period(period: Resource, count: int, findings: list[Finding],
+                 base: Resource | None = None) -> Occurrence:
+    start, end = str(period.get("start", "")), str(period.get("end", ""))
+    timing: Resource = copy.deepcopy(base) if base else {}
+    repeat = timing.setdefault("repeat", {})
+    repeat.pop("boundsPeriod", None)
+    if start:
+        timing["event"] = [start]
+    days = _days_between(start, end)
+    if days is not None:
+        repeat["boundsDuration"] = {"value": days, "unit": "days", "system": UCUM, "code": "d"}
+    _ensure_count(repeat, count)
+    serviced: Resource = {}
+    if _full_date(start):
+        serviced["start"] = start[:10]
+    if _full_date(end):
+        serviced["end"] = end[:10]
+    if (start and "start" not in serviced) or (end and "end" not in serviced):
+        findings.append(Finding("warning", "ServiceRequest.occurrence[x]", "input",
+                                "a date of the order's period is not a full date; the Claim "
+                                "item takes full dates only"))
+    return Occurrence(timing, {"servicedPeriod": serviced} if serviced else None)
+
+
+def _from_timing(timing: Resource, count: int, findings: list[Finding]) -> Occurrence:
+    repeat = timing.get("repeat") or {}
+    if "boundsPeriod" in repeat:
+        return _from_period(repeat["boundsPeriod"], count, findings, base=timing)
+    kept = copy.deepcopy(timing)
+    if "boundsRange" in repeat:
+        kept["repeat"].pop("boundsRange")
+        findings.append(Finding("warning", "ServiceRequest.occurrenceTiming.repeat.bounds[x]",
+                                "input", "a Range bound is not allowed by the PAS Timing "
+                                "(Duration only): left out"))
+    if "frequency" not in repeat and "count" not in repeat:
+        _ensure_count(kept.setdefault("repeat", {}), count)
+    events = [str(e) for e in kept.get("event", [])]
+    serviced = _serviced_date(events[0], findings) if len(events) == 1 else None
+    if len(events) > 1 and all(_full_date(e) for e in (events[0], events[-1])):
+        serviced = {"servicedPeriod": {"start": min(events)[:10], "end": max(events)[:10]}}
+    return Occurrence(kept, serviced)
+
+
+def _ensure_count(repeat: Resource, count: int) -> None:
+    if "count" not in repeat and "frequency" not in repeat:
+        repeat["count"] = count
+
+
+def _serviced_date(moment: str, findings: list[Finding]) -> Resource | None:
+    if _full_date(moment):
+        return {"servicedDate": moment[:10]}
+    findings.append(Finding("warning", "ServiceRequest.occurrence[x]", "input",
+                            f"the order's date {moment!r} is not a full date; the Claim item "
+                            "takes full dates only: servicedDate left out"))
+    return None
+
+
+def _full_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text[:10])
+    except ValueError:
+        return False
+    return len(text) >= 10
+
+
+def _days_between(start: str, end: str) -> int | None:
+    if not (_full_date(start) and _full_date(end)):
+        return None
+    days = (date.fromisoformat(end[:10]) - date.fromisoformat(start[:10])).days + 1
+    return days if days >= 1 else None

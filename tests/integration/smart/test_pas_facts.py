@@ -1,0 +1,59 @@
+"""The referral page shows what the PAS adapter adds (the wiring's referral details): a
+prior-authorization request in error and the payer reply it could not read, as received."""
+
+from __future__ import annotations
+
+from conftest import Harness
+
+from pas_client.flow import new_request
+from referrals.model import Actor, Command, Referral, new_referral_id
+
+COORD = Actor("Practitioner/coord-1", "Casey", "human")
+GARBLED = b'{"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "ClaimRes'
+
+
+def test_the_page_shows_the_request_in_error_and_the_raw_reply(harness: Harness) -> None:
+    draft = Referral(id=new_referral_id(), source_key="t|ServiceRequest/pa-raw",
+                     service_request="ServiceRequest/pa-raw", patient="Patient/p1",
+                     payer="Acme Health")
+    referral, _ = harness.services.referrals.open(draft, Command("detect"))
+    harness.services.referrals.act(referral.id, Command("accept", actor=COORD))
+    store = harness.services.adapters["pas"].store
+    request = new_request("req-raw-1", referral.id, "Acme Health", "submit", "req-raw-1", None,
+                          1, {}, "b-raw-1", "C1", "error", [])
+    store.add(request)
+    reply_id = store.add_reply(payer="Acme Health", operation="submit", status=200,
+                               headers={"Content-Type": "application/fhir+json"}, body=GARBLED,
+                               request_id=request.id, referral_id=referral.id)
+    store.interpret_reply(reply_id, "uninterpretable", "the reply is not JSON")
+    store.update(request.id, last_error=f"the payer's reply (#{reply_id}) could not be "
+                 "interpreted")
+    browser = harness.browser()
+    page = harness.launch(browser)
+    text = browser.get(f"{page.url}referrals/{referral.id}").text
+    assert "req-raw-" in text and "uninterpretable" in text
+    assert f"the payer&#39;s reply (#{reply_id}) could not be interpreted" in text
+    assert f"Payer replies #{reply_id} as received" in text
+    assert "application/fhir+json" in text and "ClaimRes" in text
+
+
+def test_the_page_shows_whether_authorization_is_required_and_the_eligibility(
+        harness: Harness) -> None:
+    draft = Referral(id=new_referral_id(), source_key="t|ServiceRequest/pa-cov",
+                     service_request="ServiceRequest/pa-cov", patient="Patient/p1",
+                     payer="Acme Health")
+    referral, _ = harness.services.referrals.open(draft, Command("detect"))
+    harness.services.adapters["pas"].store.save_coverage(
+        referral.id, "Acme Health", "required", "Acme Health CRD (order-sign): covered "
+        "covered, pa-needed auth-needed", {"crd": {"cards": [
+            {"summary": "Prior authorization needed", "indicator": "info", "source": "x"}]}},
+        {"active": True, "plan": "Gold PPO", "in_network": False, "auth_required": True,
+         "errors": []})
+    browser = harness.browser()
+    page = harness.launch(browser)
+    text = browser.get(f"{page.url}referrals/{referral.id}").text
+    assert "Coverage and eligibility" in text
+    assert "required (Acme Health CRD (order-sign): covered covered, pa-needed auth-needed)" \
+        in text
+    assert "coverage active, plan Gold PPO, out of network, authorization required" in text
+    assert "Prior authorization needed" in text
