@@ -99,6 +99,7 @@ def build_request_bundle(inputs: ClaimInputs, payer: PayerConfig, config: PasCon
     service_request = to_service_request(
         inputs.service_request, urls, patient, coverage, practitioner, occurrence, quantity,
         [m["provider"] for m in team])
+    service_request["code"] = with_billing_code(inputs.service_request, config)
     if inputs.coverage_information:  # CRD resp-46/48: keep sending what the payer said
         service_request["extension"] = [with_coverage(inputs.coverage_information[0], urls,
                                                       coverage)]
@@ -398,6 +399,18 @@ def build_item(sequence: int, source: Resource, service_request: Resource, confi
     if diagnoses:
         item["diagnosisSequence"] = list(range(1, diagnoses + 1))
     return item
+
+
+def with_billing_code(request: Resource, config: PasConfig) -> dict[str, Any]:
+    """PASServiceRequest binds `code` to the X12 278 requested service types (required): the
+    order's own codings are kept and the item's billing code is added when it is not one."""
+    code = dict(request.get("code") or {})
+    codings = list(code.get("coding", []))
+    billing = product_or_service(request, config)["coding"][0]
+    if billing not in codings:
+        codings.append(billing)
+    code["coding"] = codings
+    return code
 
 
 def product_or_service(request: Resource, config: PasConfig) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from referrals.model import Link, Reason, Referral, Stage
+from referrals.model import Clock, Link, Reason, Referral, Stage
 
 
 def referral_to_dict(referral: Referral) -> dict[str, Any]:
@@ -25,6 +25,7 @@ def referral_to_dict(referral: Referral) -> dict[str, Any]:
         "inputs": [_link(link) for link in referral.inputs],
         "outputs": [_link(link) for link in referral.outputs],
         "identifiers": [list(pair) for pair in referral.identifiers],
+        **({"clocks": [clock_to_dict(c) for c in referral.clocks]} if referral.clocks else {}),
     }
 
 
@@ -46,7 +47,21 @@ def referral_from_dict(data: dict[str, Any]) -> Referral:
         inputs=tuple(Link(**link) for link in data.get("inputs", [])),
         outputs=tuple(Link(**link) for link in data.get("outputs", [])),
         identifiers=tuple((str(s), str(v)) for s, v in data.get("identifiers", [])),
+        clocks=tuple(clock_from_dict(c) for c in data.get("clocks", [])),
     )
+
+
+def clock_to_dict(clock: Clock) -> dict[str, Any]:
+    return {"program": clock.program, "goal": clock.goal,
+            "started_at": _iso(clock.started_at), "due_at": _iso(clock.due_at),
+            "met_at": _iso(clock.met_at), "missed_at": _iso(clock.missed_at)}
+
+
+def clock_from_dict(data: dict[str, Any]) -> Clock:
+    return Clock(program=str(data["program"]), goal=str(data.get("goal", "")),
+                 started_at=datetime.fromisoformat(data["started_at"]),
+                 due_at=datetime.fromisoformat(data["due_at"]), met_at=_moment(data.get("met_at")),
+                 missed_at=_moment(data.get("missed_at")))
 
 
 def _link(link: Link) -> dict[str, str]:

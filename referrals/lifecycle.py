@@ -7,13 +7,23 @@ Nothing here does I/O: callers store the result.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from referrals import closed_loop as loop
 from referrals.errors import IllegalTransition
-from referrals.model import PRIORITIES, TERMINAL_STAGES, Command, Event, Link, Referral, Stage
-from referrals.sla import deadline_for
+from referrals.model import (
+    PRIORITIES,
+    TERMINAL_STAGES,
+    Clock,
+    Command,
+    Event,
+    Link,
+    Referral,
+    Stage,
+)
+from referrals.sla import deadline_after_clocks, deadline_for
 
 S = Stage
 
@@ -26,6 +36,9 @@ IN_CARE = frozenset({
 BSER_ACCEPTED = frozenset({S.ACCEPTED, S.COVERAGE_CHECK, S.AUTH_PENDING, S.OUTREACH})
 OPEN = frozenset(set(Stage) - TERMINAL_STAGES)
 ACTIVE = OPEN - {S.ON_HOLD}
+#: the closed-loop records (referrals/closed_loop.py): the referrer is told, and receives the
+#: report, after the loop closed or the referral failed, so these are allowed from every stage
+EVERY = frozenset(Stage)
 
 SAME = "same"          # the action keeps the stage
 HELD_FROM = "held-from"  # resume returns to the stage the hold came from
@@ -88,6 +101,14 @@ TABLE: dict[str, Rule] = {
     "assign": Rule(OPEN, SAME, why_not="a finished referral has no owner to change"),
     "amend": Rule(OPEN, SAME, why_not="a finished referral cannot be amended"),
     "link": Rule(OPEN, SAME, why_not="a finished referral takes no new inputs or outputs"),
+    loop.CHASE_NOTE: Rule(frozenset({S.VISIT_COMPLETED}), SAME,
+                          why_not="the consult note is chased after the visit, until it arrives"),
+    loop.UPDATE_REFERRER: Rule(EVERY, SAME),
+    loop.SEND_NOTE: Rule(EVERY, SAME),
+    loop.RECORD_RECEIPT: Rule(EVERY, SAME),
+    loop.START_CLOCK: Rule(EVERY, SAME),
+    loop.MEET_CLOCK: Rule(EVERY, SAME),
+    loop.MISS_CLOCK: Rule(EVERY, SAME),
 }
 
 #: Fields a command may set through `changes`.
@@ -151,6 +172,8 @@ def transition(referral: Referral, command: Command) -> Transition:
     new = changed.evolve(**updates)
     if target != referral.stage and "deadline" not in command.changes:
         new = new.evolve(deadline=deadline_for(new, at))
+    elif "clock" in command.changes and "deadline" not in command.changes:
+        new = new.evolve(deadline=deadline_after_clocks(referral, new, at))
     return Transition(new, _event(new, command, referral.stage, new.version, at))
 
 
@@ -174,10 +197,17 @@ def _target(referral: Referral, rule: Rule) -> Stage:
 
 def _apply_changes(referral: Referral, changes: dict[str, Any], action: str) -> Referral:
     unknown = set(changes) - CHANGEABLE - {"add_inputs", "add_outputs"}
+    if action in loop.CLOCK_ACTIONS:
+        if not isinstance(changes.get("clock"), dict):
+            raise IllegalTransition(action, referral.stage, "a clock action needs "
+                                    "changes={'clock': {'program': ..., ...}}")
+        unknown -= {"clock"}
     if unknown:
         raise IllegalTransition(action, referral.stage,
                                 f"unknown fields {sorted(unknown)}; changeable: "
                                 f"{', '.join(sorted(CHANGEABLE))}, add_inputs, add_outputs")
+    if action in loop.CLOCK_ACTIONS:
+        referral = _clock_change(referral, action, changes["clock"])
     plain = {k: v for k, v in changes.items() if k in CHANGEABLE}
     if "identifiers" in plain:
         plain["identifiers"] = tuple(tuple(i) for i in plain["identifiers"])
@@ -192,6 +222,54 @@ def _apply_changes(referral: Referral, changes: dict[str, Any], action: str) -> 
     if changes.get("add_outputs"):
         new = new.evolve(outputs=_merge(new.outputs, changes["add_outputs"]))
     return new
+
+
+def _clock_change(referral: Referral, action: str, clock: dict[str, Any]) -> Referral:
+    """Start a program's clock, or mark it met or missed (one clock per program)."""
+    program = str(clock.get("program") or "")
+    if program not in loop.PROGRAMS:
+        raise IllegalTransition(action, referral.stage, f"unknown program {program!r}; "
+                                f"known: {', '.join(loop.PROGRAMS)}")
+    current = referral.clock(program)
+    if action == loop.START_CLOCK:
+        if current is not None:
+            raise IllegalTransition(action, referral.stage,
+                                    f"the referral already has a {program} clock")
+        goal = str(clock.get("goal") or "")
+        if goal not in loop.GOALS:
+            raise IllegalTransition(action, referral.stage,
+                                    f"goal must be one of {', '.join(loop.GOALS)}")
+        started, due = _when(clock, "started_at", action, referral), \
+            _when(clock, "due_at", action, referral)
+        if due < started:
+            raise IllegalTransition(action, referral.stage, "a clock cannot be due before it "
+                                    "starts")
+        return referral.evolve(clocks=(*referral.clocks, Clock(program, goal, started, due)))
+    if current is None:
+        raise IllegalTransition(action, referral.stage, f"the referral has no {program} clock")
+    at = _when(clock, "at", action, referral)
+    if action == loop.MEET_CLOCK:
+        if current.met_at is not None:
+            raise IllegalTransition(action, referral.stage, f"the {program} clock was met "
+                                    "already")
+        updated = replace(current, met_at=at)
+    else:
+        if not current.open:
+            raise IllegalTransition(action, referral.stage, f"the {program} clock has "
+                                    "ended already")
+        updated = replace(current, missed_at=at)
+    return referral.evolve(clocks=tuple(updated if c.program == program else c
+                                        for c in referral.clocks))
+
+
+def _when(clock: dict[str, Any], key: str, action: str, referral: Referral) -> datetime:
+    value = clock.get(key)
+    try:
+        parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    except ValueError as exc:
+        raise IllegalTransition(action, referral.stage, f"clock {key} {value!r} is not a "
+                                "date and time") from exc
+    return moment(parsed)
 
 
 def _merge(existing: tuple[Link, ...], added: list[Link]) -> tuple[Link, ...]:
@@ -218,4 +296,6 @@ def _plain(value: Any) -> Any:
         return {"type": value.type, "reference": value.reference, "display": value.display}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
     return value

@@ -53,6 +53,28 @@ class Link:
 
 
 @dataclass(frozen=True)
+class Clock:
+    """A program's deadline on a referral (referrals/closed_loop.py names the programs): TEAM's
+    primary-care visit within 30 days of discharge, ASM's specialist feedback to the primary-care
+    clinician. `goal` says what meets it: the visit, or the report reaching the referrer.
+
+    A clock never pauses (a hold does not stop a regulatory clock); it ends met or missed, and a
+    missed clock may still be met later (late)."""
+
+    program: str
+    goal: str
+    started_at: datetime
+    due_at: datetime
+    met_at: datetime | None = None
+    missed_at: datetime | None = None
+
+    @property
+    def open(self) -> bool:
+        """Still running: neither met nor missed."""
+        return self.met_at is None and self.missed_at is None
+
+
+@dataclass(frozen=True)
 class Referral:
     """Current state of one referral; the FHIR Task is produced from it."""
 
@@ -79,6 +101,7 @@ class Referral:
     inputs: tuple[Link, ...] = ()
     outputs: tuple[Link, ...] = ()
     identifiers: tuple[tuple[str, str], ...] = ()
+    clocks: tuple[Clock, ...] = ()
 
     @property
     def terminal(self) -> bool:
@@ -86,6 +109,9 @@ class Referral:
 
     def evolve(self, **changes: Any) -> Referral:
         return replace(self, **changes)
+
+    def clock(self, program: str) -> Clock | None:
+        return next((c for c in self.clocks if c.program == program), None)
 
 
 def new_referral_id() -> str:

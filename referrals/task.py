@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from referrals.model import Event, Referral, Stage
+from referrals.model import Clock, Event, Referral, Stage
 
 BSER_SYSTEM = "http://hl7.org/fhir/us/bser/CodeSystem/TaskBusinessStatusCS"
 STAGE_SYSTEM = "http://refloop.org/fhir/CodeSystem/referral-stage"
 REASON_SYSTEM = "http://refloop.org/fhir/CodeSystem/referral-status-reason"
 ACTION_SYSTEM = "http://refloop.org/fhir/CodeSystem/referral-action"
 ROLE_SYSTEM = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+#: a program clock on the Task (referrals/closed_loop.py): program, goal, start, due, met, missed
+CLOCK_EXTENSION = "http://refloop.org/fhir/StructureDefinition/program-clock"
 
 #: stage -> (Task.status, BSeR code, BSeR display); None where BSeR has no code.
 STAGE_MAP: dict[Stage, tuple[str, tuple[str, str] | None]] = {
@@ -51,6 +53,7 @@ def to_task(referral: Referral) -> dict[str, Any]:
         "resourceType": "Task",
         "id": referral.id,
         "meta": {"versionId": str(referral.version), "lastUpdated": _instant(referral.updated_at)},
+        "extension": [_clock(clock) for clock in referral.clocks] or None,
         "identifier": [{"system": system, "value": value}
                        for system, value in referral.identifiers] or None,
         "basedOn": [{"reference": referral.service_request}],
@@ -99,6 +102,18 @@ def to_provenance(referral: Referral, event: Event) -> dict[str, Any]:
         provenance["entity"] = [{"role": "source", "what": {"display": event.source,
                                  "identifier": {"value": event.source_message or event.source}}}]
     return {k: v for k, v in provenance.items() if v is not None}
+
+
+def _clock(clock: Clock) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [{"url": "program", "valueCode": clock.program},
+                                   {"url": "goal", "valueCode": clock.goal},
+                                   {"url": "start", "valueDateTime": _instant(clock.started_at)},
+                                   {"url": "due", "valueDateTime": _instant(clock.due_at)}]
+    if clock.met_at is not None:
+        parts.append({"url": "met", "valueDateTime": _instant(clock.met_at)})
+    if clock.missed_at is not None:
+        parts.append({"url": "missed", "valueDateTime": _instant(clock.missed_at)})
+    return {"url": CLOCK_EXTENSION, "extension": parts}
 
 
 def _business_status(referral: Referral) -> dict[str, Any]:

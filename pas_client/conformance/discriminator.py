@@ -5,16 +5,24 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from pas_client.conformance.profiles import Element, Profile, ProfileSet, strip_version
-from pas_client.conformance.types import choice_code, contains
+from pas_client.conformance.primitives import contains, fhir_type
+from pas_client.conformance.profiles import Element, Profile, strip_version
+
+if TYPE_CHECKING:
+    from pas_client.conformance.plan import Plan
 
 EXTENSION_CALL = re.compile(r"^extension\('([^']+)'\)")
 MISSING = object()
+_UNSET = object()
+#: the value each slice's discriminator expects, by (id of the slice element, path); the
+#: elements live as long as the compiled plan
+_EXPECTED: dict[tuple[int, str], Any] = {}
 
 
-def slice_matches(profiles: ProfileSet, profile: Profile, base: Element, slice_: Element,
+def slice_matches(profiles: Plan, profile: Profile, base: Element, slice_: Element,
                   key: str, value: Any) -> bool:
     for discriminator in base["slicing"].get("discriminator", []):
         kind, path = discriminator["type"], discriminator["path"]
@@ -28,13 +36,29 @@ def slice_matches(profiles: ProfileSet, profile: Profile, base: Element, slice_:
             continue
         if kind == "profile":
             continue
-        expected = expected_value(profiles, profile, slice_, path)
+        key_ = (id(slice_), path)
+        expected = _EXPECTED.get(key_, _UNSET)
+        if expected is _UNSET:
+            expected = _EXPECTED[key_] = expected_value(profiles, profile, slice_, path)
         if expected is MISSING:
             return False
         actual = instance_values(value, path)
         if not any(contains(a, expected) for a in actual):
             return False
     return True
+
+
+def choice_code(ed: Element, key: str) -> str | None:
+    """The type a choice key names (valueBoolean -> boolean)."""
+    name = ed["id"].rsplit(".", 1)[-1].split(":", 1)[0]
+    if not name.endswith("[x]"):
+        return None
+    suffix = key[len(name) - 3:]
+    for type_ in ed.get("type", []):
+        code = fhir_type(type_["code"])
+        if code.lower() == suffix.lower():
+            return code
+    return None
 
 
 def _type_matches(profile: Profile, slice_: Element, path: str, value: Any) -> bool:
@@ -46,7 +70,7 @@ def _type_matches(profile: Profile, slice_: Element, path: str, value: Any) -> b
     return isinstance(node, dict) and node.get("resourceType") in kinds
 
 
-def expected_value(profiles: ProfileSet, profile: Profile, slice_: Element, path: str) -> Any:
+def expected_value(profiles: Plan, profile: Profile, slice_: Element, path: str) -> Any:
     """The fixed or pattern value the slice declares at `path`."""
     element: Element | None = slice_
     for step in _steps(path):
@@ -63,6 +87,7 @@ def expected_value(profiles: ProfileSet, profile: Profile, slice_: Element, path
     return MISSING
 
 
+@cache
 def _steps(path: str) -> list[str]:
     path = re.sub(r"\.ofType\(\w+\)| as \w+", "", path)
     match = EXTENSION_CALL.match(path)

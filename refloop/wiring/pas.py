@@ -75,6 +75,12 @@ def work_handlers(services: Services) -> dict[str, Handler]:
             "pas.gate": lambda item: coverage(flow(services)).handle_gate(item)}
 
 
+def authorization_gate(services: Services, referral_id: str) -> dict[str, Any]:
+    """Plain data for other adapters (the outreach ladder): does the referral wait for prior
+    authorization? {"requirement", "source", "auth_state", "waiting", "pending"}."""
+    return coverage(flow(services)).authorization_gate(referral_id)
+
+
 def referral_details(services: Services, referral_id: str) -> dict[str, Any]:
     """Sections of `refloop referrals show` and the referral page (pas_client/details.py)."""
     from pas_client.details import referral_details as details
@@ -110,15 +116,21 @@ def check(file: Path, version: str, kind: str, as_json: bool) -> None:
         raise click.ClickException(f"{file}: not JSON ({exc}); pass a FHIR JSON Bundle") from exc
     findings = check_bundle(bundle, version, kind)
     errors = [f for f in findings if f.severity == "error"]
+    warnings = [f for f in findings if f.severity == "warning"]
+    unchecked = [f for f in findings if f.severity == "information"]
     if as_json:
         print_json({"file": str(file), "version": version, "errors": len(errors),
-                    "warnings": len(findings) - len(errors),
+                    "warnings": len(warnings), "not_checked": len(unchecked),
                     "findings": [f.to_json() for f in findings]})
     else:
-        for finding in findings:
+        for finding in [*errors, *warnings]:
             click.echo(str(finding))
-        click.echo(f"{file}: {len(errors)} errors, {len(findings) - len(errors)} warnings "
-                   f"(PAS {version} {kind})")
+        if unchecked:
+            click.echo("not checked:")
+            for finding in unchecked:
+                click.echo(f"  {finding.path}: {finding.message}")
+        click.echo(f"{file}: {len(errors)} errors, {len(warnings)} warnings, "
+                   f"{len(unchecked)} rules not checked (PAS {version} {kind})")
     if errors:
         sys.exit(1)
 

@@ -13,13 +13,14 @@ import pytest
 
 from referrals.errors import IllegalTransition
 from referrals.lifecycle import TABLE, moment, start, transition
-from referrals.model import Actor, Command, Link, Reason, Referral, Stage
+from referrals.model import Actor, Clock, Command, Link, Reason, Referral, Stage
 from referrals.task import bser_code, task_status, to_task
 
 OPEN = ("detected triage accepted coverage-check auth-pending outreach scheduled no-show "
         "appointment-cancelled visit-completed cancel-requested on-hold")
 ACTIVE_NOT_CANCELLING = ("detected triage accepted coverage-check auth-pending outreach "
                          "scheduled no-show appointment-cancelled visit-completed")
+EVERY = OPEN + " declined cancelled loop-closed failed"
 
 #: action -> (stages it is allowed from, target; "same" keeps the stage, "held" = held stage)
 EXPECTED: dict[str, tuple[str, str]] = {
@@ -47,6 +48,15 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "assign": (OPEN, "same"),
     "amend": (OPEN, "same"),
     "link": (OPEN, "same"),
+    # closed-loop records (referrals/closed_loop.py): chasing the note after the visit, and what
+    # happens after a referral finished (the referrer told, the report received, program clocks)
+    "chase-note": ("visit-completed", "same"),
+    "update-referrer": (EVERY, "same"),
+    "send-note": (EVERY, "same"),
+    "record-receipt": (EVERY, "same"),
+    "start-clock": (EVERY, "same"),
+    "meet-clock": (EVERY, "same"),
+    "miss-clock": (EVERY, "same"),
 }
 
 ALL_STAGES = [
@@ -56,6 +66,19 @@ ALL_STAGES = [
 ]
 TERMINAL = ["declined", "cancelled", "loop-closed", "failed"]
 NEEDS_REASON = {"decline", "cancel", "hold", "fail"}
+#: actions that a finished referral still takes
+RECORDS = {"update-referrer", "send-note", "record-receipt", "start-clock", "meet-clock",
+           "miss-clock"}
+#: the running clock every test referral has, and the changes each clock action carries
+RUNNING = Clock("team", "visit", datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 31,
+                                                                             tzinfo=UTC))
+CLOCK_CHANGES = {
+    "start-clock": {"clock": {"program": "asm", "goal": "report",
+                              "started_at": "2026-03-02T09:30:00+00:00",
+                              "due_at": "2026-03-16T09:30:00+00:00"}},
+    "meet-clock": {"clock": {"program": "team", "at": "2026-03-02T09:30:00+00:00"}},
+    "miss-clock": {"clock": {"program": "team", "at": "2026-03-02T09:30:00+00:00"}},
+}
 HELD_STAGE = Stage.OUTREACH  # what an on-hold referral in these tests was paused from
 
 #: stage -> (Task.status, BSeR businessStatus code or None)
@@ -83,17 +106,20 @@ AT = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 
 def in_stage(stage: str) -> Referral:
     held = HELD_STAGE if stage == "on-hold" else None
-    reason = Reason("waiting", "Waiting on the payer") if stage in ("on-hold", *TERMINAL) else None
+    reason = Reason("waiting", "Waiting on the payer") \
+        if stage in ("on-hold", "declined", "cancelled", "failed") else None
     return Referral(id="r1", source_key="test|ServiceRequest/1",
                     service_request="ServiceRequest/1", patient="Patient/1", stage=Stage(stage),
                     held_from=held, status_reason=reason, version=4,
-                    created_at=AT - timedelta(days=2), updated_at=AT - timedelta(days=1))
+                    created_at=AT - timedelta(days=2), updated_at=AT - timedelta(days=1),
+                    clocks=(RUNNING,))
 
 
 def command(action: str, *, reason: bool = True) -> Command:
     return Command(action, actor=Actor("Practitioner/7", "Dr Seven", "human"), at=AT,
                    reason=Reason("why", "Because") if reason else None,
-                   source="hl7:EPIC", source_message="MSG0001")
+                   source="hl7:EPIC", source_message="MSG0001",
+                   changes=CLOCK_CHANGES.get(action, {}))
 
 
 def test_expected_table_names_every_action_and_stage() -> None:
@@ -164,7 +190,9 @@ def test_hold_then_resume_returns_to_the_held_stage(held: str) -> None:
     assert on_hold.stage == Stage.ON_HOLD and on_hold.held_from == Stage(held)
     assert task_status(on_hold) == "on-hold"
     assert bser_code(on_hold) == EXPECTED_STATUS[held][1]
-    assert on_hold.deadline is None  # the SLA clock is paused
+    # the stage's SLA clock is paused; the running program clock is not
+    assert on_hold.deadline == RUNNING.due_at
+    assert transition(referral.evolve(clocks=()), command("hold")).referral.deadline is None
     assert to_task(on_hold)["statusReason"]["coding"][0]["code"] == "why"
     resumed = transition(on_hold, command("resume", reason=False)).referral
     assert resumed.stage == Stage(held) and resumed.held_from is None
@@ -178,10 +206,14 @@ def test_request_cancel_while_on_hold_forgets_the_hold() -> None:
 
 
 @pytest.mark.parametrize("stage", TERMINAL)
-def test_terminal_stages_allow_nothing(stage: str) -> None:
+def test_terminal_stages_allow_only_the_closed_loop_records(stage: str) -> None:
     referral = in_stage(stage)
     assert referral.terminal
     for action in TABLE:
+        if action in RECORDS:
+            after = transition(referral, command(action)).referral
+            assert after.stage == referral.stage and after.deadline is None
+            continue
         with pytest.raises(IllegalTransition, match="finished"):
             transition(referral, command(action))
 
