@@ -25,7 +25,6 @@ PostgreSQL comes from REFLOOP_TEST_POSTGRES_URL (a scratch database is created a
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import random
@@ -157,7 +156,8 @@ def synthetic(size: int, now: datetime, seed: int = 20261204
         status, bser = STAGE_MAP[stage]
         referrer = f"Practitioner/gp-{min(int(rng.paretovariate(1.1)), REFERRERS)}"
         state = {"id": rid, "source_key": f"fhir|https://ehr.example/fhir|ServiceRequest/b{i}",
-                 "service_request": f"ServiceRequest/b{i}", "patient": f"Patient/p{rng.randrange(size)}",
+                 "service_request": f"ServiceRequest/b{i}",
+                 "patient": f"Patient/p{rng.randrange(size)}",
                  "stage": stage.value, "requester": referrer,
                  "performer": f"Organization/{specialty}-{rng.randrange(1, 4)}",
                  "priority": rng.choice(PRIORITIES), "specialty": specialty,
