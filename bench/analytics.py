@@ -196,17 +196,41 @@ def load(url: str, size: int, now: datetime) -> tuple[float, int]:
             if db.dialect == "postgresql":
                 _copy(db, rows, events)
             else:
-                with db.write() as c:
-                    c.execute(referrals.insert(), rows)
-                    c.execute(referral_events.insert(), [
-                        {**dict(zip(EVENT_COLUMNS, e, strict=True)),
-                         "data": json.loads(e[-1]), "provenance": {}, "actor_display": "",
-                         "source": "", "source_message": ""} for e in events])
+                _sqlite_insert(db, rows, events)
             bar.update(len(rows))
     with db.write() as c:
         c.execute(sa.text("ANALYZE"))
     db.dispose()
     return time.perf_counter() - started, count
+
+
+def _sqlite_insert(db: Any, rows: list[dict[str, Any]], events: list[tuple[Any, ...]]) -> None:
+    """SQLite: the driver's executemany with values already in their stored form."""
+    columns = list(rows[0])
+    raw = db.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        cursor.executemany(
+            f"INSERT INTO referrals ({', '.join(columns)}) VALUES "
+            f"({', '.join('?' for _ in columns)})",
+            [[json.dumps(row[k]) if k in ("state", "task") else _stored(row[k])
+              for k in columns] for row in rows])
+        cursor.executemany(
+            f"INSERT INTO referral_events ({', '.join(EVENT_COLUMNS)}, provenance, "
+            "actor_display, source, source_message) VALUES "
+            f"({', '.join('?' for _ in EVENT_COLUMNS)}, '{{}}', '', '', '')",
+            [[_stored(v) for v in event] for event in events])
+        raw.commit()
+    finally:
+        raw.close()
+
+
+def _stored(value: Any) -> Any:
+    """A value as SQLAlchemy's SQLite dialect stores it (datetimes as UTC text)."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
 
 
 def _copy(db: Any, rows: list[dict[str, Any]], events: list[tuple[Any, ...]]) -> None:
