@@ -84,6 +84,7 @@ def view(db: Database, args: Mapping[str, str], now: datetime | None = None) -> 
         "durations": _durations(found, link),
         "cohorts": _cohorts(found, link),
         "breakdown": _breakdown(found, base),
+        "clocks": _clocks(found.totals, link),
         "csv": urlencode(chosen),
     }
 
@@ -212,6 +213,22 @@ def _breakdown(found: Outcomes, base: dict[str, str]) -> dict[str, Any]:
                         "Open"], "rows": rows}
 
 
+def _clocks(totals: Totals, link: Any) -> list[dict[str, Any]]:
+    """The program clocks (TEAM, ASM) of the view's referrals, when any started."""
+    rows = []
+    for program, label in (("team", "TEAM: primary care visit within 30 days of discharge"),
+                           ("asm", "ASM: specialist feedback reached primary care")):
+        started = getattr(totals, f"{program}_started")
+        if not started:
+            continue
+        cells = [{"text": f"{getattr(totals, f'{program}_{what}'):,}",
+                  "link": link(f"{program}_{what}")}
+                 for what in ("started", "on_time", "late", "missed")]
+        rows.append({"label": label, "cells": cells,
+                     "rate": _percent(totals.clock_on_time_rate(program))})
+    return rows
+
+
 def _part_title(part: str) -> str:
     if part.startswith("dropped:"):
         _, step, outcome, reason = [*part.split(":", 3), "", "", ""][:4]
@@ -223,6 +240,10 @@ def _part_title(part: str) -> str:
               "no_shows": "With a no-show", "open": "Open", "overdue": "Open and overdue",
               "auth_requested": "Authorization requested",
               "auth_decided": "Authorization decided"}
+    for program in ("team", "asm"):
+        for what, words in (("started", "clock started"), ("on_time", "clock met on time"),
+                            ("late", "clock met late"), ("missed", "clock missed")):
+            titles[f"{program}_{what}"] = f"{program.upper()} {words}"
     return titles.get(part, part)
 
 

@@ -61,6 +61,13 @@ class Facts:
     steps_refloop: int
     steps_person: int
     last_seq: int
+    #: program clocks (referrals/closed_loop.py): when due, met, ran out (None: no such clock)
+    team_due_at: datetime | None = None
+    team_met_at: datetime | None = None
+    team_missed_at: datetime | None = None
+    asm_due_at: datetime | None = None
+    asm_met_at: datetime | None = None
+    asm_missed_at: datetime | None = None
 
     def to_row(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -128,8 +135,19 @@ def facts_from(referral: Referral, events: Sequence[Event]) -> Facts:
         no_shows=no_shows, dropped=dropped.value if dropped else "",
         drop_reason=_reason(end, referral) if dropped else "",
         steps_refloop=len(ordered) - person, steps_person=person,
-        last_seq=ordered[-1].seq if ordered else 0,
+        last_seq=ordered[-1].seq if ordered else 0, **_clocks(referral),
     )
+
+
+def _clocks(referral: Referral) -> dict[str, datetime | None]:
+    """The program clocks as the lifecycle folded their start, meet and miss events."""
+    found: dict[str, datetime | None] = {}
+    for program in (loop.TEAM, loop.ASM):
+        clock = referral.clock(program)
+        found[f"{program}_due_at"] = clock.due_at if clock else None
+        found[f"{program}_met_at"] = clock.met_at if clock else None
+        found[f"{program}_missed_at"] = clock.missed_at if clock else None
+    return found
 
 
 def is_person(reference: str) -> bool:

@@ -62,6 +62,13 @@ def build_measure_report(report: PeriodReport) -> dict[str, Any]:
         _proportion("no-show", "No-shows / appointments with a known outcome",
                     totals.no_shows + totals.visited, totals.no_shows + totals.visited, 0,
                     totals.no_shows, totals.no_show_rate),
+        *(_proportion(f"{program}-clock-on-time", f"{name}: clocks met by their due time / "
+                      "clocks that ended (met or ran out)",
+                      getattr(totals, f"{program}_started"),
+                      _ended(totals, program), 0, getattr(totals, f"{program}_on_time"),
+                      totals.clock_on_time_rate(program))
+          for program, name in (("team", "TEAM post-discharge primary care visit"),
+                                ("asm", "ASM specialist feedback to primary care"))),
         *(group for name, (label, _start, _end) in DURATIONS.items()
           for group in _durations(name, label, report.overall.spreads.get(
               name, Spread(0, None, None)))),
@@ -81,6 +88,10 @@ def build_measure_report(report: PeriodReport) -> dict[str, Any]:
                                                        "improvement"}]},
         "group": groups,
     }
+
+
+def _ended(totals: Any, program: str) -> int:
+    return sum(getattr(totals, f"{program}_{what}") for what in ("on_time", "late", "missed"))
 
 
 def _proportion(code: str, text: str, initial: int, denominator: int, excluded: int,

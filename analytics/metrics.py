@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 
 from analytics.facts import Facts
 
+#: programs with a clock (referrals/closed_loop.py), as the Totals and Facts fields name them
+PROGRAMS = ("team", "asm")
 #: funnel steps in order; a referral reached a step when it reached it or any later one
 STEPS = ("detected", "accepted", "contacted", "scheduled", "visited", "report received")
 #: the durations we measure: name -> (label, start field, end field)
@@ -48,6 +50,15 @@ class Totals:
     auth_decided: int = 0
     steps_refloop: int = 0
     steps_person: int = 0
+    #: program clocks: started, met by their due time, met after it, ran out and never met
+    team_started: int = 0
+    team_on_time: int = 0
+    team_late: int = 0
+    team_missed: int = 0
+    asm_started: int = 0
+    asm_on_time: int = 0
+    asm_late: int = 0
+    asm_missed: int = 0
 
     def add(self, other: Totals, sign: int = 1) -> None:
         for f in fields(self):
@@ -83,6 +94,12 @@ class Totals:
     def automation_share(self) -> float | None:
         return _ratio(self.steps_refloop, self.steps_refloop + self.steps_person)
 
+    def clock_on_time_rate(self, program: str) -> float | None:
+        """Clocks met by their due time, of the clocks that ended (met or ran out)."""
+        on_time, late, missed = (getattr(self, f"{program}_{what}")
+                                 for what in ("on_time", "late", "missed"))
+        return _ratio(on_time, on_time + late + missed)
+
     def funnel(self) -> list[tuple[str, int]]:
         reached = (self.referrals, self.accepted, self.contacted, self.scheduled, self.visited,
                    self.receipts)
@@ -113,7 +130,23 @@ def totals_of(facts: Facts) -> Totals:
         no_shows=facts.no_shows, open=int(facts.open),
         auth_requested=int(facts.auth_requested_at is not None),
         auth_decided=int(facts.auth_decided_at is not None),
-        steps_refloop=facts.steps_refloop, steps_person=facts.steps_person)
+        steps_refloop=facts.steps_refloop, steps_person=facts.steps_person,
+        **clock_counts(facts))
+
+
+def clock_counts(facts: Facts) -> dict[str, int]:
+    """Each program clock's outcome: on time (met by its due time), late (met after it, even
+    after it ran out), missed (ran out, not met), or still running (started only)."""
+    counts = {}
+    for program in PROGRAMS:
+        due: datetime | None = getattr(facts, f"{program}_due_at")
+        met: datetime | None = getattr(facts, f"{program}_met_at")
+        missed: datetime | None = getattr(facts, f"{program}_missed_at")
+        counts[f"{program}_started"] = int(due is not None)
+        counts[f"{program}_on_time"] = int(due is not None and met is not None and met <= due)
+        counts[f"{program}_late"] = int(due is not None and met is not None and met > due)
+        counts[f"{program}_missed"] = int(due is not None and met is None and missed is not None)
+    return counts
 
 
 def total(many: Iterable[Facts]) -> Totals:

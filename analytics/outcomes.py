@@ -249,7 +249,9 @@ def _overdue(c: Connection, filters: Filters, now: datetime) -> int:
 
 #: the parts of a view that link to their referrals (docs/metrics.md)
 PARTS = ("referrals", "withdrawn", "accepted", "contacted", "scheduled", "visited", "notes",
-         "receipts", "no_shows", "open", "overdue", "auth_requested", "auth_decided")
+         "receipts", "no_shows", "open", "overdue", "auth_requested", "auth_decided",
+         *(f"{program}_{what}" for program in ("team", "asm")
+           for what in ("started", "on_time", "late", "missed")))
 
 
 @dataclass(frozen=True)

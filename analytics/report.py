@@ -19,7 +19,7 @@ from analytics.contribution import DIMENSIONS
 from analytics.facts import Facts
 from analytics.metrics import DURATIONS, Spread, Totals, is_overdue
 from analytics.outcomes import Filters, Outcomes, facts_clauses, summarize
-from analytics.tables import analytics_facts
+from analytics.tables import COUNT_COLUMNS, analytics_facts
 from referrals.store.database import Database
 
 _PERIOD = re.compile(r"^(\d{4})(?:-(\d{2}))?$")
@@ -141,9 +141,7 @@ def loop_closure(facts: Iterable[Facts], period: Period) -> LoopClosure:
 
 RATES = ("completion_rate", "scheduling_rate", "loop_closure_rate", "no_show_rate",
          "automation_share")
-COUNTS = ("referrals", "withdrawn", "accepted", "contacted", "scheduled", "visited", "notes",
-          "receipts", "no_shows", "open", "auth_requested", "auth_decided", "steps_refloop",
-          "steps_person")
+COUNTS = COUNT_COLUMNS
 
 
 def csv_header(first: Iterable[str]) -> list[str]:

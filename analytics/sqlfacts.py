@@ -44,6 +44,14 @@ def counted(name: str) -> sa.ColumnElement[bool]:
         "auth_decided": F.auth_decided_at.is_not(None),
         "no_shows": F.no_shows > 0,
     }
+    for program in ("team", "asm"):
+        due, met, missed = (F[f"{program}_{what}_at"] for what in ("due", "met", "missed"))
+        conditions.update({
+            f"{program}_started": due.is_not(None),
+            f"{program}_on_time": sa.and_(due.is_not(None), met.is_not(None), met <= due),
+            f"{program}_late": sa.and_(due.is_not(None), met.is_not(None), met > due),
+            f"{program}_missed": sa.and_(due.is_not(None), met.is_(None),
+                                         missed.is_not(None))})
     return conditions[name]
 
 
@@ -51,7 +59,9 @@ def totals_columns() -> list[sa.ColumnElement[Any]]:
     """SUM columns, labelled with the Totals field names."""
     columns: list[sa.ColumnElement[Any]] = []
     for name in ("referrals", "withdrawn", "accepted", "contacted", "scheduled", "visited",
-                 "notes", "receipts", "open", "auth_requested", "auth_decided"):
+                 "notes", "receipts", "open", "auth_requested", "auth_decided",
+                 *(f"{program}_{what}" for program in ("team", "asm")
+                   for what in ("started", "on_time", "late", "missed"))):
         columns.append(sa.func.coalesce(sa.func.sum(
             sa.case((counted(name), 1), else_=0)), 0).label(name))
     for name in ("no_shows", "steps_refloop", "steps_person"):

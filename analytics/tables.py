@@ -49,6 +49,8 @@ analytics_facts = sa.Table(
     sa.Column("steps_refloop", sa.Integer, nullable=False, server_default="0"),
     sa.Column("steps_person", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_seq", sa.Integer, nullable=False, server_default="0"),
+    *(sa.Column(f"{program}_{what}_at", Moment) for program in ("team", "asm")
+      for what in ("due", "met", "missed")),
 )
 sa.Index("ix_analytics_facts_detected", analytics_facts.c.detected_at,
          analytics_facts.c.referral_id)
@@ -60,7 +62,8 @@ for _dim in ("specialty", "referrer", "destination", "payer", "priority"):
 #: the additive counts of a cohort's referrals (analytics.metrics.Totals), one column each
 COUNT_COLUMNS = ("referrals", "withdrawn", "accepted", "contacted", "scheduled", "visited",
                  "notes", "receipts", "no_shows", "open", "auth_requested", "auth_decided",
-                 "steps_refloop", "steps_person")
+                 "steps_refloop", "steps_person", "team_started", "team_on_time", "team_late",
+                 "team_missed", "asm_started", "asm_on_time", "asm_late", "asm_missed")
 
 analytics_cube = sa.Table(
     "analytics_cube", metadata,

@@ -25,7 +25,11 @@ INSTANT = sa.DateTime(timezone=True)
 JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 COUNTS = ("referrals", "withdrawn", "accepted", "contacted", "scheduled", "visited", "notes",
           "receipts", "no_shows", "open", "auth_requested", "auth_decided", "steps_refloop",
-          "steps_person")
+          "steps_person", "team_started", "team_on_time", "team_late", "team_missed",
+          "asm_started", "asm_on_time", "asm_late", "asm_missed")
+#: program clocks on a referral's facts
+CLOCKS = tuple(f"{program}_{what}_at" for program in ("team", "asm")
+               for what in ("due", "met", "missed"))
 DIMENSIONS = ("specialty", "referrer", "destination", "payer", "priority")
 TABLES = ["analytics_facts", "analytics_cube", "analytics_dropoff"]
 
@@ -61,6 +65,7 @@ def upgrade() -> None:
         sa.Column("steps_refloop", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("steps_person", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("last_seq", sa.Integer(), nullable=False, server_default="0"),
+        *(sa.Column(name, INSTANT) for name in CLOCKS),
     )
     op.create_index("ix_analytics_facts_detected", "analytics_facts",
                     ["detected_at", "referral_id"])

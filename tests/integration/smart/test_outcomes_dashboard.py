@@ -44,7 +44,7 @@ def test_the_dashboard_shows_the_cohort_and_opens_the_referrals_behind(harness: 
     assert "3 visits of 5" in text and "2 reports received" in text
     assert "2 of 5 appointments" in text and "1 withdrawn by the referrer" in text
     assert "detected: 6 (100%)" in text and "report received: 2 (33%)" in text
-    assert "2026-10" in text and "60% (3/5) · loop 40% · 0 open" in text
+    assert "2026-10" in text and "60% (3/5) · loop 40% · 2 open" in text  # c, d: no note yet
     assert ">not-covered<" in text and ">unreachable<" in text  # where they fell out
     visited = browser.get(f"{page.url}dashboard/referrals?{links(text)['Completion']}")
     assert visited.status_code == 200 and "Visit completed" in visited.text

@@ -151,6 +151,11 @@ def random_history(rng: Any, rid: str, at: datetime) -> History:
     if rng.random() < 0.15:
         return h  # still waiting for a decision
     h.step("accept", t, actor=COORDINATOR)
+    team = rng.random() < 0.3
+    if team:  # a post-discharge referral: TEAM's 30-day clock from discharge
+        h.step(loop.START_CLOCK, t, clock={
+            "program": "team", "goal": "visit", "started_at": (at - D).isoformat(),
+            "due_at": (at + timedelta(days=rng.choice((10, 29)))).isoformat()})
     if rng.random() < 0.3:
         t += timedelta(hours=rng.randrange(1, 10))
         h.step("request-authorization", t, auth_state="submitted")
@@ -163,7 +168,11 @@ def random_history(rng: Any, rid: str, at: datetime) -> History:
     t += timedelta(minutes=rng.randrange(1, 3000))
     h.step("record-outreach", t, actor=OUTREACH, reason="sms-sent")
     if rng.random() < 0.15:
-        return h.step("fail", t + 21 * D, actor=OUTREACH, reason="unreachable")
+        h.step("fail", t + 21 * D, actor=OUTREACH, reason="unreachable")
+        if team:
+            h.step(loop.MISS_CLOCK, t + 22 * D, clock={"program": "team",
+                                                      "at": (t + 22 * D).isoformat()})
+        return h
     t += timedelta(hours=rng.randrange(1, 200))
     h.step("schedule", t, actor=rng.choice((PATIENT, COORDINATOR)))
     while rng.random() < 0.25:
@@ -175,6 +184,8 @@ def random_history(rng: Any, rid: str, at: datetime) -> History:
         return h  # visit ahead
     t += timedelta(days=rng.randrange(3, 40))
     h.step("complete-visit", t)
+    if team:
+        h.step(loop.MEET_CLOCK, t, clock={"program": "team", "at": t.isoformat()})
     if rng.random() < 0.3:
         return h
     t += timedelta(days=rng.randrange(1, 20))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,6 +53,7 @@ from analytics.metrics import (
     total,
     totals_of,
 )
+from referrals import closed_loop as loop
 
 
 def test_the_milestones_of_one_referral() -> None:
@@ -195,3 +197,39 @@ def test_the_histogram_percentile_stays_within_its_bin() -> None:
     other.merge(histogram)
     other.merge(histogram, sign=-1)
     assert other.counts == {} and other.percentile(50) is None
+
+
+def clock(h: History, action: str, at: datetime, program: str = "team", **extra: Any) -> None:
+    h.step(action, at, clock={"program": program, **({"at": at.isoformat()}
+                                                       if action != loop.START_CLOCK else {}),
+                              **extra})
+
+
+def test_program_clocks_met_on_time_late_or_missed() -> None:
+    def teamed(rid: str, days: int) -> History:
+        h = History.detected(rid, T0)
+        h.step("accept", T0 + H, actor=COORDINATOR)
+        clock(h, loop.START_CLOCK, T0 + H, goal="visit", started_at=T0.isoformat(),
+              due_at=(T0 + days * D).isoformat())
+        return h
+
+    on_time = teamed("t1", 30)
+    on_time.step("schedule", T0 + 2 * D, actor=COORDINATOR)
+    on_time.step("complete-visit", T0 + 10 * D)
+    clock(on_time, loop.MEET_CLOCK, T0 + 10 * D)
+    late = teamed("t2", 5)
+    clock(late, loop.MISS_CLOCK, T0 + 5 * D)
+    clock(late, loop.MEET_CLOCK, T0 + 8 * D)  # a missed clock may still be met, late
+    missed = teamed("t3", 5)
+    clock(missed, loop.MISS_CLOCK, T0 + 5 * D)
+    feedback = History.detected("s1", T0)
+    clock(feedback, loop.START_CLOCK, T0, program="asm", goal="report",
+          started_at=T0.isoformat(), due_at=(T0 + 14 * D).isoformat())
+    counts = total(h.facts() for h in (on_time, late, missed, feedback))
+    assert (counts.team_started, counts.team_on_time, counts.team_late,
+            counts.team_missed) == (3, 1, 1, 1)
+    assert counts.clock_on_time_rate("team") == pytest.approx(1 / 3)
+    assert (counts.asm_started, counts.asm_on_time, counts.asm_late, counts.asm_missed) == (
+        1, 0, 0, 0)
+    assert counts.clock_on_time_rate("asm") is None  # running, not ended
+    assert late.facts().team_met_at == T0 + 8 * D and late.facts().team_missed_at == T0 + 5 * D
