@@ -12,7 +12,7 @@ from refloop.context import Context, pass_context
 if TYPE_CHECKING:
     from flask import Flask
 
-    from refloop.services import Services
+    from refloop.core_services import Services
     from smart_app.runtime import SmartRuntime
 
 
