@@ -17,6 +17,7 @@ from referrals.store.referrals import ReferralStore
 from referrals.store.resources import ResourceStore
 from referrals.store.tasks import CoordinatorTasks
 from referrals.store.work import WorkQueue
+from refloop.files import ensure_private_dir
 from refloop.settings import Settings
 
 
@@ -43,7 +44,7 @@ class Services:
 def build_core(settings: Settings) -> Services:
     """Open the store and build the core services (no adapter yet)."""
     if not settings.database_url:
-        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(settings.var_dir)
     db = connect(settings.database, sqlite_synchronous=settings.sqlite_synchronous)
     store = ReferralStore(db)
     quarantine = Quarantine(db)

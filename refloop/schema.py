@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from referrals.store import connect
 from referrals.store.migrate import upgrade
+from refloop.files import ensure_private_dir
 from refloop.settings import Settings
 
 
 def ensure_schema(settings: Settings) -> list[str]:
     """Apply every pending migration; returns the revisions now applied (the heads)."""
     if not settings.database_url:
-        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(settings.var_dir)
     database = connect(settings.database, sqlite_synchronous=settings.sqlite_synchronous)
     try:
         return upgrade(database)
