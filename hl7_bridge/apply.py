@@ -37,8 +37,10 @@ WORK_KIND = "hl7.message"
 BATCH = 50
 
 #: lifecycle stage each appointment status leads to, and the action that gets it there
+#: (the patient arriving, or the visit starting, is the visit happening: the consult note is
+#: owed from then on)
 APPOINTMENT_ACTIONS = {"booked": "schedule", "pending": "schedule", "waitlist": "schedule",
-                       "arrived": "schedule", "checked-in": "schedule",
+                       "arrived": "complete-visit", "checked-in": "complete-visit",
                        "fulfilled": "complete-visit", "noshow": "no-show",
                        "cancelled": "cancel-appointment",
                        "entered-in-error": "cancel-appointment"}
