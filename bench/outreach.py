@@ -11,7 +11,7 @@
    referrals opened at a steady pace inside the calling window), against the bare queue's
    enqueue-to-handler latency at the same pace. Goal: p95 under 5 s.
 
-    python bench/outreach.py [--referrals 100000] [--sends 500] [--first 1000] [--rate 20]
+    python bench/outreach.py [--referrals 100000] [--sends 500] [--first 1000] [--rate 10]
 
 Prints `metric: value unit` lines; progress goes to stderr.
 """
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlalchemy as sa
 
-from outreach.dailyplan import _cached, decide_due
+from outreach.dailyplan import clear_cache, decide_due, view_of
 from outreach.demo import choose_zones
 from outreach.rules import decide
 from outreach.sandbox import SandboxRules, TwilioSandbox
@@ -146,7 +146,7 @@ def daily_plan(count: int) -> None:
         note(f"daily plan: loading {count} ladders into SQLite")
         fill(services, count, now)
         bare = bare_read(services)
-        _cached.cache_clear()
+        clear_cache()
         began = time.perf_counter()
         cold = decide_due(rt, now)
         cold_s = time.perf_counter() - began
@@ -171,8 +171,6 @@ def daily_plan(count: int) -> None:
 
 def pure(rt: Any, due: list[Any], now: datetime) -> None:
     """The rule engine alone, over prepared inputs."""
-    from outreach.dailyplan import _view
-
     inputs = []
     with rt.db.read() as c:
         bodies = {r.resource_id: (r.version, r.body) for r in c.execute(sa.select(
@@ -183,7 +181,8 @@ def pure(rt: Any, due: list[Any], now: datetime) -> None:
     for d in due:
         pid = "p" + d.referral_id[1:]
         version, body = bodies[pid]
-        view = _view(rt, f"Patient/{pid}", version, body)
+        view = view_of(f"Patient/{pid}", version, body, rt.config.default_region,
+                       rt.config.default_time_zone)
         history = [Sent("first-contact", "sms", now - timedelta(hours=3))]
         inputs.append((view, Ask("first-contact", (d.channel,)), history, max(d.due, now)))
     began = time.perf_counter()
@@ -337,7 +336,7 @@ def main() -> None:
     parser.add_argument("--referrals", type=int, default=100_000)
     parser.add_argument("--sends", type=int, default=500)
     parser.add_argument("--first", type=int, default=1000)
-    parser.add_argument("--rate", type=float, default=20.0, help="referrals detected per s")
+    parser.add_argument("--rate", type=float, default=10.0, help="referrals detected per s")
     args = parser.parse_args()
     daily_plan(args.referrals)
     note("sends through the work queue to the sandbox")

@@ -4,8 +4,8 @@
    practitioners' Schedules, loaded by transaction bundles): the real page (`GET /p/slots`
    through the Flask app: session, the Slot search on the EHR, the template), p50 and p95,
    against the bare FHIR search the page makes (the same `Slot?schedule=...&status=free&start=
-   gt...&start=lt...&_count=100` straight to the server, over the same one-day window the
-   page searches first), timed in alternating rounds in the same run, at random points of
+   gt...&start=lt...&_sort=start&_count=7` straight to the server, over a one-day window, the
+   page's first search), timed in alternating rounds in the same run, at random points of
    the 120-day horizon. Also, for a few rounds: the search a client asking the server to sort
    the whole calendar would make (`_sort=start&_count=7`, no end), which the page avoids.
 2. Reminder planning for 100,000 booked appointments (`refloop scheduling replan`: read the
@@ -198,7 +198,7 @@ def measure_pages(services: Any, base: str, patient_id: str, first: datetime,
                     ("schedule", schedules), ("status", "free"),
                     ("start", f"gt{after.isoformat().replace('+00:00', 'Z')}"),
                     ("start", f"lt{day.isoformat().replace('+00:00', 'Z')}"),
-                    ("_count", "100")],
+                    ("_sort", "start"), ("_count", "7")],
                     headers={"Accept": "application/fhir+json", "Cache-Control": "no-cache"},
                     timeout=60)
                 assert reply.status_code == 200 and len(reply.json().get("entry", [])) >= 7

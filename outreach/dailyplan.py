@@ -9,17 +9,18 @@ are kept per Patient version in the process (a changed Patient is normalised aga
 
 from __future__ import annotations
 
-from collections import defaultdict
+import json
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
 
 from outreach import ladders
-from outreach.contacts import ContactPoint, contact_points
+from outreach.contacts import contact_points
 from outreach.rules import Ask, Consent, Decision, PatientView, Sent, Situation, consent_state
 from outreach.rules import decide as decide_one
 from outreach.runtime import Runtime
@@ -47,16 +48,18 @@ def decide_due(rt: Runtime, now: datetime, horizon: timedelta = timedelta(hours=
                ) -> list[Due]:
     """What each active ladder does next within `horizon`, decided as of its due time."""
     until = now + horizon
+    region, default = rt.config.default_region, rt.config.default_time_zone
     with rt.db.read() as c:
         rows = c.execute(sa.select(
             outreach_plans.c.id, outreach_plans.c.referral_id, outreach_plans.c.patient,
-            outreach_plans.c.rungs, outreach_plans.c.done, outreach_plans.c.zone,
+            sa.cast(outreach_plans.c.rungs, sa.Text).label("rungs"),
+            sa.cast(outreach_plans.c.done, sa.Text).label("done"), outreach_plans.c.zone,
             outreach_plans.c.started_at, referrals.c.stage,
         ).join(referrals, referrals.c.id == outreach_plans.c.referral_id)
             .where(outreach_plans.c.status == "active")).all()
         pending = [n for n in (_next(row, until) for row in rows) if n is not None]
         patients = sorted({n[0].patient for n in pending})
-        bodies = dict(_patients(c, patients))
+        views = _views(c, patients, region, default)
         history = _history(c, patients, now - timedelta(days=8))
         consent = _consents(c, patients)
         failing = _failing(c)
@@ -67,8 +70,7 @@ def decide_due(rt: Runtime, now: datetime, horizon: timedelta = timedelta(hours=
             plan.append(Due(row.referral_id, row.id, index, rung.channel, rung.template, due,
                             None))
             continue
-        version, body = bodies.get(row.patient, (0, None))
-        view = _view(rt, row.patient, version, body)
+        view = views.get(row.patient) or PatientView((), (default,), "default")
         addresses = {c.address for c in view.contacts}
         events = consent.get(row.patient, [])
         mine = [(at, ch, kind) for at, ch, kind, address in events if not address]
@@ -86,51 +88,64 @@ def decide_due(rt: Runtime, now: datetime, horizon: timedelta = timedelta(hours=
 
 
 def _next(row: Any, until: datetime) -> tuple[Any, int, ladders.Rung, datetime] | None:
-    done = row.done or {}
+    done = json.loads(row.done) if row.done else {}
     best: tuple[Any, int, ladders.Rung, datetime] | None = None
-    for index, data in enumerate(row.rungs):
+    for index, rung in enumerate(_rungs(row.rungs)):
         if str(index) in done:
             continue
-        rung = ladders.Rung.from_json(data)
         due = rung.due(row.started_at, row.zone)
         if due <= until and (best is None or due < best[3]):
             best = (row, index, rung, due)
     return best
 
 
-def _view(rt: Runtime, patient: str, version: int, body: dict[str, Any] | None) -> PatientView:
-    contacts, phone_zones = _normalised(patient, version, rt.config.default_region, body)
-    zones = resolve(body, phone_zones, rt.config.default_time_zone)
-    return PatientView(contacts, zones.zones, zones.source)
+@lru_cache(maxsize=64)
+def _rungs(text: str) -> tuple[ladders.Rung, ...]:
+    """A plan's rungs (plans of one ladder version share the text: parsed once)."""
+    return tuple(ladders.Rung.from_json(data) for data in json.loads(text))
 
 
-def _normalised(patient: str, version: int, region: str, body: dict[str, Any] | None
-                ) -> tuple[tuple[ContactPoint, ...], tuple[str, ...]]:
-    if body is None:
-        return (), ()
-    return _cached(patient, version, region, _Body(body))
+#: (patient, version, region, default zone) -> view; a changed Patient has a new version
+_VIEWS: OrderedDict[tuple[str, int, str, str], PatientView] = OrderedDict()
+VIEW_CACHE_SIZE = 150_000
 
 
-class _Body:
-    """A Patient body that hashes by nothing: the cache key is (reference, version)."""
+def view_of(patient: str, version: int, body: dict[str, Any] | None, region: str,
+            default: str) -> PatientView:
+    key = (patient, version, region, default)
+    found = _VIEWS.get(key)
+    if found is not None:
+        return found
+    contacts, phone_zones = contact_points(body, region, datetime.now(UTC))
+    zones = resolve(body, phone_zones, default)
+    view = PatientView(tuple(contacts), zones.zones, zones.source)
+    _VIEWS[key] = view
+    if len(_VIEWS) > VIEW_CACHE_SIZE:
+        _VIEWS.popitem(last=False)
+    return view
 
-    def __init__(self, body: dict[str, Any]) -> None:
-        self.body = body
 
-    def __hash__(self) -> int:
-        return 0
-
-    def __eq__(self, other: object) -> bool:
-        return True
+def clear_cache() -> None:
+    _VIEWS.clear()
 
 
-@lru_cache(maxsize=150_000)
-def _cached(patient: str, version: int, region: str, body: _Body
-            ) -> tuple[tuple[ContactPoint, ...], tuple[str, ...]]:
-    from datetime import UTC
-
-    contacts, zones = contact_points(body.body, region, datetime.now(UTC))
-    return tuple(contacts), zones
+def _views(c: Any, patients: list[str], region: str, default: str) -> dict[str, PatientView]:
+    """Each Patient's view: from the cache when its version is unchanged, else normalised from
+    its body (read only for those)."""
+    ids = {p.split("/", 1)[1]: p for p in patients if p.startswith("Patient/")}
+    versions: dict[str, int] = {}
+    for chunk in _chunks(list(ids)):
+        for rid, version in c.execute(sa.select(resources.c.resource_id, resources.c.version)
+                                      .where(resources.c.resource_type == "Patient",
+                                             resources.c.resource_id.in_(chunk),
+                                             resources.c.deleted.is_(False))):
+            versions[ids[rid]] = max(int(version), versions.get(ids[rid], 0))
+    views = {p: _VIEWS[(p, v, region, default)] for p, v in versions.items()
+             if (p, v, region, default) in _VIEWS}
+    missing = [p for p in versions if p not in views]
+    for patient, (version, body) in _patients(c, missing):
+        views[patient] = view_of(patient, version, body, region, default)
+    return views
 
 
 def _chunks(values: list[str]) -> Iterator[list[str]]:

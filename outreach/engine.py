@@ -22,7 +22,7 @@ from outreach.rules import consent_state
 from outreach.runtime import Runtime
 from outreach.store import Message, Plan
 from outreach.timezones import resolve
-from referrals.errors import IllegalTransition
+from referrals.errors import IllegalTransition, RetryLater
 from referrals.lifecycle import TABLE, Transition
 from referrals.model import Actor, Command, Reason, Referral, Stage
 from referrals.store.work import WorkItem
@@ -41,9 +41,10 @@ def on_transition(rt: Runtime, conn: Connection, change: Transition) -> None:
     """Referral listener (same transaction): start outreach when the referral becomes
     contactable; stop it when the referral is booked or finished."""
     event, referral = change.event, change.referral
-    if event.action == START_ACTIONS[rt.config.start_on]:
+    if _starts(rt, event.action):
         rt.work.enqueue("outreach.start", {"referral_id": referral.id,
-                                           "at": event.at.isoformat()},
+                                           "at": event.at.isoformat(),
+                                           "trigger": event.action},
                         key=f"outreach.start:{referral.id}:{event.seq}", conn=conn)
         return
     if event.from_stage == referral.stage:
@@ -55,10 +56,41 @@ def on_transition(rt: Runtime, conn: Connection, change: Transition) -> None:
                         key=f"outreach.stop:{referral.id}:{event.seq}", conn=conn)
 
 
+#: with an authorization gate, a ladder starting at one of these also looks at the other
+GATED = frozenset({"accept", "authorize"})
+#: how long a start waits for the coverage check before going ahead without it
+GATE_PATIENCE = timedelta(minutes=10)
+
+
+def _starts(rt: Runtime, action: str) -> bool:
+    start = START_ACTIONS[rt.config.start_on]
+    return action == start or (rt.authorization_gate is not None and start in GATED
+                               and action in GATED)
+
+
+def _waits_for_authorization(rt: Runtime, item: WorkItem, referral: Referral) -> bool:
+    """At `accept`, a referral whose prior authorization is required starts at `authorize`
+    instead; while the coverage check has not answered, the start is postponed a little."""
+    if rt.authorization_gate is None or item.payload.get("trigger") != "accept":
+        return False
+    gate = rt.authorization_gate(referral.id)
+    started = datetime.fromisoformat(item.payload["at"]) if item.payload.get("at") \
+        else rt.now()
+    if gate.get("pending") and rt.now() - started < GATE_PATIENCE:
+        raise RetryLater("waiting for the coverage check (is authorization required?)",
+                         delay_seconds=60)
+    if gate.get("requirement") == "required":
+        log.info("outreach waits for authorization", extra={"referral_id": referral.id})
+        return True
+    return False
+
+
 def handle_start(rt: Runtime, item: WorkItem) -> None:
     referral = rt.store.get(item.payload["referral_id"])
-    if referral.terminal:
+    if referral.terminal or _waits_for_authorization(rt, item, referral):
         return
+    if rt.authorization_gate is not None and rt.ostore.plans_for(referral.id):
+        return  # started already (at accept; this is the authorize that followed)
     started = datetime.fromisoformat(item.payload["at"]) if item.payload.get("at") \
         else rt.now()
     patient = rt.ostore.patient(referral.patient)
@@ -66,14 +98,36 @@ def handle_start(rt: Runtime, item: WorkItem) -> None:
     zone = resolve(patient, phone_zones, rt.config.default_time_zone).zones[0]
     ladder = ladders.choose(rt.config.ladders, referral.priority, referral.specialty,
                             referral.payer)
+    now = rt.now()
+    due_now = [i for i, r in enumerate(ladder.rungs) if r.due(started, zone) <= now]
     with rt.db.write() as c:
         plan = rt.ostore.create_plan(
             c, key=item.idempotency_key, referral_id=referral.id, patient=referral.patient,
             ladder=ladder.name, version=ladder.version,
             rungs=[r.to_json() for r in ladder.rungs], zone=zone, started_at=started)
-        _enqueue_rungs(rt, c, plan, range(len(ladder.rungs)), started, suffix="")
+        later = [i for i in range(len(ladder.rungs)) if i not in due_now]
+        _enqueue_rungs(rt, c, plan, later, started, suffix="")
     log.info("outreach plan started", extra={"referral_id": referral.id, "plan": plan.id,
                                              "ladder": f"{ladder.name} v{ladder.version}"})
+    for index in due_now:  # at once, in this item: a queue round-trip less to the first contact
+        _run_now(rt, plan, index)
+
+
+def _run_now(rt: Runtime, plan: Plan, index: int) -> None:
+    """Run a rung due now inside the start item (a crash re-runs the start item, which finds
+    the plan and the message by their keys); anything but success leaves it to its own work
+    item, deferred or retried as usual."""
+    key = f"outreach.rung:{plan.id}:{index}"
+    payload = {"plan_id": plan.id, "rung": index}
+    try:
+        run_rung(rt, plan.id, index, key)
+    except RetryLater as exc:
+        rt.work.enqueue("outreach.rung", payload, key=key,
+                        run_at=rt.now() + timedelta(seconds=exc.delay_seconds))
+    except Exception:
+        log.exception("a rung run at once failed; its work item retries it",
+                      extra={"plan": plan.id, "rung": index})
+        rt.work.enqueue("outreach.rung", payload, key=key, run_at=rt.now())
 
 
 def _enqueue_rungs(rt: Runtime, c: Connection, plan: Plan, indexes: Any, start: datetime,
@@ -86,8 +140,11 @@ def _enqueue_rungs(rt: Runtime, c: Connection, plan: Plan, indexes: Any, start: 
 
 
 def handle_rung(rt: Runtime, item: WorkItem) -> None:
-    plan = rt.ostore.plan(item.payload["plan_id"])
-    index = int(item.payload["rung"])
+    run_rung(rt, item.payload["plan_id"], int(item.payload["rung"]), item.idempotency_key)
+
+
+def run_rung(rt: Runtime, plan_id: str, index: int, key: str) -> None:
+    plan = rt.ostore.plan(plan_id)
     if plan is None or index >= len(plan.rungs) or str(index) in plan.done:
         return
     if plan.status != "active":
@@ -106,7 +163,7 @@ def handle_rung(rt: Runtime, item: WorkItem) -> None:
     elif rung.channel == "fail":
         _fail_unreachable(rt, plan, index, referral)
     else:
-        outcome = deliver(rt, item.idempotency_key, MessageAsk(
+        outcome = deliver(rt, key, MessageAsk(
             referral_id=referral.id, purpose=rung.template, channels=(rung.channel,),
             window=rung.window, plan_id=plan.id, rung=index, lifecycle=True))
         with rt.db.write() as c:

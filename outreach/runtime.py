@@ -20,6 +20,9 @@ from referrals.store.work import WorkQueue
 
 ReplyHook = Callable[[dict[str, Any]], bool]
 BookingLinks = Callable[[str], "str | None"]
+#: whether a referral waits for prior authorization (the PAS adapter, through wiring): plain
+#: data {"requirement": required|not-required|unknown, "waiting": bool, "pending": bool}
+AuthorizationGate = Callable[[str], dict[str, Any]]
 
 
 def utc_now() -> datetime:
@@ -43,6 +46,9 @@ class Runtime:
     reply_hooks: list[ReplyHook] = field(default_factory=list)
     #: the patient's self-scheduling link, when that capability is wired (contract 2)
     issue_booking_link: BookingLinks | None = None
+    #: a ladder starting at `accept` waits for `authorize` when authorization is required,
+    #: and one starting at `authorize` starts at `accept` when it is not (wired when PAS is)
+    authorization_gate: AuthorizationGate | None = None
     clock: Callable[[], datetime] = utc_now
     secret: bytes = b""
 

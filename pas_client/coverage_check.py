@@ -261,11 +261,14 @@ class CoverageCheck:
         try:
             referral = self.flow.referral_store.get(referral_id)
         except NotFound:
-            return {"requirement": UNKNOWN, "source": "no such referral", "waiting": False}
+            return {"requirement": UNKNOWN, "source": "no such referral", "waiting": False,
+                    "pending": False}
         requirement = str(found.get("requirement", UNKNOWN))
+        checked = self.flow.config.try_payer(referral.payer) is not None
         return {"requirement": requirement, "source": str(found.get("source", "")),
                 "auth_state": referral.auth_state,
-                "waiting": referral.stage == Stage.AUTH_PENDING}
+                "waiting": referral.stage == Stage.AUTH_PENDING,
+                "pending": checked and not found}
 
 
 def _user(inputs: ClaimInputs) -> str:

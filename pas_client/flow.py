@@ -28,7 +28,7 @@ from pas_client.response import Decision, item_from_json, merge_items, unknown_s
 from pas_client.store import FINAL, UNDECIDED, PriorAuthRequest, PriorAuthStore
 from pas_client.subscription import build_subscription
 from pas_client.update import build_update_bundle
-from referrals.errors import IllegalTransition, InboundError, NotFound
+from referrals.errors import IllegalTransition, InboundError, NotFound, PeerError
 from referrals.model import Actor, Command, Link, Reason, Referral, Stage
 from referrals.store.work import WorkItem
 
@@ -124,9 +124,26 @@ class PriorAuthFlow:
                                                    "status": request.status})
             return
         payer = self.config.payer(request.payer)
-        self.ensure_subscription(payer)
-        reply = self.client(payer).send_submit(request.bundle)  # PeerError -> retry
-        self.receive(request, "submit", reply)
+        try:
+            self.ensure_subscription(payer)
+            reply = self.client(payer).send_submit(request.bundle)
+            self.receive(request, "submit", reply)
+        except PeerError as exc:  # the work item retries with the same bytes...
+            if not exc.retryable or item.attempts >= item.max_attempts:
+                self.unsent(request, str(exc))  # ...and after the last try it is followed
+            raise
+
+    def unsent(self, request: PriorAuthRequest, why: str) -> None:
+        """No answer from the payer after the last attempt: the request is in error and
+        followed with $inquire until its deadline (the payer may have received it), then
+        escalated; the work item goes to quarantine with the same reason."""
+        self.store.update(request.id, status="error", last_error=(
+            f"no answer from the payer after the last attempt ({why}); an $inquire is "
+            "scheduled")[:4000])
+        current = self.store.try_get(request.id) or request
+        self.schedule_follow_up(current, soon=True)
+        self.put_task(current, "error", None, note=current.last_error)
+        self.move_referral(current, "error")
 
     def _open_request(self, payload: dict[str, Any]) -> PriorAuthRequest:
         """The request this work item sends: the unsent one it built before a crash, or new.

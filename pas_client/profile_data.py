@@ -177,7 +177,7 @@ class Stack:
         return types
 
 
-def reachable(stack: Stack, version: str) -> tuple[dict[str, dict[str, Any]], set[str]]:
+def reachable(stack: Stack) -> tuple[dict[str, dict[str, Any]], set[str]]:
     """StructureDefinitions the check needs and the required-binding value sets they use."""
     pas = stack.packages[0][1]
     todo = [u for u, r in pas.items() if r["resourceType"] == "StructureDefinition"]
@@ -216,7 +216,7 @@ def reachable(stack: Stack, version: str) -> tuple[dict[str, dict[str, Any]], se
 
 def build(version: str, sources: Path) -> dict[str, Any]:
     stack = Stack([(s, read_package(fetch(s, sources))) for s in STACKS[version]])
-    structures, bound = reachable(stack, version)
+    structures, bound = reachable(stack)
     index = ValueSetIndex(stack.get)
     value_sets = {url: compile_value_set(url, index) for url in sorted(bound)}
     core = stack.packages[-1][1]

@@ -12,7 +12,7 @@ from typing import Any
 
 from referrals.errors import ConflictError, RefloopError
 from referrals.lifecycle import TABLE
-from referrals.model import Actor, Command, Link, Reason, Referral
+from referrals.model import Actor, Command, Link, Reason, Referral, Stage
 from smart_app.runtime import SmartRuntime
 from smart_app.sessions import Session
 
@@ -56,10 +56,21 @@ ACTIONS: dict[str, ActionSpec] = {a.name: a for a in (
 )}
 
 
+#: auth states of a referral waiting for authorization that no request has been sent for yet
+#: (the coverage check found it required)
+UNREQUESTED = frozenset({"required"})
+
+
 def available(referral: Referral) -> list[ActionSpec]:
-    """Actions the lifecycle allows from the referral's stage (what the page offers)."""
+    """Actions the lifecycle allows from the referral's stage (what the page offers); a
+    referral waiting for an authorization nobody has requested yet offers the request."""
     return [spec for spec in ACTIONS.values()
-            if any(referral.stage in TABLE[a].sources for a in spec.lifecycle)]
+            if any(referral.stage in TABLE[a].sources for a in spec.lifecycle)
+            or (spec.name == "request-authorization" and _unrequested(referral))]
+
+
+def _unrequested(referral: Referral) -> bool:
+    return referral.stage == Stage.AUTH_PENDING and referral.auth_state in UNREQUESTED
 
 
 def perform(rt: SmartRuntime, session: Session, referral_id: str, name: str,
@@ -152,8 +163,9 @@ def _authorization(rt: SmartRuntime, referral: Referral, actor: Actor, expected:
                    form: Mapping[str, str]) -> tuple[Referral, str]:
     if not rt.pas_enabled:
         raise ActionError(PAS_DISABLED)
+    action = "amend" if _unrequested(referral) else "request-authorization"
     with rt.db.write() as c:
-        done = rt.referrals.act(referral.id, _cmd("request-authorization", actor,
+        done = rt.referrals.act(referral.id, _cmd(action, actor,
                                                   changes={"auth_state": "requested"}),
                                 expected_version=expected, conn=c)
         rt.work.enqueue(PAS_KIND, {"referral_id": done.id, "payer": done.payer},

@@ -8,7 +8,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Finding:
-    severity: str  # error | warning
+    severity: str  # error | warning | information (a rule that could not be checked)
     path: str      # instance location, e.g. Bundle.entry[0].resource.item[0].extension
     rule: str      # cardinality | type | fixed | pattern | slice | binding | invariant:<key> ...
     message: str

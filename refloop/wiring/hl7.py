@@ -39,8 +39,8 @@ class Hl7Adapter:
 
         self.config = load_config(services.settings.section("hl7"))
         self.intake = Intake(self.config, services.inbox, services.db.write, services.work)
-        self.applier = Applier(services, self.config)
         self.outbound = Outbound(services, self.config)
+        self.applier = Applier(services, self.config, self.outbound)
         self.srm = SrmSender(services, self.config)
         self.partner = PartnerMessages(services, self.config)
         self.parking = Parking(services, timedelta(hours=self.config.parked_expiry_hours),
@@ -65,7 +65,7 @@ def build(services: Services) -> None:
 
 def work_handlers(services: Services) -> dict[str, Handler]:
     adapter: Hl7Adapter = services.adapters["hl7"]
-    return {"hl7.message": adapter.applier.handle, "hl7.outbound": adapter.outbound.handle,
+    return {"hl7.message": adapter.applier, "hl7.outbound": adapter.outbound.handle,
             "hl7.srm": adapter.srm.handle,
             "hl7.partner-message": adapter.partner.handle,
             "hl7.expire-parked": lambda item: _expire_parked(adapter)}

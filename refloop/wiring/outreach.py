@@ -45,7 +45,18 @@ def make_runtime(services: Services, config: Any = None) -> Runtime:
                    referrals=services.referrals, resources=services.resources,
                    work=services.work, inbox=services.inbox, tasks=services.tasks,
                    ostore=OutreachStore(services.db), channels=make_channels(config),
-                   secret=load_secret(config.secret_file))
+                   secret=load_secret(config.secret_file),
+                   authorization_gate=_authorization_gate(services))
+
+
+def _authorization_gate(services: Services) -> Any:
+    """PAS's answer to "does this referral wait for authorization?", when PAS has payers."""
+    from refloop.wiring.pas import authorization_gate
+
+    found = services.adapters.get("pas")
+    if found is None or not found.config.payers:
+        return None
+    return lambda referral_id: authorization_gate(services, referral_id)
 
 
 def make_channels(config: Any) -> dict[str, Any]:

@@ -75,6 +75,12 @@ def work_handlers(services: Services) -> dict[str, Handler]:
             "pas.gate": lambda item: coverage(flow(services)).handle_gate(item)}
 
 
+def authorization_gate(services: Services, referral_id: str) -> dict[str, Any]:
+    """Plain data for other adapters (the outreach ladder): does the referral wait for prior
+    authorization? {"requirement", "source", "auth_state", "waiting", "pending"}."""
+    return coverage(flow(services)).authorization_gate(referral_id)
+
+
 def referral_details(services: Services, referral_id: str) -> dict[str, Any]:
     """Sections of `refloop referrals show` and the referral page (pas_client/details.py)."""
     from pas_client.details import referral_details as details

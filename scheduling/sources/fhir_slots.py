@@ -37,11 +37,9 @@ from scheduling.slots import (
 #: how long the destination's Schedules (and their actors' names) are reused
 SCHEDULES_SECONDS = 300.0
 LOST = (409, 412)
-#: slot search windows: the first is a day; a sparse one is followed by one twice as long, one
-#: with more than WINDOW_CAP free slots is split (down to MIN_WINDOW)
+#: slot search windows: the first is a day; a short one is followed by one twice as long
 FIRST_WINDOW_HOURS = 24
-WINDOW_CAP = 100
-MIN_WINDOW = timedelta(minutes=30)
+MIN_WINDOW = timedelta(hours=1)
 
 
 def has_interaction(capability: dict[str, Any], code: str) -> bool:
@@ -93,11 +91,11 @@ class FhirSlotSource:
     def find(self, after: datetime, until: datetime, limit: int) -> list[SlotOption]:
         """The next `limit` free slots, soonest first.
 
-        Searched window by window, each window read completely (at most WINDOW_CAP slots, no
-        server-side sort) and sorted here: a window with more slots than that is split, one
-        with few is followed by a wider one. Sorting is ours because servers sort whole
-        calendars slowly (sekmet-fhir took 14 s to sort 20,000 slots for a page of 7, and
-        0.4 s without `_sort`)."""
+        Searched window by window (`_sort=start&_count=limit` within each): a window that
+        holds a page answers alone; a shorter one is followed by one twice as long. A server
+        sorts only the window's slots: sorting a whole calendar for one page is slow
+        (sekmet-fhir took 14 s over 20,000 slots). The next search starts from the width
+        that last held a page (the calendar's density)."""
         schedules = self.schedules()
         if not schedules:
             return []
@@ -105,34 +103,24 @@ class FhirSlotSource:
         begin, width, first = after, self._width, True
         while len(found) < limit and begin < until:
             end = min(until, begin + width)
-            options, complete = self._window(schedules, begin, end, first)
-            if not complete and width > MIN_WINDOW:
-                width = max(MIN_WINDOW, width / 4)
-                continue
-            if first:
-                self._width = width  # where the next search starts: this calendar's density
+            options = self._window(schedules, begin, end, first, limit - len(found))
             found += options
-            begin, first = end, False
-            if len(options) < limit:
-                width *= 2
+            if len(found) >= limit:
+                self._width = max(MIN_WINDOW, width)
+            begin, first, width = end, False, width * 2
         return sorted(found, key=lambda o: o.start)[:limit]
 
     def _window(self, schedules: dict[str, dict[str, Any]], begin: datetime, end: datetime,
-                first: bool) -> tuple[list[SlotOption], bool]:
-        """The window's free slots, and whether they are all of them."""
+                first: bool, count: int) -> list[SlotOption]:
         params = [("schedule", ",".join(f"Schedule/{s}" for s in sorted(schedules))),
                   ("status", "free"), ("start", f"{'gt' if first else 'ge'}{instant(begin)}"),
-                  ("start", f"lt{instant(end)}"), ("_count", str(WINDOW_CAP))]
+                  ("start", f"lt{instant(end)}"), ("_sort", "start"), ("_count", str(count))]
         if self.destination.service_type:
             params.append(("service-type", self.destination.service_type))
         bundle = self.client.search("Slot", params)
-        entries = [e["resource"] for e in bundle.get("entry") or []
+        options = [self._option(e["resource"], schedules) for e in bundle.get("entry") or []
                    if (e.get("resource") or {}).get("resourceType") == "Slot"]
-        more = any(link.get("relation") == "next" for link in bundle.get("link") or [])
-        total = bundle.get("total")
-        complete = not more and (not isinstance(total, int) or total <= len(entries))
-        options = [self._option(slot, schedules) for slot in entries]
-        return sorted((o for o in options if o is not None), key=lambda o: o.start), complete
+        return sorted((o for o in options if o is not None), key=lambda o: o.start)[:count]
 
     def get(self, key: str) -> SlotOption | None:
         if not key.startswith("Slot/") or key.count("/") != 1:

@@ -131,7 +131,7 @@ def test_a_v2_referral_is_not_told_twice_what_the_bridge_reports_itself(v2: V2Wo
         "visit-completed"]
 
 
-class listening:  # noqa: N801 - used as a context manager, like contextlib's
+class listening:
     """Our MLLP listener on a free port in a thread, for the specialist to send to."""
 
     def __init__(self, world: World) -> None:

@@ -90,6 +90,7 @@ class OtherPayer:
     eligibility: dict[str, Any] = field(default_factory=lambda: {
         "inforce": True, "network": "in", "authorization_required": True, "plan": "Gold PPO"})
     eligibility_status: int = 200
+    fail_next: list[int] = field(default_factory=list)  # statuses to answer $submit with first
     crd_pa_needed: str = "auth-needed"
     #: ClaimResponse id -> the current ClaimResponse; request fullUrl -> its Claim entry
     responses: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -146,6 +147,8 @@ class OtherPayer:
                         headers={"X-Other-Payer": "1"})(environ, start_response)
 
     def route(self, method: str, path: str, parsed: Any) -> tuple[int, bytes]:
+        if path == "/Claim/$submit" and self.fail_next:
+            return self.fail_next.pop(0), b"temporarily unavailable"
         if path == "/Claim/$submit":
             entry = parsed["entry"][0]
             response = claim_response_for(entry, self.code, f"OP-{len(self.responses)}")

@@ -38,6 +38,9 @@ class SandboxPayer:
         self.server.state.rules.reply_shape = SANDBOX_SHAPES[shape]
         self.server.state.rules.default = SANDBOX_ACTIONS[code]
 
+    def fail(self, *statuses: int) -> None:
+        self.server.state.fail_next.extend(statuses)
+
     def release(self, code: str) -> None:
         self.server.state.rules.after_pend = SANDBOX_ACTIONS[code]
         release_pended(self.server.state)
@@ -69,6 +72,9 @@ class OtherPayerUnderTest:
     def answer(self, shape: str, code: str = "A1") -> None:
         self.payer.submit_shape = shape
         self.payer.code = code
+
+    def fail(self, *statuses: int) -> None:
+        self.payer.fail_next.extend(statuses)
 
     def release(self, code: str) -> None:
         self.payer.decide(code)

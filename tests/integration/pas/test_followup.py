@@ -6,12 +6,13 @@ against the PAYER SANDBOX and the OTHER PAYER (both fakes: a payer cannot run he
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from referrals.model import Stage
+from referrals.store.schema import work_items
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -150,3 +151,29 @@ def answered_empty(world: World) -> None:
     assert after.status == "pended" and after.checks == 1 and after.next_check_at is not None
     [_, inquire] = world.store.replies(request_id=request_id)
     assert inquire.interpretation == "empty"
+
+
+def test_a_payer_that_never_answers_leaves_the_request_followed(world: World) -> None:
+    """After the last attempt the request is in error, followed by $inquire, and the work item
+    is in quarantine with the reason; nothing stays sending silently."""
+    referral = world.referral()
+    world.payer.fail(503, 503)
+    world.services.work.enqueue("pas.submit", {"referral_id": referral.id,
+                                               "payer": "Blue Horizon"},
+                                key="never-answers", max_attempts=2)
+    for _ in range(2):
+        world.run()
+        with world.services.db.write() as conn:   # the retry is due now, not after backoff
+            conn.execute(work_items.update().where(work_items.c.status == "pending")
+                         .values(run_at=datetime.now(UTC)))
+    [request] = world.store.for_referral(referral.id)
+    assert request.status == "error" and "no answer from the payer" in request.last_error
+    assert request.next_check_at is not None and request.deadline_at is not None
+    assert [r.http_status for r in world.store.replies(request_id=request.id)] == [503, 503]
+    [kept] = world.services.quarantine.list()
+    assert "503" in kept.reason
+    held = world.services.store.get(referral.id)
+    assert held.stage == Stage.AUTH_PENDING and held.auth_state == "error"
+    world.clock.advance(minutes=6)
+    world.follow_up()
+    assert world.request(request.id).checks == 1

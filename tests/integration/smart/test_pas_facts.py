@@ -1,12 +1,18 @@
 """The referral page shows what the PAS adapter adds (the wiring's referral details): a
-prior-authorization request in error and the payer reply it could not read, as received."""
+prior-authorization request in error and the payer reply it could not read, as received;
+whether authorization is required and the eligibility answer; and a referral waiting for an
+authorization nobody has requested yet offers the request."""
 
 from __future__ import annotations
 
+import re
+
+import sqlalchemy as sa
 from conftest import Harness
 
 from pas_client.flow import new_request
 from referrals.model import Actor, Command, Referral, new_referral_id
+from referrals.store.schema import work_items
 
 COORD = Actor("Practitioner/coord-1", "Casey", "human")
 GARBLED = b'{"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "ClaimRes'
@@ -57,3 +63,34 @@ def test_the_page_shows_whether_authorization_is_required_and_the_eligibility(
         in text
     assert "coverage active, plan Gold PPO, out of network, authorization required" in text
     assert "Prior authorization needed" in text
+
+
+def test_a_referral_waiting_for_a_required_authorization_offers_the_request(
+        harness: Harness) -> None:
+    """The coverage check moved it to auth-pending (authorization required) before anyone
+    asked: the page still offers to request it, and the request queues the PAS work."""
+    draft = Referral(id=new_referral_id(), source_key="t|ServiceRequest/pa-req",
+                     service_request="ServiceRequest/pa-req", patient="Patient/p1",
+                     payer="Acme Health")
+    referral, _ = harness.services.referrals.open(draft, Command("detect"))
+    harness.services.referrals.act(referral.id, Command("accept", actor=COORD))
+    harness.services.referrals.act(referral.id, Command(
+        "request-authorization", changes={"auth_state": "required"}))
+    harness.services.adapters["smart"].pas_enabled = True
+    browser = harness.browser()
+    page = harness.launch(browser)
+    url = f"{page.url}referrals/{referral.id}"
+    html = browser.get(url).text
+    assert 'value="request-authorization"' in html
+    token = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert token is not None
+    response = browser.post(f"{url}/act", data={"csrf_token": token.group(1),
+                                                "action": "request-authorization"},
+                            headers={"Origin": harness.url})
+    assert response.status_code == 200, response.text
+    current = harness.services.store.get(referral.id)
+    assert current.stage.value == "auth-pending" and current.auth_state == "requested"
+    with harness.services.db.read() as c:
+        kinds = list(c.execute(sa.select(work_items.c.kind).where(
+            work_items.c.kind == "pas.submit")).scalars())
+    assert kinds == ["pas.submit"]

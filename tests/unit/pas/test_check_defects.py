@@ -346,3 +346,12 @@ def test_wrong_system_message_names_the_allowed_systems() -> None:
     assert "http://snomed.info/sct" in finding.message
     assert "http://www.ama-assn.org/go/cpt" in finding.message
     assert finding.element == "Claim.item.productOrService"
+
+
+def test_immediate_appeal_with_the_claim_level_of_service_passes() -> None:
+    """ImmediateLevelOfCare as corrected: the level of service on the Claim satisfies it."""
+    bundle = example()
+    for extension in claim(bundle)["item"][0]["extension"]:
+        if extension["url"].endswith("certificationType"):
+            extension["valueCodeableConcept"]["coding"][0]["code"] = "1"
+    assert errors(check_bundle(bundle)) == set()
