@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from referrals.store.migrate import pending
 from refloop.logs import redact_text
+from refloop.proxies import ProxyHeaders
 from refloop.services import Services
 from refloop.wiring import install_routes, modules
 
@@ -83,6 +84,8 @@ def create_app(services: Services) -> Flask:
                         mimetype="application/fhir+json")
 
     install_routes(app, services)
+    app.wsgi_app = ProxyHeaders(app.wsgi_app,  # type: ignore[method-assign]
+                                services.settings.trusted_proxies)
     return app
 
 

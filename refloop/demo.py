@@ -53,7 +53,10 @@ PRIORITY_RANK = {"stat": 0, "asap": 1, "urgent": 2, "routine": 3}
 def demo(obj: Context, serve: bool, ehr: str) -> None:
     """Run the demo on the embedded default (SQLite under var/)."""
     from refloop.cli import _ensure_schema
+    from refloop.settings import check_serving
 
+    if serve:
+        check_serving(obj.settings)
     _ensure_schema(obj.settings)
     services = obj.services
     if "REFLOOP_LOG_LEVEL" not in os.environ:  # the report is for people; the server logs later

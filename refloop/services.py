@@ -14,6 +14,7 @@ from referrals.store.referrals import ReferralStore
 from referrals.store.resources import ResourceStore
 from referrals.store.tasks import CoordinatorTasks
 from referrals.store.work import WorkQueue
+from refloop.files import ensure_private_dir
 from refloop.settings import Settings
 
 
@@ -40,7 +41,7 @@ class Services:
 def build_services(settings: Settings, *, wire: bool = True) -> Services:
     """Open the store and build the core; with `wire`, let each adapter add its objects."""
     if not settings.database_url:
-        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(settings.var_dir)
     db = connect(settings.database, sqlite_synchronous=settings.sqlite_synchronous)
     store = ReferralStore(db)
     quarantine = Quarantine(db)

@@ -52,11 +52,12 @@ def booked_harness(database_url: str, tmp_path: Path) -> Iterator[tuple[Any, Any
     key = RSAKey.generate_key(2048, parameters={"kid": "refloop-1"})
     key_file = tmp_path / "smart-key.pem"
     key_file.write_bytes(key.as_pem(private=True))
-    settings = smart_settings(database_url, tmp_path, ehr, key_file)
+    served = Served()  # listening first: the app's public URL is its own address
+    url = served.url
+    settings = smart_settings(database_url, tmp_path, ehr, key_file, url)
     settings.sections["scheduling"] = {"destinations": [destination(calendar)]}
     services = build_services(settings)
-    served = Served(create_app(services))
-    url = f"http://127.0.0.1:{served.port}"
+    served.app = create_app(services)
     ehr.register(CLIENT_ID, f"{url}/smart/callback", SCOPES,
                  jwks={"keys": [key.as_dict(private=False) | {"kid": "refloop-1"}]})
     yield Harness(ehr, services, url, key_file), calendar

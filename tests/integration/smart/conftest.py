@@ -51,9 +51,14 @@ def browser_session() -> requests.Session:
 
 
 class Served:
-    def __init__(self, app: Any) -> None:
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+    """A server on a free loopback port, listening before the app exists, so the app can be
+    configured with its own public URL (`url`): absolute URLs never come from the Host."""
+
+    def __init__(self, app: Any = None) -> None:
+        self.app = app
+        self.server = make_server("127.0.0.1", 0, lambda e, s: self.app(e, s), threaded=True)
         self.port = self.server.server_port
+        self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -102,11 +107,11 @@ def app_key(tmp_path: Path) -> tuple[Path, RSAKey]:
 
 
 def smart_settings(database_url: str, tmp_path: Path, ehr: StrictEhr, key_file: Path,
-                   **tenant: Any) -> Settings:
+                   base_url: str = "", **tenant: Any) -> Settings:
     entry = {"name": "general", "iss": [ehr.fhir, f"http://localhost:{ehr.port}/fhir"],
              "client_id": CLIENT_ID, "ehr_origins": [ehr.base], "scopes": SCOPES,
              "private_key_file": str(key_file), "kid": "refloop-1", **tenant}
-    return Settings(var_dir=tmp_path / "var", database_url=database_url,
+    return Settings(var_dir=tmp_path / "var", database_url=database_url, public_base_url=base_url,
                     sections={"smart": {"tenants": [entry], "session_idle_minutes": 15}})
 
 
@@ -114,9 +119,10 @@ def smart_settings(database_url: str, tmp_path: Path, ehr: StrictEhr, key_file: 
 def harness(database_url: str, tmp_path: Path, ehr: StrictEhr,
             app_key: tuple[Path, RSAKey]) -> Iterator[Harness]:
     key_file, key = app_key
-    services = build_services(smart_settings(database_url, tmp_path, ehr, key_file))
-    served = Served(create_app(services))
-    url = f"http://127.0.0.1:{served.port}"
+    served = Served()
+    url = served.url
+    services = build_services(smart_settings(database_url, tmp_path, ehr, key_file, url))
+    served.app = create_app(services)
     ehr.register(CLIENT_ID, f"{url}/smart/callback", SCOPES,
                  jwks={"keys": [key.as_dict(private=False) | {"kid": "refloop-1"}]})
     capture = _Capture()
