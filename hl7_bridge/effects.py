@@ -19,9 +19,10 @@ from referrals.model import Actor, Command, Link, Reason, Referral, Stage, new_r
 
 PROCESSED, PARKED, IGNORED, QUARANTINED = "processed", "parked", "ignored", "quarantined"
 
-#: lifecycle stage each appointment status leads to, and the action that gets it there
+#: lifecycle stage each appointment status leads to, and the action that gets it there (the
+#: patient arriving, or the visit starting, is the visit happening: the note is owed from then)
 APPOINTMENT_ACTIONS = {"booked": "schedule", "pending": "schedule", "waitlist": "schedule",
-                       "arrived": "schedule", "checked-in": "schedule",
+                       "arrived": "complete-visit", "checked-in": "complete-visit",
                        "fulfilled": "complete-visit", "noshow": "no-show",
                        "cancelled": "cancel-appointment",
                        "entered-in-error": "cancel-appointment"}

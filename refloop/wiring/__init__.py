@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from referrals.worker import Handler
     from refloop.core_services import Services
 
-MODULES = ("core", "access", "subscriptions", "hl7", "pas", "smart", "outreach", "scheduling")
+MODULES = ("core", "access", "subscriptions", "hl7", "pas", "smart", "outreach", "scheduling",
+           "loop")
 
 Role = Callable[[threading.Event], None]
 
