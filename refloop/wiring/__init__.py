@@ -30,11 +30,11 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from referrals.worker import Handler, Observer
-    from refloop.services import Services
+    from refloop.core_services import Services
     from refloop.settings import Settings
 
 MODULES = ("core", "access", "subscriptions", "hl7", "pas", "smart", "outreach", "scheduling",
-           "analytics")
+           "loop", "analytics")
 
 Role = Callable[[threading.Event], None]
 

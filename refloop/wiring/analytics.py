@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from analytics.rollup import Rollup
     from referrals.store.work import WorkItem
     from referrals.worker import Handler, Observer
-    from refloop.services import Services
+    from refloop.core_services import Services
     from refloop.settings import Settings
     from refloop.wiring import Role
 

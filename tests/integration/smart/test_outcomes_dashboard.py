@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import sqlalchemy as sa
-from conftest import Harness
+from smart_harness import Harness
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "analytics"))
 
