@@ -17,7 +17,7 @@ of referrals, the recent ones still open). Then:
 Baseline, same data, same run, alternating with the measured requests: a bare
 `SELECT count(*) FROM referral_events`.
 
-    .venv/bin/python bench/analytics.py --size 1000000 --databases sqlite,postgresql
+    .venv/bin/python bench/outcomes.py --size 1000000 --databases sqlite,postgresql
 
 PostgreSQL comes from REFLOOP_TEST_POSTGRES_URL (a scratch database is created and dropped).
 """
