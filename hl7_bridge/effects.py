@@ -7,17 +7,15 @@ A40 merge (it flushes the batch first); the batch writes everything at the end.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from hl7_bridge import index, merge
+from hl7_bridge.config import Hl7Config
 from hl7_bridge.lookups import BatchLookups
 from hl7_bridge.maps import Mapped, to_mapped
 from hl7_bridge.message import Message, Segment
 from referrals.lifecycle import allowed_actions
 from referrals.model import Actor, Command, Link, Reason, Referral, Stage, new_referral_id
-
-if TYPE_CHECKING:
-    from hl7_bridge.apply import Applier
 
 PROCESSED, PARKED, IGNORED, QUARANTINED = "processed", "parked", "ignored", "quarantined"
 
@@ -39,6 +37,14 @@ class Outcome:
     status: str
     note: str = ""
     woke: int = 0
+
+
+class Applier(Protocol):
+    """What a message's effects need from the applier running the batch (apply.py)."""
+
+    services: Any
+    config: Hl7Config
+    outbound: Any
 
 
 class Effects:

@@ -13,9 +13,9 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from referrals.store.migrate import pending
+from refloop.core_services import Services
 from refloop.logs import redact_text
 from refloop.proxies import ProxyHeaders
-from refloop.services import Services
 from refloop.wiring import install_routes, modules
 
 if TYPE_CHECKING:

@@ -13,6 +13,7 @@ from referrals.errors import RefloopError
 from refloop.context import Context, pass_context
 from refloop.files import ensure_private_dir
 from refloop.output import print_json, print_table
+from refloop.schema import ensure_schema
 from refloop.settings import Settings, check_serving
 
 
@@ -66,7 +67,7 @@ def serve(obj: Context, role: str) -> None:
     if role in ("all", "web"):
         check_serving(settings)
     configure_logging(settings.log_level, settings.log_format)
-    _ensure_schema(settings)
+    ensure_schema(settings)
     if role == "web":
         roles.run_web(settings)
     elif role == "worker":
@@ -90,7 +91,7 @@ def db() -> None:
 @pass_context
 def db_upgrade(obj: Context) -> None:
     """Apply every pending migration."""
-    heads = _ensure_schema(obj.settings)
+    heads = ensure_schema(obj.settings)
     click.echo(f"database at {', '.join(heads)}")
 
 
@@ -304,19 +305,6 @@ def work_drain(obj: Context) -> None:
 
     done = Worker(obj.services.work, all_handlers(obj.services)).drain()
     click.echo(f"processed {done} work items; queue: {obj.services.work.counts()}")
-
-
-def _ensure_schema(settings: Settings) -> list[str]:
-    from referrals.store import connect
-    from referrals.store.migrate import upgrade
-
-    if not settings.database_url:
-        ensure_private_dir(settings.var_dir)
-    database = connect(settings.database, sqlite_synchronous=settings.sqlite_synchronous)
-    try:
-        return upgrade(database)
-    finally:
-        database.dispose()
 
 
 def _add_adapter_commands() -> None:

@@ -20,7 +20,7 @@ from refloop.output import print_table
 
 if TYPE_CHECKING:
     from referrals.worker import Handler
-    from refloop.services import Services
+    from refloop.core_services import Services
     from refloop.settings import Settings
     from refloop.wiring import Role, Timer
 
@@ -113,12 +113,14 @@ def spawn_listener(settings: Settings, channel: socket.socket, index: int) -> An
 
 def _listener_process(settings: Settings, channel: socket.socket) -> None:
     from hl7_bridge.processes import die_with_parent, serve_handed
+    from refloop.core_services import build_core
     from refloop.logs import configure_logging
-    from refloop.services import build_services
+    from refloop.wiring import build_all
 
     die_with_parent()
     configure_logging(settings.log_level, settings.log_format)
-    services = build_services(settings)
+    services = build_core(settings)
+    build_all(services)
     try:
         adapter: Hl7Adapter = services.adapters["hl7"]
         serve_handed(adapter.config, adapter.intake, channel)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from outreach.runtime import Runtime
     from referrals.worker import Handler
-    from refloop.services import Services
+    from refloop.core_services import Services
 
 NAME = "outreach"
 KINDS = ("outreach.message", "outreach.start", "outreach.rung", "outreach.stop",
@@ -254,5 +254,7 @@ def commands() -> list[click.Command]:
 
 def run_demo_outreach(services: Services, echo: Any = click.echo) -> dict[str, Any]:
     from outreach.demo import run_demo
+    from refloop.app import create_app
 
-    return run_demo(services, make_runtime, echo)
+    return run_demo(services, make_runtime, echo, make_app=lambda: create_app(services),
+                    handlers=lambda: work_handlers(services))
