@@ -9,7 +9,7 @@ going to the referrer) with the loop wired, against the same path with the loop'
 removed (everything else wired), in alternating rounds on the same database. Prints `metric:
 value unit` lines, medians, and the ratio.
 
-    python bench/loop.py [--referrals 200] [--rounds 5]
+    python bench/closed_loop.py [--referrals 200] [--rounds 5]
 
 PostgreSQL runs when REFLOOP_BENCH_POSTGRES_URL or REFLOOP_TEST_POSTGRES_URL is set (a scratch
 database is created and dropped); otherwise the run says it skipped it.
