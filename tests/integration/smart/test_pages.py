@@ -128,6 +128,8 @@ def test_full_path_with_outreach_appointment_no_show_and_closed_loop(harness: Ha
     assert stored["start"].startswith("2030-03-04T09:30")
     act({"action": "no-show"})
     act({"action": "schedule", "start": "2030-03-11T09:30"})
+    act({"action": "complete-visit"})
+    assert harness.services.store.get(referral.id).stage == Stage.VISIT_COMPLETED
     text = act({"action": "close-loop", "note_text": "Seen; echo normal."})
     current = harness.services.store.get(referral.id)
     assert current.stage == Stage.LOOP_CLOSED
@@ -136,7 +138,7 @@ def test_full_path_with_outreach_appointment_no_show_and_closed_loop(harness: Ha
     assert "finished; no actions remain" in text
     actions = [e.action for e in harness.services.store.events(referral.id)]
     assert actions == ["detect", "assign", "accept", "start-outreach", "record-outreach",
-                       "schedule", "no-show", "schedule", "close-loop"]
+                       "schedule", "no-show", "schedule", "complete-visit", "close-loop"]
 
 
 def test_decline_and_hold_need_a_reason(harness: Harness):
