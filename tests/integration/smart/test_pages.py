@@ -273,8 +273,9 @@ def test_dashboard_renders_svg_funnel_and_aging_without_external_assets(harness:
     page = harness.launch(browser)
     dash = browser.get(f"{page.url}dashboard")
     assert dash.status_code == 200
-    assert dash.text.count("<svg") == 2
-    assert "created 2" in dash.text and "accepted 1" in dash.text
+    # the outcomes dashboard (analytics is wired): funnel, cohorts and four distributions
+    assert dash.text.count("<svg") == 6
+    assert "detected: 2 (100%)" in dash.text and "accepted: 1 (50%)" in dash.text
     assert "http://" not in dash.text.split("<main", 1)[1]
     assert "https://" not in dash.text
 
