@@ -5,7 +5,6 @@ link is flagged and a new link sent."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 from collections.abc import Iterator
@@ -18,28 +17,12 @@ sys.path.append(str(Path(__file__).resolve().parents[1] / "smart"))
 
 from calendar_data import destination, make_calendar, start_sekmet
 from joserfc.jwk import RSAKey
+from smart_harness import CLIENT_ID, SCOPES, Harness, Served, smart_settings
 from strict_ehr import StrictEhr
 
 from referrals.model import Command, Referral, Stage, new_referral_id
 from refloop.app import create_app
 from refloop.services import build_services
-
-SMART_TESTS = Path(__file__).resolve().parents[1] / "smart"
-
-
-def _smart_harness() -> Any:
-    """The SMART tests' harness module, loaded under its own name (never as `conftest`)."""
-    spec = importlib.util.spec_from_file_location("smart_harness", SMART_TESTS / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["smart_harness"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-smart = _smart_harness()
-CLIENT_ID, SCOPES, Harness, Served = smart.CLIENT_ID, smart.SCOPES, smart.Harness, smart.Served
-smart_settings = smart.smart_settings
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import sqlalchemy as sa
-from conftest import CLIENT_ID, SCOPES, Harness, smart_settings
+from smart_harness import CLIENT_ID, SCOPES, Harness, smart_settings
 
 from refloop.app import create_app
 from refloop.services import build_services
@@ -258,7 +258,7 @@ def test_session_needs_the_cookie_that_created_it(harness: Harness):
 
 
 def test_client_secret_basic_when_no_key_is_configured(database_url, tmp_path, ehr):
-    from conftest import Served, browser_session
+    from smart_harness import Served, browser_session
 
     served = Served()
     settings = smart_settings(database_url, tmp_path, ehr, tmp_path / "unused.pem", served.url,
@@ -281,7 +281,7 @@ def test_client_secret_basic_when_no_key_is_configured(database_url, tmp_path, e
 
 def test_long_scope_string_uses_a_post_form(database_url, tmp_path, ehr, app_key):
     long_scopes = SCOPES + " " + " ".join(f"user/Type{i}.rs" for i in range(200))
-    from conftest import Served, browser_session
+    from smart_harness import Served, browser_session
 
     served = Served()
     settings = smart_settings(database_url, tmp_path, ehr, app_key[0], served.url,

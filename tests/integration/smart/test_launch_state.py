@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import sqlalchemy as sa
-from conftest import smart_settings
+from smart_harness import smart_settings
 from strict_ehr import StrictEhr
 
 from referrals.store.work import WorkItem

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 import sqlalchemy as sa
-from conftest import CLIENT_ID, SCOPES, Harness, Served, browser_session, smart_settings
+from smart_harness import CLIENT_ID, SCOPES, Harness, Served, browser_session, smart_settings
 
 from referrals.model import Command, Referral, new_referral_id
 from refloop.app import create_app
