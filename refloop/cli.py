@@ -67,12 +67,14 @@ def main(ctx: click.Context, config: Path | None) -> None:
 def serve(obj: Context, role: str) -> None:
     """Run the server: web (gunicorn), workers and scheduler, and adapter roles."""
     from refloop import roles
+    from refloop.wiring import prepare_serving
 
     settings = obj.settings
     if role in ("all", "web"):
         check_serving(settings)
     obj.configure_logging(server=True)
     ensure_schema(settings)
+    prepare_serving(settings)
     if role == "web":
         roles.run_web(settings)
     elif role == "worker":
