@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DataError
 
 from hl7_bridge import index
 from hl7_bridge.ack import AckError
@@ -27,7 +28,7 @@ from referrals.errors import IllegalTransition, InboundError
 from referrals.model import Actor, Command, Link, Reason, Referral, Stage, new_referral_id
 from referrals.store.schema import inbox, work_items
 from referrals.store.work import WorkItem
-from referrals.worker import Worker
+from referrals.worker import Worker, refused
 
 log = logging.getLogger("refloop.hl7.apply")
 
@@ -35,6 +36,8 @@ PROCESSED, PARKED, IGNORED, QUARANTINED = "processed", "parked", "ignored", "qua
 WORK_KIND = "hl7.message"
 #: messages applied in one write transaction (one commit, one fsync)
 BATCH = 50
+#: the longest referral key column (referrals.source_key, hl7_referral_keys, hl7_parked)
+KEY_MAX = 512
 
 #: lifecycle stage each appointment status leads to, and the action that gets it there
 APPOINTMENT_ACTIONS = {"booked": "schedule", "pending": "schedule", "waitlist": "schedule",
@@ -89,8 +92,10 @@ class Applier:
         if rest:
             one_by_one = Worker(self.services.work, {WORK_KIND: self.handle_one}, name=owner)
             for work in rest:
-                one_by_one.process(work)
-                if work.id != item.id:
+                outcome = one_by_one.process(work)
+                # only an item that is finished is skipped when the worker reaches it; one that
+                # failed goes back to the queue and is applied when it is claimed again
+                if work.id != item.id and outcome in ("done", QUARANTINED):
                     self._applied.add(work.id)
 
     def _batch(self, item: WorkItem, owner: str) -> list[WorkItem]:
@@ -117,7 +122,14 @@ class Applier:
             prepared = {i: self._prepare(stored[i]) for i in ids
                         if stored[i]["status"] not in (PROCESSED, IGNORED, QUARANTINED)}
             lookups = BatchLookups(conn, self.services.resources)
-            _preload(lookups, prepared.values())
+            try:
+                with conn.begin_nested():
+                    _preload(lookups, prepared.values())
+            except Exception as exc:  # a value of one message refused: each runs alone
+                why = refused(exc) if isinstance(exc, DataError) else type(exc).__name__
+                log.info("HL7 batch reads failed; applying the batch one by one",
+                         extra={"batch": len(batch), "error": why})
+                return [], batch
             try:
                 for work, inbox_id in zip(batch, ids, strict=True):
                     try:
@@ -144,13 +156,20 @@ class Applier:
                 self._apply_stored(conn, inbox_id, {"status": stored.status,
                                                     "body": stored.body,
                                                     "sender": stored.sender})
+        except DataError as exc:  # the store refuses a value of this message: no retry helps
+            problem = f"{refused(exc)} (of this message)"
+            self._quarantine(inbox_id, stored.body, problem)
+            raise InboundError(f"HL7 message {inbox_id}: {problem}") from exc
         except (MessageError, MappingError, IllegalTransition) as exc:
-            with self.services.db.write() as conn:
-                self.services.inbox.mark(inbox_id, QUARANTINED, str(exc), conn=conn)
-                self.tell_sender(conn, stored.body, str(exc))
-            log.warning("HL7 message quarantined", extra={"inbox_id": inbox_id,
-                                                          "error": str(exc)})
+            self._quarantine(inbox_id, stored.body, str(exc))
             raise InboundError(f"HL7 message {inbox_id}: {exc}") from exc
+
+    def _quarantine(self, inbox_id: int, body: bytes, problem: str) -> None:
+        """Mark the inbox row quarantined and tell the sender (the worker keeps the item)."""
+        with self.services.db.write() as conn:
+            self.services.inbox.mark(inbox_id, QUARANTINED, problem[:4000], conn=conn)
+            self.tell_sender(conn, body, problem)
+        log.warning("HL7 message quarantined", extra={"inbox_id": inbox_id, "error": problem})
 
     def _apply_stored(self, conn: Connection, inbox_id: int, stored: Any) -> None:
         """Map and apply one stored message on `conn` and mark its inbox row."""
@@ -168,6 +187,7 @@ class Applier:
         try:
             prepared.message = self._parse(bytes(stored["body"]), sender)
             prepared.mapped = to_mapped(prepared.message, sender, self.config.sender(sender))
+            _check_keys(prepared.mapped, sender)
         except Exception as exc:
             prepared.error = exc
         return prepared
@@ -482,6 +502,16 @@ def _preload(lookups: BatchLookups, batch: Any) -> None:
     referral_keys = {key for p in ready for key in p.mapped.referral_keys}
     lookups.load_referral_keys(referral_keys)
     lookups.load_parked({f"referral:{key}" for key in referral_keys})
+
+
+def _check_keys(mapped: Mapped, sender: str) -> None:
+    """Keys longer than their columns (referral source key, business keys, parked keys) would be
+    refused by PostgreSQL and silently kept whole by SQLite: refuse them on both."""
+    for key in mapped.referral_keys:
+        if len(f"hl7|{sender}|{key}") > KEY_MAX or len(f"referral:{key}") > KEY_MAX:
+            raise MappingError(f"the referral identifier {key[:40]!r}... with its namespace is "
+                               f"too long to be stored (at most {KEY_MAX} characters with the "
+                               "sender's name)")
 
 
 def _work_item(row: Any) -> WorkItem:
