@@ -81,7 +81,8 @@ class Guard:
             raise Refused(401, "use 'Authorization: Bearer <token>'", error="invalid_request")
         if len(token) > MAX_TOKEN or not _TOKEN.match(token):
             raise Refused(401, "the bearer token is malformed", error="invalid_token")
-        issued = self.tokens.find(token)
+        # Refloop's own tokens are URL-safe base64 without dots; a JWT is never one of them
+        issued = self.tokens.find(token) if "." not in token else None
         if issued is not None:
             tenant = self.config.tenant(issued.tenant)
             # a client of a tenant that is no longer configured reaches nothing

@@ -5,6 +5,7 @@ free text, never the token."""
 from __future__ import annotations
 
 import base64
+import threading
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 CLIENT_SYSTEM = "urn:refloop:client"
 SUCCESS, REFUSED = "0", "4"
+IDLE_SECONDS = 5.0
 
 
 class Caller(Protocol):
@@ -69,8 +71,63 @@ def build_audit_event(caller: Caller, *, interaction: str, patients: Sequence[st
     }
 
 
-def record(resources: ResourceStore, event: dict[str, Any]) -> None:
-    resources.put(event, server="local")
+class AuditLog:
+    """Writes AuditEvents with group commit: a request hands its event over and waits until the
+    transaction holding it has committed, so no data leaves before its audit record is durable,
+    while concurrent requests share one commit (one disk flush) instead of one each."""
+
+    def __init__(self, resources: ResourceStore, *, max_batch: int = 256,
+                 wait_seconds: float = 30.0) -> None:
+        self.resources = resources
+        self.max_batch = max_batch
+        self.wait_seconds = wait_seconds
+        self._queue: list[_Pending] = []
+        self._ready = threading.Condition()
+        self._writer: threading.Thread | None = None
+
+    def record(self, event: dict[str, Any]) -> None:
+        """Store `event`; returns once it is committed (raises when the write failed)."""
+        pending = _Pending(event)
+        with self._ready:
+            self._queue.append(pending)
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(target=self._write_forever,
+                                                name="audit-writer", daemon=True)
+                self._writer.start()
+            self._ready.notify()
+        if not pending.done.wait(self.wait_seconds):
+            raise TimeoutError("the AuditEvent was not written in time")
+        if pending.error is not None:
+            raise pending.error
+
+    def _write_forever(self) -> None:
+        """Write what is queued, batch after batch; end after a few idle seconds (the next
+        record starts a writer again)."""
+        while True:
+            with self._ready:
+                if not self._queue:
+                    self._ready.wait(IDLE_SECONDS)
+                if not self._queue:
+                    self._writer = None
+                    return
+                batch = self._queue[:self.max_batch]
+                del self._queue[:self.max_batch]
+            try:
+                with self.resources.db.write() as conn:
+                    for pending in batch:
+                        self.resources.put(pending.event, server="local", conn=conn)
+            except Exception as exc:  # each waiting request answers with its own error
+                for pending in batch:
+                    pending.error = exc
+            for pending in batch:
+                pending.done.set()
+
+
+class _Pending:
+    def __init__(self, event: dict[str, Any]) -> None:
+        self.event = event
+        self.done = threading.Event()
+        self.error: Exception | None = None
 
 
 def _is_reference(value: str) -> bool:

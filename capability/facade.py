@@ -50,6 +50,7 @@ def facade_blueprint(db: Database, resources: ResourceStore, *, access: Access, 
                      security: dict[str, Any]) -> Blueprint:
     fhir = Blueprint("fhir", __name__, url_prefix="/fhir")
     fhir_base = base_url.rstrip("/") + "/fhir"
+    audit_log = audit.AuditLog(resources)
 
     @fhir.errorhandler(InboundError)
     def _bad_input(exc: InboundError) -> Response:
@@ -79,13 +80,13 @@ def facade_blueprint(db: Database, resources: ResourceStore, *, access: Access, 
             return fhir_response(operation_outcome(f"Task/{task_id[:64]} is not known",
                                                    code="not-found"), 404)
         if not row.within(reach.patient, reach.sources):
-            audit.record(resources, audit.build_audit_event(
+            audit_log.record(audit.build_audit_event(
                 grant, interaction="read", patients=[row.patient], entities=[f"Task/{task_id}"],
                 outcome=audit.REFUSED))
             return fhir_response(operation_outcome(
                 f"Task/{task_id} is outside what this token may read "
                 f"({_compartment(reach)})", code="forbidden"), 403)
-        audit.record(resources, audit.build_audit_event(
+        audit_log.record(audit.build_audit_event(
             grant, interaction="read", patients=[row.patient], entities=[f"Task/{task_id}"]))
         task = row.task
         return fhir_response(task, headers={"ETag": f'W/"{task["meta"]["versionId"]}"',
@@ -98,7 +99,7 @@ def facade_blueprint(db: Database, resources: ResourceStore, *, access: Access, 
         query = parse_task_query(list(request.args.items(multi=True)))
         query.within_patient, query.within_sources = reach.patient, reach.sources
         tasks, total = search_tasks(db, query)
-        audit.record(resources, audit.build_audit_event(
+        audit_log.record(audit.build_audit_event(
             grant, interaction="search-type",
             patients=[str((t.get("for") or {}).get("reference", "")) for t in tasks],
             entities=[f"Task/{t['id']}" for t in tasks],

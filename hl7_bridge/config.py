@@ -69,6 +69,8 @@ class Hl7Config:
     group_commit_max: int = 64
     #: a parked message whose referral has not arrived after this long goes to quarantine
     parked_expiry_hours: float = 72.0
+    #: stored messages a worker maps in one write transaction (apply.py)
+    mapping_batch: int = 200
     #: listener processes sharing the port; 0 = one per CPU core
     processes: int = 0
     #: connections a listener process takes before the next one gets any (then: fewest first)
@@ -168,6 +170,8 @@ def load_config(section: dict[str, Any]) -> Hl7Config:
             parked_expiry_hours=_positive(section.get("parked_expiry_hours",
                                                       base.parked_expiry_hours),
                                           "parked_expiry_hours"),
+            mapping_batch=int(_positive(section.get("mapping_batch", base.mapping_batch),
+                                        "mapping_batch")),
             processes=int(section.get("processes", base.processes)),
             connections_per_process=int(section.get("connections_per_process",
                                                     base.connections_per_process)),

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from collections.abc import Callable
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -28,8 +30,29 @@ CODE_SYSTEMS = {
 _DTM = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,4})?([+-]\d{4})?$")
 
 
+class Memo:
+    """Mapped values that repeat from message to message (the same referring doctors and
+    payers), keyed by their source text. Bounded: emptied when full. The values are shared by
+    every message that maps to them: read-only (resources are never changed after they are
+    mapped; effects.py puts new dicts)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self.data: dict[Any, Any] = {}
+
+    def get(self, key: Any, make: Callable[[], Any]) -> Any:
+        found = self.data.get(key)
+        if found is None:
+            if len(self.data) >= self.size:
+                self.data.clear()
+            found = self.data[key] = make()
+        return found
+
+
+@lru_cache(maxsize=65536)
 def stable_id(*parts: str) -> str:
-    """A resource id derived from its business key: re-running a mapping gives the same id."""
+    """A resource id derived from its business key: re-running a mapping gives the same id
+    (cached: practitioners, payers and codes repeat from message to message)."""
     return str(uuid.uuid5(NAMESPACE, "|".join(parts)))
 
 
@@ -98,16 +121,21 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.\-]+", "-", text).strip("-") or "x"
 
 
+def _at(values: list[str], component: int) -> str:
+    return values[component - 1] if component <= len(values) else ""
+
+
 def to_identifier(seg: Segment, number: int, rep: int, authorities: dict[str, str],
                   sender: str) -> dict[str, Any] | None:
     """CX -> Identifier (CX.1 value, CX.4 authority -> system, CX.5 type)."""
-    value = seg.get(number, 1, rep=rep)
+    values = seg.values(number, rep)
+    value = _at(values, 1)
     if not value:
         return None
-    system = hd_system(seg.get(number, 4, 1, rep), seg.get(number, 4, 2, rep),
+    system = hd_system(_at(values, 4), seg.get(number, 4, 2, rep),
                        seg.get(number, 4, 3, rep), authorities, sender)
     identifier: dict[str, Any] = {"system": system, "value": value}
-    kind = seg.get(number, 5, rep=rep)
+    kind = _at(values, 5)
     if kind:
         identifier["type"] = {"coding": [{
             "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": kind}]}
@@ -139,9 +167,9 @@ def to_ei(seg: Segment, number: int, authorities: dict[str, str], sender: str,
 def to_human_name(seg: Segment, number: int, rep: int = 0, offset: int = 0
                   ) -> dict[str, Any] | None:
     """XPN (or the name part of XCN, with `offset` 1) -> HumanName."""
-    family = seg.get(number, 1 + offset, rep=rep)
-    given = [g for g in (seg.get(number, 2 + offset, rep=rep),
-                         seg.get(number, 3 + offset, rep=rep)) if g]
+    values = seg.values(number, rep)
+    family = _at(values, 1 + offset)
+    given = [g for g in (_at(values, 2 + offset), _at(values, 3 + offset)) if g]
     if not family and not given:
         return None
     name: dict[str, Any] = {}
@@ -149,22 +177,25 @@ def to_human_name(seg: Segment, number: int, rep: int = 0, offset: int = 0
         name["family"] = family
     if given:
         name["given"] = given
-    suffix = [s for s in (seg.get(number, 4 + offset, rep=rep),
-                          seg.get(number, 6 + offset, rep=rep) if not offset else "") if s]
+    suffix = [s for s in (_at(values, 4 + offset),
+                          _at(values, 6 + offset) if not offset else "") if s]
     if suffix:
         name["suffix"] = suffix
-    prefix = seg.get(number, 5 + offset, rep=rep)
+    prefix = _at(values, 5 + offset)
     if prefix:
         name["prefix"] = [prefix]
     use = {"L": "official", "A": "nickname", "N": "nickname", "M": "maiden", "C": "old",
-           "D": "usual"}.get(seg.get(number, 7 + offset, rep=rep))
+           "D": "usual"}.get(_at(values, 7 + offset))
     if use and not offset:
         name["use"] = use
     return name
 
 
 def to_address(seg: Segment, number: int, rep: int = 0) -> dict[str, Any] | None:
-    parts = {k: seg.get(number, n, rep=rep) for k, n in
+    values = seg.values(number, rep)
+    if not any(values):
+        return None
+    parts = {k: _at(values, n) for k, n in
              (("line1", 1), ("line2", 2), ("city", 3), ("state", 4), ("postalCode", 5),
               ("country", 6), ("use", 7), ("district", 9))}
     if not any(v for k, v in parts.items() if k != "use"):
@@ -193,27 +224,30 @@ def _subs(seg: Segment, number: int, component: int, rep: int) -> list[str]:
 
 def to_telecom(seg: Segment, number: int, rep: int, default_use: str) -> dict[str, Any] | None:
     """XTN -> ContactPoint; pre-2.5 feeds put the number in XTN.1."""
-    equipment = seg.get(number, 3, rep=rep).upper()
-    email = seg.get(number, 4, rep=rep)
-    if equipment in ("INTERNET", "X.400") or (email and not seg.get(number, 7, rep=rep)):
+    values = seg.values(number, rep)
+    if not any(values):
+        return None
+    equipment = _at(values, 3).upper()
+    email = _at(values, 4)
+    if equipment in ("INTERNET", "X.400") or (email and not _at(values, 7)):
         if not email:
             return None
         return {"system": "email", "value": email, "use": default_use}
-    value = seg.get(number, 12, rep=rep)
+    value = _at(values, 12)
     if not value:
-        pieces = [seg.get(number, n, rep=rep) for n in (5, 6, 7)]
+        pieces = [_at(values, n) for n in (5, 6, 7)]
         value = " ".join(p for p in pieces if p)
         if pieces[0] and value:
             value = "+" + value
-        extension = seg.get(number, 8, rep=rep)
+        extension = _at(values, 8)
         if value and extension:
             value += f" X{extension}"
-    value = value or seg.get(number, 1, rep=rep)
+    value = value or _at(values, 1)
     if not value:
         return None
     system = {"FX": "fax", "BP": "pager"}.get(equipment, "phone")
     use = {"PRN": "home", "WPN": "work", "ORN": "home", "VHN": "home", "PRS": "mobile",
-           "NET": default_use}.get(seg.get(number, 2, rep=rep), default_use)
+           "NET": default_use}.get(_at(values, 2), default_use)
     return {"system": system, "value": value, "use": use}
 
 
@@ -231,6 +265,7 @@ def to_coding(code: str, display: str, system_name: str) -> dict[str, Any] | Non
     return coding
 
 
+@lru_cache(maxsize=4096)
 def code_system(name: str) -> str:
     name = name.strip()
     if not name:
@@ -249,12 +284,13 @@ def code_system(name: str) -> str:
 
 def to_codeable(seg: Segment, number: int, rep: int = 0) -> dict[str, Any] | None:
     """CWE/CE -> CodeableConcept (two triplets plus CWE.9 original text)."""
+    values = seg.values(number, rep)
+    if not any(values):
+        return None
     codings = [c for c in (
-        to_coding(seg.get(number, 1, rep=rep), seg.get(number, 2, rep=rep),
-                  seg.get(number, 3, rep=rep)),
-        to_coding(seg.get(number, 4, rep=rep), seg.get(number, 5, rep=rep),
-                  seg.get(number, 6, rep=rep))) if c]
-    text = seg.get(number, 9, rep=rep)
+        to_coding(_at(values, 1), _at(values, 2), _at(values, 3)),
+        to_coding(_at(values, 4), _at(values, 5), _at(values, 6))) if c]
+    text = _at(values, 9)
     if not codings and not text:
         return None
     concept: dict[str, Any] = {}

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from hl7_bridge.tables import parked, patient_ids, referral_keys
+from hl7_bridge.tables import entity_state, parked, patient_ids, referral_keys
 
 
 def _insert(conn: Connection, table: sa.Table) -> Any:
@@ -96,15 +96,25 @@ def unpark_messages(conn: Connection, inbox_ids: list[int]) -> None:
 
 # --- bulk reads for a batch of messages (see lookups.py) --------------------------------------
 
+_PATIENTS_OF_SYSTEM = sa.select(patient_ids.c.value, patient_ids.c.patient_id,
+                                patient_ids.c.server).where(
+    patient_ids.c.system == sa.bindparam("system"),
+    patient_ids.c.value.in_(sa.bindparam("values", expanding=True)))
+
+
 def patients_by_identifier(conn: Connection, pairs: set[tuple[str, str]]
                            ) -> dict[tuple[str, str], tuple[str, str]]:
-    """(system, value) -> (patient id, server) for the pairs we know, in one query."""
-    if not pairs:
-        return {}
-    rows = conn.execute(sa.select(patient_ids).where(
-        patient_ids.c.value.in_(sorted({value for _, value in pairs}))))
-    return {(r.system, r.value): (str(r.patient_id), str(r.server)) for r in rows
-            if (r.system, r.value) in pairs}
+    """(system, value) -> (patient id, server) for the pairs we know: one query per system
+    (the primary key's order, so an index lookup however large the index grows)."""
+    by_system: dict[str, set[str]] = {}
+    for system, value in pairs:
+        by_system.setdefault(system, set()).add(value)
+    found: dict[tuple[str, str], tuple[str, str]] = {}
+    for system, values in by_system.items():
+        for row in conn.execute(_PATIENTS_OF_SYSTEM, {"system": system,
+                                                      "values": sorted(values)}):
+            found[(system, row.value)] = (str(row.patient_id), str(row.server))
+    return found
 
 
 def referral_ids_by_key(conn: Connection, keys: set[str]) -> dict[str, str]:
@@ -115,9 +125,52 @@ def referral_ids_by_key(conn: Connection, keys: set[str]) -> dict[str, str]:
     return {str(r.key): str(r.referral_id) for r in rows}
 
 
-def waited_for(conn: Connection, keys: set[str]) -> set[str]:
-    """Which of `keys` parked messages are waiting for."""
+def parked_by_key(conn: Connection, keys: set[str]) -> dict[str, list[tuple[int, int]]]:
+    """waited-for key -> (parked row id, inbox id) of the messages waiting for it."""
     if not keys:
-        return set()
-    return set(conn.execute(sa.select(parked.c.waiting_for).distinct()
-                            .where(parked.c.waiting_for.in_(sorted(keys)))).scalars())
+        return {}
+    found: dict[str, list[tuple[int, int]]] = {}
+    for row in conn.execute(sa.select(parked.c.id, parked.c.inbox_id, parked.c.waiting_for)
+                            .where(parked.c.waiting_for.in_(sorted(keys)))
+                            .order_by(parked.c.inbox_id)):
+        found.setdefault(str(row.waiting_for), []).append((int(row.id), int(row.inbox_id)))
+    return found
+
+
+# --- bulk writes of a batch (lookups.py) -----------------------------------------------------
+
+def insert_referral_keys(conn: Connection, rows: list[dict[str, str]]) -> None:
+    if rows:
+        conn.execute(_insert(conn, referral_keys).on_conflict_do_nothing(
+            index_elements=["key"]), rows)
+
+
+def insert_patient_ids(conn: Connection, rows: list[dict[str, str]]) -> None:
+    if rows:
+        conn.execute(_insert(conn, patient_ids).on_conflict_do_nothing(
+            index_elements=["system", "value"]), rows)
+
+
+def insert_parks(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(_insert(conn, parked).on_conflict_do_nothing(
+            index_elements=["inbox_id", "waiting_for"]), rows)
+
+
+def states(conn: Connection, entities: set[str]) -> dict[str, str]:
+    """entity -> its stored v2 segments (merge.py), in one query."""
+    if not entities:
+        return {}
+    return {str(e): str(s) for e, s in conn.execute(
+        sa.select(entity_state.c.entity, entity_state.c.segments)
+        .where(entity_state.c.entity.in_(sorted(entities))))}
+
+
+def save_states(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert or replace (entity, segments, updated_at) rows."""
+    if not rows:
+        return
+    statement = _insert(conn, entity_state)
+    conn.execute(statement.on_conflict_do_update(
+        index_elements=["entity"], set_={"segments": statement.excluded.segments,
+                                         "updated_at": statement.excluded.updated_at}), rows)

@@ -24,6 +24,8 @@ class Segment:
     fields: list[str]
     d: Delimiters
     charset: str = "latin-1"
+    #: field number -> repetitions -> raw components, split once when first read
+    _split: dict[int, list[list[str]]] = field(default_factory=dict, repr=False, compare=False)
 
     def raw(self, number: int) -> str:
         return self.fields[number] if 0 <= number < len(self.fields) else ""
@@ -35,24 +37,48 @@ class Segment:
         return value.split(self.d.repetition) if value else []
 
     def components(self, number: int, rep: int = 0) -> list[str]:
-        reps = self.repetitions(number)
-        return reps[rep].split(self.d.component) if rep < len(reps) else []
+        """The raw components of one repetition (cached)."""
+        reps = self._split.get(number)
+        if reps is None:
+            if self.name == "MSH" and number <= 2:
+                reps = [[self.raw(number)]]
+            else:
+                component = self.d.component
+                reps = [r.split(component) for r in self.repetitions(number)]
+            self._split[number] = reps
+        return reps[rep] if rep < len(reps) else []
+
+    def values(self, number: int, rep: int = 0) -> list[str]:
+        """Each component's value (its first sub-component), unescaped; [] when absent."""
+        sub = self.d.subcomponent
+        return [self.text(c.split(sub, 1)[0] if sub in c else c) if c else ""
+                for c in self.components(number, rep)]
 
     def get(self, number: int, component: int = 1, sub: int = 1, rep: int = 0) -> str:
         """One value, unescaped, truncation character removed; "" when absent."""
-        comps = self.components(number, rep)
+        reps = self._split.get(number)
+        comps = reps[rep] if reps is not None and rep < len(reps) else \
+            self.components(number, rep)
         if component > len(comps):
             return ""
-        subs = comps[component - 1].split(self.d.subcomponent)
-        if sub > len(subs):
+        raw = comps[component - 1]
+        if not raw:
             return ""
-        return self.text(subs[sub - 1])
+        if self.d.subcomponent in raw:
+            subs = raw.split(self.d.subcomponent)
+            raw = subs[sub - 1] if sub <= len(subs) else ""
+        elif sub > 1:
+            return ""
+        return self.text(raw) if raw else ""
 
     def text(self, raw: str) -> str:
+        if not raw:
+            return ""
         if self.d.truncation:
             raw = raw.replace(self.d.truncation, "")
-        value = unescape(raw, self.d, self.charset)
-        return "" if value == '""' else value
+        if self.d.escape in raw:
+            raw = unescape(raw, self.d, self.charset)
+        return "" if raw == '""' else raw
 
     def whole(self, number: int, rep: int = 0) -> str:
         """A text field (TX/FT/ST) unescaped as a whole, components kept literally."""

@@ -1,5 +1,5 @@
-"""The bridge's own tables (migrations 0003_hl7, 0350_hl7_keys): business keys, identifiers,
-parked messages, outbound log."""
+"""The bridge's own tables (migrations 0003_hl7, 0350_hl7_keys, 0351_hl7_entity_state):
+business keys, identifiers, parked messages, outbound log, the v2 state of mapped things."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ referral_keys = sa.Table(
     sa.Column("key", sa.String(512), primary_key=True),
     sa.Column("referral_id", sa.String(64), nullable=False, index=True),
     sa.Column("sender", sa.String(256), nullable=False),
-    sa.Column("patient", sa.String(256), nullable=False, server_default=""),
+    sa.Column("patient", sa.String(256), nullable=False, server_default="", index=True),
 )
 
 #: patient identifiers (system, value) -> our Patient id; merged ids point at the survivor
@@ -51,4 +51,13 @@ outbound_log = sa.Table(
     sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-TABLES = [referral_keys, patient_ids, parked, outbound_log]
+#: the effective v2 segments of each mapped thing (merge.py): "Patient/<id>",
+#: "ServiceRequest/<id>", "Appointment/<id>" -> segments in the standard encoding, CR-separated
+entity_state = sa.Table(
+    "hl7_entity_state", metadata,
+    sa.Column("entity", sa.String(300), primary_key=True),
+    sa.Column("segments", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+TABLES = [referral_keys, patient_ids, parked, outbound_log, entity_state]

@@ -48,7 +48,10 @@ def choose_zones(now: datetime) -> tuple[str, str]:
 
 
 def run_demo(services: Any, make_runtime: Callable[..., Runtime],
-             echo: Callable[[str], None]) -> dict[str, Any]:
+             echo: Callable[[str], None], *, make_app: Callable[[], Any],
+             handlers: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """`make_app` builds Refloop's web application and `handlers` the outreach work handlers
+    (both from refloop/wiring, which this adapter never imports)."""
     twilio = TwilioSandbox(rules=SandboxRules()).start()
     mail = MailCapture().start()
     server = make_server("127.0.0.1", 0, _Late(), threaded=True)
@@ -70,12 +73,9 @@ def run_demo(services: Any, make_runtime: Callable[..., Runtime],
         on_transition(rt, conn, change)
 
     services.referrals.listeners.append(listener)
-    from refloop.app import create_app
-    from refloop.wiring.outreach import work_handlers
-
-    server.app.inner = create_app(services)  # type: ignore[attr-defined]
+    server.app.inner = make_app()  # type: ignore[attr-defined]
     stop = threading.Event()
-    worker = Worker(services.work, work_handlers(services))
+    worker = Worker(services.work, handlers())
     threads = [threading.Thread(target=server.serve_forever, daemon=True),
                threading.Thread(target=worker.run, args=(stop, 0.05), daemon=True)]
     for thread in threads:

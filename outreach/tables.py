@@ -98,3 +98,21 @@ outreach_failing = sa.Table(
     sa.Column("reason", sa.Text, nullable=False, server_default=""),
     sa.Column("since", Moment, nullable=False),
 )
+
+#: mail to a provider's office (outreach.provider-email, asked for by other adapters): the row
+#: written before the SMTP call, keyed by the work item's idempotency key, so an interrupted
+#: send is never repeated
+outreach_provider_mail = sa.Table(
+    "outreach_provider_mail", metadata,
+    sa.Column("key", sa.String(512), primary_key=True),
+    sa.Column("referral_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("purpose", sa.String(64), nullable=False),
+    sa.Column("address", sa.String(320), nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # sending | sent | failed | unknown
+    sa.Column("message_id", sa.String(255), nullable=False, server_default=""),
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", Moment, nullable=False),
+    sa.Column("updated_at", Moment, nullable=False),
+)
+sa.Index("ix_outreach_provider_mail_referral", outreach_provider_mail.c.referral_id)

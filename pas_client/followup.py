@@ -12,27 +12,59 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
-from pas_client.reply import DECISION, find_claim_responses, read_reply
-from pas_client.response import from_claim_response
-from pas_client.store import UNDECIDED, PriorAuthRequest
+from pas_client.client import PayerClient, Reply
+from pas_client.config import PasConfig, PayerConfig
+from pas_client.reply import DECISION, Reading, find_claim_responses, read_reply
+from pas_client.response import Decision, from_claim_response
+from pas_client.store import UNDECIDED, PriorAuthRequest, PriorAuthStore
 from pas_client.update import build_inquiry_bundle
 from referrals.errors import InboundError, NotFound
-from referrals.model import Actor, Reason
+from referrals.model import Actor, Reason, Referral
 from referrals.store.work import WorkItem
-
-if TYPE_CHECKING:
-    from pas_client.config import PayerConfig
-    from pas_client.flow import PriorAuthFlow
-    from pas_client.reply import Reading
 
 log = logging.getLogger("refloop.pas")
 INQUIRE_KIND = "pas.inquire"
 #: the coordinator task an escalation opens, its outcomes and the work kind that applies them
 TASK_KIND = "chase-authorization"
 OUTCOMES = ("approved", "denied", "resubmit", "withdrawn")
+
+
+class PriorAuthFlow(Protocol):
+    """What following up needs from the flow that sent the request (pas_client/flow.py)."""
+
+    config: PasConfig
+    store: PriorAuthStore
+    referral_store: Any
+    work: Any
+    tasks: Any
+
+    def now(self) -> datetime: ...
+
+    def client(self, payer: PayerConfig) -> PayerClient: ...
+
+    def enqueue_submit(self, referral_id: str, payer: str) -> None: ...
+
+    def keep(self, request: PriorAuthRequest | None, payer: PayerConfig, operation: str,
+             reply: Reply, *, referral_id: str | None = None) -> int: ...
+
+    def receive(self, request: PriorAuthRequest, operation: str, reply: Reply) -> Reading: ...
+
+    def match(self, decision: Decision, payer: str) -> PriorAuthRequest | None: ...
+
+    def apply_decision(self, request: PriorAuthRequest, decision: Decision, source: str,
+                       http_status: int | None = None, reply_id: int | None = None) -> bool: ...
+
+    def move_referral(self, request: PriorAuthRequest, status: str,
+                      decision: Decision | None = None) -> None: ...
+
+    def act_on(self, referral: Referral, action: str, reason: Reason | None = None,
+               changes: dict[str, Any] | None = None) -> Referral: ...
+
+    def put_task(self, request: PriorAuthRequest, status: str, decision: Decision | None,
+                 note: str = "") -> None: ...
 OUTCOME_KIND = "pas.coordinator-outcome"
 ACTOR_PAS = Actor("Device/refloop-pas", "Refloop prior authorization", "system")
 EXPEDITED_LEVEL = "U"

@@ -197,6 +197,10 @@ def _target(referral: Referral, rule: Rule) -> Stage:
 
 def _apply_changes(referral: Referral, changes: dict[str, Any], action: str) -> Referral:
     unknown = set(changes) - CHANGEABLE - {"add_inputs", "add_outputs"}
+    if action in loop.LOOP_ACTIONS and "details" in changes:
+        if not isinstance(changes["details"], dict):
+            raise IllegalTransition(action, referral.stage, "details must be a mapping")
+        unknown -= {"details"}
     if action in loop.CLOCK_ACTIONS:
         if not isinstance(changes.get("clock"), dict):
             raise IllegalTransition(action, referral.stage, "a clock action needs "
@@ -280,7 +284,9 @@ def _merge(existing: tuple[Link, ...], added: list[Link]) -> tuple[Link, ...]:
 
 def _event(referral: Referral, command: Command, from_stage: Stage | None, seq: int,
            at: datetime) -> Event:
-    data = {k: _plain(v) for k, v in command.changes.items()}
+    data = {k: _plain(v) for k, v in command.changes.items() if k != "details"}
+    # a closed-loop record's details (channel, milestone...) are the event's own data
+    data.update(_plain(command.changes.get("details") or {}))
     return Event(
         referral_id=referral.id, seq=seq, action=command.action if from_stage else "detect",
         from_stage=from_stage, to_stage=referral.stage, actor=command.actor, at=at,

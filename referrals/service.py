@@ -80,5 +80,9 @@ class ReferralService:
         raise AssertionError("unreachable")
 
     def _notify(self, conn: Connection, change: Transition) -> None:
+        self.notify(conn, change)
+
+    def notify(self, conn: Connection, change: Transition) -> None:
+        """Run the listeners on a change saved in `conn`'s transaction (also referrals/batch.py)."""
         for listener in self.listeners:
             listener(conn, change)

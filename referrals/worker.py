@@ -42,9 +42,28 @@ class Worker:
         """Claim and run one batch; returns how many items were processed."""
         items = self.queue.claim(self.name, limit=self.batch, kinds=self.handlers.keys())
         self.prepare(items)
+        done = self.handle_many(items)
         for item in items:
-            self.process(item)
+            if item.id not in done:
+                self.process(item)
         return len(items)
+
+    def handle_many(self, items: list[WorkItem]) -> set[int]:
+        """Give a handler with a `handle_many(items)` method all its items of the batch at once.
+        It applies what it can in its own transaction, completes those items there
+        (`WorkQueue.complete_many`) and returns their ids; the others run one by one afterwards,
+        with the usual retry and quarantine rules. When it raises, they all run one by one."""
+        done: set[int] = set()
+        for kind in dict.fromkeys(item.kind for item in items):
+            many = getattr(self.handlers[kind], "handle_many", None)
+            if many is None:
+                continue
+            try:
+                done |= set(many([item for item in items if item.kind == kind]))
+            except Exception:
+                log.exception("a batch handler failed; its items run one by one",
+                              extra={"kind": kind})
+        return done
 
     def prepare(self, items: list[WorkItem]) -> None:
         """Give a handler with a `prepare(items)` method its items of the batch before they run

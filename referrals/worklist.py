@@ -17,7 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from referrals.model import TERMINAL_STAGES, Stage
+from referrals.codec import clock_from_dict
+from referrals.model import TERMINAL_STAGES, Clock, Stage
 from referrals.store.database import Database
 from referrals.store.schema import referrals, resources
 
@@ -128,6 +129,21 @@ def patient_id(reference: str) -> str | None:
         if part == "Patient" and parts[i + 1]:
             return parts[i + 1]
     return None
+
+
+def fetch_clocks(db: Database, rows: list[WorklistRow]) -> dict[str, tuple[Clock, ...]]:
+    """The program clocks (TEAM, ASM) of a page's rows, by referral id (rows without a clock
+    are left out): one primary-key query for the page."""
+    if not rows:
+        return {}
+    found: dict[str, tuple[Clock, ...]] = {}
+    with db.read() as c:
+        for referral_id, state in c.execute(sa.select(T.id, T.state).where(
+                T.id.in_([row.id for row in rows]))):
+            clocks = (state or {}).get("clocks") if isinstance(state, dict) else None
+            if clocks:
+                found[referral_id] = tuple(clock_from_dict(clock) for clock in clocks)
+    return found
 
 
 def fetch_patients(db: Database, rows: list[WorklistRow]) -> dict[str, dict[str, Any]]:

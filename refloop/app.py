@@ -13,8 +13,9 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from referrals.store.migrate import pending
+from refloop.core_services import Services
 from refloop.logs import redact_text
-from refloop.services import Services
+from refloop.proxies import ProxyHeaders
 from refloop.wiring import install_routes, modules
 
 if TYPE_CHECKING:
@@ -83,6 +84,8 @@ def create_app(services: Services) -> Flask:
                         mimetype="application/fhir+json")
 
     install_routes(app, services)
+    app.wsgi_app = ProxyHeaders(app.wsgi_app,  # type: ignore[method-assign]
+                                services.settings.trusted_proxies)
     return app
 
 

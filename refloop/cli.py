@@ -11,8 +11,10 @@ import sqlalchemy as sa
 
 from referrals.errors import RefloopError
 from refloop.context import Context, pass_context
+from refloop.files import ensure_private_dir
 from refloop.output import print_json, print_table
-from refloop.settings import Settings
+from refloop.schema import ensure_schema
+from refloop.settings import Settings, check_serving
 
 
 class Group(click.Group):
@@ -62,8 +64,10 @@ def serve(obj: Context, role: str) -> None:
     from refloop.logs import configure_logging
 
     settings = obj.settings
+    if role in ("all", "web"):
+        check_serving(settings)
     configure_logging(settings.log_level, settings.log_format)
-    _ensure_schema(settings)
+    ensure_schema(settings)
     if role == "web":
         roles.run_web(settings)
     elif role == "worker":
@@ -87,7 +91,7 @@ def db() -> None:
 @pass_context
 def db_upgrade(obj: Context) -> None:
     """Apply every pending migration."""
-    heads = _ensure_schema(obj.settings)
+    heads = ensure_schema(obj.settings)
     click.echo(f"database at {', '.join(heads)}")
 
 
@@ -100,7 +104,7 @@ def db_status(obj: Context, as_json: bool) -> None:
     from referrals.store.migrate import current, pending
 
     if not obj.settings.database_url:
-        obj.settings.var_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(obj.settings.var_dir)
     database = connect(obj.settings.database)
     try:
         info = {"url": database.engine.url.render_as_string(hide_password=True),
@@ -112,6 +116,67 @@ def db_status(obj: Context, as_json: bool) -> None:
     else:
         click.echo(f"{info['url']}\ncurrent: {', '.join(info['current']) or '(empty)'}\n"
                    f"pending: {', '.join(info['pending']) or 'none'}")
+
+
+@db.command("backup")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@pass_context
+def db_backup(obj: Context, file: Path) -> None:
+    """Copy the SQLite store to FILE while the server runs (SQLite's online backup API)."""
+    from referrals.store.backup import backup
+
+    database = _sqlite_path(obj.settings, "backup")
+    pages = _with_progress("Backing up", lambda step: backup(database, file, step))
+    click.echo(f"backed up {database} to {file} ({pages} pages, mode 0600); restore it with "
+               f"'refloop db restore {file}'")
+
+
+@db.command("restore")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--yes", is_flag=True, help="Do not ask: replace the database's content.")
+@pass_context
+def db_restore(obj: Context, file: Path, yes: bool) -> None:
+    """Replace the SQLite store's content with the backup FILE (checked first)."""
+    from referrals.store.backup import check_backup, restore
+    from referrals.store.migrate import pending
+
+    database = _sqlite_path(obj.settings, "restore")
+    check_backup(file)
+    if database.exists() and not yes:
+        click.confirm(f"Replace everything in {database} with {file}?", abort=True, err=True)
+    if not database.exists():
+        ensure_private_dir(database.parent)
+    pages = _with_progress("Restoring", lambda step: restore(file, database, step))
+    click.echo(f"restored {file} into {database} ({pages} pages)")
+    from referrals.store import connect
+
+    restored = connect(obj.settings.database)
+    try:
+        missing = pending(restored)
+    finally:
+        restored.dispose()
+    if missing:
+        click.echo(f"the backup's schema is older (pending: {', '.join(missing)}); run "
+                   "'refloop db upgrade'")
+
+
+def _sqlite_path(settings: Settings, what: str) -> Path:
+    url = sa.engine.make_url(settings.database)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        raise click.ClickException(
+            f"'refloop db {what}' is for the embedded SQLite store; on PostgreSQL use its own "
+            "tools: pg_dump -Fc for a logical copy and pg_restore to load it, or "
+            "pg_basebackup with WAL archiving for point-in-time recovery (docs/deploy.md)")
+    return Path(url.database)
+
+
+def _with_progress(label: str, run: Any) -> Any:
+    with click.progressbar(length=1, label=label, file=sys.stderr) as bar:
+        def step(done: int, total: int) -> None:
+            bar.length = max(total, 1)
+            bar.update(done - bar.pos)
+
+        return run(step)
 
 
 @main.group()
@@ -240,19 +305,6 @@ def work_drain(obj: Context) -> None:
 
     done = Worker(obj.services.work, all_handlers(obj.services)).drain()
     click.echo(f"processed {done} work items; queue: {obj.services.work.counts()}")
-
-
-def _ensure_schema(settings: Settings) -> list[str]:
-    from referrals.store import connect
-    from referrals.store.migrate import upgrade
-
-    if not settings.database_url:
-        settings.var_dir.mkdir(parents=True, exist_ok=True)
-    database = connect(settings.database, sqlite_synchronous=settings.sqlite_synchronous)
-    try:
-        return upgrade(database)
-    finally:
-        database.dispose()
 
 
 def _add_adapter_commands() -> None:

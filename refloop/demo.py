@@ -29,6 +29,7 @@ from referrals.errors import IllegalTransition
 from referrals.model import Actor, Command, Link, Reason, Referral, Stage, new_referral_id
 from refloop.context import Context, pass_context
 from refloop.output import bar, print_table
+from refloop.schema import ensure_schema
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "demo" / "referrals.json"
 #: one referral a legacy EHR sends as HL7 v2 (REF^I12 with its insurance in IN1)
@@ -52,9 +53,11 @@ PRIORITY_RANK = {"stat": 0, "asap": 1, "urgent": 2, "routine": 3}
 @pass_context
 def demo(obj: Context, serve: bool, ehr: str) -> None:
     """Run the demo on the embedded default (SQLite under var/)."""
-    from refloop.cli import _ensure_schema
+    from refloop.settings import check_serving
 
-    _ensure_schema(obj.settings)
+    if serve:
+        check_serving(obj.settings)
+    ensure_schema(obj.settings)
     services = obj.services
     if "REFLOOP_LOG_LEVEL" not in os.environ:  # the report is for people; the server logs later
         logging.getLogger().setLevel(logging.WARNING)

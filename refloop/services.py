@@ -1,57 +1,18 @@
-"""The composition root's object graph: the store and the core services, built once per process."""
+"""The services of one process: the core (refloop/core_services.py) plus every adapter's objects,
+added by the wiring modules."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
-from referrals.service import ReferralService
-from referrals.store import Database, connect
-from referrals.store.cursors import Cursors
-from referrals.store.inbox import Inbox
-from referrals.store.quarantine import Quarantine
-from referrals.store.referrals import ReferralStore
-from referrals.store.resources import ResourceStore
-from referrals.store.tasks import CoordinatorTasks
-from referrals.store.work import WorkQueue
+from refloop.core_services import Services, build_core
 from refloop.settings import Settings
+from refloop.wiring import build_all
 
-
-@dataclass
-class Services:
-    settings: Settings
-    db: Database
-    store: ReferralStore
-    referrals: ReferralService
-    resources: ResourceStore
-    quarantine: Quarantine
-    work: WorkQueue
-    inbox: Inbox
-    cursors: Cursors
-    #: coordinator tasks (a person must act on a referral); see referrals/store/tasks.py
-    tasks: CoordinatorTasks
-    #: adapter objects built by the wiring modules, by name ("subscriptions", "hl7", ...)
-    adapters: dict[str, Any] = field(default_factory=dict)
-
-    def close(self) -> None:
-        self.db.dispose()
+__all__ = ["Services", "build_services"]
 
 
 def build_services(settings: Settings, *, wire: bool = True) -> Services:
     """Open the store and build the core; with `wire`, let each adapter add its objects."""
-    if not settings.database_url:
-        settings.var_dir.mkdir(parents=True, exist_ok=True)
-    db = connect(settings.database, sqlite_synchronous=settings.sqlite_synchronous)
-    store = ReferralStore(db)
-    quarantine = Quarantine(db)
-    work = WorkQueue(db, quarantine, lease_seconds=settings.lease_seconds)
-    services = Services(
-        settings=settings, db=db, store=store, referrals=ReferralService(db, store),
-        resources=ResourceStore(db), quarantine=quarantine, work=work,
-        inbox=Inbox(db, work, quarantine), cursors=Cursors(db), tasks=CoordinatorTasks(db, work),
-    )
+    services = build_core(settings)
     if wire:
-        from refloop.wiring import build_all
-
         build_all(services)
     return services

@@ -9,11 +9,13 @@ Environment: `REFLOOP_DATABASE_URL`, `REFLOOP_HTTP_PORT`... map to top-level cor
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from referrals.errors import RefloopError
 
@@ -33,7 +35,12 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    #: the only source of absolute URLs (links, fullUrl, redirect URIs, token endpoint); the
+    #: Host header never is. Required when http_host is not a loopback address.
     public_base_url: str = ""
+    #: addresses or networks (CIDR) of the reverse proxies in front of us: only from these is
+    #: X-Forwarded-For / X-Forwarded-Proto believed; from anyone else they are dropped
+    trusted_proxies: tuple[str, ...] = ()
     web_workers: int = 2
     #: threads per web process for requests the edge hands to the WSGI application (complete
     #: requests only: a slow client never holds a thread)
@@ -144,6 +151,11 @@ def _coerce(key: str, value: Any, where: str) -> Any:
             return float(value)
         if kind in ("Path", Path):
             return Path(value)
+        if str(kind).startswith("tuple"):
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+                raise TypeError(value)
+            return tuple(i.strip() for i in items if i.strip())
         if not isinstance(value, str):
             raise TypeError(value)
         return value
@@ -152,7 +164,8 @@ def _coerce(key: str, value: Any, where: str) -> Any:
                             f" for {key}") from exc
 
 
-_KIND_WORDS = {"int": "whole number", "float": "number", "Path": "path", "str": "text"}
+_KIND_WORDS = {"int": "whole number", "float": "number", "Path": "path", "str": "text",
+               "tuple[str, ...]": "list of text (or comma-separated text)"}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -180,9 +193,42 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
                 "http_max_connections", "http_max_body_bytes"):
         if getattr(settings, key) < 1:
             fail(key, "must be at least 1")
+    for proxy in settings.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            fail("trusted_proxies", f"{proxy!r} is not an IP address or network "
+                 "(e.g. 10.0.0.5 or 10.0.0.0/24)")
+    base = urlsplit(settings.public_base_url)
+    if settings.public_base_url and (base.scheme not in ("http", "https") or not base.netloc
+                                     or base.query or base.fragment):
+        fail("public_base_url", f"{settings.public_base_url!r}; use the scheme and host (and "
+             "path) users reach, e.g. https://refloop.example.org")
     if settings.http_max_connections_per_source < 0:
         fail("http_max_connections_per_source", "must be 0 (no limit) or more")
     for key in ("lease_seconds", "tick_seconds", "http_request_timeout",
                 "http_keepalive_timeout"):
         if getattr(settings, key) <= 0:
             fail(key, "must be more than 0 seconds")
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_serving(settings: Settings) -> None:
+    """Refuse to serve on a non-loopback address without public_base_url: the absolute URLs
+    Refloop hands out (Bundle links, redirect URIs, the token endpoint) would otherwise name an
+    address peers may not reach, and nothing else may decide them."""
+    if not settings.public_base_url and not is_loopback(settings.http_host):
+        raise SettingsError(
+            f"http_host is {settings.http_host!r} (not loopback) but public_base_url is not set; "
+            "set public_base_url to the https address users and peers reach (e.g. "
+            "REFLOOP_PUBLIC_BASE_URL=https://refloop.example.org), or bind to 127.0.0.1 behind "
+            "a reverse proxy on this host")

@@ -335,7 +335,8 @@ class SchedulingAdapter:
 
     def subscribe(self, base: str) -> str:
         """A rest-hook Subscription on the calendar for Appointments that end (no-show,
-        cancelled, fulfilled), delivered to a hook of the subscriptions adapter."""
+        cancelled, fulfilled) or whose patient came (arrived, checked-in), delivered to a hook
+        of the subscriptions adapter."""
         hooks = self.core.hooks
         if hooks is None:
             raise RefloopError("the subscriptions adapter is not wired; appointments are "
@@ -345,7 +346,7 @@ class SchedulingAdapter:
         reply = self.sources.client(base).send("POST", "Subscription", body={
             "resourceType": "Subscription", "status": "requested",
             "reason": "No-shows and cancellations of appointments booked through Refloop",
-            "criteria": "Appointment?status=noshow,cancelled,fulfilled",
+            "criteria": "Appointment?status=noshow,cancelled,fulfilled,arrived,checked-in",
             "channel": {"type": "rest-hook", "endpoint": hook.url,
                         "payload": "application/fhir+json", "header": [hook.header]}},
             ok=(200, 201))

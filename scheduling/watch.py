@@ -1,9 +1,10 @@
 """What the calendar says about an appointment after it was booked, and what that does to the
 referral: `noshow` (a subscription notification or the poll) -> no-show; `cancelled` ->
-back to scheduling; `fulfilled` -> visit completed; `arrived`/`checked-in` kept. The poll also
-infers a no-show when the visit time plus the grace period has passed and the calendar still
-says `booked` (no arrival, no check-in). A cancellation of an appointment that is not ours frees
-its slots for the waitlist."""
+back to scheduling; `fulfilled`, `arrived` and `checked-in` -> visit completed (the patient
+came: the consult note is owed from then on). The poll also infers a no-show when the visit
+time plus the grace period has passed and the calendar still says `booked` (no arrival, no
+check-in). A cancellation of an appointment that is not ours frees its slots for the
+waitlist."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ SOURCE = "scheduling:calendar"
 
 #: appointment status on the calendar -> lifecycle action
 ACTIONS = {"noshow": "no-show", "cancelled": "cancel-appointment",
-           "entered-in-error": "cancel-appointment", "fulfilled": "complete-visit"}
+           "entered-in-error": "cancel-appointment", "fulfilled": "complete-visit",
+           "arrived": "complete-visit", "checked-in": "complete-visit"}
 
 #: (server, freed Slot keys) -> offers made; wired to the waitlist
 Freed = Callable[[str, list[str]], None]

@@ -45,6 +45,7 @@ ACTIONS: dict[str, ActionSpec] = {a.name: a for a in (
                ("channel", "outcome", "note")),
     ActionSpec("schedule", "Record appointment", ("schedule",), ("start", "location")),
     ActionSpec("no-show", "Mark no-show", ("no-show",)),
+    ActionSpec("complete-visit", "Mark visit completed", ("complete-visit",)),
     ActionSpec("request-authorization", "Request prior authorization",
                ("request-authorization",)),
     ActionSpec("link-note", "Attach consult note", ("link",), ("note_reference", "note_text")),
@@ -224,6 +225,8 @@ _RUNNERS: dict[str, Any] = {
     "resume": _simple("resume", "Referral resumed."),
     "record-outreach": _outreach, "schedule": _schedule,
     "no-show": _simple("no-show", "No-show recorded."),
+    "complete-visit": _simple("complete-visit", "Visit completed: the consult note is owed "
+                              "from now on."),
     "request-authorization": _authorization,
     "link-note": _link_note, "close-loop": _close_loop,
     "request-cancel": _simple("request-cancel", "Cancellation requested.", needs_reason=True),

@@ -44,6 +44,10 @@ class SmartConfig:
     cookie_name: str = "refloop_smart"
     token_key_file: Path | None = None
     http_timeout_seconds: float = 10.0
+    #: pending launches (unauthenticated: anyone may start one) one address may hold at once,
+    #: and all addresses together; each expires after 10 minutes
+    launch_states_per_source: int = 20
+    launch_states_max: int = 10_000
 
     def tenant_for_iss(self, iss: str) -> Tenant | None:
         """The tenant whose allow-list holds `iss` (one trailing slash ignored), or None."""
@@ -79,6 +83,8 @@ def from_section(section: dict[str, Any], var_dir: Path) -> SmartConfig:
         cookie_name=str(section.get("cookie_name", "refloop_smart")),
         token_key_file=Path(key_file) if key_file else var_dir / "smart-token.key",
         http_timeout_seconds=_number(section, "http_timeout_seconds", 10.0),
+        launch_states_per_source=_count(section, "launch_states_per_source", 20),
+        launch_states_max=_count(section, "launch_states_max", 10_000),
     )
 
 
@@ -110,6 +116,13 @@ def _tenant(index: int, raw: dict[str, Any]) -> Tenant:
         client_secret=secret, private_key_file=key_file, kid=str(raw.get("kid", "")),
         signing_alg=str(raw.get("signing_alg", "RS384")),
     )
+
+
+def _count(section: dict[str, Any], key: str, default: int) -> int:
+    value = _number(section, key, default)
+    if value < 1 or value != int(value):
+        raise SmartConfigError(f"[smart] {key} must be a whole number of at least 1")
+    return int(value)
 
 
 def _number(section: dict[str, Any], key: str, default: float) -> float:

@@ -35,7 +35,7 @@ class Launcher:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self, browser: str, *, iss: str, launch: str | None,
-              redirect_uri: str) -> AuthorizeRequest:
+              redirect_uri: str, source: str = "") -> AuthorizeRequest:
         """Check `iss` against the allow-list BEFORE any request, discover, build the request."""
         tenant = self.config.tenant_for_iss(iss)
         if tenant is None:
@@ -51,7 +51,7 @@ class Launcher:
         scope = launch_scope(tenant, ehr_launch=bool(launch))
         state = self.sessions.begin_launch(browser, tenant=tenant.name, iss=iss, launch=launch,
                                            code_verifier=verifier, nonce=nonce,
-                                           redirect_uri=redirect_uri)
+                                           redirect_uri=redirect_uri, source=source)
         log.info("launch started", extra={"tenant": tenant.name, "ehr_launch": bool(launch)})
         return auth.build_authorize_request(meta, tenant, iss=iss, launch=launch, scope=scope,
                                             state=state, nonce=nonce, code_verifier=verifier,

@@ -11,12 +11,13 @@ from urllib.parse import urlencode
 from flask import Response, render_template
 
 from referrals.analytics import fall_out, funnel
-from referrals.model import PRIORITIES, Referral, Stage
+from referrals.model import PRIORITIES, Clock, Referral, Stage
 from referrals.worklist import (
     OPEN_STAGES,
     SORTS,
     CursorError,
     WorklistFilter,
+    fetch_clocks,
     fetch_page,
     fetch_patients,
 )
@@ -76,6 +77,7 @@ def worklist(rt: SmartRuntime, session: Session, args: Mapping[str, str]) -> Res
         error = str(exc)
         page = fetch_page(rt.db, where, sort=sort, now=now)
     people = labels_for(page.rows, fetch_patients(rt.db, page.rows), now)
+    clocks = fetch_clocks(rt.db, page.rows)
     audit.record(rt.resources, audit.build_audit_event(
         session, interaction="search", patient=where.patient,
         entities=[], query=urlencode({k: v for k, v in chosen.items() if v}),
@@ -88,7 +90,8 @@ def worklist(rt: SmartRuntime, session: Session, args: Mapping[str, str]) -> Res
                            sort=sort, sorts=SORTS, stages=OPEN_STAGES, all_stages=STAGE_LABELS,
                            priorities=PRIORITIES, next_url=next_url, error=error,
                            patient_scoped=bool(where.patient), ctx=session.context,
-                           due=_due, base=f"/smart/s/{session.id}",
+                           due=_due, base=f"/smart/s/{session.id}", clocks=clocks,
+                           clock_text=_clock_text,
                            task_rows=task_views.rows(
                                task_views.open_on_worklist(rt, where.patient), now))
     return Response(html)
@@ -109,7 +112,7 @@ def referral(rt: SmartRuntime, session: Session, referral_id: str, *, done: str 
         task_rows=task_views.rows(task_views.open_for_referral(rt, referral_id), now),
         outreach_entries=communications.timeline(rt, referral_id),
         offered=actions.available(page.referral), pas_enabled=rt.pas_enabled,
-        pas_disabled=actions.PAS_DISABLED, view=referral_view, due=_due,
+        pas_disabled=actions.PAS_DISABLED, view=referral_view, due=_due, clock_text=_clock_text,
         base=f"/smart/s/{session.id}", banner=_banner(session, page),
         sched=rt.scheduling.summary(referral_id) if rt.scheduling else None)
     return Response(html, status=status)
@@ -153,6 +156,18 @@ def _due(deadline: datetime | None, now: datetime) -> dict[str, Any]:
         text = f"overdue {-hours / 24:.0f} d" if hours < -48 else f"overdue {-hours:.0f} h"
         return {"text": text, "overdue": True}
     return {"text": f"{hours / 24:.0f} d" if hours > 48 else f"{hours:.0f} h", "overdue": False}
+
+
+def _clock_text(clock: Clock, now: datetime) -> dict[str, Any]:
+    """A program clock on the worklist: `TEAM visit due in 12 d`, `ASM report met`."""
+    what = f"{clock.program.upper()} {clock.goal}"
+    if clock.met_at is not None:
+        return {"text": f"{what} met", "overdue": False}
+    if clock.missed_at is not None:
+        return {"text": f"{what} missed", "overdue": True}
+    due = _due(clock.due_at, now)
+    text = due["text"] if due["overdue"] else f"due in {due['text']}"
+    return {"text": f"{what} {text}", "overdue": due["overdue"]}
 
 
 def _client_id(rt: SmartRuntime, session: Session) -> str:

@@ -29,7 +29,7 @@ class SmartRuntime:
     work: WorkQueue
     #: a handler for "pas.submit" is registered (the PAS client exists)
     pas_enabled: bool
-    #: configured public URL ("" = take it from each request)
+    #: our public URL (settings.base_url): the only source of absolute URLs, never the Host
     public_base_url: str = ""
     #: coordinator tasks (listed on the worklist and the referral page, outcomes recorded here)
     tasks: CoordinatorTasks | None = None

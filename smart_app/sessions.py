@@ -13,12 +13,21 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from referrals.errors import RefloopError
 from referrals.store.database import Database
 from smart_app.context import LaunchContext
 from smart_app.tables import launch_states, sessions
 from smart_app.tokens import TokenVault, digest, new_secret, same
 
 STATE_LIFETIME = timedelta(minutes=10)
+
+
+class TooManyLaunches(RefloopError):
+    """More pending launches than allowed (from one address, or in all); try again later."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -45,26 +54,65 @@ class Session:
 
 class SessionStore:
     def __init__(self, db: Database, vault: TokenVault, *, idle: timedelta,
-                 absolute: timedelta) -> None:
+                 absolute: timedelta, states_per_source: int = 20,
+                 states_max: int = 10_000) -> None:
         self.db = db
         self.vault = vault
         self.idle = idle
         self.absolute = absolute
+        self.states_per_source = states_per_source
+        self.states_max = states_max
 
     # -- the OAuth leg -------------------------------------------------------------------
     def begin_launch(self, browser: str, *, tenant: str, iss: str, launch: str | None,
-                     code_verifier: str, nonce: str, redirect_uri: str) -> str:
-        """Record a pending launch bound to this browser; return its fresh `state`."""
+                     code_verifier: str, nonce: str, redirect_uri: str,
+                     source: str = "") -> str:
+        """Record a pending launch bound to this browser; return its fresh `state`. Anyone
+        may start a launch, so expired and used states go first, and a source address (or
+        everyone together) over its limit gets TooManyLaunches instead of a new row."""
         state = new_secret()
         now = _now()
+        source_key = digest(source)
         with self.db.write() as c:
-            c.execute(launch_states.delete().where(
-                launch_states.c.created_at < now - 6 * STATE_LIFETIME))
+            self._sweep_states(c, now)
+            mine = c.execute(sa.select(sa.func.count()).select_from(launch_states).where(
+                launch_states.c.source == source_key)).scalar_one()
+            if mine >= self.states_per_source:
+                raise TooManyLaunches("too many launches were started from this address in the "
+                                      "last few minutes; wait a minute and relaunch",
+                                      self._retry_after(c, now, source_key))
+            if c.execute(sa.select(sa.func.count()).select_from(launch_states)
+                         ).scalar_one() >= self.states_max:
+                raise TooManyLaunches("Refloop is handling too many launches right now; wait a "
+                                      "minute and relaunch", 60)
             c.execute(launch_states.insert().values(
                 state_hash=digest(state), browser_hash=digest(browser), tenant=tenant, iss=iss,
-                launch=launch, redirect_uri=redirect_uri, created_at=now,
+                launch=launch, redirect_uri=redirect_uri, created_at=now, source=source_key,
                 secrets=self.vault.seal({"code_verifier": code_verifier, "nonce": nonce})))
         return state
+
+    def sweep(self) -> int:
+        """Delete expired or used launch states and ended sessions; how many rows went."""
+        now = _now()
+        with self.db.write() as c:
+            gone = self._sweep_states(c, now)
+            gone += c.execute(sessions.delete().where(sa.or_(
+                sessions.c.expires_at < now, sessions.c.last_seen < now - self.idle))).rowcount
+        return int(gone)
+
+    @staticmethod
+    def _sweep_states(c: Any, now: datetime) -> int:
+        return int(c.execute(launch_states.delete().where(sa.or_(
+            launch_states.c.created_at < now - STATE_LIFETIME,
+            launch_states.c.used_at.is_not(None)))).rowcount)
+
+    @staticmethod
+    def _retry_after(c: Any, now: datetime, source_key: str) -> int:
+        oldest = c.execute(sa.select(sa.func.min(launch_states.c.created_at)).where(
+            launch_states.c.source == source_key)).scalar_one()
+        if oldest is None:
+            return 60
+        return max(1, int((_aware(oldest) + STATE_LIFETIME - now).total_seconds()) + 1)
 
     def consume_state(self, state: str, browser: str | None) -> PendingLaunch | None:
         """The pending launch for `state`, once: None when unknown, used, stale or another

@@ -22,8 +22,11 @@ launch_states = sa.Table(
     sa.Column("redirect_uri", sa.String(512), nullable=False),
     sa.Column("created_at", Moment, nullable=False),
     sa.Column("used_at", Moment),
+    # hash of the address the launch came from: the per-source limit counts these
+    sa.Column("source", sa.String(64), nullable=False, server_default=""),
 )
 sa.Index("ix_smart_launch_states_created", launch_states.c.created_at)
+sa.Index("ix_smart_launch_states_source", launch_states.c.source, launch_states.c.created_at)
 
 sessions = sa.Table(
     "smart_sessions", metadata,

@@ -17,7 +17,7 @@ from smart_app.auth import LaunchError, public_jwks
 from smart_app.runtime import SmartRuntime
 from smart_app.scheduling_port import scheduling_routes
 from smart_app.security import apply_headers, csrf_problem, origin_of, set_browser_cookie
-from smart_app.sessions import Session
+from smart_app.sessions import Session, TooManyLaunches
 from smart_app.tokens import new_secret
 
 log = logging.getLogger("refloop.smart")
@@ -30,7 +30,9 @@ def smart_blueprint(rt: SmartRuntime) -> Blueprint:
     cookie_age = int(rt.config.session_absolute_hours * 3600)
 
     def base_url() -> str:
-        return (rt.public_base_url or request.host_url).rstrip("/")
+        """Our public URL, from the configuration only: a request's Host header never decides
+        a redirect URI or an origin."""
+        return rt.public_base_url
 
     @bp.after_request
     def _headers(response: Response) -> Response:
@@ -48,9 +50,15 @@ def smart_blueprint(rt: SmartRuntime) -> Blueprint:
         browser = request.cookies.get(cookie) or new_secret()
         try:
             authorize = rt.launcher.start(browser, iss=iss, launch=handle,
-                                          redirect_uri=base_url() + "/smart/callback")
+                                          redirect_uri=base_url() + "/smart/callback",
+                                          source=request.remote_addr or "")
         except LaunchError as exc:
             return _message("Refloop cannot start", str(exc), 400)
+        except TooManyLaunches as exc:
+            log.warning("launch refused: too many pending", extra={"outcome": "launch-limit"})
+            busy = _message("Refloop is busy", str(exc), 429)
+            busy.headers["Retry-After"] = str(exc.retry_after)
+            return busy
         except PeerError as exc:
             return _message("The EHR cannot be reached", f"{exc}. Try again in a moment.", 502)
         if authorize.method == "POST":

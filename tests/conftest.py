@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -191,7 +190,7 @@ class FhirAuth:
                 "client_assertion_type": ASSERTION_TYPE,
                 "client_assertion": build_assertion(self.key, "tests-es384", "ES384",
                                                     client_id=client_id, token_url=token_url)}
-        status, body = _post_form(target, token_url, form)
+        status, body = _post_form(target, form)
         assert status == 200, body
         return str(body["access_token"])
 
@@ -214,14 +213,17 @@ def _get_json(target: Any, path: str) -> Any:
     return target.get(path).get_json()
 
 
-def _post_form(target: Any, url: str, form: dict[str, str]) -> tuple[int, Any]:
+#: the token endpoint's route in the app (the public URL may add a proxy's path prefix)
+TOKEN_ROUTE = "/auth/token"
+
+
+def _post_form(target: Any, form: dict[str, str]) -> tuple[int, Any]:
     if isinstance(target, str):
         import requests
 
-        response = requests.post(target.rstrip("/") + urlsplit(url).path, data=form,
-                                 timeout=10)
+        response = requests.post(target.rstrip("/") + TOKEN_ROUTE, data=form, timeout=10)
         return response.status_code, response.json()
-    answer = target.post(urlsplit(url).path, data=form)
+    answer = target.post(TOKEN_ROUTE, data=form)
     return answer.status_code, answer.get_json()
 
 

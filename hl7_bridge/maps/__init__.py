@@ -22,7 +22,7 @@ from hl7_bridge.maps.referral import (
     ref_service_request,
     referral_keys,
 )
-from hl7_bridge.message import Message
+from hl7_bridge.message import Message, Segment
 
 
 class MappingError(ValueError):
@@ -46,6 +46,8 @@ class Mapped:
     merged: list[dict[str, Any]] = field(default_factory=list)
     #: order control / referral status codes that drive the lifecycle
     codes: dict[str, str] = field(default_factory=dict)
+    #: OMG/ORM: the ORC and OBR of the order that is the referral
+    order_group: tuple[Segment | None, Segment | None] = (None, None)
 
     @property
     def referral_key(self) -> str:
@@ -161,6 +163,7 @@ def _order(msg: Message, mapped: Mapped, sender: str, config: SenderConfig) -> M
     sr, practitioners = order_service_request(msg, orc, obr, sender, config,
                                               _patient_ref(mapped))
     mapped.kind, mapped.service_request, mapped.referral_keys = "order", sr, keys
+    mapped.order_group = (orc, obr)
     mapped.practitioners += practitioners
     _insure(mapped)
     mapped.codes = {"orc1": orc.get(1).upper() if orc is not None else "",

@@ -11,9 +11,11 @@ from hl7_bridge.keys import application_namespaces, entity_keys, first_keys
 from hl7_bridge.maps.practitioner import from_xcn
 from hl7_bridge.message import Message
 
-#: SCH-25 filler status (IG FillerStatusCodes map)
+#: SCH-25 filler status (IG FillerStatusCodes map; "Arrived", which many schedulers send though
+#: table 0278 lacks it, as FHIR `arrived`)
 FILLER_STATUS = {"PENDING": "pending", "WAITLIST": "waitlist", "BOOKED": "booked",
-                 "STARTED": "checked-in", "COMPLETE": "fulfilled", "CANCELLED": "cancelled",
+                 "STARTED": "checked-in", "ARRIVED": "arrived", "COMPLETE": "fulfilled",
+                 "CANCELLED": "cancelled",
                  "DELETED": "entered-in-error", "NOSHOW": "noshow", "DC": "cancelled"}
 #: the trigger event wins over SCH-25 for these
 EVENT_STATUS = {"S15": "cancelled", "S16": "cancelled", "S17": "entered-in-error",

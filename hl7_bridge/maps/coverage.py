@@ -17,6 +17,7 @@ from typing import Any
 
 from hl7_bridge.config import SenderConfig
 from hl7_bridge.datatypes import (
+    Memo,
     code_system,
     stable_id,
     to_address,
@@ -56,7 +57,8 @@ def to_coverages(msg: Message, sender: str, config: SenderConfig, patient: dict[
     IN1 order; supporting resources after the Coverage that names them)."""
     resources: list[dict[str, Any]] = []
     for in1, in2 in insurance_groups(msg):
-        resources += _coverage(in1, in2, sender, config, patient)
+        if in1.get(3) or in1.get(4):  # without a payer there is no coverage to name
+            resources += _coverage(in1, in2, sender, config, patient)
     return resources
 
 
@@ -107,7 +109,16 @@ def _coverage(in1: Segment, in2: Segment | None, sender: str, config: SenderConf
     return resources
 
 
+_PAYERS = Memo()
+
+
 def _payer(in1: Segment, sender: str, config: SenderConfig) -> dict[str, Any]:
+    key = (sender, in1.d, *in1.fields[3:8], *sorted(config.authorities.items()))
+    found: dict[str, Any] = _PAYERS.get(key, lambda: _new_payer(in1, sender, config))
+    return found
+
+
+def _new_payer(in1: Segment, sender: str, config: SenderConfig) -> dict[str, Any]:
     identifier = to_identifier(in1, 3, 0, config.authorities, sender)
     name = in1.get(4)
     key = f"id:{identifier['system']}|{identifier['value']}" if identifier else f"name:{name}"

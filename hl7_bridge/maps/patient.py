@@ -19,11 +19,14 @@ from hl7_bridge.message import Segment
 GENDER = {"M": "male", "F": "female", "O": "other", "A": "other", "U": "unknown",
           "N": "unknown"}
 BIRTH_TIME = "http://hl7.org/fhir/StructureDefinition/patient-birthTime"
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+US_SSN = "http://hl7.org/fhir/sid/us-ssn"
 
 
 def patient_identifiers(pid: Segment, sender: str, config: SenderConfig
                         ) -> list[dict[str, Any]]:
-    """PID-3 (all repetitions), then PID-2 and PID-4 (older versions), without duplicates."""
+    """PID-3 (all repetitions), then PID-2 and PID-4 (older versions), then PID-19 SSN (IG:
+    type SS, system us-ssn), without duplicates."""
     found: list[dict[str, Any]] = []
     for number in (3, 2, 4):
         for rep in range(len(pid.repetitions(number))):
@@ -31,6 +34,10 @@ def patient_identifiers(pid: Segment, sender: str, config: SenderConfig
             if identifier and all((i["system"], i["value"]) !=
                                   (identifier["system"], identifier["value"]) for i in found):
                 found.append(identifier)
+    ssn = pid.get(19).strip()
+    if ssn and all(i["value"] != ssn for i in found):
+        found.append({"type": {"coding": [{"system": V2_0203, "code": "SS"}]},
+                      "system": US_SSN, "value": ssn})
     return found
 
 

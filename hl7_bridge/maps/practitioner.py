@@ -6,6 +6,7 @@ from typing import Any
 
 from hl7_bridge.config import SenderConfig
 from hl7_bridge.datatypes import (
+    Memo,
     hd_system,
     stable_id,
     to_address,
@@ -15,9 +16,17 @@ from hl7_bridge.datatypes import (
 )
 from hl7_bridge.message import Segment
 
+_PRD = Memo()
+
 
 def from_prd(prd: Segment, sender: str, config: SenderConfig) -> dict[str, Any]:
     """PRD-2 name, PRD-3 address, PRD-5 telecom, PRD-7 identifiers (PLN: id^type^state)."""
+    key = (sender, prd.d, *prd.fields[2:8], *sorted(config.authorities.items()))
+    found: dict[str, Any] = _PRD.get(key, lambda: _from_prd(prd, sender, config))
+    return found
+
+
+def _from_prd(prd: Segment, sender: str, config: SenderConfig) -> dict[str, Any]:
     ident = prd.get(7)
     key = f"id:{ident}^{prd.get(7, 2)}" if ident else "name:" + prd.raw(2)
     practitioner: dict[str, Any] = {"resourceType": "Practitioner",

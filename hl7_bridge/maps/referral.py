@@ -91,6 +91,8 @@ def ref_service_request(msg: Message, sender: str, config: SenderConfig, patient
         sr["note"] = notes
     practitioners: list[dict[str, Any]] = []
     for prd in msg.all("PRD"):
+        if not prd.get(2) and not prd.get(7):
+            continue  # no name and no id: nobody (an update's "" removed them)
         practitioner = from_prd(prd, sender, config)
         practitioners.append(practitioner)
         role = prd.get(1).upper()

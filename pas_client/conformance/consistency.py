@@ -11,10 +11,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from pas_client.conformance.walk import Walk
+from pas_client.conformance.plan import Node
+
+
+class Walk(Protocol):
+    """What these rules need from the walk over a resource (pas_client/conformance/walk.py)."""
+
+    local_refs: list[tuple[str, str, Node]]
+
+    def add(self, severity: str, path: str, rule: str, message: str,
+            element: str = "") -> None: ...
+
+    def allowed_types(self, node: Node) -> set[str] | None: ...
+
+    def check_target_type(self, node: Node, kind: str | None, allowed: set[str] | None,
+                          loc: str, reference: str, position: int | None = None) -> bool: ...
 
 LISTS = ("careTeam", "diagnosis", "procedure", "supportingInfo", "item")
 POINTERS = {"careTeamSequence": "careTeam", "diagnosisSequence": "diagnosis",

@@ -9,74 +9,27 @@ expression is compiled, so the check can say which invariants it did not evaluat
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+from pas_client.conformance.fhirpath_functions import function
 from pas_client.conformance.fhirpath_parse import FhirPathSyntaxError, Node, parse
 from pas_client.conformance.fhirpath_values import (
-    TYPE_SUFFIXES,
+    Env,
+    Fn,
+    Unsupported,
+    children_named,
     compare,
+    distinct,
     equal,
     equivalent,
+    single,
     to_bool,
+    type_predicate,
 )
 
-
-class Unsupported(ValueError):
-    """The expression uses what this evaluator cannot do faithfully."""
-
-
-class EvaluationError(ValueError):
-    """The expression failed on this data (e.g. several values where one is needed)."""
-
-
-class Env:
-    """What an evaluation sees besides its focus: %resource, %rootResource, $this."""
-
-    __slots__ = ("context", "member_of", "resource", "root", "this")
-
-    def __init__(self, context: Any, resource: Any, root: Any,
-                 member_of: Callable[[Any, str], bool | None] | None = None) -> None:
-        self.context, self.resource, self.root, self.this = context, resource, root, context
-        self.member_of = member_of
-
-
-Fn = Callable[[list[Any], Env], list[Any]]
-PRIMITIVE_TESTS: dict[str, Callable[[Any], bool]] = {
-    "boolean": lambda v: isinstance(v, bool),
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "decimal": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-}
 VARIABLES = {"ucum": "http://unitsofmeasure.org", "sct": "http://snomed.info/sct",
              "loinc": "http://loinc.org"}
-
-
-#: names of choice elements (value[x] -> value) in the definitions loaded; a name outside it is
-#: never looked up by type suffix (`subscriber` must not find `subscriberId`)
-CHOICE_NAMES: set[str] = {"value"}
-
-
-def register_choice_names(names: set[str]) -> None:
-    CHOICE_NAMES.update(names)
-
-
-def children_named(item: Any, name: str) -> list[Any]:
-    if not isinstance(item, dict):
-        return []
-    value = item.get(name)
-    if value is None:
-        if name not in CHOICE_NAMES:
-            return []
-        for key in item:
-            if key.startswith(name) and key[len(name):] in TYPE_SUFFIXES:
-                value = item[key]
-                break
-        else:
-            return []
-    return value if isinstance(value, list) else [value]
 
 
 def navigate(name: str) -> Fn:
@@ -89,12 +42,6 @@ def navigate(name: str) -> Fn:
                 out.extend(children_named(item, name))
         return out
     return run
-
-
-def single(values: list[Any], what: str) -> Any:
-    if len(values) > 1:
-        raise EvaluationError(f"{what} needs one value, found {len(values)}")
-    return values[0] if values else None
 
 
 def bool_result(value: bool | None) -> list[Any]:
@@ -182,14 +129,6 @@ def arithmetic(symbol: str, left: Fn, right: Fn) -> Fn:
     return run
 
 
-def distinct(values: list[Any]) -> list[Any]:
-    out: list[Any] = []
-    for value in values:
-        if not any(equal(value, seen) is True for seen in out):
-            out.append(value)
-    return out
-
-
 def type_test(kind: str, operand: Fn, type_name: str) -> Fn:
     test = type_predicate(type_name)
 
@@ -199,16 +138,6 @@ def type_test(kind: str, operand: Fn, type_name: str) -> Fn:
             return [test(single(values, "is"))] if values else []
         return [v for v in values if test(v)]
     return run
-
-
-def type_predicate(type_name: str) -> Callable[[Any], bool]:
-    if type_name in PRIMITIVE_TESTS:
-        return PRIMITIVE_TESTS[type_name]
-    if type_name.lower() in PRIMITIVE_TESTS and type_name[:1].isupper():
-        return PRIMITIVE_TESTS[type_name.lower()]
-    if type_name[:1].isupper() and type_name not in TYPE_SUFFIXES:
-        return lambda v: isinstance(v, dict) and v.get("resourceType") == type_name
-    raise Unsupported(f"type test on {type_name} needs type information")
 
 
 # --- compiling ----------------------------------------------------------------------------------
@@ -239,7 +168,6 @@ def compile_node(node: Node) -> Fn:
     if kind == "type":
         return type_test(node[1], compile_node(node[2]), node[3])
     if kind == "call":
-        from pas_client.conformance.fhirpath_functions import function
         return function(node[1], [compile_node(a) for a in node[2]], node[2])
     return operator(node[1], compile_node(node[2]), compile_node(node[3]))
 
@@ -279,5 +207,3 @@ def compile_expression(expression: str) -> Fn:
     return compile_node(tree)
 
 
-def today_text() -> str:
-    return datetime.now(UTC).date().isoformat()

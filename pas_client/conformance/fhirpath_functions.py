@@ -11,19 +11,20 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from pas_client.conformance.fhirpath import (
+from pas_client.conformance.fhirpath_parse import Node
+from pas_client.conformance.fhirpath_values import (
     Env,
     EvaluationError,
     Fn,
     Unsupported,
     children_named,
     distinct,
+    equal,
     single,
+    to_bool,
     today_text,
     type_predicate,
 )
-from pas_client.conformance.fhirpath_parse import Node
-from pas_client.conformance.fhirpath_values import equal, to_bool
 
 UNSUPPORTED = {"resolve", "htmlChecks", "conformsTo", "lowBoundary", "highBoundary",
                "precision", "aggregate", "encode", "decode", "escape", "unescape"}

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,7 +28,6 @@ def to_bool(values: list[Any]) -> bool | None:
     if not values:
         return None
     if len(values) > 1:
-        from pas_client.conformance.fhirpath import EvaluationError
         raise EvaluationError(f"a boolean is needed, found {len(values)} values")
     value = values[0]
     return value if isinstance(value, bool) else True
@@ -88,3 +88,86 @@ def equivalent(a: Any, b: Any) -> bool:
     if isinstance(a, str) and isinstance(b, str):
         return " ".join(a.lower().split()) == " ".join(b.lower().split())
     return bool(equal(a, b))
+
+
+class Unsupported(ValueError):
+    """The expression uses what this evaluator cannot do faithfully."""
+
+
+class EvaluationError(ValueError):
+    """The expression failed on this data (e.g. several values where one is needed)."""
+
+
+class Env:
+    """What an evaluation sees besides its focus: %resource, %rootResource, $this."""
+
+    __slots__ = ("context", "member_of", "resource", "root", "this")
+
+    def __init__(self, context: Any, resource: Any, root: Any,
+                 member_of: Callable[[Any, str], bool | None] | None = None) -> None:
+        self.context, self.resource, self.root, self.this = context, resource, root, context
+        self.member_of = member_of
+
+
+Fn = Callable[[list[Any], Env], list[Any]]
+
+
+PRIMITIVE_TESTS: dict[str, Callable[[Any], bool]] = {
+    "boolean": lambda v: isinstance(v, bool),
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "decimal": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+}
+
+
+#: names of choice elements (value[x] -> value) in the definitions loaded; a name outside it is
+#: never looked up by type suffix (`subscriber` must not find `subscriberId`)
+CHOICE_NAMES: set[str] = {"value"}
+
+
+def register_choice_names(names: set[str]) -> None:
+    CHOICE_NAMES.update(names)
+
+
+def children_named(item: Any, name: str) -> list[Any]:
+    if not isinstance(item, dict):
+        return []
+    value = item.get(name)
+    if value is None:
+        if name not in CHOICE_NAMES:
+            return []
+        for key in item:
+            if key.startswith(name) and key[len(name):] in TYPE_SUFFIXES:
+                value = item[key]
+                break
+        else:
+            return []
+    return value if isinstance(value, list) else [value]
+
+
+def single(values: list[Any], what: str) -> Any:
+    if len(values) > 1:
+        raise EvaluationError(f"{what} needs one value, found {len(values)}")
+    return values[0] if values else None
+
+
+def distinct(values: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for value in values:
+        if not any(equal(value, seen) is True for seen in out):
+            out.append(value)
+    return out
+
+
+def type_predicate(type_name: str) -> Callable[[Any], bool]:
+    if type_name in PRIMITIVE_TESTS:
+        return PRIMITIVE_TESTS[type_name]
+    if type_name.lower() in PRIMITIVE_TESTS and type_name[:1].isupper():
+        return PRIMITIVE_TESTS[type_name.lower()]
+    if type_name[:1].isupper() and type_name not in TYPE_SUFFIXES:
+        return lambda v: isinstance(v, dict) and v.get("resourceType") == type_name
+    raise Unsupported(f"type test on {type_name} needs type information")
+
+
+def today_text() -> str:
+    return datetime.now(UTC).date().isoformat()

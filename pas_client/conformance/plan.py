@@ -11,12 +11,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from pas_client.conformance.fhirpath import (
-    Fn,
-    Unsupported,
-    compile_expression,
-    register_choice_names,
-)
+from pas_client.conformance.fhirpath import compile_expression
+from pas_client.conformance.fhirpath_values import Fn, Unsupported, register_choice_names
 from pas_client.conformance.primitives import fhir_type, is_primitive
 from pas_client.conformance.profiles import (
     Element,

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pas_client.conformance import primitives
+from pas_client.conformance.consistency import check_contained, check_sequences
 from pas_client.conformance.discriminator import slice_matches
-from pas_client.conformance.fhirpath import Env, EvaluationError, Unsupported
+from pas_client.conformance.fhirpath_values import Env, EvaluationError, Unsupported
 from pas_client.conformance.finding import Finding
 from pas_client.conformance.plan import Complex, Invariant, Node, Plan
 from pas_client.conformance.profiles import Profile, last_segment, strip_version
@@ -108,7 +109,6 @@ class Walk:
             self.invariants(self.plan.root_invariants(profile), resource, loc, profile.root["id"])
             self.complex(self.plan.root_complex(profile), resource, loc)
             if not contained:
-                from pas_client.conformance.consistency import check_contained, check_sequences
                 check_contained(self, resource, loc)
                 check_sequences(self, resource, loc)
         finally:

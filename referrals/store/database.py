@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
@@ -53,7 +55,9 @@ class Database:
 
 
 def sqlite_url(var_dir: Path) -> str:
-    var_dir.mkdir(parents=True, exist_ok=True)
+    if not var_dir.exists():
+        var_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(var_dir, 0o700)
     return f"sqlite:///{(var_dir / 'refloop.db').resolve()}"
 
 
@@ -63,17 +67,39 @@ def connect(url: str, *, sqlite_synchronous: str = "NORMAL", pool_size: int = 5)
         url = "postgresql+psycopg://" + url.removeprefix("postgres://")
     elif url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    json = {"json_serializer": dumps, "json_deserializer": orjson.loads}
     try:
         if url.startswith("sqlite"):
+            _create_private_sqlite(url)
             engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False},
-                                      pool_size=pool_size, max_overflow=20)
+                                      pool_size=pool_size, max_overflow=20, **json)
             _prepare_sqlite(engine, sqlite_synchronous)
         else:
             engine = sa.create_engine(url, pool_size=pool_size, max_overflow=20,
-                                      pool_pre_ping=True)
+                                      pool_pre_ping=True, **json)
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise RefloopError(f"cannot open the database {_safe(url)}: {exc}") from exc
     return Database(engine)
+
+
+def _create_private_sqlite(url: str) -> None:
+    """Create a missing SQLite database file readable by its owner only (0600): it holds
+    patient data. SQLite gives its -wal and -shm files the same mode."""
+    path = sa.engine.make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except (FileExistsError, FileNotFoundError):  # a missing directory: SQLite says so later
+        return
+    os.close(fd)
+
+
+def dumps(value: Any) -> str:
+    """JSON columns are written with orjson (several times faster than the json module on
+    resource bodies, task and provenance documents); dict keys that are not strings are
+    written as strings, as the json module does."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _prepare_sqlite(engine: Engine, synchronous: str) -> None:

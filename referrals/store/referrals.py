@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import builtins
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +16,7 @@ from referrals.codec import referral_from_dict, referral_to_dict
 from referrals.errors import ConflictError, NotFound
 from referrals.lifecycle import Transition
 from referrals.model import Actor, Event, Reason, Referral, Stage
+from referrals.store.bulk import Bulk
 from referrals.store.database import Database
 from referrals.store.schema import referral_events, referrals
 from referrals.task import bser_code, task_status, to_provenance, to_task
@@ -58,6 +59,15 @@ _PG_UPDATE_WITH_EVENT = _then_event(
     referrals.update().where(referrals.c.id == sa.bindparam("match_id"),
                              referrals.c.version == sa.bindparam("match_version"))
     .values({k: v for k, v in _ROW_PARAMS.items() if k != "id"}).returning(referrals.c.id))
+#: the batch writes (write_many), through the driver's executemany (store/bulk.py)
+_BULK_INSERT = Bulk(referrals.insert())
+_BULK_UPDATE = Bulk(referrals.update().where(
+    referrals.c.id == sa.bindparam("match_id"),
+    referrals.c.version == sa.bindparam("match_version"),
+).values({c.name: sa.bindparam(f"v_{c.name}", type_=c.type) for c in referrals.c
+          if c.name != "id"}))
+_BULK_INSERT_EVENT = Bulk(referral_events.insert().values(
+    {c.name: sa.bindparam(c.name, type_=c.type) for c in referral_events.c if c.name != "id"}))
 _STATE_BY_ID = sa.select(referrals.c.state).where(referrals.c.id == sa.bindparam("key"))
 _STATE_BY_ID_LOCKED = _STATE_BY_ID.with_for_update()
 _STATE_BY_SOURCE = sa.select(referrals.c.state).where(
@@ -136,6 +146,51 @@ class ReferralStore:
     def try_get_by_service_request(self, reference: str, conn: Connection | None = None
                                    ) -> Referral | None:
         return self._one(_STATE_BY_SERVICE_REQUEST, reference, conn)
+
+    # --- batches (referrals/batch.py) -----------------------------------------------------------
+
+    def get_many(self, referral_ids: Iterable[str], conn: Connection, *, lock: bool = False
+                 ) -> dict[str, Referral]:
+        """The referrals among `referral_ids`, in one query; with `lock`, other writers wait for
+        us (FOR UPDATE on PostgreSQL, rows taken in id order so batches cannot deadlock)."""
+        wanted = sorted(set(referral_ids))
+        if not wanted:
+            return {}
+        query = sa.select(referrals.c.state).where(referrals.c.id.in_(wanted)) \
+            .order_by(referrals.c.id)
+        if lock and self.db.dialect == "postgresql":
+            query = query.with_for_update()
+        found = (referral_from_dict(state) for state in conn.execute(query).scalars())
+        return {referral.id: referral for referral in found}
+
+    def ids_by_source(self, source_keys: Iterable[str], conn: Connection) -> dict[str, str]:
+        """source key -> referral id for the keys that exist, in one query."""
+        wanted = sorted(set(source_keys))
+        if not wanted:
+            return {}
+        return {str(k): str(i) for k, i in conn.execute(
+            sa.select(referrals.c.source_key, referrals.c.id)
+            .where(referrals.c.source_key.in_(wanted)))}
+
+    def write_many(self, new: list[Referral], changed: list[tuple[Referral, int]],
+                   events: list[tuple[Referral, Event]], conn: Connection) -> None:
+        """Insert `new` referrals, update `changed` ones (referral, version stored now: a lost
+        race raises ConflictError) and append `events` (each with the referral as that event
+        left it), one executemany per statement."""
+        if new:
+            try:
+                _BULK_INSERT.run(conn, [_row(r) for r in new])
+            except sa.exc.IntegrityError as exc:
+                raise ConflictError(f"{len(new)} new referrals", 0, 1) from exc
+        if changed:
+            rows = []
+            for referral, stored_version in changed:
+                row = {f"v_{k}": v for k, v in _row(referral).items() if k != "id"}
+                rows.append({**row, "match_id": referral.id, "match_version": stored_version})
+            if _BULK_UPDATE.run(conn, rows) != len(rows):
+                raise ConflictError(f"one of {len(rows)} referrals", 0, None)
+        if events:
+            _BULK_INSERT_EVENT.run(conn, [_event_row(r, e) for r, e in events])
 
     def task(self, referral_id: str) -> dict[str, Any] | None:
         with self.db.read() as c:

@@ -166,7 +166,7 @@ class WorkQueue:
         return len(rows)
 
     def backoff(self, attempts: int) -> float:
-        delay = min(self.max_backoff, self.base_backoff * (2 ** max(0, attempts - 1)))
+        delay = min(self.max_backoff, self.base_backoff * 2.0 ** max(0, attempts - 1))
         return delay * random.uniform(0.8, 1.2)
 
     def counts(self) -> dict[str, int]:

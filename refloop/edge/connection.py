@@ -16,16 +16,24 @@ import logging
 import time
 import uuid
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 import httptools
 
-from refloop.edge.messages import STATUS_LINES, Answer, Head, Pending, Reply, Upload, outcome
-from refloop.edge.wsgi import build_environ, run_wsgi
-
-if TYPE_CHECKING:
-    from refloop.edge.server import EdgeServer
+from refloop.edge.limits import EdgeLimits
+from refloop.edge.messages import (
+    STATUS_LINES,
+    Answer,
+    Head,
+    Pending,
+    Reply,
+    Route,
+    Upload,
+    outcome,
+)
+from refloop.edge.wsgi import WSGIApp, build_environ, run_wsgi
 
 log = logging.getLogger("refloop.http")
 
@@ -43,8 +51,29 @@ INCOMPLETE = {
 }
 
 
+class Host(Protocol):
+    """What a connection needs from the server that accepted it (refloop/edge/server.py)."""
+
+    loop: asyncio.AbstractEventLoop
+    limits: EdgeLimits
+    executor: ThreadPoolExecutor
+    wsgi: WSGIApp
+    address: tuple[str, int]
+    extra_headers: tuple[tuple[str, str], ...]
+
+    def admit(self, connection: EdgeConnection) -> Answer | None: ...
+
+    def release(self, connection: EdgeConnection) -> None: ...
+
+    def route_for(self, path: str) -> Route | None: ...
+
+    def keep(self, head: Head | None, body: bytes, reason: str) -> None: ...
+
+    def date(self) -> bytes: ...
+
+
 class EdgeConnection(asyncio.Protocol):
-    def __init__(self, server: EdgeServer) -> None:
+    def __init__(self, server: Host) -> None:
         self.server = server
         self.loop = server.loop
         self.limits = server.limits

@@ -27,9 +27,10 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from referrals.worker import Handler
-    from refloop.services import Services
+    from refloop.core_services import Services
 
-MODULES = ("core", "access", "subscriptions", "hl7", "pas", "smart", "outreach", "scheduling")
+MODULES = ("core", "access", "subscriptions", "hl7", "pas", "smart", "outreach", "scheduling",
+           "loop")
 
 Role = Callable[[threading.Event], None]
 

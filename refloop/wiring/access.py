@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from access.tokens import TokenStore
     from referrals.store.work import WorkItem
     from referrals.worker import Handler
-    from refloop.services import Services
+    from refloop.core_services import Services
 
 
 @dataclass

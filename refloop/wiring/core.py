@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
     from referrals.store.work import WorkItem
     from referrals.worker import Handler
-    from refloop.services import Services
+    from refloop.core_services import Services
 
 
 def routes(app: Flask, services: Services) -> None:

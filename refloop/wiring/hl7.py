@@ -20,7 +20,7 @@ from refloop.output import print_table
 
 if TYPE_CHECKING:
     from referrals.worker import Handler
-    from refloop.services import Services
+    from refloop.core_services import Services
     from refloop.settings import Settings
     from refloop.wiring import Role, Timer
 
@@ -34,19 +34,27 @@ class Hl7Adapter:
         from hl7_bridge.intake import Intake
         from hl7_bridge.outbound import Outbound
         from hl7_bridge.parking import Parking
+        from hl7_bridge.partner_messages import PartnerMessages
         from hl7_bridge.srm import SrmSender
 
         self.config = load_config(services.settings.section("hl7"))
         self.intake = Intake(self.config, services.inbox, services.db.write, services.work)
-        self.applier = Applier(services, self.config)
         self.outbound = Outbound(services, self.config)
+        self.applier = Applier(services, self.config, self.outbound)
         self.srm = SrmSender(services, self.config)
+        self.partner = PartnerMessages(services, self.config)
         self.parking = Parking(services, timedelta(hours=self.config.parked_expiry_hours),
                                self.applier.tell_sender)
 
     def queue_status_reply(self, conn: Any, referral: Any, sender: str,
                            control_id: str) -> bool:
         return self.outbound.queue_status_reply(conn, referral, sender, control_id)
+
+    def stage_events(self, partner: str) -> frozenset[str]:
+        """The stages the bridge itself reports to `partner` about the partner's own v2
+        referrals (its `outbound.events`; none when it has no outbound address)."""
+        outbound = self.config.sender(partner).outbound
+        return frozenset(outbound.events) if outbound.enabled else frozenset()
 
 
 def build(services: Services) -> None:
@@ -57,8 +65,9 @@ def build(services: Services) -> None:
 
 def work_handlers(services: Services) -> dict[str, Handler]:
     adapter: Hl7Adapter = services.adapters["hl7"]
-    return {"hl7.message": adapter.applier.handle, "hl7.outbound": adapter.outbound.handle,
+    return {"hl7.message": adapter.applier, "hl7.outbound": adapter.outbound.handle,
             "hl7.srm": adapter.srm.handle,
+            "hl7.partner-message": adapter.partner.handle,
             "hl7.expire-parked": lambda item: _expire_parked(adapter)}
 
 
@@ -104,12 +113,14 @@ def spawn_listener(settings: Settings, channel: socket.socket, index: int) -> An
 
 def _listener_process(settings: Settings, channel: socket.socket) -> None:
     from hl7_bridge.processes import die_with_parent, serve_handed
+    from refloop.core_services import build_core
     from refloop.logs import configure_logging
-    from refloop.services import build_services
+    from refloop.wiring import build_all
 
     die_with_parent()
     configure_logging(settings.log_level, settings.log_format)
-    services = build_services(settings)
+    services = build_core(settings)
+    build_all(services)
     try:
         adapter: Hl7Adapter = services.adapters["hl7"]
         serve_handed(adapter.config, adapter.intake, channel)

@@ -18,11 +18,12 @@ if TYPE_CHECKING:
 
     from outreach.runtime import Runtime
     from referrals.worker import Handler
-    from refloop.services import Services
+    from refloop.core_services import Services
 
 NAME = "outreach"
 KINDS = ("outreach.message", "outreach.start", "outreach.rung", "outreach.stop",
-         "outreach.status", "outreach.inbound", "outreach.task-outcome")
+         "outreach.status", "outreach.inbound", "outreach.task-outcome",
+         "outreach.provider-email")
 
 
 def build(services: Services) -> None:
@@ -93,11 +94,12 @@ def routes(app: Flask, services: Services) -> None:
 
 
 def work_handlers(services: Services) -> dict[str, Handler]:
-    from outreach import callbacks, engine, replies
+    from outreach import callbacks, engine, provider_mail, replies
 
     rt = runtime(services)
     return {
         "outreach.message": lambda item: engine.handle_message(rt, item),
+        "outreach.provider-email": lambda item: provider_mail.handle(rt, item),
         "outreach.start": lambda item: engine.handle_start(rt, item),
         "outreach.rung": lambda item: engine.handle_rung(rt, item),
         "outreach.stop": lambda item: engine.handle_stop(rt, item),
@@ -252,5 +254,7 @@ def commands() -> list[click.Command]:
 
 def run_demo_outreach(services: Services, echo: Any = click.echo) -> dict[str, Any]:
     from outreach.demo import run_demo
+    from refloop.app import create_app
 
-    return run_demo(services, make_runtime, echo)
+    return run_demo(services, make_runtime, echo, make_app=lambda: create_app(services),
+                    handlers=lambda: work_handlers(services))

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from pas_client.coverage_check import CoverageCheck
     from pas_client.flow import PriorAuthFlow
     from referrals.worker import Handler
-    from refloop.services import Services
+    from refloop.core_services import Services
 
 NAME = "pas"
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from referrals.worker import Handler
-    from refloop.services import Services
+    from refloop.core_services import Services
     from scheduling.adapter import SchedulingAdapter
 
 NAME = "scheduling"

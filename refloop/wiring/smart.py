@@ -8,11 +8,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from refloop.context import Context, pass_context
+from refloop.wiring import Timer
 
 if TYPE_CHECKING:
     from flask import Flask
 
-    from refloop.services import Services
+    from referrals.store.work import WorkItem
+    from referrals.worker import Handler
+    from refloop.core_services import Services
     from smart_app.runtime import SmartRuntime
 
 
@@ -28,6 +31,19 @@ def routes(app: Flask, services: Services) -> None:
     runtime.pas_enabled = "pas.submit" in all_handlers(services)
     runtime.details = lambda referral_id: all_referral_details(services, referral_id)
     app.register_blueprint(smart_blueprint(runtime))
+
+
+def work_handlers(services: Services) -> dict[str, Handler]:
+    def sweep(_item: WorkItem) -> None:
+        runtime: SmartRuntime = services.adapters.get("smart") or _runtime(services)
+        runtime.sessions.sweep()
+
+    return {"smart.sweep": sweep}
+
+
+def timers(services: Services) -> list[Timer]:
+    """Expired launch states and ended sessions go every five minutes."""
+    return [Timer("smart-sweep", 300.0, "smart.sweep")]
 
 
 def commands() -> list[click.Command]:
@@ -47,12 +63,14 @@ def _runtime(services: Services) -> SmartRuntime:
     assert config.token_key_file is not None
     sessions = SessionStore(services.db, TokenVault.from_file(config.token_key_file),
                             idle=timedelta(minutes=config.session_idle_minutes),
-                            absolute=timedelta(hours=config.session_absolute_hours))
+                            absolute=timedelta(hours=config.session_absolute_hours),
+                            states_per_source=config.launch_states_per_source,
+                            states_max=config.launch_states_max)
     launcher = Launcher(config, sessions, EhrHttp(config.http_timeout_seconds))
     return SmartRuntime(config=config, launcher=launcher, sessions=sessions, db=services.db,
                         store=services.store, referrals=services.referrals,
                         resources=services.resources, work=services.work, pas_enabled=False,
-                        public_base_url=settings.public_base_url.rstrip("/"),
+                        public_base_url=settings.base_url,
                         tasks=services.tasks)
 
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from referrals.worker import Handler
-    from refloop.services import Services
+    from refloop.core_services import Services
     from subscriptions.adapter import SubscriptionsAdapter
     from subscriptions.hook_edge import HookRoute
 

@@ -43,14 +43,17 @@ def world(sqlite_url: str, tmp_path: Path):
     key = RSAKey.generate_key(2048, parameters={"kid": "refloop-1"})
     key_file = tmp_path / "key.pem"
     key_file.write_bytes(key.as_pem(private=True))
-    settings = Settings(var_dir=tmp_path / "var", database_url=sqlite_url, sections={"smart": {
+    app: list = []
+    server = make_server("127.0.0.1", 0, lambda e, s: app[0](e, s), threaded=True)
+    app_url = f"http://localhost:{server.server_port}"
+    settings = Settings(var_dir=tmp_path / "var", database_url=sqlite_url,
+                        public_base_url=app_url, sections={"smart": {
         "tenants": [{"name": "general", "iss": [ehr.fhir], "client_id": "refloop-test",
                      "ehr_origins": [ehr.base], "scopes": SCOPES,
                      "private_key_file": str(key_file), "kid": "refloop-1"}]}})
     services = build_services(settings)
-    server = make_server("127.0.0.1", 0, create_app(services), threaded=True)
+    app.append(create_app(services))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    app_url = f"http://localhost:{server.server_port}"
     ehr.register("refloop-test", f"{app_url}/smart/callback", SCOPES,
                  jwks={"keys": [key.as_dict(private=False) | {"kid": "refloop-1"}]})
     yield ehr, services, app_url

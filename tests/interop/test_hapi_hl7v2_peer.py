@@ -136,3 +136,46 @@ def test_our_client_reads_hapi_acks(hapi_hl7v2: tuple[int, Path]) -> None:
     with MllpClient("127.0.0.1", port, 10) as client:
         answer = summarise_ack(client.send(raw))
     assert answer["code"] == "AA" and answer["control_id"] == "BENCH0002"
+
+
+def test_hapi_parses_and_accepts_our_partner_messages(services: Services,
+                                                      hapi_hl7v2: tuple[int, Path]) -> None:
+    """What other adapters send through the bridge (hl7.partner-message: the loop's status
+    request, milestone update and consult note) for a referral that came over FHIR: HAPI parses
+    each into its own structure and answers AA."""
+    import base64
+
+    from referrals.model import Referral, new_referral_id
+
+    services.resources.put({"resourceType": "Patient", "id": "p-1", "birthDate": "1958-11-02",
+                            "name": [{"family": "Moreau", "given": ["Lena"]}],
+                            "identifier": [{"system": "urn:oid:2.16.840.1.113883.3.9999.1",
+                                            "value": "MRN77"}]}, server="http://ehr.test/fhir")
+    referral, _ = services.referrals.open(Referral(
+        id=new_referral_id(), source_key="fhir|http://ehr.test/fhir|ServiceRequest/sr-1",
+        service_request="ServiceRequest/sr-1", patient="Patient/p-1"), Command("detect"))
+    pdf = (FIXTURES / "authored__MDM_T02_large_base64_pdf.hl7").read_bytes()
+    data = pdf.split(b"^Base64^")[1].split(b"|")[0].decode()
+    asks = [("REF^I15", {"status": "A", "text": "Consult note requested"}),
+            ("RRI^I12", {"status": "A", "text": "The patient was seen by the specialist."}),
+            ("MDM^T02", {"document": {"id": "note-1", "date": "2026-03-02T10:00:00+00:00",
+                                      "content_type": "application/pdf",
+                                      "data_b64": base64.b64encode(
+                                          base64.b64decode(data)).decode()}})]
+    for n, (message, extra) in enumerate(asks):
+        services.work.enqueue("hl7.partner-message", {
+            "partner": SENDER, "message": message, "referral_id": referral.id, **extra},
+            key=f"interop:partner:{n}")
+    _drain(services)
+    with services.db.read() as conn:
+        logged = conn.execute(sa.select(outbound_log.c.message_type, outbound_log.c.control_id,
+                                        outbound_log.c.ack_code)
+                              .where(outbound_log.c.referral_id == referral.id)
+                              .order_by(outbound_log.c.id)).all()
+    assert [(row.message_type, row.ack_code) for row in logged] == [
+        ("REF^I15", "AA"), ("RRI^I12", "AA"), ("MDM^T02", "AA")]
+    _, log_file = hapi_hl7v2
+    seen = set(re.findall(r"^message (\S+) control=(\S+) ack=(\S+)$", log_file.read_text(),
+                          re.M))
+    for row, structure in zip(logged, ("REF_I12", "RRI_I12", "MDM_T02"), strict=True):
+        assert (structure, row.control_id, "AA") in seen, (row, sorted(seen))

@@ -31,7 +31,7 @@ def test_register_chooses_r4_classic_and_says_why(hapi: Any, refloop_peer: Any,
     result = runner.invoke(main, ["--config", str(config), "register", "--fhir-base", hapi.base,
                                   "--json"])
     assert result.exit_code == 0, result.output
-    outcome = json.loads(result.output)
+    outcome = json.loads(result.stdout)
     assert (outcome["server"], outcome["flavour"], outcome["status"]) == \
         (hapi.base, "r4-classic", "active")
     assert "criteria" in outcome["why"] and "Subscription create" in outcome["why"]
@@ -62,7 +62,7 @@ def test_register_chooses_r4_classic_and_says_why(hapi: Any, refloop_peer: Any,
     assert f"Subscription/{outcome['subscription_id']} status active (reused)" in result.output
 
     result = runner.invoke(main, ["--config", str(config), "subscriptions", "list", "--json"])
-    rows = json.loads(result.output)
+    rows = json.loads(result.stdout)
     assert [(r["server"], r["flavour"], r["status"], r["subscription_id"]) for r in rows] == \
         [(hapi.base, "r4-classic", "active", outcome["subscription_id"])]
 

@@ -64,12 +64,12 @@ def test_a_message_failing_again_in_the_one_by_one_pass_is_retried_not_completed
     failures = {"B2": 2}
     real = Applier._apply
 
-    def flaky(self: Applier, conn: Any, lookups: Any, inbox_id: int, sender: str,
-              msg: Any, mapped: Any) -> Any:
-        if failures.get(msg.control_id, 0) > 0:
-            failures[msg.control_id] -= 1
+    def flaky(self: Applier, lookups: Any, prepared: Any) -> Any:
+        control_id = prepared.message.control_id
+        if failures.get(control_id, 0) > 0:
+            failures[control_id] -= 1
             raise RuntimeError("the database went away for a moment")
-        return real(self, conn, lookups, inbox_id, sender, msg, mapped)
+        return real(self, lookups, prepared)
 
     monkeypatch.setattr(Applier, "_apply", flaky)
     for n in (1, 2, 3):

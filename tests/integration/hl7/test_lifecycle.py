@@ -92,6 +92,23 @@ def test_consult_note_closes_the_loop(feed: Feed) -> None:
     assert len(attachment["data"]) > 200_000
 
 
+@pytest.mark.parametrize("status", ["Arrived", "Started"])
+def test_an_s14_saying_the_patient_came_completes_the_visit(feed: Feed, status: str) -> None:
+    """SIU^S14 with SCH-25 Arrived (what schedulers send, outside table 0278) or Started: the
+    visit happened, so the referral moves to visit-completed (the consult note is owed)."""
+    feed.send(fixture("authored__REF_I12_new_referral_utf8.hl7"))
+    booked = fixture("authored__SIU_S12_v27_truncation_char_and_TQ1.hl7")
+    feed.send(booked)
+    came = booked.replace(b"SIU^S12^SIU_S12|SCH0001", b"SIU^S14^SIU_S12|SCH0002").replace(
+        b"Booked^Booked^HL70278", f"{status}^{status}^HL70278".encode())
+    feed.send(came)
+    feed.drain()
+    found = referral(feed)
+    assert found.stage == Stage.VISIT_COMPLETED
+    assert [e.action for e in feed.services.store.events(found.id)] == [
+        "detect", "accept", "schedule", "complete-visit"]
+
+
 def test_a40_links_patients_and_never_duplicates(feed: Feed) -> None:
     old = (b"MSH|^~\\&|PAS|HOSP|HUB|HUB|20240101120000||ADT^A04|M1|P|2.5.1\r"
            b"PID|1||OLD1^^^HOSP^MR||Doe^Jane||19800101|F\r")

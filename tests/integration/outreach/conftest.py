@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-# appended, not inserted first: the other directories' `from conftest import` stay theirs
+# appended, not inserted first, so that this directory's modules never shadow another's
 sys.path.append(str(Path(__file__).resolve().parent))
 
 from outreach_harness import Harness, _sandboxes, make_harness

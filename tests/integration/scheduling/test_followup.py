@@ -99,6 +99,23 @@ def test_noshow_on_the_ehr_starts_recovery_and_a_second_one_a_coordinator_task(
     assert len(seen["no_shows"]) == 2
 
 
+def test_the_patient_arriving_on_the_ehr_completes_the_visit(world: World) -> None:
+    referral = world.referral()
+    row = book(world, referral.id, 0)
+    came = set_status(world, row.appointment_id, "arrived")
+    world.scheduling.handle_appointment(item({"server": world.calendar.base,
+                                              "resources": [came]}))
+    assert world.services.store.get(referral.id).stage == Stage.VISIT_COMPLETED
+    assert {r["status"] for r in world.scheduling.reminders.of_appointment(row.id)} <= \
+        {"cancelled", "sent"}
+    # the visit ending later changes nothing more
+    done = set_status(world, row.appointment_id, "fulfilled")
+    world.scheduling.handle_appointment(item({"server": world.calendar.base,
+                                              "resources": [done]}))
+    assert [e.action for e in world.services.store.events(referral.id)].count(
+        "complete-visit") == 1
+
+
 def test_the_poll_infers_a_noshow_after_the_grace_period(database_url: str, tmp_path: Path,
                                                          sekmet: Sekmet) -> None:
     past = (datetime.now(UTC) - timedelta(hours=3)).replace(microsecond=0)

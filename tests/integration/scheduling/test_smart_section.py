@@ -5,7 +5,6 @@ link is flagged and a new link sent."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 from collections.abc import Iterator
@@ -18,28 +17,12 @@ sys.path.append(str(Path(__file__).resolve().parents[1] / "smart"))
 
 from calendar_data import destination, make_calendar, start_sekmet
 from joserfc.jwk import RSAKey
+from smart_harness import CLIENT_ID, SCOPES, Harness, Served, smart_settings
 from strict_ehr import StrictEhr
 
 from referrals.model import Command, Referral, Stage, new_referral_id
 from refloop.app import create_app
 from refloop.services import build_services
-
-SMART_TESTS = Path(__file__).resolve().parents[1] / "smart"
-
-
-def _smart_harness() -> Any:
-    """The SMART tests' harness module, loaded under its own name (never as `conftest`)."""
-    spec = importlib.util.spec_from_file_location("smart_harness", SMART_TESTS / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["smart_harness"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-smart = _smart_harness()
-CLIENT_ID, SCOPES, Harness, Served = smart.CLIENT_ID, smart.SCOPES, smart.Harness, smart.Served
-smart_settings = smart.smart_settings
 
 
 @pytest.fixture
@@ -52,11 +35,12 @@ def booked_harness(database_url: str, tmp_path: Path) -> Iterator[tuple[Any, Any
     key = RSAKey.generate_key(2048, parameters={"kid": "refloop-1"})
     key_file = tmp_path / "smart-key.pem"
     key_file.write_bytes(key.as_pem(private=True))
-    settings = smart_settings(database_url, tmp_path, ehr, key_file)
+    served = Served()  # listening first: the app's public URL is its own address
+    url = served.url
+    settings = smart_settings(database_url, tmp_path, ehr, key_file, url)
     settings.sections["scheduling"] = {"destinations": [destination(calendar)]}
     services = build_services(settings)
-    served = Served(create_app(services))
-    url = f"http://127.0.0.1:{served.port}"
+    served.app = create_app(services)
     ehr.register(CLIENT_ID, f"{url}/smart/callback", SCOPES,
                  jwks={"keys": [key.as_dict(private=False) | {"kid": "refloop-1"}]})
     yield Harness(ehr, services, url, key_file), calendar

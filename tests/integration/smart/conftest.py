@@ -1,85 +1,24 @@
 """Fixtures for the SMART app: the strict EHR (strict_ehr.py), our app served on 127.0.0.1:0
-with a real database (SQLite and PostgreSQL), and a cookie-keeping HTTP client."""
+with a real database (SQLite and PostgreSQL), and a cookie-keeping HTTP client. The helpers are in
+smart_harness.py."""
 
 from __future__ import annotations
 
-import http.cookiejar
 import logging
 import sys
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 from joserfc.jwk import RSAKey
-from werkzeug.serving import make_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from smart_harness import CLIENT_ID, SCOPES, Capture, Harness, Served, smart_settings
 from strict_ehr import StrictEhr
 
 from refloop.app import create_app
-from refloop.services import Services, build_services
-from refloop.settings import Settings
-
-SCOPES = ("launch openid fhirUser online_access user/ServiceRequest.rs user/Patient.rs "
-          "user/Coverage.rs user/Practitioner.rs user/PractitionerRole.rs")
-CLIENT_ID = "refloop-test"
-
-
-class Browser(requests.Session):
-    """Sends Secure cookies over http://127.0.0.1, as Chromium does for localhost (requests
-    would otherwise merge the jar into one with the default, https-only policy)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(
-            secure_protocols=("https", "wss", "http")))
-
-    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
-        prepared = super().prepare_request(request)
-        prepared.headers.pop("Cookie", None)
-        prepared.prepare_cookies(self.cookies)
-        return prepared
-
-
-def browser_session() -> requests.Session:
-    return Browser()
-
-
-class Served:
-    def __init__(self, app: Any) -> None:
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.port = self.server.server_port
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-
-
-@dataclass
-class Harness:
-    ehr: StrictEhr
-    services: Services
-    url: str
-    key_file: Path
-    logs: list[logging.LogRecord] = field(default_factory=list)
-    responses: list[requests.Response] = field(default_factory=list)
-
-    def browser(self) -> requests.Session:
-        session = browser_session()
-        session.hooks["response"].append(lambda r, *a, **k: self.responses.append(r))
-        return session
-
-    def launch(self, browser: requests.Session, *, user: str = "Practitioner/coord-1",
-               patient: str = "", iss: str | None = None) -> requests.Response:
-        handle = self.ehr.new_launch(user=user, patient=patient)
-        return browser.get(f"{self.url}/smart/launch",
-                           params={"iss": iss or self.ehr.fhir, "launch": handle})
+from refloop.services import build_services
 
 
 @pytest.fixture
@@ -101,25 +40,17 @@ def app_key(tmp_path: Path) -> tuple[Path, RSAKey]:
     return path, key
 
 
-def smart_settings(database_url: str, tmp_path: Path, ehr: StrictEhr, key_file: Path,
-                   **tenant: Any) -> Settings:
-    entry = {"name": "general", "iss": [ehr.fhir, f"http://localhost:{ehr.port}/fhir"],
-             "client_id": CLIENT_ID, "ehr_origins": [ehr.base], "scopes": SCOPES,
-             "private_key_file": str(key_file), "kid": "refloop-1", **tenant}
-    return Settings(var_dir=tmp_path / "var", database_url=database_url,
-                    sections={"smart": {"tenants": [entry], "session_idle_minutes": 15}})
-
-
 @pytest.fixture
 def harness(database_url: str, tmp_path: Path, ehr: StrictEhr,
             app_key: tuple[Path, RSAKey]) -> Iterator[Harness]:
     key_file, key = app_key
-    services = build_services(smart_settings(database_url, tmp_path, ehr, key_file))
-    served = Served(create_app(services))
-    url = f"http://127.0.0.1:{served.port}"
+    served = Served()
+    url = served.url
+    services = build_services(smart_settings(database_url, tmp_path, ehr, key_file, url))
+    served.app = create_app(services)
     ehr.register(CLIENT_ID, f"{url}/smart/callback", SCOPES,
                  jwks={"keys": [key.as_dict(private=False) | {"kid": "refloop-1"}]})
-    capture = _Capture()
+    capture = Capture()
     logging.getLogger().addHandler(capture)
     previous = logging.getLogger().level
     logging.getLogger().setLevel(logging.DEBUG)
@@ -131,12 +62,3 @@ def harness(database_url: str, tmp_path: Path, ehr: StrictEhr,
     logging.getLogger().setLevel(previous)
     served.stop()
     services.close()
-
-
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import sqlalchemy as sa
-from conftest import CLIENT_ID, SCOPES, Harness, smart_settings
+from smart_harness import CLIENT_ID, SCOPES, Harness, smart_settings
 
 from refloop.app import create_app
 from refloop.services import build_services
@@ -258,14 +258,15 @@ def test_session_needs_the_cookie_that_created_it(harness: Harness):
 
 
 def test_client_secret_basic_when_no_key_is_configured(database_url, tmp_path, ehr):
-    settings = smart_settings(database_url, tmp_path, ehr, tmp_path / "unused.pem",
+    from smart_harness import Served, browser_session
+
+    served = Served()
+    settings = smart_settings(database_url, tmp_path, ehr, tmp_path / "unused.pem", served.url,
                               private_key_file="", kid="", client_secret="s3cret-value")
     services = build_services(settings)
-    from conftest import Served, browser_session
-
-    served = Served(create_app(services))
+    served.app = create_app(services)
     try:
-        url = f"http://127.0.0.1:{served.port}"
+        url = served.url
         ehr.register(CLIENT_ID, f"{url}/smart/callback", SCOPES, secret="s3cret-value")
         handle = ehr.new_launch(user="Practitioner/coord-1")
         page = browser_session().get(f"{url}/smart/launch",
@@ -280,13 +281,15 @@ def test_client_secret_basic_when_no_key_is_configured(database_url, tmp_path, e
 
 def test_long_scope_string_uses_a_post_form(database_url, tmp_path, ehr, app_key):
     long_scopes = SCOPES + " " + " ".join(f"user/Type{i}.rs" for i in range(200))
-    settings = smart_settings(database_url, tmp_path, ehr, app_key[0], scopes=long_scopes)
-    services = build_services(settings)
-    from conftest import Served, browser_session
+    from smart_harness import Served, browser_session
 
-    served = Served(create_app(services))
+    served = Served()
+    settings = smart_settings(database_url, tmp_path, ehr, app_key[0], served.url,
+                              scopes=long_scopes)
+    services = build_services(settings)
+    served.app = create_app(services)
     try:
-        url = f"http://127.0.0.1:{served.port}"
+        url = served.url
         handle = ehr.new_launch(user="Practitioner/coord-1")
         page = browser_session().get(f"{url}/smart/launch",
                                      params={"iss": ehr.fhir, "launch": handle})

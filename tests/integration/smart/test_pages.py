@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import sqlalchemy as sa
-from conftest import Harness
+from smart_harness import Harness
 
 from referrals.model import Actor, Command, Referral, Stage, new_referral_id
 from referrals.store.schema import resources, work_items

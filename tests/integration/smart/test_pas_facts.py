@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 import sqlalchemy as sa
-from conftest import Harness
+from smart_harness import Harness
 
 from pas_client.flow import new_request
 from referrals.model import Actor, Command, Referral, new_referral_id

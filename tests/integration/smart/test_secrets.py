@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 import sqlalchemy as sa
-from conftest import CLIENT_ID, SCOPES, Harness, Served, browser_session, smart_settings
+from smart_harness import CLIENT_ID, SCOPES, Harness, Served, browser_session, smart_settings
 
 from referrals.model import Command, Referral, new_referral_id
 from refloop.app import create_app
@@ -72,15 +72,16 @@ def test_no_token_in_logs_cookies_pages_or_urls(harness: Harness):
 
 def test_client_secret_never_leaves_the_server_side(database_url, tmp_path, ehr, caplog):
     secret = "sup3r-s3cret-client-value"
+    served = Served()
     services = build_services(smart_settings(database_url, tmp_path, ehr, tmp_path / "x.pem",
-                                             private_key_file="", kid="",
+                                             served.url, private_key_file="", kid="",
                                              client_secret=secret))
-    served = Served(create_app(services))
+    served.app = create_app(services)
     caplog.set_level(logging.DEBUG)
     for noisy in ("werkzeug", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        url = f"http://127.0.0.1:{served.port}"
+        url = served.url
         ehr.register(CLIENT_ID, f"{url}/smart/callback", SCOPES, secret=secret)
         browser = browser_session()
         seen = []

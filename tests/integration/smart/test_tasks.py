@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import sqlalchemy as sa
-from conftest import Harness
+from smart_harness import Harness
 
 from referrals.model import Command, Referral, new_referral_id
 from referrals.store.schema import work_items

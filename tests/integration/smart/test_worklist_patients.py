@@ -9,7 +9,7 @@ import html
 from datetime import UTC, date, datetime
 
 import sqlalchemy as sa
-from conftest import Harness
+from smart_harness import Harness
 
 from referrals.model import Command, Referral, new_referral_id
 from referrals.store.schema import resources

@@ -131,3 +131,16 @@ def test_every_closed_loop_event_is_a_lifecycle_action() -> None:
     assert set(loop.LOOP_ACTIONS) <= set(TABLE)
     assert len(set(loop.LOOP_ACTIONS)) == len(loop.LOOP_ACTIONS) == 7
 
+
+
+def test_closed_loop_records_carry_their_details_as_event_data() -> None:
+    change = transition(referral(Stage.LOOP_CLOSED), Command(
+        loop.RECORD_RECEIPT, at=AT, changes={"details": {
+            "channel": "fhir", "document": "DocumentReference/n1", "received_at": AT}}))
+    assert change.event.data == {"channel": "fhir", "document": "DocumentReference/n1",
+                                 "received_at": "2026-03-02T09:00:00+00:00"}
+    assert change.referral.stage == Stage.LOOP_CLOSED
+    with pytest.raises(IllegalTransition, match="unknown fields"):
+        transition(referral(), Command("amend", changes={"details": {"a": 1}}))
+    with pytest.raises(IllegalTransition, match="details must be a mapping"):
+        transition(referral(), Command(loop.UPDATE_REFERRER, changes={"details": "sent"}))

@@ -26,7 +26,7 @@ def test_check_json_lists_errors_with_paths_and_exits_1(tmp_path: Path) -> None:
     broken.write_text(json.dumps(bundle), "utf-8")
     result = CliRunner().invoke(check, [str(broken), "--json"])
     assert result.exit_code == 1
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["errors"] == 1
     assert [f["path"] for f in report["findings"] if f["severity"] == "error"] == [
         "Bundle.entry[0].resource.use"]

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from pas_client.conformance.fhirpath import Env, Unsupported, compile_expression
+from pas_client.conformance.fhirpath import compile_expression
+from pas_client.conformance.fhirpath_values import Env, Unsupported
 from pas_client.conformance.primitives import problem
 
 

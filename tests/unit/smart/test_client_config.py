@@ -35,7 +35,7 @@ def test_client_config_json(tmp_path):
                                        "--json"], env={"SOUTH_SECRET": "S3cr3t-South"})
     assert result.exit_code == 0, result.output
     assert "S3cr3t-South" not in result.output
-    info = json.loads(result.output)
+    info = json.loads(result.stdout)
     assert info["launch_url"] == "https://refloop.example.org/smart/launch"
     assert info["redirect_uri"] == "https://refloop.example.org/smart/callback"
     assert info["jwks_url"] == "https://refloop.example.org/smart/jwks.json"

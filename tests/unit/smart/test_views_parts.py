@@ -75,7 +75,8 @@ def test_actions_offered_follow_the_lifecycle_table():
     detected = {a.name for a in available(_referral(Stage.DETECTED))}
     assert {"accept", "decline", "take", "cancel"} <= detected
     assert "no-show" not in detected and "close-loop" not in detected
+    assert "complete-visit" not in detected
     scheduled = {a.name for a in available(_referral(Stage.SCHEDULED))}
-    assert {"no-show", "close-loop", "schedule", "hold"} <= scheduled
+    assert {"no-show", "close-loop", "schedule", "hold", "complete-visit"} <= scheduled
     assert "accept" not in scheduled
     assert available(_referral(Stage.LOOP_CLOSED)) == []

@@ -1,0 +1,384 @@
+"""What one mapped message does, inside a batch (lookups.py): merge it into the v2 state of
+what it describes (merge.py), store its resources, index its keys, park or wake messages, move
+the referral through the lifecycle. Nothing here writes to the database directly except an
+A40 merge (it flushes the batch first); the batch writes everything at the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from hl7_bridge import index, merge
+from hl7_bridge.config import Hl7Config
+from hl7_bridge.lookups import BatchLookups
+from hl7_bridge.maps import Mapped, to_mapped
+from hl7_bridge.message import Message, Segment
+from referrals.lifecycle import allowed_actions
+from referrals.model import Actor, Command, Link, Reason, Referral, Stage, new_referral_id
+
+PROCESSED, PARKED, IGNORED, QUARANTINED = "processed", "parked", "ignored", "quarantined"
+
+#: lifecycle stage each appointment status leads to, and the action that gets it there (the
+#: patient arriving, or the visit starting, is the visit happening: the note is owed from then)
+APPOINTMENT_ACTIONS = {"booked": "schedule", "pending": "schedule", "waitlist": "schedule",
+                       "arrived": "complete-visit", "checked-in": "complete-visit",
+                       "fulfilled": "complete-visit", "noshow": "no-show",
+                       "cancelled": "cancel-appointment",
+                       "entered-in-error": "cancel-appointment"}
+REFERRAL_PRIORITY = {"stat": "stat", "asap": "asap", "urgent": "urgent", "routine": "routine"}
+#: the v2 state (merge.py) that holds each kind's main resource
+MAIN_STATE = {"referral": merge.REFERRAL, "order": merge.ORDER,
+              "appointment": merge.APPOINTMENT}
+
+
+@dataclass
+class Outcome:
+    status: str
+    note: str = ""
+    woke: int = 0
+
+
+class Applier(Protocol):
+    """What a message's effects need from the applier running the batch (apply.py)."""
+
+    services: Any
+    config: Hl7Config
+    outbound: Any
+
+
+class Effects:
+    """One message being applied in a batch."""
+
+    def __init__(self, applier: Applier, lookups: BatchLookups, inbox_id: int, sender: str,
+                 msg: Message) -> None:
+        self.services = applier.services
+        self.config = applier.config
+        self.outbound = applier.outbound
+        self.lookups = lookups
+        self.referrals = lookups.referrals
+        self.conn = lookups.conn
+        self.inbox_id = inbox_id
+        self.sender = sender
+        self.msg = msg
+        self.server = f"hl7:{sender}"
+        self.woke = 0
+        self.actor = Actor(f"Device/hl7-{_slug(sender)}", f"HL7 v2 {sender}", "system")
+
+    def apply(self, mapped: Mapped) -> Outcome:
+        if mapped.kind == "ignored":
+            return Outcome(IGNORED, f"{mapped.event} carries nothing the bridge maps")
+        mapped = self.merged(mapped)
+        if mapped.patient is not None:
+            self.put_patient(mapped.patient)
+        for practitioner in mapped.practitioners:
+            self.put(practitioner)
+        if mapped.kind in ("patient", "merge", "referral", "order"):
+            self.put_insurance(mapped)
+        handler = {"patient": self.patient_only, "merge": self.merge, "referral": self.referral,
+                   "order": self.order, "status": self.status, "appointment": self.appointment,
+                   "document": self.document}[mapped.kind]
+        outcome = handler(mapped)
+        outcome.woke = self.woke
+        return outcome
+
+    # v2 update semantics ----------------------------------------------------------------------
+
+    def merged(self, mapped: Mapped) -> Mapped:
+        """The message's mapping over the v2 state of its patient and of its main resource
+        (merge.py): mapped again when either has a state, and the states updated."""
+        adt = self.msg.message_type == "ADT"
+        patient_names = merge.PATIENT_WITH_INSURANCE if adt else merge.PATIENT
+        patient_entity = self.patient_entity(mapped)
+        main_names = MAIN_STATE.get(mapped.kind, ())
+        main_entity = self.main_entity(mapped)
+        stored_patient = self.lookups.state(patient_entity) if patient_entity else None
+        stored_main = self.lookups.state(main_entity) if main_entity else None
+        charset = self.msg.charset
+        patient = merge.merge(stored_patient, self.msg.all("PID"), patient_names, charset) \
+            if patient_entity else []
+        main = merge.merge(stored_main, self.main_segments(mapped), main_names, charset) \
+            if main_entity else []
+        if patient_entity:
+            self.lookups.set_state(patient_entity, patient)
+        if main_entity:
+            self.lookups.set_state(main_entity, main)
+        if not stored_patient and not stored_main:
+            return mapped
+        if adt:
+            main, main_names = [line for line in patient if not line.startswith("PID|")], \
+                ("IN1", "IN2")
+        again = to_mapped(merge.merged_message(self.msg, patient, main, main_names),
+                          self.sender, self.config.sender(self.sender))
+        again.referral_keys = mapped.referral_keys  # the keys this message names
+        return again
+
+    def patient_entity(self, mapped: Mapped) -> str:
+        if mapped.patient is None:
+            return ""
+        found = self.lookups.try_get_patient(mapped.patient.get("identifier", []))
+        return f"Patient/{found[0] if found else mapped.patient['id']}"
+
+    def main_entity(self, mapped: Mapped) -> str:
+        if mapped.kind in ("referral", "order") and mapped.service_request is not None:
+            existing = self.find_referral(mapped.referral_keys)
+            if existing is not None:
+                return existing.service_request
+            return f"ServiceRequest/{mapped.service_request['id']}"
+        if mapped.kind == "appointment" and mapped.appointment is not None:
+            return f"Appointment/{mapped.appointment['id']}"
+        return ""
+
+    def main_segments(self, mapped: Mapped) -> list[Segment]:
+        if mapped.kind == "order":
+            group = [s for s in mapped.order_group if s is not None]
+            return group + [s for s in self.msg if s.name in ("TQ1", "IN1", "IN2")]
+        names = MAIN_STATE.get(mapped.kind, ())
+        return [s for s in self.msg if s.name in names]
+
+    # resources --------------------------------------------------------------------------------
+
+    def put(self, resource: dict[str, Any]) -> None:
+        """Store `resource` (written by the batch); it must not be changed afterwards."""
+        self.lookups.put(resource, self.server)
+
+    def put_patient(self, patient: dict[str, Any]) -> None:
+        """Match by identifier (assigning authority -> system); the matched id wins."""
+        identifiers = patient.get("identifier", [])
+        found = self.lookups.try_get_patient(identifiers)
+        if found is not None:
+            patient["id"] = found[0]
+            stored = self.lookups.try_get_resource(found[1], "Patient", found[0]) or {}
+            for kept in ("link", "active"):  # merges survive later demographic updates
+                if kept in stored and kept not in patient:
+                    patient[kept] = stored[kept]
+        self.put(patient)
+        self.lookups.index_patient(patient["id"], self.server, identifiers)
+
+    def put_insurance(self, mapped: Mapped) -> None:
+        """Coverages, payers and insured persons, pointing at the patient as matched."""
+        patient = f"Patient/{mapped.patient['id']}" if mapped.patient else ""
+        for resource in mapped.insurance:
+            for field in ("beneficiary", "subscriber", "patient"):
+                ref = resource.get(field)
+                if patient and isinstance(ref, dict) and \
+                        ref.get("reference", "").startswith("Patient/"):
+                    resource[field] = {**ref, "reference": patient}
+            self.put(resource)
+
+    # the referral -----------------------------------------------------------------------------
+
+    def command(self, action: str, **kw: Any) -> Command:
+        return Command(action, actor=self.actor, source=f"hl7:{self.sender}",
+                       source_message=self.msg.control_id, **kw)
+
+    def act(self, referral: Referral, action: str, **kw: Any) -> Referral:
+        return self.referrals.act(referral.id, self.command(action, **kw))
+
+    def find_referral(self, keys: list[str]) -> Referral | None:
+        """The referral known under any of `keys` (a message's business keys, keys.py)."""
+        referral_id = next((known for key in keys
+                            if (known := self.lookups.try_get_referral_id(key))), None)
+        return self.referrals.try_get(referral_id) if referral_id else None
+
+    def park(self, keys: list[str]) -> Outcome:
+        """Wait for the referral under every spelling of its key; woken by any of them."""
+        for key in keys:
+            self.lookups.park(self.inbox_id, f"referral:{key}")
+        return Outcome(PARKED, f"waiting for referral {keys[0]}")
+
+    def wake(self, keys: list[str]) -> None:
+        """Re-queue, in arrival order, the messages parked under any of `keys`."""
+        for key in keys:
+            self.woke += len(self.lookups.wake(f"referral:{key}", self.inbox_id))
+
+    # message kinds ----------------------------------------------------------------------------
+
+    def patient_only(self, mapped: Mapped) -> Outcome:
+        return Outcome(PROCESSED, "patient updated")
+
+    def merge(self, mapped: Mapped) -> Outcome:
+        """A40: the PID patient survives; the MRG patient is linked (replaced-by), not copied.
+        Written directly, so the batch is flushed first and read again afterwards."""
+        assert mapped.patient is not None
+        self.lookups.flush()
+        conn, resources = self.conn, self.services.resources
+        survivor = mapped.patient["id"]
+        old = index.try_get_patient(conn, mapped.merged)
+        if old is not None and old[0] != survivor:
+            old_id, old_server = old
+            body = resources.try_get("Patient", old_id, server=old_server, conn=conn) or {
+                "resourceType": "Patient", "id": old_id, "identifier": mapped.merged}
+            body = {**body, "active": False,
+                    "link": [{"other": {"reference": f"Patient/{survivor}"},
+                              "type": "replaced-by"}]}
+            resources.put(body, server=old_server, conn=conn)
+            links = [lk for lk in mapped.patient.get("link", [])
+                     if lk["other"]["reference"] != f"Patient/{old_id}"]
+            mapped.patient = {**mapped.patient, "link": [  # a new dict: the put one is kept
+                *links, {"other": {"reference": f"Patient/{old_id}"}, "type": "replaces"}]}
+            self.put(mapped.patient)
+            self.lookups.flush()
+            index.move_identifiers(conn, old_id, survivor, self.server)
+            for referral_id in index.referral_ids_of_patient(conn, f"Patient/{old_id}"):
+                referral = self.referrals.get(referral_id)
+                if not referral.terminal:
+                    self.act(referral, "amend", changes={"patient": f"Patient/{survivor}"})
+            index.repoint_patient(conn, f"Patient/{old_id}", f"Patient/{survivor}")
+        index.index_patient(conn, survivor, self.server, mapped.merged, take_over=True)
+        self.lookups.forget_patients()
+        return Outcome(PROCESSED, "patients merged")
+
+    def referral(self, mapped: Mapped) -> Outcome:
+        sr = mapped.service_request
+        assert sr is not None and mapped.patient is not None
+        sr["subject"] = {"reference": f"Patient/{mapped.patient['id']}"}
+        existing = self.find_referral(mapped.referral_keys)
+        if existing is None and self.msg.trigger_event != "I12":
+            return self.park(mapped.referral_keys)
+        if existing is not None:  # the referral's own ServiceRequest, however it was keyed
+            sr["id"] = existing.service_request.removeprefix("ServiceRequest/")
+        self.put(sr)
+        if existing is None:
+            return self.open(mapped, sr)
+        if self.msg.trigger_event == "I14" or sr["status"] in ("revoked", "entered-in-error"):
+            return self.cancel(existing, "cancelled by the referrer (REF^I14)")
+        if not existing.terminal:
+            self.act(existing, "amend", changes=_changes(sr, mapped.payer))
+        return Outcome(PROCESSED, "referral amended")
+
+    def open(self, mapped: Mapped, sr: dict[str, Any]) -> Outcome:
+        assert mapped.patient is not None
+        patient = f"Patient/{mapped.patient['id']}"
+        draft = Referral(id=new_referral_id(), source_key=source_key(self.sender, mapped),
+                         service_request=f"ServiceRequest/{sr['id']}",
+                         patient=patient, **_changes(sr, mapped.payer))
+        referral, created = self.referrals.open(draft, self.command("detect"))
+        for key in mapped.referral_keys:
+            self.lookups.add_referral_key(key, referral.id, self.sender, patient)
+        self.wake(mapped.referral_keys)
+        return Outcome(PROCESSED, "referral opened" if created else "referral exists")
+
+    def cancel(self, referral: Referral, text: str) -> Outcome:
+        if referral.terminal or referral.stage == Stage.CANCEL_REQUESTED:
+            return Outcome(PROCESSED, f"referral already {referral.stage.value}")
+        if referral.stage in (Stage.DETECTED, Stage.TRIAGE):
+            self.act(referral, "cancel", reason=Reason("referrer-cancelled", text))
+        else:
+            self.act(referral, "request-cancel", reason=Reason("referrer-cancelled", text))
+        return Outcome(PROCESSED, "referral cancelled")
+
+    def order(self, mapped: Mapped) -> Outcome:
+        sr = mapped.service_request
+        assert sr is not None and mapped.patient is not None
+        sr["subject"] = {"reference": f"Patient/{mapped.patient['id']}"}
+        orc1, orc5 = mapped.codes["orc1"], mapped.codes["orc5"]
+        existing = self.find_referral(mapped.referral_keys)
+        if existing is None and orc1 != "NW":
+            return self.park(mapped.referral_keys)
+        if existing is not None:
+            sr["id"] = existing.service_request.removeprefix("ServiceRequest/")
+        self.put(sr)
+        if existing is None:
+            return self.open(mapped, sr)
+        if orc1 in ("CA", "OC", "DC", "CR", "DR", "OD") or orc5 in ("CA", "DC"):
+            return self.cancel(existing, f"order control {orc1 or orc5}")
+        if orc5 == "CM" and "complete-visit" in allowed_actions(existing.stage):
+            self.act(existing, "complete-visit")
+        elif orc5 in ("IP", "SC", "A") and existing.stage in (Stage.DETECTED, Stage.TRIAGE):
+            self.act(existing, "accept")
+        elif not existing.terminal:
+            self.act(existing, "amend", changes=_changes(sr, mapped.payer))
+        return Outcome(PROCESSED, f"order {orc1}/{orc5}")
+
+    def status(self, mapped: Mapped) -> Outcome:
+        """REF^I15 (answered with RRI^I15) or an inbound RRI (the recipient's decision)."""
+        referral = self.find_referral(mapped.referral_keys)
+        if referral is None:
+            return self.park(mapped.referral_keys)
+        if self.msg.message_type == "REF":
+            queued = self.outbound.queue_status_reply(self.conn, referral, self.sender,
+                                                      self.msg.control_id)
+            return Outcome(PROCESSED, "status reply queued" if queued else
+                           "status query: no outbound configured for this sender")
+        code = mapped.codes.get("rf1_status", "")
+        if code == "A" and referral.stage in (Stage.DETECTED, Stage.TRIAGE):
+            self.act(referral, "accept")
+        elif code == "R" and "decline" in allowed_actions(referral.stage):
+            self.act(referral, "decline", reason=Reason("rejected", "RRI RF1-1 R"))
+        return Outcome(PROCESSED, f"RRI {code}")
+
+    def appointment(self, mapped: Mapped) -> Outcome:
+        appointment = mapped.appointment
+        assert appointment is not None
+        if mapped.patient is not None:
+            _set_patient(appointment, f"Patient/{mapped.patient['id']}")
+        referral = self.find_referral(mapped.referral_keys)
+        if mapped.referral_keys and referral is None:
+            return self.park(mapped.referral_keys)
+        if referral is not None:
+            appointment["basedOn"] = [{"reference": referral.service_request}]
+        self.put(appointment)
+        if referral is None or referral.terminal:
+            return Outcome(PROCESSED, "appointment stored")
+        link = Link("Appointment", f"Appointment/{appointment['id']}", appointment["status"])
+        action = APPOINTMENT_ACTIONS.get(appointment["status"], "link")
+        if action in ("schedule", "complete-visit") and \
+                referral.stage in (Stage.DETECTED, Stage.TRIAGE):
+            referral = self.act(referral, "accept")
+        if action not in allowed_actions(referral.stage):
+            action = "link"
+        self.act(referral, action, changes={"add_outputs": [link]})
+        return Outcome(PROCESSED, f"appointment {appointment['status']}: {action}")
+
+    def document(self, mapped: Mapped) -> Outcome:
+        document = mapped.document
+        assert document is not None
+        referral = self.find_referral(mapped.referral_keys)
+        if mapped.referral_keys and referral is None:
+            return self.park(mapped.referral_keys)
+        if referral is not None:
+            document["context"] = {"related": [{"reference": referral.service_request}]}
+        self.put(document)
+        if referral is None or referral.terminal:
+            return Outcome(PROCESSED, "document stored")
+        link = Link("DocumentReference", f"DocumentReference/{document['id']}", "consult note")
+        closing = document["status"] == "current" and \
+            "close-loop" in allowed_actions(referral.stage)
+        self.act(referral, "close-loop" if closing else "link",
+                 changes={"add_outputs": [link]})
+        return Outcome(PROCESSED, "loop closed" if closing else "document linked")
+
+
+def source_key(sender: str, mapped: Mapped) -> str:
+    return f"hl7|{sender}|{mapped.referral_key}"
+
+
+def _set_patient(appointment: dict[str, Any], patient: str) -> None:
+    for participant in appointment.get("participant", []):
+        if participant.get("actor", {}).get("reference", "").startswith("Patient/"):
+            participant["actor"] = {"reference": patient}
+
+
+def _changes(sr: dict[str, Any], payer: str = "") -> dict[str, Any]:
+    """Referral fields from the ServiceRequest (priority, requester, performer, reason) and
+    the payer of its first Coverage (kept when the message names none)."""
+    changes: dict[str, Any] = {
+        "priority": REFERRAL_PRIORITY.get(sr.get("priority", ""), "routine"),
+        "requester": sr.get("requester", {}).get("reference", ""),
+        "performer": next((p["reference"] for p in sr.get("performer", [])), ""),
+    }
+    code = sr.get("code") or {}
+    kind: dict[str, Any] = next(iter(sr.get("category", [])[1:]), {})
+    specialty = (kind.get("coding") or [{}])[0].get("display") or ""
+    reason = next((r.get("text") or (r.get("coding") or [{}])[0].get("display", "")
+                   for r in sr.get("reasonCode", [])), "")
+    changes["specialty"] = specialty[:128]
+    changes["reason_text"] = (reason or (code.get("coding") or [{}])[0].get("display", ""))
+    if payer:
+        changes["payer"] = payer[:256]
+    return changes
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in text).strip("-").lower() or "sender"

@@ -1,0 +1,210 @@
+"""Updates apply field by field with v2 semantics (an empty field changes nothing, `""`
+deletes) for REF, ADT, SIU and ORM/OMG, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from referrals.model import Referral
+from referrals.store.schema import referrals, resources
+
+from .conftest import Feed, fixture
+
+REF_SENDER = "hl7:EHRX^CLINIC"
+PID_3 = "A100234^^^CLINIC&2.16.840.1.113883.3.9999.11&ISO^MR"
+MSH = "MSH|^~\\&|{app}|{facility}|REFHUB|HUB|20240516093000-0500||{type}|{control}|P|2.5.1\r"
+
+
+def segment(name: str, fields: dict[int, str]) -> str:
+    return "|".join([name, *(fields.get(n, "") for n in range(1, max(fields) + 1))]) + "\r"
+
+
+def ref_i12() -> bytes:
+    """The 21-segment REF^I12, plus PID-19 SSN and PID-14 work phone already in it."""
+    raw = fixture("authored__bench_REF_I12_v251_21seg.hl7").decode()
+    pid = next(line for line in raw.split("\r") if line.startswith("PID|"))
+    fields = pid.split("|")
+    fields += [""] * (20 - len(fields))
+    fields[19] = "123-45-6789"
+    return raw.replace(pid, "|".join(fields)).encode()
+
+
+def ref_i13(control: str, rf1: dict[int, str], *more: str) -> bytes:
+    msh = MSH.format(app="EHRX", facility="CLINIC^2.16.840.1.113883.3.9999.10^ISO",
+                     type="REF^I13^REF_I12", control=control)
+    return (msh + segment("RF1", {6: "R-88812^CLINIC", **rf1})
+            + segment("PID", {1: "1", 3: PID_3}) + "".join(more)).encode()
+
+
+def send(feed: Feed, raw: bytes) -> None:
+    ack = feed.send(raw)
+    assert ack is not None and (b"MSA|AA|" in ack or b"MSA|CA|" in ack), ack
+    feed.drain()
+
+
+def body(feed: Feed, reference: str, server: str = REF_SENDER) -> dict[str, Any]:
+    rtype, rid = reference.split("/")
+    found = feed.services.resources.try_get(rtype, rid, server=server)
+    assert found is not None, reference
+    return found
+
+
+def the_referral(feed: Feed) -> Referral:
+    (found,) = feed.services.store.list(where=[referrals.c.source_key.like("hl7|%")])
+    return found
+
+
+def values(resource: dict[str, Any], field: str, key: str = "value") -> list[Any]:
+    return [item.get(key) for item in resource.get(field, [])]
+
+
+def test_an_i13_that_changes_only_the_priority_erases_nothing(feed: Feed) -> None:
+    send(feed, ref_i12())
+    before = the_referral(feed)
+    request_before = body(feed, before.service_request)
+    patient_before = body(feed, before.patient)
+    assert before.requester and before.performer and before.priority == "routine"
+
+    send(feed, ref_i13("UPD1", {1: "P", 2: "A^ASAP^HL70280"}))
+    after = the_referral(feed)
+    assert after.priority == "asap"
+    assert (after.requester, after.performer, after.reason_text, after.payer) == \
+        (before.requester, before.performer, before.reason_text, before.payer)
+    request = body(feed, after.service_request)
+    assert request["priority"] == "asap"
+    for kept in ("requester", "performer", "reasonCode", "note", "insurance", "code",
+                 "occurrencePeriod", "identifier"):
+        assert request[kept] == request_before[kept], kept
+    patient = body(feed, after.patient)
+    assert patient == patient_before  # SSN, phone, email, address, name: all kept
+    assert "123-45-6789" in values(patient, "identifier")
+    assert {"+1 734 5551234", "adam@example.com", "+1 734 5559876"} <= \
+        set(values(patient, "telecom"))
+    assert patient["address"][0]["city"] == "Ann Arbor"
+
+
+def test_a_double_quote_null_deletes_the_field(feed: Feed) -> None:
+    send(feed, ref_i12())
+    send(feed, ref_i13("UPD2", {2: "R"}, "DG1|1||\"\"\r")
+         .replace(f"|{PID_3}\r".encode(), f"|{PID_3}||||||||||\"\"\r".encode()))
+    referral = the_referral(feed)
+    patient = body(feed, referral.patient)
+    assert values(patient, "telecom") == ["+1 734 5559876"]  # PID-13 deleted, PID-14 kept
+    request = body(feed, referral.service_request)
+    reasons = [c["coding"][0]["code"] for c in request["reasonCode"]]
+    assert reasons == ["O"]  # the DG1 list is cleared; RF1-10 stays
+    assert request["requester"] and request["performer"]
+
+
+def test_a_prd_sent_again_replaces_only_that_role_field_by_field(feed: Feed) -> None:
+    send(feed, ref_i12())
+    before = the_referral(feed)
+    requester_before = body(feed, before.requester)
+    # the referred-to provider changes; the referring provider's PRD comes back without phone
+    send(feed, ref_i13("UPD3", {}, segment("PRD", {1: "RT", 2: "Valve^Vera^^^Dr^MD",
+                                                  7: "5556667778^NPI"}),
+                       segment("PRD", {1: "RP", 2: "Primary^Paula^^^Dr^MD",
+                                       7: "1234567890^NPI"})))
+    after = the_referral(feed)
+    assert after.performer != before.performer and after.requester == before.requester
+    assert body(feed, after.performer)["name"][0]["family"] == "Valve"
+    requester = body(feed, after.requester)
+    assert requester["telecom"] == requester_before["telecom"]  # PRD-5 empty: kept
+    assert requester["address"] == requester_before["address"]
+
+
+def test_an_in1_update_changes_the_coverage_field_by_field(feed: Feed) -> None:
+    send(feed, ref_i12())
+    referral = the_referral(feed)
+    (link,) = body(feed, referral.service_request)["insurance"]
+    coverage_before = body(feed, link["reference"])
+    send(feed, ref_i13("UPD4", {}, segment("IN1", {1: "1", 3: coverage_before["payor"][0]
+                                                  ["identifier"]["value"] + "^^^&2.16.840."
+                                                  "1.113883.3.9999.20&ISO^NIIP",
+                                                  13: "20250630"})))
+    (link_after,) = body(feed, the_referral(feed).service_request)["insurance"]
+    assert link_after == link
+    coverage = body(feed, link["reference"])
+    assert coverage["period"] == {"start": "2024-01-01", "end": "2025-06-30"}
+    for kept in ("subscriberId", "relationship", "payor", "class", "identifier"):
+        assert coverage[kept] == coverage_before[kept], kept
+
+
+ADT = MSH.format(app="PAS", facility="HOSP", type="ADT^{event}", control="{control}")
+
+
+def adt(event: str, control: str, pid: dict[int, str]) -> bytes:
+    return (ADT.format(event=event, control=control)
+            + segment("PID", {1: "1", 3: "ADT-1^^^HOSP^MR", **pid})).encode()
+
+
+def the_patient(feed: Feed) -> dict[str, Any]:
+    with feed.services.db.read() as conn:
+        (found,) = conn.execute(sa.select(resources.c.body).where(
+            resources.c.resource_type == "Patient")).scalars().all()
+    return dict(found)
+
+
+def test_adt_a08_changes_only_what_it_carries(feed: Feed) -> None:
+    send(feed, adt("A04", "ADT1", {5: "Doe^Jane", 7: "19800101", 8: "F",
+                                   11: "1 Main St^^Cork^^T12^IRL^H",
+                                   13: "^PRN^PH^^353^21^4811223", 19: "987-65-4321"}))
+    send(feed, adt("A08", "ADT2", {5: "Doe-Smith^Jane"}))
+    patient = the_patient(feed)
+    assert patient["name"] == [{"family": "Doe-Smith", "given": ["Jane"]}]
+    assert patient["birthDate"] == "1980-01-01" and patient["gender"] == "female"
+    assert patient["address"][0]["city"] == "Cork"
+    assert values(patient, "telecom") == ["+353 21 4811223"]
+    assert "987-65-4321" in values(patient, "identifier")
+    send(feed, adt("A08", "ADT3", {11: '""'}))
+    patient = the_patient(feed)
+    assert "address" not in patient and patient["name"][0]["family"] == "Doe-Smith"
+
+
+SIU = MSH.format(app="SCHED", facility="CUH", type="SIU^{event}^SIU_S12", control="{control}")
+
+
+def siu(event: str, control: str, sch: dict[int, str], *more: str) -> bytes:
+    return (SIU.format(event=event, control=control)
+            + segment("SCH", {1: "APPT9^SCHED", 2: "APPT9^CUH", 26: "R-88812^CLINIC", **sch})
+            + "".join(more) + segment("PID", {1: "1", 3: PID_3}) + "RGS|1\r").encode()
+
+
+def test_siu_s14_keeps_the_time_and_the_people_it_does_not_send(feed: Feed) -> None:
+    send(feed, ref_i12())
+    send(feed, siu("S12", "SIU1", {7: "ROUTINE^Routine^HL70276", 25: "Booked"},
+                   "TQ1|1||||||20240603091500-0500|20240603094500-0500\r",
+                   segment("AIP", {1: "1", 3: "1112223334^Heart^Harry^^^Dr"}),
+                   segment("AIL", {1: "1", 3: "CARDOPD^^^UMH"})))
+    (link,) = [o for o in the_referral(feed).outputs if o.type == "Appointment"]
+    before = body(feed, link.reference, "hl7:SCHED^CUH")
+    send(feed, siu("S14", "SIU2", {7: "FOLLOWUP^Follow-up^HL70276"}))
+    after = body(feed, link.reference, "hl7:SCHED^CUH")
+    assert after["reasonCode"][0]["coding"][0]["code"] == "FOLLOWUP"
+    for kept in ("start", "end", "participant", "status", "identifier", "basedOn"):
+        assert after[kept] == before[kept], kept
+
+
+ORM = MSH.format(app="ORDERS", facility="GP", type="ORM^O01^ORM_O01", control="{control}")
+
+
+def orm(control: str, orc: dict[int, str], obr: dict[int, str]) -> bytes:
+    return (ORM.format(control=control) + segment("PID", {1: "1", 3: "ORD-P1^^^GP^MR"})
+            + segment("ORC", {2: "ORD-77^GP", **orc})
+            + segment("OBR", {1: "1", 4: "57133-1^Referral note^LN", **obr})).encode()
+
+
+def test_an_order_change_keeps_the_requester_and_reason_it_does_not_send(feed: Feed) -> None:
+    send(feed, orm("O1", {1: "NW", 12: "D123^Quinn^Maeve^^^Dr"},
+                   {27: "^^^^^R", 31: "R07.9^Chest pain^I10"}))
+    before = the_referral(feed)
+    request_before = body(feed, before.service_request, "hl7:ORDERS^GP")
+    send(feed, orm("O2", {1: "XO"}, {27: "^^^^^S"}))
+    after = the_referral(feed)
+    request = body(feed, after.service_request, "hl7:ORDERS^GP")
+    assert request["priority"] == "stat" and after.priority == "stat"
+    assert request["requester"] == request_before["requester"]
+    assert request["reasonCode"] == request_before["reasonCode"]
+    assert after.requester == before.requester and after.reason_text == before.reason_text
