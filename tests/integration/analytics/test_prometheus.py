@@ -76,12 +76,19 @@ def test_two_worker_processes_counted_in_one_scrape(database_url: str, tmp_path:
         assert client.get("/metrics").status_code == 401
         tasks = fhir_auth.headers(client, services, "system/Task.rs")
         assert client.get("/metrics", headers=tasks).status_code == 403
-        scrape = client.get("/metrics", headers=fhir_auth.headers(client, services,
-                                                                  "metrics:read"))
-        assert scrape.status_code == 200
+        reader = fhir_auth.headers(client, services, "metrics:read")
+        # a worker counts an item just after committing it: wait for the counters to catch up
+        deadline = time.monotonic() + 30
+        while True:
+            done, quarantined = _outcomes(services)
+            scrape = client.get("/metrics", headers=reader)
+            assert scrape.status_code == 200
+            found = samples(scrape.get_data(as_text=True))
+            if (value(found, "refloop_work_seconds_count", kind=KIND) == done + 1
+                    or time.monotonic() > deadline):
+                break
+            time.sleep(0.05)
         assert scrape.headers["Content-Type"].startswith("text/plain")
-        found = samples(scrape.get_data(as_text=True))
-        done, quarantined = _outcomes(services)
         assert done >= ITEMS and quarantined == 1
         # counted by the two processes, summed across their files: what the store says
         assert value(found, "refloop_work_items_total", kind=KIND, outcome="done") == done
