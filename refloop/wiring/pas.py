@@ -352,6 +352,7 @@ def run_demo_prior_auth(services: Services, referral_id: str | None = None,
     from pas_client.sandbox import SandboxRules, SandboxServer
     from referrals.model import Stage
     from referrals.worker import Worker
+    from refloop.wiring import all_handlers
 
     referral = services.store.get(referral_id) if referral_id else next(
         (r for r in services.store.list(limit=1000) if r.stage == Stage.ACCEPTED), None)
@@ -378,8 +379,11 @@ def run_demo_prior_auth(services: Services, referral_id: str | None = None,
         from pas_client.sandbox.server import release_pended
 
         release_pended(server.state)
-        request = _await_decision(demo, Worker(services.work, handlers), first.id,
-                                  notification_wait)
+        # the hook endpoint stores the notification as subscriptions' work, forwarded to ours
+        forward = {k: v for k, v in all_handlers(services).items()
+                   if k == "subscriptions.notification"}
+        request = _await_decision(demo, Worker(services.work, {**forward, **handlers}),
+                                  first.id, notification_wait)
         by = "the payer's notification"
         if request.status == "pended":  # the notification could not reach us: ask
             by = "$inquire (no notification arrived)"
