@@ -67,9 +67,17 @@ class Launcher:
                               "in another window; relaunch Refloop from the EHR")
         tenant = self._tenant(pending.tenant)
         meta = self.meta(pending.iss)
-        token = auth.exchange_code(meta, tenant, code=code, code_verifier=pending.code_verifier,
-                                   redirect_uri=pending.redirect_uri,
-                                   timeout=self.config.http_timeout_seconds)
+        try:
+            token = auth.exchange_code(meta, tenant, code=code,
+                                       code_verifier=pending.code_verifier,
+                                       redirect_uri=pending.redirect_uri,
+                                       timeout=self.config.http_timeout_seconds)
+        except PeerError as exc:
+            log.warning("launch failed: code exchange refused",
+                        extra={"tenant": tenant.name, "iss": pending.iss,
+                               "client_id": tenant.client_id, "cause": str(exc)[:400],
+                               "outcome": "token-refused"})
+            raise
         if str(token.get("token_type", "")).lower() != "bearer" or not token.get("access_token"):
             raise LaunchError("the EHR's token response has no bearer access token")
         claims = self._id_claims(meta, tenant, token, pending.nonce)
