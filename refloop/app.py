@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from referrals.store.migrate import pending
 from refloop.core_services import Services
+from refloop.home import home_routes
 from refloop.logs import redact_text
 from refloop.proxies import ProxyHeaders
 from refloop.wiring import install_routes, modules
@@ -96,6 +97,7 @@ def create_app(services: Services) -> Flask:
         return Response(json.dumps(internal_error(correlation)), status=500,
                         mimetype="application/fhir+json")
 
+    home_routes(app, services)
     install_routes(app, services)
     app.wsgi_app = ProxyHeaders(app.wsgi_app,  # type: ignore[method-assign]
                                 services.settings.trusted_proxies)
