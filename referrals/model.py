@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -115,7 +117,14 @@ class Referral:
 
 
 def new_referral_id() -> str:
-    return str(uuid.uuid4())
+    """A new referral id: a version 7 UUID (RFC 9562), whose first 48 bits are the time in
+    milliseconds, so ids made one after another sort together and the indexes keyed by them
+    (the referrals, their events, the keys that point at them) grow at one end instead of at
+    random places: writes stay cheap as the store grows."""
+    random_bits = int.from_bytes(os.urandom(10), "big")
+    value = (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 \
+        | (random_bits >> 62 & 0xFFF) << 64 | 0b10 << 62 | (random_bits & (1 << 62) - 1)
+    return str(uuid.UUID(int=value))
 
 
 def source_server(source_key: str) -> str:
