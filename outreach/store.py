@@ -269,6 +269,14 @@ class OutreachStore:
                 blocked.add(address)
         return Consent(consent_state(mine), frozenset(blocked), frozenset(failing))
 
+    def address_consent_events(self, address: str, conn: Connection
+                               ) -> list[tuple[datetime, str, str]]:
+        """(at, channel, kind) of the opt-outs and opt-ins written from `address`."""
+        rows = conn.execute(sa.select(outreach_consents.c.at, outreach_consents.c.channel,
+                                      outreach_consents.c.kind)
+                            .where(outreach_consents.c.address == address))
+        return [(r.at, r.channel, r.kind) for r in rows]
+
     def consent_events(self, patient: str | None = None, conn: Connection | None = None
                        ) -> list[dict[str, Any]]:
         query = sa.select(outreach_consents).order_by(outreach_consents.c.at,
