@@ -25,7 +25,8 @@ from referrals.store.schema import resources
 
 #: statuses of an outbound message after the provider took it (they count against the caps)
 HANDED = ("queued", "accepted", "sent", "delivered", "read", "ringing",
-          "in-progress", "completed", "busy", "no-answer", "undelivered")
+          "in-progress", "completed", "busy", "no-answer", "undelivered",
+          "unknown")  # maybe handed over (an interrupted email): counted, to stay within caps
 #: provider statuses in the order they happen; a callback never moves a message backwards
 RANK = {"sending": 0, "accepted": 1, "queued": 2, "initiated": 3, "ringing": 4, "sent": 5,
         "in-progress": 5, "delivered": 6, "read": 7, "completed": 7, "busy": 7,
