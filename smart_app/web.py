@@ -13,6 +13,7 @@ from werkzeug.wrappers import Response as WResponse
 
 from referrals.errors import ConflictError, IllegalTransition, NotFound, PeerError
 from smart_app import pages, task_views
+from smart_app.analytics_port import analytics_routes
 from smart_app.auth import LaunchError, public_jwks
 from smart_app.runtime import SmartRuntime
 from smart_app.scheduling_port import scheduling_routes
@@ -89,7 +90,7 @@ def smart_blueprint(rt: SmartRuntime) -> Blueprint:
         except LaunchError as exc:
             return _message("Refloop cannot start", str(exc), 400)
         except PeerError as exc:
-            return _message("The EHR refused the launch", str(exc), 502)
+            return _message("The EHR refused the launch", f"{exc}.", 502, setup_hint=True)
         fresh = new_secret()
         rt.sessions.rotate_browser(browser or "", fresh)
         response = redirect(pages.landing_url(rt, session), code=303)
@@ -181,6 +182,7 @@ def smart_blueprint(rt: SmartRuntime) -> Blueprint:
                         f"?done=task-outcome", code=303)
 
     scheduling_routes(bp, rt, with_session, base_url)
+    analytics_routes(bp, rt, with_session)
     return bp
 
 
@@ -191,9 +193,10 @@ def _explain(exc: Exception) -> str:
         "The page now shows the latest version; check it and try again."
 
 
-def _message(title: str, text: str, status: int, *, relaunch: bool = False) -> Response:
+def _message(title: str, text: str, status: int, *, relaunch: bool = False,
+             setup_hint: bool = False) -> Response:
     html = render_template("smart/message.html", title=title, text=text, relaunch=relaunch,
-                           now=datetime.now(UTC))
+                           setup_hint=setup_hint, now=datetime.now(UTC))
     return Response(html, status=status)
 
 

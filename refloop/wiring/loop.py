@@ -13,6 +13,7 @@ import click
 
 from refloop.context import Context, pass_context
 from refloop.output import print_json, print_table
+from refloop.referral_ids import REFERRAL
 from refloop.wiring import Timer
 
 if TYPE_CHECKING:
@@ -33,7 +34,8 @@ def build(services: Services) -> None:
     settings = services.settings
     core = Core(db=services.db, store=services.store, referrals=services.referrals,
                 resources=services.resources, work=services.work, tasks=services.tasks,
-                base_url=settings.base_url, authorizer_for=_authorizer_for(services),
+                base_url=settings.base_url, quarantine=services.quarantine,
+                authorizer_for=_authorizer_for(services),
                 v2_stage_events=_v2_stage_events(services))
     adapter = LoopAdapter(core, from_section(settings.section(NAME)))
     services.adapters[NAME] = adapter
@@ -102,7 +104,7 @@ def loop_group() -> None:
 
 
 @loop_group.command("status")
-@click.argument("referral_id")
+@click.argument("referral_id", type=REFERRAL)
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def status(obj: Context, referral_id: str, as_json: bool) -> None:
@@ -135,7 +137,7 @@ def subscribe(obj: Context, fhir_base: str) -> None:
 
 
 @loop_group.command("upload-link")
-@click.argument("referral_id")
+@click.argument("referral_id", type=REFERRAL)
 @pass_context
 def upload_link(obj: Context, referral_id: str) -> None:
     """A new link for the specialist's office to upload REFERRAL_ID's consult note (printed

@@ -17,8 +17,9 @@ COORD = Actor("Practitioner/coord-1", "Casey", "human")
 
 
 def _open(h: Harness, key: str, *, specialty: str = "cardiology", priority: str = "routine",
-          patient: str = "Patient/p1", actions: tuple[str, ...] = ()) -> Referral:
-    draft = Referral(id=new_referral_id(), source_key=f"t|ServiceRequest/{key}",
+          patient: str = "Patient/p1", actions: tuple[str, ...] = (),
+          origin: str = "t") -> Referral:
+    draft = Referral(id=new_referral_id(), source_key=f"{origin}|ServiceRequest/{key}",
                      service_request=f"ServiceRequest/{key}", patient=patient,
                      specialty=specialty, priority=priority, payer="Acme Health")
     referral, _ = h.services.referrals.open(draft, Command("detect"))
@@ -128,6 +129,8 @@ def test_full_path_with_outreach_appointment_no_show_and_closed_loop(harness: Ha
     assert stored["start"].startswith("2030-03-04T09:30")
     act({"action": "no-show"})
     act({"action": "schedule", "start": "2030-03-11T09:30"})
+    act({"action": "complete-visit"})
+    assert harness.services.store.get(referral.id).stage == Stage.VISIT_COMPLETED
     text = act({"action": "close-loop", "note_text": "Seen; echo normal."})
     current = harness.services.store.get(referral.id)
     assert current.stage == Stage.LOOP_CLOSED
@@ -136,7 +139,7 @@ def test_full_path_with_outreach_appointment_no_show_and_closed_loop(harness: Ha
     assert "finished; no actions remain" in text
     actions = [e.action for e in harness.services.store.events(referral.id)]
     assert actions == ["detect", "assign", "accept", "start-outreach", "record-outreach",
-                       "schedule", "no-show", "schedule", "close-loop"]
+                       "schedule", "no-show", "schedule", "complete-visit", "close-loop"]
 
 
 def test_decline_and_hold_need_a_reason(harness: Harness):
@@ -206,7 +209,8 @@ def test_referral_page_shows_request_patient_coverage_timeline_and_auth_task(har
             "payer": {"name": "Acme Health", "id": "acme", "member": "M-1"}}
     for resource in demo_resources(item).values():
         harness.services.resources.put(resource, server="demo")
-    referral = _open(harness, "demo-1", patient="Patient/demo-1", actions=("accept",))
+    referral = _open(harness, "demo-1", patient="Patient/demo-1", actions=("accept",),
+                     origin="demo")
     harness.services.resources.put({
         "resourceType": "Task", "id": "pa-1", "status": "completed",
         "partOf": [{"reference": f"Task/{referral.id}"}],
@@ -271,8 +275,9 @@ def test_dashboard_renders_svg_funnel_and_aging_without_external_assets(harness:
     page = harness.launch(browser)
     dash = browser.get(f"{page.url}dashboard")
     assert dash.status_code == 200
-    assert dash.text.count("<svg") == 2
-    assert "created 2" in dash.text and "accepted 1" in dash.text
+    # the outcomes dashboard (analytics is wired): funnel, cohorts and four distributions
+    assert dash.text.count("<svg") == 6
+    assert "detected: 2 (100%)" in dash.text and "accepted: 1 (50%)" in dash.text
     assert "http://" not in dash.text.split("<main", 1)[1]
     assert "https://" not in dash.text
 
