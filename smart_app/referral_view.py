@@ -54,7 +54,7 @@ def load_page(rt: SmartRuntime, referral_id: str, iss: str) -> ReferralPage:
         coverage=_find(rt, coverage_ref, servers) if coverage_ref else None,
         auth_tasks=_auth_tasks(rt, referral.id),
         appointments=[(link, _find(rt, link.reference, [LOCAL, *servers]))
-                      for link in referral.outputs if link.type == "appointment"],
+                      for link in referral.outputs if link.is_a("appointment")],
         notes=[(link, _find(rt, link.reference, [LOCAL, *servers]))
                for link in referral.outputs if link.type == "consult-note"],
         details=rt.details(referral.id),
