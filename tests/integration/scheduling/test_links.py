@@ -162,3 +162,25 @@ def _csrf(page: str) -> str:
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+def test_a_form_counts_as_ours_by_the_public_url_not_the_host(world: World) -> None:
+    """Behind a reverse proxy the Host is the upstream address: the Origin must be the
+    configured public URL (https://refloop.test here)."""
+    client, upstream = world.client, "https://10.0.0.7:8443"
+    token = token_of(world.scheduling.issue_booking_link(world.referral().id))
+    assert client.post(f"/p/{token}", data=RIGHT, base_url=upstream).status_code == 303
+    page = client.get("/p/home", base_url=upstream)
+    form = {"csrf_token": re.search(r'name="csrf_token" value="([^"]+)"',
+                                    page.data.decode()).group(1)}
+    for origin in (upstream, "https://evil.test"):
+        refused = client.post("/p/close", data=form, base_url=upstream,
+                              headers={"Origin": origin})
+        assert refused.status_code == 403
+    cross = client.post("/p/close", data=form, base_url=upstream,
+                        headers={"Sec-Fetch-Site": "cross-site"})
+    assert cross.status_code == 403
+    closed = client.post("/p/close", data=form, base_url=upstream,
+                         headers={"Origin": "https://refloop.test"})
+    assert closed.status_code == 200
+    assert client.get("/p/home", base_url=upstream).status_code == 401
