@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from referrals.store.migrate import pending
 from refloop.core_services import Services
-from refloop.logs import redact_text
+from refloop.logs import redact_request_lines, redact_text
 from refloop.proxies import ProxyHeaders
 from refloop.wiring import install_routes, modules
 
@@ -30,6 +30,7 @@ FAILED_REQUEST = "http.request"
 
 
 def create_app(services: Services) -> Flask:
+    redact_request_lines()
     app = Flask("refloop")
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024 * 1024
     app.extensions["refloop"] = services

@@ -4,13 +4,17 @@ address; nothing shown before the check; a link never reaches another referral's
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import requests
 from calendar_data import Calendar, Sekmet, destination, make_calendar
 from sched_world import World, make_world, open_referral
+from werkzeug.serving import make_server
 
 from scheduling.adapter import PATIENT, SchedulingAdapter
 from scheduling.config import from_section
@@ -184,3 +188,25 @@ def test_a_form_counts_as_ours_by_the_public_url_not_the_host(world: World) -> N
                          headers={"Origin": "https://refloop.test"})
     assert closed.status_code == 200
     assert client.get("/p/home", base_url=upstream).status_code == 401
+
+
+def test_a_served_link_never_puts_its_token_in_the_request_log(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """The app on werkzeug's server (as the demo and the tests serve it): its request line and
+    the app's own access line show no token."""
+    token = token_of(world.scheduling.issue_booking_link(world.referral().id))
+    server = make_server("127.0.0.1", 0, world.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with caplog.at_level(logging.INFO):
+            page = requests.get(f"http://127.0.0.1:{server.server_port}/p/{token}", timeout=10)
+    finally:
+        server.shutdown()
+        thread.join()
+    assert page.status_code == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+    assert any("GET /p/[redacted] HTTP/1.1" in line for line in lines), lines
+    assert token not in caplog.text
+    http = [r for r in caplog.records if r.getMessage() == "http"]
+    assert [r.path for r in http] == ["/p/<token>"]  # type: ignore[attr-defined]
