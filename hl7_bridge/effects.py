@@ -7,6 +7,7 @@ A40 merge (it flushes the batch first); the batch writes everything at the end.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 from hl7_bridge import index, merge
@@ -63,7 +64,7 @@ class Effects:
         self.msg = msg
         self.server = f"hl7:{sender}"
         self.woke = 0
-        self.actor = Actor(f"Device/hl7-{_slug(sender)}", f"HL7 v2 {sender}", "system")
+        self.actor = actor_of(sender)
 
     def apply(self, mapped: Mapped) -> Outcome:
         if mapped.kind == "ignored":
@@ -244,7 +245,7 @@ class Effects:
         if self.msg.trigger_event == "I14" or sr["status"] in ("revoked", "entered-in-error"):
             return self.cancel(existing, "cancelled by the referrer (REF^I14)")
         if not existing.terminal:
-            self.act(existing, "amend", changes=_changes(sr, mapped.payer))
+            self.act(existing, "amend", changes=self.changes(sr, mapped))
         return Outcome(PROCESSED, "referral amended")
 
     def open(self, mapped: Mapped, sr: dict[str, Any]) -> Outcome:
@@ -258,6 +259,14 @@ class Effects:
             self.lookups.add_referral_key(key, referral.id, self.sender, patient)
         self.wake(mapped.referral_keys)
         return Outcome(PROCESSED, "referral opened" if created else "referral exists")
+
+    def changes(self, sr: dict[str, Any], mapped: Mapped) -> dict[str, Any]:
+        """An amend's changes. The payer follows the merged IN1s: kept when the message sends
+        no IN1, cleared when the IN1s it sends leave the referral without insurance."""
+        changes = _changes(sr, mapped.payer)
+        if not mapped.payer and self.msg.all("IN1"):
+            changes["payer"] = ""
+        return changes
 
     def cancel(self, referral: Referral, text: str) -> Outcome:
         if referral.terminal or referral.stage == Stage.CANCEL_REQUESTED:
@@ -288,7 +297,7 @@ class Effects:
         elif orc5 in ("IP", "SC", "A") and existing.stage in (Stage.DETECTED, Stage.TRIAGE):
             self.act(existing, "accept")
         elif not existing.terminal:
-            self.act(existing, "amend", changes=_changes(sr, mapped.payer))
+            self.act(existing, "amend", changes=self.changes(sr, mapped))
         return Outcome(PROCESSED, f"order {orc1}/{orc5}")
 
     def status(self, mapped: Mapped) -> Outcome:
@@ -348,6 +357,12 @@ class Effects:
         self.act(referral, "close-loop" if closing else "link",
                  changes={"add_outputs": [link]})
         return Outcome(PROCESSED, "loop closed" if closing else "document linked")
+
+
+@lru_cache(maxsize=1024)
+def actor_of(sender: str) -> Actor:
+    """Who the changes a sender's messages make are attributed to."""
+    return Actor(f"Device/hl7-{_slug(sender)}", f"HL7 v2 {sender}", "system")
 
 
 def source_key(sender: str, mapped: Mapped) -> str:

@@ -11,8 +11,8 @@ Rules, per segment:
   id, IN1 by IN1-1 set id with its IN2) are merged field by field with the stored segment of the
   same key: a valued field replaces the stored one (all its repetitions and components), `""`
   empties it, an empty field keeps it. Stored segments whose key the message does not send are
-  kept. PID-3 is the exception: identifiers accumulate (a new one is added, none is dropped),
-  as they do in the patient index; a merge (A40) retires an identifier.
+  kept. PID-3 is the exception: identifiers accumulate (a new one is added first), as they do
+  in the patient index, up to the newest MAX_IDENTIFIERS; a merge (A40) retires an identifier.
 - list segments (DG1, NTE, AIS, AIP, AIL) are replaced as a whole when the message carries any,
   and kept when it carries none; one segment whose content field (DG1-3, NTE-3, AIS-3, AIP-3,
   AIL-3) is `""` empties the list.
@@ -25,6 +25,8 @@ from hl7_bridge.message import Message, Segment, parse_segments
 
 STANDARD = Delimiters()
 NULL = '""'
+#: identifiers kept in a patient's PID-3 (the newest)
+MAX_IDENTIFIERS = 32
 
 #: the segments of each kind of state, in the order the merged message lists them
 PATIENT = ("PID",)
@@ -156,10 +158,14 @@ def _merge_fields(old: Segment, new: Segment) -> list[str]:
 
 
 def _accumulate(old: Segment, new: Segment, n: int) -> str:
-    """PID-3: the new identifiers, then the stored ones it does not repeat (CX.1 + CX.4)."""
+    """PID-3: the new identifiers, then the stored ones it does not repeat (CX.1 + CX.4), up
+    to MAX_IDENTIFIERS (a feed that sends one placeholder SSN with every MRN must not grow a
+    patient without bound)."""
     reps = new.repetitions(n)
     seen = {(new.get(n, 1, rep=r), new.get(n, 4, rep=r)) for r in range(len(reps))}
     for r, rep in enumerate(old.repetitions(n)):
+        if len(reps) >= MAX_IDENTIFIERS:
+            break
         key = (old.get(n, 1, rep=r), old.get(n, 4, rep=r))
         if key not in seen:
             reps.append(rep)

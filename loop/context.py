@@ -11,6 +11,7 @@ from typing import Any
 from referrals.model import Actor
 from referrals.service import ReferralService
 from referrals.store.database import Database
+from referrals.store.quarantine import Quarantine
 from referrals.store.referrals import ReferralStore
 from referrals.store.resources import ResourceStore
 from referrals.store.tasks import CoordinatorTasks
@@ -34,6 +35,8 @@ class Core:
     tasks: CoordinatorTasks
     #: our public URL (the secure links start with it)
     base_url: str
+    #: where refused input is kept (an upload that is not a PDF)
+    quarantine: Quarantine | None = None
     #: the subscriptions adapter's open_hook/attach, when that adapter is wired
     hooks: Any = None
     #: a FHIR server's Authorization header maker (SMART Backend Services), when configured

@@ -53,11 +53,12 @@ class Follower:
         if visited and not has_note(referral):
             self.chaser.start(conn, referral, event)
         referrer = self.referrers.referrer_of(referral)
-        zone = referrer.time_zone if referrer else "UTC"
-        update = milestone_of(referral, event, when=_appointment_start(conn, event),
-                              zone=zone)
-        if update is not None:  # first: "the note is available", then the note itself
-            self.referrers.enqueue(conn, referral, event, update)
+        if referrer is not None and referrer.channel != "none":
+            when = _appointment_start(conn, event) if event.action in ("schedule", "no-show") \
+                else None
+            update = milestone_of(referral, event, when=when, zone=referrer.time_zone)
+            if update is not None:  # first: "the note is available", then the note itself
+                self.referrers.enqueue(conn, referral, event, update)
         if notes:
             self.chaser.stop(conn, referral, event)
             self.deliveries.enqueue(conn, referral, notes)

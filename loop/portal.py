@@ -87,6 +87,12 @@ class Portal:
         try:
             documents.check_pdf(content, self.config.max_upload_bytes)
         except InboundError as exc:
+            if content and self.core.quarantine is not None:  # kept, as all refused input
+                self.core.quarantine.put(
+                    origin="http", kind="loop.upload", original=content[
+                        :self.config.max_upload_bytes],
+                    reason=f"upload for referral {link.referral_id} refused: {exc}",
+                    content_type="application/octet-stream")
             raise PortalError(str(exc), exc.status) from exc
         now = self.now()
         name = _safe_name(filename)

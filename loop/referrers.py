@@ -36,6 +36,8 @@ from referrals.store.work import WorkItem
 log = logging.getLogger("refloop.loop.referrers")
 
 UPDATE_KIND = "loop.update"
+#: built once (bound parameters): compiled once and cached
+_INSERT = updates.insert().returning(updates.c.id)
 
 ClientFor = Callable[[str], FhirClient]
 
@@ -75,11 +77,10 @@ class Referrers:
         if referrer.channel == "v2" and self._bridge_reports(referral, referrer, update):
             return
         key = f"{referral.id}:{event.seq}:{referrer.name}"
-        result = conn.execute(updates.insert().values(
-            key=key, referral_id=referral.id, referrer=referrer.name, milestone=update.milestone,
-            channel=referrer.channel, text=update.text, about_seq=event.seq,
-            created_at=self.core.now()).returning(updates.c.id))
-        update_id = int(result.scalar_one())
+        update_id = int(conn.execute(_INSERT, {
+            "key": key, "referral_id": referral.id, "referrer": referrer.name,
+            "milestone": update.milestone, "channel": referrer.channel, "text": update.text,
+            "about_seq": event.seq, "created_at": self.core.now()}).scalar_one())
         if referrer.channel in ("fhir", "v2"):
             self.core.work.enqueue(UPDATE_KIND, {"update_id": update_id, "status": update.status},
                                    key=f"{UPDATE_KIND}:{key}", conn=conn)

@@ -7,7 +7,7 @@ para. 147) and can only be set lower.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,33 @@ class OutreachConfigError(RefloopError):
 
 
 @dataclass(frozen=True)
+class TwilioSender:
+    """Who a text or call comes from: one tenant's Messaging Service or From number (and calling
+    number), for the referrals whose source key starts with one of `sources` (the tenant's
+    referral sources, as under [[access.tenants]]); `tenant` "" is the deployment's default."""
+
+    tenant: str = ""
+    sources: tuple[str, ...] = ()
+    messaging_service_sid: str = ""
+    from_number: str = ""
+    voice_from: str = ""
+
+    def covers(self, source_key: str) -> bool:
+        return any(source_key.startswith(source + "|") for source in self.sources)
+
+    @property
+    def sms(self) -> dict[str, str]:
+        """The sender arguments of messages.create."""
+        if self.messaging_service_sid:
+            return {"messaging_service_sid": self.messaging_service_sid}
+        return {"from_": self.from_number}
+
+    @property
+    def caller(self) -> str:
+        return self.voice_from or self.from_number
+
+
+@dataclass(frozen=True)
 class TwilioConfig:
     account_sid: str = ""
     auth_token: str = ""
@@ -35,11 +62,31 @@ class TwilioConfig:
     #: the REST API's address; only a test or demo sandbox changes it
     api_base_url: str = ""
     timeout_seconds: float = 10.0
+    #: per-tenant senders ([[outreach.twilio.senders]]); the ones above are the default
+    senders: tuple[TwilioSender, ...] = ()
+
+    @property
+    def default_sender(self) -> TwilioSender:
+        return TwilioSender("", (), self.messaging_service_sid, self.from_number,
+                            self.voice_from)
+
+    def sender_for(self, source_key: str) -> TwilioSender | None:
+        """The sender of the referral's tenant, else the default; None when neither exists."""
+        found = next((s for s in self.senders if s.covers(source_key)), None)
+        if found is not None:
+            return found
+        default = self.default_sender
+        return default if default.messaging_service_sid or default.from_number else None
 
     @property
     def configured(self) -> bool:
         return bool(self.account_sid and self.auth_token and
-                    (self.messaging_service_sid or self.from_number))
+                    (self.messaging_service_sid or self.from_number or self.senders))
+
+    @property
+    def calls(self) -> bool:
+        """Whether any sender has a number to call from."""
+        return any(s.caller for s in (self.default_sender, *self.senders))
 
 
 @dataclass(frozen=True)
@@ -94,7 +141,7 @@ class OutreachConfig:
 
 
 def from_settings(section: dict[str, Any], var_dir: Path, base_url: str) -> OutreachConfig:
-    twilio = TwilioConfig(**_typed(section.get("twilio") or {}, TwilioConfig, "outreach.twilio"))
+    twilio = _twilio(dict(section.get("twilio") or {}))
     smtp = SmtpConfig(**_typed(section.get("smtp") or {}, SmtpConfig, "outreach.smtp"))
     plain = {k: v for k, v in section.items() if k not in ("twilio", "smtp", "ladders")}
     known = {"enabled", "practice_name", "practice_phone", "coordinator_line",
@@ -133,6 +180,55 @@ def from_settings(section: dict[str, Any], var_dir: Path, base_url: str) -> Outr
         public_base_url=str(plain.get("public_base_url") or base_url).rstrip("/"),
         secret_file=Path(plain.get("secret_file") or var_dir / "outreach-secret.key"),
         policy=policy, ladders=ladders, twilio=twilio, smtp=smtp)
+
+
+def _twilio(raw: dict[str, Any]) -> TwilioConfig:
+    senders = raw.pop("senders", None) or []
+    if not isinstance(senders, list):
+        raise OutreachConfigError("[outreach.twilio] senders: write each tenant's sender as a "
+                                  "[[outreach.twilio.senders]] table")
+    typed = _typed(raw, TwilioConfig, "outreach.twilio")
+    typed.pop("senders", None)
+    return TwilioConfig(**typed, senders=tuple(_sender(i, s) for i, s in enumerate(senders)))
+
+
+def _sender(index: int, raw: Any) -> TwilioSender:
+    where = f"[[outreach.twilio.senders]] #{index + 1}"
+    if not isinstance(raw, dict) or not raw.get("tenant"):
+        raise OutreachConfigError(f"{where}: 'tenant' is required (the tenant's name, as under "
+                                  "[[access.tenants]])")
+    sources = raw.get("sources", [])
+    sources = [sources] if isinstance(sources, str) else list(sources)
+    fields = {k: v for k, v in raw.items() if k not in ("tenant", "sources")}
+    typed = _typed(fields, TwilioSender, "outreach.twilio.senders")
+    typed = {k: v for k, v in typed.items() if k not in ("tenant", "sources")}
+    sender = TwilioSender(tenant=str(raw["tenant"]),
+                          sources=tuple(str(s).rstrip("|") for s in sources if s), **typed)
+    if not (sender.messaging_service_sid or sender.from_number):
+        raise OutreachConfigError(f"{where} ({sender.tenant}): set messaging_service_sid "
+                                  "(MG...) or from_number (+1...)")
+    return sender
+
+
+def with_tenant_sources(config: OutreachConfig,
+                        tenants: dict[str, tuple[str, ...]]) -> OutreachConfig:
+    """Fill in the sources of each sender that lists none from the tenant of the same name;
+    a sender that still has none names a tenant nobody defined."""
+    senders = []
+    for sender in config.twilio.senders:
+        if not sender.sources:
+            if sender.tenant not in tenants:
+                raise OutreachConfigError(
+                    f"[[outreach.twilio.senders]] tenant {sender.tenant!r}: no sources, and no "
+                    "[[access.tenants]] of that name; list its referral sources (sources = "
+                    "[\"fhir|https://ehr.example.org/fhir\"]) or define the tenant")
+            sender = replace(sender, sources=tenants[sender.tenant])
+        senders.append(sender)
+    names = [s.tenant for s in senders]
+    if len(set(names)) != len(names):
+        raise OutreachConfigError(f"[[outreach.twilio.senders]]: one sender per tenant, got "
+                                  f"{names}")
+    return replace(config, twilio=replace(config.twilio, senders=tuple(senders)))
 
 
 def _policy(plain: dict[str, Any]) -> Policy:

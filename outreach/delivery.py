@@ -202,7 +202,7 @@ def _send(rt: Runtime, key: str, ask: MessageAsk, referral: Referral, decision: 
     with rt.db.write() as c:
         message = rt.ostore.put_message(c, message)
         rt.ostore.record_decision(c, referral.id, key, ask.purpose, decision, now)
-    outgoing = _outgoing(rt, message, rendered.html, ask)
+    outgoing = _outgoing(rt, message, rendered.html, ask, referral)
     try:
         result = rt.channels[message.channel].send(outgoing)
     except KeyError:
@@ -344,12 +344,15 @@ def _reconcile(rt: Runtime, referral: Referral, ask: MessageAsk, message: Messag
     channel = rt.channels.get(message.channel)
     if channel is None:
         return None
-    outgoing = _outgoing(rt, message, "", ask)
+    outgoing = _outgoing(rt, message, "", ask, referral)
     try:
         found = channel.find_sent(outgoing, message.updated_at)
     except ChannelError as exc:
-        if not exc.maybe_sent:
-            raise PeerError(f"cannot check an interrupted send: {exc}") from exc
+        if exc.retryable or not exc.maybe_sent:
+            # the provider could not be asked this time (a time-out on a loaded line): ask
+            # again later, never give the message up for that
+            raise PeerError(f"cannot check an interrupted send yet: {exc}",
+                            retryable=exc.retryable) from exc
         why = ("an earlier attempt was interrupted after handing the message to the "
                f"provider, which cannot be asked ({exc}); not sent again, to avoid a duplicate")
         return _failed(rt, message, referral, ask, "unknown", why, rt.now())
@@ -379,7 +382,8 @@ def _put_request(rt: Runtime, c: Connection, message: Message, referral: Referra
         not_before=not_before, expires_at=ask.expires_at), conn=c)
 
 
-def _outgoing(rt: Runtime, message: Message, html: str, ask: MessageAsk) -> Outgoing:
+def _outgoing(rt: Runtime, message: Message, html: str, ask: MessageAsk, referral: Referral
+              ) -> Outgoing:
     base = rt.base_url
     unsubscribe = unsubscribe_url(rt, message.patient, message.address) \
         if message.channel == "email" else ""
@@ -388,7 +392,8 @@ def _outgoing(rt: Runtime, message: Message, html: str, ask: MessageAsk) -> Outg
         language=message.language, subject=message.subject, html=html,
         status_callback=f"{base}/outreach/twilio/status?m={message.id}",
         voice_url=f"{base}/outreach/twilio/voice/{message.id}",
-        unsubscribe_url=unsubscribe, attachments=ask.attachments)
+        unsubscribe_url=unsubscribe, attachments=ask.attachments,
+        source_key=referral.source_key)
 
 
 def unsubscribe_url(rt: Runtime, patient: str, address: str) -> str:

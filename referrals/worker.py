@@ -6,16 +6,29 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from sqlalchemy.exc import DataError
 
 from referrals.errors import InboundError, PeerError, RetryLater
 from referrals.store.work import WorkItem, WorkQueue
 
 Handler = Callable[[WorkItem], None]
+#: told of each item handled: (kind, outcome, seconds); outcome done, retry, quarantined,
+#: postponed or lost (metrics; refloop/wiring connects it)
+Observer = Callable[[str, str, float], None]
 
 log = logging.getLogger("refloop.worker")
+
+
+def refused(exc: DataError) -> str:
+    """Why the database refused a value, without the value (the driver's first line; the rest
+    may quote the data, which stays out of logs)."""
+    first = str(exc.orig).strip().splitlines()[:1] or [type(exc.orig).__name__]
+    return f"the database refused a value: {first[0][:200]}"
 
 
 def worker_name() -> str:
@@ -28,6 +41,7 @@ class Worker:
     handlers: dict[str, Handler]
     name: str = field(default_factory=worker_name)
     batch: int = 10
+    observe: Observer | None = None
 
     def run_once(self) -> int:
         """Claim and run one batch; returns how many items were processed."""
@@ -72,7 +86,18 @@ class Worker:
 
     def process(self, item: WorkItem) -> str:
         """Run `item`'s handler, then complete it; a handler with a `completed(item)` method
-        that answers True has completed the item in its own transaction (batch handlers)."""
+        that answers True has completed the item in its own transaction (batch handlers).
+        Returns the outcome, which `observe` is told with the time it took."""
+        started = time.perf_counter()
+        outcome = self._run(item)
+        if self.observe is not None:
+            try:
+                self.observe(item.kind, outcome, time.perf_counter() - started)
+            except Exception:  # a metric must never fail the work
+                log.exception("observing work failed", extra={"kind": item.kind})
+        return outcome
+
+    def _run(self, item: WorkItem) -> str:
         handler = self.handlers[item.kind]
         context = {"work_item": item.id, "kind": item.kind, "attempt": item.attempts}
         try:
@@ -88,6 +113,11 @@ class Worker:
         except PeerError as exc:
             outcome = self.queue.fail(item, self.name, f"peer: {exc}", final=not exc.retryable)
             log.warning("work failed", extra={**context, "error": str(exc), "outcome": outcome})
+            return outcome
+        except DataError as exc:  # the input holds a value the database refuses: no retry helps
+            why = refused(exc)
+            outcome = self.queue.fail(item, self.name, f"bad input: {why}", final=True)
+            log.warning("work rejected by the database", extra={**context, "error": why})
             return outcome
         except Exception as exc:  # a bug or an unexpected failure: retry, then quarantine
             outcome = self.queue.fail(item, self.name, f"{type(exc).__name__}: {exc}")

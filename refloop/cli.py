@@ -62,12 +62,14 @@ def serve(obj: Context, role: str) -> None:
     """Run the server: web (gunicorn), workers and scheduler, and adapter roles."""
     from refloop import roles
     from refloop.logs import configure_logging
+    from refloop.wiring import prepare_serving
 
     settings = obj.settings
     if role in ("all", "web"):
         check_serving(settings)
     configure_logging(settings.log_level, settings.log_format)
     ensure_schema(settings)
+    prepare_serving(settings)
     if role == "web":
         roles.run_web(settings)
     elif role == "worker":

@@ -66,15 +66,17 @@ def run_worker(settings: Settings, stop: threading.Event | None = None) -> None:
     from referrals.worker import Worker
     from refloop.scheduler import start_scheduler
     from refloop.services import build_services
-    from refloop.wiring import all_handlers, all_timers
+    from refloop.wiring import all_handlers, all_timers, work_observer
 
     services = build_services(settings)
     tune_gc()
     stop = stop or _stop_on_signals()
     scheduler = start_scheduler(services.work, all_timers(services), settings.tick_seconds)
+    observe = work_observer(services)
     threads = [
         threading.Thread(target=Worker(services.work, all_handlers(services),
-                                       batch=settings.worker_batch).run, args=(stop,),
+                                       batch=settings.worker_batch, observe=observe).run,
+                         args=(stop,),
                          name=f"worker-{n}", daemon=True)
         for n in range(max(1, settings.worker_processes))
     ]

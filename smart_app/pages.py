@@ -21,7 +21,15 @@ from referrals.worklist import (
     fetch_page,
     fetch_patients,
 )
-from smart_app import actions, audit, charts, communications, referral_view, task_views
+from smart_app import (
+    actions,
+    analytics_port,
+    audit,
+    charts,
+    communications,
+    referral_view,
+    task_views,
+)
 from smart_app.actions import ActionError
 from smart_app.patient_label import labels_for
 from smart_app.runtime import SmartRuntime
@@ -125,6 +133,8 @@ def act(rt: SmartRuntime, session: Session, referral_id: str, name: str,
 
 
 def dashboard(rt: SmartRuntime, session: Session) -> Response:
+    if rt.analytics is not None:
+        return analytics_port.outcomes_page(rt, session)
     now = datetime.now(UTC)
     steps = [(step.name, step.count) for step in funnel(rt.db)]
     lost = fall_out(rt.db)

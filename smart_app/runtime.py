@@ -36,6 +36,9 @@ class SmartRuntime:
     #: the scheduling sections (smart_app/scheduling_port.py), connected by refloop/wiring when
     #: the scheduling adapter is wired; None hides them
     scheduling: Any = None
+    #: the outcomes dashboard (smart_app/analytics_port.py), connected by refloop/wiring when
+    #: the analytics adapter is wired; None keeps the plain funnel
+    analytics: Any = None
     #: what the adapters add about a referral (wiring `referral_details`): section name ->
     #: (JSON data, (table headers, table rows))
     details: Callable[[str], dict[str, Any]] = field(default=lambda _referral_id: {})

@@ -13,6 +13,7 @@ from werkzeug.wrappers import Response as WResponse
 
 from referrals.errors import ConflictError, IllegalTransition, NotFound, PeerError
 from smart_app import pages, task_views
+from smart_app.analytics_port import analytics_routes
 from smart_app.auth import LaunchError, public_jwks
 from smart_app.runtime import SmartRuntime
 from smart_app.scheduling_port import scheduling_routes
@@ -181,6 +182,7 @@ def smart_blueprint(rt: SmartRuntime) -> Blueprint:
                         f"?done=task-outcome", code=303)
 
     scheduling_routes(bp, rt, with_session, base_url)
+    analytics_routes(bp, rt, with_session)
     return bp
 
 

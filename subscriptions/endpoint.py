@@ -240,20 +240,24 @@ class HookEndpoint:
 
 
 def dedupe_key(hook_id: str, note: Notification, raw: bytes) -> str | None:
-    """Same hook + same event (number, focus, version) -> same key; None for pings."""
+    """Same hook + same event (number, focus, version) -> same key; None for pings.
+
+    An event with neither a readable number nor a version (or timestamp) cannot be told apart
+    from another one of the same focus, and a notification without events from any other: the
+    bytes identify those, so only a byte-for-byte redelivery counts as a duplicate."""
     if note.shape == "empty":
         return None
     if note.shape == "delete":
         return f"{CHANNEL}|{hook_id}|delete|{note.events[0].focus}"
     if note.type != EVENT:
         return None
-    parts = []
+    parts: list[list[str | None]] = []
     for event in note.events:
         carried = note.resource_for(event.focus) if event.focus else None
         version = _version(carried) if carried else None
         parts.append([event.event_number, event.focus, version or event.timestamp])
-    if note.shape == "resource" and parts[0][2] is None:
-        parts[0][2] = hashlib.sha256(raw).hexdigest()[:32]
+    if not parts or any(number is None and stamp is None for number, _, stamp in parts):
+        parts.append(["bytes", None, hashlib.sha256(raw).hexdigest()[:32]])
     digest = hashlib.sha256(json.dumps([note.subscription, parts]).encode()).hexdigest()[:40]
     return f"{CHANNEL}|{hook_id}|{digest}"
 

@@ -31,6 +31,8 @@ class Outgoing:
     unsubscribe_url: str = ""
     unsubscribe_mailto: str = ""
     attachments: tuple[Attachment, ...] = field(default_factory=tuple)
+    #: the referral's source key: its tenant, and so the sender (Twilio: per tenant)
+    source_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,5 +67,7 @@ class Channel(Protocol):
 
     def find_sent(self, message: Outgoing, since: datetime) -> SendResult | None:
         """The provider's record of `message` if it took it since `since`, None if it surely did
-        not; raises ChannelError(maybe_sent=True) when it cannot tell."""
+        not. Raises ChannelError(retryable=True) when the provider could not be asked this time
+        (ask again later), and ChannelError(maybe_sent=True) without `retryable` when this
+        channel can never tell (SMTP keeps no record we can query)."""
         ...

@@ -19,7 +19,7 @@ from twilio.rest import Client
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from outreach.channels.base import ChannelError, Outgoing, SendResult
-from outreach.config import TwilioConfig
+from outreach.config import TwilioConfig, TwilioSender
 
 TWILIO_API = "https://api.twilio.com"
 #: To is not a number that can take the message: move the ladder on, do not retry
@@ -56,13 +56,11 @@ class TwilioSms:
         self.client = client or make_client(config)
 
     def send(self, message: Outgoing) -> SendResult:
-        sender: dict[str, str] = ({"messaging_service_sid": self.config.messaging_service_sid}
-                                  if self.config.messaging_service_sid
-                                  else {"from_": self.config.from_number})
+        sender = _sender(self.config, message)
         with _translated("SMS"):
             created = self.client.messages.create(
                 to=message.to, body=message.text, status_callback=message.status_callback,
-                **sender)
+                **sender.sms)
         return SendResult(str(created.sid), str(created.status or "queued"),
                           int(created.num_segments or 0))
 
@@ -85,9 +83,15 @@ class TwilioVoice:
         self.client = client or make_client(config)
 
     def send(self, message: Outgoing) -> SendResult:
+        sender = _sender(self.config, message)
+        caller = sender.caller or self.config.default_sender.caller
+        if not caller:
+            raise ChannelError(f"no number to call from for tenant {sender.tenant or 'default'}"
+                               ": set voice_from or from_number in [outreach.twilio] or its "
+                               "[[outreach.twilio.senders]]", code="no-sender")
         with _translated("call"):
             created = self.client.calls.create(
-                to=message.to, from_=self.config.voice_from or self.config.from_number,
+                to=message.to, from_=caller,
                 url=message.voice_url, method="POST", status_callback=message.status_callback,
                 status_callback_event=CALL_EVENTS, status_callback_method="POST", timeout=30)
         return SendResult(str(created.sid), str(created.status or "queued"))
@@ -100,6 +104,17 @@ class TwilioVoice:
             if created is None or created >= since - timedelta(minutes=2):
                 return SendResult(str(found.sid), str(found.status))
         return None
+
+
+def _sender(config: TwilioConfig, message: Outgoing) -> TwilioSender:
+    """The sender of the referral's tenant (by its source key), else the deployment's."""
+    sender = config.sender_for(message.source_key)
+    if sender is None:
+        raise ChannelError(f"no Twilio sender for the referral's source {message.source_key!r}: "
+                           "add its tenant under [[outreach.twilio.senders]] or set a default "
+                           "messaging_service_sid or from_number in [outreach.twilio]",
+                           code="no-sender")
+    return sender
 
 
 def call_twiml(script: str, keys: str, language: str, action_url: str) -> str:

@@ -56,6 +56,9 @@ class SandboxRules:
     number: str = "+15005550006"
     #: post status callbacks (benchmarks without a web server turn them off)
     send_callbacks: bool = True
+    #: a slow gateway: seconds to wait before answering each next REST request of a kind
+    #: ("create", "list"), one entry per request; a create is taken before the wait
+    delays: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -133,11 +136,13 @@ class TwilioSandbox:
         self._server.shutdown()
         self._server.server_close()
 
-    def wait_idle(self, timeout: float = 10.0) -> None:
-        """Wait until every queued callback was posted."""
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Wait until every queued callback was posted (answered by the receiver); False when
+        some were still pending after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while self._queue.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.01)
+        return not self._queue.unfinished_tasks
 
     # -- the simulated patient ---------------------------------------------------------------
 
@@ -192,13 +197,16 @@ class TwilioSandbox:
             return _error(401, 20003, "Authenticate")
         kind = "message" if found.group(2) == "Messages" else "call"
         if request.method == "POST" and not found.group(3):
-            return self._create(kind, request)
+            created = self._create(kind, request)
+            self._slow("create")
+            return created
         if request.method == "GET" and found.group(3):
             match = [r for r in self.records if r.sid == found.group(3)]
             if not match:
                 return _error(404, 20404, "The requested resource was not found")
             return _json(match[0].to_json(self.account_sid))
         if request.method == "GET":
+            self._slow("list")
             to = request.args.get("To")
             size = int(request.args.get("PageSize", "50"))
             with self._lock:
@@ -210,6 +218,13 @@ class TwilioSandbox:
                           "page": 0, "page_size": size, "previous_page_uri": None, "start": 0,
                           "uri": request.full_path})
         return _error(405, 20004, "Method not allowed")
+
+    def _slow(self, kind: str) -> None:
+        with self._lock:
+            waits = self.rules.delays.get(kind)
+            delay = waits.pop(0) if waits else 0.0
+        if delay:
+            time.sleep(delay)
 
     def _authorised(self, request: Request, account: str) -> bool:
         auth = request.authorization
@@ -330,8 +345,8 @@ class TwilioSandbox:
     def _post(self, url: str, params: dict[str, str]) -> int:
         signature = twilio_signature(self.auth_token, url, params)
         for attempt in range(3):
-            try:
-                response = requests.post(url, data=params, timeout=10,
+            try:  # Twilio waits 15 s for a webhook's answer
+                response = requests.post(url, data=params, timeout=15,
                                          headers={"X-Twilio-Signature": signature})
                 self.delivered_callbacks.append((url, params, response.status_code))
                 if response.status_code < 500:

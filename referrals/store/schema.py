@@ -102,6 +102,9 @@ resources = sa.Table(
     sa.Column("body", JSONType),
 )
 
+#: by type and id alone, whatever the server (a linked Appointment or DocumentReference)
+sa.Index("ix_resources_type_id", resources.c.resource_type, resources.c.resource_id)
+
 resource_versions = sa.Table(
     "resource_versions", metadata,
     sa.Column("server", sa.String(512), primary_key=True),

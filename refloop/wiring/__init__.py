@@ -11,6 +11,9 @@ A wiring module may define any of:
     roles(services) -> dict[str, Role]           long-running roles (`--role mllp`)
     referral_details(services, referral_id) -> dict[str, (json, (headers, rows))]
                                                  sections of `refloop referrals show`
+    serving(settings) -> None                    before `refloop serve` runs its roles (in
+                                                 the process that starts them)
+    work_observer(services) -> Observer          told of each work item a worker handled
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ if TYPE_CHECKING:
     import click
     from flask import Flask
 
-    from referrals.worker import Handler
+    from referrals.worker import Handler, Observer
     from refloop.core_services import Services
+    from refloop.settings import Settings
 
 MODULES = ("core", "access", "subscriptions", "hl7", "pas", "smart", "outreach", "scheduling",
-           "loop")
+           "loop", "analytics")
 
 Role = Callable[[threading.Event], None]
 
@@ -104,3 +108,23 @@ def all_referral_details(services: Services, referral_id: str) -> dict[str, Any]
         if hasattr(module, "referral_details"):
             details.update(module.referral_details(services, referral_id))
     return details
+
+
+def prepare_serving(settings: Settings) -> None:
+    for module in modules():
+        if hasattr(module, "serving"):
+            module.serving(settings)
+
+
+def work_observer(services: Services) -> Observer | None:
+    """Every module's work observer, called in turn (None when there is none)."""
+    observers = [module.work_observer(services) for module in modules()
+                 if hasattr(module, "work_observer")]
+    if not observers:
+        return None
+
+    def observe(kind: str, outcome: str, seconds: float) -> None:
+        for observer in observers:
+            observer(kind, outcome, seconds)
+
+    return observe

@@ -33,7 +33,8 @@ def build(services: Services) -> None:
     settings = services.settings
     core = Core(db=services.db, store=services.store, referrals=services.referrals,
                 resources=services.resources, work=services.work, tasks=services.tasks,
-                base_url=settings.base_url, authorizer_for=_authorizer_for(services),
+                base_url=settings.base_url, quarantine=services.quarantine,
+                authorizer_for=_authorizer_for(services),
                 v2_stage_events=_v2_stage_events(services))
     adapter = LoopAdapter(core, from_section(settings.section(NAME)))
     services.adapters[NAME] = adapter

@@ -40,6 +40,7 @@ def make_runtime(services: Services, config: Any = None) -> Runtime:
 
     settings = services.settings
     config = config or from_settings(settings.section(NAME), settings.var_dir, settings.base_url)
+    config = _tenant_senders(services, config)
     assert config.secret_file is not None
     return Runtime(config=config, db=services.db, store=services.store,
                    referrals=services.referrals, resources=services.resources,
@@ -47,6 +48,19 @@ def make_runtime(services: Services, config: Any = None) -> Runtime:
                    ostore=OutreachStore(services.db), channels=make_channels(config),
                    secret=load_secret(config.secret_file),
                    authorization_gate=_authorization_gate(services))
+
+
+def _tenant_senders(services: Services, config: Any) -> Any:
+    """Each [[outreach.twilio.senders]] that lists no sources takes its tenant's from
+    [[access.tenants]] (the one place tenants are defined)."""
+    from outreach.config import with_tenant_sources
+
+    if not config.twilio.senders:
+        return config
+    from refloop.wiring.access import access_of
+
+    tenants = {t.name: t.sources for t in access_of(services).config.tenants}
+    return with_tenant_sources(config, tenants)
 
 
 def _authorization_gate(services: Services) -> Any:
@@ -66,7 +80,7 @@ def make_channels(config: Any) -> dict[str, Any]:
 
         client = make_client(config.twilio)
         channels["sms"] = TwilioSms(config.twilio, client)
-        if config.twilio.voice_from or config.twilio.from_number:
+        if config.twilio.calls:
             channels["voice"] = TwilioVoice(config.twilio, client)
     if config.smtp.configured:
         from outreach.channels.email import SmtpEmail
@@ -188,13 +202,15 @@ def due(obj: Context, hours: float, as_json: bool) -> None:
 @outreach_group.command("send-test")
 @click.option("--to", "to", required=True, help="A phone number (SMS) or an email address.")
 @click.option("--voice", is_flag=True, help="Place a test call instead of a text.")
+@click.option("--tenant", default="", help="Send from this tenant's Twilio sender "
+              "([[outreach.twilio.senders]]).")
 @pass_context
-def send_test(obj: Context, to: str, voice: bool) -> None:
+def send_test(obj: Context, to: str, voice: bool, tenant: str) -> None:
     """Send one test message through the configured channel, for IT teams."""
     from outreach.sendtest import send_test as run
 
     try:
-        click.echo(run(runtime(obj.services), to, voice=voice))
+        click.echo(run(runtime(obj.services), to, voice=voice, tenant=tenant))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -22,6 +22,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from access.tables import metadata as access_metadata
+from analytics.tables import metadata as analytics_metadata
 from hl7_bridge.tables import metadata as hl7_metadata
 from loop.tables import metadata as loop_metadata
 from outreach.tables import metadata as outreach_metadata
@@ -36,7 +37,7 @@ from subscriptions.tables import metadata as subscriptions_metadata
 ROOT = Path(__file__).resolve().parents[3]
 LIVE_METADATA = [core_metadata, subscriptions_metadata, hl7_metadata, pas_metadata,
                  smart_metadata, outreach_metadata, scheduling_metadata, access_metadata,
-                 loop_metadata]
+                 loop_metadata, analytics_metadata]
 
 #: Indexes on `referrals` that migration 0005_smart creates for the worklist's keyset pages but
 #: that no MetaData declares. They are real schema the worklist queries rely on, so they are

@@ -208,3 +208,62 @@ def test_an_order_change_keeps_the_requester_and_reason_it_does_not_send(feed: F
     assert request["requester"] == request_before["requester"]
     assert request["reasonCode"] == request_before["reasonCode"]
     assert after.requester == before.requester and after.reason_text == before.reason_text
+
+
+def test_a_null_prd_removes_that_provider_and_keeps_the_other(feed: Feed) -> None:
+    send(feed, ref_i12())
+    before = the_referral(feed)
+    send(feed, ref_i13("UPD5", {}, segment("PRD", {1: "RT", 2: '""', 7: '""'})))
+    after = the_referral(feed)
+    assert not after.performer and after.requester == before.requester
+    request = body(feed, after.service_request)
+    assert "performer" not in request and request["requester"]
+
+
+def test_a_null_in1_takes_the_insurance_off_the_referral(feed: Feed) -> None:
+    send(feed, ref_i12())
+    assert the_referral(feed).payer
+    send(feed, ref_i13("UPD6", {}, segment("IN1", {1: "1", 3: '""', 4: '""'})))
+    after = the_referral(feed)
+    assert not after.payer
+    assert "insurance" not in body(feed, after.service_request)
+    assert after.requester and after.performer  # the rest of the referral is kept
+
+
+def test_siu_nulls_delete_the_reason_and_the_practitioners(feed: Feed) -> None:
+    send(feed, ref_i12())
+    send(feed, siu("S12", "SIU3", {7: "ROUTINE^Routine^HL70276", 25: "Booked"},
+                   "TQ1|1||||||20240603091500-0500|20240603094500-0500\r",
+                   segment("AIP", {1: "1", 3: "1112223334^Heart^Harry^^^Dr"}),
+                   segment("AIL", {1: "1", 3: "CARDOPD^^^UMH"})))
+    (link,) = [o for o in the_referral(feed).outputs if o.type == "Appointment"]
+    before = body(feed, link.reference, "hl7:SCHED^CUH")
+    send(feed, siu("S14", "SIU4", {7: '""'}, segment("AIP", {1: "1", 3: '""'})))
+    after = body(feed, link.reference, "hl7:SCHED^CUH")
+    assert "reasonCode" not in after
+    actors = [p["actor"] for p in after["participant"]]
+    assert not any(a.get("reference", "").startswith("Practitioner/") for a in actors)
+    assert {"display": "CARDOPD"} in [a for a in actors if "display" in a]  # AIL kept
+    assert (after["start"], after["end"]) == (before["start"], before["end"])
+
+
+OMG = MSH.format(app="ORDERS", facility="GP", type="OMG^O19^OMG_O19", control="{control}")
+
+
+def test_an_omg_update_keeps_what_it_omits_and_deletes_its_nulls(feed: Feed) -> None:
+    def omg(control: str, orc: dict[int, str], obr: dict[int, str]) -> bytes:
+        return orm(control, orc, obr).replace(b"ORM^O01^ORM_O01", b"OMG^O19^OMG_O19")
+
+    send(feed, omg("G1", {1: "NW", 12: "D123^Quinn^Maeve^^^Dr"},
+                   {27: "^^^^^R", 31: "R07.9^Chest pain^I10"}))
+    before = the_referral(feed)
+    send(feed, omg("G2", {1: "XO"}, {27: "^^^^^S"}))
+    request = body(feed, the_referral(feed).service_request, "hl7:ORDERS^GP")
+    assert request["priority"] == "stat" and request["reasonCode"]
+    assert request["requester"] == body(feed, before.service_request,
+                                        "hl7:ORDERS^GP")["requester"]
+    send(feed, omg("G3", {1: "XO"}, {31: '""'}))
+    after = the_referral(feed)
+    request = body(feed, after.service_request, "hl7:ORDERS^GP")
+    assert "reasonCode" not in request and request["priority"] == "stat"
+    assert after.requester == before.requester

@@ -129,3 +129,48 @@ def note(w: World, referral: Any) -> Any:
                                             "data": base64.b64encode(b"Seen.").decode()}}]}
     w.services.resources.put(document, server="local")
     return Link("consult-note", f"DocumentReference/{document['id']}", "Consult note")
+
+
+def test_a_note_before_the_visit_meets_team_and_no_chase_starts(world: World) -> None:
+    """The issue's edge case: the note arrives before anyone marked the visit complete. It
+    closes the loop at once and counts as the visit for TEAM."""
+    w = world
+    referral = w.referral("primary care", service_request=discharged(w, 3))
+    w.book(referral.id, w.clock.now + timedelta(days=7))
+    w.clock.now += timedelta(days=8)
+    w.act(referral.id, "close-loop", changes={"add_outputs": [note(w, referral)]})
+    w.drain()
+    done = w.services.store.get(referral.id)
+    assert done.stage == Stage.LOOP_CLOSED
+    team = done.clock("team")
+    assert team is not None and team.met_at is not None and team.missed_at is None
+    assert team.met_at <= team.due_at
+    actions = w.actions(referral.id)
+    assert "complete-visit" not in actions and "chase-note" not in actions
+    assert actions.index("close-loop") < actions.index("meet-clock")
+    assert len(w.events(referral.id, "record-receipt")) == 1
+    w.advance(days=30)  # the miss check at the due time finds it met
+    assert w.events(referral.id, "miss-clock") == []
+
+
+def test_asm_clock_runs_out_then_a_late_report_is_recorded_met_late(world: World) -> None:
+    w = world
+    referral = w.referral("cardiology", service_request={"reasonCode": [{"coding": [{
+        "system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "I50.22"}]}]})
+    w.act(referral.id, "complete-visit")
+    w.drain()
+    started = w.services.store.get(referral.id).clock("asm")
+    assert started is not None and started.open
+    w.advance(days=15)
+    missed = w.services.store.get(referral.id).clock("asm")
+    assert missed is not None and missed.missed_at == started.due_at and missed.met_at is None
+    rows = fetch_page(w.services.db, WorklistFilter(), now=w.clock.now).rows
+    shown = fetch_clocks(w.services.db, rows).get(referral.id, [])
+    assert next(c for c in shown if c.program == "asm").missed_at is not None
+    w.act(referral.id, "close-loop", changes={"add_outputs": [note(w, referral)]})
+    w.drain()
+    late = w.services.store.get(referral.id).clock("asm")
+    assert late is not None and late.missed_at == started.due_at
+    assert late.met_at is not None and late.met_at > late.due_at
+    assert [e.action for e in w.events(referral.id) if "clock" in e.action] == [
+        "start-clock", "miss-clock", "meet-clock"]

@@ -103,6 +103,8 @@ def test_upload_link_closes_the_loop_and_the_practice_reads_the_note(mailed: Mai
     refused = requests.post(link, files={"note": ("note.docx", b"PK\x03\x04 word", "x")},
                             timeout=10)
     assert refused.status_code == 415 and "not a PDF" in refused.text
+    [kept] = [q for q in w.services.quarantine.list() if q.kind == "loop.upload"]
+    assert referral.id in kept.reason and "not a PDF" in kept.reason
     done = requests.post(link, files={"note": ("Cardio note.pdf", PDF, "application/pdf")},
                          timeout=10)
     assert done.status_code == 200 and "Consult note received" in done.text

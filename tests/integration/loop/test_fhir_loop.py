@@ -8,7 +8,9 @@ referrer's EHR and the specialist's:
 - by subscription: a finished Encounter completes the visit, a DocumentReference closes the
   loop, and the chase Task is withdrawn;
 - with nothing coming back, the ladder ends with a coordinator task whose outcomes chase again
-  or give up.
+  or give up;
+- a decline, a no-show and a failure reach the referrer with their reason or date, and the
+  referral Task on their EHR follows (rejected, failed).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import requests
 from loop_world import PDF, Ehr, World, close_world, make_world
 
 from loop.fhir import RECEIPT_SYSTEM, REFERRAL_SYSTEM
-from referrals.model import Stage
+from referrals.model import Reason, Stage
 
 
 def section(referrer: Ehr, specialist: Ehr, ladder: list[dict[str, Any]]) -> dict[str, Any]:
@@ -173,6 +175,42 @@ def test_with_nothing_coming_back_a_coordinator_chases_again_or_gives_up(world: 
     assert w.services.tasks.open_for(referral.id) == []
     # the referral stays visit-completed: the loop is not closed by giving up
     assert w.services.store.get(referral.id).stage == Stage.VISIT_COMPLETED
+
+
+def test_a_decline_a_no_show_and_a_failure_reach_the_referrer_with_why_and_when(
+        world: World) -> None:
+    w = world
+    declined = w.referral(accept=False)
+    w.act(declined.id, "decline", reason=Reason("capacity", "No capacity until May"))
+    missed = w.referral()
+    visit = w.clock.now + timedelta(days=2)
+    w.book(missed.id, visit)
+    w.drain()
+    appointment = w.services.store.get(missed.id).outputs[-1]
+    w.clock.now = visit + timedelta(hours=2)
+    w.act(missed.id, "no-show", changes={"add_outputs": [appointment]})
+    w.act(missed.id, "fail", reason=Reason("unreachable", "Patient unreachable after no-show"))
+    w.drain()
+
+    def told(referral: Any) -> dict[str, str]:
+        return {c["topic"]["coding"][0]["code"]: c["payload"][0]["contentString"]
+                for c in w.referrer.search(f"Communication?subject={referral.patient}")}
+
+    assert told(declined) == {"declined": "The referral was declined: No capacity until May."}
+    local = visit.astimezone(__import__("zoneinfo").ZoneInfo("America/Chicago"))
+    texts = told(missed)
+    assert sorted(texts) == ["accepted", "failed", "no-show", "scheduled"]
+    assert texts["no-show"] == f"The patient did not attend the appointment on {local:%a} " \
+        f"{local.day} {local:%b %Y, %H:%M} (America/Chicago)."
+    assert texts["failed"] == \
+        "The referral could not be completed: Patient unreachable after no-show."
+    statuses = {r.id: w.referrer.search(f"Task?identifier={REFERRAL_SYSTEM}|{r.id}")[0]["status"]
+                for r in (declined, missed)}
+    assert statuses == {declined.id: "rejected", missed.id: "failed"}
+    assert [e.data["milestone"] for e in w.events(declined.id, "update-referrer")] == [
+        "declined"]
+    # nothing was chased: neither referral reached the visit
+    assert w.events(declined.id, "chase-note") == w.events(missed.id, "chase-note") == []
 
 
 def wait_for(w: World, condition: Any, timeout: float = 30.0) -> None:

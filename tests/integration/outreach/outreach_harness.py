@@ -62,11 +62,13 @@ class Harness:
         self.worker = Worker(self.services.work, all_handlers(self.services))
 
     def settle(self) -> int:
-        """Run due work and wait for the sandbox's callbacks until both are quiet."""
+        """Run due work and wait for the sandbox's callbacks until both are quiet. The wait is
+        for the callbacks themselves (each is stored before our answer), however slow a loaded
+        machine makes them, so nothing arrives after settle() returns."""
         total = 0
         for _ in range(100):
             done = self.worker.drain()
-            self.twilio.wait_idle()
+            assert self.twilio.wait_idle(), "the sandbox's callbacks were not answered"
             again = self.worker.drain()
             total += done + again
             if not done and not again:
@@ -101,9 +103,9 @@ class Harness:
             server="http://ehr.test/fhir")
         return f"Patient/{pid}"
 
-    def referral(self, pid: str, *, priority: str = "routine", accept: bool = True
-                 ) -> Referral:
-        draft = Referral(id=new_referral_id(), source_key=f"ehr|ServiceRequest/sr-{pid}",
+    def referral(self, pid: str, *, priority: str = "routine", accept: bool = True,
+                 source: str = "ehr") -> Referral:
+        draft = Referral(id=new_referral_id(), source_key=f"{source}|ServiceRequest/sr-{pid}",
                          service_request=f"ServiceRequest/sr-{pid}", patient=f"Patient/{pid}",
                          priority=priority, specialty="cardiology",
                          reason_text="Cardiology consult: chest pain")
@@ -115,16 +117,20 @@ class Harness:
 
 
 def outreach_settings(database_url: str, tmp_path: Path, url: str, twilio: TwilioSandbox,
-                      mail: MailCapture, **extra: Any) -> Settings:
+                      mail: MailCapture, *, twilio_extra: dict[str, Any] | None = None,
+                      sections: dict[str, Any] | None = None, **extra: Any) -> Settings:
+    """`extra`: more [outreach] keys; `twilio_extra`: more [outreach.twilio] keys; `sections`:
+    other top-level tables."""
     section: dict[str, Any] = {
         "practice_name": "Springfield Medical Group", "practice_phone": "+15555550100",
         "coordinator_line": "+15555550101", "public_base_url": url,
         "twilio": {"account_sid": twilio.account_sid, "auth_token": twilio.auth_token,
-                   "from_number": "+15005550006", "api_base_url": twilio.url},
+                   "from_number": "+15005550006", "api_base_url": twilio.url,
+                   **(twilio_extra or {})},
         "smtp": {"host": "127.0.0.1", "port": mail.port, "security": "none",
                  "from_address": "clinic@refloop.test"}, **extra}
     return Settings(var_dir=tmp_path / "var", database_url=database_url,
-                    sections={"outreach": section})
+                    sections={"outreach": section, **(sections or {})})
 
 
 def _sandboxes() -> Iterator[tuple[TwilioSandbox, MailCapture]]:

@@ -128,6 +128,8 @@ def test_full_path_with_outreach_appointment_no_show_and_closed_loop(harness: Ha
     assert stored["start"].startswith("2030-03-04T09:30")
     act({"action": "no-show"})
     act({"action": "schedule", "start": "2030-03-11T09:30"})
+    act({"action": "complete-visit"})
+    assert harness.services.store.get(referral.id).stage == Stage.VISIT_COMPLETED
     text = act({"action": "close-loop", "note_text": "Seen; echo normal."})
     current = harness.services.store.get(referral.id)
     assert current.stage == Stage.LOOP_CLOSED
@@ -136,7 +138,7 @@ def test_full_path_with_outreach_appointment_no_show_and_closed_loop(harness: Ha
     assert "finished; no actions remain" in text
     actions = [e.action for e in harness.services.store.events(referral.id)]
     assert actions == ["detect", "assign", "accept", "start-outreach", "record-outreach",
-                       "schedule", "no-show", "schedule", "close-loop"]
+                       "schedule", "no-show", "schedule", "complete-visit", "close-loop"]
 
 
 def test_decline_and_hold_need_a_reason(harness: Harness):
@@ -271,8 +273,9 @@ def test_dashboard_renders_svg_funnel_and_aging_without_external_assets(harness:
     page = harness.launch(browser)
     dash = browser.get(f"{page.url}dashboard")
     assert dash.status_code == 200
-    assert dash.text.count("<svg") == 2
-    assert "created 2" in dash.text and "accepted 1" in dash.text
+    # the outcomes dashboard (analytics is wired): funnel, cohorts and four distributions
+    assert dash.text.count("<svg") == 6
+    assert "detected: 2 (100%)" in dash.text and "accepted: 1 (50%)" in dash.text
     assert "http://" not in dash.text.split("<main", 1)[1]
     assert "https://" not in dash.text
 

@@ -107,3 +107,26 @@ def test_names_for_a_page_take_one_query(harness: Harness):
     for referral_id, body in found.items():
         assert f"Patient/{body['id']}" == by_id[referral_id].patient
     assert age_on("2000", date(2026, 1, 1)) == 26
+
+
+def test_program_clocks_show_beside_the_deadline(harness: Harness):
+    """A running TEAM clock caps the row's deadline and is named beside it; a met one says
+    so; the referral page lists it too."""
+    from datetime import timedelta
+
+    made = _seed(harness)
+    now = datetime.now(UTC)
+    harness.services.referrals.act(made["fhir"].id, Command("start-clock", changes={"clock": {
+        "program": "team", "goal": "visit", "started_at": now - timedelta(days=25),
+        "due_at": now + timedelta(days=5, hours=1)}}))
+    harness.services.referrals.act(made["demo"].id, Command("start-clock", changes={"clock": {
+        "program": "asm", "goal": "report", "started_at": now, "due_at": now}}))
+    harness.services.referrals.act(made["demo"].id, Command("meet-clock", changes={"clock": {
+        "program": "asm", "at": now}}))
+    browser = harness.browser()
+    page = harness.launch(browser)
+    text = html.unescape(page.text)
+    assert "TEAM visit due in 5 d" in text and "ASM report met" in text
+    row = next(r for r in fetch_page(harness.services.db, WorklistFilter(), limit=50).rows
+               if r.id == made["fhir"].id)
+    assert row.deadline is not None and row.deadline <= now + timedelta(days=5, hours=1)

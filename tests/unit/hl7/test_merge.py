@@ -39,6 +39,16 @@ def test_patient_identifiers_accumulate() -> None:
     assert line.split("|")[3] == "X2^^^H^MR~X1^^^H^MR~123-45-6789^^^SSA^SS"
 
 
+def test_patient_identifiers_are_capped_keeping_the_newest() -> None:
+    stored = merge.merge(None, segments("PID|1||X0^^^H^MR\r"), merge.PATIENT, "utf-8")
+    for n in range(1, merge.MAX_IDENTIFIERS + 5):
+        stored = merge.merge(stored, segments(f"PID|1||X{n}^^^H^MR\r"), merge.PATIENT,
+                             "utf-8")
+    ids = stored[0].split("|")[3].split("~")
+    assert len(ids) == merge.MAX_IDENTIFIERS
+    assert ids[0] == f"X{merge.MAX_IDENTIFIERS + 4}^^^H^MR" and "X0^^^H^MR" not in ids
+
+
 def test_providers_are_keyed_by_role() -> None:
     stored = merge.merge(None, segments("RF1|P|R||||R1\rPRD|RP|Ref^Rita||||^WPN^PH^^1^555^1\r"
                                         "PRD|RT|To^Tom\r"), merge.REFERRAL, "utf-8")

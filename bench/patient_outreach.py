@@ -11,7 +11,7 @@
    referrals opened at a steady pace inside the calling window), against the bare queue's
    enqueue-to-handler latency at the same pace. Goal: p95 under 5 s.
 
-    python bench/outreach.py [--referrals 100000] [--sends 500] [--first 1000] [--rate 10]
+    python bench/patient_outreach.py [--referrals 100000] [--sends 500] [--first 1000] [--rate 10]
 
 Prints `metric: value unit` lines; progress goes to stderr.
 """
@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+# the checkout's packages, also without an installed copy
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlalchemy as sa

@@ -1,0 +1,107 @@
+"""What one referral adds to the rollup cube: its counts and durations under each cohort grain
+and each dimension value, and where it fell out. A referral whose facts change is taken out with
+its old contribution (sign -1) and put back with the new one, so the cube stays the sum of the
+facts it was built from.
+
+Counts travel as plain lists in `COUNT_FIELDS` order (a rebuild adds millions of them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from analytics.facts import Facts
+from analytics.metrics import (
+    DURATIONS,
+    Histogram,
+    Totals,
+    bin_of,
+    cohort_start,
+    drop_key,
+    duration_hours,
+    totals_of,
+)
+from analytics.tables import COUNT_COLUMNS
+
+#: the dimensions a cohort is broken down by ("all": the whole cohort)
+DIMENSIONS = ("specialty", "referrer", "destination", "payer", "priority")
+#: cube grain code -> cohort grain
+GRAINS = {"w": "week", "m": "month"}
+COUNT_FIELDS = tuple(f.name for f in fields(Totals))
+if COUNT_FIELDS != COUNT_COLUMNS:  # rows are written positionally
+    raise ImportError("analytics.tables.COUNT_COLUMNS must list the Totals fields in order")
+
+CubeKey = tuple[str, str, str, str]  # grain, dim, value, period
+DropKey = tuple[str, str, str, str, str, str, str]  # + step, outcome, reason
+
+
+@dataclass
+class CubeCell:
+    counts: list[int] = field(default_factory=lambda: [0] * len(COUNT_FIELDS))
+    #: duration name -> {bin index: count}
+    histograms: dict[str, dict[int, int]] = field(default_factory=dict)
+
+    def add(self, counts: list[int], histograms: dict[str, dict[int, int]],
+            sign: int = 1) -> None:
+        mine = self.counts
+        for index, n in enumerate(counts):
+            if n:
+                mine[index] += sign * n
+        for name, bins in histograms.items():
+            target = self.histograms.setdefault(name, {})
+            for index, n in bins.items():
+                value = target.get(index, 0) + sign * n
+                if value:
+                    target[index] = value
+                else:
+                    target.pop(index, None)
+
+    @property
+    def totals(self) -> Totals:
+        return Totals(*self.counts)
+
+    def histogram(self, name: str) -> Histogram:
+        return Histogram(dict(self.histograms.get(name, {})))
+
+
+@dataclass
+class Contribution:
+    """Cube and drop-off deltas, summed over any number of referrals."""
+
+    cube: dict[CubeKey, CubeCell] = field(default_factory=dict)
+    dropoff: dict[DropKey, int] = field(default_factory=dict)
+
+    def add(self, facts: Facts, sign: int = 1) -> None:
+        counts, histograms = parts_of(facts)
+        dropped = drop_key(facts)
+        cube = self.cube
+        for key in cube_keys(facts):
+            cell = cube.get(key)
+            if cell is None:
+                cell = cube[key] = CubeCell()
+            cell.add(counts, histograms, sign)
+            if dropped is not None:
+                drop = (*key, *dropped)
+                self.dropoff[drop] = self.dropoff.get(drop, 0) + sign
+
+    def is_empty(self) -> bool:
+        return not self.cube and not self.dropoff
+
+
+def parts_of(facts: Facts) -> tuple[list[int], dict[str, dict[int, int]]]:
+    """One referral's counts (COUNT_FIELDS order) and its durations' histogram bins."""
+    totals = totals_of(facts)
+    histograms: dict[str, dict[int, int]] = {}
+    for name in DURATIONS:
+        hours = duration_hours(facts, name)
+        if hours is not None:
+            histograms[name] = {bin_of(hours): 1}
+    return [getattr(totals, name) for name in COUNT_FIELDS], histograms
+
+
+def cube_keys(facts: Facts) -> list[CubeKey]:
+    keys = []
+    for grain, name in GRAINS.items():
+        period = cohort_start(facts.detected_at, name)
+        keys.append((grain, "all", "", period))
+        keys.extend((grain, dim, getattr(facts, dim), period) for dim in DIMENSIONS)
+    return keys

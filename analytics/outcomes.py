@@ -1,0 +1,329 @@
+"""The figures of the outcomes dashboard and the report, read from the rollups.
+
+Two ways to the same definitions: the cube (a cohort's counts and duration histograms per value
+of one dimension) answers a view with at most one dimension filter, whatever the store's size;
+a view with more filters, or limited to a tenant's referral sources, is counted from the facts of
+the referrals it selects (exact percentiles). `Outcomes.exact` says which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from analytics import sqlfacts
+from analytics.contribution import DIMENSIONS
+from analytics.facts import Facts
+from analytics.metrics import (
+    DURATIONS,
+    STEPS,
+    Histogram,
+    Spread,
+    Totals,
+    cohort,
+    cohort_start,
+    drop_key,
+    duration_hours,
+    spread,
+    spread_of,
+    totals_of,
+)
+from analytics.tables import COUNT_COLUMNS, analytics_cube, analytics_dropoff, analytics_facts
+from referrals.store.database import Database
+
+GRAIN_CODES = {"week": "w", "month": "m"}
+BREAKDOWN_ROWS = 50
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which referrals: detected between `since` and `until` (days, inclusive; a cohort is in
+    when its first day is), of the dimension values in `where`; broken down by `breakdown`."""
+
+    grain: str = "month"
+    since: date | None = None
+    until: date | None = None
+    where: tuple[tuple[str, str], ...] = ()
+    breakdown: str = "referrer"
+    #: only referrals whose source key starts with one of these ("<source>|"); None: all
+    sources: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.grain not in GRAIN_CODES:
+            raise ValueError(f"grain must be week or month, not {self.grain!r}")
+        if self.breakdown not in DIMENSIONS:
+            raise ValueError(f"breakdown must be one of {', '.join(DIMENSIONS)}")
+        for dim, _value in self.where:
+            if dim not in DIMENSIONS:
+                raise ValueError(f"no dimension {dim!r}; use {', '.join(DIMENSIONS)}")
+
+    @property
+    def by_cube(self) -> bool:
+        return len(self.where) <= 1 and self.sources is None
+
+
+@dataclass
+class CohortFigures:
+    label: str
+    start: str
+    totals: Totals
+    spreads: dict[str, Spread]
+
+
+@dataclass
+class Outcomes:
+    filters: Filters
+    cohorts: list[CohortFigures]
+    totals: Totals
+    spreads: dict[str, Spread]
+    histograms: dict[str, Histogram]
+    #: (last step reached, outcome, reason code, referrals), most first
+    dropoff: list[tuple[str, str, str, int]]
+    open: int
+    overdue: int
+    breakdown: list[tuple[str, Totals]]
+    exact: bool
+    computed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def overdue_share(self) -> float | None:
+        return self.overdue / self.open if self.open else None
+
+
+def outcomes(db: Database, filters: Filters, now: datetime | None = None) -> Outcomes:
+    now = now or datetime.now(UTC)
+    with db.read() as c:
+        found = _from_cube(c, filters) if filters.by_cube else _from_facts(c, filters)
+        if not (filters.by_cube and _cube_breakdown_fits(filters)):
+            found.breakdown = _breakdown_from_facts(c, filters)
+        found.overdue = _overdue(c, filters, now)
+    found.computed_at = now
+    return found
+
+
+# -- the cube --------------------------------------------------------------------------------
+
+def _cube_key(filters: Filters) -> tuple[str, str]:
+    return filters.where[0] if filters.where else ("all", "")
+
+
+def _period_range(column: Any, filters: Filters) -> list[sa.ColumnElement[bool]]:
+    clauses = []
+    if filters.since is not None:
+        clauses.append(column >= cohort_start(_day(filters.since), filters.grain))
+    if filters.until is not None:
+        clauses.append(column <= filters.until.isoformat())
+    return clauses
+
+
+def _from_cube(c: Connection, filters: Filters) -> Outcomes:
+    grain = GRAIN_CODES[filters.grain]
+    dim, value = _cube_key(filters)
+    cube = analytics_cube.c
+    rows = c.execute(sa.select(analytics_cube).where(
+        cube.grain == grain, cube.dim == dim, cube.value == value,
+        *_period_range(cube.period, filters)).order_by(cube.period)).mappings().all()
+    cohorts, overall = [], Totals()
+    histograms: dict[str, Histogram] = {name: Histogram() for name in DURATIONS}
+    for row in rows:
+        totals = Totals(**{name: int(row[name]) for name in COUNT_COLUMNS})
+        if not totals.referrals:
+            continue
+        own: dict[str, Histogram] = {}
+        for name, bins in (row["histograms"] or {}).items():
+            own[name] = Histogram({int(k): int(v) for k, v in bins.items()})
+            histograms.setdefault(name, Histogram()).merge(own[name])
+        overall.add(totals)
+        start = row["period"]
+        cohorts.append(CohortFigures(
+            cohort(_day(date.fromisoformat(start)), filters.grain), start, totals,
+            {name: spread_of(own.get(name, Histogram())) for name in DURATIONS}))
+    drop = analytics_dropoff.c
+    drops = c.execute(sa.select(drop.step, drop.outcome, drop.reason, sa.func.sum(drop.n))
+                      .where(drop.grain == grain, drop.dim == dim, drop.value == value,
+                             *_period_range(drop.period, filters))
+                      .group_by(drop.step, drop.outcome, drop.reason)).all()
+    breakdown = _cube_breakdown(c, filters) if _cube_breakdown_fits(filters) else []
+    return Outcomes(filters, cohorts, overall,
+                    {name: spread_of(h) for name, h in histograms.items()}, histograms,
+                    _ordered_drops((s, o, r, int(n)) for s, o, r, n in drops if n),
+                    overall.open, 0, breakdown, exact=False)
+
+
+def _cube_breakdown_fits(filters: Filters) -> bool:
+    """The cube holds one dimension at a time: it answers the breakdown when there is no filter,
+    or when the filter is on the breakdown's own dimension."""
+    return not filters.where or filters.where[0][0] == filters.breakdown
+
+
+def _cube_breakdown(c: Connection, filters: Filters) -> list[tuple[str, Totals]]:
+    cube = analytics_cube.c
+    clauses = [cube.grain == GRAIN_CODES[filters.grain], cube.dim == filters.breakdown,
+               *_period_range(cube.period, filters)]
+    if filters.where:
+        clauses.append(cube.value == filters.where[0][1])
+    sums = [sa.func.sum(cube[name]).label(name) for name in COUNT_COLUMNS]
+    rows = c.execute(sa.select(cube.value, *sums).where(*clauses).group_by(cube.value)
+                     .order_by(sa.desc("referrals"), cube.value).limit(BREAKDOWN_ROWS)).all()
+    return [(row.value, Totals(**{name: int(getattr(row, name)) for name in COUNT_COLUMNS}))
+            for row in rows if row.referrals]
+
+
+# -- the facts -------------------------------------------------------------------------------
+
+def facts_clauses(filters: Filters) -> list[sa.ColumnElement[bool]]:
+    """The referrals a view selects, as conditions on analytics_facts."""
+    f = analytics_facts.c
+    clauses: list[sa.ColumnElement[bool]] = []
+    if filters.since is not None:
+        clauses.append(f.detected_at >= _day(date.fromisoformat(
+            cohort_start(_day(filters.since), filters.grain))))
+    if filters.until is not None:
+        clauses.append(f.detected_at < _day(filters.until) + timedelta(days=1))
+    clauses.extend(f[dim] == value for dim, value in filters.where)
+    if filters.sources is not None:
+        clauses.append(sa.or_(sa.false(), *(f.source_key.startswith(s + "|", autoescape=True)
+                                            for s in filters.sources)))
+    return clauses
+
+
+def _from_facts(c: Connection, filters: Filters) -> Outcomes:
+    rows = c.execute(sa.select(analytics_facts).where(*facts_clauses(filters))
+                     .order_by(analytics_facts.c.detected_at)).mappings()
+    return summarize((Facts.from_row(row) for row in rows), filters)
+
+
+def summarize(many: Iterable[Facts], filters: Filters) -> Outcomes:
+    """The figures of a set of facts, with exact percentiles."""
+    groups: dict[str, tuple[Totals, dict[str, list[float]]]] = {}
+    overall = Totals()
+    values: dict[str, list[float]] = {name: [] for name in DURATIONS}
+    drops: dict[tuple[str, str, str], int] = {}
+    for facts in many:
+        start = cohort_start(facts.detected_at, filters.grain)
+        totals, own = groups.setdefault(start, (Totals(), {n: [] for n in DURATIONS}))
+        contribution = totals_of(facts)
+        totals.add(contribution)
+        overall.add(contribution)
+        for name in DURATIONS:
+            hours = duration_hours(facts, name)
+            if hours is not None:
+                own[name].append(hours)
+                values[name].append(hours)
+        key = drop_key(facts)
+        if key is not None:
+            drops[key] = drops.get(key, 0) + 1
+    cohorts = [CohortFigures(cohort(_day(date.fromisoformat(start)), filters.grain), start,
+                             totals, {name: spread(v) for name, v in own.items()})
+               for start, (totals, own) in sorted(groups.items())]
+    histograms: dict[str, Histogram] = {}
+    for name, measured in values.items():
+        histograms[name] = Histogram()
+        for value in measured:
+            histograms[name].add_hours(value)
+    return Outcomes(filters, cohorts, overall, {n: spread(v) for n, v in values.items()},
+                    histograms, _ordered_drops((*k, n) for k, n in drops.items()),
+                    overall.open, 0, [], exact=True)
+
+
+def _breakdown_from_facts(c: Connection, filters: Filters) -> list[tuple[str, Totals]]:
+    column = analytics_facts.c[filters.breakdown]
+    rows = c.execute(sa.select(column.label("value"), *sqlfacts.totals_columns())
+                     .where(*facts_clauses(filters)).group_by(column)
+                     .order_by(sa.desc("referrals"), column).limit(BREAKDOWN_ROWS)).all()
+    return [(row.value, Totals(**{name: int(getattr(row, name)) for name in COUNT_COLUMNS}))
+            for row in rows]
+
+
+def _overdue(c: Connection, filters: Filters, now: datetime) -> int:
+    return int(c.execute(sa.select(sa.func.count()).select_from(analytics_facts).where(
+        sqlfacts.overdue(now), *facts_clauses(filters))).scalar_one())
+
+
+# -- the referrals behind a number -------------------------------------------------------------
+
+#: the parts of a view that link to their referrals (docs/metrics.md)
+PARTS = ("referrals", "withdrawn", "accepted", "contacted", "scheduled", "visited", "notes",
+         "receipts", "no_shows", "open", "overdue", "auth_requested", "auth_decided",
+         *(f"{program}_{what}" for program in ("team", "asm")
+           for what in ("started", "on_time", "late", "missed")))
+
+
+@dataclass(frozen=True)
+class ReferralRow:
+    referral_id: str
+    detected_at: datetime
+    stage: str
+    specialty: str
+    referrer: str
+    destination: str
+    priority: str
+    patient: str
+
+
+def part_clause(part: str, now: datetime) -> sa.ColumnElement[bool]:
+    """`part` is a Totals count name, `overdue`, or `dropped:<step>:<outcome>:<reason>`."""
+    if part == "overdue":
+        return sqlfacts.overdue(now)
+    if part.startswith("dropped:"):
+        _, step, outcome, reason = [*part.split(":", 3), "", "", ""][:4]
+        if step not in STEPS:
+            raise ValueError(f"no funnel step {step!r}")
+        return sqlfacts.dropped(step, outcome, reason)
+    if part not in PARTS:
+        raise ValueError(f"no figure {part!r}; use one of {', '.join(PARTS)}")
+    return sqlfacts.counted(part)
+
+
+def referrals_behind(db: Database, filters: Filters, part: str, *, cohort_start_day: str = "",
+                     after: tuple[datetime, str] | None = None, limit: int = 50,
+                     now: datetime | None = None) -> list[ReferralRow]:
+    """The referrals counted in `part` of the view (of one cohort when `cohort_start_day`), in
+    detection order, a keyset page at a time (`after`: the last row's (detected_at, id))."""
+    now = now or datetime.now(UTC)
+    f = analytics_facts.c
+    clauses = [*facts_clauses(filters), part_clause(part, now)]
+    if cohort_start_day:
+        start = _day(date.fromisoformat(cohort_start_day))
+        end = start + timedelta(days=7) if filters.grain == "week" else _next_month(start)
+        clauses += [f.detected_at >= start, f.detected_at < end]
+    if after is not None:
+        clauses.append(sa.or_(f.detected_at > after[0],
+                              sa.and_(f.detected_at == after[0], f.referral_id > after[1])))
+    query = (sa.select(f.referral_id, f.detected_at, f.stage, f.specialty, f.referrer,
+                       f.destination, f.priority, f.patient)
+             .where(*clauses).order_by(f.detected_at, f.referral_id).limit(limit))
+    with db.read() as c:
+        return [ReferralRow(**row) for row in c.execute(query).mappings()]
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+def _ordered_drops(items: Iterable[tuple[str, str, str, int]]
+                   ) -> list[tuple[str, str, str, int]]:
+    return sorted(items, key=lambda d: (STEPS.index(d[0]), -d[3], d[1], d[2]))
+
+
+def _day(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+def _next_month(start: datetime) -> datetime:
+    return (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def dimension_values(db: Database, dim: str, limit: int = 200) -> Sequence[str]:
+    """The values of `dim` seen in the cube (for filter menus), most referrals first."""
+    if dim not in DIMENSIONS:
+        raise ValueError(dim)
+    cube = analytics_cube.c
+    with db.read() as c:
+        rows = c.execute(sa.select(cube.value).where(cube.grain == "m", cube.dim == dim)
+                         .group_by(cube.value).order_by(sa.desc(sa.func.sum(cube.referrals)))
+                         .limit(limit)).scalars()
+        return [value for value in rows]

@@ -1,0 +1,80 @@
+"""The outcomes dashboard (the Dashboard page when analytics is wired), its CSV, and the lists of
+referrals behind each number.
+
+The figures come from the analytics adapter through plain callables that refloop/wiring puts on
+`SmartRuntime.analytics` (this app never imports that adapter); each raises ValueError for a
+query string it cannot read:
+
+    view(args) -> dict        filters, headline rates, funnel, distributions, cohorts, breakdown
+    csv(args) -> str          the view as CSV
+    referrals(args) -> dict   {"title", "rows": [...], "patients": [...], "next", "back"}
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, abort, render_template, request
+
+from smart_app import audit
+from smart_app.runtime import SmartRuntime
+from smart_app.sessions import Session
+
+log = logging.getLogger("refloop.smart.analytics")
+
+
+def outcomes_page(rt: SmartRuntime, session: Session) -> Response:
+    args = request.args.to_dict()
+    try:
+        data = rt.analytics.view(args)
+    except ValueError as exc:
+        data = rt.analytics.view({})
+        return _render(session, "smart/outcomes.html", d=data, error=str(exc), status=400)
+    return _render(session, "smart/outcomes.html", d=data, error="")
+
+
+def analytics_routes(bp: Blueprint, rt: SmartRuntime,
+                     with_session: Callable[..., Any]) -> None:
+    @bp.get("/s/<sid>/dashboard.csv")
+    @with_session
+    def outcomes_csv(session: Session) -> Any:
+        if rt.analytics is None:
+            abort(404)
+        try:
+            text = rt.analytics.csv(request.args.to_dict())
+        except ValueError as exc:
+            return Response(f"{exc}\n", status=400, mimetype="text/plain")
+        return Response(text, mimetype="text/csv", headers={
+            "Content-Disposition": 'attachment; filename="refloop-outcomes.csv"'})
+
+    @bp.get("/s/<sid>/dashboard/referrals")
+    @with_session
+    def outcome_referrals(session: Session) -> Any:
+        if rt.analytics is None:
+            abort(404)
+        args = request.args.to_dict()
+        try:
+            found = rt.analytics.referrals(args)
+        except ValueError as exc:
+            return _render(session, "smart/outcome_referrals.html", f=None, error=str(exc),
+                           status=400)
+        audit.record(rt.resources, audit.build_audit_event(
+            session, interaction="search", patient="",
+            entities=[f"Task/{row['referral_id']}" for row in found["rows"]],
+            query=urlencode(args), client_id=_client_id(rt, session),
+            patients=found["patients"]))
+        return _render(session, "smart/outcome_referrals.html", f=found, error="")
+
+
+def _render(session: Session, template: str, *, status: int = 200, **values: Any) -> Response:
+    html = render_template(template, s=session, ctx=session.context,
+                           base=f"/smart/s/{session.id}", **values)
+    return Response(html, status=status)
+
+
+def _client_id(rt: SmartRuntime, session: Session) -> str:
+    tenant = rt.config.tenant(session.tenant)
+    return tenant.client_id if tenant else session.tenant

@@ -1,0 +1,114 @@
+"""The dashboard's figures from the cube and from the facts agree with each other and with the
+definitions computed in memory; the SQL spelling of the definitions counts the same referrals;
+each number's referrals can be listed."""
+
+from __future__ import annotations
+
+import random
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "analytics"))
+
+from histories import History, random_history, replay
+
+from analytics.facts import Facts
+from analytics.metrics import STEPS, Totals, cohort_start, drop_key, is_overdue, total, totals_of
+from analytics.outcomes import Filters, outcomes, referrals_behind
+from analytics.rollup import Rollup
+from refloop.services import Services
+
+START = datetime(2026, 8, 3, 8, 0, tzinfo=UTC)
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def world(services: Services) -> tuple[Services, list[Facts]]:
+    rng = random.Random(20261201)
+    histories: list[History] = []
+    for i in range(80):
+        h = random_history(rng, f"r{i:03d}", START + timedelta(hours=29 * i))
+        histories.append(h)
+        replay(services.referrals, h)
+    Rollup(services.db).catch_up()
+    facts = [h.facts() for h in histories]
+    return services, facts
+
+
+def test_the_cube_and_the_facts_give_the_same_figures(world: tuple[Services, list[Facts]]
+                                                     ) -> None:
+    services, facts = world
+    for grain in ("month", "week"):
+        plain = outcomes(services.db, Filters(grain=grain), NOW)
+        # the same view through the facts: a tenant restriction that keeps everything
+        exact = outcomes(services.db, Filters(grain=grain, sources=("test",)), NOW)
+        assert not plain.exact and exact.exact
+        assert plain.totals == exact.totals == total(facts)
+        other_tenant = outcomes(services.db, Filters(grain=grain, sources=("fhir|x",)), NOW)
+        assert other_tenant.totals.referrals == 0 and other_tenant.cohorts == []
+        assert [(c.label, c.totals) for c in plain.cohorts] == \
+            [(c.label, c.totals) for c in exact.cohorts]
+        assert plain.dropoff == exact.dropoff
+        assert plain.breakdown == exact.breakdown
+        assert plain.overdue == exact.overdue == sum(is_overdue(f, NOW) for f in facts)
+        for name, measured in exact.spreads.items():
+            approximate = plain.spreads[name]
+            assert approximate.n == measured.n
+            if measured.median is not None:
+                assert approximate.median is not None
+                assert abs(approximate.median - measured.median) <= (
+                    1.0 if measured.median < 48 else 24.0 if measured.median < 1440 else 120.0)
+
+
+def test_one_filter_reads_the_cube_two_read_the_facts(world: tuple[Services, list[Facts]]
+                                                     ) -> None:
+    services, facts = world
+    one = outcomes(services.db, Filters(where=(("specialty", "cardiology"),)), NOW)
+    assert not one.exact
+    assert one.totals == total(f for f in facts if f.specialty == "cardiology")
+    # the breakdown by referrer of the cardiology referrals comes from the facts
+    expected: dict[str, Totals] = {}
+    for f in facts:
+        if f.specialty == "cardiology":
+            expected.setdefault(f.referrer, Totals()).add(totals_of(f))
+    assert dict(one.breakdown) == expected
+    two = outcomes(services.db, Filters(where=(("specialty", "cardiology"),
+                                               ("priority", "routine"))), NOW)
+    assert two.exact
+    assert two.totals == total(f for f in facts
+                               if f.specialty == "cardiology" and f.priority == "routine")
+    ranged = outcomes(services.db, Filters(since=date(2026, 9, 1), until=date(2026, 9, 30)),
+                      NOW)
+    assert [c.label for c in ranged.cohorts] == ["2026-09"]
+    assert ranged.totals == total(f for f in facts if f.detected_at.month == 9)
+
+
+def test_each_number_lists_its_referrals(world: tuple[Services, list[Facts]]) -> None:
+    services, facts = world
+    view = Filters()
+    for part in ("referrals", "withdrawn", "accepted", "contacted", "scheduled", "visited",
+                 "notes", "receipts", "open", "auth_requested", "auth_decided"):
+        listed = {r.referral_id for r in referrals_behind(services.db, view, part, limit=500,
+                                                          now=NOW)}
+        expected = {f.referral_id for f in facts if getattr(totals_of(f), part)}
+        assert listed == expected, part
+    overdue = {r.referral_id for r in referrals_behind(services.db, view, "overdue", now=NOW,
+                                                       limit=500)}
+    assert overdue == {f.referral_id for f in facts if is_overdue(f, NOW)}
+    for step, outcome, reason, n in outcomes(services.db, view, NOW).dropoff:
+        listed = {r.referral_id for r in referrals_behind(
+            services.db, view, f"dropped:{step}:{outcome}:{reason}", limit=500, now=NOW)}
+        assert len(listed) == n
+        assert listed == {f.referral_id for f in facts if drop_key(f) == (step, outcome, reason)}
+    assert {s for s, *_ in outcomes(services.db, view, NOW).dropoff} <= set(STEPS)
+    # one cohort, a page at a time
+    september = cohort_start(datetime(2026, 9, 10, tzinfo=UTC), "month")
+    first = referrals_behind(services.db, view, "referrals", cohort_start_day=september, limit=5)
+    second = referrals_behind(services.db, view, "referrals", cohort_start_day=september,
+                              limit=5, after=(first[-1].detected_at, first[-1].referral_id))
+    assert len(first) == 5 and first[-1].detected_at <= second[0].detected_at
+    assert not {r.referral_id for r in first} & {r.referral_id for r in second}
+    assert all(r.detected_at.month == 9 for r in first + second)
