@@ -199,7 +199,8 @@ def test_a_served_link_never_puts_its_token_in_the_request_log(
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        with caplog.at_level(logging.INFO):
+        with caplog.at_level(logging.INFO), caplog.at_level(logging.INFO, logger="werkzeug"), \
+                caplog.at_level(logging.INFO, logger="refloop.http"):
             page = requests.get(f"http://127.0.0.1:{server.server_port}/p/{token}", timeout=10)
     finally:
         server.shutdown()
