@@ -138,6 +138,14 @@ def source_server(source_key: str) -> str:
     return origin if kind == "fhir" else f"{kind}:{origin}"
 
 
+def source_key_prefixes(servers: tuple[str, ...]) -> tuple[str, ...]:
+    """The source-key beginnings of referrals that came from these FHIR servers (each with and
+    without one trailing slash): what a launch's patient can be matched within, since
+    `Patient/p1` on one server is not `Patient/p1` on another."""
+    bases = {b for s in servers for b in (s.rstrip("/"), s.rstrip("/") + "/") if s}
+    return tuple(sorted(f"fhir|{base}|" for base in bases))
+
+
 @dataclass(frozen=True)
 class Actor:
     """Who did it: a FHIR reference (Practitioner/1, Device/refloop-listener) and a display."""

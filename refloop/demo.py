@@ -27,6 +27,7 @@ import click
 from referrals.analytics import fall_out, funnel
 from referrals.errors import IllegalTransition
 from referrals.model import Actor, Command, Link, Reason, Referral, Stage, new_referral_id
+from referrals.sla import describe_due
 from refloop.context import Context, pass_context
 from refloop.output import bar, print_table
 from refloop.schema import ensure_schema
@@ -237,7 +238,7 @@ def show_worklist(services: Any, limit: int = 15) -> None:
                                   r.deadline or datetime.max.replace(tzinfo=UTC)))
     now = datetime.now(UTC)
     click.echo(f"\nWorklist: {len(open_ones)} open referrals (most urgent first)")
-    print_table(["referral", "priority", "stage", "specialty", "age", "due in"],
+    print_table(["referral", "priority", "stage", "specialty", "age", "due"],
                 [[r.id[:8], r.priority, r.stage.value, r.specialty,
                   f"{(now - r.created_at).days}d", _due(r, now)] for r in open_ones[:limit]])
 
@@ -523,7 +524,4 @@ def _link(kind: str, reference: str) -> Link:
 
 
 def _due(referral: Referral, now: datetime) -> str:
-    if referral.deadline is None:
-        return "-"
-    hours = (referral.deadline - now).total_seconds() / 3600
-    return f"overdue {-hours:.0f}h" if hours < 0 else f"{hours:.0f}h"
+    return describe_due(referral.deadline, now)[0]

@@ -7,7 +7,11 @@ import logging
 import re
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from refloop.settings import Settings
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 _SECRET_KEYS = re.compile(r"(token|secret|password|authorization|cookie|assertion|key)", re.I)
@@ -75,8 +79,27 @@ def redact_request_lines() -> None:
         logger.addFilter(RedactRequestLines())
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def log_file_for(settings: Settings, *, server: bool) -> Path | None:
+    """Where this process logs: None for stderr. A server logs to stderr unless `log_file` names
+    a file; a one-shot command (and the demo) to `log_file`, else <var_dir>/log/refloop.log,
+    so its terminal shows only what it prints for people ("-" keeps stderr)."""
+    if settings.log_file == "-":
+        return None
+    if settings.log_file:
+        return Path(settings.log_file)
+    return None if server else settings.var_dir / "log" / "refloop.log"
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json", file: Path | None = None) -> None:
+    """JSON (or text) lines on stderr, or appended to `file` (its directory made; stderr when
+    it cannot be opened)."""
+    handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    if file is not None:
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(file, encoding="utf-8")
+        except OSError:
+            pass
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -31,9 +31,17 @@ class Tenant:
     private_key_file: Path | None = None
     kid: str = ""
     signing_alg: str = "RS384"
+    #: the FHIR servers whose ids this EHR's launch context uses (a launch's `patient` is
+    #: matched only with referrals from them); its `iss` values unless configured (an `iss`
+    #: that is a gateway in front of the FHIR server that sends us referrals names that server)
+    fhir_servers: tuple[str, ...] = ()
 
     def allows(self, iss: str) -> bool:
         return normalise_iss(iss) in {normalise_iss(i) for i in self.issuers}
+
+    @property
+    def context_servers(self) -> tuple[str, ...]:
+        return self.fhir_servers or self.issuers
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,14 @@ def _tenant(index: int, raw: dict[str, Any]) -> Tenant:
         scopes=" ".join(str(raw.get("scopes", DEFAULT_SCOPES)).split()),
         client_secret=secret, private_key_file=key_file, kid=str(raw.get("kid", "")),
         signing_alg=str(raw.get("signing_alg", "RS384")),
+        fhir_servers=tuple(str(f) for f in _listed(raw.get("fhir_servers"))),
     )
+
+
+def _listed(value: Any) -> list[Any]:
+    if value in (None, ""):
+        return []
+    return value if isinstance(value, list) else [value]
 
 
 def _count(section: dict[str, Any], key: str, default: int) -> int:

@@ -90,7 +90,7 @@ def smart_blueprint(rt: SmartRuntime) -> Blueprint:
         except LaunchError as exc:
             return _message("Refloop cannot start", str(exc), 400)
         except PeerError as exc:
-            return _message("The EHR refused the launch", str(exc), 502)
+            return _message("The EHR refused the launch", f"{exc}.", 502, setup_hint=True)
         fresh = new_secret()
         rt.sessions.rotate_browser(browser or "", fresh)
         response = redirect(pages.landing_url(rt, session), code=303)
@@ -193,9 +193,10 @@ def _explain(exc: Exception) -> str:
         "The page now shows the latest version; check it and try again."
 
 
-def _message(title: str, text: str, status: int, *, relaunch: bool = False) -> Response:
+def _message(title: str, text: str, status: int, *, relaunch: bool = False,
+             setup_hint: bool = False) -> Response:
     html = render_template("smart/message.html", title=title, text=text, relaunch=relaunch,
-                           now=datetime.now(UTC))
+                           setup_hint=setup_hint, now=datetime.now(UTC))
     return Response(html, status=status)
 
 

@@ -14,6 +14,7 @@ import click
 
 from refloop.context import Context, pass_context
 from refloop.output import print_json, print_table
+from refloop.referral_ids import REFERRAL
 from refloop.wiring import Timer
 
 if TYPE_CHECKING:
@@ -158,7 +159,7 @@ def sandbox(port: int, rules_file: Path | None) -> None:
 
 
 @pas.command("submit")
-@click.argument("referral_id")
+@click.argument("referral_id", type=REFERRAL)
 @click.option("--payer", help="The [[payers]] name (default: the referral's payer).")
 @pass_context
 def submit(obj: Context, referral_id: str, payer: str | None) -> None:
@@ -183,7 +184,7 @@ def _referral(obj: Context, referral_id: str) -> Any:
 
 
 @pas.command("status")
-@click.argument("referral_id")
+@click.argument("referral_id", type=REFERRAL)
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def status(obj: Context, referral_id: str, as_json: bool) -> None:
@@ -277,7 +278,7 @@ def cancel(obj: Context, chain_id: str) -> None:
 
 
 @pas.command("coverage")
-@click.argument("referral_id")
+@click.argument("referral_id", type=REFERRAL)
 @click.option("--check", "again", is_flag=True,
               help="Ask the payer again (eligibility, CRD) and apply the coverage table.")
 @click.option("--json", "as_json", is_flag=True)

@@ -14,6 +14,7 @@ import click
 
 from refloop.context import Context, pass_context
 from refloop.output import print_json
+from refloop.referral_ids import REFERRAL
 from refloop.wiring import Timer
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ def scheduling_group() -> None:
 
 
 @scheduling_group.command("link")
-@click.argument("referral_id")
+@click.argument("referral_id", type=REFERRAL)
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def link(obj: Context, referral_id: str, as_json: bool) -> None:
@@ -126,7 +127,7 @@ def link(obj: Context, referral_id: str, as_json: bool) -> None:
 
 
 @scheduling_group.command("revoke")
-@click.argument("referral_id")
+@click.argument("referral_id", type=REFERRAL)
 @pass_context
 def revoke(obj: Context, referral_id: str) -> None:
     """Revoke every patient link of REFERRAL_ID."""
@@ -135,7 +136,7 @@ def revoke(obj: Context, referral_id: str) -> None:
 
 
 @scheduling_group.command("slots")
-@click.argument("referral_id")
+@click.argument("referral_id", type=REFERRAL)
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def slots(obj: Context, referral_id: str, as_json: bool) -> None:

@@ -20,6 +20,7 @@ PUBLIC = {
     "access.fhir_smart_configuration": "SMART discovery under the FHIR base",
     "jwks": "our public keys (EHRs verify our client assertions with them)",
     "smart.jwks": "the SMART app's public keys, for the EHRs it authenticates to",
+    "favicon": "the site's icon, which browsers ask for before anyone signs in",
 }
 
 

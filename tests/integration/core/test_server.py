@@ -52,6 +52,9 @@ def test_healthz_and_readyz(services: Services) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.get_json() == {"status": "ready", "database": services.db.dialect}
+    icon = client.get("/favicon.ico")  # browsers ask every site for it
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"
+    assert icon.get_data(as_text=True).startswith("<svg")
 
 
 def test_readyz_fails_while_migrations_are_pending(tmp_path: Path) -> None:

@@ -57,6 +57,8 @@ class Modes:
     expires_in: int = 3600
     need_patient_banner: bool = True
     fhir_context: list[Any] = field(default_factory=list)
+    #: the token endpoint's OAuth error reply, as (error, error_description)
+    token_error: tuple[str, str] | None = None
 
 
 @dataclass
@@ -380,6 +382,9 @@ class StrictEhr:
 
         @app.post("/auth/token")
         def token() -> Any:
+            if self.modes.token_error:
+                error, description = self.modes.token_error
+                return jsonify({"error": error, "error_description": description}), 401
             response = server.create_token_response()
             if response.status_code == 200:
                 self.token_responses.append(response.get_json())

@@ -17,8 +17,9 @@ COORD = Actor("Practitioner/coord-1", "Casey", "human")
 
 
 def _open(h: Harness, key: str, *, specialty: str = "cardiology", priority: str = "routine",
-          patient: str = "Patient/p1", actions: tuple[str, ...] = ()) -> Referral:
-    draft = Referral(id=new_referral_id(), source_key=f"t|ServiceRequest/{key}",
+          patient: str = "Patient/p1", actions: tuple[str, ...] = (),
+          origin: str = "t") -> Referral:
+    draft = Referral(id=new_referral_id(), source_key=f"{origin}|ServiceRequest/{key}",
                      service_request=f"ServiceRequest/{key}", patient=patient,
                      specialty=specialty, priority=priority, payer="Acme Health")
     referral, _ = h.services.referrals.open(draft, Command("detect"))
@@ -208,7 +209,8 @@ def test_referral_page_shows_request_patient_coverage_timeline_and_auth_task(har
             "payer": {"name": "Acme Health", "id": "acme", "member": "M-1"}}
     for resource in demo_resources(item).values():
         harness.services.resources.put(resource, server="demo")
-    referral = _open(harness, "demo-1", patient="Patient/demo-1", actions=("accept",))
+    referral = _open(harness, "demo-1", patient="Patient/demo-1", actions=("accept",),
+                     origin="demo")
     harness.services.resources.put({
         "resourceType": "Task", "id": "pa-1", "status": "completed",
         "partOf": [{"reference": f"Task/{referral.id}"}],

@@ -180,9 +180,9 @@ def test_notifications_whose_events_carry_no_identity_are_each_stored(listener: 
         return {"resourceType": "Bundle", "type": "history",
                 "entry": [{"resource": resource}]}
 
-    notes = [status(number={"x": 1}, focus="ServiceRequest/1"),
+    notes = [status(number="-5", focus="ServiceRequest/1"),
              status(number="99999999999999999999999999", focus="ServiceRequest/1"),
-             status(number=1.5, focus="ServiceRequest/1"),
+             status(number="1x", focus="ServiceRequest/1"),
              status(since="7"), status(since="8"),
              status(focus="#contained"), status(focus="ServiceRequest/2")]
     for note in notes + notes[:2]:  # the last two are redeliveries
