@@ -113,7 +113,7 @@ def content(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
 
 def test_replan_leaves_the_same_reminders_as_the_plain_way(database_url: str) -> None:
-    count, batch = 600, 7
+    count, batch = 300, 5
     db = connect(database_url)
     try:
         load(db, count, seed=count)
