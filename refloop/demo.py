@@ -72,8 +72,18 @@ def demo(obj: Context, serve: bool, ehr: str) -> None:
             created += load_referral(services, item)
     click.echo(f"\n{created} new referrals ({len(local) - created} already there).")
     sandbox = run_sandbox_ehr(services, from_ehr, ehr) if from_ehr else None
+    stop_later: list[Any] = []
     try:
-        show_prior_authorization(services, send_v2_referral(services))
+        v2_referral = send_v2_referral(services)
+        try:  # the payer's notification reaches the hook endpoint
+            listener: _Listener | None = _Listener(services)
+        except click.ClickException:
+            listener = None  # port busy: the demo asks the payer with $inquire instead
+        try:
+            show_prior_authorization(services, v2_referral, wait=5.0 if listener else 0.0)
+        finally:
+            if listener is not None:
+                listener.stop()
         show_outreach(services)
         show_scheduling(services, sandbox.base if sandbox is not None else None)
         show_worklist(services)
@@ -82,22 +92,68 @@ def demo(obj: Context, serve: bool, ehr: str) -> None:
             from refloop import roles
 
             url = obj.settings.base_url
-            click.echo(f"\nServer: {url}   Task facade: {url}/fhir/Task   "
-                       f"CapabilityStatement: {url}/fhir/metadata")
+            launch_ehr = start_demo_ehr(obj.settings)
+            stop_later.append(launch_ehr.stop)
+            click.echo(f"\nOpen the app: {launch_ehr.base}/launch-refloop\n  (the demo EHR "
+                       "launches Refloop's SMART app as Casey Coordinator: the worklist)")
+            click.echo(f"Server: {url}/ (what Refloop is, links)   Task facade: {url}/fhir/Task"
+                       f"   CapabilityStatement: {url}/fhir/metadata")
             show_api_access(services, url)
             if sandbox is not None:
                 where = f"console {sandbox.root}/ui" if isinstance(sandbox, SandboxEhr) \
                     else f"HAPI FHIR, log {sandbox.log}"
                 click.echo(f"Sandbox EHR: {sandbox.base} ({where}); "
                            "ServiceRequests created there become referrals here.")
-            click.echo("Press Ctrl-C to stop.")
+            log_file = _server_log_file(obj.settings)
+            click.echo(f"Server logs: {log_file}\nPress Ctrl-C to stop.")
             base = ["--config", str(obj.config)] if obj.config else []
             code = roles.supervise(base, ["web", "worker", *roles.adapter_role_names(
                 obj.settings)])
             sys.exit(code)
     finally:
+        for stop in stop_later:
+            stop()
         if sandbox is not None:
             sandbox.stop()
+
+
+def start_demo_ehr(settings: Any) -> Any:
+    """The demo EHR (refloop/demo_ehr.py) on a stable 127.0.0.1 port, with Refloop's SMART app
+    registered (private_key_jwt, a key under var/demo-ehr), and the server's `[smart] demo_ehr`
+    tenant pointed at it (REFLOOP_SMART__DEMO_EHR, inherited by the roles the demo starts)."""
+    from joserfc.jwk import RSAKey
+
+    from refloop.demo_ehr import DemoEhr
+    from refloop.files import write_private
+    from smart_app.config import DEFAULT_SCOPES, DEMO_CLIENT_ID, DEMO_KID, demo_key_file
+
+    key_file = demo_key_file(settings.var_dir)
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    if key_file.exists():
+        key = RSAKey.import_key(key_file.read_bytes())
+    else:
+        key = RSAKey.generate_key(2048, parameters={"kid": DEMO_KID})
+        write_private(key_file, key.as_pem(private=True))
+    base = settings.base_url
+    ehr = DemoEhr(_stable_port(key_file.parent / "launch-port"),
+                  app_launch_url=f"{base}/smart/launch",
+                  demo_user="Practitioner/coordinator-1")
+    ehr.add({"resourceType": "Practitioner", "id": "coordinator-1",
+             "name": [{"given": ["Casey"], "family": "Coordinator"}]})
+    ehr.register(DEMO_CLIENT_ID, f"{base}/smart/callback", DEFAULT_SCOPES,
+                 jwks={"keys": [key.as_dict(private=False) | {"kid": DEMO_KID}]})
+    os.environ["REFLOOP_SMART__DEMO_EHR"] = ehr.fhir
+    return ehr.start()
+
+
+def _server_log_file(settings: Any) -> str:
+    """The server the demo leaves running logs to a file (the terminal keeps the report),
+    unless log_file says otherwise."""
+    if settings.log_file:
+        return "stderr" if settings.log_file == "-" else str(settings.log_file)
+    path = settings.var_dir / "log" / "refloop.log"
+    os.environ["REFLOOP_LOG_FILE"] = str(path)
+    return str(path)
 
 
 def show_outreach(services: Any) -> None:
@@ -133,7 +189,8 @@ def show_api_access(services: Any, url: str) -> None:
                f"  curl -H \"Authorization: Bearer $TOKEN\" {url}/fhir/Task?_count=5")
 
 
-def show_prior_authorization(services: Any, referral: Referral | None = None) -> None:
+def show_prior_authorization(services: Any, referral: Referral | None = None,
+                             wait: float = 0.0) -> None:
     """One accepted referral (the v2 one when given) through Da Vinci PAS at the payer
     sandbox: pend, then approval."""
     from refloop.wiring.pas import run_demo_prior_auth
@@ -144,7 +201,8 @@ def show_prior_authorization(services: Any, referral: Referral | None = None) ->
                    f"(now {referral.stage.value}, prior authorization {referral.auth_state})")
         return
     try:
-        run_demo_prior_auth(services, referral.id if referral else None)
+        run_demo_prior_auth(services, referral.id if referral else None,
+                            notification_wait=wait)
     except click.ClickException as exc:
         click.echo(f"  skipped: {exc.message}")
 

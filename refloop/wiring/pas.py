@@ -323,18 +323,40 @@ def _show_coverage(demo: PriorAuthFlow, referral: Any, echo: Any) -> None:
     echo(f"authorization {found.status.replace('-', ' ')} ({found.source})")
 
 
+#: the status of a registration whose server is gone for good (the demo's payer sandbox)
+ENDED = "ended"
+
+
+def _await_decision(flow: Any, worker: Any, request_id: str, seconds: float) -> Any:
+    """The request once the payer's notification has been processed (stored by the hook
+    endpoint, then handled here), or still pended after `seconds` when none came."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        worker.drain()
+        request = flow.store.try_get(request_id)
+        assert request is not None
+        if request.status != "pended" or time.monotonic() > deadline:
+            return request
+        time.sleep(0.05)
+
+
 def run_demo_prior_auth(services: Services, referral_id: str | None = None,
-                        echo: Any = click.echo) -> dict[str, Any]:
+                        echo: Any = click.echo, notification_wait: float = 0.0
+                        ) -> dict[str, Any]:
     """The demo: one accepted referral is checked (eligibility, CRD: authorization
     required?) and goes through a pend and an approval at the PAYER SANDBOX (started here on a
     free 127.0.0.1 port and stopped afterwards).
 
     The pended decision arrives as a subscription notification when the subscriptions hook
-    endpoint is reachable (the web role is running); otherwise the demo asks with $inquire."""
+    endpoint is reachable (the demo serves it meanwhile; `notification_wait` seconds); otherwise
+    the demo asks with $inquire. Either way the echo says which."""
     from pas_client.config import Organization, PasConfig, PayerConfig
     from pas_client.sandbox import SandboxRules, SandboxServer
     from referrals.model import Stage
     from referrals.worker import Worker
+    from refloop.wiring import all_handlers
 
     referral = services.store.get(referral_id) if referral_id else next(
         (r for r in services.store.list(limit=1000) if r.stage == Stage.ACCEPTED), None)
@@ -361,18 +383,33 @@ def run_demo_prior_auth(services: Services, referral_id: str | None = None,
         from pas_client.sandbox.server import release_pended
 
         release_pended(server.state)
-        Worker(services.work, handlers).drain()
-        request = demo.store.try_get(first.id)
-        assert request is not None
+        # the hook endpoint stores the notification as subscriptions' work, forwarded to ours
+        forward = {k: v for k, v in all_handlers(services).items()
+                   if k == "subscriptions.notification"}
+        request = _await_decision(demo, Worker(services.work, {**forward, **handlers}),
+                                  first.id, notification_wait)
+        by = "the payer's notification"
         if request.status == "pended":  # the notification could not reach us: ask
+            by = "$inquire (no notification arrived)"
             demo.inquire(request)
             request = demo.store.try_get(first.id)
             assert request is not None
         final = services.store.get(referral.id)
         echo(f"prior authorization {request.id[:8]}: {request.status} "
-             f"{request.auth_number} (referral {final.stage.value})")
+             f"{request.auth_number} (referral {final.stage.value}), learnt from {by}")
         return {"referral_id": referral.id, "request_id": request.id,
                 "status": request.status, "auth_number": request.auth_number,
                 "stage": final.stage.value}
     finally:
         server.stop()
+        _end_registrations(services, server.url)
+
+
+def _end_registrations(services: Services, server_url: str) -> None:
+    """The stopped payer sandbox's Subscription registration is ended, so `refloop subscriptions
+    list` does not keep a dead endpoint among the live ones (`--all` still shows it)."""
+    subs = services.adapters.get("subscriptions")
+    if subs is None:
+        return
+    for row in subs.registry.rows(server=server_url):
+        subs.registry.set_status(row.hook_id, ENDED)
