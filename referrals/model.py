@@ -115,6 +115,8 @@ class Referral:
 
 
 def new_referral_id() -> str:
+    """A random (version 4) UUID. Not a time-ordered one: the CLI lists referrals by the first
+    8 characters of their ids, and those would be the same for every referral of a minute."""
     return str(uuid.uuid4())
 
 
