@@ -171,6 +171,12 @@ def submit(obj: Context, referral_id: str, payer: str | None) -> None:
         chosen = flow(obj.services).config.payer(payer or referral.payer)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    live = flow(obj.services).live_request(referral.id, chosen.name)
+    if live is not None:
+        raise click.ClickException(
+            f"referral {referral.id} already has a prior authorization with {chosen.name}: "
+            f"request {live.id} is {live.status}; nothing queued (`refloop pas status "
+            f"{referral.id}`, `refloop pas inquire {live.id}`; an update or cancel changes it)")
     flow(obj.services).enqueue_submit(referral.id, chosen.name)
     click.echo(f"queued: prior authorization of {referral.id} with {chosen.name}")
 
