@@ -215,7 +215,7 @@ class Outbound:
 
     def _appointment(self, referral: Referral, conn: Connection) -> dict[str, Any] | None:
         """id, start, end and status of the referral's latest appointment (SCH needs no more)."""
-        links = [o for o in referral.outputs if o.type == "Appointment"]
+        links = [o for o in referral.outputs if o.is_a("Appointment")]
         if not links:
             return None
         appointment_id = links[-1].reference.removeprefix("Appointment/")

@@ -51,6 +51,12 @@ class Link:
     reference: str
     display: str = ""
 
+    def is_a(self, kind: str) -> bool:
+        """Whether the link is of type `kind`, in any case: the adapters write FHIR resource
+        names ('Appointment'), older code and stored Tasks the lower-case word ('appointment');
+        both mean the same link."""
+        return self.type.casefold() == kind.casefold()
+
 
 @dataclass(frozen=True)
 class Clock:

@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 from referrals.store.migrate import pending
 from refloop.core_services import Services
 from refloop.home import home_routes
-from refloop.logs import redact_text
+from refloop.logs import redact_request_lines, redact_text
 from refloop.proxies import ProxyHeaders
 from refloop.wiring import install_routes, modules
 
@@ -38,6 +38,7 @@ FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
 
 
 def create_app(services: Services) -> Flask:
+    redact_request_lines()
     app = Flask("refloop")
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024 * 1024
     app.extensions["refloop"] = services

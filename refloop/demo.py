@@ -85,6 +85,7 @@ def demo(obj: Context, serve: bool, ehr: str) -> None:
             if listener is not None:
                 listener.stop()
         show_outreach(services)
+        show_scheduling(services, sandbox.base if sandbox is not None else None)
         show_worklist(services)
         show_funnel(services)
         if serve:
@@ -160,6 +161,21 @@ def show_outreach(services: Any) -> None:
     from refloop.wiring.outreach import run_demo_outreach
 
     run_demo_outreach(services)
+
+
+def show_scheduling(services: Any, ehr_base: str | None) -> None:
+    """Self-scheduling on a calendar of the sandbox EHR (refloop/wiring/scheduling.py)."""
+    if ehr_base is None:
+        click.echo("\nSelf-scheduling: skipped (it books on the sandbox EHR's calendar; run "
+                   "without --ehr none)")
+        return
+    from referrals.errors import PeerError
+    from refloop.wiring.scheduling import run_demo_scheduling
+
+    try:
+        run_demo_scheduling(services, ehr_base)
+    except PeerError as exc:
+        click.echo(f"\nSelf-scheduling: skipped, the sandbox EHR refused the calendar: {exc}")
 
 
 def show_api_access(services: Any, url: str) -> None:
