@@ -81,8 +81,8 @@ def _decide_due(rt: Runtime, now: datetime, horizon: timedelta) -> list[Due]:
         pending = [n for n in (_next(row, until) for row in rows) if n is not None]
         patients = sorted({n[0].patient for n in pending})
         views = _views(c, patients, region, default)
-        history = _history(c, patients, now - timedelta(days=8))
-        consent = _consents(c, patients)
+        history = _history(c, now - timedelta(days=8))
+        consent = _consents(c)
         failing = _failing(c)
     terminal = {s.value for s in TERMINAL_STAGES}
     plan: list[Due] = []
@@ -92,20 +92,32 @@ def _decide_due(rt: Runtime, now: datetime, horizon: timedelta) -> list[Due]:
                             None))
             continue
         view = views.get(row.patient) or PatientView((), (default,), "default")
-        addresses = {c.address for c in view.contacts}
-        events = consent.get(row.patient, [])
-        mine = [(at, ch, kind) for at, ch, kind, address in events if not address]
-        blocked = frozenset(a for a in addresses if consent_state(
-            (at, ch, kind) for at, ch, kind, address in events if address == a))
         decision = decide_one(
             Situation(open=row.stage not in terminal), view,
             Ask(rung.template, (rung.channel,), rung.window),
-            Consent(consent_state(mine), blocked,
-                    frozenset(f for f in failing if f.split(":", 1)[1] in addresses)),
+            _consent(view, consent.get(row.patient), failing),
             history.get(row.patient, []), rt.config.policy, max(due, now))
         plan.append(Due(row.referral_id, row.id, index, rung.channel, rung.template, due,
                         decision))
     return plan
+
+
+NO_CONSENT_EVENTS = Consent()
+
+
+def _consent(view: PatientView, events: list[tuple[datetime, str, str, str]] | None,
+             failing: dict[str, frozenset[str]]) -> Consent:
+    """The patient's consent state: channels opted out, addresses blocked, contact points the
+    provider refused (most patients have none of these: no work for them)."""
+    addresses = {c.address for c in view.contacts}
+    refused = frozenset().union(*(failing[a] for a in addresses if a in failing)) \
+        if failing else frozenset()
+    if not events:
+        return Consent(failing=refused) if refused else NO_CONSENT_EVENTS
+    mine = [(at, ch, kind) for at, ch, kind, address in events if not address]
+    blocked = frozenset(a for a in addresses if consent_state(
+        (at, ch, kind) for at, ch, kind, address in events if address == a))
+    return Consent(consent_state(mine), blocked, refused)
 
 
 def _next(row: Any, until: datetime) -> tuple[Any, int, ladders.Rung, datetime] | None:
@@ -193,7 +205,7 @@ def _active_patients() -> sa.Select[Any]:
     return sa.select(outreach_plans.c.patient).where(outreach_plans.c.status == "active")
 
 
-def _history(c: Any, patients: list[str], since: datetime) -> dict[str, list[Sent]]:
+def _history(c: Any, since: datetime) -> dict[str, list[Sent]]:
     found: dict[str, list[Sent]] = defaultdict(list)
     for patient, purpose, channel, sent_at in c.execute(sa.select(
             outreach_messages.c.patient, outreach_messages.c.purpose,
@@ -205,7 +217,7 @@ def _history(c: Any, patients: list[str], since: datetime) -> dict[str, list[Sen
     return found
 
 
-def _consents(c: Any, patients: list[str]) -> dict[str, list[tuple[datetime, str, str, str]]]:
+def _consents(c: Any) -> dict[str, list[tuple[datetime, str, str, str]]]:
     found: dict[str, list[tuple[datetime, str, str, str]]] = defaultdict(list)
     for patient, channel, kind, address, at in c.execute(sa.select(
             outreach_consents.c.patient, outreach_consents.c.channel,
@@ -215,6 +227,10 @@ def _consents(c: Any, patients: list[str]) -> dict[str, list[tuple[datetime, str
     return found
 
 
-def _failing(c: Any) -> set[str]:
-    return {f"{channel}:{address}" for address, channel in c.execute(
-        sa.select(outreach_failing.c.address, outreach_failing.c.channel))}
+def _failing(c: Any) -> dict[str, frozenset[str]]:
+    """Per address, its refused contact points ("channel:address")."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for address, channel in c.execute(sa.select(outreach_failing.c.address,
+                                                outreach_failing.c.channel)):
+        found[address].add(f"{channel}:{address}")
+    return {address: frozenset(points) for address, points in found.items()}

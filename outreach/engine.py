@@ -175,7 +175,7 @@ def _stop_reason(rt: Runtime, referral: Referral, plan: Plan) -> str:
     stop_on = set(ladders.STOP_ON)
     if referral.terminal and "closed" in stop_on:
         return f"referral {referral.stage.value}"
-    if (referral.stage == Stage.SCHEDULED or any(o.type == "appointment"
+    if (referral.stage == Stage.SCHEDULED or any(o.is_a("appointment")
                                                   for o in referral.outputs)) \
             and "booked" in stop_on:
         return "booked"

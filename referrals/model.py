@@ -51,6 +51,12 @@ class Link:
     reference: str
     display: str = ""
 
+    def is_a(self, kind: str) -> bool:
+        """Whether the link is of type `kind`, in any case: the adapters write FHIR resource
+        names ('Appointment'), older code and stored Tasks the lower-case word ('appointment');
+        both mean the same link."""
+        return self.type.casefold() == kind.casefold()
+
 
 @dataclass(frozen=True)
 class Clock:
@@ -115,6 +121,8 @@ class Referral:
 
 
 def new_referral_id() -> str:
+    """A random (version 4) UUID. Not a time-ordered one: the CLI lists referrals by the first
+    8 characters of their ids, and those would be the same for every referral of a minute."""
     return str(uuid.uuid4())
 
 

@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 from referrals.store.migrate import pending
 from refloop.core_services import Services
 from refloop.home import home_routes
-from refloop.logs import redact_text
+from refloop.logs import redact_request_lines, redact_text
 from refloop.proxies import ProxyHeaders
 from refloop.wiring import install_routes, modules
 
@@ -38,6 +38,7 @@ FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
 
 
 def create_app(services: Services) -> Flask:
+    redact_request_lines()
     app = Flask("refloop")
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024 * 1024
     app.extensions["refloop"] = services
@@ -86,7 +87,7 @@ def create_app(services: Services) -> Flask:
         traceback and a correlation id, the request is kept in quarantine, and the answer is a
         500 OperationOutcome carrying the same id."""
         if isinstance(exc, HTTPException):
-            return exc
+            return _client_error(exc) if request.path.startswith(FHIR_PATHS) else exc
         correlation = uuid.uuid4().hex[:16]
         rule = request.url_rule.rule if request.url_rule else "(unmatched)"
         log.error("http: request failed", exc_info=exc, extra={
@@ -133,6 +134,24 @@ def keep_request(services: Services, method: str, target: str, body: bytes, reas
                                 original=line + body, content_type=content_type[:128])
     except Exception:
         log.error("http: could not quarantine a failed request", extra={"why": reason})
+
+
+#: paths whose clients read FHIR: their 4xx answers are OperationOutcomes, not HTML pages
+FHIR_PATHS = ("/fhir", "/hooks")
+_ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly", 415: "not-supported"}
+
+
+def _client_error(exc: HTTPException) -> Any:
+    """A 4xx under a FHIR path as an OperationOutcome, with the error's headers (Allow)."""
+    code = exc.code or 500
+    if not 400 <= code < 500:
+        return exc
+    body = {"resourceType": "OperationOutcome", "issue": [{
+        "severity": "error", "code": _ISSUE_CODES.get(code, "invalid"),
+        "diagnostics": f"{exc.name} ({request.method})"}]}
+    headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+    return Response(json.dumps(body), status=code, headers=headers,
+                    mimetype="application/fhir+json")
 
 
 def internal_error(correlation: str) -> dict[str, Any]:

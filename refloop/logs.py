@@ -21,6 +21,8 @@ _PARAM = re.compile(r"((?:^|[?&;\s\"'])(?:access_token|id_token|refresh_token|to
                     r"password|code|assertion|client_assertion|api_key|apikey)=)[^&\s\"';]+", re.I)
 #: a password inside a URL (postgresql://user:secret@host/db)
 _URL_PASSWORD = re.compile(r"(\w+://[^/\s:@]+:)[^/\s@]+(@)")
+#: a patient link's token in a path (/p/<256-bit token>); the pages' own names are short words
+_PATIENT_LINK = re.compile(r"(/p/)[A-Za-z0-9_-]{32,}")
 
 
 class JsonFormatter(logging.Formatter):
@@ -40,9 +42,11 @@ class JsonFormatter(logging.Formatter):
 
 
 def redact_text(text: str) -> str:
-    """`text` with bearer/basic credentials, secret URL parameters and URL passwords masked."""
+    """`text` with bearer/basic credentials, secret URL parameters, patient link tokens and URL
+    passwords masked."""
     text = _BEARER.sub(r"\1 [redacted]", text)
     text = _PARAM.sub(r"\1[redacted]", text)
+    text = _PATIENT_LINK.sub(r"\1[redacted]", text)
     return _URL_PASSWORD.sub(r"\1[redacted]\2", text)
 
 
@@ -55,6 +59,24 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+class RedactRequestLines(logging.Filter):
+    """On werkzeug's logger: its development server logs each request line (the path with a
+    patient link's token, a query's secrets) before any formatter of ours sees it; the record
+    leaves here with the line already masked, whatever handler prints it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact_text(record.getMessage()), ()
+        return True
+
+
+def redact_request_lines() -> None:
+    """Install RedactRequestLines on werkzeug's logger (once): every app we build does, so a
+    werkzeug server serving it (the demo, the tests' servers) never logs a token."""
+    logger = logging.getLogger("werkzeug")
+    if not any(isinstance(f, RedactRequestLines) for f in logger.filters):
+        logger.addFilter(RedactRequestLines())
 
 
 def log_file_for(settings: Settings, *, server: bool) -> Path | None:

@@ -83,7 +83,7 @@ def load_page(rt: SmartRuntime, referral_id: str, session: Session) -> ReferralP
         unreadable=[r for r in wanted if not r.ok],
         auth_tasks=_auth_tasks(rt, referral.id),
         appointments=[(link, _output(rt, reader, link.reference))
-                      for link in referral.outputs if link.type == "appointment"],
+                      for link in referral.outputs if link.is_a("appointment")],
         notes=[(link, _output(rt, reader, link.reference))
                for link in referral.outputs if link.type == "consult-note"],
         details=rt.details(referral.id),

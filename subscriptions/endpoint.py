@@ -127,6 +127,7 @@ class HookEndpoint:
                 raw: bytes) -> Prepared | Reply:
         """Parse a complete body: what to store, or the 4xx answer (input quarantined)."""
         try:
+            _check_codings(headers)
             body = _decode(raw, headers.get("content-type", ""), self.max_json_depth)
             note = parse_notification(method, subpath, body)
             return self._prepared(hook, note, headers, raw, method, subpath)
@@ -286,6 +287,21 @@ def _version(resource: dict[str, Any]) -> str | None:
 def _bearer(header: str) -> str:
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _check_codings(headers: Mapping[str, str]) -> None:
+    """Only chunked transfer coding and no content coding: an unknown transfer coding is 501
+    (RFC 9112 6.1), a content coding we do not decode 415 (RFC 9110 8.4.1), not a guess."""
+    def codings(name: str, allowed: str) -> list[str]:
+        listed = (c.strip().lower() for c in (headers.get(name) or "").split(","))
+        return [c for c in listed if c and c != allowed]
+
+    if unknown := codings("transfer-encoding", "chunked"):
+        raise InboundError(f"transfer coding {unknown[0][:32]!r} is not supported; send the "
+                           "body plain or chunked", code="not-supported", status=501)
+    if unknown := codings("content-encoding", "identity"):
+        raise InboundError(f"content coding {unknown[0][:32]!r} is not supported; send the "
+                           "JSON uncompressed", code="not-supported", status=415)
 
 
 def _decode(raw: bytes, content_type: str, max_depth: int) -> Any:

@@ -76,9 +76,15 @@ def parse_notification(method: str, subpath: str, body: Any) -> Notification:
     method = method.upper()
     parts = [p for p in subpath.split("/") if p]
     if method == "DELETE":
+        if len(parts) < 2:
+            raise InboundError("DELETE needs {endpoint}/{type}/{id}", code="not-supported")
+        if parts[-2] not in RESOURCE_TYPES:
+            raise InboundError(f"{parts[-2][:64]!r} is not a FHIR resource type",
+                               code="structure")
         focus = _path_focus(parts)
         if focus is None:
-            raise InboundError("DELETE needs {endpoint}/{type}/{id}", code="not-supported")
+            raise InboundError(f"{parts[-1][:64]!r}... is not a valid FHIR id (1-64 letters, "
+                               "digits, '-' and '.')", code="structure")
         return Notification("delete", DELETION, events=(NotificationEvent(None, focus),))
     if body is None:
         if parts:

@@ -103,7 +103,7 @@ class WorkQueue:
                              lease_expires=now + timedelta(seconds=self.lease_seconds),
                              attempts=work_items.c.attempts + 1)
                      .returning(*work_items.c))
-        with self.db.write() as c:
+        with self.db.write(durable=False) as c:  # a lost lease leaves its items pending
             rows = c.execute(statement).mappings().all()
         return sorted((_item(r) for r in rows), key=lambda item: item.id)
 

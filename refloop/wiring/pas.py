@@ -171,6 +171,12 @@ def submit(obj: Context, referral_id: str, payer: str | None) -> None:
         chosen = flow(obj.services).config.payer(payer or referral.payer)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    live = flow(obj.services).live_request(referral.id, chosen.name)
+    if live is not None:
+        raise click.ClickException(
+            f"referral {referral.id} already has a prior authorization with {chosen.name}: "
+            f"request {live.id} is {live.status}; nothing queued (`refloop pas status "
+            f"{referral.id}`, `refloop pas inquire {live.id}`; an update or cancel changes it)")
     flow(obj.services).enqueue_submit(referral.id, chosen.name)
     click.echo(f"queued: prior authorization of {referral.id} with {chosen.name}")
 
@@ -323,6 +329,10 @@ def _show_coverage(demo: PriorAuthFlow, referral: Any, echo: Any) -> None:
     echo(f"authorization {found.status.replace('-', ' ')} ({found.source})")
 
 
+#: the status of a registration whose server is gone for good (the demo's payer sandbox)
+ENDED = "ended"
+
+
 def _await_decision(flow: Any, worker: Any, request_id: str, seconds: float) -> Any:
     """The request once the payer's notification has been processed (stored by the hook
     endpoint, then handled here), or still pended after `seconds` when none came."""
@@ -398,3 +408,14 @@ def run_demo_prior_auth(services: Services, referral_id: str | None = None,
                 "stage": final.stage.value}
     finally:
         server.stop()
+        _end_registrations(services, server.url)
+
+
+def _end_registrations(services: Services, server_url: str) -> None:
+    """The stopped payer sandbox's Subscription registration is ended, so `refloop subscriptions
+    list` does not keep a dead endpoint among the live ones (`--all` still shows it)."""
+    subs = services.adapters.get("subscriptions")
+    if subs is None:
+        return
+    for row in subs.registry.rows(server=server_url):
+        subs.registry.set_status(row.hook_id, ENDED)

@@ -225,3 +225,28 @@ def replan_command(obj: Context, as_json: bool) -> None:
 
 def commands() -> list[click.Command]:
     return [scheduling_group]
+
+
+def run_demo_scheduling(services: Services, ehr_base: str, echo: Any = click.echo
+                        ) -> dict[str, Any]:
+    """The demo's scheduling step (scheduling/demo.py) with its own destination on the sandbox
+    EHR: for the step, its adapter's listener stands in for the configured one."""
+    from scheduling.adapter import SchedulingAdapter
+    from scheduling.config import from_section
+    from scheduling.demo import run_demo, section
+
+    wired = adapter(services)
+    demo = SchedulingAdapter(wired.core, from_section(section(ehr_base)))
+    listeners = services.referrals.listeners
+    at = listeners.index(wired.follower.on_transition) \
+        if wired.follower.on_transition in listeners else None
+    if at is None:
+        listeners.append(demo.follower.on_transition)
+    else:
+        listeners[at] = demo.follower.on_transition
+    try:
+        return run_demo(demo, ehr_base, echo)
+    finally:
+        listeners.remove(demo.follower.on_transition)
+        if at is not None:
+            listeners.insert(at, wired.follower.on_transition)
