@@ -12,9 +12,11 @@ PYTEST_ARGS ?=
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing Refloop and its test tools into $(VENV) ..."
-	@$(BIN)/pip install -q --upgrade pip setuptools wheel
-	@$(BIN)/pip install -q -e '.[test]'
+	@echo "installing Refloop and its test tools into $(VENV) (with uv from the package index, else pip) ..."
+	@$(BIN)/pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
+	@$(BIN)/pip install -q --disable-pip-version-check uv || echo "uv is not available; installing with pip"
+	@if test -x $(BIN)/uv; then $(BIN)/uv pip install --python $(BIN)/python -e '.[test]'; \
+	 else $(BIN)/pip install --disable-pip-version-check --progress-bar on -e '.[test]'; fi
 	@touch $(STAMP)
 
 NODE_STAMP := node_modules/.installed

@@ -1,7 +1,8 @@
 """MLLP benchmark: Refloop's durable ACK against HAPI HL7v2's in-memory ACK, in the same run.
 
     .venv/bin/python bench/mllp.py [--messages 20000] [--rounds 3] [--connections 1,4,16]
-                                   [--processes N] [--mapping-messages 2000] [--skip-mapping]
+                                   [--processes N] [--skip-ack | --skip-mapping]
+                                   [--mapping-messages 20000] [--store-size N] [--store FILE]
 
 ACK section. Starts the HAPI HL7v2 peer (interop/hapi-hl7v2: HAPI HL7v2 2.6.0, a receiving
 application that answers `generateACK()` and stores nothing) and `refloop serve --role mllp` on
@@ -14,9 +15,11 @@ of the p50/p99 ACK latency, Refloop's messages per commit (rows sharing one comm
 timestamp), and the ratio Refloop/HAPI; at the end it checks that every message Refloop ACKed
 is stored exactly once.
 
-Mapping section (unchanged in method): a fresh store receives `--mapping-messages` alternating
-REF^I12/ADT^A04 through the listener, then one worker maps them; python-hl7 and hl7apy
-parse-only rates of the same REF are the baselines.
+Mapping section (bench/hl7_mapping.py): how fast stored messages become referrals. A burst of
+`--mapping-messages` REF^I12 (new referrals, new patients) and then one of ADT^A04 are stored
+and mapped by one worker set up as the worker role sets it up; with `--store-size N` the REF^I12
+burst runs again on a store grown to N referrals. Each rate is printed with the store size it
+ran at, against python-hl7's parse-only rate of the same REF^I12 messages in the same run.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from hl7_mapping import add_arguments as add_mapping_arguments  # noqa: E402
+from hl7_mapping import mapping_section  # noqa: E402
 
 FIXTURES = ROOT / "fixtures" / "hl7v2"
 REF = (FIXTURES / "authored__bench_REF_I12_v251_21seg.hl7").read_bytes().replace(b"\n", b"\r")
@@ -312,58 +318,6 @@ def ack_section(args: argparse.Namespace) -> None:
         raise SystemExit("some ACKed messages are missing or stored twice")
 
 
-def mapping_section(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        proc, port, url = start_refloop(Path(tmp), args.processes)
-        try:
-            messages = [ADT.replace(b"|BENCH0001|", f"|A{n:09d}|".encode()) if n % 2
-                        else ref_message(f"M{n:09d}") for n in range(args.mapping_messages)]
-            asyncio.run(_run(port, [[(str(n), m) for n, m in enumerate(messages)]]))
-        finally:
-            proc.terminate()
-            proc.wait(30)
-        mapped, done = mapping_rate(url, Path(tmp))
-    python_hl7, hl7apy = baselines(args.baseline_seconds)
-    print(f"mapped_into_lifecycle: {mapped:.0f} msg/s ({done} messages)")
-    print(f"baseline_python_hl7_parse_only: {python_hl7:.0f} msg/s")
-    print(f"baseline_hl7apy_parse_only: {hl7apy:.1f} msg/s")
-    print(f"ratio_mapped_vs_python_hl7_parse: {mapped / python_hl7:.2f} x")
-
-
-def rate_of(fn: object, raw: bytes, seconds: float) -> float:
-    count, began = 0, time.perf_counter()
-    while time.perf_counter() - began < seconds:
-        fn(raw)  # type: ignore[operator]
-        count += 1
-    return count / (time.perf_counter() - began)
-
-
-def baselines(seconds: float) -> tuple[float, float]:
-    import hl7
-    from hl7apy.parser import parse_message
-
-    text = REF.decode("utf-8")
-    python_hl7 = rate_of(lambda _: hl7.parse(text), REF, seconds)
-    hl7apy = rate_of(lambda _: parse_message(text, find_groups=False), REF, seconds)
-    return python_hl7, hl7apy
-
-
-def mapping_rate(url: str, var: Path) -> tuple[float, int]:
-    from referrals.worker import Worker
-    from refloop.services import build_services
-    from refloop.settings import Settings
-    from refloop.wiring import all_handlers
-
-    services = build_services(Settings(var_dir=var, database_url=url))
-    handlers = {k: v for k, v in all_handlers(services).items() if k == "hl7.message"}
-    worker = Worker(services.work, handlers, batch=50)
-    began = time.perf_counter()
-    done = worker.drain()
-    elapsed = time.perf_counter() - began
-    services.close()
-    return done / elapsed if elapsed else 0.0, done
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=20000,
@@ -375,11 +329,12 @@ def main() -> None:
                         help="Refloop listener processes ([hl7] processes; 0 = one per core)")
     parser.add_argument("--connections-per-process", type=int, default=4,
                         help="[hl7] connections_per_process")
-    parser.add_argument("--mapping-messages", type=int, default=2000)
-    parser.add_argument("--baseline-seconds", type=float, default=2.0)
+    parser.add_argument("--skip-ack", action="store_true", help="run the mapping section only")
     parser.add_argument("--skip-mapping", action="store_true")
+    add_mapping_arguments(parser)
     args = parser.parse_args()
-    ack_section(args)
+    if not args.skip_ack:
+        ack_section(args)
     if not args.skip_mapping:
         mapping_section(args)
 

@@ -10,9 +10,11 @@ marks and work completions commit at once, so a re-run after a crash does nothin
 A message that fails stops the batch there: the transaction is dropped, the messages before it
 are applied again in a new one (they are deterministic), and it and the ones after it are
 applied one by one (a batch of one each), under the worker's retry and quarantine rules. So one
-bad message blocks nothing and the order of messages is kept. Bad content -> InboundError (the
-worker quarantines it). A message whose referral has not arrived yet is parked and re-queued
-when the referral is created.
+bad message blocks nothing and the order of messages is kept; when the batch's bulk reads fail
+(a value of one message the database refuses) the whole batch runs one by one. Bad content, and
+a value the database refuses (DataError), -> InboundError (the worker quarantines it at once).
+A message whose referral has not arrived yet is parked and re-queued when the referral is
+created.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DataError
 
 from hl7_bridge.ack import AckError
 from hl7_bridge.app_ack import queue_application_ack
@@ -36,13 +39,15 @@ from referrals.batch import ReferralBatch
 from referrals.errors import IllegalTransition, InboundError
 from referrals.store.schema import inbox
 from referrals.store.work import WorkItem
-from referrals.worker import Worker
+from referrals.worker import Worker, refused
 
 log = logging.getLogger("refloop.hl7.apply")
 
 WORK_KIND = "hl7.message"
 #: content errors: the message is quarantined (retrying would not help)
 CONTENT_ERRORS = (MessageError, MappingError, IllegalTransition)
+#: the longest referral key column (referrals.source_key, hl7_referral_keys, hl7_parked)
+KEY_MAX = 512
 
 
 @dataclass
@@ -108,13 +113,21 @@ class Applier:
         try:
             self.apply_batch([item], item.lease_owner or "", prepared=[prepared],
                              complete=False)
+        except DataError as exc:  # the store refuses a value of this message: no retry helps
+            problem = f"{refused(exc)} (of this message)"
+            self._quarantine(prepared, problem)
+            raise InboundError(f"HL7 message {prepared.inbox_id}: {problem}") from exc
         except CONTENT_ERRORS as exc:
-            with self.services.db.write() as conn:
-                self.services.inbox.mark(prepared.inbox_id, QUARANTINED, str(exc), conn=conn)
-                self.tell_sender(conn, prepared.body, str(exc))
-            log.warning("HL7 message quarantined", extra={"inbox_id": prepared.inbox_id,
-                                                          "error": str(exc)})
+            self._quarantine(prepared, str(exc))
             raise InboundError(f"HL7 message {prepared.inbox_id}: {exc}") from exc
+
+    def _quarantine(self, prepared: Prepared, problem: str) -> None:
+        """Mark the inbox row quarantined and tell the sender (the worker keeps the item)."""
+        with self.services.db.write() as conn:
+            self.services.inbox.mark(prepared.inbox_id, QUARANTINED, problem[:4000], conn=conn)
+            self.tell_sender(conn, prepared.body, problem)
+        log.warning("HL7 message quarantined", extra={"inbox_id": prepared.inbox_id,
+                                                      "error": problem})
 
     # batches ----------------------------------------------------------------------------------
 
@@ -142,7 +155,12 @@ class Applier:
             lookups = BatchLookups(conn, self.services.resources,
                                    ReferralBatch(self.services.referrals, conn),
                                    self.services.work)
-            self._preload(lookups, ready)
+            try:
+                self._preload(lookups, ready)
+            except Exception as exc:  # e.g. a value of one message refused: each runs alone
+                why = refused(exc) if isinstance(exc, DataError) else type(exc).__name__
+                log.info("HL7 batch reads failed", extra={"batch": len(ready), "error": why})
+                raise _Stop(0, exc) from exc
             marks: list[tuple[int, str, str]] = []
             for at, prepared in enumerate(ready):
                 if prepared.done:
@@ -174,6 +192,7 @@ class Applier:
                     prepared.message = self._parse(prepared.body, prepared.sender)
                     prepared.mapped = to_mapped(prepared.message, prepared.sender,
                                                 self.config.sender(prepared.sender))
+                    _check_keys(prepared.mapped, prepared.sender)
                 except Exception as exc:
                     prepared.error = exc
             out.append(prepared)
@@ -233,3 +252,13 @@ class Applier:
         config = self.config.sender(sender)
         return parse_messages(body, fallback_charset=config.fallback_charset,
                               default_version=config.default_version)[0]
+
+
+def _check_keys(mapped: Mapped, sender: str) -> None:
+    """Keys longer than their columns (referral source key, business keys, parked keys) would be
+    refused by PostgreSQL and silently kept whole by SQLite: refuse them on both."""
+    for key in mapped.referral_keys:
+        if len(f"hl7|{sender}|{key}") > KEY_MAX or len(f"referral:{key}") > KEY_MAX:
+            raise MappingError(f"the referral identifier {key[:40]!r}... with its namespace is "
+                               f"too long to be stored (at most {KEY_MAX} characters with the "
+                               "sender's name)")

@@ -69,10 +69,11 @@ def _sequence(body: str, d: Delimiters, charset: str, raw: str) -> str:
     if head in (".in", ".ti", ".sk", ".fi", ".nf"):
         return ""
     if body[:1] == "X" and re.fullmatch(r"X(?:[0-9A-Fa-f]{2})+", body):
+        data = bytes.fromhex(body[1:]).replace(b"\x00", b"")  # a NUL is never data (normalise)
         try:
-            return bytes.fromhex(body[1:]).decode(charset)
+            return data.decode(charset)
         except (UnicodeDecodeError, LookupError):
-            return bytes.fromhex(body[1:]).decode("latin-1")
+            return data.decode("latin-1")
     if body[:1] in ("Z", "C", "M"):
         return ""
     return raw

@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from hl7_bridge.tables import entity_state, parked, patient_ids, referral_keys
+from referrals.store.bulk import Bulk
 
 
 def _insert(conn: Connection, table: sa.Table) -> Any:
@@ -139,16 +140,25 @@ def parked_by_key(conn: Connection, keys: set[str]) -> dict[str, list[tuple[int,
 
 # --- bulk writes of a batch (lookups.py) -----------------------------------------------------
 
+def _new_rows(table: sa.Table, key: list[str]) -> Bulk:
+    """INSERT ... ON CONFLICT (key) DO NOTHING of every column, for batch writes."""
+    def build(dialect: str) -> Any:
+        insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+        columns = {c.name: sa.bindparam(c.name, type_=c.type) for c in table.c}
+        return insert.values(columns).on_conflict_do_nothing(index_elements=key)
+    return Bulk(build)
+
+
+_NEW_KEYS = _new_rows(referral_keys, ["key"])
+_NEW_PATIENT_IDS = _new_rows(patient_ids, ["system", "value"])
+
+
 def insert_referral_keys(conn: Connection, rows: list[dict[str, str]]) -> None:
-    if rows:
-        conn.execute(_insert(conn, referral_keys).on_conflict_do_nothing(
-            index_elements=["key"]), rows)
+    _NEW_KEYS.run(conn, rows)
 
 
 def insert_patient_ids(conn: Connection, rows: list[dict[str, str]]) -> None:
-    if rows:
-        conn.execute(_insert(conn, patient_ids).on_conflict_do_nothing(
-            index_elements=["system", "value"]), rows)
+    _NEW_PATIENT_IDS.run(conn, rows)
 
 
 def insert_parks(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -166,11 +176,19 @@ def states(conn: Connection, entities: set[str]) -> dict[str, str]:
         .where(entity_state.c.entity.in_(sorted(entities))))}
 
 
+def _upsert_states(dialect: str) -> Any:
+    insert = postgresql.insert(entity_state) if dialect == "postgresql" \
+        else sqlite.insert(entity_state)
+    statement = insert.values({c.name: sa.bindparam(c.name, type_=c.type)
+                               for c in entity_state.c})
+    return statement.on_conflict_do_update(
+        index_elements=["entity"], set_={"segments": statement.excluded.segments,
+                                         "updated_at": statement.excluded.updated_at})
+
+
+_SAVE_STATES = Bulk(_upsert_states)
+
+
 def save_states(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert or replace (entity, segments, updated_at) rows."""
-    if not rows:
-        return
-    statement = _insert(conn, entity_state)
-    conn.execute(statement.on_conflict_do_update(
-        index_elements=["entity"], set_={"segments": statement.excluded.segments,
-                                         "updated_at": statement.excluded.updated_at}), rows)
+    _SAVE_STATES.run(conn, rows)

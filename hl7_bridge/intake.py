@@ -60,6 +60,9 @@ CONTROL_ID_MAX = 199
 OVERSIZE_KEPT = 65536
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+_LINE_ENDS = re.compile(rb"\r\n|\r|\n")
+#: codecs whose text cannot be read one byte per character, as the ACK path read MSH
+WIDE_CODECS = frozenset({"utf-16", "utf-32"})
 _SEGMENT_NAMES = re.compile(rb"(?:^|[\r\n])([A-Z][A-Z0-9]{2})(?=[^A-Za-z0-9\r\n])")
 
 
@@ -170,7 +173,7 @@ class Intake:
         if wanted_cn and peer_cn != wanted_cn:
             return AckError(207, f"sender {sender} must present its TLS client certificate",
                             "MSH", 1, 3)
-        if not header.control_id:
+        if not header.control_id.strip():
             return AckError(101, "MSH-10 message control id is empty", "MSH", 1, 10)
         if header.processing_id not in self.config.processing_ids:
             return AckError(202, f"processing id {header.processing_id!r} is not accepted "
@@ -187,12 +190,19 @@ class Intake:
             return AckError(201, f"event {header.message_type}^{header.trigger_event} is not "
                             "supported", "MSH", 1, 9)
         try:
-            codec_for(header.charset, self.config.sender(sender).fallback_charset)
+            codec = codec_for(header.charset, self.config.sender(sender).fallback_charset)
         except CharsetError as exc:
             return AckError(103, str(exc), "MSH", 1, 18)
+        if codec in WIDE_CODECS:  # this MSH was read one byte per character
+            return AckError(103, f"MSH-18 says {header.charset!r} but the message is written "
+                            "one byte per character; MLLP carries single-byte encodings or "
+                            "UTF-8, so send UNICODE UTF-8 (or leave MSH-18 empty)", "MSH", 1, 18)
         return None
 
     def _missing_content(self, raw: bytes, header: Header) -> AckError | None:
+        nul = _nul_byte(raw, header)
+        if nul is not None:
+            return nul
         structure = structure_of(header.message_type, header.trigger_event) or ""
         required = REQUIRED.get(structure, ())
         if required:
@@ -371,6 +381,23 @@ def _unstorable(header: Header, sender: str) -> AckError | None:
     if problem is not None:
         return AckError(104, problem, "MSH", 1, 10)
     return None
+
+
+def _nul_byte(raw: bytes, header: Header) -> AckError | None:
+    """An ERR naming the field that holds a NUL byte (never data in v2, and PostgreSQL can
+    hold it neither in text nor in JSON), or None. One memchr when there is none."""
+    at = raw.find(b"\x00")
+    if at < 0:
+        return None
+    start = max(raw.rfind(b"\r", 0, at), raw.rfind(b"\n", 0, at)) + 1
+    line = raw[start:at]
+    name = line[:3].decode("latin-1")
+    separator = header.field_separator.encode("latin-1")
+    number = line.count(separator) + (1 if name == "MSH" else 0)
+    earlier = raw[:start]
+    sequence = 1 + sum(1 for seg in _LINE_ENDS.split(earlier) if seg[:3] == line[:3])
+    return AckError(102, f"{name}-{number} contains a NUL byte, which no field may hold; send "
+                    "the message without it", name, sequence, number)
 
 
 def _clean(text: str) -> str:

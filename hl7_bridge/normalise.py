@@ -47,10 +47,16 @@ def decode(raw: bytes, fallback: str = "utf-8") -> tuple[str, str]:
     declared = codec_for(parse_header(body).charset, fallback)
     for codec in dict.fromkeys((declared if declared != "ascii" else fallback, fallback)):
         try:
-            return body.decode(codec), codec
+            return _without_nul(body.decode(codec)), codec
         except UnicodeDecodeError:
             continue
-    return body.decode("latin-1"), "latin-1"
+    return _without_nul(body.decode("latin-1")), "latin-1"
+
+
+def _without_nul(text: str) -> str:
+    """A NUL is never data in v2 and no store can be relied on to hold it (PostgreSQL text
+    and jsonb cannot): left out. The ACK path answers AE to new messages that carry one."""
+    return text.replace("\x00", "") if "\x00" in text else text
 
 
 def split_segments(text: str) -> list[str]:

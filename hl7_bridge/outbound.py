@@ -152,12 +152,15 @@ class Outbound:
             if reply_to:
                 segments.append(f"MSA|AA|{reply_to}")
             segments.append(self._rf1(referral, status))
+            # the provider contact RRI requires: the referral's recipient, for whom we answer
+            segments.append(f"PRD|RT^Referred to provider^HL70286|"
+                            f"{escape(self.config.facility, DEFAULT)}")
         else:
             assert appointment is not None
             segments.append(self._sch(referral, appointment, stage))
         segments.extend(self._pid(referral))
-        if kind == "SIU":
-            segments.append("RGS|1")
+        if kind == "SIU":  # the resources group: the service booked
+            segments += ["RGS|1", f"AIS|1||^{escape(referral.specialty or 'Referral', DEFAULT)}"]
         segments.append(f"NTE|1||{escape('Referral ' + referral.stage.value, DEFAULT)}")
         return ("\r".join(segments) + "\r").encode("utf-8"), f"{kind}^{trigger}"
 
@@ -181,15 +184,19 @@ class Outbound:
                          f"{referral.id}^{escape(self.config.facility, DEFAULT)}"])
 
     def _sch(self, referral: Referral, appointment: dict[str, Any], stage: str) -> str:
-        placer = escape(placer_key(referral), DEFAULT)
+        number, _, namespace = placer_key(referral).partition("^")
+        placer = f"{escape(number, DEFAULT)}^{escape(namespace, DEFAULT)}"  # EI components
         start = _v2_time(appointment.get("start", ""))
         end = _v2_time(appointment.get("end", ""))
         status = {"booked": "Booked", "noshow": "Noshow", "cancelled": "Cancelled",
                   "fulfilled": "Complete", "entered-in-error": "Deleted"}.get(
             appointment.get("status", ""), "Booked")
         status = {"no-show": "Noshow", "appointment-cancelled": "Cancelled"}.get(stage, status)
-        fields = ["SCH", "", f"{appointment['id']}^{escape(self.config.facility, DEFAULT)}",
-                  *[""] * 8, f"^^^{start}^{end}", *[""] * 13, status, placer]
+        ours = escape(self.config.facility, DEFAULT)
+        fields = ["SCH", "", f"{appointment['id']}^{ours}", "", "", "",
+                  f"^{escape('Referral ' + stage, DEFAULT)}", "", "", "", "",
+                  f"^^^{start}^{end}", "", "", "", "", f"^{ours}", "", "", "", "^Refloop",
+                  "", "", "", "", status, placer]
         return "|".join(fields)
 
     def _pid(self, referral: Referral) -> list[str]:
@@ -208,7 +215,7 @@ class Outbound:
 
     def _appointment(self, referral: Referral, conn: Connection) -> dict[str, Any] | None:
         """id, start, end and status of the referral's latest appointment (SCH needs no more)."""
-        links = [o for o in referral.outputs if o.type == "Appointment"]
+        links = [o for o in referral.outputs if o.is_a("Appointment")]
         if not links:
             return None
         appointment_id = links[-1].reference.removeprefix("Appointment/")

@@ -25,6 +25,8 @@ KEYED = frozenset({"REF_I12", "RRI_I12"})
 KEY_FIELDS = (("RF1", 6), ("ORC", 2), ("OBR", 2), ("ORC", 3), ("OBR", 3), ("ORC", 4))
 
 _LINES = re.compile(rb"\r\n|\r|\n")
+#: the longest entity identifier (EI.1) we key a referral on: the HL7 v2.7+ maximum length
+KEY_ID_MAX = 199
 
 
 def missing_referral_key(raw: bytes, header: Header, structure: str) -> AckError | None:
@@ -45,6 +47,10 @@ def missing_referral_key(raw: bytes, header: Header, structure: str) -> AckError
         if fields is None or number >= len(fields):
             continue
         value = fields[number].split(repetition, 1)[0].split(component, 1)[0].strip()
+        if len(value) > KEY_ID_MAX:
+            return AckError(104, f"{name}-{number} referral identifier is longer than "
+                            f"{KEY_ID_MAX} characters (the HL7 maximum of EI.1); it cannot be "
+                            "stored as a referral key", name, 1, number)
         if value and value != b'""':
             return None
     return AckError(101, "RF1-6 originating referral identifier is empty: the referral "

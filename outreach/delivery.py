@@ -5,7 +5,8 @@ committed before the provider call; the provider's id is recorded after it. A cr
 two leaves `sending`, and the next attempt asks the provider whether it took the message (by
 recipient and exact text, and by the status callback that carries our message id) before it
 sends again, so a retry never sends twice. Email cannot be asked: an interrupted email is not
-resent and the decision says so.
+resent; it is recorded with delivery unknown (message status `unknown`, Communication status
+`unknown`) and a coordinator task asks a person to check with the patient.
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ log = logging.getLogger("refloop.outreach")
 
 SYSTEM_ACTOR_SOURCE = "outreach"
 #: outcomes of deliver()
-SENT, DEFERRED, SKIPPED, FAILED = "sent", "deferred", "skipped", "failed"
+SENT, DEFERRED, SKIPPED, FAILED, UNKNOWN = "sent", "deferred", "skipped", "failed", "unknown"
+#: the coordinator task for a message whose delivery cannot be known (an interrupted email)
+CHECK_DELIVERY, CHECK_OUTCOMES = "check-delivery", ["received", "not-received"]
+TASK_OUTCOME_KIND = "outreach.task-outcome"
 #: message statuses that end a message's delivery (nothing more is attempted for its key)
 OPEN_STATUSES = ("deferred", "sending", "retry")
 
@@ -353,9 +357,9 @@ def _reconcile(rt: Runtime, referral: Referral, ask: MessageAsk, message: Messag
             # again later, never give the message up for that
             raise PeerError(f"cannot check an interrupted send yet: {exc}",
                             retryable=exc.retryable) from exc
-        why = ("an earlier attempt was interrupted after handing the message to the "
+        why = ("an earlier attempt was interrupted while handing the message to the "
                f"provider, which cannot be asked ({exc}); not sent again, to avoid a duplicate")
-        return _failed(rt, message, referral, ask, "unknown", why, rt.now())
+        return _delivery_unknown(rt, message, referral, ask, why, rt.now())
     if found is None:
         log.info("interrupted send not found at the provider; sending it now",
                  extra={"referral_id": referral.id, "message_id": message.id})
@@ -363,6 +367,36 @@ def _reconcile(rt: Runtime, referral: Referral, ask: MessageAsk, message: Messag
     log.info("interrupted send found at the provider; recorded, not sent again",
              extra={"referral_id": referral.id, "message_id": message.id})
     return _record_sent(rt, message, referral, ask, found, rt.now())
+
+
+def _delivery_unknown(rt: Runtime, message: Message, referral: Referral, ask: MessageAsk,
+                      why: str, now: datetime) -> Outcome:
+    """The message may or may not have left: say so (message, CommunicationRequest and
+    Communication all `unknown`, the attempt's time as when it was sent, so caps count it) and
+    open a task for a coordinator to check with the patient."""
+    handed = message.updated_at
+    unknown = replace(message, status="unknown", reason=why, sent_at=handed, updated_at=now)
+    with rt.db.write() as c:
+        rt.ostore.update_message(c, message.id, status="unknown", reason=why[:2000],
+                                 sent_at=handed, updated_at=now)
+        _put_request(rt, c, unknown, referral, "unknown", ask)
+        rt.resources.put(fhir.communication(
+            communication_id=message.id, request_id=message.id, referral=referral,
+            purpose=message.purpose, channel=message.channel, status="unknown", sent=handed,
+            status_reason="delivery-unknown", reason_text=why,
+            text=message.body if message.channel != "email" else message.subject), conn=c)
+        rt.tasks.open(
+            referral.id, CHECK_DELIVERY,
+            f"The {message.purpose} {message.channel} to {message.address} may not have "
+            "reached the patient (interrupted while sending; not sent again to avoid a "
+            "duplicate): please check with the patient",
+            due_at=now + timedelta(hours=8), outcomes=CHECK_OUTCOMES,
+            on_outcome=TASK_OUTCOME_KIND, key=f"outreach.check-delivery:{message.id}",
+            data={"message_id": message.id, "plan_id": ask.plan_id, "rung": ask.rung},
+            conn=c)
+    log.warning("outreach delivery unknown", extra={
+        "referral_id": referral.id, "message_id": message.id, "channel": message.channel})
+    return Outcome(UNKNOWN, unknown)
 
 
 def advance_ladder(rt: Runtime, ask: MessageAsk, now: datetime) -> None:
@@ -426,6 +460,8 @@ def forbidden_terms(rt: Runtime, referral: Referral) -> list[str]:
 
 
 def _outcome_of(message: Message) -> str:
+    if message.status == "unknown":
+        return UNKNOWN
     if message.status == "not-done":
         return SKIPPED if not message.provider_sid and not message.error_code else FAILED
     return SENT

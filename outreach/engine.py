@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from outreach import ladders
+from outreach import fhir, ladders
 from outreach.contacts import contact_points
-from outreach.delivery import MessageAsk, deliver, record_attempt
+from outreach.delivery import CHECK_DELIVERY, TASK_OUTCOME_KIND, MessageAsk, deliver, record_attempt
 from outreach.rules import consent_state
 from outreach.runtime import Runtime
 from outreach.store import Message, Plan
@@ -34,7 +34,6 @@ START_ACTIONS = {"detected": "detect", "accepted": "accept", "authorized": "auth
 CALL_OUTCOMES = ["reached", "left-voicemail", "wrong-number", "declined"]
 REPLY_OUTCOMES = ["resume-outreach", "stop-outreach"]
 LINK_OUTCOMES = ["link-sent", "booked", "unreachable"]
-TASK_OUTCOME_KIND = "outreach.task-outcome"
 
 
 def on_transition(rt: Runtime, conn: Connection, change: Transition) -> None:
@@ -167,8 +166,8 @@ def run_rung(rt: Runtime, plan_id: str, index: int, key: str) -> None:
             referral_id=referral.id, purpose=rung.template, channels=(rung.channel,),
             window=rung.window, plan_id=plan.id, rung=index, lifecycle=True))
         with rt.db.write() as c:
-            what = outcome.message.rule if outcome.message and outcome.status != "sent" \
-                else outcome.status
+            what = outcome.message.rule if outcome.message and outcome.status not in (
+                "sent", "unknown") else outcome.status.replace("unknown", "delivery unknown")
             rt.ostore.mark_rung(c, plan, index, f"{rung.channel}: {what}", rt.now())
 
 
@@ -176,7 +175,7 @@ def _stop_reason(rt: Runtime, referral: Referral, plan: Plan) -> str:
     stop_on = set(ladders.STOP_ON)
     if referral.terminal and "closed" in stop_on:
         return f"referral {referral.stage.value}"
-    if (referral.stage == Stage.SCHEDULED or any(o.type == "appointment"
+    if (referral.stage == Stage.SCHEDULED or any(o.is_a("appointment")
                                                   for o in referral.outputs)) \
             and "booked" in stop_on:
         return "booked"
@@ -252,6 +251,8 @@ def handle_task_outcome(rt: Runtime, item: WorkItem) -> None:
                 for channel in ("voice", "sms"):
                     rt.ostore.mark_failing(c, data["address"], channel, "wrong-number",
                                            "a coordinator reached a wrong number", now)
+        elif kind == CHECK_DELIVERY and data.get("message_id"):
+            _record_check(rt, c, referral, str(data["message_id"]), outcome, now)
         if plan is not None and data.get("rung") is not None:
             rt.ostore.mark_rung(c, plan, int(data["rung"]), f"task: {outcome}", now)
     if plan is None:
@@ -260,6 +261,25 @@ def handle_task_outcome(rt: Runtime, item: WorkItem) -> None:
         stop_plan(rt, plan, f"{kind}: {outcome}")
     elif outcome == "resume-outreach":
         resume_plan(rt, plan)
+
+
+def _record_check(rt: Runtime, c: Connection, referral: Referral, message_id: str,
+                  outcome: str, now: datetime) -> None:
+    """A coordinator checked a message whose delivery was unknown: received or not."""
+    message = rt.ostore.message(message_id, c)
+    if message is None or message.status != "unknown":
+        return
+    received = outcome == "received"
+    status = "delivered" if received else "not-done"
+    why = f"checked with the patient by a coordinator: {outcome}"
+    rt.ostore.update_message(c, message.id, status=status, reason=why, updated_at=now)
+    rt.resources.put(fhir.communication(
+        communication_id=message.id, request_id=message.id, referral=referral,
+        purpose=message.purpose, channel=message.channel,
+        status="completed" if received else "not-done", sent=message.sent_at,
+        received=now if received else None, status_reason="" if received else "undeliverable",
+        reason_text="" if received else why,
+        text=message.body if message.channel != "email" else message.subject), conn=c)
 
 
 def _record_call(rt: Runtime, c: Connection, referral: Referral, outcome: str, note: str,

@@ -17,6 +17,7 @@ handles appointments. START and UNSTOP opt back in; HELP and INFO ask for help.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 OPT_OUT, OPT_OUT_ALL, OPT_IN, HELP = "opt-out", "opt-out-all", "opt-in", "help"
 
@@ -36,8 +37,11 @@ PHRASES = ("STOP TEXTING", "STOP MESSAGING", "STOP SENDING", "STOP CALLING", "ST
 
 def normalise(text: str) -> list[str]:
     """Upper-case words without punctuation; "opt out" and "opt-out" become OPTOUT,
-    "don't" becomes DONT."""
-    upper = text.upper().replace("\u2019", "'").replace("'", "")
+    "don't" becomes DONT. Look-alikes count as their letters: full-width and other
+    compatibility forms (NFKC), and invisible format characters (zero-width spaces) left out."""
+    plain = "".join(ch for ch in unicodedata.normalize("NFKC", text)
+                    if unicodedata.category(ch) != "Cf")
+    upper = plain.upper().replace("\u2019", "'").replace("'", "")
     upper = re.sub(r"\bOPT[\s\-_]*OUT\b", "OPTOUT", upper)
     upper = re.sub(r"\bSTOP[\s\-_]*ALL\b", "STOPALL", upper)
     return re.findall(r"[A-ZÁÉÍÓÚÑÜ0-9]+", upper)

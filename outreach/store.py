@@ -25,7 +25,8 @@ from referrals.store.schema import resources
 
 #: statuses of an outbound message after the provider took it (they count against the caps)
 HANDED = ("queued", "accepted", "sent", "delivered", "read", "ringing",
-          "in-progress", "completed", "busy", "no-answer", "undelivered")
+          "in-progress", "completed", "busy", "no-answer", "undelivered",
+          "unknown")  # maybe handed over (an interrupted email): counted, to stay within caps
 #: provider statuses in the order they happen; a callback never moves a message backwards
 RANK = {"sending": 0, "accepted": 1, "queued": 2, "initiated": 3, "ringing": 4, "sent": 5,
         "in-progress": 5, "delivered": 6, "read": 7, "completed": 7, "busy": 7,
@@ -268,6 +269,14 @@ class OutreachStore:
             if consent_state(events):
                 blocked.add(address)
         return Consent(consent_state(mine), frozenset(blocked), frozenset(failing))
+
+    def address_consent_events(self, address: str, conn: Connection
+                               ) -> list[tuple[datetime, str, str]]:
+        """(at, channel, kind) of the opt-outs and opt-ins written from `address`."""
+        rows = conn.execute(sa.select(outreach_consents.c.at, outreach_consents.c.channel,
+                                      outreach_consents.c.kind)
+                            .where(outreach_consents.c.address == address))
+        return [(r.at, r.channel, r.kind) for r in rows]
 
     def consent_events(self, patient: str | None = None, conn: Connection | None = None
                        ) -> list[dict[str, Any]]:

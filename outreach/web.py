@@ -87,8 +87,10 @@ def outreach_blueprint(rt: Runtime) -> Blueprint:
         store("twilio-voice", f"twilio-keys:{call}:{digit}" if call else None,
               "outreach.inbound", {"m": message_id})
         message = rt.ostore.message(message_id)
-        language = message.language if message else "en"
-        return Response(key_twiml(digit, language, rt.config.coordinator_line), mimetype=XML)
+        if message is None or message.channel != "voice":  # no call of ours: promise nothing
+            return Response(key_twiml("", "en", ""), mimetype=XML)
+        return Response(key_twiml(digit, message.language, rt.config.coordinator_line),
+                        mimetype=XML)
 
     @bp.get("/unsubscribe/<token>")
     def unsubscribe_page(token: str) -> Response:

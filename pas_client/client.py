@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import requests
+import urllib3
 
 from pas_client.auth import BackendServicesToken
 from pas_client.config import PayerConfig
@@ -22,6 +24,8 @@ log = logging.getLogger("refloop.pas")
 FHIR_JSON = "application/fhir+json"
 
 
+#: 4xx statuses that mean "not now" (timeout, rate limit), not "your request is wrong"
+TRY_LATER = frozenset({408, 429})
 #: response headers never kept (they can carry credentials)
 SECRET_HEADERS = frozenset({"set-cookie", "authorization", "proxy-authorization"})
 
@@ -36,12 +40,13 @@ class Reply:
 
     @property
     def rejected(self) -> bool:
-        return 400 <= self.status < 500
+        return 400 <= self.status < 500 and self.status not in TRY_LATER
 
     @property
     def retryable(self) -> bool:
-        """A 5xx: the payer may not have processed it; the same bytes are sent again."""
-        return self.status >= 500
+        """A 5xx, or 408/429 (the payer asks us to come back later): the same bytes are sent
+        again."""
+        return self.status >= 500 or self.status in TRY_LATER
 
     @cached_property
     def parsed(self) -> tuple[Any, str]:
@@ -165,10 +170,16 @@ class PayerClient:
 
     def _exchange(self, method: str, url: str, body: bytes | None, headers: dict[str, str],
                   path: str) -> Reply:
+        """One exchange. Redirects are never followed (the request carries patient data, and
+        a redirect could send it to another host): a 3xx comes back as the reply. The whole
+        reply must arrive within timeout_seconds and be at most max_reply_bytes."""
+        deadline = time.monotonic() + self.payer.timeout_seconds
         try:
             response = self.session.request(method, url, data=body, headers=headers,
-                                            verify=self.verify,
-                                            timeout=self.payer.timeout_seconds)
+                                            verify=self.verify, allow_redirects=False,
+                                            stream=True, timeout=self.payer.timeout_seconds)
+            with response:
+                raw = self._read(response, path, deadline)
         except OSError as exc:  # requests' errors, and a certificate file it cannot read
             log.warning("pas exchange failed", extra={"payer": self.payer.name, "path": path,
                                                       "error": type(exc).__name__})
@@ -177,7 +188,31 @@ class PayerClient:
         log.info("pas exchange", extra={"payer": self.payer.name, "path": path,
                                         "status": response.status_code})
         kept = {k: v for k, v in response.headers.items() if k.lower() not in SECRET_HEADERS}
-        return Reply(response.status_code, response.content, kept)
+        return Reply(response.status_code, raw, kept)
+
+    def _read(self, response: requests.Response, path: str, deadline: float) -> bytes:
+        """The reply's body, or PeerError when it is too long or too slow. Read as it comes
+        (read1: one socket read each), so a payer dripping bytes cannot stretch the deadline."""
+        limit, size = self.payer.max_reply_bytes, 0
+        chunks: list[bytes] = []
+        raw = response.raw
+        while True:
+            try:
+                chunk = raw.read1(64 * 1024, decode_content=True)
+            except urllib3.exceptions.HTTPError as exc:  # not OSError: wrapped for the caller
+                raise requests.ConnectionError(str(exc)) from exc
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                raise PeerError(f"payer {self.payer.name}: {path} answered more than "
+                                f"max_reply_bytes ({limit} bytes); the reply was not read",
+                                retryable=False)
+            if time.monotonic() > deadline:
+                raise PeerError(f"payer {self.payer.name}: {path} did not finish its reply "
+                                f"within timeout_seconds ({self.payer.timeout_seconds:g} s); "
+                                "the identical bundle will be resent")
+            chunks.append(chunk)
 
 
 def raise_for_retry(payer: str, path: str, reply: Reply, token_used: bool) -> None:

@@ -55,7 +55,8 @@ class PayerConfig:
     organization_identifier: str = ""  # ours: NPI/TIN or ISA06 sender id for the filter
     subscription_filter: str = "org-identifier"
     auth: PayerAuth = field(default_factory=PayerAuth)
-    timeout_seconds: float = 30.0
+    timeout_seconds: float = 30.0   # connecting, and the whole reply (not each read)
+    max_reply_bytes: int = 16 * 1024 * 1024   # a longer reply is not read (nor stored)
     subscribe: bool = True
     ca_file: str = ""    # CA bundle (PEM) verifying the payer's TLS certificate; empty: system
     # following undecided requests: CMS-0057-F decision clocks, the $inquire backoff
@@ -164,6 +165,7 @@ def payer_from_table(table: dict[str, Any], organization: Organization) -> Payer
                                     or organization.npi),
         subscription_filter=flt, auth=auth,
         timeout_seconds=float(table.get("timeout_seconds", 30.0)),
+        max_reply_bytes=int(table.get("max_reply_bytes", 16 * 1024 * 1024)),
         subscribe=bool(table.get("subscribe", True)),
         ca_file=str(table.get("ca_file", "")), **_follow_up(name, table),
         **_coverage(name, table))

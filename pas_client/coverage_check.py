@@ -108,7 +108,7 @@ class CoverageCheck:
         server = server_of(referral.source_key)
         gathered = gather_inputs(referral.id, referral.priority, referral.service_request,
                                  referral.patient, lambda t, i: self.flow.resources.try_get(
-                                     t, i, server=server))
+                                     t, i, server=server), payer=(payer.name, payer.payer_id))
         if isinstance(gathered, list):
             return self._record(referral, payer.name, Requirement(
                 UNKNOWN, "; ".join(f.message for f in gathered)), {}, None)

@@ -23,8 +23,15 @@ from pas_client.client import PayerClient, Reply, raise_for_retry
 from pas_client.config import PasConfig, PayerConfig
 from pas_client.conformance import Finding, check_bundle
 from pas_client.inputs import gather_inputs, server_of
-from pas_client.reply import DECISION, EMPTY, REJECTED, Reading, read_reply
-from pas_client.response import Decision, item_from_json, merge_items, unknown_sequences
+from pas_client.reply import DECISION, EMPTY, REJECTED, UNINTERPRETABLE, Reading, read_reply
+from pas_client.response import (
+    Decision,
+    contradiction,
+    item_from_json,
+    merge_items,
+    names_claim,
+    unknown_sequences,
+)
 from pas_client.store import FINAL, UNDECIDED, PriorAuthRequest, PriorAuthStore
 from pas_client.subscription import build_subscription
 from pas_client.update import build_update_bundle
@@ -48,6 +55,9 @@ TASK_STATUS = {"sending": "requested", "submitted": "in-progress", "pended": "in
                "unknown": "in-progress", "blocked": "on-hold"}
 #: statuses that let the referral go on (the service is authorized, maybe in another form)
 GRANTED = frozenset({"approved", "modified", "partially-approved", "no-auth-required"})
+#: a request in one of these is live: another submit for the same referral and payer is not
+#: sent (an update, a cancel, or the coordinator's resubmit is the way on)
+LIVE = GRANTED | UNDECIDED | {"sending", "contact-payer", "partial"}
 
 
 def utc_now() -> datetime:
@@ -79,16 +89,31 @@ class PriorAuthFlow:
             return self._clients[payer]
 
     # --- submit ---------------------------------------------------------------------------
-    def enqueue_submit(self, referral_id: str, payer: str) -> None:
-        self.work.enqueue("pas.submit", {"referral_id": referral_id, "payer": payer},
+    def enqueue_submit(self, referral_id: str, payer: str, *, again: bool = False) -> None:
+        """Queue a request; `again` (the coordinator's "resubmit") sends a new one even
+        while an earlier request is live."""
+        payload: dict[str, Any] = {"referral_id": referral_id, "payer": payer}
+        if again:
+            payload["again"] = True
+        self.work.enqueue("pas.submit", payload,
                           key=f"pas.submit:{referral_id}:{payer}:{uuid.uuid4().hex[:8]}")
+
+    def live_request(self, referral_id: str, payer: str) -> PriorAuthRequest | None:
+        """The referral's request to `payer` that is being sent, waits for the payer or was
+        granted (the latest of its chain): a second submit would make the payer decide the
+        same order twice."""
+        latest: dict[str, PriorAuthRequest] = {}
+        for request in self.store.for_referral(referral_id, payer):
+            latest[request.chain_id] = request
+        live = [r for r in latest.values() if r.status in LIVE]
+        return live[-1] if live else None
 
     def prepare(self, referral: Referral, payer: PayerConfig) -> tuple[PriorAuthRequest, bool]:
         """Build, check and store the request; (request, sendable)."""
         server = server_of(referral.source_key)
         gathered = gather_inputs(referral.id, referral.priority, referral.service_request,
                                  referral.patient, lambda t, i: self.resources.try_get(
-                                     t, i, server=server))
+                                     t, i, server=server), payer=(payer.name, payer.payer_id))
         if isinstance(gathered, list):
             return self._blocked(referral.id, payer.name, gathered), False
         checked = self.store.coverage(referral.id) or {}
@@ -164,6 +189,9 @@ class PriorAuthFlow:
         for existing in reversed(self.store.for_referral(referral.id, payer.name)):
             if existing.status == "sending" and existing.kind == "submit":
                 return existing
+        live = None if payload.get("again") else self.live_request(referral.id, payer.name)
+        if live is not None:
+            return live  # not sent again: the payer has it (or is getting it)
         request, _ = self.prepare(referral, payer)
         return request
 
@@ -195,23 +223,28 @@ class PriorAuthFlow:
         elif reading.outcome == DECISION:
             if operation == "submit" and request.status == "sending":
                 self.store.update(request.id, status="submitted")
-            for decision in self._decisions_for(request, reading.decisions, operation):
+            decisions, problem = self._decisions_for(request, reading.decisions, operation)
+            if problem:
+                self.store.interpret_reply(reply_id, UNINTERPRETABLE, problem)
+                self.unreadable(request, reply_id, problem)
+            for decision in decisions:
                 self.apply_decision(request, decision, operation, reply.status, reply_id)
         elif reading.outcome != EMPTY and (operation == "submit" or reading.outcome != REJECTED):
             self.unreadable(request, reply_id, reading.problem)
         return reading
 
     def _decisions_for(self, request: PriorAuthRequest, decisions: tuple[Decision, ...],
-                       operation: str) -> list[Decision]:
-        """The decisions that answer `request`: a $submit reply answers it; of an $inquire
-        reply (which may list every request of the patient) those that name it, or the only
-        one when none names anything."""
+                       operation: str) -> tuple[list[Decision], str]:
+        """The decisions that answer `request`, or why none can be used. A $submit reply
+        answers it, unless its ClaimResponses name another claim or contradict each other;
+        of an $inquire reply (which may list every request of the patient) those that name
+        it, or the only one when none names anything."""
         if operation == "submit":
-            return list(decisions[:1])
+            return submit_decisions(request, decisions)
         named = [d for d in decisions if self._names(d, request)]
         anonymous = [d for d in decisions if not (d.request_reference or d.request_identifiers
                                                   or d.identifiers or d.pre_auth_ref)]
-        return named or (anonymous if len(decisions) == 1 else [])
+        return named or (anonymous if len(decisions) == 1 else []), ""
 
     def _names(self, decision: Decision, request: PriorAuthRequest) -> bool:
         found = self.match(decision, request.payer)
@@ -253,12 +286,15 @@ class PriorAuthFlow:
         current = self.store.try_get(request.id)
         assert current is not None
         strange = unknown_sequences(decision, current.item_sequences())
-        if strange:
+        problem = (f"it decides item sequences {strange}, which request {current.id[:8]} does "
+                   f"not contain (it has {sorted(current.item_sequences())})" if strange
+                   else contradiction(decision))
+        if problem:
             self.store.add_response(request.id, source, decision.claim_response, "mismatch",
                                     http_status)
-            self.unreadable(current, reply_id or 0, (
-                f"it decides item sequences {strange}, which request {current.id[:8]} does not "
-                f"contain (it has {sorted(current.item_sequences())})"))
+            if reply_id:
+                self.store.interpret_reply(reply_id, UNINTERPRETABLE, problem)
+            self.unreadable(current, reply_id or 0, problem)
             return False
         earlier = [item_from_json(i) for i in (current.decision or {}).get("items", [])]
         decision = merge_items(decision, earlier)
@@ -269,7 +305,8 @@ class PriorAuthFlow:
             return False
         status = STATUS[decision.overall]
         self.store.update(request.id, status=status, decision=decision.to_json(),
-                          auth_number=decision.auth_number or current.auth_number,
+                          auth_number=decision.auth_number or (
+                              current.auth_number if status in GRANTED else ""),
                           decided_at=decision.created or current.decided_at,
                           last_error=decision.summary() if decision.errors else "")
         updated = self.store.try_get(request.id) or current
@@ -294,6 +331,11 @@ class PriorAuthFlow:
             referral = self.act_on(referral, "request-authorization", changes={
                 "payer": request.payer, "auth_state": "submitted", "add_inputs": [link]})
         if referral.stage != Stage.AUTH_PENDING:
+            if status == "denied" and referral.auth_state in GRANTED and not referral.terminal:
+                # the payer takes back what it granted: outreach and scheduling must stop
+                self.act_on(referral, "hold", reason=Reason("auth-denied", (
+                    f"{request.payer} now denies the prior authorization it had granted "
+                    f"({referral.auth_state})")[:200]), changes={"auth_state": "denied"})
             return
         if status in GRANTED:
             self.act_on(referral, "authorize", changes={"auth_state": status})
@@ -424,6 +466,29 @@ def new_request(request_id: str, referral_id: str, payer: str, kind: str, chain_
         decision=None, auth_number="", decided_at="", bundle=body,
         findings=[f.to_json() for f in findings], last_error="", created_at=now,
         updated_at=now)
+
+
+def submit_decisions(request: PriorAuthRequest, decisions: tuple[Decision, ...]
+                     ) -> tuple[list[Decision], str]:
+    """The decision a $submit reply gives `request`, or why it cannot be used: every
+    ClaimResponse names another claim (a payer that mixed up its replies), or those about
+    ours contradict each other (or their own header)."""
+    claim = request.bundle_json()["entry"][0]["resource"] if request.bundle else {}
+    about = [(d, names_claim(d, request.claim_full_url, str(claim.get("id", "")),
+                             request.claim_identifier)) for d in decisions]
+    ours = [d for d, named in about if named is not False]
+    if not ours:
+        named = ", ".join(sorted({d.request_reference for d in decisions
+                                  if d.request_reference}
+                                 | {v for d in decisions for _, v in d.request_identifiers}))
+        return [], (f"it answers another claim ({named or 'unnamed'}), not ours "
+                    f"({request.claim_full_url}, identifier {request.claim_identifier}); not "
+                    "applied")
+    conflicts = {d.summary() for d in ours}
+    if len(conflicts) > 1:
+        return [], ("it holds ClaimResponses for our claim that contradict each other ("
+                    + " / ".join(sorted(conflicts)) + "); none applied")
+    return ours[:1], ""
 
 
 def is_final(request: PriorAuthRequest) -> bool:

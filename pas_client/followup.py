@@ -45,7 +45,7 @@ class PriorAuthFlow(Protocol):
 
     def client(self, payer: PayerConfig) -> PayerClient: ...
 
-    def enqueue_submit(self, referral_id: str, payer: str) -> None: ...
+    def enqueue_submit(self, referral_id: str, payer: str, *, again: bool = False) -> None: ...
 
     def keep(self, request: PriorAuthRequest | None, payer: PayerConfig, operation: str,
              reply: Reply, *, referral_id: str | None = None) -> int: ...
@@ -191,7 +191,7 @@ def handle_coordinator_outcome(flow: PriorAuthFlow, item: WorkItem) -> None:
         flow.put_task(request, outcome, None, note=note)
         flow.move_referral(request, outcome)
     elif outcome == "resubmit":
-        flow.enqueue_submit(request.referral_id, request.payer)
+        flow.enqueue_submit(request.referral_id, request.payer, again=True)
 
 
 def _overdue(flow: PriorAuthFlow, request: PriorAuthRequest) -> str:
@@ -206,43 +206,50 @@ def _overdue(flow: PriorAuthFlow, request: PriorAuthRequest) -> str:
 # --- notifications -------------------------------------------------------------------------
 def handle_notification(flow: PriorAuthFlow, item: WorkItem) -> None:
     payload = item.payload
-    payer = payer_for_server(flow, payload.get("server", ""))
+    payers = payers_for_server(flow, payload.get("server", ""))
     found = [c for r in payload.get("resources", []) if isinstance(r, dict)
              for c in find_claim_responses(r)]
     if found:
         for claim_response in found:
-            apply_notified(flow, payer, claim_response)
+            apply_notified(flow, payers, claim_response)
         return
     if payload.get("notification_type", "event-notification") != "event-notification":
         return  # handshake / heartbeat
     foci = [e["focus"] for e in payload.get("events", []) if e.get("focus")]
-    read = [read_focus(flow, payer, focus) for focus in foci]
+    read = [read_focus(flow, payers, focus) for focus in foci]
     if not any(read):  # id-only and unreadable, or an empty event: ask
-        for undecided in flow.store.pending_for_payer(payer.name):
-            inquire(flow, undecided)
+        for payer in payers:
+            for undecided in flow.store.pending_for_payer(payer.name):
+                inquire(flow, undecided)
 
 
-def apply_notified(flow: PriorAuthFlow, payer: PayerConfig, claim_response: dict[str, Any],
+def apply_notified(flow: PriorAuthFlow, payers: list[PayerConfig],
+                   claim_response: dict[str, Any],
                    reply_id: int | None = None) -> PriorAuthRequest:
+    """Apply a notified ClaimResponse to the request it answers among those sent to `payers`
+    (every [[payers]] entry at the endpoint that notified: one intermediary often serves
+    several payers)."""
     decision = from_claim_response(claim_response)
-    request = flow.match(decision, payer.name)
-    if request is None:
-        raise InboundError("PAS notification: a ClaimResponse matches no request we sent "
-                           "(request reference, identifiers, preAuthRef)")
-    flow.apply_decision(request, decision, "notification", reply_id=reply_id)
-    return request
+    for payer in payers:
+        request = flow.match(decision, payer.name)
+        if request is not None:
+            flow.apply_decision(request, decision, "notification", reply_id=reply_id)
+            return request
+    raise InboundError("PAS notification: a ClaimResponse matches no request we sent "
+                       "(request reference, identifiers, preAuthRef)")
 
 
-def read_focus(flow: PriorAuthFlow, payer: PayerConfig, focus: str) -> bool:
+def read_focus(flow: PriorAuthFlow, payers: list[PayerConfig], focus: str) -> bool:
     """An id-only notification: read its focus from the payer; True when it gave a decision
     we applied."""
+    payer = payers[0]
     reply = flow.client(payer).read(focus)
     reply_id = flow.keep(None, payer, "read", reply)
     reading = read_reply(reply.status, *reply.parsed, operation="read")
     if reading.outcome != DECISION:
         flow.store.interpret_reply(reply_id, reading.outcome, reading.problem)
         return False
-    applied = [apply_notified(flow, payer, d.claim_response, reply_id)
+    applied = [apply_notified(flow, payers, d.claim_response, reply_id)
                for d in reading.decisions]
     first = applied[0]
     flow.store.interpret_reply(reply_id, DECISION, f"read {focus}", request_id=first.id,
@@ -250,9 +257,10 @@ def read_focus(flow: PriorAuthFlow, payer: PayerConfig, focus: str) -> bool:
     return True
 
 
-def payer_for_server(flow: PriorAuthFlow, server: str) -> PayerConfig:
-    for payer in flow.config.payers:
-        if payer.base_url.rstrip("/") == server.rstrip("/"):
-            return payer
-    raise InboundError(f"PAS notification from {server!r}, which is no configured payer")
-
+def payers_for_server(flow: PriorAuthFlow, server: str) -> list[PayerConfig]:
+    """The [[payers]] entries whose endpoint is `server` (several payers may share one)."""
+    found = [payer for payer in flow.config.payers
+             if payer.base_url.rstrip("/") == server.rstrip("/")]
+    if not found:
+        raise InboundError(f"PAS notification from {server!r}, which is no configured payer")
+    return found

@@ -50,8 +50,10 @@ def split_reference(reference: str) -> tuple[str, str]:
 
 
 def gather_inputs(referral_id: str, priority: str, service_request_ref: str, patient_ref: str,
-                  lookup: Lookup) -> ClaimInputs | list[Finding]:
-    """The resources for the Claim, or findings saying what is missing."""
+                  lookup: Lookup, payer: tuple[str, ...] = ()) -> ClaimInputs | list[Finding]:
+    """The resources for the Claim, or findings saying what is missing. `payer`: the names and
+    ids of the payer asked (its [[payers]] name and payer_id), to choose its Coverage when
+    the order lists several."""
     missing: list[Finding] = []
     service_request = lookup(*split_reference(service_request_ref))
     patient = lookup(*split_reference(patient_ref))
@@ -62,22 +64,60 @@ def gather_inputs(referral_id: str, priority: str, service_request_ref: str, pat
     if service_request is None or patient is None:
         return missing
     inputs = ClaimInputs(referral_id, priority, service_request, patient)
-    for ref in service_request.get("insurance", []):
-        if ref.get("reference"):
-            inputs.coverage = lookup(*split_reference(ref["reference"]))
-            if inputs.coverage is None:
-                inputs.findings.append(_missing("Coverage", ref["reference"]))
-            break
-    else:
-        inputs.findings.append(Finding(
-            "error", "ServiceRequest.insurance", "input",
-            "the ServiceRequest names no Coverage; the payer needs the member's coverage"))
+    _coverage(inputs, lookup, payer)
     requester = (service_request.get("requester") or {}).get("reference", "")
     if split_reference(requester)[0] == "Practitioner":
         inputs.practitioner = lookup(*split_reference(requester))
     _performers(inputs, lookup)
     _subscriber(inputs, lookup)
     return inputs
+
+
+def _coverage(inputs: ClaimInputs, lookup: Lookup, payer: tuple[str, ...]) -> None:
+    """The order's Coverage; of several, the one whose payor is the payer asked (another
+    insurer's member id and plan must never reach this payer)."""
+    references = [r["reference"] for r in inputs.service_request.get("insurance", [])
+                  if isinstance(r, dict) and r.get("reference")]
+    if not references:
+        inputs.findings.append(Finding(
+            "error", "ServiceRequest.insurance", "input",
+            "the ServiceRequest names no Coverage; the payer needs the member's coverage"))
+        return
+    if len(references) == 1 or not payer:
+        inputs.coverage = lookup(*split_reference(references[0]))
+        if inputs.coverage is None:
+            inputs.findings.append(_missing("Coverage", references[0]))
+        return
+    held = [c for c in (lookup(*split_reference(r)) for r in references) if c is not None]
+    wanted = {name.strip().lower() for name in payer if name.strip()}
+    mine = [c for c in held if wanted & _payor_names(c, lookup)]
+    if len(mine) == 1:
+        inputs.coverage = mine[0]
+        return
+    inputs.findings.append(Finding(
+        "error", "ServiceRequest.insurance", "input",
+        f"the ServiceRequest lists {len(references)} coverages and "
+        f"{'none' if not mine else len(mine)} of those we hold names the payer "
+        f"{payer[0]!r} as its payor (by name or payer_id); fix the order's insurance in the "
+        "EHR or the payer's name and payer_id in [[payers]]"))
+
+
+def _payor_names(coverage: Resource, lookup: Lookup) -> set[str]:
+    """The names and identifier values of a Coverage's payors (lower case)."""
+    found: set[str] = set()
+    for payor in coverage.get("payor", []):
+        if not isinstance(payor, dict):
+            continue
+        target = lookup(*split_reference(payor["reference"])) if payor.get("reference") else None
+        for node in (payor, target or {}):
+            for key in ("display", "name"):
+                if isinstance(node.get(key), str):
+                    found.add(node[key].strip().lower())
+            idents = node.get("identifier")
+            for ident in idents if isinstance(idents, list) else [idents]:
+                if isinstance(ident, dict) and ident.get("value"):
+                    found.add(str(ident["value"]).strip().lower())
+    return found
 
 
 def _performers(inputs: ClaimInputs, lookup: Lookup) -> None:

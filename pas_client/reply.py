@@ -31,6 +31,10 @@ def read_reply(status: int, parsed: Any, parse_problem: str = "", *,
     if 400 <= status < 500:
         text = outcome_text(parsed) if isinstance(parsed, dict) else ""
         return Reading(REJECTED, problem=text or f"HTTP {status} without an OperationOutcome")
+    if 300 <= status < 400:
+        return Reading(UNINTERPRETABLE, problem=f"HTTP {status} is a redirect, which Refloop "
+                       "does not follow (it could send patient data to another host): check "
+                       "the payer's base_url")
     if not 200 <= status < 300:
         return Reading(UNINTERPRETABLE, problem=f"HTTP {status} is not an answer")
     if parse_problem or not isinstance(parsed, dict):

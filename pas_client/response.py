@@ -163,6 +163,43 @@ def unknown_sequences(decision: Decision, requested: set[int]) -> list[int]:
     return sorted({i.sequence for i in decision.items} - requested - {0})
 
 
+def names_claim(decision: Decision, full_url: str, claim_id: str,
+                identifier: str) -> bool | None:
+    """Does the ClaimResponse say it answers our Claim (its fullUrl, `Claim/<id>` relative or
+    absolute, or its identifier)? None when it names no request at all."""
+    reference = decision.request_reference
+    identifiers = [v for _, v in decision.request_identifiers]
+    if not reference and not identifiers:
+        return None
+    by_reference = bool(reference) and (reference == full_url or (bool(claim_id) and (
+        reference == f"Claim/{claim_id}" or reference.endswith(f"/Claim/{claim_id}"))))
+    by_identifier = bool(identifier) and identifier in (
+        *identifiers, *(v for _, v in decision.identifiers))
+    return by_reference or by_identifier
+
+
+def contradiction(decision: Decision) -> str:
+    """Why a ClaimResponse contradicts itself ("" when it does not): an item decided twice
+    with different codes, or a header-level decision (2.2.1, HCR of 2000E) that denies what
+    its items grant or grants what they deny."""
+    codes: dict[int, set[str]] = {}
+    for item in decision.items:
+        codes.setdefault(item.sequence, set()).add(item.code or "-")
+    twice = {s: c for s, c in codes.items() if len(c) > 1}
+    if twice:
+        return "; ".join(f"item {s} is decided twice ({', '.join(sorted(c))})"
+                         for s, c in sorted(twice.items()))
+    action = _review_action(decision.claim_response.get("adjudication", []))
+    header = _decided(0, action, None).code if action is not None else ""
+    item_codes = {i.code for i in decision.items if i.sequence}
+    if header and item_codes and (
+            (header == "A3" and item_codes & GRANTED) or
+            (header in GRANTED and item_codes == {"A3"})):
+        return (f"its header decision ({header}) contradicts its items ("
+                + ", ".join(f"{i.sequence}:{i.code or '-'}" for i in decision.items) + ")")
+    return ""
+
+
 def item_from_json(data: dict[str, Any]) -> ItemDecision:
     period = data.get("period") or ("", "")
     return ItemDecision(int(data["sequence"]), data.get("code", ""), data.get("status", ""),

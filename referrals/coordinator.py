@@ -28,6 +28,7 @@ KIND_LABELS = {
     "rebook": "Rebook the appointment",
     "chase-note": "Chase the consult note",
     "read-reply": "Read the patient's reply",
+    "check-delivery": "Check the patient got the message",
     "send-booking-link": "Help the patient book",
     "chase-authorization": "Chase the prior authorization with the payer",
 }

@@ -51,6 +51,12 @@ class Link:
     reference: str
     display: str = ""
 
+    def is_a(self, kind: str) -> bool:
+        """Whether the link is of type `kind`, in any case: the adapters write FHIR resource
+        names ('Appointment'), older code and stored Tasks the lower-case word ('appointment');
+        both mean the same link."""
+        return self.type.casefold() == kind.casefold()
+
 
 @dataclass(frozen=True)
 class Clock:
@@ -115,6 +121,8 @@ class Referral:
 
 
 def new_referral_id() -> str:
+    """A random (version 4) UUID. Not a time-ordered one: the CLI lists referrals by the first
+    8 characters of their ids, and those would be the same for every referral of a minute."""
     return str(uuid.uuid4())
 
 
@@ -130,6 +138,14 @@ def source_server(source_key: str) -> str:
         return parts[0]
     kind, origin, _ = parts
     return origin if kind == "fhir" else f"{kind}:{origin}"
+
+
+def source_key_prefixes(servers: tuple[str, ...]) -> tuple[str, ...]:
+    """The source-key beginnings of referrals that came from these FHIR servers (each with and
+    without one trailing slash): what a launch's patient can be matched within, since
+    `Patient/p1` on one server is not `Patient/p1` on another."""
+    bases = {b for s in servers for b in (s.rstrip("/"), s.rstrip("/") + "/") if s}
+    return tuple(sorted(f"fhir|{base}|" for base in bases))
 
 
 @dataclass(frozen=True)

@@ -56,3 +56,13 @@ def deadline_after_clocks(before: Referral, after: Referral, now: datetime) -> d
 def _still_open(referral: Referral, program: str) -> bool:
     clock = referral.clock(program)
     return clock is not None and clock.open
+
+
+def describe_due(deadline: datetime | None, now: datetime) -> tuple[str, bool]:
+    """How a deadline reads to people, and whether it has passed: hours up to 48, whole days
+    beyond ("5 h", "3 d", "overdue 7 h", "overdue 38 d"); "-" without a deadline."""
+    if deadline is None:
+        return "-", False
+    hours = (deadline - now).total_seconds() / 3600
+    span = f"{abs(hours) / 24:.0f} d" if abs(hours) > 48 else f"{abs(hours):.0f} h"
+    return (f"overdue {span}", True) if hours < 0 else (span, False)

@@ -11,6 +11,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import DataError
+
 from referrals.errors import InboundError, PeerError, RetryLater
 from referrals.store.work import WorkItem, WorkQueue
 
@@ -20,6 +22,13 @@ Handler = Callable[[WorkItem], None]
 Observer = Callable[[str, str, float], None]
 
 log = logging.getLogger("refloop.worker")
+
+
+def refused(exc: DataError) -> str:
+    """Why the database refused a value, without the value (the driver's first line; the rest
+    may quote the data, which stays out of logs)."""
+    first = str(exc.orig).strip().splitlines()[:1] or [type(exc.orig).__name__]
+    return f"the database refused a value: {first[0][:200]}"
 
 
 def worker_name() -> str:
@@ -104,6 +113,11 @@ class Worker:
         except PeerError as exc:
             outcome = self.queue.fail(item, self.name, f"peer: {exc}", final=not exc.retryable)
             log.warning("work failed", extra={**context, "error": str(exc), "outcome": outcome})
+            return outcome
+        except DataError as exc:  # the input holds a value the database refuses: no retry helps
+            why = refused(exc)
+            outcome = self.queue.fail(item, self.name, f"bad input: {why}", final=True)
+            log.warning("work rejected by the database", extra={**context, "error": why})
             return outcome
         except Exception as exc:  # a bug or an unexpected failure: retry, then quarantine
             outcome = self.queue.fail(item, self.name, f"{type(exc).__name__}: {exc}")

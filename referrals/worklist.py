@@ -20,7 +20,8 @@ import sqlalchemy as sa
 from referrals.codec import clock_from_dict
 from referrals.model import TERMINAL_STAGES, Clock, Stage
 from referrals.store.database import Database
-from referrals.store.schema import referrals, resources
+from referrals.store.referrals import from_servers
+from referrals.store.schema import referral_events, referrals, resources
 
 OPEN_STAGES = tuple(s.value for s in Stage if s not in TERMINAL_STAGES)
 SORTS = ("due", "oldest", "newest", "updated")
@@ -42,6 +43,9 @@ class WorklistFilter:
     specialty: str = ""
     overdue: bool = False
     patient: str = ""
+    #: with `patient`: only referrals from these FHIR servers (the launch's), since the same
+    #: Patient id on another server is another person
+    patient_servers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,8 @@ def _clauses(where: WorklistFilter, now: datetime) -> list[sa.ColumnElement[bool
         clauses.append(T.specialty == where.specialty)
     if where.patient:
         clauses.append(T.patient == where.patient)
+        if where.patient_servers:
+            clauses.append(from_servers(T.source_key, where.patient_servers))
     if where.overdue:
         clauses.append(T.deadline < now)
     return clauses
@@ -266,4 +272,20 @@ def _decode(cursor: str, sort: str) -> tuple[int, Any, str]:
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+
+def actor_names(db: Database, referral_ids: list[str], references: set[str]) -> dict[str, str]:
+    """The names people were recorded under when they acted on these referrals: reference ->
+    the latest non-empty display among the referrals' events (one query on the referrals'
+    events, so the worklist can name owners without a lookup per row)."""
+    wanted = sorted(r for r in references if r)
+    if not referral_ids or not wanted:
+        return {}
+    E = referral_events.c
+    query = (sa.select(E.actor, E.actor_display)
+             .where(E.referral_id.in_(referral_ids), E.actor.in_(wanted), E.actor_display != "")
+             .order_by(E.at, E.id))
+    with db.read() as c:
+        return {str(actor): str(display) for actor, display in c.execute(query)}
 

@@ -14,7 +14,8 @@ from werkzeug.exceptions import HTTPException
 
 from referrals.store.migrate import pending
 from refloop.core_services import Services
-from refloop.logs import redact_text
+from refloop.home import home_routes
+from refloop.logs import redact_request_lines, redact_text
 from refloop.proxies import ProxyHeaders
 from refloop.wiring import install_routes, modules
 
@@ -29,7 +30,15 @@ SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"),)
 FAILED_REQUEST = "http.request"
 
 
+#: the app's mark: a looped arrow on the app's accent colour
+FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
+           '<rect width="32" height="32" rx="6" fill="#1f5fa8"/>'
+           '<path d="M9 20a8 8 0 1 1 8 4" fill="none" stroke="#fff" stroke-width="3"/>'
+           '<path d="M14 19l3 5-5 2z" fill="#fff"/></svg>')
+
+
 def create_app(services: Services) -> Flask:
+    redact_request_lines()
     app = Flask("refloop")
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024 * 1024
     app.extensions["refloop"] = services
@@ -37,6 +46,12 @@ def create_app(services: Services) -> Flask:
     @app.get("/healthz")
     def healthz() -> Response:
         return jsonify(status="ok")
+
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        """Browsers ask every site for it; a small SVG mark instead of a 404 in every log."""
+        return Response(FAVICON, mimetype="image/svg+xml",
+                        headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/readyz")
     def readyz() -> Any:
@@ -72,7 +87,7 @@ def create_app(services: Services) -> Flask:
         traceback and a correlation id, the request is kept in quarantine, and the answer is a
         500 OperationOutcome carrying the same id."""
         if isinstance(exc, HTTPException):
-            return exc
+            return _client_error(exc) if request.path.startswith(FHIR_PATHS) else exc
         correlation = uuid.uuid4().hex[:16]
         rule = request.url_rule.rule if request.url_rule else "(unmatched)"
         log.error("http: request failed", exc_info=exc, extra={
@@ -83,6 +98,7 @@ def create_app(services: Services) -> Flask:
         return Response(json.dumps(internal_error(correlation)), status=500,
                         mimetype="application/fhir+json")
 
+    home_routes(app, services)
     install_routes(app, services)
     app.wsgi_app = ProxyHeaders(app.wsgi_app,  # type: ignore[method-assign]
                                 services.settings.trusted_proxies)
@@ -118,6 +134,24 @@ def keep_request(services: Services, method: str, target: str, body: bytes, reas
                                 original=line + body, content_type=content_type[:128])
     except Exception:
         log.error("http: could not quarantine a failed request", extra={"why": reason})
+
+
+#: paths whose clients read FHIR: their 4xx answers are OperationOutcomes, not HTML pages
+FHIR_PATHS = ("/fhir", "/hooks")
+_ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly", 415: "not-supported"}
+
+
+def _client_error(exc: HTTPException) -> Any:
+    """A 4xx under a FHIR path as an OperationOutcome, with the error's headers (Allow)."""
+    code = exc.code or 500
+    if not 400 <= code < 500:
+        return exc
+    body = {"resourceType": "OperationOutcome", "issue": [{
+        "severity": "error", "code": _ISSUE_CODES.get(code, "invalid"),
+        "diagnostics": f"{exc.name} ({request.method})"}]}
+    headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+    return Response(json.dumps(body), status=code, headers=headers,
+                    mimetype="application/fhir+json")
 
 
 def internal_error(correlation: str) -> dict[str, Any]:

@@ -9,10 +9,11 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
-from referrals.errors import RefloopError
+from referrals.errors import PeerError, RefloopError
 from refloop.context import Context, pass_context
 from refloop.files import ensure_private_dir
 from refloop.output import print_json, print_table
+from refloop.referral_ids import REFERRAL
 from refloop.schema import ensure_schema
 from refloop.settings import Settings, check_serving
 
@@ -23,6 +24,11 @@ class Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except PeerError as exc:
+            obj = ctx.find_object(Context)
+            where = f" (each attempt is logged in {obj.log_file})" \
+                if obj is not None and obj.log_file else ""
+            raise click.ClickException(f"{exc}{where}") from exc
         except RefloopError as exc:
             raise click.ClickException(str(exc)) from exc
         except sa.exc.OperationalError as exc:
@@ -61,13 +67,12 @@ def main(ctx: click.Context, config: Path | None) -> None:
 def serve(obj: Context, role: str) -> None:
     """Run the server: web (gunicorn), workers and scheduler, and adapter roles."""
     from refloop import roles
-    from refloop.logs import configure_logging
     from refloop.wiring import prepare_serving
 
     settings = obj.settings
     if role in ("all", "web"):
         check_serving(settings)
-    configure_logging(settings.log_level, settings.log_format)
+    obj.configure_logging(server=True)
     ensure_schema(settings)
     prepare_serving(settings)
     if role == "web":
@@ -101,23 +106,35 @@ def db_upgrade(obj: Context) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def db_status(obj: Context, as_json: bool) -> None:
-    """Show the applied and pending migrations."""
+    """Show the applied and pending migrations: the core's first revision (0001_core) and each
+    branch off it (the core's later changes and one branch per adapter)."""
     from referrals.store import connect
-    from referrals.store.migrate import current, pending
+    from referrals.store.migrate import ROOT_REVISION, branches, current, pending
 
     if not obj.settings.database_url:
         ensure_private_dir(obj.settings.var_dir)
     database = connect(obj.settings.database)
     try:
-        info = {"url": database.engine.url.render_as_string(hide_password=True),
-                "current": current(database), "pending": pending(database)}
+        found, applied = branches(database), current(database)
+        info: dict[str, Any] = {"url": database.engine.url.render_as_string(hide_password=True),
+                "current": applied, "pending": pending(database),
+                "root": {"revision": ROOT_REVISION, "applied": bool(applied)},
+                "branches": [{"name": b.name, "applied": b.applied, "newest": b.newest,
+                              "pending": list(b.pending)} for b in found]}
     finally:
         database.dispose()
     if as_json:
         print_json(info)
-    else:
-        click.echo(f"{info['url']}\ncurrent: {', '.join(info['current']) or '(empty)'}\n"
-                   f"pending: {', '.join(info['pending']) or 'none'}")
+        return
+    waiting = sum(len(b.pending) for b in found) + (0 if applied else 1)
+    state = "empty" if not applied else "current" if not waiting else \
+        f"{waiting} revision{'s' if waiting != 1 else ''} pending"
+    click.echo(f"database: {info['url']}\nschema: {state} ({ROOT_REVISION} "
+               f"{'applied' if applied else 'not applied'}, {len(found)} branches off it)")
+    print_table(["branch", "applied", "pending"],
+                [[b.name, b.applied or "-", ", ".join(b.pending) or "-"] for b in found])
+    if waiting:
+        click.echo("run 'refloop db upgrade' to apply what is pending")
 
 
 @db.command("backup")
@@ -220,11 +237,12 @@ def referrals_list(obj: Context, stage: str | None, limit: int, cursor: str | No
 
 
 @referrals.command("show")
-@click.argument("referral_id")
+@click.argument("referral_id", type=REFERRAL)
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def referrals_show(obj: Context, referral_id: str, as_json: bool) -> None:
-    """One referral: its Task and its event log."""
+    """One referral: its Task and its event log. REFERRAL_ID may be any unique beginning of the
+    id (the listings print the first 8 characters)."""
     store = obj.services.store
     task = store.task(referral_id)
     if task is None:

@@ -20,6 +20,8 @@ class Context:
         self.config = config
         self._settings: Settings | None = None
         self._services: Any = None
+        self.log_file: Path | None = None
+        self._logging = False
 
     @property
     def settings(self) -> Settings:
@@ -27,14 +29,24 @@ class Context:
             self._settings = load_settings(self.config)
         return self._settings
 
+    def configure_logging(self, *, server: bool = False) -> Path | None:
+        """Log lines to stderr (a server) or to the log file (a one-shot command: its terminal
+        shows only what it prints for people); returns the file, None for stderr."""
+        from refloop.logs import configure_logging, log_file_for
+
+        self.log_file = log_file_for(self.settings, server=server)
+        configure_logging(self.settings.log_level, self.settings.log_format, self.log_file)
+        self._logging = True
+        return self.log_file
+
     @property
     def services(self) -> Any:
         if self._services is None:
             from referrals.store.migrate import pending
-            from refloop.logs import configure_logging
             from refloop.services import build_services
 
-            configure_logging(self.settings.log_level, self.settings.log_format)
+            if not self._logging:
+                self.configure_logging()
             self._services = build_services(self.settings)
             missing = pending(self._services.db)
             if missing:

@@ -7,7 +7,11 @@ import logging
 import re
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from refloop.settings import Settings
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 _SECRET_KEYS = re.compile(r"(token|secret|password|authorization|cookie|assertion|key)", re.I)
@@ -17,6 +21,8 @@ _PARAM = re.compile(r"((?:^|[?&;\s\"'])(?:access_token|id_token|refresh_token|to
                     r"password|code|assertion|client_assertion|api_key|apikey)=)[^&\s\"';]+", re.I)
 #: a password inside a URL (postgresql://user:secret@host/db)
 _URL_PASSWORD = re.compile(r"(\w+://[^/\s:@]+:)[^/\s@]+(@)")
+#: a patient link's token in a path (/p/<256-bit token>); the pages' own names are short words
+_PATIENT_LINK = re.compile(r"(/p/)[A-Za-z0-9_-]{32,}")
 
 
 class JsonFormatter(logging.Formatter):
@@ -36,9 +42,11 @@ class JsonFormatter(logging.Formatter):
 
 
 def redact_text(text: str) -> str:
-    """`text` with bearer/basic credentials, secret URL parameters and URL passwords masked."""
+    """`text` with bearer/basic credentials, secret URL parameters, patient link tokens and URL
+    passwords masked."""
     text = _BEARER.sub(r"\1 [redacted]", text)
     text = _PARAM.sub(r"\1[redacted]", text)
+    text = _PATIENT_LINK.sub(r"\1[redacted]", text)
     return _URL_PASSWORD.sub(r"\1[redacted]\2", text)
 
 
@@ -53,8 +61,45 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+class RedactRequestLines(logging.Filter):
+    """On werkzeug's logger: its development server logs each request line (the path with a
+    patient link's token, a query's secrets) before any formatter of ours sees it; the record
+    leaves here with the line already masked, whatever handler prints it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact_text(record.getMessage()), ()
+        return True
+
+
+def redact_request_lines() -> None:
+    """Install RedactRequestLines on werkzeug's logger (once): every app we build does, so a
+    werkzeug server serving it (the demo, the tests' servers) never logs a token."""
+    logger = logging.getLogger("werkzeug")
+    if not any(isinstance(f, RedactRequestLines) for f in logger.filters):
+        logger.addFilter(RedactRequestLines())
+
+
+def log_file_for(settings: Settings, *, server: bool) -> Path | None:
+    """Where this process logs: None for stderr. A server logs to stderr unless `log_file` names
+    a file; a one-shot command (and the demo) to `log_file`, else <var_dir>/log/refloop.log,
+    so its terminal shows only what it prints for people ("-" keeps stderr)."""
+    if settings.log_file == "-":
+        return None
+    if settings.log_file:
+        return Path(settings.log_file)
+    return None if server else settings.var_dir / "log" / "refloop.log"
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json", file: Path | None = None) -> None:
+    """JSON (or text) lines on stderr, or appended to `file` (its directory made; stderr when
+    it cannot be opened)."""
+    handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    if file is not None:
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(file, encoding="utf-8")
+        except OSError:
+            pass
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -38,6 +38,8 @@ class WebApplication(BaseApplication):
         self.cfg.set("workers", self.settings.web_workers)
         self.cfg.set("worker_class", "refloop.edge.worker.EdgeWorker")
         self.cfg.set("accesslog", None)
+        if self.settings.log_file not in ("", "-"):  # gunicorn's own lines go with ours
+            self.cfg.set("errorlog", self.settings.log_file)
         self.cfg.set("timeout", 60)
         self.cfg.set("graceful_timeout", 10)  # within the supervisor's 15 s stop window
 

@@ -60,6 +60,10 @@ class Settings:
     tick_seconds: float = 5.0
     log_level: str = "INFO"
     log_format: str = "json"
+    #: where log lines go: "" = stderr for `refloop serve`, <var_dir>/log/refloop.log for the
+    #: other commands (their terminal shows only what they print for people); a path = that
+    #: file for everything; "-" = stderr for everything
+    log_file: str = ""
     config_file: Path | None = None
     sections: dict[str, Any] = field(default_factory=dict)
 

@@ -79,6 +79,10 @@ class SchedulingAdapter:
         n = str(reply.get("communication_id") or reply.get("received_at") or "")
         if intent == Intent.ACCEPT and kind == "offer":
             return self._accept_by_reply(referral, value, n)
+        if intent == Intent.ACCEPT:  # a YES after a later message (a reminder) still takes
+            offer = self.waitlist.open_offer_for(referral.id)  # the offer still open
+            if offer is not None:
+                return self._accept_by_reply(referral, offer.id, n)
         current = self.book.current(referral.id)
         if current is None or intent in (Intent.NONE, Intent.ACCEPT):
             return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -34,15 +35,21 @@ class Step:
 def plan(start: datetime, zone: ZoneInfo, days: Sequence[int], *, hour: int, now: datetime,
          kind: str = REMINDER) -> list[Step]:
     local_day: date = start.astimezone(zone).date()
-    steps = []
-    for before in sorted(set(days), reverse=True):
-        if before <= 0:
-            continue
-        due = datetime.combine(local_day - timedelta(days=before), time(hour), zone)
-        due_utc = due.astimezone(UTC)
-        if now < due_utc < start:
-            steps.append(Step(kind, before, due_utc))
-    return steps
+    return [step for step in _ladder(local_day, zone, tuple(days), hour, kind)
+            if now < step.due_at < start]
+
+
+@lru_cache(maxsize=4096)
+def _ladder(local_day: date, zone: ZoneInfo, days: tuple[int, ...], hour: int,
+            kind: str) -> tuple[Step, ...]:
+    """The steps of a ladder for a visit on `local_day`, earliest first, before filtering:
+    shared by every visit of that day and zone (re-planning many appointments computes each
+    day's ladder once)."""
+    return tuple(
+        Step(kind, before,
+             datetime.combine(local_day - timedelta(days=before), time(hour), zone)
+             .astimezone(UTC))
+        for before in sorted(set(days), reverse=True) if before > 0)
 
 
 @dataclass(frozen=True)

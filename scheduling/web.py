@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, g, redirect, render_template, request
 from werkzeug.wrappers import Response as WResponse
@@ -36,6 +37,7 @@ def patient_blueprint(adapter: SchedulingAdapter) -> Blueprint:
     config = adapter.config
     links = adapter.links
     cookie_name = config.cookie_name
+    own_origin = _origin(adapter.core.base_url)
 
     @bp.after_request
     def _headers(response: Response) -> Response:
@@ -139,8 +141,12 @@ def patient_blueprint(adapter: SchedulingAdapter) -> Blueprint:
         sent = request.form.get("csrf_token", "")
         if not sent or not same(sent, session.csrf_token):
             return False
+        if request.headers.get("Sec-Fetch-Site") == "cross-site":
+            return False
+        # our public URL, never the Host header: behind a reverse proxy the Host is the
+        # proxy's upstream address, not what the patient's browser sent as Origin
         origin = request.headers.get("Origin")
-        return not origin or origin == request.host_url.rstrip("/")
+        return not origin or origin == own_origin
 
     def context(session: PatientSession) -> dict[str, Any]:
         referral = adapter.referral(session.referral_id)
@@ -334,6 +340,11 @@ def patient_blueprint(adapter: SchedulingAdapter) -> Blueprint:
         return response
 
     return bp
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _preparation(adapter: SchedulingAdapter, ctx: dict[str, Any]) -> Any:

@@ -162,7 +162,10 @@ def _private_key(tenant: Tenant) -> RSAKey:
 
 
 def _describe(exc: Exception) -> str:
+    """The EHR's OAuth error code and its error_description (cut to 300 characters), else
+    the kind of failure (a timeout, a refused connection)."""
     error = getattr(exc, "error", None)
     if error:
-        return str(error)
+        description = " ".join(str(getattr(exc, "description", "") or "").split())[:300]
+        return f"{error} ({description})" if description else str(error)
     return type(exc).__name__

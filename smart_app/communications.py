@@ -19,7 +19,7 @@ MEDIUM = {"SMSWRIT": "SMS", "EMAILWRIT": "email", "DICTATE": "call", "PHONE": "p
 @dataclass(frozen=True)
 class Entry:
     when: str
-    direction: str  # sent | not sent | reply
+    direction: str  # sent | not sent | delivery unknown | reply
     medium: str
     purpose: str
     status: str
@@ -43,7 +43,8 @@ def timeline(rt: SmartRuntime, referral_id: str, limit: int = 200) -> list[Entry
 def _entry(body: dict[str, Any]) -> Entry:
     reply = bool(body.get("inResponseTo"))
     status = str(body.get("status", ""))
-    direction = "reply" if reply else ("not sent" if status == "not-done" else "sent")
+    direction = "reply" if reply else {"not-done": "not sent",
+                                         "unknown": "delivery unknown"}.get(status, "sent")
     when = str(body.get("received") if reply else body.get("sent") or body.get("received")
                or (body.get("meta") or {}).get("lastUpdated") or "")
     codes = [c.get("code", "") for m in body.get("medium") or [] for c in m.get("coding") or []]

@@ -31,9 +31,17 @@ class Tenant:
     private_key_file: Path | None = None
     kid: str = ""
     signing_alg: str = "RS384"
+    #: the FHIR servers whose ids this EHR's launch context uses (a launch's `patient` is
+    #: matched only with referrals from them); its `iss` values unless configured (an `iss`
+    #: that is a gateway in front of the FHIR server that sends us referrals names that server)
+    fhir_servers: tuple[str, ...] = ()
 
     def allows(self, iss: str) -> bool:
         return normalise_iss(iss) in {normalise_iss(i) for i in self.issuers}
+
+    @property
+    def context_servers(self) -> tuple[str, ...]:
+        return self.fhir_servers or self.issuers
 
 
 @dataclass(frozen=True)
@@ -71,7 +79,10 @@ def normalise_iss(iss: str) -> str:
 
 def from_section(section: dict[str, Any], var_dir: Path) -> SmartConfig:
     """Build the typed configuration from the `[smart]` table (env overrides already applied)."""
-    tenants = tuple(_tenant(i, t) for i, t in enumerate(section.get("tenants", [])))
+    raw_tenants = list(section.get("tenants", []))
+    if section.get("demo_ehr"):
+        raw_tenants.append(demo_tenant(str(section["demo_ehr"]), var_dir))
+    tenants = tuple(_tenant(i, t) for i, t in enumerate(raw_tenants))
     names = [t.name for t in tenants]
     if len(set(names)) != len(names):
         raise SmartConfigError(f"[smart] tenant names must be unique, got {names}")
@@ -86,6 +97,25 @@ def from_section(section: dict[str, Any], var_dir: Path) -> SmartConfig:
         launch_states_per_source=_count(section, "launch_states_per_source", 20),
         launch_states_max=_count(section, "launch_states_max", 10_000),
     )
+
+
+#: the tenant `refloop demo` sets up for its demo EHR (refloop/demo_ehr.py)
+DEMO_TENANT = "demo-ehr"
+DEMO_CLIENT_ID = "refloop-demo"
+DEMO_KID = "refloop-demo-1"
+
+
+def demo_key_file(var_dir: Path) -> Path:
+    return var_dir / "demo-ehr" / "smart-client-key.pem"
+
+
+def demo_tenant(fhir_base: str, var_dir: Path) -> dict[str, Any]:
+    """`demo_ehr = "<the demo EHR's FHIR base>"` (set by `refloop demo` for the server it leaves
+    running): a tenant for that EHR with its client key under var/demo-ehr."""
+    parts = urlsplit(fhir_base)
+    return {"name": DEMO_TENANT, "iss": [fhir_base], "client_id": DEMO_CLIENT_ID,
+            "ehr_origins": [f"{parts.scheme}://{parts.netloc}"],
+            "private_key_file": str(demo_key_file(var_dir)), "kid": DEMO_KID}
 
 
 def _tenant(index: int, raw: dict[str, Any]) -> Tenant:
@@ -115,7 +145,14 @@ def _tenant(index: int, raw: dict[str, Any]) -> Tenant:
         scopes=" ".join(str(raw.get("scopes", DEFAULT_SCOPES)).split()),
         client_secret=secret, private_key_file=key_file, kid=str(raw.get("kid", "")),
         signing_alg=str(raw.get("signing_alg", "RS384")),
+        fhir_servers=tuple(str(f) for f in _listed(raw.get("fhir_servers"))),
     )
+
+
+def _listed(value: Any) -> list[Any]:
+    if value in (None, ""):
+        return []
+    return value if isinstance(value, list) else [value]
 
 
 def _count(section: dict[str, Any], key: str, default: int) -> int:

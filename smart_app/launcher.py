@@ -17,6 +17,7 @@ from smart_app.client import EhrHttp
 from smart_app.config import SmartConfig, Tenant
 from smart_app.context import LaunchContext, from_token_response
 from smart_app.discovery import ServerMeta, discover
+from smart_app.patient_label import display_name
 from smart_app.sessions import Session, SessionStore
 from smart_app.tokens import new_secret
 
@@ -66,9 +67,17 @@ class Launcher:
                               "in another window; relaunch Refloop from the EHR")
         tenant = self._tenant(pending.tenant)
         meta = self.meta(pending.iss)
-        token = auth.exchange_code(meta, tenant, code=code, code_verifier=pending.code_verifier,
-                                   redirect_uri=pending.redirect_uri,
-                                   timeout=self.config.http_timeout_seconds)
+        try:
+            token = auth.exchange_code(meta, tenant, code=code,
+                                       code_verifier=pending.code_verifier,
+                                       redirect_uri=pending.redirect_uri,
+                                       timeout=self.config.http_timeout_seconds)
+        except PeerError as exc:
+            log.warning("launch failed: code exchange refused",
+                        extra={"tenant": tenant.name, "iss": pending.iss,
+                               "client_id": tenant.client_id, "cause": str(exc)[:400],
+                               "outcome": "token-refused"})
+            raise
         if str(token.get("token_type", "")).lower() != "bearer" or not token.get("access_token"):
             raise LaunchError("the EHR's token response has no bearer access token")
         claims = self._id_claims(meta, tenant, token, pending.nonce)
@@ -156,14 +165,14 @@ class Launcher:
         else:
             notes.append(f"The EHR did not grant read access to {user_type}; your name is not "
                          "shown.")
-        if context.patient and context.need_patient_banner:
+        if context.patient:  # the banner, and the patient-scoped worklist, name them
             if context.can_read("Patient"):
                 found = self.http.try_get_json(f"{base}/{context.patient}", bearer=access_token,
                                                accept="application/fhir+json")
                 patient_display = display_name(found) if found else ""
             else:
-                notes.append("The EHR did not grant read access to Patient; the banner shows "
-                             "the patient's id only.")
+                notes.append("The EHR did not grant read access to Patient; the patient is "
+                             "shown by their id only.")
         return replace(context, user_display=user_display, patient_display=patient_display,
                        notes=tuple(notes))
 
@@ -174,17 +183,6 @@ def launch_scope(tenant: Tenant, *, ehr_launch: bool) -> str:
     if not ehr_launch:
         scopes = [s for s in scopes if s != "launch"]
     return " ".join(scopes)
-
-
-def display_name(resource: dict[str, Any]) -> str:
-    for name in resource.get("name") or []:
-        if name.get("text"):
-            return str(name["text"])
-        parts = [*name.get("given", []), name.get("family", "")]
-        text = " ".join(p for p in parts if p)
-        if text:
-            return text
-    return ""
 
 
 def _kept(token: dict[str, Any]) -> dict[str, Any]:

@@ -12,11 +12,13 @@ from flask import Response, render_template
 
 from referrals.analytics import fall_out, funnel
 from referrals.model import PRIORITIES, Clock, Referral, Stage
+from referrals.sla import describe_due
 from referrals.worklist import (
     OPEN_STAGES,
     SORTS,
     CursorError,
     WorklistFilter,
+    actor_names,
     fetch_clocks,
     fetch_page,
     fetch_patients,
@@ -31,7 +33,7 @@ from smart_app import (
     task_views,
 )
 from smart_app.actions import ActionError
-from smart_app.patient_label import labels_for
+from smart_app.patient_label import first_name_text, labels_for
 from smart_app.runtime import SmartRuntime
 from smart_app.sessions import Session
 
@@ -55,8 +57,10 @@ def landing_url(rt: SmartRuntime, session: Session) -> str:
     return f"{base}/"
 
 
-def read_filter(session: Session, args: Mapping[str, str]) -> tuple[WorklistFilter, dict[str, str]]:
-    """The filter from the query string; launched for a patient, the patient's referrals."""
+def read_filter(session: Session, args: Mapping[str, str], servers: tuple[str, ...] = ()
+                ) -> tuple[WorklistFilter, dict[str, str]]:
+    """The filter from the query string; launched for a patient, the patient's referrals from
+    the launch's FHIR servers (`servers`)."""
     chosen = {k: args.get(k, "") for k in ("stage", "owner", "priority", "specialty", "overdue",
                                            "sort", "panel")}
     owner: str | None = None
@@ -70,12 +74,13 @@ def read_filter(session: Session, args: Mapping[str, str]) -> tuple[WorklistFilt
         stages=(stage,) if stage in STAGE_LABELS else (),
         include_closed=stage == "all", owner=owner,
         priority=chosen["priority"] if chosen["priority"] in PRIORITIES else "",
-        specialty=chosen["specialty"][:128], overdue=chosen["overdue"] == "1", patient=patient)
+        specialty=chosen["specialty"][:128], overdue=chosen["overdue"] == "1", patient=patient,
+        patient_servers=servers if patient else ())
     return where, chosen
 
 
 def worklist(rt: SmartRuntime, session: Session, args: Mapping[str, str]) -> Response:
-    where, chosen = read_filter(session, args)
+    where, chosen = read_filter(session, args, _context_servers(rt, session))
     sort = chosen["sort"] if chosen["sort"] in SORTS else "due"
     now = datetime.now(UTC)
     error = ""
@@ -85,6 +90,7 @@ def worklist(rt: SmartRuntime, session: Session, args: Mapping[str, str]) -> Res
         error = str(exc)
         page = fetch_page(rt.db, where, sort=sort, now=now)
     people = labels_for(page.rows, fetch_patients(rt.db, page.rows), now)
+    owners = owner_names(rt, session, [r.id for r in page.rows], {r.owner for r in page.rows})
     clocks = fetch_clocks(rt.db, page.rows)
     audit.record(rt.resources, audit.build_audit_event(
         session, interaction="search", patient=where.patient,
@@ -98,16 +104,17 @@ def worklist(rt: SmartRuntime, session: Session, args: Mapping[str, str]) -> Res
                            sort=sort, sorts=SORTS, stages=OPEN_STAGES, all_stages=STAGE_LABELS,
                            priorities=PRIORITIES, next_url=next_url, error=error,
                            patient_scoped=bool(where.patient), ctx=session.context,
+                           owners=owners,
                            due=_due, base=f"/smart/s/{session.id}", clocks=clocks,
                            clock_text=_clock_text,
-                           task_rows=task_views.rows(
-                               task_views.open_on_worklist(rt, where.patient), now))
+                           task_rows=task_views.rows(task_views.open_on_worklist(
+                               rt, where.patient, where.patient_servers), now))
     return Response(html)
 
 
 def referral(rt: SmartRuntime, session: Session, referral_id: str, *, done: str = "",
              error: str = "", status: int = 200, notice: str = "") -> Response:
-    page = referral_view.load_page(rt, referral_id, session.iss)
+    page = referral_view.load_page(rt, referral_id, session)
     audit.record(rt.resources, audit.build_audit_event(
         session, interaction="read", patient=page.referral.patient,
         entities=[f"Task/{page.referral.id}", *page.patient_references],
@@ -122,6 +129,7 @@ def referral(rt: SmartRuntime, session: Session, referral_id: str, *, done: str 
         offered=actions.available(page.referral), pas_enabled=rt.pas_enabled,
         pas_disabled=actions.PAS_DISABLED, view=referral_view, due=_due, clock_text=_clock_text,
         base=f"/smart/s/{session.id}", banner=_banner(session, page),
+        owners=owner_names(rt, session, [referral_id], {page.referral.owner}),
         sched=rt.scheduling.summary(referral_id) if rt.scheduling else None)
     return Response(html, status=status)
 
@@ -145,27 +153,54 @@ def dashboard(rt: SmartRuntime, session: Session) -> Response:
     return Response(html)
 
 
-def _banner(session: Session, page: referral_view.ReferralPage) -> dict[str, str] | None:
-    """The patient banner, unless the EHR says it shows one (need_patient_banner false)."""
+def _banner(session: Session, page: referral_view.ReferralPage) -> dict[str, Any] | None:
+    """The patient banner (unless the EHR says it shows one: need_patient_banner false), from
+    the Patient of the server the referral came from; when that cannot be read the banner says
+    so instead of naming anyone."""
     if not session.context.need_patient_banner:
         return None
-    patient = page.patient or {}
-    name = referral_view.human_name(patient)
-    if not name and session.context.patient == page.referral.patient:
-        name = session.context.patient_display
-    return {"name": name or page.referral.patient, "birth_date": patient.get("birthDate", ""),
-            "gender": patient.get("gender", ""),
-            "mrn": next((i.get("value", "") for i in patient.get("identifier", [])), "")}
+    reference = page.referral.patient
+    patient = page.patient
+    if patient is None:
+        return {"known": False, "reference": reference,
+                "problem": page.problem(reference) or "the referral names no patient"}
+    label, value = patient_identifier(patient)
+    return {"known": True, "reference": reference,
+            "name": first_name_text(patient) or "(no name recorded)",
+            "birth_date": str(patient.get("birthDate") or ""),
+            "gender": str(patient.get("gender") or ""), "id_label": label, "id_value": value}
+
+
+def patient_identifier(patient: dict[str, Any]) -> tuple[str, str]:
+    """("MRN", value) for the medical record number (identifier type MR), else ("ID", the first
+    identifier's value); ("", "") when there is none."""
+    found = [i for i in patient.get("identifier") or [] if isinstance(i, dict) and i.get("value")]
+    for identifier in found:
+        codes = {c.get("code") for c in (identifier.get("type") or {}).get("coding") or []}
+        if "MR" in codes:
+            return "MRN", str(identifier["value"])
+    return ("ID", str(found[0]["value"])) if found else ("", "")
+
+
+def owner_names(rt: SmartRuntime, session: Session, referral_ids: list[str],
+                owners: set[str]) -> dict[str, str]:
+    """A name for each owner reference: the signed-in user's own, else the name the owner was
+    recorded under when acting on these referrals; unknown owners are left out."""
+    names = actor_names(rt.db, referral_ids, {o for o in owners if o})
+    user = session.context.user
+    if user in owners and session.context.user_display:
+        names[user] = f"{session.context.user_display} (you)"
+    return names
+
+
+def _context_servers(rt: SmartRuntime, session: Session) -> tuple[str, ...]:
+    tenant = rt.config.tenant(session.tenant)
+    return tenant.context_servers if tenant else (session.iss,)
 
 
 def _due(deadline: datetime | None, now: datetime) -> dict[str, Any]:
-    if deadline is None:
-        return {"text": "-", "overdue": False}
-    hours = (deadline - now).total_seconds() / 3600
-    if hours < 0:
-        text = f"overdue {-hours / 24:.0f} d" if hours < -48 else f"overdue {-hours:.0f} h"
-        return {"text": text, "overdue": True}
-    return {"text": f"{hours / 24:.0f} d" if hours > 48 else f"{hours:.0f} h", "overdue": False}
+    text, overdue = describe_due(deadline, now)
+    return {"text": text, "overdue": overdue}
 
 
 def _clock_text(clock: Clock, now: datetime) -> dict[str, Any]:

@@ -46,6 +46,21 @@ def first_name_text(patient: dict[str, Any] | None) -> str:
     return ""
 
 
+def display_name(resource: dict[str, Any] | None) -> str:
+    """What a person or organisation is called: its HumanName (the official one first), an
+    Organization's name, or the practitioner (and organization) a PractitionerRole names."""
+    if not resource:
+        return ""
+    if isinstance(resource.get("name"), str):
+        return str(resource["name"])
+    found = first_name_text(resource)
+    if found or resource.get("resourceType") != "PractitionerRole":
+        return found
+    person = str((resource.get("practitioner") or {}).get("display") or "")
+    place = str((resource.get("organization") or {}).get("display") or "")
+    return f"{person} ({place})" if person and place else person or place
+
+
 def age_on(birth_date: Any, today: date) -> int | None:
     """Whole years from a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD); None when absent or bad."""
     if not isinstance(birth_date, str) or len(birth_date) < 4:

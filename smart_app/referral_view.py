@@ -1,6 +1,6 @@
-"""Everything the referral page shows, read from the core store: the ServiceRequest, Patient and
-Coverage (held under the EHR's base, or "demo"), the event timeline, outreach attempts, prior
-authorization (state and child Tasks), the appointment and the consult note."""
+"""Everything the referral page shows: the ServiceRequest, Patient, Coverage and requester, each
+read from the server the referral came from (smart_app/reads.py), the event timeline, outreach
+attempts, prior authorization (state and child Tasks), the appointment and the consult note."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ import sqlalchemy as sa
 
 from referrals.model import Event, Link, Referral, source_server
 from referrals.store.schema import resources
+from smart_app.patient_label import display_name
+from smart_app.reads import OriginReader, Read
 from smart_app.runtime import SmartRuntime
+from smart_app.sessions import Session
 
 LOCAL = "local"
 
@@ -20,9 +23,14 @@ LOCAL = "local"
 class ReferralPage:
     referral: Referral
     events: list[Event]
+    #: where the referral's references are read ("http://ehr/fhir", "hl7:SENDER", "demo"...)
+    origin: str = ""
     service_request: dict[str, Any] | None = None
     patient: dict[str, Any] | None = None
     coverage: dict[str, Any] | None = None
+    requester: dict[str, Any] | None = None
+    #: what could not be read from the origin, with the reason (shown on the page)
+    unreadable: list[Read] = field(default_factory=list)
     auth_tasks: list[dict[str, Any]] = field(default_factory=list)
     appointments: list[tuple[Link, dict[str, Any] | None]] = field(default_factory=list)
     notes: list[tuple[Link, dict[str, Any] | None]] = field(default_factory=list)
@@ -41,40 +49,69 @@ class ReferralPage:
         found += [link.reference for link, _ in self.appointments + self.notes]
         return found
 
+    def problem(self, reference: str) -> str:
+        """Why `reference` could not be read ("" when it was, or was not asked for)."""
+        return next((r.problem for r in self.unreadable if r.reference == reference), "")
 
-def load_page(rt: SmartRuntime, referral_id: str, iss: str) -> ReferralPage:
+    @property
+    def requester_name(self) -> str:
+        """The requester as the ServiceRequest names it, else from its resource."""
+        display = str(((self.service_request or {}).get("requester") or {}).get("display") or "")
+        return display or display_name(self.requester)
+
+
+def load_page(rt: SmartRuntime, referral_id: str, session: Session) -> ReferralPage:
+    """The referral and its resources, each read from the server the referral came from."""
     referral = rt.store.get(referral_id)
-    servers = [*_servers(iss), source_server(referral.source_key)]
-    request = _find(rt, referral.service_request, servers)
-    coverage_ref = next((i.get("reference", "") for i in (request or {}).get("insurance", [])
-                         if i.get("reference", "").startswith("Coverage/")), "")
+    reader = origin_reader(rt, referral, session)
+    request = reader.read(referral.service_request)
+    sr = request.resource or {}
+    coverage_ref = next((i.get("reference", "") for i in sr.get("insurance") or []
+                         if str(i.get("reference", "")).startswith("Coverage/")), "")
+    requester_ref = str((sr.get("requester") or {}).get("reference") or referral.requester or "")
+    wanted = [request, reader.read(referral.patient)]
+    if coverage_ref:
+        wanted.append(reader.read(coverage_ref))
+    if requester_ref and not (sr.get("requester") or {}).get("display"):
+        wanted.append(reader.read(requester_ref))
+    found = {r.reference: r.resource for r in wanted}
     return ReferralPage(
-        referral=referral, events=rt.store.events(referral.id), service_request=request,
-        patient=_find(rt, referral.patient, servers),
-        coverage=_find(rt, coverage_ref, servers) if coverage_ref else None,
+        referral=referral, events=rt.store.events(referral.id), origin=reader.origin,
+        service_request=request.resource, patient=found.get(referral.patient),
+        coverage=found.get(coverage_ref) if coverage_ref else None,
+        requester=found.get(requester_ref) if requester_ref else None,
+        unreadable=[r for r in wanted if not r.ok],
         auth_tasks=_auth_tasks(rt, referral.id),
-        appointments=[(link, _find(rt, link.reference, [LOCAL, *servers]))
-                      for link in referral.outputs if link.type == "appointment"],
-        notes=[(link, _find(rt, link.reference, [LOCAL, *servers]))
+        appointments=[(link, _output(rt, reader, link.reference))
+                      for link in referral.outputs if link.is_a("appointment")],
+        notes=[(link, _output(rt, reader, link.reference))
                for link in referral.outputs if link.type == "consult-note"],
         details=rt.details(referral.id),
     )
 
 
-def _servers(iss: str) -> list[str]:
-    bare = iss.rstrip("/")
-    return [bare, bare + "/", "demo", LOCAL]
+def origin_reader(rt: SmartRuntime, referral: Referral, session: Session) -> OriginReader:
+    """A reader for the server `referral` came from: stored copies, then live reads (the
+    launch's token at the launch's server, Refloop's own client elsewhere)."""
+    iss = session.iss.rstrip("/")
+
+    def launch_read(reference: str) -> dict[str, Any]:
+        token = str(rt.sessions.tokens(session).get("access_token") or "")
+        return rt.launcher.http.get_json(f"{iss}/{reference}", bearer=token,
+                                         accept="application/fhir+json")
+
+    return OriginReader(rt.resources, source_server(referral.source_key), iss=session.iss,
+                        launch_read=launch_read, remote=rt.read_remote)
 
 
-def _find(rt: SmartRuntime, reference: str, servers: list[str]) -> dict[str, Any] | None:
-    if reference.count("/") != 1:
-        return None
-    rtype, rid = reference.split("/")
-    for server in servers:
-        found = rt.resources.try_get(rtype, rid, server=server)
+def _output(rt: SmartRuntime, reader: OriginReader, reference: str) -> dict[str, Any] | None:
+    """An appointment or consult note: Refloop's own (local) first, else the origin's copy."""
+    if reference.count("/") == 1:
+        rtype, rid = reference.split("/")
+        found = rt.resources.try_get(rtype, rid, server=LOCAL)
         if found is not None:
             return found
-    return None
+    return reader.read(reference).resource
 
 
 def _auth_tasks(rt: SmartRuntime, referral_id: str) -> list[dict[str, Any]]:
@@ -116,15 +153,6 @@ def coverage_text(coverage: dict[str, Any], payer_name: str = "") -> str:
              f"subscriber {relation}" if relation else "",
              f"group {group}" if group else "", str(coverage.get("status", ""))]
     return f"{payer or 'payer unknown'} ({', '.join(p for p in parts if p)})"
-
-
-def human_name(resource: dict[str, Any] | None) -> str:
-    for name in (resource or {}).get("name") or []:
-        parts = [*name.get("given", []), name.get("family", "")]
-        text = name.get("text") or " ".join(p for p in parts if p)
-        if text:
-            return str(text)
-    return ""
 
 
 def auth_outcome(task: dict[str, Any]) -> dict[str, str]:

@@ -14,6 +14,7 @@ from referrals.store.tasks import CoordinatorTasks
 from referrals.store.work import WorkQueue
 from smart_app.config import SmartConfig
 from smart_app.launcher import Launcher
+from smart_app.reads import RemoteRead
 from smart_app.sessions import SessionStore
 
 
@@ -42,3 +43,6 @@ class SmartRuntime:
     #: what the adapters add about a referral (wiring `referral_details`): section name ->
     #: (JSON data, (table headers, table rows))
     details: Callable[[str], dict[str, Any]] = field(default=lambda _referral_id: {})
+    #: reads a resource from a FHIR server the app has no launch token for, with Refloop's own
+    #: client for it (SMART Backend Services where configured); see smart_app/reads.py
+    read_remote: RemoteRead | None = None

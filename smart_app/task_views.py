@@ -18,10 +18,13 @@ __all__ = ["TaskError", "open_for_referral", "open_on_worklist", "record_outcome
 WORKLIST_TASKS = 25
 
 
-def open_on_worklist(rt: SmartRuntime, patient: str = "") -> list[CoordinatorTask]:
+def open_on_worklist(rt: SmartRuntime, patient: str = "",
+                     servers: tuple[str, ...] = ()) -> list[CoordinatorTask]:
+    """Open tasks; launched for a patient, that patient's (on the launch's servers)."""
     if rt.tasks is None:
         return []
-    return rt.tasks.list_open(patient=patient or None, limit=WORKLIST_TASKS)
+    return rt.tasks.list_open(patient=patient or None, patient_servers=servers,
+                              limit=WORKLIST_TASKS)
 
 
 def open_for_referral(rt: SmartRuntime, referral_id: str) -> list[CoordinatorTask]:

@@ -27,8 +27,6 @@ log = logging.getLogger("refloop.smart")
 def smart_blueprint(rt: SmartRuntime) -> Blueprint:
     bp = Blueprint("smart", __name__, url_prefix="/smart", template_folder="templates",
                    static_folder="static", static_url_path="/static")
-    cookie = rt.config.cookie_name
-    cookie_age = int(rt.config.session_absolute_hours * 3600)
 
     def base_url() -> str:
         """Our public URL, from the configuration only: a request's Host header never decides
@@ -41,6 +39,20 @@ def smart_blueprint(rt: SmartRuntime) -> Blueprint:
         origins = tenant.ehr_origins if tenant else rt.config.all_ehr_origins
         apply_headers(response, origins, tuple(g.get("smart_form_targets", ())))
         return response
+
+    launch_routes(bp, rt, base_url)
+    with_session = session_guard(rt)
+    page_routes(bp, rt, with_session)
+    action_routes(bp, rt, with_session, base_url)
+    scheduling_routes(bp, rt, with_session, base_url)
+    analytics_routes(bp, rt, with_session)
+    return bp
+
+
+def launch_routes(bp: Blueprint, rt: SmartRuntime, base_url: Callable[[], str]) -> None:
+    """The launch, the EHR's callback with the code, and our public keys."""
+    cookie = rt.config.cookie_name
+    cookie_age = int(rt.config.session_absolute_hours * 3600)
 
     @bp.get("/launch")
     def launch() -> Any:
@@ -90,7 +102,7 @@ def smart_blueprint(rt: SmartRuntime) -> Blueprint:
         except LaunchError as exc:
             return _message("Refloop cannot start", str(exc), 400)
         except PeerError as exc:
-            return _message("The EHR refused the launch", str(exc), 502)
+            return _message("The EHR refused the launch", f"{exc}.", 502, setup_hint=True)
         fresh = new_secret()
         rt.sessions.rotate_browser(browser or "", fresh)
         response = redirect(pages.landing_url(rt, session), code=303)
@@ -102,6 +114,12 @@ def smart_blueprint(rt: SmartRuntime) -> Blueprint:
         response = Response(_json(public_jwks(rt.config.tenants)), mimetype="application/json")
         response.headers["Cache-Control"] = "max-age=300"
         return response
+
+
+def session_guard(rt: SmartRuntime) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A view decorator: the session named in the URL, bound to this browser's cookie, with
+    a fresh EHR token; the "session has ended" page otherwise."""
+    cookie = rt.config.cookie_name
 
     def with_session(view: Callable[..., Any]) -> Callable[..., Any]:
         def wrapped(sid: str, **kwargs: Any) -> Any:
@@ -116,7 +134,12 @@ def smart_blueprint(rt: SmartRuntime) -> Blueprint:
             return view(session, **kwargs)
         wrapped.__name__ = view.__name__
         return wrapped
+    return with_session
 
+
+def page_routes(bp: Blueprint, rt: SmartRuntime,
+                with_session: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    """The pages read in a session: the worklist, the dashboard, a referral."""
     @bp.get("/s/<sid>/")
     @with_session
     def worklist(session: Session) -> Any:
@@ -138,6 +161,12 @@ def smart_blueprint(rt: SmartRuntime) -> Blueprint:
         except NotFound:
             abort(404)
 
+
+def action_routes(bp: Blueprint, rt: SmartRuntime,
+                  with_session: Callable[[Callable[..., Any]], Callable[..., Any]],
+                  base_url: Callable[[], str]) -> None:
+    """What a person does on a referral page: a lifecycle action, a task's outcome (CSRF
+    token and Origin checked first)."""
     @bp.post("/s/<sid>/referrals/<rid>/act")
     @with_session
     def act(session: Session, rid: str) -> Any:
@@ -181,10 +210,6 @@ def smart_blueprint(rt: SmartRuntime) -> Blueprint:
         return redirect(f"{base_url()}/smart/s/{session.id}/referrals/{task.referral_id}"
                         f"?done=task-outcome", code=303)
 
-    scheduling_routes(bp, rt, with_session, base_url)
-    analytics_routes(bp, rt, with_session)
-    return bp
-
 
 def _explain(exc: Exception) -> str:
     if isinstance(exc, IllegalTransition):
@@ -193,9 +218,10 @@ def _explain(exc: Exception) -> str:
         "The page now shows the latest version; check it and try again."
 
 
-def _message(title: str, text: str, status: int, *, relaunch: bool = False) -> Response:
+def _message(title: str, text: str, status: int, *, relaunch: bool = False,
+             setup_hint: bool = False) -> Response:
     html = render_template("smart/message.html", title=title, text=text, relaunch=relaunch,
-                           now=datetime.now(UTC))
+                           setup_hint=setup_hint, now=datetime.now(UTC))
     return Response(html, status=status)
 
 

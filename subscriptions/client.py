@@ -4,6 +4,7 @@ and a bounded retry on every call; peer failures become PeerError (DESIGN.md rul
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -134,9 +135,30 @@ def _json(response: requests.Response) -> Any:
     if not response.content:
         return None
     try:
-        return response.json()
+        body = response.json()
     except ValueError:
         return None
+    return without_unstorable(body) if _UNSTORABLE_ESCAPE.search(response.content) else body
+
+
+#: how U+0000 and surrogates look in JSON text (a fast test before walking the value)
+_UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+_UNPAIRED = re.compile(r"[\ud800-\udfff]")
+
+
+def without_unstorable(value: Any) -> Any:
+    """`value` with U+0000 left out of every string and unpaired surrogates replaced by
+    U+FFFD. FHIR strings may hold neither, and PostgreSQL can store neither in JSON (SQLite
+    would keep them): an EHR resource that carries one still opens its referral, the same on
+    both databases."""
+    if isinstance(value, str):
+        text = value.replace("\x00", "")
+        return _UNPAIRED.sub("\ufffd", text)
+    if isinstance(value, list):
+        return [without_unstorable(item) for item in value]
+    if isinstance(value, dict):
+        return {without_unstorable(k): without_unstorable(v) for k, v in value.items()}
+    return value
 
 
 def _diagnostics(body: Any) -> str:

@@ -127,6 +127,7 @@ class HookEndpoint:
                 raw: bytes) -> Prepared | Reply:
         """Parse a complete body: what to store, or the 4xx answer (input quarantined)."""
         try:
+            _check_codings(headers)
             body = _decode(raw, headers.get("content-type", ""), self.max_json_depth)
             note = parse_notification(method, subpath, body)
             return self._prepared(hook, note, headers, raw, method, subpath)
@@ -240,20 +241,24 @@ class HookEndpoint:
 
 
 def dedupe_key(hook_id: str, note: Notification, raw: bytes) -> str | None:
-    """Same hook + same event (number, focus, version) -> same key; None for pings."""
+    """Same hook + same event (number, focus, version) -> same key; None for pings.
+
+    An event with neither a readable number nor a version (or timestamp) cannot be told apart
+    from another one of the same focus, and a notification without events from any other: the
+    bytes identify those, so only a byte-for-byte redelivery counts as a duplicate."""
     if note.shape == "empty":
         return None
     if note.shape == "delete":
         return f"{CHANNEL}|{hook_id}|delete|{note.events[0].focus}"
     if note.type != EVENT:
         return None
-    parts = []
+    parts: list[list[str | None]] = []
     for event in note.events:
         carried = note.resource_for(event.focus) if event.focus else None
         version = _version(carried) if carried else None
         parts.append([event.event_number, event.focus, version or event.timestamp])
-    if note.shape == "resource" and parts[0][2] is None:
-        parts[0][2] = hashlib.sha256(raw).hexdigest()[:32]
+    if not parts or any(number is None and stamp is None for number, _, stamp in parts):
+        parts.append(["bytes", None, hashlib.sha256(raw).hexdigest()[:32]])
     digest = hashlib.sha256(json.dumps([note.subscription, parts]).encode()).hexdigest()[:40]
     return f"{CHANNEL}|{hook_id}|{digest}"
 
@@ -282,6 +287,21 @@ def _version(resource: dict[str, Any]) -> str | None:
 def _bearer(header: str) -> str:
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _check_codings(headers: Mapping[str, str]) -> None:
+    """Only chunked transfer coding and no content coding: an unknown transfer coding is 501
+    (RFC 9112 6.1), a content coding we do not decode 415 (RFC 9110 8.4.1), not a guess."""
+    def codings(name: str, allowed: str) -> list[str]:
+        listed = (c.strip().lower() for c in (headers.get(name) or "").split(","))
+        return [c for c in listed if c and c != allowed]
+
+    if unknown := codings("transfer-encoding", "chunked"):
+        raise InboundError(f"transfer coding {unknown[0][:32]!r} is not supported; send the "
+                           "body plain or chunked", code="not-supported", status=501)
+    if unknown := codings("content-encoding", "identity"):
+        raise InboundError(f"content coding {unknown[0][:32]!r} is not supported; send the "
+                           "JSON uncompressed", code="not-supported", status=415)
 
 
 def _decode(raw: bytes, content_type: str, max_depth: int) -> Any:

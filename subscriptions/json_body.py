@@ -1,9 +1,11 @@
 """JSON request bodies, parsed with a nesting limit: a body nested deeper than the limit is bad
-input with a clear message, never a RecursionError."""
+input with a clear message, never a RecursionError. Only JSON as RFC 8259 defines it: UTF-8 (a
+BOM tolerated, not UTF-16 or UTF-32), and no NaN, Infinity or number too large for a double."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -19,11 +21,23 @@ def parse_json(raw: bytes, max_depth: int = MAX_DEPTH) -> Any:
     if raw.count(b"[") + raw.count(b"{") > max_depth:  # else the depth cannot exceed the limit
         _check_depth(raw, max_depth)
     try:
-        return json.loads(raw)
+        return json.loads(raw.decode("utf-8-sig"), parse_constant=_not_json,
+                          parse_float=_finite)
     except RecursionError as exc:  # unreachable after the depth check; kept as a guard
         raise _too_deep(max_depth) from exc
     except (UnicodeDecodeError, ValueError) as exc:
         raise InboundError(f"the body is not valid JSON: {exc}", code="structure") from exc
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:20]}... is too large")
+    return value
 
 
 def _check_depth(raw: bytes, max_depth: int) -> None:

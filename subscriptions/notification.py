@@ -8,8 +8,11 @@ wrapped in a FHIR message Bundle. Numbers may be strings or integers, timestamps
 instants, focus references absolute, relative, versioned or with a doubled type.
 
 Lenient about values, strict about structure: every element the parser reads is checked for its
-JSON type before use, and a wrong type (`"entry": 5`, a parameter `name` that is an object) is an
-InboundError naming the path (`Bundle.entry[0].resource.parameter[2].name`), never a crash.
+JSON type before use, and a wrong type (`"entry": 5`, a parameter `name` that is an object, an
+event number that is an object or 1.5, a reference that is not a string) is an InboundError
+naming the path (`Bundle.entry[0].resource.parameter[2].name`), never a crash. A value of the
+right type that cannot be used (an event number "-5" or of 30 digits, a relative reference we
+cannot read) counts as absent.
 """
 
 from __future__ import annotations
@@ -73,9 +76,15 @@ def parse_notification(method: str, subpath: str, body: Any) -> Notification:
     method = method.upper()
     parts = [p for p in subpath.split("/") if p]
     if method == "DELETE":
+        if len(parts) < 2:
+            raise InboundError("DELETE needs {endpoint}/{type}/{id}", code="not-supported")
+        if parts[-2] not in RESOURCE_TYPES:
+            raise InboundError(f"{parts[-2][:64]!r} is not a FHIR resource type",
+                               code="structure")
         focus = _path_focus(parts)
         if focus is None:
-            raise InboundError("DELETE needs {endpoint}/{type}/{id}", code="not-supported")
+            raise InboundError(f"{parts[-1][:64]!r}... is not a valid FHIR id (1-64 letters, "
+                               "digits, '-' and '.')", code="structure")
         return Notification("delete", DELETION, events=(NotificationEvent(None, focus),))
     if body is None:
         if parts:
@@ -229,6 +238,12 @@ def _parse_resource(resource: dict[str, Any], parts: list[str]) -> Notification:
         raise InboundError("a subscription status must come inside a notification Bundle",
                            code="structure", expression=rtype)
     rid = resource.get("id")
+    if rid is not None and not isinstance(rid, str):
+        raise _wrong(f"{rtype}.id", "a string", rid)
+    meta = _optional_object(resource, "meta", rtype)
+    if meta is not None:
+        _optional_str(meta, "versionId", f"{rtype}.meta")
+        _optional_str(meta, "lastUpdated", f"{rtype}.meta")
     if not isinstance(rid, str) or not _ID.match(rid):
         if len(parts) >= 2:
             rid = parts[-1]
@@ -273,81 +288,97 @@ def _from_parameters(parameters: dict[str, Any], path: str) -> dict[str, Any]:
     params = [(f"{path}.parameter[{i}]", p)
               for i, p in enumerate(_objects(parameters, "parameter", path))]
     named = [(_name(p, where), where, p) for where, p in params]
-    first: dict[str, Any] = {}
-    for name, _where, p in named:
-        first.setdefault(name, _value(p))
+    first: dict[str, tuple[Any, str]] = {}
+    for name, where, p in named:
+        first.setdefault(name, _value(p, where))
     events = [_event_from_parts(_objects(p, "part", where), f"{where}.part")
               for name, where, p in named if name == "notification-event"]
     if not events and ("event-number" in first or "focus" in first):
         # flattened: the event's parts at the top level
         events = [_event_from_parts([p for _w, p in params], f"{path}.parameter")]
-    errors = [_text(_value(p)) for name, _where, p in named if name == "error"]
-    return {"type": _text(first.get("type")), "status": _text(first.get("status")),
-            "subscription": _reference(first.get("subscription")),
-            "topic": _text(first.get("topic")),
-            "events_since_start": _number(first.get("events-since-subscription-start")),
+    errors = [_text(*_value(p, where)) for name, where, p in named if name == "error"]
+    return {"type": _text(*first.get("type", _ABSENT)),
+            "status": _text(*first.get("status", _ABSENT)),
+            "subscription": _reference(*first.get("subscription", _ABSENT)),
+            "topic": _text(*first.get("topic", _ABSENT)),
+            "events_since_start": _number(*first.get("events-since-subscription-start",
+                                                     _ABSENT)),
             "events": tuple(events), "errors": tuple(e for e in errors if e)}
 
 
 def _event_from_parts(parts: list[dict[str, Any]], path: str) -> NotificationEvent:
-    values: dict[str, Any] = {}
+    values: dict[str, tuple[Any, str]] = {}
     for index, part in enumerate(parts):
-        values.setdefault(_name(part, f"{path}[{index}]"), _value(part))
-    return NotificationEvent(_number(values.get("event-number")),
-                             to_relative_reference(_reference(values.get("focus"))),
-                             _text(values.get("timestamp")))
+        where = f"{path}[{index}]"
+        values.setdefault(_name(part, where), _value(part, where))
+    return NotificationEvent(_number(*values.get("event-number", _ABSENT)),
+                             to_relative_reference(_reference(*values.get("focus", _ABSENT))),
+                             _text(*values.get("timestamp", _ABSENT)))
 
 
 def _from_status_resource(status: dict[str, Any], path: str) -> dict[str, Any]:
     events = []
     for index, item in enumerate(_objects(status, "notificationEvent", path)):
         where = f"{path}.notificationEvent[{index}]"
-        focus = item.get("focus")
-        if focus is not None and not isinstance(focus, (dict, str)):
-            raise _wrong(f"{where}.focus", "a Reference", focus)
         events.append(NotificationEvent(
-            _number(item.get("eventNumber")), to_relative_reference(_reference(focus)),
-            _text(item.get("timestamp"))))
+            _number(item.get("eventNumber"), f"{where}.eventNumber"),
+            to_relative_reference(_reference(item.get("focus"), f"{where}.focus")),
+            _text(item.get("timestamp"), f"{where}.timestamp")))
     raw_errors = status.get("error")
     if raw_errors is not None and not isinstance(raw_errors, list):
         raise _wrong(f"{path}.error", "an array", raw_errors)
-    errors = [_text(e) for e in raw_errors or []]
-    return {"type": _text(status.get("type")), "status": _text(status.get("status")),
-            "subscription": _reference(status.get("subscription")),
-            "topic": _text(status.get("topic")),
-            "events_since_start": _number(status.get("eventsSinceSubscriptionStart")),
+    errors = [_text(e, f"{path}.error[{i}]") for i, e in enumerate(raw_errors or [])]
+    return {"type": _text(status.get("type"), f"{path}.type"),
+            "status": _text(status.get("status"), f"{path}.status"),
+            "subscription": _reference(status.get("subscription"), f"{path}.subscription"),
+            "topic": _text(status.get("topic"), f"{path}.topic"),
+            "events_since_start": _number(status.get("eventsSinceSubscriptionStart"),
+                                          f"{path}.eventsSinceSubscriptionStart"),
             "events": tuple(events), "errors": tuple(e for e in errors if e)}
 
 
-# -- values: lenient ---------------------------------------------------------------------------
+# -- values: their JSON type checked, their content read leniently ------------------------------
 
-def _value(param: dict[str, Any]) -> Any:
+#: (value, path) of a parameter that is not there
+_ABSENT: tuple[Any, str] = (None, "")
+
+
+def _value(param: dict[str, Any], path: str) -> tuple[Any, str]:
+    """A parameter's value[x] and its path."""
     for key, value in param.items():
         if key.startswith("value"):
-            return value
-    return None
+            return value, f"{path}.{key}"
+    return None, f"{path}.value[x]"
 
 
-def _reference(value: Any) -> str | None:
+def _reference(value: Any, path: str) -> str | None:
+    """A Reference's `reference` (or a canonical string); a wrong JSON type is refused."""
     if isinstance(value, dict):
         ref = value.get("reference")
-        return ref if isinstance(ref, str) else None
-    return value if isinstance(value, str) else None
+        if ref is None or isinstance(ref, str):
+            return ref
+        raise _wrong(f"{path}.reference", "a string", ref)
+    if value is None or isinstance(value, str):
+        return value
+    raise _wrong(path, "a Reference", value)
 
 
-def _number(value: Any) -> str | None:
-    if isinstance(value, bool) or value is None:
+def _number(value: Any, path: str) -> str | None:
+    """An event number or count: a whole number or a string; one outside 0..10^20 or not all
+    digits counts as absent. Any other JSON type (1.5, an object, true) is refused."""
+    if value is None:
         return None
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return str(value) if 0 <= value < 10 ** 20 else None
     if not isinstance(value, str):
-        return None
+        raise _wrong(path, "a whole number or a string", value)
     text = value.strip()
     return text if text.isascii() and text.isdigit() and len(text) <= 20 else None
 
 
-def _text(value: Any) -> str | None:
-    """A code or string; from a CodeableConcept or Coding its first code (or text)."""
+def _text(value: Any, path: str) -> str | None:
+    """A code or string; from a CodeableConcept or Coding its first code (or text). A number,
+    boolean or array is refused."""
     if value is None:
         return None
     if isinstance(value, dict):
@@ -356,6 +387,6 @@ def _text(value: Any) -> str | None:
         code = first.get("code") if isinstance(first, dict) else None
         found = code if isinstance(code, str) and code else value.get("text")
         return found[:1000] if isinstance(found, str) and found else None
-    if isinstance(value, (list, bool)):
-        return None
-    return str(value)[:1000]
+    if not isinstance(value, str):
+        raise _wrong(path, "a string or a Coding", value)
+    return value[:1000]

@@ -21,6 +21,17 @@ Processor = Callable[[Any], Any] | None
 Statement = sa.Insert | sa.Update
 
 
+class Processed:
+    """A value already in the driver's form (`Bulk.process`): one value written to several
+    rows or statements (a resource body and its version, a batch's timestamp) is processed
+    once."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 class Bulk:
     """`statement` (or, for dialect-specific constructs such as ON CONFLICT, a function of the
     dialect's name that builds it) with every value a bound parameter."""
@@ -46,14 +57,22 @@ class Bulk:
             return made
         return found
 
+    def process(self, conn: Connection, name: str, value: Any) -> Processed:
+        """`value` as parameter `name` will be written, to be passed in several rows."""
+        processor = dict(self._compile(conn.dialect)[2])[name]
+        return Processed(processor(value) if processor else value)
+
     def run(self, conn: Connection, rows: list[dict[str, Any]]) -> int:
-        """Execute for every row (dicts keyed by parameter name); the affected row count."""
+        """Execute for every row (dicts keyed by parameter name, values plain or Processed);
+        the affected row count."""
         if not rows:
             return 0
         sql, positional, params = self._compile(conn.dialect)
         if positional:
-            values: list[Any] = [tuple(p(row[n]) if p else row[n] for n, p in params)
+            values: list[Any] = [tuple([v.value if type(v := row[n]) is Processed
+                                        else p(v) if p else v for n, p in params])
                                  for row in rows]
         else:
-            values = [{n: p(row[n]) if p else row[n] for n, p in params} for row in rows]
+            values = [{n: v.value if type(v := row[n]) is Processed else p(v) if p else v
+                       for n, p in params} for row in rows]
         return int(conn.exec_driver_sql(sql, values).rowcount)

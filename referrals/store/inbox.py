@@ -10,9 +10,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from referrals.store.bulk import Bulk
 from referrals.store.database import Database
 from referrals.store.quarantine import Quarantine
-from referrals.store.schema import inbox
+from referrals.store.schema import Moment, inbox
 from referrals.store.work import WorkQueue
 
 RECEIVED, PROCESSED, QUARANTINED, REJECTED, IGNORED = (
@@ -150,9 +151,9 @@ class Inbox:
         """`mark` for several (inbox id, status, note) in one executemany (batch handlers)."""
         if not marks:
             return
-        now = datetime.now(UTC)
-        conn.execute(_MARK, [{"match_id": inbox_id, "status": status, "note": note[:4000],
-                              "processed_at": now} for inbox_id, status, note in marks])
+        now = _MARK.process(conn, "processed_at", datetime.now(UTC))
+        _MARK.run(conn, [{"match_id": inbox_id, "status": status, "note": note[:4000],
+                          "processed_at": now} for inbox_id, status, note in marks])
 
     def quarantine_message(self, inbox_id: int, reason: str,
                            conn: Connection | None = None) -> int:
@@ -172,6 +173,6 @@ class Inbox:
         return {status: count for status, count in rows}
 
 
-_MARK = inbox.update().where(inbox.c.id == sa.bindparam("match_id")).values(
-    status=sa.bindparam("status"), note=sa.bindparam("note"),
-    processed_at=sa.bindparam("processed_at"))
+_MARK = Bulk(inbox.update().where(inbox.c.id == sa.bindparam("match_id")).values(
+    status=sa.bindparam("status", type_=sa.String), note=sa.bindparam("note", type_=sa.Text),
+    processed_at=sa.bindparam("processed_at", type_=Moment)))

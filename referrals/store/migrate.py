@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -50,3 +51,46 @@ def pending(db: Database) -> list[str]:
     """Heads not yet applied (empty when the schema is current)."""
     heads = set(ScriptDirectory.from_config(alembic_config(db)).get_heads())
     return sorted(heads - set(current(db)))
+
+
+ROOT_REVISION = "0001_core"
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One line of migrations off the core's first revision: an adapter's tables, or the core's
+    own later changes. `applied` is the newest of its revisions in the database (None: none)."""
+
+    name: str
+    revisions: tuple[str, ...]
+    applied: str | None
+
+    @property
+    def newest(self) -> str:
+        return self.revisions[-1]
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        start = self.revisions.index(self.applied) + 1 if self.applied else 0
+        return self.revisions[start:]
+
+
+def branches(db: Database) -> list[Branch]:
+    """Every branch off `0001_core`, oldest revision first, with what the database has of it."""
+    script = ScriptDirectory.from_config(alembic_config(db))
+    present = {str(rev.revision) for head in current(db)
+               for rev in script.iterate_revisions(head, "base")}
+    found = []
+    for head in sorted(script.get_heads()):
+        chain = [str(rev.revision) for rev in script.iterate_revisions(head, "base")]
+        own = tuple(r for r in reversed(chain) if r != ROOT_REVISION)
+        if own:
+            done = [r for r in own if r in present]
+            found.append(Branch(_area(own[0]), own, done[-1] if done else None))
+    return sorted(found, key=lambda b: (b.name != "core", b.name))
+
+
+def _area(revision: str) -> str:
+    """`0002_subscriptions` -> subscriptions, `0500_core_coordinator_tasks` -> core."""
+    parts = revision.split("_")
+    return parts[1] if len(parts) > 1 else revision

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 from referrals.codec import referral_from_dict, referral_to_dict
 from referrals.errors import ConflictError, NotFound
 from referrals.lifecycle import Transition
-from referrals.model import Actor, Event, Reason, Referral, Stage
+from referrals.model import Actor, Event, Reason, Referral, Stage, source_key_prefixes
 from referrals.store.bulk import Bulk
 from referrals.store.database import Database
 from referrals.store.schema import referral_events, referrals
@@ -192,6 +192,18 @@ class ReferralStore:
         if events:
             _BULK_INSERT_EVENT.run(conn, [_event_row(r, e) for r, e in events])
 
+    def ids_starting_with(self, prefix: str, limit: int = 5) -> builtins.list[str]:
+        """Referral ids that begin with `prefix` (at most `limit`, in id order): the short ids
+        people copy from a listing. Ids hold only hex digits and hyphens, so anything else
+        matches nothing."""
+        if not prefix or not set(prefix.lower()) <= set("0123456789abcdef-"):
+            return []
+        low = prefix.lower()
+        query = (sa.select(referrals.c.id).where(referrals.c.id.startswith(low, autoescape=True))
+                 .order_by(referrals.c.id).limit(limit))
+        with self.db.read() as c:
+            return [str(i) for i in c.execute(query).scalars() if str(i).startswith(low)]
+
     def task(self, referral_id: str) -> dict[str, Any] | None:
         with self.db.read() as c:
             return c.execute(sa.select(referrals.c.task)
@@ -343,3 +355,10 @@ def _event_from_row(row: Any) -> Event:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def from_servers(source_key: sa.ColumnElement[str],
+                 servers: tuple[str, ...]) -> sa.ColumnElement[bool]:
+    """Referrals whose source key says they came from one of these FHIR servers."""
+    return sa.or_(*(source_key.startswith(prefix, autoescape=True)
+                    for prefix in source_key_prefixes(servers)))

@@ -195,7 +195,9 @@ class ResourceStore:
         INSERT for the history. `pending` is empty afterwards."""
         if not pending.versions:
             return
-        now = datetime.now(UTC)
+        now = _BULK_INSERT.process(conn, "updated_at", datetime.now(UTC))
+        bodies = {key: _BULK_INSERT.process(conn, "body", latest.body)
+                  for key, latest in pending.latest.items()}
         inserts, updates = [], []
         for key, latest in pending.latest.items():
             stored = pending.stored[key]
@@ -203,13 +205,13 @@ class ResourceStore:
                 inserts.append({"server": key[0], "resource_type": key[1],
                                 "resource_id": key[2], "version": latest.version,
                                 "remote_version": latest.remote_version,
-                                "deleted": latest.deleted, "body": latest.body,
+                                "deleted": latest.deleted, "body": bodies[key],
                                 "updated_at": now})
             else:
                 updates.append({"k_server": key[0], "k_type": key[1], "k_id": key[2],
                                 "match_version": stored.version, "v_version": latest.version,
                                 "v_remote": latest.remote_version, "v_deleted": latest.deleted,
-                                "v_body": latest.body, "v_at": now})
+                                "v_body": bodies[key], "v_at": now})
         try:
             _BULK_INSERT.run(conn, inserts)
         except sa.exc.IntegrityError as exc:  # another writer stored one of them first
@@ -219,7 +221,8 @@ class ResourceStore:
         _BULK_INSERT_VERSION.run(conn, [
             {"server": key[0], "resource_type": key[1], "resource_id": key[2],
              "version": v.version, "remote_version": v.remote_version, "deleted": v.deleted,
-             "body": v.body, "recorded_at": now} for key, v in pending.versions])
+             "body": bodies[key] if v is pending.latest[key] else v.body, "recorded_at": now}
+            for key, v in pending.versions])
         pending.clear()
 
     def _current(self, c: Connection, server: str, rtype: str, rid: str) -> Any:

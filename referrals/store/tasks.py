@@ -21,6 +21,7 @@ from referrals.coordinator import CANCELLED, COMPLETED, OPEN, CoordinatorTask, T
 from referrals.errors import NotFound
 from referrals.model import Actor
 from referrals.store.database import Database
+from referrals.store.referrals import from_servers
 from referrals.store.schema import coordinator_tasks as table
 from referrals.store.schema import referrals
 from referrals.store.work import WorkQueue
@@ -126,17 +127,21 @@ class CoordinatorTasks:
                             order=[table.c.created_at, table.c.id])
 
     def list_open(self, *, kind: str | None = None, referral_ids: Iterable[str] | None = None,
-                  patient: str | None = None, limit: int = 100) -> list[CoordinatorTask]:
+                  patient: str | None = None, patient_servers: tuple[str, ...] = (),
+                  limit: int = 100) -> list[CoordinatorTask]:
         """Open tasks, due soonest first (tasks without a due time last); `patient` keeps the
-        tasks of that patient's referrals."""
+        tasks of that patient's referrals (from `patient_servers` only, when given: the same
+        Patient id on another server is another person)."""
         where = [table.c.status == OPEN]
         if kind is not None:
             where.append(table.c.kind == kind)
         if referral_ids is not None:
             where.append(table.c.referral_id.in_(list(referral_ids)))
         if patient:
-            where.append(table.c.referral_id.in_(
-                sa.select(referrals.c.id).where(referrals.c.patient == patient)))
+            same = [referrals.c.patient == patient]
+            if patient_servers:
+                same.append(from_servers(referrals.c.source_key, patient_servers))
+            where.append(table.c.referral_id.in_(sa.select(referrals.c.id).where(*same)))
         return self._select(where, limit=limit)
 
     def count_open(self) -> int:

@@ -7,6 +7,7 @@ lease owner is checked on completion so a late worker cannot finish an item twic
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections.abc import Callable, Iterable
@@ -57,13 +58,17 @@ class WorkQueue:
         values = {"kind": kind, "idempotency_key": key, "payload": payload, "status": PENDING,
                   "run_at": run_at or now, "attempts": 0, "max_attempts": max_attempts,
                   "created_at": now}
+        with self.db.using(conn) as c:
+            return c.execute(self._insert_one, values).scalar()
+
+    @functools.cached_property
+    def _insert_one(self) -> Any:
+        """Built once, values bound at execution: SQLAlchemy compiles and caches it once
+        (building `.values(...)` per call cost more than the insert itself)."""
         insert = (postgresql.insert(work_items) if self.db.dialect == "postgresql"
                   else sqlite.insert(work_items))
-        statement = (insert.values(**values)
-                     .on_conflict_do_nothing(index_elements=["idempotency_key"])
-                     .returning(work_items.c.id))
-        with self.db.using(conn) as c:
-            return c.execute(statement).scalar()
+        return (insert.on_conflict_do_nothing(index_elements=["idempotency_key"])
+                .returning(work_items.c.id))
 
     def enqueue_many(self, items: list[tuple[str, dict[str, Any], str]], *,
                      conn: Connection) -> None:
@@ -98,7 +103,7 @@ class WorkQueue:
                              lease_expires=now + timedelta(seconds=self.lease_seconds),
                              attempts=work_items.c.attempts + 1)
                      .returning(*work_items.c))
-        with self.db.write() as c:
+        with self.db.write(durable=False) as c:  # a lost lease leaves its items pending
             rows = c.execute(statement).mappings().all()
         return sorted((_item(r) for r in rows), key=lambda item: item.id)
 

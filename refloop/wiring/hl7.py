@@ -114,11 +114,12 @@ def spawn_listener(settings: Settings, channel: socket.socket, index: int) -> An
 def _listener_process(settings: Settings, channel: socket.socket) -> None:
     from hl7_bridge.processes import die_with_parent, serve_handed
     from refloop.core_services import build_core
-    from refloop.logs import configure_logging
+    from refloop.logs import configure_logging, log_file_for
     from refloop.wiring import build_all
 
     die_with_parent()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format,
+                      log_file_for(settings, server=True))
     services = build_core(settings)
     build_all(services)
     try:

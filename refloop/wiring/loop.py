@@ -13,6 +13,7 @@ import click
 
 from refloop.context import Context, pass_context
 from refloop.output import print_json, print_table
+from refloop.referral_ids import REFERRAL
 from refloop.wiring import Timer
 
 if TYPE_CHECKING:
@@ -103,7 +104,7 @@ def loop_group() -> None:
 
 
 @loop_group.command("status")
-@click.argument("referral_id")
+@click.argument("referral_id", type=REFERRAL)
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def status(obj: Context, referral_id: str, as_json: bool) -> None:
@@ -136,7 +137,7 @@ def subscribe(obj: Context, fhir_base: str) -> None:
 
 
 @loop_group.command("upload-link")
-@click.argument("referral_id")
+@click.argument("referral_id", type=REFERRAL)
 @pass_context
 def upload_link(obj: Context, referral_id: str) -> None:
     """A new link for the specialist's office to upload REFERRAL_ID's consult note (printed

@@ -12,6 +12,7 @@ import click
 
 from refloop.context import Context, pass_context
 from refloop.output import print_json, print_table
+from refloop.referral_ids import REFERRAL
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -147,7 +148,7 @@ def outreach_group() -> None:
 
 
 @outreach_group.command("plan")
-@click.argument("referral_id")
+@click.argument("referral_id", type=REFERRAL)
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def plan(obj: Context, referral_id: str, as_json: bool) -> None:

@@ -14,6 +14,7 @@ import click
 
 from refloop.context import Context, pass_context
 from refloop.output import print_json, print_table
+from refloop.referral_ids import REFERRAL
 from refloop.wiring import Timer
 
 if TYPE_CHECKING:
@@ -158,7 +159,7 @@ def sandbox(port: int, rules_file: Path | None) -> None:
 
 
 @pas.command("submit")
-@click.argument("referral_id")
+@click.argument("referral_id", type=REFERRAL)
 @click.option("--payer", help="The [[payers]] name (default: the referral's payer).")
 @pass_context
 def submit(obj: Context, referral_id: str, payer: str | None) -> None:
@@ -170,6 +171,12 @@ def submit(obj: Context, referral_id: str, payer: str | None) -> None:
         chosen = flow(obj.services).config.payer(payer or referral.payer)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    live = flow(obj.services).live_request(referral.id, chosen.name)
+    if live is not None:
+        raise click.ClickException(
+            f"referral {referral.id} already has a prior authorization with {chosen.name}: "
+            f"request {live.id} is {live.status}; nothing queued (`refloop pas status "
+            f"{referral.id}`, `refloop pas inquire {live.id}`; an update or cancel changes it)")
     flow(obj.services).enqueue_submit(referral.id, chosen.name)
     click.echo(f"queued: prior authorization of {referral.id} with {chosen.name}")
 
@@ -183,7 +190,7 @@ def _referral(obj: Context, referral_id: str) -> Any:
 
 
 @pas.command("status")
-@click.argument("referral_id")
+@click.argument("referral_id", type=REFERRAL)
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def status(obj: Context, referral_id: str, as_json: bool) -> None:
@@ -256,15 +263,30 @@ def inquire(obj: Context, request_id: str, as_json: bool) -> None:
     if found is None:
         raise click.ClickException(f"no prior-authorization request {request_id}; see "
                                    "`refloop pas status REFERRAL_ID`")
-    reading = flow(obj.services).inquire(found)
+    pas_flow = flow(obj.services)
+    reading = pas_flow.inquire(found)
+    about = [_about(pas_flow, found, d) for d in reading.decisions]
+    status = (pas_flow.store.try_get(found.id) or found).status
     if as_json:
         print_json({"outcome": reading.outcome, "problem": reading.problem,
-                    "decisions": [d.to_json() for d in reading.decisions]})
+                    "status": status,
+                    "decisions": [{**d.to_json(), "about": a}
+                                  for d, a in zip(reading.decisions, about, strict=True)]})
         return
-    for decision in reading.decisions:
-        click.echo(decision.summary())
+    for decision, said in zip(reading.decisions, about, strict=True):
+        click.echo(f"{decision.summary()} ({said})")
     if reading.problem:
         click.echo(f"{reading.outcome}: {reading.problem}")
+    click.echo(f"request {found.id}: {status}")
+
+
+def _about(pas_flow: Any, request: Any, decision: Any) -> str:
+    """Which of our requests an $inquire answer speaks of (the payer may list several)."""
+    matched = pas_flow.match(decision, request.payer)
+    if matched is None:
+        return "no request of ours: not applied"
+    return "this request" if matched.chain_id == request.chain_id else \
+        f"request {matched.id}"
 
 
 @pas.command("cancel")
@@ -277,7 +299,7 @@ def cancel(obj: Context, chain_id: str) -> None:
 
 
 @pas.command("coverage")
-@click.argument("referral_id")
+@click.argument("referral_id", type=REFERRAL)
 @click.option("--check", "again", is_flag=True,
               help="Ask the payer again (eligibility, CRD) and apply the coverage table.")
 @click.option("--json", "as_json", is_flag=True)
@@ -322,18 +344,40 @@ def _show_coverage(demo: PriorAuthFlow, referral: Any, echo: Any) -> None:
     echo(f"authorization {found.status.replace('-', ' ')} ({found.source})")
 
 
+#: the status of a registration whose server is gone for good (the demo's payer sandbox)
+ENDED = "ended"
+
+
+def _await_decision(flow: Any, worker: Any, request_id: str, seconds: float) -> Any:
+    """The request once the payer's notification has been processed (stored by the hook
+    endpoint, then handled here), or still pended after `seconds` when none came."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        worker.drain()
+        request = flow.store.try_get(request_id)
+        assert request is not None
+        if request.status != "pended" or time.monotonic() > deadline:
+            return request
+        time.sleep(0.05)
+
+
 def run_demo_prior_auth(services: Services, referral_id: str | None = None,
-                        echo: Any = click.echo) -> dict[str, Any]:
+                        echo: Any = click.echo, notification_wait: float = 0.0
+                        ) -> dict[str, Any]:
     """The demo: one accepted referral is checked (eligibility, CRD: authorization
     required?) and goes through a pend and an approval at the PAYER SANDBOX (started here on a
     free 127.0.0.1 port and stopped afterwards).
 
     The pended decision arrives as a subscription notification when the subscriptions hook
-    endpoint is reachable (the web role is running); otherwise the demo asks with $inquire."""
+    endpoint is reachable (the demo serves it meanwhile; `notification_wait` seconds); otherwise
+    the demo asks with $inquire. Either way the echo says which."""
     from pas_client.config import Organization, PasConfig, PayerConfig
     from pas_client.sandbox import SandboxRules, SandboxServer
     from referrals.model import Stage
     from referrals.worker import Worker
+    from refloop.wiring import all_handlers
 
     referral = services.store.get(referral_id) if referral_id else next(
         (r for r in services.store.list(limit=1000) if r.stage == Stage.ACCEPTED), None)
@@ -360,18 +404,33 @@ def run_demo_prior_auth(services: Services, referral_id: str | None = None,
         from pas_client.sandbox.server import release_pended
 
         release_pended(server.state)
-        Worker(services.work, handlers).drain()
-        request = demo.store.try_get(first.id)
-        assert request is not None
+        # the hook endpoint stores the notification as subscriptions' work, forwarded to ours
+        forward = {k: v for k, v in all_handlers(services).items()
+                   if k == "subscriptions.notification"}
+        request = _await_decision(demo, Worker(services.work, {**forward, **handlers}),
+                                  first.id, notification_wait)
+        by = "the payer's notification"
         if request.status == "pended":  # the notification could not reach us: ask
+            by = "$inquire (no notification arrived)"
             demo.inquire(request)
             request = demo.store.try_get(first.id)
             assert request is not None
         final = services.store.get(referral.id)
         echo(f"prior authorization {request.id[:8]}: {request.status} "
-             f"{request.auth_number} (referral {final.stage.value})")
+             f"{request.auth_number} (referral {final.stage.value}), learnt from {by}")
         return {"referral_id": referral.id, "request_id": request.id,
                 "status": request.status, "auth_number": request.auth_number,
                 "stage": final.stage.value}
     finally:
         server.stop()
+        _end_registrations(services, server.url)
+
+
+def _end_registrations(services: Services, server_url: str) -> None:
+    """The stopped payer sandbox's Subscription registration is ended, so `refloop subscriptions
+    list` does not keep a dead endpoint among the live ones (`--all` still shows it)."""
+    subs = services.adapters.get("subscriptions")
+    if subs is None:
+        return
+    for row in subs.registry.rows(server=server_url):
+        subs.registry.set_status(row.hook_id, ENDED)

@@ -14,6 +14,7 @@ import click
 
 from refloop.context import Context, pass_context
 from refloop.output import print_json
+from refloop.referral_ids import REFERRAL
 from refloop.wiring import Timer
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ def scheduling_group() -> None:
 
 
 @scheduling_group.command("link")
-@click.argument("referral_id")
+@click.argument("referral_id", type=REFERRAL)
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def link(obj: Context, referral_id: str, as_json: bool) -> None:
@@ -126,7 +127,7 @@ def link(obj: Context, referral_id: str, as_json: bool) -> None:
 
 
 @scheduling_group.command("revoke")
-@click.argument("referral_id")
+@click.argument("referral_id", type=REFERRAL)
 @pass_context
 def revoke(obj: Context, referral_id: str) -> None:
     """Revoke every patient link of REFERRAL_ID."""
@@ -135,7 +136,7 @@ def revoke(obj: Context, referral_id: str) -> None:
 
 
 @scheduling_group.command("slots")
-@click.argument("referral_id")
+@click.argument("referral_id", type=REFERRAL)
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def slots(obj: Context, referral_id: str, as_json: bool) -> None:
@@ -224,3 +225,28 @@ def replan_command(obj: Context, as_json: bool) -> None:
 
 def commands() -> list[click.Command]:
     return [scheduling_group]
+
+
+def run_demo_scheduling(services: Services, ehr_base: str, echo: Any = click.echo
+                        ) -> dict[str, Any]:
+    """The demo's scheduling step (scheduling/demo.py) with its own destination on the sandbox
+    EHR: for the step, its adapter's listener stands in for the configured one."""
+    from scheduling.adapter import SchedulingAdapter
+    from scheduling.config import from_section
+    from scheduling.demo import run_demo, section
+
+    wired = adapter(services)
+    demo = SchedulingAdapter(wired.core, from_section(section(ehr_base)))
+    listeners = services.referrals.listeners
+    at = listeners.index(wired.follower.on_transition) \
+        if wired.follower.on_transition in listeners else None
+    if at is None:
+        listeners.append(demo.follower.on_transition)
+    else:
+        listeners[at] = demo.follower.on_transition
+    try:
+        return run_demo(demo, ehr_base, echo)
+    finally:
+        listeners.remove(demo.follower.on_transition)
+        if at is not None:
+            listeners.insert(at, wired.follower.on_transition)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from referrals.store.work import WorkItem
     from referrals.worker import Handler
     from refloop.core_services import Services
+    from smart_app.reads import RemoteRead
     from smart_app.runtime import SmartRuntime
 
 
@@ -30,7 +32,35 @@ def routes(app: Flask, services: Services) -> None:
     runtime: SmartRuntime = services.adapters.get("smart") or _runtime(services)
     runtime.pas_enabled = "pas.submit" in all_handlers(services)
     runtime.details = lambda referral_id: all_referral_details(services, referral_id)
+    runtime.read_remote = remote_reader(services)
     app.register_blueprint(smart_blueprint(runtime))
+
+
+def remote_reader(services: Services) -> RemoteRead:
+    """Reads for the referral page from a FHIR server other than the launch's: the subscriptions
+    adapter's client for that server (Backend Services where it is configured so), one attempt
+    with a short timeout (a person is waiting), its token shared with the adapter's client."""
+    from referrals.errors import PeerError
+    from subscriptions.client import FhirClient
+
+    clients: dict[str, FhirClient] = {}
+    lock = threading.Lock()
+
+    def read(server: str, reference: str) -> dict[str, Any] | None:
+        subs = services.adapters.get("subscriptions")
+        if subs is None:
+            raise PeerError("Refloop has no FHIR client (the subscriptions adapter is off)")
+        with lock:
+            client = clients.get(server)
+            if client is None:
+                shared = subs.client_for(server)
+                client = clients[server] = FhirClient(
+                    shared.base, timeout=min(shared.timeout, 5.0), retries=1,
+                    authorize=shared.authorize)
+        reply = client.get(reference, ok=(200, 404, 410))
+        return reply.body if reply.status == 200 and isinstance(reply.body, dict) else None
+
+    return read
 
 
 def work_handlers(services: Services) -> dict[str, Handler]:

@@ -131,11 +131,18 @@ def subscriptions_group() -> None:
 
 
 @subscriptions_group.command("list")
+@click.option("--all", "show_all", is_flag=True,
+              help="Also the ended registrations (servers that are gone, such as the demo's "
+              "stopped payer sandbox).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
-def subscriptions_list(obj: Context, as_json: bool) -> None:
+def subscriptions_list(obj: Context, show_all: bool, as_json: bool) -> None:
     """Each registration with its health (last notification, last event number, errors)."""
-    rows = adapter(obj.services).registrations()
+    everything = adapter(obj.services).registrations()
+    rows = everything if show_all else [r for r in everything if r.status != "ended"]
+    if len(rows) < len(everything) and not as_json:
+        click.echo(f"({len(everything) - len(rows)} ended registration(s) not shown; --all "
+                   "shows them)", err=True)
     if as_json:
         print_json([r.to_dict() for r in rows])
         return

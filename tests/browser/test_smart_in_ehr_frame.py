@@ -124,7 +124,11 @@ def test_pages_fit_a_narrow_ehr_side_panel(chrome, world):
     from selenium.webdriver.support.ui import WebDriverWait
 
     ehr, services, app_url = world
-    _referral(services, "sr-narrow", "gastroenterology", "asap")
+    narrow = _referral(services, "sr-narrow", "gastroenterology", "asap")
+    long_source = ("fhir:https://ehr-gateway.north-valley-health-system.example.org/fhir/r4/"
+                   "ServiceRequest/4f1c2b7e-9a0d-4c55-8e21-long-identifier-without-breaks/"
+                   "_history/17")
+    services.referrals.act(narrow.id, Command("accept", source=long_source))
     handle = ehr.new_launch(user="Practitioner/coord-1")
     launch = f"{app_url}/smart/launch?{urlencode({'iss': ehr.fhir, 'launch': handle})}"
     chrome.get(f"{ehr.base}/ehr?{urlencode({'app': launch, 'width': 380})}")
@@ -140,6 +144,25 @@ def test_pages_fit_a_narrow_ehr_side_panel(chrome, world):
     chrome.switch_to.default_content()
     SHOTS.mkdir(parents=True, exist_ok=True)
     assert chrome.save_screenshot(str(SHOTS / "smart-referral-side-panel.png"))
+
+
+def test_the_worklist_uses_the_width_of_a_wide_window(chrome, world):
+    """At 1280 px the worklist table spans the window (less the page's padding)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ehr, services, app_url = world
+    _referral(services, "sr-wide", "cardiology", "routine")
+    handle = ehr.new_launch(user="Practitioner/coord-1")
+    chrome.set_window_size(1280, 900)
+    chrome.get(f"{app_url}/smart/launch?{urlencode({'iss': ehr.fhir, 'launch': handle})}")
+    WebDriverWait(chrome, 20).until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, "table.worklist")))
+    width = chrome.execute_script(
+        "return document.querySelector('table.worklist').getBoundingClientRect().width")
+    viewport = chrome.execute_script("return document.documentElement.clientWidth")
+    assert viewport >= 1200 and width >= viewport - 40, (width, viewport)
 
 
 def test_app_refuses_to_render_in_a_frame_of_an_unlisted_origin(chrome, world):

@@ -124,7 +124,6 @@ def test_out_of_order_delivery_ends_in_the_newest_version(
         hapi: Any, refloop_peer: Any, orders: Any) -> None:
     peer = refloop_peer
     outcome = peer.adapter.register(hapi.base)
-    hook = peer.adapter.registry.try_get_hook(outcome.hook_id)
     sr = orders.create(priority="routine", reason="version 1")
     path = f"/hooks/{outcome.hook_id}/ServiceRequest/{sr['id']}"
 

@@ -20,6 +20,10 @@ PUBLIC = {
     "access.fhir_smart_configuration": "SMART discovery under the FHIR base",
     "jwks": "our public keys (EHRs verify our client assertions with them)",
     "smart.jwks": "the SMART app's public keys, for the EHRs it authenticates to",
+    "home": "says what Refloop is and where to start (no data)",
+    "docs_index": "the project's documentation (no data)",
+    "docs_page": "the project's documentation (no data)",
+    "favicon": "the site's icon, which browsers ask for before anyone signs in",
 }
 
 

@@ -106,3 +106,21 @@ def test_a_failing_route_at_the_edge(served: Any, caplog: pytest.LogCaptureFixtu
     assert len(kept) == 1 and kept[0].kind == "http.request" and correlation in kept[0].reason
     assert bytes(kept[0].original).startswith(b"PUT /hooks/abc/ServiceRequest/1\n")
     assert requests.get(f"http://127.0.0.1:{running.port}/healthz", timeout=5).status_code == 200
+
+
+def test_client_errors_under_fhir_paths_are_operation_outcomes(served: Any) -> None:
+    """FHIR clients (and FHIR servers posting notifications) read OperationOutcomes: a 404 or
+    405 that Flask decides under /fhir or /hooks is one (with Allow), not an HTML page; other
+    paths keep Flask's answers."""
+    _services, running, _app = served
+    base = f"http://127.0.0.1:{running.port}"
+    for method, path, status, code in (("GET", "/hooks/some-hook", 405, "not-supported"),
+                                       ("GET", "/fhir", 404, "not-found"),
+                                       ("POST", "/fhir/", 404, "not-found")):
+        answer = requests.request(method, base + path, timeout=10)
+        assert answer.status_code == status, (path, answer.text)
+        assert answer.headers["Content-Type"].startswith("application/fhir+json")
+        assert answer.json()["issue"][0]["code"] == code
+    assert "POST" in requests.get(base + "/hooks/some-hook", timeout=10).headers["Allow"]
+    elsewhere = requests.get(base + "/no-such-page", timeout=10)
+    assert elsewhere.status_code == 404 and "text/html" in elsewhere.headers["Content-Type"]

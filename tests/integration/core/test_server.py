@@ -52,6 +52,9 @@ def test_healthz_and_readyz(services: Services) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.get_json() == {"status": "ready", "database": services.db.dialect}
+    icon = client.get("/favicon.ico")  # browsers ask every site for it
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"
+    assert icon.get_data(as_text=True).startswith("<svg")
 
 
 def test_readyz_fails_while_migrations_are_pending(tmp_path: Path) -> None:
@@ -232,8 +235,12 @@ def test_cli_reports_bad_settings_in_one_line(tmp_path: Path) -> None:
 
 
 def test_cli_demo_runs_without_serving(tmp_path: Path) -> None:
+    with socket.socket() as s:  # the hook endpoint the payer's notification goes to
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     env = {"REFLOOP_CONFIG": "", "REFLOOP_VAR_DIR": str(tmp_path / "var"),
-           "REFLOOP_DATABASE_URL": "", "REFLOOP_LOG_LEVEL": "WARNING"}
+           "REFLOOP_DATABASE_URL": "", "REFLOOP_LOG_LEVEL": "WARNING",
+           "REFLOOP_HTTP_PORT": str(port)}
     args = ["demo", "--no-serve"]
     if "--ehr" in run(["demo", "--help"], env).output:  # the option another issue adds
         args += ["--ehr", "none"]
@@ -246,8 +253,9 @@ def test_cli_demo_runs_without_serving(tmp_path: Path) -> None:
     assert "first SMS handed to the gateway after" in result.output
     assert "first SMS deferred [quiet-hours]" in result.output
     assert "not sent [opted-out]" in result.output and "Time to first contact" in result.output
-    assert re.search(r"prior authorization \w+: approved \S+ \(referral outreach\)",
-                     result.output), result.output
+    assert re.search(r"prior authorization \w+: approved \S+ \(referral outreach\), learnt "
+                     r"from the payer's notification", result.output), result.output
+    assert '"level"' not in result.output  # no JSON log lines in the report
     settings = Settings(var_dir=tmp_path / "var")
     services = build_services(settings)
     try:

@@ -152,6 +152,26 @@ def test_non_retryable_peer_error_quarantines_at_once(services: Services) -> Non
     assert services.work.counts() == {"quarantined": 1}
 
 
+def test_a_value_the_database_refuses_quarantines_at_once(services: Services) -> None:
+    """A DataError (a NUL in text, a value longer than its column...) comes from the input:
+    retrying cannot help, so the item goes to quarantine at its first attempt, with the reason,
+    instead of failing for minutes of backoff."""
+    services.work.enqueue("test.store", {"inbox_id": 3}, key="s")
+
+    def store(_item: WorkItem) -> None:
+        with services.db.write() as c:
+            if services.db.dialect == "postgresql":  # a real refusal: text cannot hold NUL
+                c.execute(sa.text("SELECT CAST(:v AS text)"), {"v": "a\x00b"})
+            raise sa.exc.DataError("INSERT ...", {}, ValueError("value too long for its column"))
+
+    assert Worker(services.work, {"test.store": store}).drain() == 1
+    with services.db.read() as c:
+        row = c.execute(sa.select(work_items.c.status, work_items.c.attempts)).one()
+    assert tuple(row) == ("quarantined", 1)
+    [entry] = services.quarantine.list()
+    assert entry.inbox_id == 3 and "database refused" in entry.reason
+
+
 def test_reap_quarantines_an_expired_final_attempt(database_url: str) -> None:
     db = connect(database_url)
     queue = WorkQueue(db, Quarantine(db), lease_seconds=0.2)

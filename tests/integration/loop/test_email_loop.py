@@ -7,16 +7,19 @@ real SMTP server (aiosmtpd) and our pages over real HTTP:
 - the note goes to the referring practice as a link (`send-note`); the page asks for the
   patient's date of birth, then downloading the note is the receipt (`record-receipt`, once);
 - the practice's milestones go out in one daily digest (`update-referrer`, channel email);
-- wrong tokens are throttled per address, a note link locks after five wrong dates.
+- wrong tokens are throttled per address, a note link locks after five wrong dates; a link is
+  kept only as its token's SHA-256 and expires.
 
 (Headless Chromium uses the same links in tests/browser/test_loop_pages.py.)
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ import requests
 import sqlalchemy as sa
 from loop_world import PDF, Ehr, World, close_world, make_world
 
-from loop.tables import files
+from loop.tables import files, links
 from outreach.sandbox import MailCapture
 from referrals.model import Referral, Stage
 
@@ -183,3 +186,13 @@ def test_guessed_tokens_are_throttled_and_a_note_link_locks(mailed: MailWorld) -
     right = requests.post(f"{w.url}/loop/n/{token}",
                           data={"day": "2", "month": "11", "year": "1958"}, timeout=10)
     assert right.status_code == 423
+    # an upload link: kept only as the SHA-256 of its token, and expired after link_days (14)
+    upload = w.loop.links.issue(referral.id, "upload", w.clock.now)
+    with w.services.db.read() as c:
+        stored = c.execute(sa.select(links.c.token_hash).where(
+            links.c.referral_id == referral.id, links.c.purpose == "upload")).scalar_one()
+    assert stored == hashlib.sha256(upload.encode()).hexdigest() and upload not in stored
+    assert requests.get(f"{w.url}/loop/u/{upload}", timeout=10).status_code == 200
+    w.clock.now += timedelta(days=14, minutes=1)
+    expired = requests.get(f"{w.url}/loop/u/{upload}", timeout=10)
+    assert expired.status_code == 410 and "expired" in expired.text

@@ -5,6 +5,7 @@ as the EHR the referral came from:
 - the visit completes with no note: a REF^I15 status request goes to the specialist's system
   (RF1-6 our referral in our namespace); its ACK records the chase step; the specialist answers
   with an MDM^T02 naming that key (TXA-14), sent over MLLP to our listener: the loop closes;
+  a document ORU^R01 naming it in OBR-2 does the same;
 - the referring practice gets an RRI^I12 per milestone and the note as an MDM^T02 (the PDF in
   an ED OBX); its AA is the receipt;
 - a referral that came from that practice over v2, whose own outbound messages already report
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import hl7
 import pytest
-from loop_world import Ehr, Partner, World, close_world, make_world
+from loop_world import PDF, Ehr, Partner, World, close_world, make_world
 
 from hl7_bridge.client import MllpClient
 from referrals.model import Stage
@@ -129,6 +130,42 @@ def test_a_v2_referral_is_not_told_twice_what_the_bridge_reports_itself(v2: V2Wo
     assert str(messages[1].segment("NTE")[3]) == "The patient was seen by the specialist."
     assert [e.data["milestone"] for e in w.events(referral.id, "update-referrer")] == [
         "visit-completed"]
+
+
+def test_a_document_oru_naming_our_key_stops_the_chase_and_closes_the_loop(
+        v2: V2World) -> None:
+    """The other v2 answer: an ORU^R01 whose OBR-2 is our key and whose OBX carries the PDF."""
+    w = v2.world
+    referral = w.referral()
+    w.act(referral.id, "complete-visit")
+    w.drain()
+    assert w.loop.chaser.get(referral.id).status == "chasing"
+    pid = next(line for line in (FIXTURES / "authored__MDM_T02_large_base64_pdf.hl7")
+               .read_bytes().split(b"\r") if line.startswith(b"PID|"))
+    pdf = base64.b64encode(PDF).decode()
+    oru = b"\r".join([
+        b"MSH|^~\\&|CARDSYS|HEART|REFHUB|HUB|20240611090000||ORU^R01^ORU_R01|ORU0001|P|2.5.1"
+        b"|||AL|NE", pid,
+        f"OBR|1|{referral.id}^REFLOOP|HRT-77|11488-4^Consult note^LN|||20240611083000"
+        f"|||||||||||||||20240611090000||CAR|F".encode(),
+        f"OBX|1|ED|11488-4^Consult note^LN||^AP^PDF^Base64^{pdf}||||||F".encode()]) + b"\r"
+    with listening(w) as port, MllpClient("127.0.0.1", port, 10) as client:
+        ack = client.send(oru)
+    assert b"MSA|AA" in ack or b"MSA|CA" in ack
+    w.drain()
+    closed = w.services.store.get(referral.id)
+    assert closed.stage == Stage.LOOP_CLOSED
+    [closing] = w.events(referral.id, "close-loop")
+    assert closing.source == f"hl7:{SPECIALIST}"
+    [document] = [o.reference for o in closed.outputs
+                  if o.reference.startswith("DocumentReference/")]
+    stored = w.services.resources.try_get("DocumentReference", document.split("/")[1],
+                                          server=f"hl7:{SPECIALIST}")
+    assert stored is not None
+    assert base64.b64decode(stored["content"][0]["attachment"]["data"]) == PDF
+    chase = w.loop.chaser.get(referral.id)
+    assert (chase.status, chase.stopped_by) == ("stopped", f"hl7:{SPECIALIST}")
+    assert kinds(v2.practice)[-1] == "MDM^T02^MDM_T02"  # the note goes on to the practice
 
 
 class listening:

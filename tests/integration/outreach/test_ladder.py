@@ -120,6 +120,10 @@ def test_stop_between_two_scheduled_sends_stops_the_second(harness: Harness) -> 
     assert deny["type"] == "deny" and deny["extension"][0]["valueCoding"]["code"] == "SMSWRIT"
     reply = next(c for c in _resources(h, "Communication") if c.get("inResponseTo"))
     assert reply["payload"][0]["contentString"] == "Stop texting me please"
+    for again in ("STOP", "stop", "\uff33\uff34\uff2f\uff30"):  # opted out already: no answer
+        assert h.twilio.reply(NY_MOBILE, again) == 200
+    h.settle()
+    assert len(_texts(h)) == 2
     h.at((START + timedelta(days=2)).astimezone(NY).replace(hour=17).astimezone(START.tzinfo))
     assert len(_texts(h)) == 2  # the second scheduled SMS was never sent
     skipped = [m for m in h.rt.ostore.messages_for(referral.id) if m.rule == "opted-out"]
@@ -129,6 +133,9 @@ def test_stop_between_two_scheduled_sends_stops_the_second(harness: Harness) -> 
     h.settle()
     assert "receive messages again" in _texts(h)[-1]
     assert h.rt.ostore.consent("Patient/p3", [NY_MOBILE]).opted_out == frozenset()
+    h.twilio.reply(NY_MOBILE, "STOP")  # a new opt-out after the opt-in: confirmed again
+    h.settle()
+    assert "you will get no more texts" in _texts(h)[-1]
 
 
 def test_a_landline_marks_sms_failing_and_moves_the_ladder_on(harness: Harness) -> None:

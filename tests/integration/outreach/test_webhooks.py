@@ -88,6 +88,13 @@ def test_voice_key_presses_connect_send_the_link_and_opt_out(harness: Harness) -
     # voice key presses are signed like the other webhooks
     action = f"{h.url}/outreach/twilio/voice/x/keys"
     assert requests.post(action, data={"Digits": "9"}, timeout=10).status_code == 403
+    # a signed key press for no call of ours is kept, and promises nothing
+    form = {"Digits": "9", "CallSid": "CA" + "9" * 32}
+    signature = twilio_signature(h.twilio.auth_token, action, form)
+    unknown = requests.post(action, data=form, headers={"X-Twilio-Signature": signature},
+                            timeout=10)
+    assert unknown.status_code == 200 and "Goodbye." in unknown.text
+    assert "will not receive" not in unknown.text
 
 
 def test_email_one_click_unsubscribe(harness: Harness) -> None:

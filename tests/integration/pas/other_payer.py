@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -92,6 +93,8 @@ class OtherPayer:
     eligibility_status: int = 200
     fail_next: list[int] = field(default_factory=list)  # statuses to answer $submit with first
     crd_pa_needed: str = "auth-needed"
+    #: a test's hostile payer: the $submit reply's ClaimResponses made of the one it decided
+    rewrite: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
     #: ClaimResponse id -> the current ClaimResponse; request fullUrl -> its Claim entry
     responses: dict[str, dict[str, Any]] = field(default_factory=dict)
     claims: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -155,6 +158,11 @@ class OtherPayer:
             with self.lock:
                 self.responses[response["id"]] = response
                 self.claims[entry["fullUrl"]] = {**entry, "current": response["id"]}
+            if self.rewrite is not None:
+                bundle = response_bundle(json.loads(json.dumps(response)))
+                bundle["entry"][:1] = [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": r}
+                                       for r in self.rewrite(json.loads(json.dumps(response)))]
+                return 200, json.dumps(bundle).encode()
             return shaped(json.loads(json.dumps(response)), self.submit_shape)
         if path == "/Claim/$inquire":
             return self.inquire()

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from referrals.model import Stage
-from refloop.demo import load_referral
+from refloop.demo_data import load_referral
 from refloop.services import Services
 from refloop.wiring.pas import run_demo_prior_auth
 
@@ -24,3 +24,6 @@ def test_demo_prior_auth_pends_then_approves(services: Services) -> None:
     assert "pended" in lines[2]
     assert result["status"] == "approved" and result["auth_number"].startswith("SBX")
     assert result["stage"] == Stage.OUTREACH.value
+    # the stopped sandbox's registration is ended, not left among the live ones
+    registrations = services.adapters["subscriptions"].registrations()
+    assert [r.status for r in registrations if r.purpose == "pas"] == ["ended"]

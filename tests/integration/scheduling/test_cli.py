@@ -42,7 +42,7 @@ def test_link_slots_revoke_replan(database_url: str, tmp_path: Path, sekmet: Any
     assert [s["key"] for s in json.loads(result.stdout)["slots"]] == calendar.slots
 
     result = runner.invoke(main, [*base, "scheduling", "link", "no-such-referral"])
-    assert result.exit_code != 0 and "birthDate" in result.output
+    assert result.exit_code != 0 and "no referral no-such-referral" in result.output
 
     result = runner.invoke(main, [*base, "scheduling", "revoke", referral.id])
     assert result.exit_code == 0 and "1 link(s) revoked" in result.output

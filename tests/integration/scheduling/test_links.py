@@ -4,13 +4,17 @@ address; nothing shown before the check; a link never reaches another referral's
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import requests
 from calendar_data import Calendar, Sekmet, destination, make_calendar
 from sched_world import World, make_world, open_referral
+from werkzeug.serving import make_server
 
 from scheduling.adapter import PATIENT, SchedulingAdapter
 from scheduling.config import from_section
@@ -162,3 +166,48 @@ def _csrf(page: str) -> str:
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+def test_a_form_counts_as_ours_by_the_public_url_not_the_host(world: World) -> None:
+    """Behind a reverse proxy the Host is the upstream address: the Origin must be the
+    configured public URL (https://refloop.test here)."""
+    client, upstream = world.client, "https://10.0.0.7:8443"
+    token = token_of(world.scheduling.issue_booking_link(world.referral().id))
+    assert client.post(f"/p/{token}", data=RIGHT, base_url=upstream).status_code == 303
+    page = client.get("/p/home", base_url=upstream)
+    form = {"csrf_token": re.search(r'name="csrf_token" value="([^"]+)"',
+                                    page.data.decode()).group(1)}
+    for origin in (upstream, "https://evil.test"):
+        refused = client.post("/p/close", data=form, base_url=upstream,
+                              headers={"Origin": origin})
+        assert refused.status_code == 403
+    cross = client.post("/p/close", data=form, base_url=upstream,
+                        headers={"Sec-Fetch-Site": "cross-site"})
+    assert cross.status_code == 403
+    closed = client.post("/p/close", data=form, base_url=upstream,
+                         headers={"Origin": "https://refloop.test"})
+    assert closed.status_code == 200
+    assert client.get("/p/home", base_url=upstream).status_code == 401
+
+
+def test_a_served_link_never_puts_its_token_in_the_request_log(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """The app on werkzeug's server (as the demo and the tests serve it): its request line and
+    the app's own access line show no token."""
+    token = token_of(world.scheduling.issue_booking_link(world.referral().id))
+    server = make_server("127.0.0.1", 0, world.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with caplog.at_level(logging.INFO), caplog.at_level(logging.INFO, logger="werkzeug"), \
+                caplog.at_level(logging.INFO, logger="refloop.http"):
+            page = requests.get(f"http://127.0.0.1:{server.server_port}/p/{token}", timeout=10)
+    finally:
+        server.shutdown()
+        thread.join()
+    assert page.status_code == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+    assert any("GET /p/[redacted] HTTP/1.1" in line for line in lines), lines
+    assert token not in caplog.text
+    http = [r for r in caplog.records if r.getMessage() == "http"]
+    assert [r.path for r in http] == ["/p/<token>"]  # type: ignore[attr-defined]

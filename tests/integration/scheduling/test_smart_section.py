@@ -96,6 +96,9 @@ def test_coordinator_books_for_the_patient_and_sees_the_appointment(booked_harne
     assert row.booked_by == "Practitioner/coord-1"
     assert "Heart Clinic, 12 Elm Street" in done.text
     assert "reminder 7 d before: planned" in done.text
+    # the scheduling adapter's 'Appointment' link is the page's appointment too (any case)
+    start = calendar.read(f"Appointment/{row.appointment_id}")["start"]
+    assert f"<li>Appointment {start} (booked)</li>" in done.text
     again = browser.post(f"{page_url}/book", data={"csrf_token": _csrf(slots.text),
                                                     "slot": keys[2]},
                          headers={"Origin": harness.url})

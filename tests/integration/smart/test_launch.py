@@ -128,6 +128,21 @@ def test_wrong_aud_host_is_refused_by_the_strict_ehr_and_explained(harness: Harn
     assert "Bad audience value" in response.text
 
 
+def test_a_refused_code_exchange_shows_the_ehrs_description_and_logs_the_cause(
+        harness: Harness):
+    harness.ehr.modes.token_error = ("invalid_client",
+                                     "JWKS for <refloop-test> has no key refloop-1")
+    response = harness.launch(harness.browser())
+    assert response.status_code == 502
+    assert "invalid_client (JWKS for &lt;refloop-test&gt; has no key refloop-1)" in response.text
+    assert "<refloop-test>" not in response.text  # escaped
+    assert "refloop smart client-config" in response.text
+    warned = [r for r in harness.logs if r.levelname == "WARNING"
+              and r.getMessage() == "launch failed: code exchange refused"]
+    assert len(warned) == 1 and warned[0].tenant == "general"
+    assert "has no key refloop-1" in warned[0].cause
+
+
 def test_missing_state_on_callback_is_refused(harness: Harness):
     response = harness.browser().get(f"{harness.url}/smart/callback", params={"code": "abc"})
     assert response.status_code == 400

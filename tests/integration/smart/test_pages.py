@@ -11,14 +11,15 @@ from smart_harness import Harness
 
 from referrals.model import Actor, Command, Referral, Stage, new_referral_id
 from referrals.store.schema import resources, work_items
-from refloop.demo import demo_resources
+from refloop.demo_data import demo_resources
 
 COORD = Actor("Practitioner/coord-1", "Casey", "human")
 
 
 def _open(h: Harness, key: str, *, specialty: str = "cardiology", priority: str = "routine",
-          patient: str = "Patient/p1", actions: tuple[str, ...] = ()) -> Referral:
-    draft = Referral(id=new_referral_id(), source_key=f"t|ServiceRequest/{key}",
+          patient: str = "Patient/p1", actions: tuple[str, ...] = (),
+          origin: str = "t") -> Referral:
+    draft = Referral(id=new_referral_id(), source_key=f"{origin}|ServiceRequest/{key}",
                      service_request=f"ServiceRequest/{key}", patient=patient,
                      specialty=specialty, priority=priority, payer="Acme Health")
     referral, _ = h.services.referrals.open(draft, Command("detect"))
@@ -208,7 +209,8 @@ def test_referral_page_shows_request_patient_coverage_timeline_and_auth_task(har
             "payer": {"name": "Acme Health", "id": "acme", "member": "M-1"}}
     for resource in demo_resources(item).values():
         harness.services.resources.put(resource, server="demo")
-    referral = _open(harness, "demo-1", patient="Patient/demo-1", actions=("accept",))
+    referral = _open(harness, "demo-1", patient="Patient/demo-1", actions=("accept",),
+                     origin="demo")
     harness.services.resources.put({
         "resourceType": "Task", "id": "pa-1", "status": "completed",
         "partOf": [{"reference": f"Task/{referral.id}"}],

@@ -15,7 +15,9 @@ OUTCOMES = ["reached", "left-voicemail", "wrong-number", "declined"]
 
 
 def _referral(h: Harness, key: str, patient: str = "Patient/p1") -> Referral:
-    draft = Referral(id=new_referral_id(), source_key=f"t|ServiceRequest/{key}",
+    """A referral from the EHR that launches the app (a launch's patient is matched only with
+    referrals from the launch's FHIR servers)."""
+    draft = Referral(id=new_referral_id(), source_key=f"fhir|{h.ehr.fhir}|ServiceRequest/{key}",
                      service_request=f"ServiceRequest/{key}", patient=patient,
                      specialty="cardiology")
     return h.services.referrals.open(draft, Command("detect"))[0]

@@ -64,7 +64,9 @@ def test_rows_show_names_age_and_sex_or_the_reference(harness: Harness):
     assert "Katherine Johnson" in text
     assert "Wrong Origin" not in text            # same id, other origin
     assert "Patient/h2" in text                  # unknown: the reference
-    assert "Patient/e1" not in text and "Patient/d1" not in text
+    # a known patient is named; the reference is only in the name's tooltip
+    assert ">Patient/e1<" not in text and ">Patient/d1<" not in text
+    assert 'title="Patient/e1">Grace Hopper<' in text
     assert len(made) == 4
 
 

@@ -241,3 +241,24 @@ def test_100_stalled_uploads_leave_health_and_notifications_answering(
     # the stalled uploads were authenticated: each one's first half is kept as truncated
     kept = services.quarantine.list()
     assert len(kept) == 100 and all("truncated" in k.reason for k in kept)
+
+
+def test_transfer_and_content_codings_we_do_not_decode_are_refused(
+        edge: RunningEdge, edge_services: Services) -> None:
+    """`Transfer-Encoding: gzip, chunked` is 501, `Content-Encoding: gzip` 415 (never read as if
+    plain), both kept in quarantine; plain chunked and `identity` are served."""
+    hook = open_hook(edge_services)
+    body = json.dumps(SR).encode()
+    chunks = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    gzip_chunked = put_head(hook, chunked=True).replace(b"chunked", b"gzip, chunked")
+    status, _, outcome = parse_answer(raw_request(edge.port, gzip_chunked + chunks))
+    assert status == 501 and outcome["issue"][0]["code"] == "not-supported"
+    gzipped = put_head(hook, len(body)).replace(b"\r\n\r\n", b"\r\nContent-Encoding: gzip"
+                                               b"\r\n\r\n")
+    status, _, outcome = parse_answer(raw_request(edge.port, gzipped + body))
+    assert status == 415 and "content coding 'gzip'" in outcome["issue"][0]["diagnostics"]
+    assert edge_services.inbox.counts() == {"rejected": 2}
+    identity = put_head(hook, len(body)).replace(b"\r\n\r\n", b"\r\nContent-Encoding: "
+                                                b"identity\r\n\r\n")
+    assert parse_answer(raw_request(edge.port, identity + body))[0] == 200
+    assert parse_answer(raw_request(edge.port, put_head(hook, chunked=True) + chunks))[0] == 200

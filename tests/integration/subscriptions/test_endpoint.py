@@ -158,3 +158,34 @@ def test_other_consumers_get_one_work_item_per_notification(listener: Any) -> No
     assert isinstance(payload["inbox_id"], int)
     row = subs.registry.get(hook.id)
     assert (row.subscription_id, row.last_event_number) == ("sub-77", "2")
+
+
+def test_notifications_whose_events_carry_no_identity_are_each_stored(listener: Any) -> None:
+    """A notification is stored once per event (number, focus, version). When a notification
+    names no event that can be told apart (no readable number and no version), only its bytes
+    identify it: different notifications are all stored, a byte-for-byte redelivery once."""
+    services = listener.services
+    hook = hook_for(services)
+
+    def status(number: Any = None, since: str | None = None, focus: str | None = None
+               ) -> dict[str, Any]:
+        event = {"eventNumber": number} if number is not None else {}
+        if focus:
+            event["focus"] = {"reference": focus}
+        resource: dict[str, Any] = {"resourceType": "SubscriptionStatus",
+                                    "type": "event-notification",
+                                    "notificationEvent": [event] if event else []}
+        if since:
+            resource["eventsSinceSubscriptionStart"] = since
+        return {"resourceType": "Bundle", "type": "history",
+                "entry": [{"resource": resource}]}
+
+    notes = [status(number="-5", focus="ServiceRequest/1"),
+             status(number="99999999999999999999999999", focus="ServiceRequest/1"),
+             status(number="1x", focus="ServiceRequest/1"),
+             status(since="7"), status(since="8"),
+             status(focus="#contained"), status(focus="ServiceRequest/2")]
+    for note in notes + notes[:2]:  # the last two are redeliveries
+        r = requests.post(hook.url, json=note, headers=auth(hook), timeout=5)
+        assert r.status_code == 200, r.text
+    assert services.inbox.counts() == {"received": len(notes)}

@@ -6,7 +6,7 @@ import io
 import json
 import logging
 
-from refloop.logs import JsonFormatter, configure_logging, redact_text
+from refloop.logs import JsonFormatter, RedactRequestLines, configure_logging, redact_text
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
 
@@ -79,3 +79,15 @@ def test_configure_logging_installs_json_on_the_root() -> None:
         assert root.level == logging.WARNING
     finally:
         root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+
+
+def test_patient_link_tokens_are_masked_in_paths_and_request_lines() -> None:
+    token = "q8Xk2vR0bN5mW1zY7cL3pH9tJ4sD6fG0aE2uI8oK1nM"
+    assert redact_text(f"GET /p/{token} HTTP/1.1") == "GET /p/[redacted] HTTP/1.1"
+    assert token not in redact_text(f"see https://clinic.example/p/{token}?offer=9")
+    for kept in ("/p/home", "/p/static/patient.css", "/p/slots?after=2027-01-01", "/p/lang/es"):
+        assert redact_text(f"GET {kept} HTTP/1.1") == f"GET {kept} HTTP/1.1"
+    line = logging.LogRecord("werkzeug", logging.INFO, "", 0, '%s - - "%s" %s',
+                             ("127.0.0.1", f"GET /p/{token} HTTP/1.1", "200"), None)
+    assert RedactRequestLines().filter(line)
+    assert line.getMessage() == '127.0.0.1 - - "GET /p/[redacted] HTTP/1.1" 200'

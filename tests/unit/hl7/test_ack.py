@@ -86,3 +86,26 @@ def test_enhanced_mode_codes_and_msh15() -> None:
     never = it.assess(fixture("authored__SIU_S12_v27_truncation_char_and_TQ1.hl7")
                       .replace(b"|AL|NE", b"|NE|NE"))
     assert it._ack_for(never) is None
+
+
+def test_blank_control_id_and_a_multi_byte_charset_for_single_byte_text_are_refused() -> None:
+    """An MSH-10 of spaces is empty (AR 101). MSH-18 UTF-16/UTF-32 on a message whose MSH was
+    read one byte per character cannot be right (and MLLP cannot carry those encodings): AR
+    103 at once, not an AA followed by a message that never maps."""
+    blank = intake().assess(ORIGINAL.replace(b"CTRL-\xe9", b"   "))
+    assert (blank.outcome, blank.errors[0].code, blank.errors[0].field) == ("AR", 101, 10)
+    for charset in (b"UNICODE UTF-16", b"UNICODE UTF-32"):
+        wide = intake().assess(ORIGINAL.replace(b"|2.5.1\r", b"|2.5.1||||||" + charset + b"\r"))
+        assert (wide.outcome, wide.errors[0].code, wide.errors[0].field) == ("AR", 103, 18)
+    utf8 = intake().assess(ORIGINAL.replace(b"|2.5.1\r", b"|2.5.1||||||UNICODE UTF-8\r"))
+    assert utf8.action == ACCEPT
+
+
+def test_a_nul_byte_is_named_by_segment_occurrence_and_field() -> None:
+    raw = ORIGINAL + b"NTE|1||fine\rNTE|2||bro\x00ken\r"
+    item = intake().assess(raw)
+    assert (item.action, item.outcome) == (REJECT, "AE")
+    error = item.errors[0]
+    assert (error.code, error.segment, error.sequence, error.field) == (102, "NTE", 2, 3)
+    msh = intake().assess(ORIGINAL.replace(b"HUB|HUB", b"HUB|H\x00UB"))
+    assert (msh.errors[0].segment, msh.errors[0].field) == ("MSH", 6)

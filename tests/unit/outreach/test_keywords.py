@@ -12,7 +12,7 @@ OPT_OUTS = ["STOP", "stop", "Stop.", "STOP!", " stop ", "STOPALL", "UNSUBSCRIBE"
             "OPT OUT", "opt-out", "Opt out please", "OPTOUT", "stop texting me",
             "Stop sending me these", "STOP please!", "Please stop.", "please STOP now",
             "Remove me from this list", "do not text me again", "I want to opt out",
-            "parar", "Alto"]
+            "parar", "Alto", "\uff33\uff34\uff2f\uff30", "ST\u200bOP", "\ufeffstop"]
 NOT_OPT_OUTS = ["don't stop", "do not stop", "Never stop", "can't stop",
                 "cancel my appointment", "the end of the day works", "hello", "Yes",
                 "I will not quit my job", "what time?", ""]

@@ -17,7 +17,7 @@ from pas_client.bundle import BuiltRequest, build_request_bundle
 from pas_client.config import from_settings
 from pas_client.conformance import check_bundle
 from pas_client.inputs import ClaimInputs, gather_inputs
-from refloop.demo import demo_resources
+from refloop.demo_data import demo_resources
 
 ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = ROOT / "fixtures"
@@ -225,6 +225,48 @@ def test_a_dependent_whose_subscriber_we_do_not_hold_is_a_finding() -> None:
     key = DEMO[0]["key"]
     built, _ = build(dependent(demo_held(DEMO[0]), key, with_subscriber=False), key)
     assert any(e.startswith("Coverage.subscriber:") and "child" in e for e in errors(built))
+
+
+def two_coverages(other_payor: dict[str, Any]) -> tuple[Held, str]:
+    """DEMO[0] (Blue Horizon) with another insurer's Coverage listed first on the order."""
+    key = DEMO[0]["key"]
+    held = demo_held(DEMO[0])
+    held[("Coverage", "other-1")] = {
+        "resourceType": "Coverage", "id": "other-1", "status": "active",
+        "subscriberId": "ACME-999", "beneficiary": {"reference": f"Patient/{key}"},
+        "payor": [other_payor]}
+    order = held[("ServiceRequest", key)]
+    order["insurance"] = [{"reference": "Coverage/other-1"}, *order["insurance"]]
+    return held, key
+
+
+def gather_for(held: Held, key: str, payer: tuple[str, ...]) -> ClaimInputs | list[Any]:
+    return gather_inputs("r1", "routine", f"ServiceRequest/{key}", f"Patient/{key}",
+                         lambda kind, rid: held.get((kind, rid)), payer=payer)
+
+
+@pytest.mark.parametrize("payor", [
+    {"display": "Acme Health Plan"},
+    {"identifier": {"value": "ACME"}},
+    {"reference": "Organization/acme"},
+])
+def test_of_several_coverages_the_payers_own_is_sent(payor: dict[str, Any]) -> None:
+    held, key = two_coverages(payor)
+    held[("Organization", "acme")] = {"resourceType": "Organization", "id": "acme",
+                                      "name": "Acme Health Plan"}
+    gathered = gather_for(held, key, ("Blue Horizon", "BH0042"))
+    assert isinstance(gathered, ClaimInputs) and gathered.coverage is not None
+    assert gathered.coverage["id"] == key                      # not Acme's
+    built = build_request_bundle(gathered, PAYER, CONFIG)
+    assert errors(built) == [] and "ACME-999" not in json.dumps(built.bundle)
+
+
+def test_several_coverages_none_of_the_payer_is_a_finding() -> None:
+    held, key = two_coverages({"display": "Acme Health Plan"})
+    gathered = gather_for(held, key, ("State Medicaid", "MCD-ST"))
+    assert isinstance(gathered, ClaimInputs) and gathered.coverage is None
+    [finding] = [f for f in gathered.findings if f.severity == "error"]
+    assert finding.path == "ServiceRequest.insurance" and "2 coverages" in finding.message
 
 
 @pytest.mark.parametrize("item", DEMO, ids=[i["key"] for i in DEMO])

@@ -22,3 +22,15 @@ def test_pyproject_reads_without_deprecation_warnings() -> None:
     assert not deprecated, deprecated
     assert config["project"]["license"] == "Apache-2.0"
     assert all((ROOT / name).is_file() for name in config["project"]["license-files"])
+
+
+def test_the_core_is_type_checked_in_strict_mode() -> None:
+    """The flags of mypy's --strict, per module, for referrals/ (mypy runs in CI and locally)."""
+    config = read_configuration(ROOT / "pyproject.toml", expand=False)
+    overrides = config["tool"]["mypy"]["overrides"]
+    core = next(o for o in overrides if "referrals.*" in o["module"])
+    strict = {"disallow_any_generics", "disallow_subclassing_any", "disallow_untyped_calls",
+              "disallow_incomplete_defs", "disallow_untyped_decorators", "warn_return_any",
+              "no_implicit_reexport", "strict_equality", "extra_checks"}
+    assert {flag for flag in strict if core.get(flag) is True} == strict
+    assert config["tool"]["mypy"]["disallow_untyped_defs"] is True

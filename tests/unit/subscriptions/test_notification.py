@@ -194,6 +194,8 @@ def test_bare_resource_post_and_empty_ping_and_delete() -> None:
     ("POST", "", {"resourceType": "ServiceRequest"}, "no valid id"),
     ("PUT", "ServiceRequest/1", None, "needs a resource body"),
     ("DELETE", "", None, "DELETE needs"),
+    ("DELETE", "Foo/1", None, "'Foo' is not a FHIR resource type"),
+    ("DELETE", "ServiceRequest/" + "1" * 100, None, "is not a valid FHIR id"),
     ("POST", "", {"resourceType": "Bundle", "type": "history", "entry": [{"resource": {
         "resourceType": "Parameters", "parameter": [{"name": "type", "valueCode": "bogus"}]}}]},
      "unknown notification type"),

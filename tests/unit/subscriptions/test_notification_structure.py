@@ -47,6 +47,8 @@ ARRAY = [5, "text", True, 1.5, {"a": 1}]
 OBJECT = [5, "text", True, 1.5, [1]]
 STRING = [5, True, 1.5, {"a": 1}, [1]]
 REFERENCE = [5, True, 1.5, [1]]
+NUMBER = [{"x": 1}, 1.5, True, [1]]  # a string or a whole number; "-5" is lenient (absent)
+CODE = [5, True, [1]]  # a string, or a Coding / CodeableConcept
 
 #: (bundle, path to replace, expected expression in the OperationOutcome, wrong values)
 CASES = [
@@ -69,6 +71,26 @@ CASES = [
     (R4B, [*STATUS, "notificationEvent", 0, "focus"],
      "Bundle.entry[0].resource.notificationEvent[0].focus", REFERENCE),
     (R4B, [*STATUS, "error"], "Bundle.entry[0].resource.error", ARRAY),
+    # values the parser reads
+    (R4, [*EVENT, "part", 0, "valueString"],
+     "Bundle.entry[0].resource.parameter[5].part[0].valueString", NUMBER),
+    (R4, [*EVENT, "part", 2, "valueReference"],
+     "Bundle.entry[0].resource.parameter[5].part[2].valueReference", REFERENCE),
+    (R4, [*EVENT, "part", 2, "valueReference", "reference"],
+     "Bundle.entry[0].resource.parameter[5].part[2].valueReference.reference", [5, ["x"], {}]),
+    (R4, [*PARAMS, 2, "valueCode"], "Bundle.entry[0].resource.parameter[2].valueCode", CODE),
+    (R4, [*PARAMS, 4, "valueString"], "Bundle.entry[0].resource.parameter[4].valueString",
+     NUMBER),
+    (R4B, [*STATUS, "notificationEvent", 0, "eventNumber"],
+     "Bundle.entry[0].resource.notificationEvent[0].eventNumber", NUMBER),
+    (R4B, [*STATUS, "notificationEvent", 0, "focus", "reference"],
+     "Bundle.entry[0].resource.notificationEvent[0].focus.reference", [5, ["x"], {}]),
+    (R4B, [*STATUS, "status"], "Bundle.entry[0].resource.status", CODE),
+    (R4B, [*STATUS, "subscription"], "Bundle.entry[0].resource.subscription", REFERENCE),
+    (R4B, [*STATUS, "subscription", "reference"],
+     "Bundle.entry[0].resource.subscription.reference", [5, {}]),
+    (R4B, [*STATUS, "eventsSinceSubscriptionStart"],
+     "Bundle.entry[0].resource.eventsSinceSubscriptionStart", NUMBER),
 ]
 ROWS = [(bundle, path, expression, wrong) for bundle, path, expression, values in CASES
         for wrong in values]
@@ -82,6 +104,28 @@ def test_a_wrong_type_names_its_path(bundle: dict[str, Any], path: list[Any], ex
     assert raised.value.status == 400
     assert raised.value.expression == expression
     assert expression in str(raised.value) or "resourceType" in expression
+
+
+@pytest.mark.parametrize("field,value,expression", [
+    ("id", 5, "ServiceRequest.id"),
+    ("meta", 5, "ServiceRequest.meta"),
+    ("meta", {"versionId": {}}, "ServiceRequest.meta.versionId"),
+    ("meta", {"lastUpdated": 5}, "ServiceRequest.meta.lastUpdated"),
+])
+def test_a_bare_resource_with_a_wrong_type_names_its_path(field: str, value: Any,
+                                                          expression: str) -> None:
+    body = {"resourceType": "ServiceRequest", "id": "sr1", field: value}
+    with pytest.raises(InboundError) as raised:
+        parse_notification("PUT", "ServiceRequest/sr1", body)
+    assert (raised.value.status, raised.value.expression) == (400, expression)
+
+
+def test_unusable_values_of_the_right_type_count_as_absent() -> None:
+    for number in ("-5", "99999999999999999999999999", " 12x", -5):
+        bundle = with_value(R4B, [*STATUS, "notificationEvent", 0, "eventNumber"], number)
+        assert parse_notification("POST", "", bundle).events[0].event_number is None
+    bundle = with_value(R4B, [*STATUS, "notificationEvent", 0, "focus"], {"reference": "#x"})
+    assert parse_notification("POST", "", bundle).events[0].focus is None
 
 
 def test_inner_bundle_paths_are_named() -> None:
@@ -114,6 +158,15 @@ def test_json_depth_limit(depth: int, ok: bool) -> None:
     else:
         with pytest.raises(InboundError, match="nested deeper than 200"):
             parse_json(raw)
+
+
+@pytest.mark.parametrize("raw", [b"NaN", b'{"a": Infinity}', b'{"a": -Infinity}',
+                                 b'{"a": 1e999}', '{"a": 1}'.encode("utf-16"),
+                                 '{"a": 1}'.encode("utf-32-le"), b'{"a": "\xe9"}'])
+def test_only_rfc_8259_json_in_utf_8(raw: bytes) -> None:
+    with pytest.raises(InboundError, match="not valid JSON"):
+        parse_json(raw)
+    assert parse_json(b'\xef\xbb\xbf{"a": 1e300}') == {"a": 1e300}  # a BOM is tolerated
 
 
 def test_brackets_inside_strings_do_not_count() -> None:

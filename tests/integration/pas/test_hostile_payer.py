@@ -1,0 +1,201 @@
+"""A careless or hostile payer: a reply about another claim, ClaimResponses that contradict each
+other or themselves, a decision taken back after the referral moved on, a notification from an
+endpoint that serves several payers, a second submit of the same order. On SQLite and
+PostgreSQL, against the OTHER PAYER written for the tests (a fake: a payer cannot run here)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from referrals.model import Stage
+from refloop.context import Context
+from refloop.services import build_services
+from refloop.settings import Settings
+from refloop.wiring.pas import pas
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from other_payer import PAS_EXT, X12_306
+from pas_world import PAYER, Clock, World, close_world, make_world
+from payers import OtherPayerUnderTest, notification_payload, start_payer
+
+
+@pytest.fixture(name="other")
+def other_fixture(database_url: str, tmp_path: Path) -> Iterator[World]:
+    made = make_world("other", database_url, tmp_path)
+    yield made
+    close_world(made)
+
+
+def hostile(world: World) -> OtherPayerUnderTest:
+    assert isinstance(world.payer, OtherPayerUnderTest)
+    return world.payer
+
+
+def review_action(code: str) -> dict[str, Any]:
+    return {"category": {"coding": [{"code": "submitted"}]}, "extension": [{
+        "url": PAS_EXT + "extension-reviewAction", "extension": [{
+            "url": PAS_EXT + "extension-reviewActionCode",
+            "valueCodeableConcept": {"coding": [{"system": X12_306, "code": code}]}}]}]}
+
+
+def decided(claim_response: dict[str, Any], code: str) -> dict[str, Any]:
+    return {**claim_response, "item": [{**item, "adjudication": [review_action(code)]}
+                                       for item in claim_response["item"]]}
+
+
+def assert_not_applied(world: World, referral_id: str, why: str) -> None:
+    [request] = world.store.for_referral(referral_id)
+    assert request.status == "error" and why in request.last_error
+    assert request.next_check_at is not None            # followed with $inquire
+    [reply] = world.store.replies(request_id=request.id)
+    assert reply.interpretation == "uninterpretable" and why in reply.note
+    referral = world.services.store.get(referral_id)
+    assert referral.stage == Stage.AUTH_PENDING and referral.auth_state == "error"
+
+
+def test_an_approval_for_another_claim_and_patient_is_not_applied(other: World) -> None:
+    hostile(other).payer.rewrite = lambda cr: [{
+        **cr, "request": {"reference": "Claim/other-claim-9",
+                          "identifier": {"system": "urn:trnorg:OTHER", "value": "OTHER-1"}},
+        "identifier": [{"system": "urn:trnorg:OTHER", "value": "OTHER-1"}],
+        "patient": {"reference": "Patient/someone-else"}}]
+    referral = other.referral()
+    other.submit(referral)
+    assert_not_applied(other, referral.id, "answers another claim (Claim/other-claim-9")
+
+
+def test_our_claim_named_relatively_by_its_id_is_applied(other: World) -> None:
+    """`Claim/<id>` (as the IG's examples write it) names our Claim too."""
+    def relative(cr: dict[str, Any]) -> list[dict[str, Any]]:
+        claim = other.payer.payer.claims[cr["request"]["reference"]]["resource"]
+        return [{**cr, "request": {"reference": f"Claim/{claim['id']}"}}]
+    hostile(other).payer.rewrite = relative
+    assert other.submit(other.referral()).status == "approved"
+
+
+def test_claim_responses_that_contradict_each_other_are_not_applied(other: World) -> None:
+    hostile(other).payer.rewrite = lambda cr: [decided(cr, "A1"), decided(cr, "A3")]
+    referral = other.referral()
+    other.submit(referral)
+    assert_not_applied(other, referral.id, "contradict each other")
+
+
+@pytest.mark.parametrize(("header", "items", "why"), [
+    ("A3", "A1", "its header decision (A3) contradicts its items (1:A1)"),
+    ("", "twice", "item 1 is decided twice (A1, A3)"),
+])
+def test_a_claim_response_that_contradicts_itself_is_not_applied(
+        other: World, header: str, items: str, why: str) -> None:
+    def contradicting(cr: dict[str, Any]) -> list[dict[str, Any]]:
+        if items == "twice":
+            [item] = cr["item"]
+            cr["item"] = [{**item, "adjudication": [review_action(c)]} for c in ("A1", "A3")]
+        else:
+            cr = decided(cr, items)
+        if header:
+            cr["adjudication"] = [review_action(header)]
+        return [cr]
+    hostile(other).payer.rewrite = contradicting
+    referral = other.referral()
+    other.submit(referral)
+    assert_not_applied(other, referral.id, why)
+
+
+def test_a_denial_after_the_approval_stops_the_referral(other: World) -> None:
+    referral = other.referral()
+    request = other.submit(referral)
+    assert request.status == "approved"
+    assert other.services.store.get(referral.id).stage == Stage.OUTREACH
+    hostile(other).release("A3")
+    other.flow.inquire(request)
+    after = other.request(request.id)
+    assert after.status == "denied" and after.auth_number == ""
+    moved = other.services.store.get(referral.id)
+    assert moved.stage == Stage.ON_HOLD and moved.auth_state == "denied"
+    assert moved.status_reason is not None and "now denies" in moved.status_reason.text
+
+
+def cli_submit(world: World, referral_id: str) -> tuple[int, str]:
+    context = Context(None)
+    context._settings = world.services.settings
+    context._services = world.services
+    result = CliRunner().invoke(pas, ["submit", referral_id], obj=context)
+    return result.exit_code, result.output
+
+
+def test_a_second_submit_is_not_sent(other: World) -> None:
+    hostile(other).answer("bundle", code="A4")
+    referral = other.referral()
+    first = other.submit(referral)                 # pended
+    other.flow.enqueue_submit(referral.id, PAYER)  # the button pressed again
+    other.run()
+    assert [r.id for r in other.store.for_referral(referral.id)] == [first.id]
+    code, output = cli_submit(other, referral.id)
+    assert code == 1 and f"request {first.id} is pended" in output
+    submits = [p for p, _ in hostile(other).payer.received if p == "/Claim/$submit"]
+    assert len(submits) == 1
+    other.flow.enqueue_submit(referral.id, PAYER, again=True)  # the coordinator's resubmit
+    other.run()
+    assert len(other.store.for_referral(referral.id)) == 2
+
+
+def shared_endpoint_world(database_url: str, tmp_path: Path) -> World:
+    """Two [[payers]] behind one endpoint (an intermediary serving several payers); ours is
+    the second."""
+    started = start_payer("other")
+    entry = {"base_url": started.url, "version": "2.2.1", "subscribe": False,
+             "timeout_seconds": 5}
+    settings = Settings(var_dir=tmp_path / "var", database_url=database_url, sections={
+        "pas": {"organization_name": "Refloop Clinic", "organization_npi": "1234567893",
+                "organization_tin": "123456789"},
+        "payers": [{**entry, "name": "Acme Clearing", "payer_id": "AC01"},
+                   {**entry, "name": PAYER, "payer_id": "BH0042"}]})
+    services = build_services(settings)
+    clock = Clock()
+    services.adapters["pas"].now = clock
+    return World(services, started, clock)
+
+
+@pytest.mark.parametrize("shape", ["nested", "flattened"])
+def test_a_notification_from_an_endpoint_several_payers_share_is_applied(
+        database_url: str, tmp_path: Path, shape: str) -> None:
+    world = shared_endpoint_world(database_url, tmp_path)
+    try:
+        payer = hostile(world)
+        payer.answer("bundle", code="A4")
+        referral = world.referral()
+        request = world.submit(referral)
+        assert request.status == "pended"
+        payer.release("A1")
+        world.services.work.enqueue("pas.notification", notification_payload(
+            payer.url, payer.notification(shape)), key="shared-endpoint")
+        world.run()
+        assert world.request(request.id).status == "approved"
+        assert world.services.store.get(referral.id).stage == Stage.OUTREACH
+    finally:
+        close_world(world)
+
+
+def test_an_inquire_answer_about_another_claim_is_shown_as_not_applied(other: World) -> None:
+    hostile(other).answer("bundle", code="A4")
+    referral = other.referral()
+    request = other.submit(referral)
+    current = hostile(other).payer.current()
+    current["request"] = {"reference": "Claim/other-claim-9",
+                          "identifier": {"system": "urn:trnorg:OTHER", "value": "OTHER-1"}}
+    current["item"] = decided(current, "A3")["item"]
+    context = Context(None)
+    context._settings = other.services.settings
+    context._services = other.services
+    result = CliRunner().invoke(pas, ["inquire", request.id], obj=context)
+    assert result.exit_code == 0, result.output
+    assert "denied (1:A3) (no request of ours: not applied)" in result.output
+    assert f"request {request.id}: pended" in result.output
+    assert other.request(request.id).status == "pended"
