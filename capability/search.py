@@ -76,7 +76,8 @@ def parse_task_query(args: list[tuple[str, str]]) -> TaskQuery:
 def _control(query: TaskQuery, name: str, value: str) -> None:
     if name == "_format":
         # a "+" left unencoded in the URL arrives as a space (application/fhir json)
-        if value.split(";")[0].strip().lower().replace(" ", "+") not in JSON_FORMATS:
+        wanted = value.split(";")[0].strip().lower().replace(" ", "+")
+        if wanted and wanted not in JSON_FORMATS:
             raise InboundError(f"_format {value[:40]!r} is not served; this server answers "
                                "FHIR JSON (_format=json)", code="not-supported", status=406,
                                expression=name)
