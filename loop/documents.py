@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from loop.fhir import CONSULT_NOTE, instant
 from loop.tables import files
 from referrals.errors import InboundError
-from referrals.model import Link, Referral
+from referrals.model import LINK_CONSULT_NOTE, Link, Referral
 from referrals.store.schema import resources
 
 LOCAL = "local"
@@ -110,4 +110,4 @@ def keep_upload(conn: Connection, referral: Referral, content: bytes, filename: 
 
 
 def as_link(document: dict[str, Any]) -> Link:
-    return Link("DocumentReference", f"DocumentReference/{document['id']}", "consult note")
+    return Link(LINK_CONSULT_NOTE, f"DocumentReference/{document['id']}", "consult note")

@@ -26,7 +26,16 @@ import click
 
 from referrals.analytics import fall_out, funnel
 from referrals.errors import IllegalTransition
-from referrals.model import Actor, Command, Link, Reason, Referral, Stage, new_referral_id
+from referrals.model import (
+    LINK_CONSULT_NOTE,
+    Actor,
+    Command,
+    Link,
+    Reason,
+    Referral,
+    Stage,
+    new_referral_id,
+)
 from referrals.sla import describe_due
 from refloop.context import Context, pass_context
 from refloop.output import bar, print_table
@@ -280,7 +289,7 @@ def load_referral(services: Any, item: dict[str, Any]) -> int:
         if action == "schedule":
             changes["add_outputs"] = [_link("appointment", f"Appointment/{item['key']}")]
         if action == "close-loop":
-            changes["add_outputs"] = [_link("consult-note", f"DocumentReference/{item['key']}")]
+            changes["add_outputs"] = [_link(LINK_CONSULT_NOTE, f"DocumentReference/{item['key']}")]
         try:
             referral = services.referrals.act(referral.id, Command(
                 action, actor=COORDINATOR, at=min(moment, datetime.now(UTC)),
