@@ -86,6 +86,10 @@ class ClientAssertion(JWTBearerClientAssertion):
         return token.claims
 
     def verify_claims(self, claims: Any) -> None:
+        named = flask_request.form.get("client_id")
+        if named is not None and named != claims.get("sub"):  # RFC 7521 4.2: the same client
+            raise InvalidClientError(description="client_id names another client than the "
+                                     "assertion")
         exp = claims.get("exp")
         if isinstance(exp, int | float) and exp > time.time() + MAX_ASSERTION_LIFETIME + LEEWAY:
             raise InvalidClientError(description="exp is more than five minutes ahead")

@@ -36,7 +36,7 @@ from pas_client.bundle import build_request_bundle  # noqa: E402
 from pas_client.config import PasConfig, PayerConfig, from_settings  # noqa: E402
 from pas_client.conformance import check_bundle  # noqa: E402
 from pas_client.inputs import ClaimInputs, gather_inputs  # noqa: E402
-from refloop.demo import demo_resources  # noqa: E402
+from refloop.demo_data import demo_resources  # noqa: E402
 
 NPI = "http://hl7.org/fhir/sid/us-npi"
 SHAPES = ("plain", "dated", "multi-visit", "performer", "dependent")

@@ -22,6 +22,8 @@ TASK_SEARCH_PARAMS: dict[str, tuple[str, str]] = {
     "_lastUpdated": ("date", "meta.lastUpdated with a prefix: eq, ge, gt, le, lt"),
 }
 CONTROL_PARAMS = {"_count", "_offset", "_format", "_sort"}
+#: the _format values that ask for what we answer (FHIR JSON)
+JSON_FORMATS = {"json", "application/json", "application/fhir+json", "application/json+fhir"}
 MAX_COUNT = 500
 DEFAULT_COUNT = 50
 #: _count and _offset above this are refused (a _count up to it is served as MAX_COUNT)
@@ -45,12 +47,16 @@ STAGE_CODES = tuple(stage.value for stage in Stage)
 def parse_task_query(args: list[tuple[str, str]]) -> TaskQuery:
     """Read (name, value) pairs; raise InboundError naming the parameter on bad input."""
     query = TaskQuery()
+    controls: set[str] = set()
     for name, value in args:
         if "\x00" in name or "\x00" in value:
             raise InboundError("search parameters must not contain NUL characters",
                                expression=name.replace("\x00", "")[:64])
         base, _, modifier = name.partition(":")
         if base in CONTROL_PARAMS:
+            if base in controls:
+                raise InboundError(f"{base} is given more than once", expression=base)
+            controls.add(base)
             _control(query, base, value)
             continue
         if base not in TASK_SEARCH_PARAMS:
@@ -69,6 +75,12 @@ def parse_task_query(args: list[tuple[str, str]]) -> TaskQuery:
 
 def _control(query: TaskQuery, name: str, value: str) -> None:
     if name == "_format":
+        # a "+" left unencoded in the URL arrives as a space (application/fhir json)
+        wanted = value.split(";")[0].strip().lower().replace(" ", "+")
+        if wanted and wanted not in JSON_FORMATS:
+            raise InboundError(f"_format {value[:40]!r} is not served; this server answers "
+                               "FHIR JSON (_format=json)", code="not-supported", status=406,
+                               expression=name)
         return
     if name == "_sort":
         if value not in ("-_lastUpdated", "_lastUpdated"):

@@ -72,8 +72,8 @@ class SchedulingAdapter:
         """The reply hook: True when the reply was ours to act on (it is then consumed)."""
         referral_id = str(reply.get("referral_id") or "")
         referral = self.core.store.try_get(referral_id) if referral_id else None
-        if referral is None:
-            return False
+        if referral is None or referral.terminal:
+            return False  # a finished referral: nothing to book, confirm or cancel any more
         intent = parse_intent(str(reply.get("text") or ""))
         kind, value = context_parts(str(reply.get("reply_context") or ""))
         n = str(reply.get("communication_id") or reply.get("received_at") or "")

@@ -112,15 +112,20 @@ class Booker:
 
     def _commit(self, referral: Referral, destination: Destination, server: str,
                 appointment: dict[str, Any], actor: Actor) -> AppointmentRow | None:
-        previous = self.book_rows.current(referral.id)
         link = Link("Appointment", f"Appointment/{appointment['id']}",
                     str(appointment.get("start", "")))
         with self.core.db.write() as conn:
+            # Read what this booking replaces under the referral's lock: a concurrent booking
+            # of the same referral (a double tap) commits first, and its Appointment is then
+            # one of ours to release, not left booked on the calendar.
+            self.core.store.get(referral.id, conn, lock=True)
+            replaced = [a for a in self.book_rows.of_referral(referral.id, conn) if a.active
+                        and (a.server, a.appointment_id) != (server, str(appointment["id"]))]
             self.core.resources.put(appointment, server=server, conn=conn)
             self.core.referrals.act(referral.id, Command(
                 "schedule", actor=actor, at=datetime.now(UTC), source=SOURCE,
                 changes={"add_outputs": [link]}), conn=conn)
-            if previous is not None and previous.appointment_id != str(appointment["id"]):
+            for previous in replaced:
                 self.release(conn, previous, "rescheduled by the patient")
             if destination.subscribe and self.core.hooks is not None and \
                     destination.source in ("fhir", "ihe"):

@@ -263,15 +263,30 @@ def inquire(obj: Context, request_id: str, as_json: bool) -> None:
     if found is None:
         raise click.ClickException(f"no prior-authorization request {request_id}; see "
                                    "`refloop pas status REFERRAL_ID`")
-    reading = flow(obj.services).inquire(found)
+    pas_flow = flow(obj.services)
+    reading = pas_flow.inquire(found)
+    about = [_about(pas_flow, found, d) for d in reading.decisions]
+    status = (pas_flow.store.try_get(found.id) or found).status
     if as_json:
         print_json({"outcome": reading.outcome, "problem": reading.problem,
-                    "decisions": [d.to_json() for d in reading.decisions]})
+                    "status": status,
+                    "decisions": [{**d.to_json(), "about": a}
+                                  for d, a in zip(reading.decisions, about, strict=True)]})
         return
-    for decision in reading.decisions:
-        click.echo(decision.summary())
+    for decision, said in zip(reading.decisions, about, strict=True):
+        click.echo(f"{decision.summary()} ({said})")
     if reading.problem:
         click.echo(f"{reading.outcome}: {reading.problem}")
+    click.echo(f"request {found.id}: {status}")
+
+
+def _about(pas_flow: Any, request: Any, decision: Any) -> str:
+    """Which of our requests an $inquire answer speaks of (the payer may list several)."""
+    matched = pas_flow.match(decision, request.payer)
+    if matched is None:
+        return "no request of ours: not applied"
+    return "this request" if matched.chain_id == request.chain_id else \
+        f"request {matched.id}"
 
 
 @pas.command("cancel")

@@ -4,6 +4,7 @@ EHR's launch button, and land on the coordinator's worklist through a real SMART
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from werkzeug.serving import make_server
 
 from referrals.model import Command, Referral, new_referral_id
 from refloop.app import create_app
-from refloop.demo import start_demo_ehr
+from refloop.demo_peers import start_demo_ehr
 from refloop.services import build_services
 from refloop.settings import Settings
 
@@ -26,9 +27,11 @@ def demo(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     settings = Settings(var_dir=tmp_path / "var", database_url=database_url, http_port=port)
-    monkeypatch.delenv("REFLOOP_SMART__DEMO_EHR", raising=False)
-    ehr = start_demo_ehr(settings)  # sets REFLOOP_SMART__DEMO_EHR for the server's roles
-    monkeypatch.setenv("REFLOOP_SMART__DEMO_EHR", ehr.fhir)  # undone after the test
+    # start_demo_ehr sets REFLOOP_SMART__DEMO_EHR for the server's roles; monkeypatch records
+    # the variable first so that it is removed again after the test
+    monkeypatch.setenv("REFLOOP_SMART__DEMO_EHR", "")
+    ehr = start_demo_ehr(settings)
+    assert os.environ["REFLOOP_SMART__DEMO_EHR"] == ehr.fhir
     services = build_services(settings.with_changes(sections={"smart": {"demo_ehr": ehr.fhir}}))
     draft = Referral(id=new_referral_id(), source_key="demo|ServiceRequest/sr-demo",
                      service_request="ServiceRequest/sr-demo", patient="Patient/sr-demo",

@@ -211,6 +211,13 @@ def test_the_token_endpoint_refuses_bad_assertions(world: World, fhir_auth: Any)
     assert wrong_grant.get_json()["error"] == "unsupported_grant_type"
     with world.services.db.read() as c:
         assert c.execute(sa.select(sa.func.count()).select_from(token_table)).scalar() == 1
+    # a client_id beside the assertion must name the same client (RFC 7521 4.2)
+    for named, error in (("other", "invalid_client"), (client_id, None)):
+        answer = world.client.post("/auth/token", data={
+            "grant_type": "client_credentials", "scope": "system/Task.rs",
+            "client_assertion_type": ASSERTION_TYPE, "client_id": named,
+            "client_assertion": assertion(client_id, fhir_auth.key)})
+        assert answer.get_json().get("error") == error, (named, answer.get_data(as_text=True))
 
 
 def _hs256(client_id: str, key: ECKey) -> str:

@@ -208,8 +208,19 @@ BAD_QUERIES = [
     "colour=red", "_count=abc", "_count=-1", "_offset=x", "_lastUpdated=yesterday",
     "_lastUpdated=ne2026-01-01", "_lastUpdated=ap2026-01-01", "_lastUpdated=2026-13",
     "status=bogus", "business-status=9.9", "status:not=accepted", "_sort=status", "patient=",
-    "_lastUpdated=ge2026-01-01,le2026-02-01",
+    "_lastUpdated=ge2026-01-01,le2026-02-01", "_count=1&_count=2",
+    "_sort=_lastUpdated&_sort=-_lastUpdated",
 ]
+
+
+def test_format_other_than_json_is_406(loaded: tuple[FlaskClient, list[str]]) -> None:
+    client, _ids = loaded
+    for wanted in ("xml", "application/fhir%2Bxml", "text/html"):
+        response = client.get(f"/fhir/Task?_format={wanted}")
+        assert (wanted, response.status_code) == (wanted, 406)
+        assert response.get_json()["issue"][0]["code"] == "not-supported"
+    for wanted in ("json", "application/fhir%2Bjson", "application/fhir+json", "application/json"):
+        assert client.get(f"/fhir/Task?_format={wanted}").status_code == 200
 
 
 def test_bad_search_input_is_a_400_operation_outcome(

@@ -10,7 +10,7 @@ from typing import Any
 from pas_client.store import PriorAuthRequest, PriorAuthStore
 from referrals.model import Actor, Command, Referral, new_referral_id
 from referrals.worker import Worker
-from refloop.demo import demo_resources
+from refloop.demo_data import demo_resources
 from refloop.services import Services
 from refloop.settings import Settings
 from refloop.wiring import all_handlers

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from referrals.model import Stage
-from refloop.demo import load_referral
+from refloop.demo_data import load_referral
 from refloop.services import Services
 from refloop.wiring.pas import run_demo_prior_auth
 

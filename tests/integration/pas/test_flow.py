@@ -24,7 +24,7 @@ from pas_client.sandbox.server import release_pended
 from pas_client.store import PriorAuthStore
 from referrals.model import Actor, Command, Referral, Stage, new_referral_id
 from referrals.worker import Worker
-from refloop.demo import demo_resources
+from refloop.demo_data import demo_resources
 from refloop.services import Services, build_services
 from refloop.settings import Settings
 from refloop.wiring import all_handlers

@@ -181,3 +181,21 @@ def test_a_notification_from_an_endpoint_several_payers_share_is_applied(
         assert world.services.store.get(referral.id).stage == Stage.OUTREACH
     finally:
         close_world(world)
+
+
+def test_an_inquire_answer_about_another_claim_is_shown_as_not_applied(other: World) -> None:
+    hostile(other).answer("bundle", code="A4")
+    referral = other.referral()
+    request = other.submit(referral)
+    current = hostile(other).payer.current()
+    current["request"] = {"reference": "Claim/other-claim-9",
+                          "identifier": {"system": "urn:trnorg:OTHER", "value": "OTHER-1"}}
+    current["item"] = decided(current, "A3")["item"]
+    context = Context(None)
+    context._settings = other.services.settings
+    context._services = other.services
+    result = CliRunner().invoke(pas, ["inquire", request.id], obj=context)
+    assert result.exit_code == 0, result.output
+    assert "denied (1:A3) (no request of ours: not applied)" in result.output
+    assert f"request {request.id}: pended" in result.output
+    assert other.request(request.id).status == "pended"

@@ -110,6 +110,32 @@ def test_two_patients_race_for_one_slot_and_exactly_one_wins(world: World) -> No
     assert stages[won[0]] == Stage.SCHEDULED
 
 
+def test_one_patient_booking_three_slots_at_once_keeps_one_appointment(world: World) -> None:
+    """A double tap (or three buttons tapped quickly): every booking but the last committed is
+    released on the calendar, so the patient holds one Appointment and one busy Slot."""
+    referral = world.referral()
+    keys = world.calendar.slots[:3]
+    barrier = threading.Barrier(len(keys))
+
+    def attempt(key: str) -> None:
+        barrier.wait()
+        world.scheduling.booker.book(referral.id, key, PATIENT)
+
+    threads = [threading.Thread(target=attempt, args=(k,)) for k in keys]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    world.drain("scheduling.release")
+    current = world.scheduling.book.current(referral.id)
+    assert current is not None
+    booked = [a for k in keys for a in world.calendar.search(f"Appointment?slot={k}")
+              if a["status"] == "booked"]
+    assert [a["id"] for a in booked] == [current.appointment_id]
+    busy = [k for k in keys if world.calendar.read(k)["status"] == "busy"]
+    assert busy == current.slots
+
+
 def test_reschedule_books_the_new_slot_and_frees_the_old_one(world: World) -> None:
     referral = world.referral()
     first = world.scheduling.booker.book(referral.id, world.calendar.slots[0], PATIENT).booked

@@ -63,6 +63,35 @@ def test_reminder_then_reply_c_confirms_and_r_sends_a_new_link(world: World) -> 
     assert world.scheduling.handle_reply({**reply, "referral_id": "nope"}) is False
 
 
+def test_replies_about_a_finished_referral_are_left_to_outreach(world: World) -> None:
+    """An R (or C, or "cancel appointment") after the loop closed issues no link, changes
+    nothing, and is not consumed: outreach answers it by its own rules (the referral is
+    finished)."""
+    import sqlalchemy as sa
+
+    from referrals.model import Command
+    from scheduling.tables import links
+
+    referral = world.referral()
+    book(world, referral.id, 0)
+    world.services.referrals.act(referral.id, Command("close-loop"))
+
+    def issued() -> int:
+        with world.services.db.read() as c:
+            return int(c.execute(sa.select(sa.func.count()).select_from(links)
+                                 .where(links.c.referral_id == referral.id)).scalar_one())
+
+    before = issued()
+    reply = {"referral_id": referral.id, "patient": referral.patient, "text": "R",
+             "channel": "sms", "received_at": datetime.now(UTC).isoformat(),
+             "communication_id": "comm-9", "reply_context": ""}
+    for text in ("R", "C", "cancel appointment"):
+        assert world.scheduling.handle_reply({**reply, "text": text}) is False
+    assert issued() == before
+    assert messages(world.services.work, world.services, "booking-link") == []
+    assert world.services.store.get(referral.id).stage == Stage.LOOP_CLOSED
+
+
 def test_noshow_on_the_ehr_starts_recovery_and_a_second_one_a_coordinator_task(
         world: World) -> None:
     tasks = world.services.tasks

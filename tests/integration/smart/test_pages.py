@@ -11,7 +11,7 @@ from smart_harness import Harness
 
 from referrals.model import Actor, Command, Referral, Stage, new_referral_id
 from referrals.store.schema import resources, work_items
-from refloop.demo import demo_resources
+from refloop.demo_data import demo_resources
 
 COORD = Actor("Practitioner/coord-1", "Casey", "human")
 

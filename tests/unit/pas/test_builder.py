@@ -17,7 +17,7 @@ from pas_client.bundle import BuiltRequest, build_request_bundle
 from pas_client.config import from_settings
 from pas_client.conformance import check_bundle
 from pas_client.inputs import ClaimInputs, gather_inputs
-from refloop.demo import demo_resources
+from refloop.demo_data import demo_resources
 
 ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = ROOT / "fixtures"
