@@ -27,7 +27,7 @@ from scheduling.context import Core
 from scheduling.i18n import format_when
 from scheduling.ics import CONTENT_TYPE, build_ics
 from scheduling.links import LinkStore
-from scheduling.messages import Attachment, enqueue_message
+from scheduling.messages import Attachment, enqueue_message, expire_messages
 from scheduling.patient import load_patient
 from scheduling.reminders import PREPARATION, REMINDER, ReminderBook, plan
 from scheduling.tables import reminders, waitlist
@@ -88,9 +88,12 @@ class Follower:
         for old in replaced:
             self.book.set_status(conn, old.id, "replaced")
             self.reminders.cancel(conn, old.id)
+            expire_messages(conn, referral.id, _context(old), datetime.now(UTC))
         moved = row.id in before and before[row.id].start != row.start
         if row.id in before and not moved:
             return  # the same appointment seen again
+        if moved:
+            expire_messages(conn, referral.id, _context(row), datetime.now(UTC))
         self._plan(conn, referral, row)
         purpose = "reschedule-confirmation" if replaced or moved else "booking-confirmation"
         self._confirm(conn, referral, row, purpose)
@@ -129,7 +132,7 @@ class Follower:
             "clinician": row.clinician, "link": self.link_url(token)},
             n=f"{row.id}:{row.sequence}",
             attachments=[Attachment("appointment.ics", CONTENT_TYPE, ics)],
-            reply_context=f"scheduling:appointment:{row.id}")
+            reply_context=_context(row))
 
     def ics(self, row: AppointmentRow, referral: Referral, *, cancelled: bool = False) -> bytes:
         what = referral.specialty or "Specialist"
@@ -162,6 +165,7 @@ class Follower:
             return
         self.book.set_status(conn, row.id, "cancelled")
         self.reminders.cancel(conn, row.id)
+        expire_messages(conn, referral.id, _context(row), datetime.now(UTC))
         self._leave_waitlist(conn, referral.id)
         patient = load_patient(conn, referral)
         token = self.links.issue(referral.id, "rebook", conn=conn)
@@ -207,6 +211,11 @@ class Follower:
         conn.execute(waitlist.update().where(waitlist.c.referral_id == referral_id,
                                              waitlist.c.status == "waiting")
                      .values(status="left"))
+
+
+def _context(row: AppointmentRow) -> str:
+    """The reply context of the messages about one appointment (confirmations, reminders)."""
+    return f"scheduling:appointment:{row.id}"
 
 
 def _appointment_of(conn: Connection, event: Event) -> tuple[str, dict[str, Any]] | None:

@@ -240,6 +240,9 @@ class EdgeConnection(asyncio.Protocol):
         """Ask the route serving the path; sets the body limit. An Answer: decided now."""
         route = self.server.route_for(head.path)
         pending.limit = self.limits.max_body_bytes
+        if head.version not in ("1.0", "1.1"):  # HTTP/2 and 3 never come as this text
+            return outcome(505, "not-supported", f"HTTP/{head.version[:8]} is not served; "
+                           "send HTTP/1.1")
         if route is None:
             return None
         try:

@@ -45,11 +45,12 @@ def world(sqlite_url: str, tmp_path: Path):
     app_url = f"http://localhost:{server.server_port}"
     twilio.rules.inbound_url = f"{app_url}/outreach/twilio/sms"
     base = outreach_settings(sqlite_url, tmp_path, app_url, twilio, mail)
-    settings = Settings(var_dir=base.var_dir, database_url=sqlite_url, sections={
-        **base.sections, "smart": {"tenants": [{
-            "name": "general", "iss": [ehr.fhir], "client_id": "refloop-test",
-            "ehr_origins": [ehr.base], "scopes": SCOPES, "private_key_file": str(key_file),
-            "kid": "refloop-1"}]}})
+    smart = {"tenants": [{
+        "name": "general", "iss": [ehr.fhir], "client_id": "refloop-test",
+        "ehr_origins": [ehr.base], "scopes": SCOPES, "private_key_file": str(key_file),
+        "kid": "refloop-1"}]}
+    settings = Settings(var_dir=base.var_dir, database_url=sqlite_url, public_base_url=app_url,
+                        sections={**base.sections, "smart": smart})
     services = build_services(settings)
     late.app = create_app(services)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -24,6 +24,8 @@ PUBLIC = {
     "docs_index": "the project's documentation (no data)",
     "docs_page": "the project's documentation (no data)",
     "favicon": "the site's icon, which browsers ask for before anyone signs in",
+    "loop_pages.close": "signing out of a specialist's upload link: it ends the caller's own"
+                        " session, if any, and shows only 'Signed out'",
 }
 
 

@@ -155,6 +155,22 @@ def test_reschedule_books_the_new_slot_and_frees_the_old_one(world: World) -> No
     assert statuses == {"cancelled"}
 
 
+def test_confirmations_not_yet_sent_expire_when_the_time_changes_again(world: World) -> None:
+    """Only the confirmation of the time the patient holds may still go out: one held back
+    (quiet hours, the daily cap) for a replaced time expires, so outreach skips it."""
+    referral = world.referral()
+    rows = [world.scheduling.booker.book(referral.id, k, PATIENT).booked
+            for k in world.calendar.slots[:3]]
+    assert all(rows)
+    sent = messages(world.services.work, world.services)
+    assert [m["purpose"] for m in sent] == [
+        "booking-confirmation", "reschedule-confirmation", "reschedule-confirmation"]
+    expired = [datetime.fromisoformat(m["expires_at"]) <= datetime.now(UTC)
+               if "expires_at" in m else False for m in sent]
+    assert expired == [True, True, False]
+    assert sent[2]["reply_context"] == f"scheduling:appointment:{rows[2].id}"
+
+
 def test_cancel_from_the_link_goes_back_to_scheduling(world: World) -> None:
     referral = world.referral()
     sign_in(world, referral.id)

@@ -262,3 +262,14 @@ def test_transfer_and_content_codings_we_do_not_decode_are_refused(
                                                 b"identity\r\n\r\n")
     assert parse_answer(raw_request(edge.port, identity + body))[0] == 200
     assert parse_answer(raw_request(edge.port, put_head(hook, chunked=True) + chunks))[0] == 200
+
+
+def test_a_request_line_with_another_http_version_is_505(edge: RunningEdge,
+                                                         edge_services: Services) -> None:
+    hook = open_hook(edge_services)
+    body = json.dumps(SR).encode()
+    two = put_head(hook, len(body)).replace(b"HTTP/1.1", b"HTTP/2.0", 1)
+    status, _, outcome = parse_answer(raw_request(edge.port, two + body))
+    assert status == 505 and outcome["issue"][0]["code"] == "not-supported"
+    assert edge_services.inbox.counts() == {}
+    assert parse_answer(raw_request(edge.port, put_head(hook, len(body)) + body))[0] == 200
