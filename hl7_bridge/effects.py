@@ -16,7 +16,16 @@ from hl7_bridge.lookups import BatchLookups
 from hl7_bridge.maps import Mapped, to_mapped
 from hl7_bridge.message import Message, Segment
 from referrals.lifecycle import allowed_actions
-from referrals.model import Actor, Command, Link, Reason, Referral, Stage, new_referral_id
+from referrals.model import (
+    LINK_CONSULT_NOTE,
+    Actor,
+    Command,
+    Link,
+    Reason,
+    Referral,
+    Stage,
+    new_referral_id,
+)
 
 PROCESSED, PARKED, IGNORED, QUARANTINED = "processed", "parked", "ignored", "quarantined"
 
@@ -351,7 +360,7 @@ class Effects:
         self.put(document)
         if referral is None or referral.terminal:
             return Outcome(PROCESSED, "document stored")
-        link = Link("DocumentReference", f"DocumentReference/{document['id']}", "consult note")
+        link = Link(LINK_CONSULT_NOTE, f"DocumentReference/{document['id']}", "consult note")
         closing = document["status"] == "current" and \
             "close-loop" in allowed_actions(referral.stage)
         self.act(referral, "close-loop" if closing else "link",

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from loop.fhir import CONSULT_NOTE, instant
 from loop.tables import files
 from referrals.errors import InboundError
-from referrals.model import Link, Referral
+from referrals.model import LINK_CONSULT_NOTE, Link, Referral
 from referrals.store.schema import resources
 
 LOCAL = "local"
@@ -70,12 +70,17 @@ def first_attachment(conn: Connection, document: dict[str, Any]) -> tuple[str, b
     raise InboundError("the consult note has no content we hold")
 
 
+def megabytes(size: int) -> str:
+    """A size limit as people read it: 10, 2.5, 0.1 (never 0 for a limit below a megabyte)."""
+    return f"{size / (1024 * 1024):.1f}".removesuffix(".0")
+
+
 def check_pdf(content: bytes, limit: int) -> None:
     """Refuse what is not a PDF, or too large, with a message for the person uploading."""
     if not content:
         raise InboundError("Choose a PDF file to upload.")
     if len(content) > limit:
-        raise InboundError(f"The file is larger than {limit // (1024 * 1024)} MB. Upload a "
+        raise InboundError(f"The file is larger than {megabytes(limit)} MB. Upload a "
                            "smaller PDF.", status=413)
     if not content.startswith(PDF_MAGIC):
         raise InboundError("That file is not a PDF. Save the consult note as PDF and upload "
@@ -110,4 +115,4 @@ def keep_upload(conn: Connection, referral: Referral, content: bytes, filename: 
 
 
 def as_link(document: dict[str, Any]) -> Link:
-    return Link("DocumentReference", f"DocumentReference/{document['id']}", "consult note")
+    return Link(LINK_CONSULT_NOTE, f"DocumentReference/{document['id']}", "consult note")

@@ -20,7 +20,7 @@ from loop.context import LOOP, Core
 from loop.fhir import REFERRAL_SYSTEM, source_base
 from referrals.errors import IllegalTransition, PeerError, RefloopError
 from referrals.lifecycle import allowed_actions
-from referrals.model import Command, Link, Referral
+from referrals.model import LINK_CONSULT_NOTE, Command, Link, Referral
 from referrals.store.work import WorkItem
 
 log = logging.getLogger("refloop.loop.notes")
@@ -48,7 +48,7 @@ class Notes:
         referral = self.referral_of(server, document)
         if referral is None:
             return "no referral of ours"
-        link = Link("DocumentReference", f"DocumentReference/{document['id']}", "consult note")
+        link = Link(LINK_CONSULT_NOTE, f"DocumentReference/{document['id']}", "consult note")
         if any(o.reference == link.reference for o in referral.outputs):
             return "known"
         allowed = allowed_actions(referral.stage)

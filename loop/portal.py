@@ -87,7 +87,7 @@ class Portal:
         try:
             documents.check_pdf(content, self.config.max_upload_bytes)
         except InboundError as exc:
-            if content and self.core.quarantine is not None:  # kept, as all refused input
+            if self.core.quarantine is not None:  # kept, as all refused input (even empty)
                 self.core.quarantine.put(
                     origin="http", kind="loop.upload", original=content[
                         :self.config.max_upload_bytes],

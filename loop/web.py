@@ -22,6 +22,7 @@ from typing import Any
 from flask import Blueprint, Response, redirect, render_template, request
 from werkzeug.wrappers import Response as WResponse
 
+from loop import documents
 from loop.links import LOCKED, NOTE, UPLOAD, VALID, Link, same
 from loop.portal import Portal, PortalError
 
@@ -91,7 +92,7 @@ def loop_blueprint(portal: Portal) -> Blueprint:
             assert answer is not None
             return answer
         return page("upload.html", token=token, visit=portal.visit_facts(link), error="",
-                    limit_mb=portal.config.max_upload_bytes // (1024 * 1024))
+                    limit_mb=documents.megabytes(portal.config.max_upload_bytes))
 
     @bp.post("/u/<token>")
     def upload(token: str) -> Response:
@@ -106,7 +107,7 @@ def loop_blueprint(portal: Portal) -> Blueprint:
         except PortalError as exc:
             return page("upload.html", exc.status, token=token,
                         visit=portal.visit_facts(link), error=str(exc),
-                        limit_mb=portal.config.max_upload_bytes // (1024 * 1024))
+                        limit_mb=documents.megabytes(portal.config.max_upload_bytes))
         return page("uploaded.html", visit=portal.visit_facts(link), done=done)
 
     # -- the referrer's note ----------------------------------------------------------------

@@ -1,5 +1,9 @@
-"""Unsubscribe tokens: opaque, signed (HMAC-SHA256 with the outreach secret), carrying which
-patient and address the one-click link unsubscribes; nothing else is needed to honour it."""
+"""Unsubscribe tokens: opaque and authenticated (AES-256-GCM under a key derived from the
+outreach secret), carrying which patient and address the one-click link unsubscribes; nothing
+else is needed to honour it, and nothing in the URL tells who the patient is.
+
+Links mailed before tokens were encrypted (`<base64 JSON>.<HMAC>`, readable) are still honoured.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,11 @@ import hmac
 import json
 import os
 from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+_KEY_LABEL = b"refloop outreach unsubscribe token"
 
 
 def load_secret(path: Path) -> bytes:
@@ -24,13 +33,31 @@ def load_secret(path: Path) -> bytes:
 
 
 def make(secret: bytes, patient: str, address: str, channel: str = "email") -> str:
-    body = base64.urlsafe_b64encode(json.dumps([patient, address, channel]).encode()).rstrip(b"=")
-    mac = base64.urlsafe_b64encode(hmac.new(secret, body, hashlib.sha256).digest()[:18])
-    return (body + b"." + mac).decode()
+    nonce = os.urandom(12)
+    sealed = AESGCM(_key(secret)).encrypt(nonce, json.dumps([patient, address, channel])
+                                          .encode(), None)
+    return base64.urlsafe_b64encode(nonce + sealed).rstrip(b"=").decode()
 
 
 def read(secret: bytes, token: str) -> tuple[str, str, str] | None:
     """(patient, address, channel), or None for a forged or damaged token."""
+    if "." in token:
+        return _read_signed(secret, token)
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        plain = AESGCM(_key(secret)).decrypt(raw[:12], raw[12:], None)
+        patient, address, channel = json.loads(plain)
+    except (InvalidTag, ValueError, TypeError):
+        return None
+    return str(patient), str(address), str(channel)
+
+
+def _key(secret: bytes) -> bytes:
+    return hmac.new(secret, _KEY_LABEL, hashlib.sha256).digest()
+
+
+def _read_signed(secret: bytes, token: str) -> tuple[str, str, str] | None:
+    """A token of the earlier, signed-only shape (links already in patients' mailboxes)."""
     body, _, mac = token.encode().partition(b".")
     expected = base64.urlsafe_b64encode(hmac.new(secret, body, hashlib.sha256).digest()[:18])
     if not mac or not hmac.compare_digest(mac, expected):

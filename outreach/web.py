@@ -4,7 +4,8 @@ presses, and the email one-click unsubscribe.
 Every Twilio request is checked with the library's validator over the public URL Twilio called
 (`public_base_url`, never the Host header); a request without a valid signature gets 403 and is
 stored nowhere. A valid one is stored in the inbox (with its processing work item) before the
-2xx. The unsubscribe link carries an HMAC-signed token instead (RFC 8058: no cookie, no login).
+2xx. The unsubscribe link carries an opaque, authenticated token instead (RFC 8058: no cookie,
+no login).
 """
 
 from __future__ import annotations

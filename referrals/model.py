@@ -43,6 +43,20 @@ class Reason:
     text: str = ""
 
 
+#: Link types: the FHIR resource name of what is linked. Every writer uses these; a reader asks
+#: `Link.is_a`, which also accepts the older words stored Tasks may hold.
+LINK_APPOINTMENT = "Appointment"
+#: a consult note (or any report of the visit) linked as an output
+LINK_CONSULT_NOTE = "DocumentReference"
+#: older link types -> the type they mean ('consult-note' before the notes had one name)
+_OLD_TYPES = {"consult-note": LINK_CONSULT_NOTE.casefold()}
+
+
+def _link_type(kind: str) -> str:
+    folded = kind.casefold()
+    return _OLD_TYPES.get(folded, folded)
+
+
 @dataclass(frozen=True)
 class Link:
     """A typed reference kept on the Task as input or output (Appointment, DocumentReference...)."""
@@ -52,10 +66,10 @@ class Link:
     display: str = ""
 
     def is_a(self, kind: str) -> bool:
-        """Whether the link is of type `kind`, in any case: the adapters write FHIR resource
-        names ('Appointment'), older code and stored Tasks the lower-case word ('appointment');
-        both mean the same link."""
-        return self.type.casefold() == kind.casefold()
+        """Whether the link is of type `kind`: in any case ('Appointment', as written now, or
+        'appointment', as older code and stored Tasks have it), and an older word for the same
+        type ('consult-note' is a LINK_CONSULT_NOTE)."""
+        return _link_type(self.type) == _link_type(kind)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,15 @@ from typing import Any
 import click
 
 from referrals.errors import IllegalTransition
-from referrals.model import Actor, Command, Link, Reason, Referral, new_referral_id
+from referrals.model import (
+    LINK_CONSULT_NOTE,
+    Actor,
+    Command,
+    Link,
+    Reason,
+    Referral,
+    new_referral_id,
+)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "demo" / "referrals.json"
 #: one referral a legacy EHR sends as HL7 v2 (REF^I12 with its insurance in IN1)
@@ -49,7 +57,7 @@ def load_referral(services: Any, item: dict[str, Any]) -> int:
         if action == "schedule":
             changes["add_outputs"] = [_link("appointment", f"Appointment/{item['key']}")]
         if action == "close-loop":
-            changes["add_outputs"] = [_link("consult-note", f"DocumentReference/{item['key']}")]
+            changes["add_outputs"] = [_link(LINK_CONSULT_NOTE, f"DocumentReference/{item['key']}")]
         try:
             referral = services.referrals.act(referral.id, Command(
                 action, actor=COORDINATOR, at=min(moment, datetime.now(UTC)),

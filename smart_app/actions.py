@@ -12,7 +12,16 @@ from typing import Any
 
 from referrals.errors import ConflictError, RefloopError
 from referrals.lifecycle import TABLE
-from referrals.model import Actor, Command, Link, Reason, Referral, Stage
+from referrals.model import (
+    LINK_APPOINTMENT,
+    LINK_CONSULT_NOTE,
+    Actor,
+    Command,
+    Link,
+    Reason,
+    Referral,
+    Stage,
+)
 from smart_app.runtime import SmartRuntime
 from smart_app.sessions import Session
 
@@ -150,7 +159,8 @@ def _schedule(rt: SmartRuntime, referral: Referral, actor: Actor, expected: int 
         "start": start.isoformat(), "basedOn": [{"reference": referral.service_request}],
         "participant": participants,
     }
-    link = Link("appointment", f"Appointment/{appointment['id']}", start.strftime("%Y-%m-%d %H:%M"))
+    link = Link(LINK_APPOINTMENT, f"Appointment/{appointment['id']}",
+                start.strftime("%Y-%m-%d %H:%M"))
     with rt.db.write() as c:
         rt.resources.put(appointment, server="local", conn=c)
         done = rt.referrals.act(referral.id, _cmd("schedule", actor,
@@ -179,7 +189,7 @@ def _note_link(rt: SmartRuntime, referral: Referral, form: Mapping[str, str], c:
     if reference:
         if not reference.startswith("DocumentReference/") or len(reference.split("/")) != 2:
             raise ActionError("the consult note reference must look like DocumentReference/123")
-        return Link("consult-note", reference)
+        return Link(LINK_CONSULT_NOTE, reference)
     if not text:
         raise ActionError("link a consult note (DocumentReference/...) or paste its text")
     document = {
@@ -192,7 +202,7 @@ def _note_link(rt: SmartRuntime, referral: Referral, form: Mapping[str, str], c:
                                     "data": base64.b64encode(text.encode()).decode()}}],
     }
     rt.resources.put(document, server="local", conn=c)
-    return Link("consult-note", f"DocumentReference/{document['id']}", "Consult note")
+    return Link(LINK_CONSULT_NOTE, f"DocumentReference/{document['id']}", "Consult note")
 
 
 def _link_note(rt: SmartRuntime, referral: Referral, actor: Actor, expected: int | None,
@@ -206,7 +216,7 @@ def _link_note(rt: SmartRuntime, referral: Referral, actor: Actor, expected: int
 
 def _close_loop(rt: SmartRuntime, referral: Referral, actor: Actor, expected: int | None,
                 form: Mapping[str, str]) -> tuple[Referral, str]:
-    has_note = any(link.type == "consult-note" for link in referral.outputs)
+    has_note = any(link.is_a(LINK_CONSULT_NOTE) for link in referral.outputs)
     with rt.db.write() as c:
         changes: dict[str, Any] = {}
         if form.get("note_reference", "").strip() or form.get("note_text", "").strip() \

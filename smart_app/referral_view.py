@@ -9,7 +9,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from referrals.model import Event, Link, Referral, source_server
+from referrals.model import (
+    LINK_APPOINTMENT,
+    LINK_CONSULT_NOTE,
+    Event,
+    Link,
+    Referral,
+    source_server,
+)
 from referrals.store.schema import resources
 from smart_app.patient_label import display_name
 from smart_app.reads import OriginReader, Read
@@ -83,9 +90,9 @@ def load_page(rt: SmartRuntime, referral_id: str, session: Session) -> ReferralP
         unreadable=[r for r in wanted if not r.ok],
         auth_tasks=_auth_tasks(rt, referral.id),
         appointments=[(link, _output(rt, reader, link.reference))
-                      for link in referral.outputs if link.is_a("appointment")],
+                      for link in referral.outputs if link.is_a(LINK_APPOINTMENT)],
         notes=[(link, _output(rt, reader, link.reference))
-               for link in referral.outputs if link.type == "consult-note"],
+               for link in referral.outputs if link.is_a(LINK_CONSULT_NOTE)],
         details=rt.details(referral.id),
     )
 

@@ -108,6 +108,11 @@ def test_upload_link_closes_the_loop_and_the_practice_reads_the_note(mailed: Mai
     assert refused.status_code == 415 and "not a PDF" in refused.text
     [kept] = [q for q in w.services.quarantine.list() if q.kind == "loop.upload"]
     assert referral.id in kept.reason and "not a PDF" in kept.reason
+    empty = requests.post(link, files={"note": ("note.pdf", b"", "application/pdf")}, timeout=10)
+    assert empty.status_code == 400 and "Choose a PDF" in empty.text
+    kept_empty = [q for q in w.services.quarantine.list() if q.kind == "loop.upload"
+                  and "Choose a PDF" in q.reason]
+    assert len(kept_empty) == 1 and referral.id in kept_empty[0].reason
     done = requests.post(link, files={"note": ("Cardio note.pdf", PDF, "application/pdf")},
                          timeout=10)
     assert done.status_code == 200 and "Consult note received" in done.text

@@ -123,7 +123,7 @@ def test_full_path_with_outreach_appointment_no_show_and_closed_loop(harness: Ha
     act({"action": "schedule", "start": "2030-03-04T09:30", "location": "Clinic B"})
     current = harness.services.store.get(referral.id)
     assert current.stage == Stage.SCHEDULED
-    appointment = next(link for link in current.outputs if link.type == "appointment")
+    appointment = next(link for link in current.outputs if link.is_a("Appointment"))
     stored = harness.services.resources.try_get("Appointment",
                                                 appointment.reference.split("/")[1])
     assert stored["start"].startswith("2030-03-04T09:30")
@@ -134,7 +134,7 @@ def test_full_path_with_outreach_appointment_no_show_and_closed_loop(harness: Ha
     text = act({"action": "close-loop", "note_text": "Seen; echo normal."})
     current = harness.services.store.get(referral.id)
     assert current.stage == Stage.LOOP_CLOSED
-    note = next(link for link in current.outputs if link.type == "consult-note")
+    note = next(link for link in current.outputs if link.is_a("DocumentReference"))
     assert harness.services.resources.try_get("DocumentReference", note.reference.split("/")[1])
     assert "finished; no actions remain" in text
     actions = [e.action for e in harness.services.store.events(referral.id)]
