@@ -134,11 +134,11 @@ class PartnerMessages:
                          datetime.now(UTC).strftime("%Y%m%d")])
 
     def _txa(self, referral: Referral, document: dict[str, Any]) -> str:
-        code = escape(str(document.get("type_code") or "11488-4"), DEFAULT)
-        display = escape(str(document.get("type_display") or "Consult note"), DEFAULT)
+        """TXA-2 is a bare HL7 table 0270 code in v2.5.1 (IS): CN, a consultation; the
+        document's LOINC type goes in OBX-3."""
         when = _v2_time(str(document.get("date") or "")) or _stamp(datetime.now(UTC))
         unique = escape(str(document.get("id") or referral.id)[:120], DEFAULT)
-        fields = ["TXA", "1", f"{code}^{display}^LN", "AP", when, "", "", "", "", "", "",
+        fields = ["TXA", "1", "CN", "AP", when, "", "", "", "", "", "",
                   "", unique, "", self._own_key(referral), "", "", "AU"]
         return "|".join(fields)
 
@@ -182,7 +182,8 @@ def _obx(document: dict[str, Any], text: str) -> list[str]:
     except binascii.Error as exc:
         raise InboundError("hl7.partner-message: document.data_b64 is not base64",
                            expression="document.data_b64") from exc
-    code = "11488-4^Consult note^LN"
+    code = (f"{escape(str(document.get('type_code') or '11488-4'), DEFAULT)}^"
+            f"{escape(str(document.get('type_display') or 'Consult note'), DEFAULT)}^LN")
     if content_type.startswith("text/"):
         lines = raw.decode("utf-8", "replace").splitlines() or [text]
         return [f"OBX|{n}|TX|{code}||{escape(line, DEFAULT)}||||||F"

@@ -17,9 +17,12 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
+import sqlalchemy as sa
 from flask import Blueprint, Response, abort, render_template, request
 
+from referrals.store.schema import resources
 from smart_app import audit
+from smart_app.patient_label import display_name
 from smart_app.runtime import SmartRuntime
 from smart_app.sessions import Session
 
@@ -32,8 +35,35 @@ def outcomes_page(rt: SmartRuntime, session: Session) -> Response:
         data = rt.analytics.view(args)
     except ValueError as exc:
         data = rt.analytics.view({})
-        return _render(session, "smart/outcomes.html", d=data, error=str(exc), status=400)
-    return _render(session, "smart/outcomes.html", d=data, error="")
+        return _render(session, "smart/outcomes.html", d=data, error=str(exc), status=400,
+                       names=_referrer_names(rt, data))
+    return _render(session, "smart/outcomes.html", d=data, error="",
+                   names=_referrer_names(rt, data))
+
+
+def _referrer_names(rt: SmartRuntime, data: dict[str, Any]) -> dict[str, str]:
+    """A name for each referrer in the breakdown, from its stored Practitioner or
+    PractitionerRole; a reference with no stored copy, or copies on several servers that name
+    different people, is left out (the page shows the reference)."""
+    breakdown = data.get("breakdown") or {}
+    if breakdown.get("dim") != "referrer":
+        return {}
+    wanted: dict[str, set[str]] = {}
+    for row in breakdown.get("rows") or []:
+        rtype, _, rid = str(row.get("value") or "").partition("/")
+        if rtype in ("Practitioner", "PractitionerRole") and rid:
+            wanted.setdefault(rtype, set()).add(rid)
+    found: dict[str, set[str]] = {}
+    with rt.db.read() as conn:
+        for rtype, ids in wanted.items():
+            for rid, body in conn.execute(
+                    sa.select(resources.c.resource_id, resources.c.body).where(
+                        resources.c.resource_type == rtype, resources.c.resource_id.in_(ids),
+                        resources.c.deleted.is_(False))):
+                name = display_name(body)
+                if name:
+                    found.setdefault(f"{rtype}/{rid}", set()).add(name)
+    return {ref: names.pop() for ref, names in found.items() if len(names) == 1}
 
 
 def analytics_routes(bp: Blueprint, rt: SmartRuntime,

@@ -37,6 +37,12 @@ def test_the_dashboard_shows_the_cohort_and_opens_the_referrals_behind(harness: 
     ids = {h.referral.id: replay(harness.services.referrals, h) for h in october()}
     browser = harness.browser()
     page = harness.launch(browser)
+    # no Practitioner stored yet: the referrer shows as its reference
+    unnamed = browser.get(f"{page.url}dashboard", params=OCTOBER).text
+    assert 'data-label="Referrer">Practitioner/gp-1</th>' in unnamed
+    harness.services.resources.put({"resourceType": "Practitioner", "id": "gp-1",
+                                    "name": [{"given": ["Grace"], "family": "Okafor"}]},
+                                   server="https://ehr.example.org/fhir")
     dash = browser.get(f"{page.url}dashboard", params=OCTOBER)
     assert dash.status_code == 200
     text = dash.text
@@ -45,6 +51,8 @@ def test_the_dashboard_shows_the_cohort_and_opens_the_referrals_behind(harness: 
     assert "2 of 5 appointments" in text and "1 withdrawn by the referrer" in text
     assert "detected: 6 (100%)" in text and "report received: 2 (33%)" in text
     assert "2026-10" in text and "60% (3/5) · loop 40% · 2 open" in text  # c, d: no note yet
+    # the referrer by name, the reference in its tooltip
+    assert '<span title="Practitioner/gp-1">Grace Okafor</span>' in text
     assert ">not-covered<" in text and ">unreachable<" in text  # where they fell out
     visited = browser.get(f"{page.url}dashboard/referrals?{links(text)['Completion']}")
     assert visited.status_code == 200 and "Visit completed" in visited.text

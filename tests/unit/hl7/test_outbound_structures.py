@@ -17,6 +17,7 @@ from hl7_bridge.ack import AckError, build_ack
 from hl7_bridge.config import load_config
 from hl7_bridge.header import parse_header
 from hl7_bridge.outbound import Outbound
+from hl7_bridge.partner_messages import PartnerMessages
 from hl7_bridge.srm import build_srm
 from referrals.model import Referral, Stage
 
@@ -95,3 +96,25 @@ def test_srm_to_a_scheduling_system() -> None:
                "birth_date": "1980-02-03",
                "preferences": {"days": ["mon"], "times": ["morning"], "earliest": "2026-01-02"}}
     assert problems(build_srm(payload, "C-1", load_config({})).decode()) == ""
+
+
+DOCUMENT_PDF = {"id": "DocumentReference/dr-1", "content_type": "application/pdf",
+                "data_b64": "JVBERi0xLjQK", "date": "2026-01-06T10:00:00Z"}
+DOCUMENT_TEXT = {"id": "dr-2", "content_type": "text/plain",
+                 "data_b64": "Q29uc3VsdCBub3RlCkFsbCB3ZWxsLg=="}
+
+
+@pytest.mark.parametrize("payload", [
+    {"message": "REF^I15", "text": "Where is the consult note?"},
+    {"message": "RRI^I12", "status": "A", "text": "Seen in clinic"},
+    {"message": "RRI^I12", "status": "R"},
+    {"message": "MDM^T02", "document": DOCUMENT_PDF},
+    {"message": "MDM^T02", "document": DOCUMENT_TEXT},
+], ids=["REF^I15", "RRI^I12-accepted", "RRI^I12-rejected", "MDM^T02-pdf", "MDM^T02-text"])
+def test_partner_messages(payload: dict[str, Any]) -> None:
+    """The closed loop's messages to a named partner (a referring practice, a scheduler)."""
+    builder = PartnerMessages(Services(), load_config({}))
+    message = builder.build(REFERRAL, {"referral_id": REFERRAL.id, **payload}, "GP^PRACTICE",
+                            "RFP-1")
+    assert message.decode().split("\r")[0].split("|")[8].startswith(payload["message"])
+    assert problems(message.decode()) == ""
