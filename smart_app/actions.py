@@ -110,6 +110,18 @@ def _simple(action: str, message: str, needs_reason: bool = False) -> Any:
     return run
 
 
+def _no_show(rt: SmartRuntime, referral: Referral, actor: Actor, expected: int | None,
+             form: Mapping[str, str]) -> tuple[Referral, str]:
+    """Name the appointment missed (the latest linked), as the calendar and v2 paths do, so
+    the referrer hears which visit it was."""
+    current = [link for link in referral.outputs if link.is_a(LINK_APPOINTMENT)][-1:]
+    changes = {"add_outputs": current} if current else {}
+    reason = _reason(form, required=False)
+    done = rt.referrals.act(referral.id, _cmd("no-show", actor, reason=reason, changes=changes),
+                            expected_version=expected)
+    return done, "No-show recorded."
+
+
 def _take(rt: SmartRuntime, referral: Referral, actor: Actor, expected: int | None,
           form: Mapping[str, str]) -> tuple[Referral, str]:
     done = rt.referrals.act(referral.id, _cmd("assign", actor, changes={"owner": actor.reference}),
@@ -234,7 +246,7 @@ _RUNNERS: dict[str, Any] = {
     "hold": _simple("hold", "Referral put on hold.", needs_reason=True),
     "resume": _simple("resume", "Referral resumed."),
     "record-outreach": _outreach, "schedule": _schedule,
-    "no-show": _simple("no-show", "No-show recorded."),
+    "no-show": _no_show,
     "complete-visit": _simple("complete-visit", "Visit completed: the consult note is owed "
                               "from now on."),
     "request-authorization": _authorization,

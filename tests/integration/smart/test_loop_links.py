@@ -1,5 +1,6 @@
 """The closed loop as the referral page shows it: a consult note the loop received appears under
-"Appointment and consult note" (the loop adapter wired as in production, a real database)."""
+"Appointment and consult note", and a no-show marked in the app tells the referring provider
+which appointment was missed (the loop adapter wired as in production, a real database)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from joserfc.jwk import RSAKey
 from smart_harness import CLIENT_ID, SCOPES, Harness, Served, smart_settings
 from strict_ehr import StrictEhr
 
 from loop.fhir import REFERRAL_SYSTEM
+from loop.tables import updates
 from referrals.model import Actor, Command, Referral, new_referral_id
 from refloop.app import create_app
 from refloop.services import build_services
@@ -72,3 +75,29 @@ def test_a_note_the_loop_received_shows_on_the_referral_page(looped: Harness):
     section = _section(browser.get(f"{page.url}referrals/{referral.id}").text)
     assert "Consult note DocumentReference/note-1" in section
     assert "None yet." not in section
+
+
+def test_a_no_show_marked_in_the_app_tells_the_referrer_the_appointment_date(looped: Harness):
+    referral = _open(looped, "sr-miss", "accept")
+    browser = looped.browser()
+    page = looped.launch(browser)
+    url = f"{page.url}referrals/{referral.id}"
+
+    def act(form: dict[str, str]) -> None:
+        html = browser.get(url).text
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+        response = browser.post(f"{url}/act", data={"csrf_token": csrf, **form},
+                                headers={"Origin": looped.url})
+        assert response.status_code == 200, response.text
+
+    act({"action": "schedule", "start": "2030-03-04T09:30"})
+    act({"action": "no-show"})
+    with looped.services.db.read() as c:
+        told = dict(c.execute(sa.select(updates.c.milestone, updates.c.text).where(
+            updates.c.referral_id == referral.id)).all())
+    assert told["no-show"] == \
+        "The patient did not attend the appointment on Mon 4 Mar 2030, 09:30 (UTC)."
+    assert told["scheduled"] == "An appointment was booked for Mon 4 Mar 2030, 09:30 (UTC)."
+    # the appointment is linked once, whatever path named it again
+    current = looped.services.store.get(referral.id)
+    assert len([o for o in current.outputs if o.is_a("Appointment")]) == 1
