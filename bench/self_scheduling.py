@@ -12,7 +12,7 @@
    appointments in batches, plan each ladder, write the steps), against a bare executemany
    insert of the same number of reminder rows, same database, same run.
 
-    .venv/bin/python bench/scheduling.py [--slots 50000] [--appointments 100000]
+    .venv/bin/python bench/self_scheduling.py [--slots 50000] [--appointments 100000]
         [--rounds 60] [--database sqlite|postgresql]
 
 PostgreSQL comes from REFLOOP_TEST_POSTGRES_URL (a scratch database is created and dropped).
