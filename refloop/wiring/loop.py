@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from loop.adapter import LoopAdapter
     from referrals.worker import Handler
-    from refloop.services import Services
+    from refloop.core_services import Services
 
 NAME = "loop"
 
