@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from axe import serious_violations
 from calendar_data import Sekmet, start_sekmet
 from loop_world import PDF, Ehr, World, close_world, make_world
+from waits import click_and_wait
 
 from outreach.sandbox import MailCapture
 from referrals.model import Stage
@@ -81,12 +82,8 @@ def check(chrome: Any, seen: list[str]) -> None:
 
 def submit(chrome: Any) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    button = chrome.find_element(By.CSS_SELECTOR, "form button[type=submit]")
-    button.click()
-    WebDriverWait(chrome, 15).until(expected_conditions.staleness_of(button))
+    click_and_wait(chrome, chrome.find_element(By.CSS_SELECTOR, "form button[type=submit]"), 15)
 
 
 def test_the_office_uploads_and_the_practice_reads_the_note(

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from axe import serious_violations
 from calendar_data import destination, make_calendar, put, start_sekmet
 from sched_world import messages, open_referral
+from waits import click_and_wait
 
 from referrals.model import Command, Referral, Stage, new_referral_id
 from refloop.app import create_app
@@ -164,13 +165,7 @@ def fill_date(chrome: Any, day: str, month: str, year: str) -> None:
 
 def submit_and_wait(chrome: Any, button: Any) -> None:
     """Click and wait until the next page replaced this one."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    page = chrome.find_element(By.TAG_NAME, "html")
-    button.click()
-    WebDriverWait(chrome, 20).until(ec.staleness_of(page))
+    click_and_wait(chrome, button)
 
 
 SHOTS = Path(__file__).resolve().parents[2] / "var" / "browser"
