@@ -188,5 +188,5 @@ def _date_of_birth(form: Any) -> date | None:
     try:
         return date(int(form.get("year", "")), int(form.get("month", "")),
                     int(form.get("day", "")))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # a 12-digit year: not a date
         return None

@@ -22,7 +22,8 @@ _PARAM = re.compile(r"((?:^|[?&;\s\"'])(?:access_token|id_token|refresh_token|to
 #: a password inside a URL (postgresql://user:secret@host/db)
 _URL_PASSWORD = re.compile(r"(\w+://[^/\s:@]+:)[^/\s@]+(@)")
 #: a patient link's token in a path (/p/<256-bit token>); the pages' own names are short words
-_PATIENT_LINK = re.compile(r"(/p/)[A-Za-z0-9_-]{32,}")
+#: tokens in link paths: the patient booking link and the specialist/referrer loop links
+_PATIENT_LINK = re.compile(r"(/p/|/loop/[nu]/)[A-Za-z0-9_-]{32,}")
 
 
 class JsonFormatter(logging.Formatter):

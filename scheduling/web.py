@@ -364,7 +364,7 @@ def _date_of_birth(form: Any) -> date | None:
         if year < 1880:
             return None
         return date(year, month, day)
-    except ValueError:
+    except (ValueError, OverflowError):  # a 12-digit year: not a date
         return None
 
 

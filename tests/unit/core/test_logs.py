@@ -91,3 +91,9 @@ def test_patient_link_tokens_are_masked_in_paths_and_request_lines() -> None:
                              ("127.0.0.1", f"GET /p/{token} HTTP/1.1", "200"), None)
     assert RedactRequestLines().filter(line)
     assert line.getMessage() == '127.0.0.1 - - "GET /p/[redacted] HTTP/1.1" 200'
+
+
+def test_loop_link_tokens_are_masked_like_patient_links() -> None:
+    token = "A" * 43
+    assert redact_text(f"POST /loop/n/{token}?") == "POST /loop/n/[redacted]?"
+    assert redact_text(f"GET /loop/u/{token} HTTP/1.1") == "GET /loop/u/[redacted] HTTP/1.1"
