@@ -27,12 +27,9 @@ from analytics.metrics import (
     Totals,
     cohort,
     cohort_start,
-    drop_key,
-    duration_hours,
-    spread,
     spread_of,
-    totals_of,
 )
+from analytics.summary import Point, point_of, summary
 from analytics.tables import COUNT_COLUMNS, analytics_cube, analytics_dropoff, analytics_facts
 from referrals.store.database import Database
 
@@ -200,35 +197,16 @@ def _from_facts(c: Connection, filters: Filters) -> Outcomes:
 
 def summarize(many: Iterable[Facts], filters: Filters) -> Outcomes:
     """The figures of a set of facts, with exact percentiles."""
-    groups: dict[str, tuple[Totals, dict[str, list[float]]]] = {}
-    overall = Totals()
-    values: dict[str, list[float]] = {name: [] for name in DURATIONS}
-    drops: dict[tuple[str, str, str], int] = {}
-    for facts in many:
-        start = cohort_start(facts.detected_at, filters.grain)
-        totals, own = groups.setdefault(start, (Totals(), {n: [] for n in DURATIONS}))
-        contribution = totals_of(facts)
-        totals.add(contribution)
-        overall.add(contribution)
-        for name in DURATIONS:
-            hours = duration_hours(facts, name)
-            if hours is not None:
-                own[name].append(hours)
-                values[name].append(hours)
-        key = drop_key(facts)
-        if key is not None:
-            drops[key] = drops.get(key, 0) + 1
+    return summarize_points([point_of(facts, filters.grain) for facts in many], filters)
+
+
+def summarize_points(points: Sequence[Point], filters: Filters) -> Outcomes:
+    found = summary(points)
     cohorts = [CohortFigures(cohort(_day(date.fromisoformat(start)), filters.grain), start,
-                             totals, {name: spread(v) for name, v in own.items()})
-               for start, (totals, own) in sorted(groups.items())]
-    histograms: dict[str, Histogram] = {}
-    for name, measured in values.items():
-        histograms[name] = Histogram()
-        for value in measured:
-            histograms[name].add_hours(value)
-    return Outcomes(filters, cohorts, overall, {n: spread(v) for n, v in values.items()},
-                    histograms, _ordered_drops((*k, n) for k, n in drops.items()),
-                    overall.open, 0, [], exact=True)
+                             totals, own) for start, totals, own in found.cohorts]
+    return Outcomes(filters, cohorts, found.totals, found.spreads, found.histograms,
+                    _ordered_drops((*k, n) for k, n in found.dropoff.items()),
+                    found.totals.open, 0, [], exact=True)
 
 
 def _breakdown_from_facts(c: Connection, filters: Filters) -> list[tuple[str, Totals]]:
