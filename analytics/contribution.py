@@ -7,6 +7,7 @@ Counts travel as plain lists in `COUNT_FIELDS` order (a rebuild adds millions of
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field, fields
 
 from analytics.facts import Facts
@@ -42,10 +43,7 @@ class CubeCell:
 
     def add(self, counts: list[int], histograms: dict[str, dict[int, int]],
             sign: int = 1) -> None:
-        mine = self.counts
-        for index, n in enumerate(counts):
-            if n:
-                mine[index] += sign * n
+        self.counts = list(map(operator.add if sign > 0 else operator.sub, self.counts, counts))
         for name, bins in histograms.items():
             target = self.histograms.setdefault(name, {})
             for index, n in bins.items():

@@ -234,12 +234,15 @@ def _with_states(db: Database, events: dict[str, list[Event]]
     return [(states[rid], found) for rid, found in events.items() if rid in states]
 
 
+_STAGES = {stage.value: stage for stage in Stage}
+
+
 def event_of(row: Any) -> Event:
     """An event as the facts need it (no Provenance, no source)."""
     at = row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC)
     return Event(referral_id=row.referral_id, seq=row.seq, action=row.action,
-                 from_stage=Stage(row.from_stage) if row.from_stage else None,
-                 to_stage=Stage(row.to_stage), actor=Actor(row.actor), at=at,
+                 from_stage=_STAGES[row.from_stage] if row.from_stage else None,
+                 to_stage=_STAGES[row.to_stage], actor=Actor(row.actor), at=at,
                  reason=Reason(row.reason_code) if row.reason_code else None,
                  data=row.data or {})
 
