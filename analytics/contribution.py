@@ -7,6 +7,7 @@ Counts travel as plain lists in `COUNT_FIELDS` order (a rebuild adds millions of
 
 from __future__ import annotations
 
+import json
 import operator
 from dataclasses import dataclass, field, fields
 
@@ -25,6 +26,10 @@ from analytics.tables import COUNT_COLUMNS
 
 #: the dimensions a cohort is broken down by ("all": the whole cohort)
 DIMENSIONS = ("specialty", "referrer", "destination", "payer", "priority")
+#: pairs of dimensions the cube also holds, by month only (a view with two filters, or one
+#: filter broken down by another dimension); the dim of such a cell is `pair_dim(a, b)`
+PAIRS = tuple((a, b) for i, a in enumerate(DIMENSIONS) for b in DIMENSIONS[i + 1:])
+PAIR_GRAIN = "m"
 #: cube grain code -> cohort grain
 GRAINS = {"w": "week", "m": "month"}
 COUNT_FIELDS = tuple(f.name for f in fields(Totals))
@@ -102,4 +107,39 @@ def cube_keys(facts: Facts) -> list[CubeKey]:
         period = cohort_start(facts.detected_at, name)
         keys.append((grain, "all", "", period))
         keys.extend((grain, dim, getattr(facts, dim), period) for dim in DIMENSIONS)
+        if grain == PAIR_GRAIN:
+            keys.extend((grain, pair_dim(a, b), pair_value(getattr(facts, a), getattr(facts, b)),
+                         period) for a, b in PAIRS)
     return keys
+
+
+def pair_dim(a: str, b: str) -> str:
+    """The cube's `dim` of the pair of dimensions `a` and `b` (in DIMENSIONS order)."""
+    return f"{a}+{b}"
+
+
+def pair_value(a: str, b: str) -> str:
+    """The cube's `value` of a pair cell: both values, JSON-encoded, so that a value's own
+    characters can never be taken for the separator."""
+    return json.dumps([a, b], ensure_ascii=False, separators=(",", ":"))
+
+
+def pair_prefix(a: str) -> str:
+    """What every pair value whose first value is `a` starts with."""
+    return json.dumps([a], ensure_ascii=False)[:-1] + ","
+
+
+def pair_suffix(b: str) -> str:
+    """What every pair value whose second value is `b` ends with."""
+    return "," + json.dumps([b], ensure_ascii=False)[1:]
+
+
+Filter = tuple[str, str]  # dimension, value
+
+
+def ordered_pair(where: tuple[Filter, ...]) -> tuple[Filter, Filter] | None:
+    """Two filters on two different dimensions, in DIMENSIONS order (None otherwise)."""
+    if len(where) != 2 or where[0][0] == where[1][0]:
+        return None
+    first, second = sorted(where, key=lambda item: DIMENSIONS.index(item[0]))
+    return first, second

@@ -8,6 +8,7 @@ the referrals it selects (exact percentiles). `Outcomes.exact` says which.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -17,7 +18,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from analytics import sqlfacts
-from analytics.contribution import DIMENSIONS
+from analytics.contribution import (
+    DIMENSIONS,
+    ordered_pair,
+    pair_dim,
+    pair_prefix,
+    pair_suffix,
+    pair_value,
+)
 from analytics.facts import Facts
 from analytics.metrics import (
     DURATIONS,
@@ -61,7 +69,20 @@ class Filters:
 
     @property
     def by_cube(self) -> bool:
-        return len(self.where) <= 1 and self.sources is None
+        return self.sources is None and self.cube_key() is not None
+
+    def cube_key(self) -> tuple[str, str] | None:
+        """The cube cells (dim, value) of this view's referrals: no filter, one, or two on
+        different dimensions by month; None: the cube does not hold them."""
+        if not self.where:
+            return "all", ""
+        if len(self.where) == 1:
+            return self.where[0]
+        pair = ordered_pair(self.where)
+        if pair is None or self.grain != "month":
+            return None
+        (a, first), (b, second) = pair
+        return pair_dim(a, b), pair_value(first, second)
 
 
 @dataclass
@@ -105,9 +126,6 @@ def outcomes(db: Database, filters: Filters, now: datetime | None = None) -> Out
 
 # -- the cube --------------------------------------------------------------------------------
 
-def _cube_key(filters: Filters) -> tuple[str, str]:
-    return filters.where[0] if filters.where else ("all", "")
-
 
 def _period_range(column: Any, filters: Filters) -> list[sa.ColumnElement[bool]]:
     clauses = []
@@ -120,7 +138,9 @@ def _period_range(column: Any, filters: Filters) -> list[sa.ColumnElement[bool]]
 
 def _from_cube(c: Connection, filters: Filters) -> Outcomes:
     grain = GRAIN_CODES[filters.grain]
-    dim, value = _cube_key(filters)
+    key = filters.cube_key()
+    assert key is not None
+    dim, value = key
     cube = analytics_cube.c
     rows = c.execute(sa.select(analytics_cube).where(
         cube.grain == grain, cube.dim == dim, cube.value == value,
@@ -153,22 +173,57 @@ def _from_cube(c: Connection, filters: Filters) -> Outcomes:
 
 
 def _cube_breakdown_fits(filters: Filters) -> bool:
-    """The cube holds one dimension at a time: it answers the breakdown when there is no filter,
-    or when the filter is on the breakdown's own dimension."""
-    return not filters.where or filters.where[0][0] == filters.breakdown
+    """The cube answers the breakdown when there is no filter, when the filters include the
+    breakdown's own dimension (one row: the view's value), or for one filter on another
+    dimension by month (from the cells of the pair)."""
+    if not filters.where or filters.breakdown in dict(filters.where):
+        return True
+    return len(filters.where) == 1 and filters.grain == "month"
 
 
 def _cube_breakdown(c: Connection, filters: Filters) -> list[tuple[str, Totals]]:
     cube = analytics_cube.c
-    clauses = [cube.grain == GRAIN_CODES[filters.grain], cube.dim == filters.breakdown,
-               *_period_range(cube.period, filters)]
-    if filters.where:
-        clauses.append(cube.value == filters.where[0][1])
+    chosen = dict(filters.where)
+    clauses, position = _breakdown_cells(filters)
     sums = [sa.func.sum(cube[name]).label(name) for name in COUNT_COLUMNS]
-    rows = c.execute(sa.select(cube.value, *sums).where(*clauses).group_by(cube.value)
-                     .order_by(sa.desc("referrals"), cube.value).limit(BREAKDOWN_ROWS)).all()
-    return [(row.value, Totals(**{name: int(getattr(row, name)) for name in COUNT_COLUMNS}))
-            for row in rows if row.referrals]
+    rows = c.execute(sa.select(cube.value, *sums).where(
+        cube.grain == GRAIN_CODES[filters.grain], *clauses,
+        *_period_range(cube.period, filters)).group_by(cube.value)).all()
+    found: list[tuple[str, Totals]] = []
+    for row in rows:
+        if row.referrals:
+            value = chosen[filters.breakdown] if filters.breakdown in chosen else \
+                row.value if position is None else json.loads(row.value)[position]
+            found.append((value, Totals(**{name: int(getattr(row, name))
+                                           for name in COUNT_COLUMNS})))
+    found.sort(key=lambda pair: (-pair[1].referrals, pair[0]))
+    return found[:BREAKDOWN_ROWS]
+
+
+def _breakdown_cells(filters: Filters) -> tuple[list[sa.ColumnElement[bool]], int | None]:
+    """The cube cells of a breakdown, and where in a pair's value the breakdown's value sits
+    (None: the cell's value is the breakdown's)."""
+    cube = analytics_cube.c
+    if filters.breakdown in dict(filters.where):
+        key = filters.cube_key()
+        assert key is not None
+        return [cube.dim == key[0], cube.value == key[1]], None
+    if filters.where:
+        return _pair_clauses(filters.where[0], filters.breakdown)
+    return [cube.dim == filters.breakdown], None
+
+
+def _pair_clauses(where: tuple[str, str], breakdown: str
+                  ) -> tuple[list[sa.ColumnElement[bool]], int]:
+    """The pair cells of one filter's value, each with one value of `breakdown`, and where the
+    breakdown's value sits in the pair (0 or 1)."""
+    cube = analytics_cube.c
+    dim, value = where
+    if DIMENSIONS.index(dim) < DIMENSIONS.index(breakdown):
+        return [cube.dim == pair_dim(dim, breakdown),
+                cube.value.startswith(pair_prefix(value), autoescape=True)], 1
+    return [cube.dim == pair_dim(breakdown, dim),
+            cube.value.endswith(pair_suffix(value), autoescape=True)], 0
 
 
 # -- the facts -------------------------------------------------------------------------------
