@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import operator
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 
 from analytics.facts import Facts
 from analytics.metrics import (
@@ -35,6 +36,11 @@ GRAINS = {"w": "week", "m": "month"}
 COUNT_FIELDS = tuple(f.name for f in fields(Totals))
 if COUNT_FIELDS != COUNT_COLUMNS:  # rows are written positionally
     raise ImportError("analytics.tables.COUNT_COLUMNS must list the Totals fields in order")
+
+#: a cube cell's open referrals by the day of their deadline (in `histograms`, by day_number):
+#: time alone makes a referral overdue, so the dashboard counts the days before today from the
+#: cube and only today's deadlines from the facts
+DEADLINES = "deadlines"
 
 CubeKey = tuple[str, str, str, str]  # grain, dim, value, period
 DropKey = tuple[str, str, str, str, str, str, str]  # + step, outcome, reason
@@ -91,14 +97,22 @@ class Contribution:
 
 
 def parts_of(facts: Facts) -> tuple[list[int], dict[str, dict[int, int]]]:
-    """One referral's counts (COUNT_FIELDS order) and its durations' histogram bins."""
+    """One referral's counts (COUNT_FIELDS order), its durations' histogram bins, and for an
+    open referral with a deadline the day of its deadline (`DEADLINES`)."""
     totals = totals_of(facts)
     histograms: dict[str, dict[int, int]] = {}
     for name in DURATIONS:
         hours = duration_hours(facts, name)
         if hours is not None:
             histograms[name] = {bin_of(hours): 1}
+    if facts.open and facts.deadline is not None:
+        histograms[DEADLINES] = {day_number(facts.deadline): 1}
     return [getattr(totals, name) for name in COUNT_FIELDS], histograms
+
+
+def day_number(moment: datetime) -> int:
+    """Days since 1970-01-01 of `moment`'s UTC day."""
+    return int(moment.timestamp() // 86400)
 
 
 def cube_keys(facts: Facts) -> list[CubeKey]:

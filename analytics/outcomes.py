@@ -19,7 +19,9 @@ from sqlalchemy.engine import Connection
 
 from analytics import sqlfacts
 from analytics.contribution import (
+    DEADLINES,
     DIMENSIONS,
+    day_number,
     ordered_pair,
     pair_dim,
     pair_prefix,
@@ -116,10 +118,14 @@ class Outcomes:
 def outcomes(db: Database, filters: Filters, now: datetime | None = None) -> Outcomes:
     now = now or datetime.now(UTC)
     with db.read() as c:
-        found = _from_cube(c, filters) if filters.by_cube else _from_facts(c, filters)
+        found = _from_cube(c, filters, now) if filters.by_cube else _from_facts(c, filters)
         if not (filters.by_cube and _cube_breakdown_fits(filters)):
             found.breakdown = _breakdown_from_facts(c, filters)
-        found.overdue = _overdue(c, filters, now)
+        if filters.by_cube:  # the cube counted the deadlines of days before today
+            today = datetime.combine(now.date(), time(0), tzinfo=UTC)
+            found.overdue += _overdue(c, filters, now, since=today)
+        else:
+            found.overdue = _overdue(c, filters, now)
     found.computed_at = now
     return found
 
@@ -136,7 +142,7 @@ def _period_range(column: Any, filters: Filters) -> list[sa.ColumnElement[bool]]
     return clauses
 
 
-def _from_cube(c: Connection, filters: Filters) -> Outcomes:
+def _from_cube(c: Connection, filters: Filters, now: datetime) -> Outcomes:
     grain = GRAIN_CODES[filters.grain]
     key = filters.cube_key()
     assert key is not None
@@ -147,12 +153,16 @@ def _from_cube(c: Connection, filters: Filters) -> Outcomes:
         *_period_range(cube.period, filters)).order_by(cube.period)).mappings().all()
     cohorts, overall = [], Totals()
     histograms: dict[str, Histogram] = {name: Histogram() for name in DURATIONS}
+    today, overdue = day_number(now), 0
     for row in rows:
         totals = Totals(**{name: int(row[name]) for name in COUNT_COLUMNS})
         if not totals.referrals:
             continue
         own: dict[str, Histogram] = {}
-        for name, bins in (row["histograms"] or {}).items():
+        stored = dict(row["histograms"] or {})
+        overdue += sum(int(n) for day, n in stored.pop(DEADLINES, {}).items()
+                       if int(day) < today)
+        for name, bins in stored.items():
             own[name] = Histogram({int(k): int(v) for k, v in bins.items()})
             histograms.setdefault(name, Histogram()).merge(own[name])
         overall.add(totals)
@@ -169,7 +179,7 @@ def _from_cube(c: Connection, filters: Filters) -> Outcomes:
     return Outcomes(filters, cohorts, overall,
                     {name: spread_of(h) for name, h in histograms.items()}, histograms,
                     _ordered_drops((s, o, r, int(n)) for s, o, r, n in drops if n),
-                    overall.open, 0, breakdown, exact=False)
+                    overall.open, overdue, breakdown, exact=False)
 
 
 def _cube_breakdown_fits(filters: Filters) -> bool:
@@ -273,9 +283,12 @@ def _breakdown_from_facts(c: Connection, filters: Filters) -> list[tuple[str, To
             for row in rows]
 
 
-def _overdue(c: Connection, filters: Filters, now: datetime) -> int:
+def _overdue(c: Connection, filters: Filters, now: datetime, since: datetime | None = None
+             ) -> int:
+    """Open referrals of the view past their deadline (`since`: with a deadline from then)."""
+    after = [] if since is None else [analytics_facts.c.deadline >= since]
     return int(c.execute(sa.select(sa.func.count()).select_from(analytics_facts).where(
-        sqlfacts.overdue(now), *facts_clauses(filters))).scalar_one())
+        sqlfacts.overdue(now), *after, *facts_clauses(filters))).scalar_one())
 
 
 # -- the referrals behind a number -------------------------------------------------------------

@@ -64,6 +64,24 @@ def test_the_cube_and_the_facts_give_the_same_figures(world: tuple[Services, lis
                     1.0 if measured.median < 48 else 24.0 if measured.median < 1440 else 120.0)
 
 
+def test_overdue_counts_the_days_before_today_from_the_cube_and_today_from_the_facts(
+        world: tuple[Services, list[Facts]]) -> None:
+    services, facts = world
+    deadlines = sorted(f.deadline for f in facts if f.open and f.deadline is not None)
+    assert len(deadlines) >= 3
+    for deadline in deadlines[:: max(1, len(deadlines) // 3)]:
+        # just before and just after a deadline, on its own day: the facts decide
+        for now in (deadline - timedelta(seconds=1), deadline + timedelta(seconds=1),
+                    deadline + timedelta(days=1)):
+            expected = sum(is_overdue(f, now) for f in facts)
+            for view in (Filters(), Filters(where=(("priority", "routine"),)),
+                         Filters(sources=("test",))):
+                assert outcomes(services.db, view, now).overdue == \
+                    sum(is_overdue(f, now) for f in facts
+                        if all(getattr(f, d) == v for d, v in view.where)), (view, now)
+            assert expected >= 1 or now < deadline
+
+
 def test_one_or_two_filters_read_the_cube_more_read_the_facts(
         world: tuple[Services, list[Facts]]) -> None:
     services, facts = world
