@@ -7,6 +7,7 @@ Counts travel as plain lists in `COUNT_FIELDS` order (a rebuild adds millions of
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 from dataclasses import dataclass, field, fields
@@ -132,6 +133,7 @@ def pair_dim(a: str, b: str) -> str:
     return f"{a}+{b}"
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def pair_value(a: str, b: str) -> str:
     """The cube's `value` of a pair cell: both values, JSON-encoded, so that a value's own
     characters can never be taken for the separator."""
