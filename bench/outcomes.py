@@ -405,6 +405,9 @@ def _targets(args: argparse.Namespace) -> list[tuple[str, str | None]]:
 def _store(kind: str, url: str | None, stores: Path, args: argparse.Namespace
            ) -> Iterator[str]:
     if url is not None:
+        db = connect(url)
+        upgrade(db)  # a store kept by an older version of the code
+        db.dispose()
         yield url
         return
     with scratch_database(kind, stores, args.size, args.keep) as target:
