@@ -55,7 +55,8 @@ def make_flow(services: Services, config: Any) -> PriorAuthFlow:
                          referrals=services.referrals, referral_store=services.store,
                          resources=services.resources, work=services.work,
                          hooks=services.adapters.get("subscriptions"),
-                         tasks=getattr(services, "tasks", None))
+                         tasks=getattr(services, "tasks", None),
+                         quarantine=services.quarantine)
 
 
 def flow(services: Services) -> PriorAuthFlow:
