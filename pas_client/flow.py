@@ -111,8 +111,10 @@ class PriorAuthFlow:
         live = [r for r in latest.values() if r.status in LIVE]
         return live[-1] if live else None
 
-    def prepare(self, referral: Referral, payer: PayerConfig) -> tuple[PriorAuthRequest, bool]:
-        """Build, check and store the request; (request, sendable)."""
+    def prepare(self, referral: Referral, payer: PayerConfig, *,
+                unless_live: bool = False) -> tuple[PriorAuthRequest, bool]:
+        """Build, check and store the request; (request, sendable). `unless_live`: when the
+        referral has a live request to the payer by then (another worker's), that one."""
         server = server_of(referral.source_key)
         gathered = gather_inputs(referral.id, referral.priority, referral.service_request,
                                  referral.patient, lambda t, i: self.resources.try_get(
@@ -130,6 +132,8 @@ class PriorAuthFlow:
         request = new_request(request_id, referral.id, payer.name, "submit", request_id, None, 1,
                               built.bundle, built.bundle_identifier, built.claim_identifier,
                               "sending" if sendable else "blocked", findings)
+        if sendable and unless_live:
+            return self.store.add_unless_live(request, LIVE), sendable
         self.store.add(request)
         return request, sendable
 
@@ -147,10 +151,11 @@ class PriorAuthFlow:
             if payload.get("request_id") else self._open_request(payload)
         if request is None:
             raise InboundError(f"pas.submit: no request {payload.get('request_id')}")
-        if request.status != "sending":
+        if request.status != "sending" or not self.store.claim_send(request.id,
+                                                                    item.idempotency_key):
             log.info("pas request not sent", extra={"request": request.id,
                                                    "status": request.status})
-            return
+            return  # decided, blocked, or being sent by another work item
         payer = self.config.payer(request.payer)
         try:
             self.ensure_subscription(payer)
@@ -195,7 +200,7 @@ class PriorAuthFlow:
         live = None if payload.get("again") else self.live_request(referral.id, payer.name)
         if live is not None:
             return live  # not sent again: the payer has it (or is getting it)
-        request, _ = self.prepare(referral, payer)
+        request, _ = self.prepare(referral, payer, unless_live=not payload.get("again"))
         return request
 
     # --- replies --------------------------------------------------------------------------
