@@ -171,6 +171,18 @@ class PriorAuthStore:
             row = c.execute(sa.select(pas_requests).where(pas_requests.c.id == request_id)).first()
         return _row(row) if row else None
 
+    def ids_starting_with(self, prefix: str, limit: int = 5) -> list[str]:
+        """Request ids that begin with `prefix` (at most `limit`, in id order): the short ids
+        `refloop pas status` prints. Ids hold only hex digits and hyphens."""
+        if not prefix or not set(prefix.lower()) <= set("0123456789abcdef-"):
+            return []
+        low = prefix.lower()
+        with self.db.read() as c:
+            found = c.execute(sa.select(pas_requests.c.id).where(
+                pas_requests.c.id.startswith(low, autoescape=True))
+                .order_by(pas_requests.c.id).limit(limit)).scalars()
+            return [str(i) for i in found if str(i).startswith(low)]
+
     def for_referral(self, referral_id: str, payer: str | None = None) -> list[PriorAuthRequest]:
         query = sa.select(pas_requests).where(pas_requests.c.referral_id == referral_id)
         if payer is not None:
