@@ -153,7 +153,7 @@ class Rollup:
             for batch in _histories(reader, self.db, top):
                 facts = [facts_from(referral, events) for referral, events in batch]
                 with self.db.write() as c:
-                    c.execute(analytics_facts.insert(), [f.to_row() for f in facts])
+                    insert(c, analytics_facts, [f.to_row() for f in facts])
                 for item in facts:
                     cube.add(item)
                 count += len(facts)
@@ -234,12 +234,15 @@ def _with_states(db: Database, events: dict[str, list[Event]]
     return [(states[rid], found) for rid, found in events.items() if rid in states]
 
 
+_STAGES = {stage.value: stage for stage in Stage}
+
+
 def event_of(row: Any) -> Event:
     """An event as the facts need it (no Provenance, no source)."""
     at = row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC)
     return Event(referral_id=row.referral_id, seq=row.seq, action=row.action,
-                 from_stage=Stage(row.from_stage) if row.from_stage else None,
-                 to_stage=Stage(row.to_stage), actor=Actor(row.actor), at=at,
+                 from_stage=_STAGES[row.from_stage] if row.from_stage else None,
+                 to_stage=_STAGES[row.to_stage], actor=Actor(row.actor), at=at,
                  reason=Reason(row.reason_code) if row.reason_code else None,
                  data=row.data or {})
 
@@ -251,7 +254,7 @@ def _write_facts(c: Connection, ids: Iterable[str], new: dict[str, Facts]) -> No
         c.execute(analytics_facts.delete().where(analytics_facts.c.referral_id.in_(chunk)))
     rows = [facts.to_row() for facts in new.values()]
     if rows:
-        c.execute(analytics_facts.insert(), rows)
+        insert(c, analytics_facts, rows)
 
 
 def apply(c: Connection, delta: Contribution, *, empty: bool = False) -> None:
@@ -274,7 +277,7 @@ def apply(c: Connection, delta: Contribution, *, empty: bool = False) -> None:
             else:
                 inserts.append(row)
         if inserts:
-            c.execute(analytics_cube.insert(), inserts)
+            insert(c, analytics_cube, inserts)
         if updates:
             c.execute(_UPDATE_CUBE, updates)
     drop = analytics_dropoff.c
@@ -289,9 +292,26 @@ def apply(c: Connection, delta: Contribution, *, empty: bool = False) -> None:
         moved = [{**{f"k_{name}": v for name, v in zip(KEY_NAMES, key, strict=True)},
                   "n": existing_n[key] + delta.dropoff[key]} for key in chunk if key in existing_n]
         if fresh:
-            c.execute(analytics_dropoff.insert(), fresh)
+            insert(c, analytics_dropoff, fresh)
         if moved:
             c.execute(_UPDATE_DROPOFF, moved)
+
+
+def insert(c: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Insert `rows` (all with the same keys): PostgreSQL's COPY in the connection's
+    transaction (a rebuild writes millions of rows), an INSERT per row elsewhere."""
+    if not rows:
+        return
+    if c.dialect.name != "postgresql":
+        c.execute(table.insert(), rows)
+        return
+    names = list(rows[0])
+    json_columns = {name for name in names if isinstance(table.c[name].type, sa.JSON)}
+    cursor = c.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([json.dumps(row[name]) if name in json_columns else row[name]
+                            for name in names])
 
 
 KEY_NAMES = ("grain", "dim", "value", "period", "step", "outcome", "reason")
