@@ -63,7 +63,7 @@ def test_expired_revoked_and_tampered_links_are_refused(world: World) -> None:
     [*_, last] = links.for_referral(referral.id)
     assert links.revoke(links.for_referral(referral.id)[1].id)
     tampered = good[:-1] + ("A" if good[-1] != "A" else "B")
-    for token in (expired, revoked, tampered, "x" * 43):
+    for token in (expired, revoked, tampered, good + "x", good[:-1], "x" * 43):
         assert world.get(f"/p/{token}").status_code == 404
         refused = world.post(f"/p/{token}", data=RIGHT)
         assert refused.status_code == 404 and "Set-Cookie" not in refused.headers
