@@ -95,13 +95,20 @@ class Applier:
     def handle_many(self, items: list[WorkItem]) -> list[int]:
         """Apply `items` and more of the same worker's `hl7.message` items (up to
         `mapping_batch`) as one batch; the items after a failure go through the one-by-one path
-        here, in order. Every item is handled when it returns (the ids of `items`)."""
+        here, in order, and all of them when the batch fails as a whole (a lost race at flush),
+        so none it claimed stays leased. Every item is handled when it returns (the ids of
+        `items`)."""
         owner = (items[0].lease_owner or "") if items else ""
         more = self.config.mapping_batch - len(items)
         claimed = self.services.work.claim(owner, limit=more, kinds=[WORK_KIND]) \
             if owner and more > 0 else []
         batch = sorted([*items, *claimed], key=lambda w: w.id)
-        applied = self.apply_batch(batch, owner)
+        try:
+            applied = self.apply_batch(batch, owner)
+        except Exception as exc:
+            log.warning("HL7 batch failed; applying its messages one by one", extra={
+                "batch": len(batch), "error": type(exc).__name__})
+            applied = []
         one_by_one = Worker(self.services.work, {WORK_KIND: self}, name=owner)
         for work in batch[len(applied):]:
             one_by_one.process(work)
