@@ -7,7 +7,11 @@ Counts travel as plain lists in `COUNT_FIELDS` order (a rebuild adds millions of
 
 from __future__ import annotations
 
+import functools
+import json
+import operator
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 
 from analytics.facts import Facts
 from analytics.metrics import (
@@ -24,11 +28,20 @@ from analytics.tables import COUNT_COLUMNS
 
 #: the dimensions a cohort is broken down by ("all": the whole cohort)
 DIMENSIONS = ("specialty", "referrer", "destination", "payer", "priority")
+#: pairs of dimensions the cube also holds, by month only (a view with two filters, or one
+#: filter broken down by another dimension); the dim of such a cell is `pair_dim(a, b)`
+PAIRS = tuple((a, b) for i, a in enumerate(DIMENSIONS) for b in DIMENSIONS[i + 1:])
+PAIR_GRAIN = "m"
 #: cube grain code -> cohort grain
 GRAINS = {"w": "week", "m": "month"}
 COUNT_FIELDS = tuple(f.name for f in fields(Totals))
 if COUNT_FIELDS != COUNT_COLUMNS:  # rows are written positionally
     raise ImportError("analytics.tables.COUNT_COLUMNS must list the Totals fields in order")
+
+#: a cube cell's open referrals by the day of their deadline (in `histograms`, by day_number):
+#: time alone makes a referral overdue, so the dashboard counts the days before today from the
+#: cube and only today's deadlines from the facts
+DEADLINES = "deadlines"
 
 CubeKey = tuple[str, str, str, str]  # grain, dim, value, period
 DropKey = tuple[str, str, str, str, str, str, str]  # + step, outcome, reason
@@ -42,10 +55,7 @@ class CubeCell:
 
     def add(self, counts: list[int], histograms: dict[str, dict[int, int]],
             sign: int = 1) -> None:
-        mine = self.counts
-        for index, n in enumerate(counts):
-            if n:
-                mine[index] += sign * n
+        self.counts = list(map(operator.add if sign > 0 else operator.sub, self.counts, counts))
         for name, bins in histograms.items():
             target = self.histograms.setdefault(name, {})
             for index, n in bins.items():
@@ -88,14 +98,22 @@ class Contribution:
 
 
 def parts_of(facts: Facts) -> tuple[list[int], dict[str, dict[int, int]]]:
-    """One referral's counts (COUNT_FIELDS order) and its durations' histogram bins."""
+    """One referral's counts (COUNT_FIELDS order), its durations' histogram bins, and for an
+    open referral with a deadline the day of its deadline (`DEADLINES`)."""
     totals = totals_of(facts)
     histograms: dict[str, dict[int, int]] = {}
     for name in DURATIONS:
         hours = duration_hours(facts, name)
         if hours is not None:
             histograms[name] = {bin_of(hours): 1}
+    if facts.open and facts.deadline is not None:
+        histograms[DEADLINES] = {day_number(facts.deadline): 1}
     return [getattr(totals, name) for name in COUNT_FIELDS], histograms
+
+
+def day_number(moment: datetime) -> int:
+    """Days since 1970-01-01 of `moment`'s UTC day."""
+    return int(moment.timestamp() // 86400)
 
 
 def cube_keys(facts: Facts) -> list[CubeKey]:
@@ -104,4 +122,40 @@ def cube_keys(facts: Facts) -> list[CubeKey]:
         period = cohort_start(facts.detected_at, name)
         keys.append((grain, "all", "", period))
         keys.extend((grain, dim, getattr(facts, dim), period) for dim in DIMENSIONS)
+        if grain == PAIR_GRAIN:
+            keys.extend((grain, pair_dim(a, b), pair_value(getattr(facts, a), getattr(facts, b)),
+                         period) for a, b in PAIRS)
     return keys
+
+
+def pair_dim(a: str, b: str) -> str:
+    """The cube's `dim` of the pair of dimensions `a` and `b` (in DIMENSIONS order)."""
+    return f"{a}+{b}"
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def pair_value(a: str, b: str) -> str:
+    """The cube's `value` of a pair cell: both values, JSON-encoded, so that a value's own
+    characters can never be taken for the separator."""
+    return json.dumps([a, b], ensure_ascii=False, separators=(",", ":"))
+
+
+def pair_prefix(a: str) -> str:
+    """What every pair value whose first value is `a` starts with."""
+    return json.dumps([a], ensure_ascii=False)[:-1] + ","
+
+
+def pair_suffix(b: str) -> str:
+    """What every pair value whose second value is `b` ends with."""
+    return "," + json.dumps([b], ensure_ascii=False)[1:]
+
+
+Filter = tuple[str, str]  # dimension, value
+
+
+def ordered_pair(where: tuple[Filter, ...]) -> tuple[Filter, Filter] | None:
+    """Two filters on two different dimensions, in DIMENSIONS order (None otherwise)."""
+    if len(where) != 2 or where[0][0] == where[1][0]:
+        return None
+    first, second = sorted(where, key=lambda item: DIMENSIONS.index(item[0]))
+    return first, second

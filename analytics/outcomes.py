@@ -8,6 +8,7 @@ the referrals it selects (exact percentiles). `Outcomes.exact` says which.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -17,7 +18,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from analytics import sqlfacts
-from analytics.contribution import DIMENSIONS
+from analytics.contribution import (
+    DEADLINES,
+    DIMENSIONS,
+    day_number,
+    ordered_pair,
+    pair_dim,
+    pair_prefix,
+    pair_suffix,
+    pair_value,
+)
 from analytics.facts import Facts
 from analytics.metrics import (
     DURATIONS,
@@ -27,12 +37,9 @@ from analytics.metrics import (
     Totals,
     cohort,
     cohort_start,
-    drop_key,
-    duration_hours,
-    spread,
     spread_of,
-    totals_of,
 )
+from analytics.summary import Point, point_of, summary
 from analytics.tables import COUNT_COLUMNS, analytics_cube, analytics_dropoff, analytics_facts
 from referrals.store.database import Database
 
@@ -64,7 +71,20 @@ class Filters:
 
     @property
     def by_cube(self) -> bool:
-        return len(self.where) <= 1 and self.sources is None
+        return self.sources is None and self.cube_key() is not None
+
+    def cube_key(self) -> tuple[str, str] | None:
+        """The cube cells (dim, value) of this view's referrals: no filter, one, or two on
+        different dimensions by month; None: the cube does not hold them."""
+        if not self.where:
+            return "all", ""
+        if len(self.where) == 1:
+            return self.where[0]
+        pair = ordered_pair(self.where)
+        if pair is None or self.grain != "month":
+            return None
+        (a, first), (b, second) = pair
+        return pair_dim(a, b), pair_value(first, second)
 
 
 @dataclass
@@ -98,18 +118,19 @@ class Outcomes:
 def outcomes(db: Database, filters: Filters, now: datetime | None = None) -> Outcomes:
     now = now or datetime.now(UTC)
     with db.read() as c:
-        found = _from_cube(c, filters) if filters.by_cube else _from_facts(c, filters)
+        found = _from_cube(c, filters, now) if filters.by_cube else _from_facts(c, filters)
         if not (filters.by_cube and _cube_breakdown_fits(filters)):
             found.breakdown = _breakdown_from_facts(c, filters)
-        found.overdue = _overdue(c, filters, now)
+        if filters.by_cube:  # the cube counted the deadlines of days before today
+            today = datetime.combine(now.date(), time(0), tzinfo=UTC)
+            found.overdue += _overdue(c, filters, now, since=today)
+        else:
+            found.overdue = _overdue(c, filters, now)
     found.computed_at = now
     return found
 
 
 # -- the cube --------------------------------------------------------------------------------
-
-def _cube_key(filters: Filters) -> tuple[str, str]:
-    return filters.where[0] if filters.where else ("all", "")
 
 
 def _period_range(column: Any, filters: Filters) -> list[sa.ColumnElement[bool]]:
@@ -121,21 +142,27 @@ def _period_range(column: Any, filters: Filters) -> list[sa.ColumnElement[bool]]
     return clauses
 
 
-def _from_cube(c: Connection, filters: Filters) -> Outcomes:
+def _from_cube(c: Connection, filters: Filters, now: datetime) -> Outcomes:
     grain = GRAIN_CODES[filters.grain]
-    dim, value = _cube_key(filters)
+    key = filters.cube_key()
+    assert key is not None
+    dim, value = key
     cube = analytics_cube.c
     rows = c.execute(sa.select(analytics_cube).where(
         cube.grain == grain, cube.dim == dim, cube.value == value,
         *_period_range(cube.period, filters)).order_by(cube.period)).mappings().all()
     cohorts, overall = [], Totals()
     histograms: dict[str, Histogram] = {name: Histogram() for name in DURATIONS}
+    today, overdue = day_number(now), 0
     for row in rows:
         totals = Totals(**{name: int(row[name]) for name in COUNT_COLUMNS})
         if not totals.referrals:
             continue
         own: dict[str, Histogram] = {}
-        for name, bins in (row["histograms"] or {}).items():
+        stored = dict(row["histograms"] or {})
+        overdue += sum(int(n) for day, n in stored.pop(DEADLINES, {}).items()
+                       if int(day) < today)
+        for name, bins in stored.items():
             own[name] = Histogram({int(k): int(v) for k, v in bins.items()})
             histograms.setdefault(name, Histogram()).merge(own[name])
         overall.add(totals)
@@ -152,26 +179,61 @@ def _from_cube(c: Connection, filters: Filters) -> Outcomes:
     return Outcomes(filters, cohorts, overall,
                     {name: spread_of(h) for name, h in histograms.items()}, histograms,
                     _ordered_drops((s, o, r, int(n)) for s, o, r, n in drops if n),
-                    overall.open, 0, breakdown, exact=False)
+                    overall.open, overdue, breakdown, exact=False)
 
 
 def _cube_breakdown_fits(filters: Filters) -> bool:
-    """The cube holds one dimension at a time: it answers the breakdown when there is no filter,
-    or when the filter is on the breakdown's own dimension."""
-    return not filters.where or filters.where[0][0] == filters.breakdown
+    """The cube answers the breakdown when there is no filter, when the filters include the
+    breakdown's own dimension (one row: the view's value), or for one filter on another
+    dimension by month (from the cells of the pair)."""
+    if not filters.where or filters.breakdown in dict(filters.where):
+        return True
+    return len(filters.where) == 1 and filters.grain == "month"
 
 
 def _cube_breakdown(c: Connection, filters: Filters) -> list[tuple[str, Totals]]:
     cube = analytics_cube.c
-    clauses = [cube.grain == GRAIN_CODES[filters.grain], cube.dim == filters.breakdown,
-               *_period_range(cube.period, filters)]
-    if filters.where:
-        clauses.append(cube.value == filters.where[0][1])
+    chosen = dict(filters.where)
+    clauses, position = _breakdown_cells(filters)
     sums = [sa.func.sum(cube[name]).label(name) for name in COUNT_COLUMNS]
-    rows = c.execute(sa.select(cube.value, *sums).where(*clauses).group_by(cube.value)
-                     .order_by(sa.desc("referrals"), cube.value).limit(BREAKDOWN_ROWS)).all()
-    return [(row.value, Totals(**{name: int(getattr(row, name)) for name in COUNT_COLUMNS}))
-            for row in rows if row.referrals]
+    rows = c.execute(sa.select(cube.value, *sums).where(
+        cube.grain == GRAIN_CODES[filters.grain], *clauses,
+        *_period_range(cube.period, filters)).group_by(cube.value)).all()
+    found: list[tuple[str, Totals]] = []
+    for row in rows:
+        if row.referrals:
+            value = chosen[filters.breakdown] if filters.breakdown in chosen else \
+                row.value if position is None else json.loads(row.value)[position]
+            found.append((value, Totals(**{name: int(getattr(row, name))
+                                           for name in COUNT_COLUMNS})))
+    found.sort(key=lambda pair: (-pair[1].referrals, pair[0]))
+    return found[:BREAKDOWN_ROWS]
+
+
+def _breakdown_cells(filters: Filters) -> tuple[list[sa.ColumnElement[bool]], int | None]:
+    """The cube cells of a breakdown, and where in a pair's value the breakdown's value sits
+    (None: the cell's value is the breakdown's)."""
+    cube = analytics_cube.c
+    if filters.breakdown in dict(filters.where):
+        key = filters.cube_key()
+        assert key is not None
+        return [cube.dim == key[0], cube.value == key[1]], None
+    if filters.where:
+        return _pair_clauses(filters.where[0], filters.breakdown)
+    return [cube.dim == filters.breakdown], None
+
+
+def _pair_clauses(where: tuple[str, str], breakdown: str
+                  ) -> tuple[list[sa.ColumnElement[bool]], int]:
+    """The pair cells of one filter's value, each with one value of `breakdown`, and where the
+    breakdown's value sits in the pair (0 or 1)."""
+    cube = analytics_cube.c
+    dim, value = where
+    if DIMENSIONS.index(dim) < DIMENSIONS.index(breakdown):
+        return [cube.dim == pair_dim(dim, breakdown),
+                cube.value.startswith(pair_prefix(value), autoescape=True)], 1
+    return [cube.dim == pair_dim(breakdown, dim),
+            cube.value.endswith(pair_suffix(value), autoescape=True)], 0
 
 
 # -- the facts -------------------------------------------------------------------------------
@@ -200,35 +262,16 @@ def _from_facts(c: Connection, filters: Filters) -> Outcomes:
 
 def summarize(many: Iterable[Facts], filters: Filters) -> Outcomes:
     """The figures of a set of facts, with exact percentiles."""
-    groups: dict[str, tuple[Totals, dict[str, list[float]]]] = {}
-    overall = Totals()
-    values: dict[str, list[float]] = {name: [] for name in DURATIONS}
-    drops: dict[tuple[str, str, str], int] = {}
-    for facts in many:
-        start = cohort_start(facts.detected_at, filters.grain)
-        totals, own = groups.setdefault(start, (Totals(), {n: [] for n in DURATIONS}))
-        contribution = totals_of(facts)
-        totals.add(contribution)
-        overall.add(contribution)
-        for name in DURATIONS:
-            hours = duration_hours(facts, name)
-            if hours is not None:
-                own[name].append(hours)
-                values[name].append(hours)
-        key = drop_key(facts)
-        if key is not None:
-            drops[key] = drops.get(key, 0) + 1
+    return summarize_points([point_of(facts, filters.grain) for facts in many], filters)
+
+
+def summarize_points(points: Sequence[Point], filters: Filters) -> Outcomes:
+    found = summary(points)
     cohorts = [CohortFigures(cohort(_day(date.fromisoformat(start)), filters.grain), start,
-                             totals, {name: spread(v) for name, v in own.items()})
-               for start, (totals, own) in sorted(groups.items())]
-    histograms: dict[str, Histogram] = {}
-    for name, measured in values.items():
-        histograms[name] = Histogram()
-        for value in measured:
-            histograms[name].add_hours(value)
-    return Outcomes(filters, cohorts, overall, {n: spread(v) for n, v in values.items()},
-                    histograms, _ordered_drops((*k, n) for k, n in drops.items()),
-                    overall.open, 0, [], exact=True)
+                             totals, own) for start, totals, own in found.cohorts]
+    return Outcomes(filters, cohorts, found.totals, found.spreads, found.histograms,
+                    _ordered_drops((*k, n) for k, n in found.dropoff.items()),
+                    found.totals.open, 0, [], exact=True)
 
 
 def _breakdown_from_facts(c: Connection, filters: Filters) -> list[tuple[str, Totals]]:
@@ -240,9 +283,12 @@ def _breakdown_from_facts(c: Connection, filters: Filters) -> list[tuple[str, To
             for row in rows]
 
 
-def _overdue(c: Connection, filters: Filters, now: datetime) -> int:
+def _overdue(c: Connection, filters: Filters, now: datetime, since: datetime | None = None
+             ) -> int:
+    """Open referrals of the view past their deadline (`since`: with a deadline from then)."""
+    after = [] if since is None else [analytics_facts.c.deadline >= since]
     return int(c.execute(sa.select(sa.func.count()).select_from(analytics_facts).where(
-        sqlfacts.overdue(now), *facts_clauses(filters))).scalar_one())
+        sqlfacts.overdue(now), *after, *facts_clauses(filters))).scalar_one())
 
 
 # -- the referrals behind a number -------------------------------------------------------------

@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from analytics.contribution import DIMENSIONS
 from analytics.facts import Facts
 from analytics.metrics import DURATIONS, Spread, Totals, is_overdue
-from analytics.outcomes import Filters, Outcomes, facts_clauses, summarize
+from analytics.outcomes import Filters, Outcomes, facts_clauses, summarize_points
+from analytics.summary import Point, point_of
 from analytics.tables import COUNT_COLUMNS, analytics_facts
 from referrals.store.database import Database
 
@@ -106,13 +107,15 @@ def period_report(db: Database, period: Period, *, sources: tuple[str, ...] | No
         rows = c.execute(sa.select(analytics_facts).where(*facts_clauses(view))
                          .order_by(analytics_facts.c.detected_at)).mappings().all()
     facts = [Facts.from_row(row) for row in rows]
-    groups: dict[str, dict[str, list[Facts]]] = {dim: {} for dim in DIMENSIONS}
-    for item in facts:
+    points = [point_of(item, view.grain) for item in facts]
+    groups: dict[str, dict[str, list[Point]]] = {dim: {} for dim in DIMENSIONS}
+    for item, point in zip(facts, points, strict=True):
         for dim in DIMENSIONS:
-            groups[dim].setdefault(getattr(item, dim), []).append(item)
-    overall = summarize(facts, view)
+            groups[dim].setdefault(getattr(item, dim), []).append(point)
+    overall = summarize_points(points, view)
     by_dimension = {
-        dim: sorted(((value, summarize(members, view)) for value, members in found.items()),
+        dim: sorted(((value, summarize_points(members, view))
+                     for value, members in found.items()),
                     key=lambda pair: (-pair[1].totals.referrals, pair[0]))
         for dim, found in groups.items()}
     return PeriodReport(period, overall, loop_closure(facts, period),

@@ -28,7 +28,7 @@ from analytics.contribution import Contribution, CubeCell, CubeKey
 from analytics.facts import Facts, facts_from
 from analytics.tables import COUNT_COLUMNS, analytics_cube, analytics_dropoff, analytics_facts
 from referrals.codec import referral_from_dict
-from referrals.model import Actor, Event, Reason, Referral, Stage
+from referrals.model import Actor, Event, Reason, Stage
 from referrals.store.database import Database
 from referrals.store.schema import cursors, referral_events, referrals
 
@@ -149,16 +149,16 @@ class Rollup:
             _set_cursor(c, Position(top, top, {}, rebuilding=True).dump())
         cube = Contribution()
         count = 0
-        with self.db.read() as reader:
-            for batch in _histories(reader, self.db, top):
-                facts = [facts_from(referral, events) for referral, events in batch]
-                with self.db.write() as c:
-                    c.execute(analytics_facts.insert(), [f.to_row() for f in facts])
-                for item in facts:
-                    cube.add(item)
-                count += len(facts)
-                if progress is not None:
-                    progress(len(facts))
+        for ids in _referral_pages(self.db):  # short transactions: SQLite's WAL can checkpoint
+            with self.db.read() as c:
+                facts = [f for f in _compute_facts(c, ids, top).values() if f.last_seq]
+            with self.db.write() as c:
+                insert(c, analytics_facts, [f.to_row() for f in facts])
+            for item in facts:
+                cube.add(item)
+            count += len(facts)
+            if progress is not None:
+                progress(len(ids))
         with self.db.write() as c:
             self._lock(c)
             apply(c, cube, empty=True)
@@ -192,14 +192,17 @@ def _read_facts(c: Connection, ids: Iterable[str]) -> dict[str, Facts]:
     return found
 
 
-def _compute_facts(c: Connection, ids: Iterable[str]) -> dict[str, Facts]:
+def _compute_facts(c: Connection, ids: Iterable[str], top: int | None = None
+                   ) -> dict[str, Facts]:
+    """The facts of referrals `ids` from their events (`top`: the events up to that id)."""
     found: dict[str, Facts] = {}
+    below = [] if top is None else [referral_events.c.id <= top]
     for chunk in _chunks(sorted(ids)):
         states = {row.id: referral_from_dict(row.state) for row in c.execute(
             sa.select(referrals.c.id, referrals.c.state).where(referrals.c.id.in_(chunk)))}
         events: dict[str, list[Event]] = {}
         for row in c.execute(sa.select(*EVENT_COLUMNS)
-                             .where(referral_events.c.referral_id.in_(chunk))
+                             .where(referral_events.c.referral_id.in_(chunk), *below)
                              .order_by(referral_events.c.referral_id, referral_events.c.seq)):
             events.setdefault(row.referral_id, []).append(event_of(row))
         for referral_id, referral in states.items():
@@ -207,39 +210,28 @@ def _compute_facts(c: Connection, ids: Iterable[str]) -> dict[str, Facts]:
     return found
 
 
-def _histories(c: Connection, db: Database, top: int
-               ) -> Iterator[list[tuple[Referral, list[Event]]]]:
-    """Every referral with its events up to id `top`, `CHUNK` referrals at a time."""
-    order = referral_events.c.referral_id
-    if db.dialect == "postgresql":
-        order = order.collate("C")  # type: ignore[assignment]
-    rows = c.execution_options(stream_results=True, yield_per=5000).execute(
-        sa.select(*EVENT_COLUMNS).where(referral_events.c.id <= top)
-        .order_by(order, referral_events.c.seq))
-    pending: dict[str, list[Event]] = {}
-    for row in rows:
-        if row.referral_id not in pending and len(pending) >= CHUNK:
-            yield _with_states(db, pending)
-            pending = {}
-        pending.setdefault(row.referral_id, []).append(event_of(row))
-    if pending:
-        yield _with_states(db, pending)
+def _referral_pages(db: Database) -> Iterator[list[str]]:
+    """Every referral id, `CHUNK` at a time in id order, each page read on its own."""
+    last = ""
+    while True:
+        with db.read() as c:
+            ids = list(c.execute(sa.select(referrals.c.id).where(referrals.c.id > last)
+                                 .order_by(referrals.c.id).limit(CHUNK)).scalars())
+        if not ids:
+            return
+        yield ids
+        last = ids[-1]
 
 
-def _with_states(db: Database, events: dict[str, list[Event]]
-                 ) -> list[tuple[Referral, list[Event]]]:
-    with db.read() as c:
-        states = {row.id: referral_from_dict(row.state) for row in c.execute(
-            sa.select(referrals.c.id, referrals.c.state).where(referrals.c.id.in_(list(events))))}
-    return [(states[rid], found) for rid, found in events.items() if rid in states]
+_STAGES = {stage.value: stage for stage in Stage}
 
 
 def event_of(row: Any) -> Event:
     """An event as the facts need it (no Provenance, no source)."""
     at = row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC)
     return Event(referral_id=row.referral_id, seq=row.seq, action=row.action,
-                 from_stage=Stage(row.from_stage) if row.from_stage else None,
-                 to_stage=Stage(row.to_stage), actor=Actor(row.actor), at=at,
+                 from_stage=_STAGES[row.from_stage] if row.from_stage else None,
+                 to_stage=_STAGES[row.to_stage], actor=Actor(row.actor), at=at,
                  reason=Reason(row.reason_code) if row.reason_code else None,
                  data=row.data or {})
 
@@ -251,7 +243,7 @@ def _write_facts(c: Connection, ids: Iterable[str], new: dict[str, Facts]) -> No
         c.execute(analytics_facts.delete().where(analytics_facts.c.referral_id.in_(chunk)))
     rows = [facts.to_row() for facts in new.values()]
     if rows:
-        c.execute(analytics_facts.insert(), rows)
+        insert(c, analytics_facts, rows)
 
 
 def apply(c: Connection, delta: Contribution, *, empty: bool = False) -> None:
@@ -274,7 +266,7 @@ def apply(c: Connection, delta: Contribution, *, empty: bool = False) -> None:
             else:
                 inserts.append(row)
         if inserts:
-            c.execute(analytics_cube.insert(), inserts)
+            insert(c, analytics_cube, inserts)
         if updates:
             c.execute(_UPDATE_CUBE, updates)
     drop = analytics_dropoff.c
@@ -289,9 +281,26 @@ def apply(c: Connection, delta: Contribution, *, empty: bool = False) -> None:
         moved = [{**{f"k_{name}": v for name, v in zip(KEY_NAMES, key, strict=True)},
                   "n": existing_n[key] + delta.dropoff[key]} for key in chunk if key in existing_n]
         if fresh:
-            c.execute(analytics_dropoff.insert(), fresh)
+            insert(c, analytics_dropoff, fresh)
         if moved:
             c.execute(_UPDATE_DROPOFF, moved)
+
+
+def insert(c: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Insert `rows` (all with the same keys): PostgreSQL's COPY in the connection's
+    transaction (a rebuild writes millions of rows), an INSERT per row elsewhere."""
+    if not rows:
+        return
+    if c.dialect.name != "postgresql":
+        c.execute(table.insert(), rows)
+        return
+    names = list(rows[0])
+    json_columns = {name for name in names if isinstance(table.c[name].type, sa.JSON)}
+    cursor = c.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([json.dumps(row[name]) if name in json_columns else row[name]
+                            for name in names])
 
 
 KEY_NAMES = ("grain", "dim", "value", "period", "step", "outcome", "reason")

@@ -6,7 +6,9 @@ All three are derived from the event log and rebuilt from it by `refloop analyti
   dimensions), brought up to date from the events the rollup has not read yet;
 - `analytics_cube`: the additive counts (`analytics.metrics.Totals`) and duration histograms of
   the referrals of one cohort (`grain` w or m, `period` its first day) for one value of one
-  dimension (`dim` all, specialty, referrer, destination, payer, priority);
+  dimension (`dim` all, specialty, referrer, destination, payer, priority), and by month for
+  one pair of values of two dimensions (`dim` "specialty+priority", `value` the JSON array of
+  both values; analytics.contribution.PAIRS);
 - `analytics_dropoff`: per cohort and dimension value, how many referrals ended without a visit
   after which funnel step, how, and with which reason code.
 """
@@ -65,11 +67,16 @@ COUNT_COLUMNS = ("referrals", "withdrawn", "accepted", "contacted", "scheduled",
                  "steps_refloop", "steps_person", "team_started", "team_on_time", "team_late",
                  "team_missed", "asm_started", "asm_on_time", "asm_late", "asm_missed")
 
+#: a cube cell's dimension: "all", one dimension, or a pair ("specialty+priority")
+DIM_LENGTH = 40
+#: a cube cell's value: one dimension's value, or a pair's two values JSON-encoded
+VALUE_LENGTH = 1100
+
 analytics_cube = sa.Table(
     "analytics_cube", metadata,
     sa.Column("grain", sa.String(1), primary_key=True),
-    sa.Column("dim", sa.String(16), primary_key=True),
-    sa.Column("value", sa.String(256), primary_key=True),
+    sa.Column("dim", sa.String(DIM_LENGTH), primary_key=True),
+    sa.Column("value", sa.String(VALUE_LENGTH), primary_key=True),
     sa.Column("period", sa.String(10), primary_key=True),
     *(sa.Column(name, sa.Integer, nullable=False, server_default="0") for name in COUNT_COLUMNS),
     #: duration name -> {bin index: count} (analytics.metrics.EDGES)
@@ -81,8 +88,8 @@ sa.Index("ix_analytics_cube_period", analytics_cube.c.grain, analytics_cube.c.di
 analytics_dropoff = sa.Table(
     "analytics_dropoff", metadata,
     sa.Column("grain", sa.String(1), primary_key=True),
-    sa.Column("dim", sa.String(16), primary_key=True),
-    sa.Column("value", sa.String(256), primary_key=True),
+    sa.Column("dim", sa.String(DIM_LENGTH), primary_key=True),
+    sa.Column("value", sa.String(VALUE_LENGTH), primary_key=True),
     sa.Column("period", sa.String(10), primary_key=True),
     sa.Column("step", sa.String(32), primary_key=True),
     sa.Column("outcome", sa.String(32), primary_key=True),

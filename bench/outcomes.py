@@ -253,37 +253,37 @@ def _copy(db: Any, rows: list[dict[str, Any]], events: list[tuple[Any, ...]]) ->
 
 
 @contextmanager
-def scratch_database(kind: str, workdir: Path, size: int) -> Iterator[str]:
+def scratch_database(kind: str, workdir: Path, size: int, keep: bool) -> Iterator[str]:
+    """A new store of `kind`, removed afterwards unless `keep` (its URL is then printed, for
+    `--reuse`)."""
     if kind == "sqlite":
-        path = workdir / f"analytics-{size}.db"
+        path = workdir / f"analytics-{size}-{uuid.uuid4().hex[:8]}.db"
         yield f"sqlite:///{path}"
+        if keep:
+            print(f"  kept: sqlite:///{path}", file=sys.stderr)
+            return
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
     base = os.environ.get("REFLOOP_TEST_POSTGRES_URL", "")
     if not base:
         raise SystemExit("postgresql: set REFLOOP_TEST_POSTGRES_URL (or use --databases sqlite)")
-    with scratch_postgres(base, f"bench_analytics_{size}") as url:
+    with scratch_postgres(base, f"bench_analytics_{size}", keep=keep) as url:
         yield url
+        if keep:
+            print(f"  kept: {url}", file=sys.stderr)
 
 
-def measure(url: str, workdir: Path, samples: int, report_samples: int, now: datetime
-            ) -> dict[str, float]:
+def measure(url: str, workdir: Path, samples: int, report_samples: int, now: datetime,
+            rebuild: bool = True) -> dict[str, float]:
     settings = Settings(var_dir=workdir / "var", database_url=url, sections={"smart": {
         "tenants": [{"name": "bench", "iss": "https://ehr.example/fhir", "client_id": "bench",
                      "client_secret": "unused", "ehr_origins": ["https://ehr.example"]}]}})
     services = build_services(settings)
     rollup: Rollup = services.adapters["analytics"].rollup
     result: dict[str, float] = {}
-    started = time.perf_counter()
-    with click.progressbar(length=_count(services, referrals), label="  rebuilding the rollups",
-                           file=sys.stderr) as bar:
-        referral_count = rollup.rebuild(progress=bar.update)
-    result["rebuild_s"] = time.perf_counter() - started
-    result["rebuild_per_s"] = referral_count / result["rebuild_s"]
-    with services.db.write() as c:
-        c.execute(sa.text("ANALYZE"))
-    result.update(_incremental(services, rollup))
+    if rebuild:
+        result.update(_rebuild(services, rollup))
     runtime = services.adapters["smart"]
     session = runtime.sessions.create("bench-browser", tenant="bench",
                                       iss="https://ehr.example/fhir",
@@ -319,6 +319,18 @@ def measure(url: str, workdir: Path, samples: int, report_samples: int, now: dat
     return result
 
 
+def _rebuild(services: Any, rollup: Rollup) -> dict[str, float]:
+    started = time.perf_counter()
+    with click.progressbar(length=_count(services, referrals), label="  rebuilding the rollups",
+                           file=sys.stderr) as bar:
+        referral_count = rollup.rebuild(progress=bar.update)
+    seconds = time.perf_counter() - started
+    with services.db.write() as c:
+        c.execute(sa.text("ANALYZE"))
+    return {"rebuild_s": seconds, "rebuild_per_s": referral_count / seconds,
+            **_incremental(services, rollup)}
+
+
 def _incremental(services: Any, rollup: Rollup, events: int = 20_000) -> dict[str, float]:
     """The incremental rollup re-reading the newest `events` events (recomputing their
     referrals from their whole histories and moving the cube by the difference)."""
@@ -349,34 +361,76 @@ def main() -> None:
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--samples", type=int, default=60)
     parser.add_argument("--report-samples", type=int, default=8)
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the loaded stores (their URLs are printed) for --reuse")
+    parser.add_argument("--reuse", metavar="URL", action="append", default=[],
+                        help="measure a store kept by --keep instead of loading one "
+                        "(repeatable; --size must be the size it was loaded with)")
+    parser.add_argument("--skip-rebuild", action="store_true",
+                        help="with --reuse: keep the store's rollups instead of rebuilding them")
+    parser.add_argument("--load-only", action="store_true",
+                        help="with --keep: load the stores and stop")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="where SQLite stores are written (default: a temporary directory)")
     args = parser.parse_args()
     now = datetime.now(UTC)
     ratios = []
     with tempfile.TemporaryDirectory(prefix="refloop-bench-") as tmp:
         workdir = Path(tmp)
-        for kind in args.databases.split(","):
+        stores = args.data_dir or workdir
+        for kind, url in _targets(args):
             print(f"# {kind}, {args.size:,} referrals", file=sys.stderr, flush=True)
-            with scratch_database(kind, workdir, args.size) as url:
-                seconds, events = load(url, args.size, now)
-                tag = f"{kind}_{args.size}"
-                print(f"{tag}_load: {seconds:.1f} s ({events:,} events)", flush=True)
-                r = measure(url, workdir, args.samples, args.report_samples, now)
-            print(f"{tag}_rollup_rebuild: {r['rebuild_s']:.1f} s "
-                  f"({r['rebuild_per_s']:.0f} referrals/s)")
-            print(f"{tag}_rollup_incremental: {r['incremental_per_s']:.0f} events/s "
-                  f"({r['incremental_events']:.0f} events)")
-            print(f"{tag}_dashboard_p50: {r['page_p50']:.1f} ms")
-            print(f"{tag}_dashboard_p95: {r['page_p95']:.1f} ms")
-            print(f"{tag}_monthly_report_p50: {r['report_p50']:.1f} ms")
-            print(f"{tag}_monthly_report_p95: {r['report_p95']:.1f} ms")
-            print(f"{tag}_count_events_baseline_p50: {r['count_p50']:.1f} ms")
-            print(f"{tag}_count_events_baseline_p95: {r['count_p95']:.1f} ms")
-            ratio = r["page_p95"] / max(r["count_p95"], 1e-6)
-            ratios.append(ratio)
-            print(f"{tag}_dashboard_vs_count_p95_ratio: {ratio:.2f} x")
-            print(f"{tag}_report_vs_count_p50_ratio: "
-                  f"{r['report_p50'] / max(r['count_p50'], 1e-6):.2f} x", flush=True)
-    print(f"dashboard_vs_count_p95_ratio_max: {max(ratios):.2f} x")
+            tag = f"{kind}_{args.size}"
+            with _store(kind, url, stores, args) as target:
+                if url is None:
+                    seconds, events = load(target, args.size, now)
+                    print(f"{tag}_load: {seconds:.1f} s ({events:,} events)", flush=True)
+                if args.load_only:
+                    continue
+                r = measure(target, workdir, args.samples, args.report_samples, now,
+                            rebuild=not (url and args.skip_rebuild))
+            ratios.append(_print(tag, r))
+    if ratios:
+        print(f"dashboard_vs_count_p95_ratio_max: {max(ratios):.2f} x")
+
+
+def _targets(args: argparse.Namespace) -> list[tuple[str, str | None]]:
+    if args.reuse:
+        return [("postgresql" if u.startswith("postgresql") else "sqlite", u)
+                for u in args.reuse]
+    return [(kind, None) for kind in args.databases.split(",")]
+
+
+@contextmanager
+def _store(kind: str, url: str | None, stores: Path, args: argparse.Namespace
+           ) -> Iterator[str]:
+    if url is not None:
+        db = connect(url)
+        upgrade(db)  # a store kept by an older version of the code
+        db.dispose()
+        yield url
+        return
+    with scratch_database(kind, stores, args.size, args.keep) as target:
+        yield target
+
+
+def _print(tag: str, r: dict[str, float]) -> float:
+    if "rebuild_s" in r:
+        print(f"{tag}_rollup_rebuild: {r['rebuild_s']:.1f} s "
+              f"({r['rebuild_per_s']:.0f} referrals/s)")
+        print(f"{tag}_rollup_incremental: {r['incremental_per_s']:.0f} events/s "
+              f"({r['incremental_events']:.0f} events)")
+    print(f"{tag}_dashboard_p50: {r['page_p50']:.1f} ms")
+    print(f"{tag}_dashboard_p95: {r['page_p95']:.1f} ms")
+    print(f"{tag}_monthly_report_p50: {r['report_p50']:.1f} ms")
+    print(f"{tag}_monthly_report_p95: {r['report_p95']:.1f} ms")
+    print(f"{tag}_count_events_baseline_p50: {r['count_p50']:.1f} ms")
+    print(f"{tag}_count_events_baseline_p95: {r['count_p95']:.1f} ms")
+    ratio = r["page_p95"] / max(r["count_p95"], 1e-6)
+    print(f"{tag}_dashboard_vs_count_p95_ratio: {ratio:.2f} x")
+    print(f"{tag}_report_vs_count_p50_ratio: "
+          f"{r['report_p50'] / max(r['count_p50'], 1e-6):.2f} x", flush=True)
+    return ratio
 
 
 if __name__ == "__main__":

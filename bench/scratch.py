@@ -13,8 +13,9 @@ import sqlalchemy as sa
 
 
 @contextmanager
-def scratch_postgres(server_url: str, prefix: str) -> Iterator[str]:
-    """The URL of a new database `<prefix>_<random>` on the server of `server_url`."""
+def scratch_postgres(server_url: str, prefix: str, *, keep: bool = False) -> Iterator[str]:
+    """The URL of a new database `<prefix>_<random>` on the server of `server_url` (dropped
+    afterwards unless `keep`)."""
     admin = sa.create_engine(server_url.replace("postgresql://", "postgresql+psycopg://", 1),
                              isolation_level="AUTOCOMMIT")
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
@@ -23,6 +24,7 @@ def scratch_postgres(server_url: str, prefix: str) -> Iterator[str]:
     try:
         yield server_url.rsplit("/", 1)[0] + "/" + name
     finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        if not keep:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         admin.dispose()

@@ -98,12 +98,13 @@ class Applier:
     def handle_many(self, items: list[WorkItem]) -> list[int]:
         """Apply `items` and more of the same worker's `hl7.message` items (up to
         `mapping_batch`) as one batch; the items after a failure go through the one-by-one path
-        here, in order. While a full batch is written, the next one is claimed and parsed and
-        mapped in a thread (SQLite and the disk run without the GIL), for up to
+        here, in order, and all of them when the batch fails as a whole (a lost race at flush),
+        so none it claimed stays leased. While a full batch is written, the next one is claimed
+        and parsed and mapped in a thread (SQLite and the disk run without the GIL), for up to
         `MAPPING_ROUNDS` batches. Every item is handled when it returns (the ids of `items`)."""
         owner = (items[0].lease_owner or "") if items else ""
         batch = self._claim(owner, items)
-        ready = self.parse_stored(batch)
+        ready: list[Prepared] | None = None  # None: apply_batch reads and parses the batch
         spent: list[Prepared] = []
         for round_ in range(1, MAPPING_ROUNDS + 1):
             more = round_ < MAPPING_ROUNDS and len(batch) >= self.config.mapping_batch
@@ -113,7 +114,7 @@ class Applier:
             self._apply_or_one_by_one(batch, ready, owner)
             if ahead is None:
                 break
-            batch, ready, spent = following, ahead.result(), ready
+            batch, ready, spent = following, _prepared_or_none(ahead), ready or []
         return [item.id for item in items]
 
     def _prepare(self, work: tuple[list[WorkItem], list[Prepared]]) -> list[Prepared]:
@@ -132,9 +133,14 @@ class Applier:
             if owner and more > 0 else []
         return sorted([*items, *claimed], key=lambda w: w.id)
 
-    def _apply_or_one_by_one(self, batch: list[WorkItem], ready: list[Prepared],
+    def _apply_or_one_by_one(self, batch: list[WorkItem], ready: list[Prepared] | None,
                              owner: str) -> None:
-        applied = self.apply_batch(batch, owner, prepared=ready)
+        try:
+            applied = self.apply_batch(batch, owner, prepared=ready)
+        except Exception as exc:
+            log.warning("HL7 batch failed; applying its messages one by one", extra={
+                "batch": len(batch), "error": type(exc).__name__})
+            applied = []
         one_by_one = Worker(self.services.work, {WORK_KIND: self}, name=owner)
         for work in batch[len(applied):]:
             one_by_one.process(work)
@@ -285,6 +291,17 @@ class Applier:
         config = self.config.sender(sender)
         return parse_messages(body, fallback_charset=config.fallback_charset,
                               default_version=config.default_version)[0]
+
+
+def _prepared_or_none(ahead: Ahead[Any, list[Prepared]]) -> list[Prepared] | None:
+    """The batch the thread prepared, or None when reading it failed (the writer then reads
+    and parses it itself, inside the usual failure handling)."""
+    try:
+        return ahead.result()
+    except Exception as exc:
+        log.warning("HL7 batch could not be prepared ahead", extra={
+            "error": type(exc).__name__})
+        return None
 
 
 def _refresh_status(conn: Connection, ready: list[Prepared]) -> None:

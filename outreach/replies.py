@@ -138,6 +138,7 @@ def _consent(rt: Runtime, reply: Reply, referral: Referral, now: datetime) -> No
     source = {"sms": "sms-keyword", "voice": "voice-key-9", "email": "email-link"}[reply.channel]
     patients = [referral.patient] + [m.patient for m in reply.others]
     with rt.db.write() as c:
+        rt.ostore.lock_address(c, reply.address)  # one opt-out, one confirmation
         was = consent_state(rt.ostore.address_consent_events(reply.address, c))
         for patient in dict.fromkeys(patients):
             rt.ostore.add_consent(c, patient=patient, channel=channel, kind=kind, source=source,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -269,6 +270,17 @@ class OutreachStore:
             if consent_state(events):
                 blocked.add(address)
         return Consent(consent_state(mine), frozenset(blocked), frozenset(failing))
+
+    def lock_address(self, c: Connection, address: str) -> None:
+        """Hold `address`'s consent until the transaction ends, so two replies from it (two
+        STOPs handled at once) are applied one after the other and the second sees the first:
+        a transaction-scoped advisory lock on PostgreSQL; SQLite's writers are serialized by
+        their BEGIN IMMEDIATE already."""
+        if self.db.dialect != "postgresql":
+            return
+        digest = hashlib.sha256(b"outreach-consent:" + address.encode()).digest()
+        c.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                  {"key": int.from_bytes(digest[:8], "big", signed=True)})
 
     def address_consent_events(self, address: str, conn: Connection
                                ) -> list[tuple[datetime, str, str]]:

@@ -30,6 +30,7 @@ from pas_client.response import (
     item_from_json,
     merge_items,
     names_claim,
+    names_patient,
     unknown_sequences,
 )
 from pas_client.store import FINAL, UNDECIDED, PriorAuthRequest, PriorAuthStore
@@ -77,6 +78,8 @@ class PriorAuthFlow:
     hooks: Any = None
     #: the core's coordinator tasks (open(...)), when that facility exists
     tasks: Any = None
+    #: the core's quarantine (put(...)): a ClaimResponse about another patient is kept there
+    quarantine: Any = None
     now: Callable[[], datetime] = utc_now
     #: one client per payer, so its access token is cached across work items
     _clients: dict[PayerConfig, PayerClient] = field(default_factory=dict, repr=False)
@@ -108,8 +111,10 @@ class PriorAuthFlow:
         live = [r for r in latest.values() if r.status in LIVE]
         return live[-1] if live else None
 
-    def prepare(self, referral: Referral, payer: PayerConfig) -> tuple[PriorAuthRequest, bool]:
-        """Build, check and store the request; (request, sendable)."""
+    def prepare(self, referral: Referral, payer: PayerConfig, *,
+                unless_live: bool = False) -> tuple[PriorAuthRequest, bool]:
+        """Build, check and store the request; (request, sendable). `unless_live`: when the
+        referral has a live request to the payer by then (another worker's), that one."""
         server = server_of(referral.source_key)
         gathered = gather_inputs(referral.id, referral.priority, referral.service_request,
                                  referral.patient, lambda t, i: self.resources.try_get(
@@ -127,6 +132,8 @@ class PriorAuthFlow:
         request = new_request(request_id, referral.id, payer.name, "submit", request_id, None, 1,
                               built.bundle, built.bundle_identifier, built.claim_identifier,
                               "sending" if sendable else "blocked", findings)
+        if sendable and unless_live:
+            return self.store.add_unless_live(request, LIVE), sendable
         self.store.add(request)
         return request, sendable
 
@@ -144,10 +151,11 @@ class PriorAuthFlow:
             if payload.get("request_id") else self._open_request(payload)
         if request is None:
             raise InboundError(f"pas.submit: no request {payload.get('request_id')}")
-        if request.status != "sending":
+        if request.status != "sending" or not self.store.claim_send(request.id,
+                                                                    item.idempotency_key):
             log.info("pas request not sent", extra={"request": request.id,
                                                    "status": request.status})
-            return
+            return  # decided, blocked, or being sent by another work item
         payer = self.config.payer(request.payer)
         try:
             self.ensure_subscription(payer)
@@ -192,7 +200,7 @@ class PriorAuthFlow:
         live = None if payload.get("again") else self.live_request(referral.id, payer.name)
         if live is not None:
             return live  # not sent again: the payer has it (or is getting it)
-        request, _ = self.prepare(referral, payer)
+        request, _ = self.prepare(referral, payer, unless_live=not payload.get("again"))
         return request
 
     # --- replies --------------------------------------------------------------------------
@@ -281,15 +289,19 @@ class PriorAuthFlow:
     def apply_decision(self, request: PriorAuthRequest, decision: Decision, source: str,
                        http_status: int | None = None, reply_id: int | None = None) -> bool:
         """Apply a decision once; older decisions (by created) than the applied one are kept
-        but not applied. A decision about items the request does not contain is not applied:
-        the request is in error and an $inquire is scheduled. True when it changed things."""
+        but not applied. A decision about items the request does not contain, or about another
+        patient (also quarantined), is not applied: the request is in error and an $inquire is
+        scheduled. True when it changed things."""
         current = self.store.try_get(request.id)
         assert current is not None
         strange = unknown_sequences(decision, current.item_sequences())
+        patient = other_patient(current, decision)
         problem = (f"it decides item sequences {strange}, which request {current.id[:8]} does "
                    f"not contain (it has {sorted(current.item_sequences())})" if strange
-                   else contradiction(decision))
+                   else patient or contradiction(decision))
         if problem:
+            if patient:
+                self.keep_aside(current, decision, patient)
             self.store.add_response(request.id, source, decision.claim_response, "mismatch",
                                     http_status)
             if reply_id:
@@ -322,6 +334,18 @@ class PriorAuthFlow:
             self.escalate(updated, f"{request.payer} asks to be contacted about this prior "
                           "authorization (X12 306 CT): call the payer or use its portal")
         return True
+
+    def keep_aside(self, request: PriorAuthRequest, decision: Decision, problem: str) -> None:
+        """A ClaimResponse about another patient goes to quarantine with the reason."""
+        if self.quarantine is None:
+            return
+        self.quarantine.put(origin="pas", kind="pas.claim-response", reason=(
+            f"a ClaimResponse from {request.payer} names request {request.id[:8]} (referral "
+            f"{request.referral_id[:8]}) but {problem}")[:2000],
+            original=json.dumps(decision.claim_response).encode(),
+            content_type="application/fhir+json")
+        log.warning("pas: a ClaimResponse about another patient was not applied",
+                    extra={"request": request.id, "referral_id": request.referral_id})
 
     def move_referral(self, request: PriorAuthRequest, status: str,
                        decision: Decision | None = None) -> None:
@@ -489,6 +513,21 @@ def submit_decisions(request: PriorAuthRequest, decisions: tuple[Decision, ...]
         return [], ("it holds ClaimResponses for our claim that contradict each other ("
                     + " / ".join(sorted(conflicts)) + "); none applied")
     return ours[:1], ""
+
+
+def other_patient(request: PriorAuthRequest, decision: Decision) -> str:
+    """Why `decision` cannot be about `request`'s patient ("" when it is, or names none)."""
+    if not request.bundle:
+        return ""
+    bundle = request.bundle_json()
+    reference = str(bundle["entry"][0]["resource"].get("patient", {}).get("reference", ""))
+    patient: dict[str, Any] = next(
+        (e["resource"] for e in bundle["entry"] if e.get("fullUrl") == reference), {})
+    if names_patient(decision, reference, patient) is not False:
+        return ""
+    theirs = decision.patient_reference or "a patient named by identifier only"
+    return (f"it is about another patient ({theirs}), not the request's ({reference}); not "
+            "applied")
 
 
 def is_final(request: PriorAuthRequest) -> bool:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from pas_client.client import PayerClient, Reply
 from pas_client.config import PasConfig, PayerConfig
-from pas_client.reply import DECISION, Reading, find_claim_responses, read_reply
+from pas_client.reply import DECISION, Reading, find_claim_responses, find_patients, read_reply
 from pas_client.response import Decision, from_claim_response
 from pas_client.store import UNDECIDED, PriorAuthRequest, PriorAuthStore
 from pas_client.update import build_inquiry_bundle
@@ -207,11 +207,12 @@ def _overdue(flow: PriorAuthFlow, request: PriorAuthRequest) -> str:
 def handle_notification(flow: PriorAuthFlow, item: WorkItem) -> None:
     payload = item.payload
     payers = payers_for_server(flow, payload.get("server", ""))
-    found = [c for r in payload.get("resources", []) if isinstance(r, dict)
-             for c in find_claim_responses(r)]
+    resources = [r for r in payload.get("resources", []) if isinstance(r, dict)]
+    found = [c for r in resources for c in find_claim_responses(r)]
     if found:
+        patients = {k: p for r in resources for k, p in find_patients(r).items()}
         for claim_response in found:
-            apply_notified(flow, payers, claim_response)
+            apply_notified(flow, payers, claim_response, patients=patients)
         return
     if payload.get("notification_type", "event-notification") != "event-notification":
         return  # handshake / heartbeat
@@ -224,12 +225,12 @@ def handle_notification(flow: PriorAuthFlow, item: WorkItem) -> None:
 
 
 def apply_notified(flow: PriorAuthFlow, payers: list[PayerConfig],
-                   claim_response: dict[str, Any],
-                   reply_id: int | None = None) -> PriorAuthRequest:
+                   claim_response: dict[str, Any], reply_id: int | None = None, *,
+                   patients: dict[str, dict[str, Any]] | None = None) -> PriorAuthRequest:
     """Apply a notified ClaimResponse to the request it answers among those sent to `payers`
     (every [[payers]] entry at the endpoint that notified: one intermediary often serves
-    several payers)."""
-    decision = from_claim_response(claim_response)
+    several payers). `patients`: the Patients that came with it."""
+    decision = from_claim_response(claim_response, patients)
     for payer in payers:
         request = flow.match(decision, payer.name)
         if request is not None:
@@ -249,7 +250,9 @@ def read_focus(flow: PriorAuthFlow, payers: list[PayerConfig], focus: str) -> bo
     if reading.outcome != DECISION:
         flow.store.interpret_reply(reply_id, reading.outcome, reading.problem)
         return False
-    applied = [apply_notified(flow, payers, d.claim_response, reply_id)
+    body = reply.parsed[0]
+    patients = find_patients(body) if isinstance(body, dict) else {}
+    applied = [apply_notified(flow, payers, d.claim_response, reply_id, patients=patients)
                for d in reading.decisions]
     first = applied[0]
     flow.store.interpret_reply(reply_id, DECISION, f"read {focus}", request_id=first.id,

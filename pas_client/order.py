@@ -6,7 +6,8 @@ PAS restricts ServiceRequest.occurrence[x] to Timing (profile-datatype-timing, w
 `repeat.bounds[x]` is a Duration only) and the Claim's serviced dates to full dates, so an order
 with `occurrenceDateTime`, `occurrencePeriod` or a Timing bounded by a Period is converted:
 the dates go to `event` and `item.serviced[x]`, the length of a period to `boundsDuration`, the
-number of visits to `repeat.count`."""
+number of visits to `repeat.count`. An order without a quantity whose Timing has a `repeat.count`
+asks for that many visits: the Claim item's quantity."""
 
 from __future__ import annotations
 
@@ -45,7 +46,9 @@ def to_quantity(request: Resource, findings: list[Finding]) -> Resource | None:
                                 "the order's quantity is a Ratio or a Range; PAS takes a "
                                 "Quantity: left out"))
         return None
-    quantity = request.get("quantityQuantity")
+    if "quantityQuantity" not in request:
+        return _counted(request)
+    quantity = request["quantityQuantity"]
     if not isinstance(quantity, dict) or not isinstance(quantity.get("value"), int | float):
         return None
     unit = str(quantity.get("code") or quantity.get("unit") or "").strip().lower()
@@ -57,6 +60,17 @@ def to_quantity(request: Resource, findings: list[Finding]) -> Resource | None:
         return None
     code, text = mapped
     return {"value": quantity["value"], "unit": text, "system": X12_UNITS, "code": code}
+
+
+def _counted(request: Resource) -> Resource | None:
+    """An order without a quantity whose Timing says how many times (`repeat.count`): that
+    many visits, the PAS Quantity of the Claim item (X12 673 VS)."""
+    timing = request.get("occurrenceTiming")
+    repeat = timing.get("repeat") if isinstance(timing, dict) else None
+    count = repeat.get("count") if isinstance(repeat, dict) else None
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        return None
+    return {"value": count, "unit": "visits", "system": X12_UNITS, "code": "VS"}
 
 
 def visits(quantity: Resource | None) -> int:

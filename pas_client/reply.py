@@ -56,28 +56,48 @@ def read_reply(status: int, parsed: Any, parse_problem: str = "", *,
             return Reading(EMPTY, problem="the payer returned no ClaimResponse", notes=notes)
         return Reading(UNINTERPRETABLE, problem=f"the {kind} holds no ClaimResponse",
                        notes=notes)
-    return Reading(DECISION, tuple(from_claim_response(c) for c in found), notes=notes)
+    patients = find_patients(parsed)
+    return Reading(DECISION, tuple(from_claim_response(c, patients) for c in found),
+                   notes=notes)
 
 
 def find_claim_responses(resource: dict[str, Any], depth: int = 0) -> list[dict[str, Any]]:
     """Every ClaimResponse in `resource`: itself, its Bundle entries (nested Bundles too), or
     the resources of a Parameters."""
+    return [found for _, found in _walk(resource, "ClaimResponse", "", depth)]
+
+
+def find_patients(resource: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The Patients in a reply, by their Bundle entry's fullUrl and by `Patient/<id>`: what a
+    ClaimResponse's `patient` reference can name."""
+    patients: dict[str, dict[str, Any]] = {}
+    for full_url, patient in _walk(resource, "Patient", "", 0):
+        for key in (full_url, f"Patient/{patient.get('id', '')}" if patient.get("id") else ""):
+            if key:
+                patients.setdefault(key, patient)
+    return patients
+
+
+def _walk(resource: dict[str, Any], wanted: str, full_url: str,
+          depth: int) -> list[tuple[str, dict[str, Any]]]:
+    """(fullUrl or "", resource) of every `wanted` resource in `resource`."""
     kind = resource.get("resourceType")
-    if kind == "ClaimResponse":
-        return [resource]
+    if kind == wanted:
+        return [(full_url, resource)]
     if depth >= MAX_DEPTH:
         return []
     if kind == "Bundle":
-        inner = [e.get("resource") for e in resource.get("entry") or [] if isinstance(e, dict)]
+        inner = [(str(e.get("fullUrl", "")), e.get("resource"))
+                 for e in resource.get("entry") or [] if isinstance(e, dict)]
     elif kind == "Parameters":
-        inner = [p.get("resource") for p in resource.get("parameter") or []
+        inner = [("", p.get("resource")) for p in resource.get("parameter") or []
                  if isinstance(p, dict)]
     else:
         return []
-    found: list[dict[str, Any]] = []
-    for item in inner:
+    found: list[tuple[str, dict[str, Any]]] = []
+    for url, item in inner:
         if isinstance(item, dict):
-            found += find_claim_responses(item, depth + 1)
+            found += _walk(item, wanted, url, depth + 1)
     return found
 
 

@@ -63,6 +63,10 @@ class Decision:
     request_identifiers: tuple[tuple[str, str], ...] = ()
     identifiers: tuple[tuple[str, str], ...] = ()
     pre_auth_ref: str = ""  # shown, never used to decide
+    #: the patient it is about: its reference, and the identifiers given on the reference or
+    #: on the Patient the reply holds for it
+    patient_reference: str = ""
+    patient_identifiers: tuple[tuple[str, str], ...] = ()
     claim_response: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -96,7 +100,10 @@ def parse_response_bundle(bundle: dict[str, Any]) -> Decision:
     return from_claim_response(first)
 
 
-def from_claim_response(claim_response: dict[str, Any]) -> Decision:
+def from_claim_response(claim_response: dict[str, Any],
+                        patients: dict[str, dict[str, Any]] | None = None) -> Decision:
+    """The decision in a ClaimResponse; `patients` (reference or fullUrl -> Patient) are the
+    Patients of the reply it came in, read for the identifiers of the one it is about."""
     add_items = claim_response.get("addItem", [])
     items = tuple(_item(item, add_items) for item in claim_response.get("item", []))
     if not items:
@@ -106,6 +113,8 @@ def from_claim_response(claim_response: dict[str, Any]) -> Decision:
     errors = tuple(_error(e) for e in claim_response.get("error", []))
     outcome = claim_response.get("outcome", "")
     request = claim_response.get("request") or {}
+    patient = claim_response.get("patient") or {}
+    named = (patients or {}).get(patient.get("reference", "")) or {}
     return Decision(
         overall=overall(items, outcome, errors), items=items, errors=errors, outcome=outcome,
         disposition=claim_response.get("disposition", ""),
@@ -114,7 +123,11 @@ def from_claim_response(claim_response: dict[str, Any]) -> Decision:
         request_identifiers=_identifiers([request.get("identifier")] if "identifier" in request
                                          else []),
         identifiers=_identifiers(claim_response.get("identifier", [])),
-        pre_auth_ref=claim_response.get("preAuthRef", ""), claim_response=claim_response)
+        pre_auth_ref=claim_response.get("preAuthRef", ""),
+        patient_reference=patient.get("reference", ""),
+        patient_identifiers=_identifiers([patient.get("identifier"), *named.get(
+            "identifier", [])]),
+        claim_response=claim_response)
 
 
 def overall(items: tuple[ItemDecision, ...], outcome: str,
@@ -176,6 +189,20 @@ def names_claim(decision: Decision, full_url: str, claim_id: str,
     by_identifier = bool(identifier) and identifier in (
         *identifiers, *(v for _, v in decision.identifiers))
     return by_reference or by_identifier
+
+
+def names_patient(decision: Decision, reference: str, patient: dict[str, Any]) -> bool | None:
+    """Is the ClaimResponse about our patient: the Claim's patient `reference` (its fullUrl),
+    `Patient/<id>` relative or absolute, or one of the Patient's identifier values? None
+    when it names no patient at all."""
+    theirs = decision.patient_reference
+    if not theirs and not decision.patient_identifiers:
+        return None
+    patient_id = str(patient.get("id", ""))
+    by_reference = bool(theirs) and (theirs == reference or (bool(patient_id) and (
+        theirs == f"Patient/{patient_id}" or theirs.endswith(f"/Patient/{patient_id}"))))
+    ours = {v for _, v in _identifiers(patient.get("identifier", []))}
+    return by_reference or bool(ours & {v for _, v in decision.patient_identifiers})
 
 
 def contradiction(decision: Decision) -> str:

@@ -19,6 +19,7 @@ from pas_client.tables import (
     pas_subscriptions,
 )
 from referrals.store.database import Database
+from referrals.store.schema import referrals, work_items
 
 FINAL = frozenset({"approved", "modified", "partially-approved", "no-auth-required", "denied",
                    "cancelled", "rejected", "blocked"})
@@ -51,6 +52,7 @@ class PriorAuthRequest:
     next_check_at: datetime | None = None
     checks: int = 0
     escalated_at: datetime | None = None
+    sender: str | None = None
 
     @property
     def task_id(self) -> str:
@@ -131,10 +133,55 @@ class PriorAuthStore:
         with self.db.using(conn) as c:
             c.execute(pas_requests.insert().values(**request.__dict__))
 
+    def add_unless_live(self, request: PriorAuthRequest,
+                        live: frozenset[str]) -> PriorAuthRequest:
+        """Add `request` unless its referral already has a request to the same payer whose
+        chain's latest is in `live`: that one then. The referral's row is locked meanwhile
+        (FOR UPDATE on PostgreSQL; SQLite's writer lock), so two workers never both add one."""
+        c_ = pas_requests.c
+        with self.db.write() as c:
+            c.execute(sa.select(referrals.c.id).where(referrals.c.id == request.referral_id)
+                      .with_for_update())
+            rows = c.execute(sa.select(pas_requests).where(
+                c_.referral_id == request.referral_id, c_.payer == request.payer)
+                .order_by(c_.created_at, c_.version_no)).all()
+            latest = {row.chain_id: row for row in rows}
+            found = [row for row in latest.values() if row.status in live]
+            if found:
+                return _row(found[-1])
+            c.execute(pas_requests.insert().values(**request.__dict__))
+        return request
+
+    def claim_send(self, request_id: str, sender: str) -> bool:
+        """Claim a request in `sending` for the work item `sender` before the HTTP call: True
+        for the first claimant, and again for it (its retry resends the same bytes), or when
+        the work item that claimed it is no longer pending (done or quarantined)."""
+        c_ = pas_requests.c
+        active = sa.exists().where(work_items.c.idempotency_key == c_.sender,
+                                   work_items.c.status == "pending")
+        with self.db.write() as c:
+            claimed = c.execute(pas_requests.update().where(
+                c_.id == request_id, c_.status == "sending",
+                sa.or_(c_.sender.is_(None), c_.sender == sender, ~active))
+                .values(sender=sender, updated_at=datetime.now(UTC)))
+        return bool(claimed.rowcount == 1)
+
     def try_get(self, request_id: str, conn: Connection | None = None) -> PriorAuthRequest | None:
         with self.db.using(conn) as c:
             row = c.execute(sa.select(pas_requests).where(pas_requests.c.id == request_id)).first()
         return _row(row) if row else None
+
+    def ids_starting_with(self, prefix: str, limit: int = 5) -> list[str]:
+        """Request ids that begin with `prefix` (at most `limit`, in id order): the short ids
+        `refloop pas status` prints. Ids hold only hex digits and hyphens."""
+        if not prefix or not set(prefix.lower()) <= set("0123456789abcdef-"):
+            return []
+        low = prefix.lower()
+        with self.db.read() as c:
+            found = c.execute(sa.select(pas_requests.c.id).where(
+                pas_requests.c.id.startswith(low, autoescape=True))
+                .order_by(pas_requests.c.id).limit(limit)).scalars()
+            return [str(i) for i in found if str(i).startswith(low)]
 
     def for_referral(self, referral_id: str, payer: str | None = None) -> list[PriorAuthRequest]:
         query = sa.select(pas_requests).where(pas_requests.c.referral_id == referral_id)

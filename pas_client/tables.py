@@ -1,5 +1,5 @@
-"""The PAS tables (SQLAlchemy Core; created by migrations 0004_pas, 0200_pas_replies and
-0201_pas_coverage)."""
+"""The PAS tables (SQLAlchemy Core; created by migrations 0004_pas, 0200_pas_replies,
+0201_pas_coverage and 0240_pas_request_sender)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,8 @@ pas_requests = sa.Table(
     sa.Column("next_check_at", Instant, nullable=True, index=True),
     sa.Column("checks", sa.Integer, nullable=False, server_default="0"),
     sa.Column("escalated_at", Instant, nullable=True),
+    # the work item sending it (its idempotency key), claimed before the HTTP call
+    sa.Column("sender", sa.String(512), nullable=True),
 )
 
 #: every response received for a request ($submit reply, notification, $inquire)

@@ -1,8 +1,9 @@
-"""Referral ids on the command line: a full id, or any unique beginning of one (the listings
-print the first 8 characters)."""
+"""Referral ids (and other uuid ids) on the command line: a full id, or any unique beginning of
+one (the listings print the first 8 characters)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -16,18 +17,27 @@ SHOWN = 5
 def resolve_referral_id(store: Any, text: str) -> str:
     """The full id `text` names: itself when it exists, else the one id it begins; a
     ClickException that says what to do when it names none or several."""
+    return resolve_id(text, exists=lambda i: store.try_get(i) is not None,
+                      starting_with=store.ids_starting_with, noun="referral",
+                      listing="'refloop referrals list' shows their ids")
+
+
+def resolve_id(text: str, *, exists: Callable[[str], bool],
+               starting_with: Callable[..., list[str]], noun: str, listing: str) -> str:
+    """The full id of a `noun` that `text` names (itself, or the one id it begins);
+    `listing` says where people find the ids."""
     text = text.strip()
-    if store.try_get(text) is not None:
+    if exists(text):
         return text
-    found = store.ids_starting_with(text, limit=SHOWN + 1)
+    found = starting_with(text, limit=SHOWN + 1)
     if len(found) == 1:
         return str(found[0])
     if not found:
-        raise click.ClickException(f"no referral {text}; 'refloop referrals list' shows their "
-                                   "ids (a unique beginning of one is enough)")
+        raise click.ClickException(f"no {noun} {text}; {listing} (a unique beginning of one "
+                                   "is enough)")
     count = f"more than {SHOWN}" if len(found) > SHOWN else str(len(found))
     shown = ", ".join(found[:SHOWN]) + (", ..." if len(found) > SHOWN else "")
-    raise click.ClickException(f"{text} is ambiguous: {count} referral ids begin with it "
+    raise click.ClickException(f"{text} is ambiguous: {count} {noun} ids begin with it "
                                f"({shown}); give more of the id")
 
 

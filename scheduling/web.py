@@ -6,6 +6,7 @@ patient on, and every page shows that one referral only (no referral id is ever 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
@@ -28,6 +29,8 @@ log = logging.getLogger("refloop.scheduling.web")
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat")
 TIMES = ("morning", "afternoon")
+#: a waitlist offer's id (uuid4 hex): routes and forms take exactly this
+OFFER_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def patient_blueprint(adapter: SchedulingAdapter) -> Blueprint:
@@ -298,7 +301,8 @@ def patient_blueprint(adapter: SchedulingAdapter) -> Blueprint:
     @with_session
     def offer(session: PatientSession, offer_id: str) -> Any:
         ctx = context(session)
-        found = adapter.waitlist.try_get(offer_id[:32], session.referral_id)
+        found = adapter.waitlist.try_get(offer_id, session.referral_id) \
+            if _safe_id(offer_id) else None
         if found is None or found.status != "offered" or \
                 found.expires_at <= datetime.now(UTC):
             return message(t("offer_heading", g.lang), t("offer_gone", g.lang), 404,
@@ -385,8 +389,9 @@ def _iso_date(value: str) -> bool:
 
 
 def _safe_id(value: str | None) -> str:
-    text = (value or "")[:32]
-    return text if text.isalnum() else ""
+    """An offer id exactly as we make them (32 lower-case hex digits), else ""."""
+    text = value or ""
+    return text if OFFER_ID.fullmatch(text) else ""
 
 
 def _go(value: str | None) -> str:

@@ -14,7 +14,7 @@ import click
 
 from refloop.context import Context, pass_context
 from refloop.output import print_json, print_table
-from refloop.referral_ids import REFERRAL
+from refloop.referral_ids import REFERRAL, resolve_id
 from refloop.wiring import Timer
 
 if TYPE_CHECKING:
@@ -55,7 +55,8 @@ def make_flow(services: Services, config: Any) -> PriorAuthFlow:
                          referrals=services.referrals, referral_store=services.store,
                          resources=services.resources, work=services.work,
                          hooks=services.adapters.get("subscriptions"),
-                         tasks=getattr(services, "tasks", None))
+                         tasks=getattr(services, "tasks", None),
+                         quarantine=services.quarantine)
 
 
 def flow(services: Services) -> PriorAuthFlow:
@@ -253,17 +254,35 @@ def reply(obj: Context, reply_id: int, as_json: bool) -> None:
     click.echo(found.text(limit=10**9))
 
 
+class RequestId(click.ParamType):
+    """A prior-authorization request id, or a unique beginning of one (`refloop pas status`
+    prints the first 8 characters)."""
+
+    name = "REQUEST"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        obj = ctx.find_object(Context) if ctx is not None else None
+        if obj is None:
+            return str(value)
+        store = flow(obj.services).store
+        return resolve_id(str(value), exists=lambda i: store.try_get(i) is not None,
+                          starting_with=store.ids_starting_with,
+                          noun="prior-authorization request",
+                          listing="`refloop pas status REFERRAL_ID` shows their ids")
+
+
 @pas.command("inquire")
-@click.argument("request_id")
+@click.argument("request_id", type=RequestId())
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def inquire(obj: Context, request_id: str, as_json: bool) -> None:
     """Ask the payer ($inquire) for the current decision of REQUEST_ID (user-initiated)."""
-    found = flow(obj.services).store.try_get(request_id)
+    pas_flow = flow(obj.services)
+    found = pas_flow.store.try_get(request_id)
     if found is None:
         raise click.ClickException(f"no prior-authorization request {request_id}; see "
                                    "`refloop pas status REFERRAL_ID`")
-    pas_flow = flow(obj.services)
     reading = pas_flow.inquire(found)
     about = [_about(pas_flow, found, d) for d in reading.decisions]
     status = (pas_flow.store.try_get(found.id) or found).status
@@ -290,11 +309,14 @@ def _about(pas_flow: Any, request: Any, decision: Any) -> str:
 
 
 @pas.command("cancel")
-@click.argument("chain_id")
+@click.argument("chain_id", type=RequestId())
 @pass_context
 def cancel(obj: Context, chain_id: str) -> None:
-    """Cancel a whole prior authorization (a Claim Update with certificationType 3)."""
-    request = flow(obj.services).update(chain_id, cancel_all=True)
+    """Cancel a whole prior authorization (a Claim Update with certificationType 3); CHAIN_ID
+    is any of its requests."""
+    pas_flow = flow(obj.services)
+    named = pas_flow.store.try_get(chain_id)
+    request = pas_flow.update(named.chain_id if named else chain_id, cancel_all=True)
     click.echo(f"cancel request {request.id}: {request.status}")
 
 

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "analytics
 
 from histories import History, random_history, replay
 
+from analytics.contribution import PAIRS
 from analytics.facts import Facts
 from analytics.metrics import STEPS, Totals, cohort_start, drop_key, is_overdue, total, totals_of
 from analytics.outcomes import Filters, outcomes, referrals_behind
@@ -61,15 +62,35 @@ def test_the_cube_and_the_facts_give_the_same_figures(world: tuple[Services, lis
                 assert approximate.median is not None
                 assert abs(approximate.median - measured.median) <= (
                     1.0 if measured.median < 48 else 24.0 if measured.median < 1440 else 120.0)
+    # (one world for several checks: replaying it is most of these tests' time)
+    overdue_counts_the_days_before_today_from_the_cube_and_today_from_the_facts(world)
 
 
-def test_one_filter_reads_the_cube_two_read_the_facts(world: tuple[Services, list[Facts]]
-                                                     ) -> None:
+def overdue_counts_the_days_before_today_from_the_cube_and_today_from_the_facts(
+        world: tuple[Services, list[Facts]]) -> None:
+    services, facts = world
+    deadlines = sorted(f.deadline for f in facts if f.open and f.deadline is not None)
+    assert len(deadlines) >= 3
+    for deadline in deadlines[:: max(1, len(deadlines) // 3)]:
+        # just before and just after a deadline, on its own day: the facts decide
+        for now in (deadline - timedelta(seconds=1), deadline + timedelta(seconds=1),
+                    deadline + timedelta(days=1)):
+            expected = sum(is_overdue(f, now) for f in facts)
+            for view in (Filters(), Filters(where=(("priority", "routine"),)),
+                         Filters(sources=("test",))):
+                assert outcomes(services.db, view, now).overdue == \
+                    sum(is_overdue(f, now) for f in facts
+                        if all(getattr(f, d) == v for d, v in view.where)), (view, now)
+            assert expected >= 1 or now < deadline
+
+
+def test_one_or_two_filters_read_the_cube_more_read_the_facts(
+        world: tuple[Services, list[Facts]]) -> None:
     services, facts = world
     one = outcomes(services.db, Filters(where=(("specialty", "cardiology"),)), NOW)
     assert not one.exact
     assert one.totals == total(f for f in facts if f.specialty == "cardiology")
-    # the breakdown by referrer of the cardiology referrals comes from the facts
+    # the breakdown by referrer of the cardiology referrals comes from the pair cells
     expected: dict[str, Totals] = {}
     for f in facts:
         if f.specialty == "cardiology":
@@ -77,13 +98,42 @@ def test_one_filter_reads_the_cube_two_read_the_facts(world: tuple[Services, lis
     assert dict(one.breakdown) == expected
     two = outcomes(services.db, Filters(where=(("specialty", "cardiology"),
                                                ("priority", "routine"))), NOW)
-    assert two.exact
+    assert not two.exact
     assert two.totals == total(f for f in facts
                                if f.specialty == "cardiology" and f.priority == "routine")
+    by_week = outcomes(services.db, Filters(grain="week", where=(("priority", "routine"),
+                                                                 ("specialty", "cardiology"))),
+                       NOW)
+    assert by_week.exact and by_week.totals == two.totals
     ranged = outcomes(services.db, Filters(since=date(2026, 9, 1), until=date(2026, 9, 30)),
                       NOW)
     assert [c.label for c in ranged.cohorts] == ["2026-09"]
     assert ranged.totals == total(f for f in facts if f.detected_at.month == 9)
+    every_pair_of_filters_agrees_with_the_facts(world)
+
+
+def every_pair_of_filters_agrees_with_the_facts(world: tuple[Services, list[Facts]]) -> None:
+    services, facts = world
+    for index, (a, b) in enumerate(PAIRS):
+        # the values of one referral, the filters given in the other order
+        sample = facts[index * 7]
+        where = ((b, getattr(sample, b)), (a, getattr(sample, a)))
+        cube = outcomes(services.db, Filters(where=where, breakdown=b), NOW)
+        exact = outcomes(services.db, Filters(where=where, breakdown=b, sources=("test",)), NOW)
+        assert not cube.exact and exact.exact
+        assert cube.totals == exact.totals == total(
+            f for f in facts if all(getattr(f, dim) == value for dim, value in where))
+        assert cube.totals.referrals >= 1
+        assert [(c.label, c.totals) for c in cube.cohorts] == \
+            [(c.label, c.totals) for c in exact.cohorts]
+        assert cube.dropoff == exact.dropoff and cube.breakdown == exact.breakdown
+        assert {n: s.n for n, s in cube.spreads.items()} == \
+            {n: s.n for n, s in exact.spreads.items()}
+        for dim, by in ((a, b), (b, a)):  # one filter, broken down by the other dimension
+            one = Filters(where=((dim, getattr(sample, dim)),), breakdown=by)
+            tenant = Filters(where=one.where, breakdown=by, sources=("test",))
+            assert outcomes(services.db, one, NOW).breakdown == \
+                outcomes(services.db, tenant, NOW).breakdown
 
 
 def test_each_number_lists_its_referrals(world: tuple[Services, list[Facts]]) -> None:

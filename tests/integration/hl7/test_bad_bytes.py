@@ -17,6 +17,7 @@ from hl7_bridge import index
 from hl7_bridge.apply import Applier
 from hl7_bridge.header import parse_header
 from hl7_bridge.intake import ACCEPT, Frame, Item
+from referrals.errors import ConflictError
 from referrals.store.schema import inbox, work_items
 from referrals.worker import Worker
 from refloop.wiring import all_handlers
@@ -79,6 +80,28 @@ def test_a_message_failing_again_in_the_one_by_one_pass_is_retried_not_completed
     assert statuses(feed) == ["processed"] * 3
     assert {f"R-{n}^GPSYS" for n in (1, 2, 3)} <= referral_keys(feed)
     assert feed.services.work.counts() == {"done": 3}
+
+
+def test_a_batch_that_fails_as_a_whole_leaves_no_item_leased(
+        feed: Feed, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch's write fails as a whole (say it lost a race at flush: ConflictError): the
+    items the batch claimed beyond the worker's own run one by one at once, in order, like the
+    worker's own; none waits in its lease until it expires."""
+    real = Applier._run
+
+    def lost_race(self: Applier, ready: list[Any], owner: str, complete: bool) -> None:
+        if len(ready) > 1:
+            raise ConflictError("another worker stored the same referral first")
+        real(self, ready, owner, complete)
+
+    monkeypatch.setattr(Applier, "_run", lost_race)
+    for n in (1, 2, 3):
+        assert b"MSA|AA|C%d" % n in (feed.send(ref(f"C{n}", f"R-{n}")) or b"")
+    assert hl7_worker(feed).run_once() == 1  # one round: its own item, the batch claims two
+    assert statuses(feed) == ["processed"] * 3
+    with feed.services.db.read() as conn:
+        assert conn.execute(sa.select(work_items.c.status, work_items.c.lease_owner,
+                                      work_items.c.attempts)).all() == [("done", None, 1)] * 3
 
 
 @pytest.mark.parametrize(("field", "raw", "location"), [

@@ -97,6 +97,7 @@ def test_upload_link_closes_the_loop_and_the_practice_reads_the_note(mailed: Mai
     [step] = w.events(referral.id, "chase-note")
     assert step.data["step"] == "email"
     link = link_in(ask, "/loop/u/")
+    assert requests.get(link + "x", timeout=10).status_code == 404  # the exact token only
     page = requests.get(link, timeout=10)
     assert page.status_code == 200
     assert "L. M." in page.text and "born 1958" in page.text
@@ -133,6 +134,7 @@ def test_upload_link_closes_the_loop_and_the_practice_reads_the_note(mailed: Mai
     [sent] = w.events(referral.id, "send-note")
     assert sent.data["channel"] == "link"
     note_link = link_in(note_mail, "/loop/n/")
+    assert requests.get(note_link + "x", timeout=10).status_code == 404  # the exact token only
     assert "date of birth" in requests.get(note_link, timeout=10).text
     wrong = requests.post(note_link, data={"day": "3", "month": "11", "year": "1958"},
                           allow_redirects=False, timeout=10)

@@ -5,6 +5,7 @@ PostgreSQL, against the OTHER PAYER written for the tests (a fake: a payer canno
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -199,3 +200,54 @@ def test_an_inquire_answer_about_another_claim_is_shown_as_not_applied(other: Wo
     assert "denied (1:A3) (no request of ours: not applied)" in result.output
     assert f"request {request.id}: pended" in result.output
     assert other.request(request.id).status == "pended"
+
+
+def our_patient(world: World) -> tuple[str, dict[str, Any]]:
+    """The Claim's patient reference and the Patient entry of the last request received."""
+    bundle = [b for path, b in hostile(world).payer.received if path == "/Claim/$submit"][-1]
+    reference = bundle["entry"][0]["resource"]["patient"]["reference"]
+    [patient] = [e["resource"] for e in bundle["entry"] if e["fullUrl"] == reference]
+    return reference, patient
+
+
+def test_an_approval_of_our_claim_for_another_patient_is_quarantined(other: World) -> None:
+    hostile(other).payer.rewrite = lambda cr: [{
+        **cr, "patient": {"reference": "Patient/someone-else"}}]
+    referral = other.referral()
+    other.submit(referral)
+    assert_not_applied(other, referral.id, "another patient (Patient/someone-else)")
+    [entry] = other.services.quarantine.list()
+    assert entry.kind == "pas.claim-response" and "Patient/someone-else" in entry.reason
+    assert json.loads(entry.original)["patient"]["reference"] == "Patient/someone-else"
+
+
+@pytest.mark.parametrize("named", ["relative", "member-id"])
+def test_our_patient_named_another_way_is_applied(other: World, named: str) -> None:
+    """`Patient/<id>` of our Patient, or the payer's own Patient id with our member id."""
+    def renamed(cr: dict[str, Any]) -> list[dict[str, Any]]:
+        _, patient = our_patient(other)
+        if named == "relative":
+            return [{**cr, "patient": {"reference": f"Patient/{patient['id']}"}}]
+        return [{**cr, "patient": {"reference": "Patient/payer-77",
+                                   "identifier": patient["identifier"][0]}}]
+    hostile(other).payer.rewrite = renamed
+    assert other.submit(other.referral()).status == "approved"
+    assert other.services.quarantine.list() == []
+
+
+def test_a_notified_decision_for_another_patient_is_not_applied(other: World) -> None:
+    payer = hostile(other)
+    payer.answer("bundle", code="A4")
+    referral = other.referral()
+    request = other.submit(referral)
+    assert request.status == "pended"
+    payer.release("A1")
+    payer.payer.current()["patient"] = {"reference": "Patient/someone-else"}
+    other.services.work.enqueue("pas.notification", notification_payload(
+        payer.url, payer.notification("nested")), key="other-patient")
+    other.run()
+    after = other.request(request.id)
+    assert after.status == "error" and "another patient" in after.last_error
+    assert other.services.store.get(referral.id).stage == Stage.AUTH_PENDING
+    [entry] = other.services.quarantine.list()
+    assert entry.kind == "pas.claim-response" and request.id[:8] in entry.reason

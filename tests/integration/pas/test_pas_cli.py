@@ -1,20 +1,23 @@
-"""`refloop pas submit|status|reply` with ids that do not exist: an error and a non-zero exit,
-never queued work that fails eight times; a queued submission for a referral that is gone is
-rejected at once."""
+"""`refloop pas submit|status|reply|inquire` with ids that do not exist: an error and a non-zero
+exit, never queued work that fails eight times; a queued submission for a referral that is gone is
+rejected at once. Request ids, like referral ids, may be given by a unique beginning."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
+from pas_client.flow import new_request
 from refloop.context import Context
 from refloop.wiring.pas import pas
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pas_world import World, world_fixture  # noqa: F401 (fixture)
+from pas_world import PAYER, World, close_world, make_world, world_fixture  # noqa: F401
 
 
 def invoke(world: World, *args: str) -> tuple[int, str]:
@@ -65,3 +68,35 @@ def test_a_queued_submission_to_an_unknown_payer_is_blocked_with_the_reason(worl
     assert "no [[payers]] entry named 'Nobody Health'" in request.findings[0]["message"]
     code, output = invoke(world, "status", referral.id)
     assert code == 0 and "blocked" in output and "Nobody Health" in output
+
+
+@pytest.fixture(name="sandbox")
+def sandbox_fixture(database_url: str, tmp_path: Path) -> Iterator[World]:
+    made = make_world("sandbox", database_url, tmp_path)
+    yield made
+    close_world(made)
+
+
+def test_inquire_and_cancel_take_the_short_request_id_status_prints(sandbox: World) -> None:
+    sandbox.payer.answer("bundle", code="A4")
+    request = sandbox.submit(sandbox.referral())
+    code, output = invoke(sandbox, "inquire", request.id[:8])
+    assert code == 0 and f"request {request.id}: pended" in output, output
+    code, output = invoke(sandbox, "cancel", request.id[:8])
+    assert code == 0 and "cancel request " in output, output
+    assert [r.kind for r in sandbox.store.for_referral(request.referral_id)] == [
+        "submit", "cancel"]
+
+
+def test_an_ambiguous_or_unknown_request_id_is_an_error_listing_the_candidates(
+        sandbox: World) -> None:
+    referral = sandbox.referral()
+    for suffix in ("0000", "1111"):
+        sandbox.store.add(new_request(f"abcd1234-{suffix}", referral.id, PAYER, "submit",
+                                      f"abcd1234-{suffix}", None, 1, {}, f"b-{suffix}", "",
+                                      "blocked", []))
+    code, output = invoke(sandbox, "inquire", "abcd1234")
+    assert code == 1 and ("abcd1234 is ambiguous: 2 prior-authorization request ids begin "
+                          "with it (abcd1234-0000, abcd1234-1111)") in output, output
+    code, output = invoke(sandbox, "inquire", "abcd9")
+    assert code == 1 and "no prior-authorization request abcd9" in output, output

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from scheduling.adapter import PATIENT, SchedulingAdapter
 from scheduling.config import from_section
 from scheduling.coordinator import summary
 from scheduling.links import digest
+from scheduling.tables import offers
 
 RIGHT = {"day": "23", "month": "04", "year": "1961"}
 WRONG = {"day": "24", "month": "04", "year": "1961"}
@@ -61,7 +63,7 @@ def test_expired_revoked_and_tampered_links_are_refused(world: World) -> None:
     [*_, last] = links.for_referral(referral.id)
     assert links.revoke(links.for_referral(referral.id)[1].id)
     tampered = good[:-1] + ("A" if good[-1] != "A" else "B")
-    for token in (expired, revoked, tampered, "x" * 43):
+    for token in (expired, revoked, tampered, good + "x", good[:-1], "x" * 43):
         assert world.get(f"/p/{token}").status_code == 404
         refused = world.post(f"/p/{token}", data=RIGHT)
         assert refused.status_code == 404 and "Set-Cookie" not in refused.headers
@@ -211,3 +213,31 @@ def test_a_served_link_never_puts_its_token_in_the_request_log(
     assert token not in caplog.text
     http = [r for r in caplog.records if r.getMessage() == "http"]
     assert [r.path for r in http] == ["/p/<token>"]  # type: ignore[attr-defined]
+
+
+def offered(world: World, referral_id: str) -> str:
+    """A waitlist offer made to the referral, open for a day; its id."""
+    now = datetime.now(UTC)
+    start = now + timedelta(days=3)
+    offer_id = uuid.uuid4().hex
+    with world.services.db.write() as c:
+        c.execute(offers.insert().values(
+            id=offer_id, referral_id=referral_id, destination="cardiology",
+            slot_key="slot-early", slot={"start": start.isoformat(), "end": "",
+                                         "location": "Main St", "clinician": "Dr Reed"},
+            created_at=now, expires_at=now + timedelta(days=1), status="offered"))
+    return offer_id
+
+
+def test_an_offer_is_reached_by_its_exact_id_only(world: World) -> None:
+    mine = world.referral()
+    offer_id = offered(world, mine.id)
+    token = token_of(world.scheduling.issue_booking_link(mine.id))
+    opened = world.post(f"/p/{token}", data={**RIGHT, "offer": offer_id + "ff"})
+    assert opened.status_code == 303 and opened.headers["Location"] == "/p/home"
+    csrf = _csrf(world.get("/p/home").data.decode())
+    for loose in (offer_id + "x", offer_id + "0" * 32, offer_id.upper(), offer_id[:31]):
+        assert world.get(f"/p/offer/{loose}").status_code == 404, loose
+        taken = world.post(f"/p/offer/{loose}", data={"csrf_token": csrf})
+        assert taken.status_code == 404, loose
+    assert world.get(f"/p/offer/{offer_id}").status_code == 200

@@ -123,6 +123,26 @@ def test_a_multi_visit_order_keeps_its_count() -> None:
     assert request["occurrenceTiming"]["repeat"]["count"] == 3
 
 
+def test_a_timing_count_is_the_item_quantity_in_visits() -> None:
+    """Six visits ordered as a Timing count, with no quantity: the Claim item's PAS Quantity
+    says 6 visits (X12 673 VS), and so does the ServiceRequest's."""
+    timing = {"repeat": {"count": 6, "boundsPeriod": {"start": "2026-04-01",
+                                                      "end": "2026-05-12"}}}
+    built, _ = build(order(occurrenceTiming=timing), DEMO[0]["key"])
+    assert errors(built) == []
+    six = {"value": 6, "unit": "visits", "system": X12 + "673", "code": "VS"}
+    assert claim(built)["item"][0]["quantity"] == six
+    request = entry(built, "ServiceRequest")
+    assert request["quantityQuantity"] == six
+    assert request["occurrenceTiming"]["repeat"]["count"] == 6
+
+
+def test_the_order_quantity_wins_over_a_timing_count() -> None:
+    built, _ = build(order(quantityQuantity={"value": 2, "unit": "visits"},
+                           occurrenceTiming={"repeat": {"count": 6}}), DEMO[0]["key"])
+    assert claim(built)["item"][0]["quantity"]["value"] == 2
+
+
 def test_a_quantity_without_a_pas_unit_is_left_out_with_a_warning() -> None:
     built, _ = build(order(quantityQuantity={"value": 12, "unit": "lb"}), DEMO[0]["key"])
     assert errors(built) == [] and "quantity" not in claim(built)["item"][0]

@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
+from pas_client.reply import read_reply
 from pas_client.response import (
     ResponseError,
     from_claim_response,
+    names_patient,
     parse_inquire_reply,
     parse_response_bundle,
 )
@@ -169,3 +171,31 @@ def test_not_a_response() -> None:
         parse_response_bundle(load("2.2.1", "OperationOutcome-InvalidRequestResponse.json"))
     with pytest.raises(ResponseError):
         parse_inquire_reply({"resourceType": "OperationOutcome"})
+
+
+PATIENT = {"resourceType": "Patient", "id": "p1",
+           "identifier": [{"system": "urn:member", "value": "M-1"}]}
+
+
+@pytest.mark.parametrize(("patient", "about_ours"), [
+    ({}, None),                                                   # names no patient
+    ({"reference": "urn:uuid:ours"}, True),                       # the Claim's own reference
+    ({"reference": "Patient/p1"}, True),
+    ({"reference": "https://payer.example/fhir/Patient/p1"}, True),
+    ({"reference": "Patient/p2", "identifier": {"value": "M-1"}}, True),
+    ({"reference": "Patient/p2"}, False),
+    ({"identifier": {"system": "urn:member", "value": "M-2"}}, False),
+])
+def test_names_patient(patient: dict[str, Any], about_ours: bool | None) -> None:
+    decision = from_claim_response({"resourceType": "ClaimResponse", "patient": patient})
+    assert names_patient(decision, "urn:uuid:ours", PATIENT) is about_ours
+
+
+def test_the_patient_a_reply_holds_is_read_for_its_identifiers() -> None:
+    reply = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "urn:uuid:cr", "resource": {"resourceType": "ClaimResponse",
+                                               "patient": {"reference": "urn:uuid:theirs"}}},
+        {"fullUrl": "urn:uuid:theirs", "resource": {**PATIENT, "id": "payer-9"}}]}
+    [decision] = read_reply(200, reply).decisions
+    assert decision.patient_identifiers == (("urn:member", "M-1"),)
+    assert names_patient(decision, "urn:uuid:ours", PATIENT) is True
