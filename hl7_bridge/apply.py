@@ -36,8 +36,9 @@ from hl7_bridge.header import HeaderError, parse_header
 from hl7_bridge.lookups import BatchLookups
 from hl7_bridge.maps import Mapped, MappingError, to_mapped
 from hl7_bridge.message import Message, MessageError, parse_messages
+from hl7_bridge.order import WAIT_SECONDS, first_waiting, held_back
 from referrals.batch import ReferralBatch
-from referrals.errors import IllegalTransition, InboundError
+from referrals.errors import IllegalTransition, InboundError, RetryLater
 from referrals.store.schema import inbox
 from referrals.store.work import WorkItem
 from referrals.worker import Worker, refused
@@ -49,6 +50,8 @@ WORK_KIND = "hl7.message"
 CONTENT_ERRORS = (MessageError, MappingError, IllegalTransition)
 #: batches one `handle_many` call applies at most (each next one prepared while one is written)
 MAPPING_ROUNDS = 20
+#: why a held-back message's work item was postponed (order.py)
+_WAIT_NOTE = "waits for an earlier message of its sender that is not applied yet"
 #: the longest referral key column (referrals.source_key, hl7_referral_keys, hl7_parked)
 KEY_MAX = 512
 
@@ -200,9 +203,16 @@ class Applier:
                 why = refused(exc) if isinstance(exc, DataError) else type(exc).__name__
                 log.info("HL7 batch reads failed", extra={"batch": len(ready), "error": why})
                 raise _Stop(0, exc) from exc
+            first = first_waiting(conn, [(p.inbox_id, p.sender) for p in ready if not p.done])
             marks: list[tuple[int, str, str]] = []
+            held: list[Prepared] = []
             for at, prepared in enumerate(ready):
                 if prepared.done:
+                    continue
+                if held_back(first, prepared.inbox_id, prepared.sender):
+                    if not complete:  # the one-by-one path: the worker postpones it
+                        raise _Stop(at, RetryLater(_WAIT_NOTE, delay_seconds=WAIT_SECONDS))
+                    held.append(prepared)
                     continue
                 try:
                     marks.append(self._apply(lookups, prepared))
@@ -211,7 +221,20 @@ class Applier:
             lookups.flush()
             self.services.inbox.mark_many(marks, conn)
             if complete:
-                self.services.work.complete_many([p.work for p in ready], owner, conn)
+                self._complete(ready, held, owner, conn)
+
+    def _complete(self, ready: list[Prepared], held: list[Prepared], owner: str,
+                  conn: Connection) -> None:
+        """Complete the batch's items, except those held back behind an earlier message of
+        their sender (order.py): they are postponed, in the same transaction."""
+        waiting = {id(p) for p in held}
+        self.services.work.complete_many([p.work for p in ready if id(p) not in waiting],
+                                         owner, conn)
+        self.services.work.postpone_many([p.work for p in held], owner, WAIT_SECONDS,
+                                         _WAIT_NOTE, conn)
+        if held:
+            log.info("HL7 messages wait for earlier ones of their sender", extra={
+                "held": len(held), "first_inbox_id": held[0].inbox_id})
 
     def parse_stored(self, batch: list[WorkItem]) -> list[Prepared]:
         """Read the stored messages (one query) and parse and map them, with no transaction

@@ -128,6 +128,21 @@ class WorkQueue:
             .values(status=DONE, done_at=self.clock(), lease_owner=None, lease_expires=None)
         ).rowcount)
 
+    def postpone_many(self, items: list[WorkItem], owner: str, delay: float, note: str,
+                      conn: Connection) -> int:
+        """`postpone` for several items in the caller's transaction (a batch handler's items
+        that must wait); how many were postponed."""
+        if not items:
+            return 0
+        return int(conn.execute(
+            work_items.update()
+            .where(work_items.c.id.in_([item.id for item in items]),
+                   work_items.c.lease_owner == owner, work_items.c.status == PENDING)
+            .values(run_at=self.clock() + timedelta(seconds=delay), lease_owner=None,
+                    lease_expires=None, attempts=work_items.c.attempts - 1,
+                    last_error=note[:4000])
+        ).rowcount)
+
     def fail(self, item: WorkItem, owner: str, error: str, *,
              retry_in: float | None = None, final: bool = False) -> str:
         """Record a failed attempt: back off and retry, or quarantine after the last attempt."""
