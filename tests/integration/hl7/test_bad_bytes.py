@@ -60,8 +60,9 @@ def test_a_message_failing_again_in_the_one_by_one_pass_is_retried_not_completed
         feed: Feed, monkeypatch: pytest.MonkeyPatch) -> None:
     """The batch stops at B2 and applies it alone, where it fails once more (say the database
     was briefly unavailable): its work item goes back to the queue and B2 is applied on the
-    retry. It must never be completed as if applied."""
+    retry. It must never be completed as if applied. B3 waits for B2 (its sender's order)."""
     feed.services.work.base_backoff = 0.0  # the retry is due at once
+    monkeypatch.setattr("hl7_bridge.apply.WAIT_SECONDS", 0.0)  # and B3's wait behind B2
     failures = {"B2": 2}
     real = Applier._apply
 
