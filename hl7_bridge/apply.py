@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError
 
 from hl7_bridge.ack import AckError
+from hl7_bridge.ahead import Ahead
 from hl7_bridge.app_ack import queue_application_ack
 from hl7_bridge.config import Hl7Config
 from hl7_bridge.effects import IGNORED, PROCESSED, QUARANTINED, Effects, Outcome, source_key
@@ -46,6 +47,8 @@ log = logging.getLogger("refloop.hl7.apply")
 WORK_KIND = "hl7.message"
 #: content errors: the message is quarantined (retrying would not help)
 CONTENT_ERRORS = (MessageError, MappingError, IllegalTransition)
+#: batches one `handle_many` call applies at most (each next one prepared while one is written)
+MAPPING_ROUNDS = 20
 #: the longest referral key column (referrals.source_key, hl7_referral_keys, hl7_parked)
 KEY_MAX = 512
 
@@ -96,15 +99,44 @@ class Applier:
         """Apply `items` and more of the same worker's `hl7.message` items (up to
         `mapping_batch`) as one batch; the items after a failure go through the one-by-one path
         here, in order, and all of them when the batch fails as a whole (a lost race at flush),
-        so none it claimed stays leased. Every item is handled when it returns (the ids of
-        `items`)."""
+        so none it claimed stays leased. While a full batch is written, the next one is claimed
+        and parsed and mapped in a thread (SQLite and the disk run without the GIL), for up to
+        `MAPPING_ROUNDS` batches. Every item is handled when it returns (the ids of `items`)."""
         owner = (items[0].lease_owner or "") if items else ""
+        batch = self._claim(owner, items)
+        ready: list[Prepared] | None = None  # None: apply_batch reads and parses the batch
+        spent: list[Prepared] = []
+        for round_ in range(1, MAPPING_ROUNDS + 1):
+            more = round_ < MAPPING_ROUNDS and len(batch) >= self.config.mapping_batch
+            following = self._claim(owner, []) if more else []
+            ahead = Ahead(self._prepare, (following, spent)) if following else None
+            spent = []  # the last batch's objects are freed in the thread, not here
+            self._apply_or_one_by_one(batch, ready, owner)
+            if ahead is None:
+                break
+            batch, ready, spent = following, _prepared_or_none(ahead), ready or []
+        return [item.id for item in items]
+
+    def _prepare(self, work: tuple[list[WorkItem], list[Prepared]]) -> list[Prepared]:
+        """In the thread beside the writer: the next batch parsed and mapped, the spent batch
+        handed over freed here, and the store's log checkpointed (Database.checkpoint)."""
+        following, spent = work
+        spent.clear()
+        ready = self.parse_stored(following)
+        self.services.db.checkpoint()  # the log written so far, copied beside the writer
+        return ready
+
+    def _claim(self, owner: str, items: list[WorkItem]) -> list[WorkItem]:
+        """`items` and more of this worker's items, up to `mapping_batch`, in id order."""
         more = self.config.mapping_batch - len(items)
         claimed = self.services.work.claim(owner, limit=more, kinds=[WORK_KIND]) \
             if owner and more > 0 else []
-        batch = sorted([*items, *claimed], key=lambda w: w.id)
+        return sorted([*items, *claimed], key=lambda w: w.id)
+
+    def _apply_or_one_by_one(self, batch: list[WorkItem], ready: list[Prepared] | None,
+                             owner: str) -> None:
         try:
-            applied = self.apply_batch(batch, owner)
+            applied = self.apply_batch(batch, owner, prepared=ready)
         except Exception as exc:
             log.warning("HL7 batch failed; applying its messages one by one", extra={
                 "batch": len(batch), "error": type(exc).__name__})
@@ -112,7 +144,6 @@ class Applier:
         one_by_one = Worker(self.services.work, {WORK_KIND: self}, name=owner)
         for work in batch[len(applied):]:
             one_by_one.process(work)
-        return [item.id for item in items]
 
     def handle_one(self, item: WorkItem) -> None:
         """Apply one message in its own transaction; bad content goes to quarantine."""
@@ -162,6 +193,7 @@ class Applier:
             lookups = BatchLookups(conn, self.services.resources,
                                    ReferralBatch(self.services.referrals, conn),
                                    self.services.work)
+            _refresh_status(conn, ready)
             try:
                 self._preload(lookups, ready)
             except Exception as exc:  # e.g. a value of one message refused: each runs alone
@@ -259,6 +291,27 @@ class Applier:
         config = self.config.sender(sender)
         return parse_messages(body, fallback_charset=config.fallback_charset,
                               default_version=config.default_version)[0]
+
+
+def _prepared_or_none(ahead: Ahead[Any, list[Prepared]]) -> list[Prepared] | None:
+    """The batch the thread prepared, or None when reading it failed (the writer then reads
+    and parses it itself, inside the usual failure handling)."""
+    try:
+        return ahead.result()
+    except Exception as exc:
+        log.warning("HL7 batch could not be prepared ahead", extra={
+            "error": type(exc).__name__})
+        return None
+
+
+def _refresh_status(conn: Connection, ready: list[Prepared]) -> None:
+    """Each message's inbox status as the write transaction sees it: a batch may be parsed
+    while the one before it is written, so a status read then is only a first guess."""
+    ids = [p.inbox_id for p in ready]
+    status = dict(conn.execute(sa.select(inbox.c.id, inbox.c.status)
+                               .where(inbox.c.id.in_(ids))).all())
+    for prepared in ready:
+        prepared.status = str(status.get(prepared.inbox_id, prepared.status))
 
 
 def _check_keys(mapped: Mapped, sender: str) -> None:

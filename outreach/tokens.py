@@ -12,12 +12,14 @@ import hashlib
 import hmac
 import json
 import os
+import re
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 _KEY_LABEL = b"refloop outreach unsubscribe token"
+_ALPHABET = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def load_secret(path: Path) -> bytes:
@@ -43,13 +45,27 @@ def read(secret: bytes, token: str) -> tuple[str, str, str] | None:
     """(patient, address, channel), or None for a forged or damaged token."""
     if "." in token:
         return _read_signed(secret, token)
+    raw = _exact_bytes(token)
+    if raw is None:
+        return None
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         plain = AESGCM(_key(secret)).decrypt(raw[:12], raw[12:], None)
         patient, address, channel = json.loads(plain)
     except (InvalidTag, ValueError, TypeError):
         return None
     return str(patient), str(address), str(channel)
+
+
+def _exact_bytes(token: str) -> bytes | None:
+    """The bytes `token` encodes, or None unless it is exactly the unpadded base64url that
+    `make` writes: no character outside the alphabet, none too many, none too few."""
+    if not _ALPHABET.fullmatch(token):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except ValueError:
+        return None
+    return raw if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == token else None
 
 
 def _key(secret: bytes) -> bytes:

@@ -95,7 +95,8 @@ def build_request_bundle(inputs: ClaimInputs, payer: PayerConfig, config: PasCon
     practitioner = to_requester(inputs.practitioner, findings)
     team, team_resources = build_care_team(inputs, urls, findings)
     quantity = to_quantity(inputs.service_request, findings)
-    occurrence = to_occurrence(inputs.service_request, visits(quantity), findings)
+    occurrence = to_occurrence(inputs.service_request, visits(quantity), findings,
+                               moment.date())
     service_request = to_service_request(
         inputs.service_request, urls, patient, coverage, practitioner, occurrence, quantity,
         [m["provider"] for m in team])

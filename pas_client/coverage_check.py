@@ -167,7 +167,8 @@ class CoverageCheck:
         provider = next((r for r in team_resources for m in team[:1]
                          if urls.of(r) == m["provider"]["reference"]), None)
         quantity = to_quantity(inputs.service_request, findings)
-        occurrence = to_occurrence(inputs.service_request, visits(quantity), findings)
+        occurrence = to_occurrence(inputs.service_request, visits(quantity), findings,
+                                   self.flow.now().date())
         request = build_request(
             patient=patient, coverage=coverage, insurer=insurer, requestor=requestor,
             provider=provider, product=product_or_service(inputs.service_request,

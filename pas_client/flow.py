@@ -227,7 +227,7 @@ class PriorAuthFlow:
         self.store.interpret_reply(reply_id, reading.outcome,
                                    "; ".join(filter(None, [reading.problem, *reading.notes])))
         if reading.outcome == REJECTED and operation == "submit":
-            self._rejected(request, reading.problem)
+            self._rejected(request, reading.problem, reply.status, reply_id)
         elif reading.outcome == DECISION:
             if operation == "submit" and request.status == "sending":
                 self.store.update(request.id, status="submitted")
@@ -266,9 +266,22 @@ class PriorAuthFlow:
             payer=payer)
         return matched
 
-    def _rejected(self, request: PriorAuthRequest, why: str) -> None:
-        self.store.update(request.id, status="rejected", last_error=why, next_check_at=None)
-        self.put_task(request, "rejected", None)
+    def _rejected(self, request: PriorAuthRequest, why: str, http_status: int,
+                  reply_id: int) -> None:
+        """The payer refused the request (a 4xx it does not ask us to retry): the request, its
+        Task and, for a first submission, the referral (auth state `rejected`, the reason in
+        its event log) say why and what to do; nothing is sent again by itself."""
+        again = "request prior authorization again" if request.kind == "submit" else \
+            f"send the {request.kind} again"
+        refused = f"{request.payer} refused the request (HTTP {http_status})"
+        message = (f"{refused}: {why.rstrip('.')}. Correct what it names and {again} (the "
+                   f"reply: `refloop pas reply {reply_id}`)")
+        self.store.update(request.id, status="rejected", last_error=message[:4000],
+                          next_check_at=None)
+        self.put_task(request, "rejected", None, note=message)
+        if request.kind == "submit":
+            self.move_referral(request, "rejected", reason=Reason("auth-rejected", (
+                f"{refused}: correct what it names and {again}; {why}")[:200]))
         log.warning("pas request rejected", extra={"request": request.id})
 
     def unreadable(self, request: PriorAuthRequest, reply_id: int, problem: str) -> None:
@@ -348,7 +361,7 @@ class PriorAuthFlow:
                     extra={"request": request.id, "referral_id": request.referral_id})
 
     def move_referral(self, request: PriorAuthRequest, status: str,
-                       decision: Decision | None = None) -> None:
+                       decision: Decision | None = None, reason: Reason | None = None) -> None:
         referral = self.referral_store.get(request.referral_id)
         link = Link("prior-authorization", f"Task/{request.task_id}", request.payer)
         if referral.stage in (Stage.ACCEPTED, Stage.COVERAGE_CHECK):
@@ -370,7 +383,7 @@ class PriorAuthFlow:
                 (f" (reasons {reasons})" if reasons else ""))[:200]),
                 changes={"auth_state": "denied"})
         elif referral.auth_state != status:
-            self.act_on(referral, "amend", changes={"auth_state": status})
+            self.act_on(referral, "amend", reason=reason, changes={"auth_state": status})
 
     def act_on(self, referral: Referral, action: str, reason: Reason | None = None,
              changes: dict[str, Any] | None = None) -> Referral:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pas_client.conformance.finding import Finding
@@ -81,27 +81,36 @@ def visits(quantity: Resource | None) -> int:
     return 1
 
 
-def to_occurrence(request: Resource, count: int, findings: list[Finding]) -> Occurrence:
+def to_occurrence(request: Resource, count: int, findings: list[Finding],
+                  today: date | None = None) -> Occurrence:
+    """The order's when in the PAS form. A period open at its start (only an end: the
+    service is due by then) runs from when the order was signed (`authoredOn`), else from
+    `today` (the day the request is built), since a PAS Timing can only say an end as a
+    length from a start."""
+    opened = str(request.get("authoredOn") or (today or datetime.now(UTC).date()).isoformat())
     if "occurrenceDateTime" in request:
         moment = str(request["occurrenceDateTime"])
         return Occurrence({"event": [moment], "repeat": {"count": count}},
                           _serviced_date(moment, findings))
     if "occurrencePeriod" in request:
-        return _from_period(request["occurrencePeriod"], count, findings)
+        return _from_period(request["occurrencePeriod"], count, findings, opened=opened)
     if "occurrenceTiming" in request:
-        return _from_timing(request["occurrenceTiming"], count, findings)
+        return _from_timing(request["occurrenceTiming"], count, findings, opened)
     return Occurrence()
 
 
 def _from_period(period: Resource, count: int, findings: list[Finding],
-                 base: Resource | None = None) -> Occurrence:
+                 base: Resource | None = None, *, opened: str = "") -> Occurrence:
     start, end = str(period.get("start", "")), str(period.get("end", ""))
     timing: Resource = copy.deepcopy(base) if base else {}
     repeat = timing.setdefault("repeat", {})
     repeat.pop("boundsPeriod", None)
     if start:
         timing["event"] = [start]
-    days = _days_between(start, end)
+    elif end and not timing.get("event"):
+        _open_start(timing, opened, end, findings)
+    days = _days_between(start or min((str(e) for e in timing.get("event", [])), default=""),
+                         end)
     if days is not None:
         repeat["boundsDuration"] = {"value": days, "unit": "days", "system": UCUM, "code": "d"}
     _ensure_count(repeat, count)
@@ -117,10 +126,23 @@ def _from_period(period: Resource, count: int, findings: list[Finding],
     return Occurrence(timing, {"servicedPeriod": serviced} if serviced else None)
 
 
-def _from_timing(timing: Resource, count: int, findings: list[Finding]) -> Occurrence:
+def _open_start(timing: Resource, opened: str, end: str, findings: list[Finding]) -> None:
+    """A period with only an end starts when the order was opened, unless it ended before."""
+    if _full_date(opened) and _full_date(end) and opened[:10] <= end[:10]:
+        timing["event"] = [opened[:10]]
+        return
+    findings.append(Finding("warning", "ServiceRequest.occurrence[x]", "input",
+                            f"the order's period ends {end!r} with no start, and a PAS Timing "
+                            f"can only say an end after a start ({opened!r} is later or not "
+                            "a full date): the end is on the Claim item only"))
+
+
+def _from_timing(timing: Resource, count: int, findings: list[Finding],
+                 opened: str = "") -> Occurrence:
     repeat = timing.get("repeat") or {}
     if "boundsPeriod" in repeat:
-        return _from_period(repeat["boundsPeriod"], count, findings, base=timing)
+        return _from_period(repeat["boundsPeriod"], count, findings, base=timing,
+                            opened=opened)
     kept = copy.deepcopy(timing)
     if "boundsRange" in repeat:
         kept["repeat"].pop("boundsRange")

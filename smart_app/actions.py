@@ -65,21 +65,23 @@ ACTIONS: dict[str, ActionSpec] = {a.name: a for a in (
 )}
 
 
-#: auth states of a referral waiting for authorization that no request has been sent for yet
-#: (the coverage check found it required)
-UNREQUESTED = frozenset({"required"})
+#: auth states of a referral waiting for authorization that the page offers to request: none
+#: sent yet (the coverage check found it required), or the payer refused the last request
+#: (once what it named is corrected, the request is made again)
+REQUESTABLE = frozenset({"required", "rejected"})
 
 
 def available(referral: Referral) -> list[ActionSpec]:
     """Actions the lifecycle allows from the referral's stage (what the page offers); a
-    referral waiting for an authorization nobody has requested yet offers the request."""
+    referral waiting for an authorization nobody has requested yet, or that the payer refused,
+    offers the request."""
     return [spec for spec in ACTIONS.values()
             if any(referral.stage in TABLE[a].sources for a in spec.lifecycle)
-            or (spec.name == "request-authorization" and _unrequested(referral))]
+            or (spec.name == "request-authorization" and _requestable(referral))]
 
 
-def _unrequested(referral: Referral) -> bool:
-    return referral.stage == Stage.AUTH_PENDING and referral.auth_state in UNREQUESTED
+def _requestable(referral: Referral) -> bool:
+    return referral.stage == Stage.AUTH_PENDING and referral.auth_state in REQUESTABLE
 
 
 def perform(rt: SmartRuntime, session: Session, referral_id: str, name: str,
@@ -185,7 +187,7 @@ def _authorization(rt: SmartRuntime, referral: Referral, actor: Actor, expected:
                    form: Mapping[str, str]) -> tuple[Referral, str]:
     if not rt.pas_enabled:
         raise ActionError(PAS_DISABLED)
-    action = "amend" if _unrequested(referral) else "request-authorization"
+    action = "amend" if _requestable(referral) else "request-authorization"
     with rt.db.write() as c:
         done = rt.referrals.act(referral.id, _cmd(action, actor,
                                                   changes={"auth_state": "requested"}),

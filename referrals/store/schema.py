@@ -62,12 +62,9 @@ referrals = sa.Table(
 )
 sa.Index("ix_referrals_stage_updated", referrals.c.stage, referrals.c.updated_at)
 sa.Index("ix_referrals_updated", referrals.c.updated_at, referrals.c.id)
-sa.Index("ix_referrals_patient", referrals.c.patient)
-sa.Index("ix_referrals_owner", referrals.c.owner)
 sa.Index("ix_referrals_task_status", referrals.c.task_status)
 sa.Index("ix_referrals_business_status", referrals.c.business_status)
 sa.Index("ix_referrals_service_request", referrals.c.service_request)
-sa.Index("ix_referrals_deadline", referrals.c.deadline)
 
 referral_events = sa.Table(
     "referral_events", metadata,

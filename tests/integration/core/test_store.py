@@ -3,9 +3,11 @@ event log, resource versioning, inbox dedupe, quarantine, and UTC round trips.""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -15,6 +17,7 @@ from fhir.resources.R4B.task import Task
 from referrals.errors import ConflictError, IllegalTransition, NotFound
 from referrals.lifecycle import transition
 from referrals.model import Actor, Command, Reason, Referral, Stage, new_referral_id
+from referrals.store.database import WAL_AUTOCHECKPOINT_PAGES
 from referrals.store.schema import referral_events
 from referrals.task import to_task
 from refloop.services import Services, build_services
@@ -270,3 +273,27 @@ def test_times_round_trip_as_utc_whatever_the_session_time_zone(
         assert [i.id for i in services.work.claim("w", kinds=["test.tz"])] == [item]
     finally:
         services.close()
+
+
+def test_checkpoint_copies_the_log_into_the_database_file(services: Services,
+                                                           tmp_path: Path) -> None:
+    """SQLite: a referral just committed sits in the write-ahead log (commits checkpoint only
+    past WAL_AUTOCHECKPOINT_PAGES); after `checkpoint()` the database file alone holds it.
+    PostgreSQL has nothing to do and must not fail."""
+    referral = open_referral(services, key=f"ckpt|{uuid.uuid4()}")
+    services.db.checkpoint()
+    if not services.db.is_sqlite:
+        return
+    path = Path(services.db.engine.url.database or "")
+    alone = tmp_path / "alone.db"  # the main file copied without its -wal
+    alone.write_bytes(path.read_bytes())
+    conn = sqlite3.connect(alone)
+    try:
+        found = conn.execute("SELECT count(*) FROM referrals WHERE id = ?",
+                             (referral.id,)).fetchone()[0]
+    finally:
+        conn.close()
+    assert found == 1
+    with services.db.read() as c:
+        assert c.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == \
+            WAL_AUTOCHECKPOINT_PAGES

@@ -3,6 +3,7 @@ SIU S12/S26, MDM T02 (the consult note closes the loop), parking, A40 merges, qu
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 from hl7_bridge.tables import parked, patient_ids
 from referrals.model import Stage
 from referrals.store.schema import inbox, resource_versions, resources, work_items
+from referrals.worker import Worker
 
 from .conftest import Feed, fixture
 
@@ -223,6 +225,29 @@ def test_a_bad_message_in_a_batch_blocks_nothing_and_order_is_kept(
     (entry,) = feed.services.quarantine.list()
     assert "PID-3" in entry.reason
     assert feed.services.work.counts() == {"done": 4, "quarantined": 1}
+
+
+def test_batches_prepared_ahead_keep_order_and_block_nothing(feed: Feed) -> None:
+    """Batches of two: each next batch is claimed, parsed and mapped in a thread while the one
+    before it is written, all in one call. The bad message still goes to quarantine alone, the
+    one after it in its batch runs on its own, and the referral's events keep inbox order."""
+    applier = feed.adapter.applier
+    applier.config = dataclasses.replace(applier.config, mapping_batch=2)
+    bad = (b"MSH|^~\\&|GPSYS|GPCLINIC|HUB|HUB|20240101120000||ADT^A04|B9|P|2.5.1\r"
+           b"PID|1||||Doe^John\r")
+    for raw in (fixture("authored__REF_I12_new_referral_utf8.hl7"),
+                fixture("authored__SIU_S12_v27_truncation_char_and_TQ1.hl7"), bad,
+                fixture("authored__SIU_S26_noshow.hl7"),
+                fixture("authored__REF_I13_modify_referral.hl7")):
+        feed.send(raw)
+    assert Worker(feed.services.work, {"hl7.message": applier}, batch=1).run_once() == 1
+    assert feed.services.work.counts() == {"done": 4, "quarantined": 1}
+    found = referral(feed)
+    assert [e.action for e in feed.services.store.events(found.id)] == \
+        ["detect", "accept", "schedule", "no-show", "amend"]
+    with feed.services.db.read() as conn:
+        statuses = conn.execute(sa.select(inbox.c.status).order_by(inbox.c.id)).scalars().all()
+    assert statuses == ["processed", "processed", "quarantined", "processed", "processed"]
 
 
 def test_one_batch_parks_then_wakes_and_reads_merges_it_just_wrote(feed: Feed) -> None:

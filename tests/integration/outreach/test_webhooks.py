@@ -106,6 +106,10 @@ def test_email_one_click_unsubscribe(harness: Harness) -> None:
     link = re.search(r"<(http[^>]+)>", str(mail.message["List-Unsubscribe"])).group(1)
     page = requests.get(link, timeout=10)
     assert page.status_code == 200 and "<form" in page.text  # a GET only asks
+    for inexact in (link + "!!", link + "A", link[:-1]):  # the exact token only
+        assert requests.get(inexact, timeout=10).status_code == 404
+        assert requests.post(inexact, data={"List-Unsubscribe": "One-Click"},
+                             timeout=10).status_code == 404
     assert h.rt.ostore.consent("Patient/w3", []).opted_out == frozenset()
     done = requests.post(link, data={"List-Unsubscribe": "One-Click"}, timeout=10,
                          allow_redirects=False)

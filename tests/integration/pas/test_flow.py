@@ -200,6 +200,21 @@ def test_4xx_shows_the_operation_outcome_and_is_not_retried(pas_services: Servic
     assert after is not None and after.status == "rejected"
     assert "Claim.use must be preauthorization" in after.last_error
     assert len(sandbox.state.received) == 1
+    # the referral shows the refusal, why, and what to do next
+    moved = pas_services.store.get(referral.id)
+    assert (moved.stage, moved.auth_state) == (Stage.AUTH_PENDING, "rejected")
+    reason = pas_services.store.events(referral.id)[-1].reason
+    assert reason is not None and reason.code == "auth-rejected"
+    assert reason.text.startswith("Blue Horizon refused the request (HTTP 400): correct what "
+                                  "it names and request prior authorization again")
+    assert "request prior authorization again" in after.last_error
+    task = pas_services.resources.try_get("Task", request.task_id, server="local")
+    assert task is not None and task["status"] == "failed"
+    assert task["statusReason"]["text"] == after.last_error
+    flow.enqueue_submit(referral.id, "Blue Horizon")  # requested again: a new request is sent
+    run(pas_services)
+    assert len(sandbox.state.received) == 2
+    assert pas_services.store.get(referral.id).auth_state == "pended"
 
 
 def test_missing_data_is_a_finding_not_a_crash(pas_services: Services) -> None:

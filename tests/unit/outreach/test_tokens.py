@@ -46,3 +46,19 @@ def test_links_mailed_before_encryption_are_still_honoured() -> None:
     legacy = (body + b"." + mac).decode()
     assert tokens.read(SECRET, legacy) == ("Patient/p1", "ana@example.org", "email")
     assert tokens.read(SECRET, legacy[:-2] + "xx") is None
+
+
+B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def test_only_the_exact_token_is_honoured() -> None:
+    made = [tokens.make(SECRET, "Patient/p1", a) for a in ("a@b.c", "ab@b.c", "abc@b.c")]
+    assert {len(token) % 4 for token in made} == {0, 2, 3}  # every way base64 can end
+    for token in made:
+        # the last character with its lowest bit flipped: the same bytes to a lax decoder
+        # when that bit is padding
+        sibling = token[:-1] + B64URL[B64URL.index(token[-1]) ^ 1]
+        for bad in (token + "!!", token + "A", token + "=", token + "\n", " " + token,
+                    token[:-1], sibling, token[:20] + "!" + token[20:]):
+            assert tokens.read(SECRET, bad) is None, bad[-3:]
+        assert tokens.read(SECRET, token) is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,36 @@ def test_an_order_with_a_period_is_sent_with_the_served_period() -> None:
     timing = entry(built, "ServiceRequest")["occurrenceTiming"]
     assert timing["event"] == ["2026-03-02"]
     assert timing["repeat"]["boundsDuration"]["value"] == 30    # days, bounds are Durations
+
+
+def test_a_period_with_only_an_end_keeps_it_on_the_timing() -> None:
+    """An order due by a date, with no start: the window runs from when it was signed
+    (authoredOn), else from the day the request is built, to that end."""
+    due = {"end": "2026-03-31"}
+    signed = order(occurrencePeriod=due, authoredOn="2026-03-02T10:00:00Z")
+    unsigned = order(occurrencePeriod=due)
+    unsigned[("ServiceRequest", DEMO[0]["key"])].pop("authoredOn", None)
+    bounded = order(occurrenceTiming={"repeat": {"frequency": 1, "period": 1, "periodUnit": "wk",
+                                                 "boundsPeriod": due}},
+                    authoredOn="2026-03-02")
+    for held, days in ((signed, 30), (unsigned, 22), (bounded, 30)):
+        request = held[("ServiceRequest", DEMO[0]["key"])]
+        gathered = gather_inputs("r1", "routine", f"ServiceRequest/{DEMO[0]['key']}",
+                                 request["subject"]["reference"],
+                                 lambda kind, rid, h=held: h.get((kind, rid)))
+        assert isinstance(gathered, ClaimInputs)
+        built = build_request_bundle(gathered, PAYER, CONFIG,
+                                     now=datetime(2026, 3, 10, 15, tzinfo=UTC))
+        assert errors(built) == []
+        timing = entry(built, "ServiceRequest")["occurrenceTiming"]
+        assert timing["event"] == ["2026-03-02" if days == 30 else "2026-03-10"]
+        assert timing["repeat"]["boundsDuration"] == {"value": days, "unit": "days",
+                                                      "system": "http://unitsofmeasure.org",
+                                                      "code": "d"}
+        assert claim(built)["item"][0]["servicedPeriod"] == due
+    late, _ = build(order(occurrencePeriod=due, authoredOn="2026-04-02"), DEMO[0]["key"])
+    assert "event" not in entry(late, "ServiceRequest")["occurrenceTiming"]
+    assert any("ends '2026-03-31' with no start" in f.message for f in late.findings)
 
 
 def test_a_timing_bounded_by_a_period_becomes_a_duration() -> None:

@@ -3,6 +3,8 @@ offered by stage."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from referrals.model import Referral, Stage
@@ -80,3 +82,10 @@ def test_actions_offered_follow_the_lifecycle_table():
     assert {"no-show", "close-loop", "schedule", "hold", "complete-visit"} <= scheduled
     assert "accept" not in scheduled
     assert available(_referral(Stage.LOOP_CLOSED)) == []
+
+
+@pytest.mark.parametrize(("auth_state", "offered"), [
+    ("required", True), ("rejected", True), ("requested", False), ("pended", False)])
+def test_authorization_is_offered_while_nobody_asked_or_the_payer_refused(auth_state, offered):
+    referral = replace(_referral(Stage.AUTH_PENDING), auth_state=auth_state)
+    assert ("request-authorization" in {a.name for a in available(referral)}) is offered
