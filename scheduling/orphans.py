@@ -16,16 +16,16 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from referrals.lifecycle import TABLE
 from referrals.model import Actor, Referral
 from referrals.store.work import WorkItem
-from scheduling.config import Destination
+from scheduling.appointments import AppointmentBook, AppointmentRow
+from scheduling.config import Destination, SchedulingConfig
+from scheduling.context import Core
 from scheduling.slots import Booked, BookingRequest
-
-if TYPE_CHECKING:
-    from scheduling.booking import Booker
+from scheduling.sources import Sources
 
 CHECK_KIND = "scheduling.check-booking"
 #: the least wait before the check; longer when the calendar's timeout allows slower bookings
@@ -34,6 +34,18 @@ ADOPTED_BY = Actor("Device/refloop-scheduling", "Refloop (booking found on the c
                    "device")
 
 log = logging.getLogger(__name__)
+
+
+class Booker(Protocol):
+    """What the check needs of booking.Booker (which imports this module)."""
+
+    core: Core
+    config: SchedulingConfig
+    sources: Sources
+    book_rows: AppointmentBook
+
+    def adopt(self, referral: Referral, destination: Destination, server: str,
+              appointment: dict[str, Any], actor: Actor) -> AppointmentRow | None: ...
 
 
 def check_later(booker: Booker, referral: Referral, destination: Destination,
