@@ -77,10 +77,12 @@ def overdue_counts_the_days_before_today_from_the_cube_and_today_from_the_facts(
                     deadline + timedelta(days=1)):
             expected = sum(is_overdue(f, now) for f in facts)
             for view in (Filters(), Filters(where=(("priority", "routine"),)),
-                         Filters(sources=("test",))):
+                         Filters(sources=("test",)),
+                         Filters(since=date(2026, 9, 1), until=date(2026, 10, 31))):
                 assert outcomes(services.db, view, now).overdue == \
                     sum(is_overdue(f, now) for f in facts
-                        if all(getattr(f, d) == v for d, v in view.where)), (view, now)
+                        if all(getattr(f, d) == v for d, v in view.where)
+                        and (view.since is None or f.detected_at.month in (9, 10))), (view, now)
             assert expected >= 1 or now < deadline
 
 
