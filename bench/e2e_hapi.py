@@ -24,7 +24,7 @@ share the machine's cores, so absolute numbers drift between runs; the ratios ar
 watch.
 
     python bench/e2e_hapi.py [--referrals 200] [--rate 10] [--throughput 200] [--clients 4]
-                             [--workers 1] [--batch 10] [--hapi-url http://127.0.0.1:PORT/fhir]
+                             [--workers 1] [--batch 0] [--hapi-url http://127.0.0.1:PORT/fhir]
                              [--postgres-url postgresql://user@host:port/db]
 
 Without --hapi-url (or REFLOOP_INTEROP_HAPI_URL) the peer is built and started with
@@ -62,7 +62,7 @@ from referrals.store import connect  # noqa: E402
 from referrals.store.migrate import upgrade  # noqa: E402
 from referrals.store.schema import inbox  # noqa: E402
 from referrals.store.work import WorkItem  # noqa: E402
-from referrals.worker import Worker  # noqa: E402
+from referrals.worker import Worker, batch_size  # noqa: E402
 from refloop.services import Services, build_services  # noqa: E402
 from refloop.settings import load_settings  # noqa: E402
 from refloop.wiring import all_handlers  # noqa: E402
@@ -124,7 +124,7 @@ class Refloop:
     them and record when each ServiceRequest's notification was processed)."""
 
     def __init__(self, database_url: str, hapi: str, criteria: str, workers: int,
-                 batch: int = 10) -> None:
+                 batch: int = 0) -> None:
         db = connect(database_url)
         upgrade(db)
         db.dispose()
@@ -216,6 +216,7 @@ class Recording:
     def __init__(self, handler: Callable[[WorkItem], None], done: dict[str, float]) -> None:
         self.handler = handler
         self.done = done
+        self.batch_size = batch_size(handler)
 
     def prepare(self, items: list[WorkItem]) -> None:
         prepare = getattr(self.handler, "prepare", None)
@@ -263,8 +264,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1,
                         help="worker threads turning notifications into referrals")
-    parser.add_argument("--batch", type=int, default=10,
-                        help="work items a worker claims per round (worker_batch, default 10)")
+    parser.add_argument("--batch", type=int, default=0,
+                        help="work items a worker claims per round (worker_batch); default 0: "
+                        "each kind's own (notifications 100)")
     parser.add_argument("--hapi-url", default=os.environ.get("REFLOOP_INTEROP_HAPI_URL", ""))
     parser.add_argument("--postgres-url", default="",
                         help="run on a scratch database of this PostgreSQL server "

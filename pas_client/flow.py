@@ -529,15 +529,18 @@ def submit_decisions(request: PriorAuthRequest, decisions: tuple[Decision, ...]
 
 
 def other_patient(request: PriorAuthRequest, decision: Decision) -> str:
-    """Why `decision` cannot be about `request`'s patient ("" when it is, or names none)."""
+    """Why `decision` cannot be about `request`'s patient ("" when it is)."""
     if not request.bundle:
         return ""
     bundle = request.bundle_json()
     reference = str(bundle["entry"][0]["resource"].get("patient", {}).get("reference", ""))
     patient: dict[str, Any] = next(
         (e["resource"] for e in bundle["entry"] if e.get("fullUrl") == reference), {})
-    if names_patient(decision, reference, patient) is not False:
+    if names_patient(decision, reference, patient):
         return ""
+    if not decision.patient_reference and not decision.patient_identifiers:
+        return (f"it names no patient, so nothing shows it is about the request's ({reference})"
+                "; not applied")
     theirs = decision.patient_reference or "a patient named by identifier only"
     return (f"it is about another patient ({theirs}), not the request's ({reference}); not "
             "applied")

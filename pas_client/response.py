@@ -191,18 +191,25 @@ def names_claim(decision: Decision, full_url: str, claim_id: str,
     return by_reference or by_identifier
 
 
-def names_patient(decision: Decision, reference: str, patient: dict[str, Any]) -> bool | None:
+def names_patient(decision: Decision, reference: str, patient: dict[str, Any]) -> bool:
     """Is the ClaimResponse about our patient: the Claim's patient `reference` (its fullUrl),
-    `Patient/<id>` relative or absolute, or one of the Patient's identifier values? None
-    when it names no patient at all."""
+    `Patient/<id>` relative or absolute, or one of the Patient's identifiers (the same value,
+    and the same system when both name one)? A ClaimResponse that names no patient (R4 and
+    PAS make `patient` 1..1; a display or an empty identifier says nothing) is not about ours:
+    nothing shows whose decision it is."""
     theirs = decision.patient_reference
-    if not theirs and not decision.patient_identifiers:
-        return None
     patient_id = str(patient.get("id", ""))
     by_reference = bool(theirs) and (theirs == reference or (bool(patient_id) and (
         theirs == f"Patient/{patient_id}" or theirs.endswith(f"/Patient/{patient_id}"))))
-    ours = {v for _, v in _identifiers(patient.get("identifier", []))}
-    return by_reference or bool(ours & {v for _, v in decision.patient_identifiers})
+    ours = _identifiers(patient.get("identifier", []))
+    return by_reference or any(_same_identifier(a, b) for a in ours
+                               for b in decision.patient_identifiers)
+
+
+def _same_identifier(a: tuple[str, str], b: tuple[str, str]) -> bool:
+    """One value under one assigner: an MRN of another system that happens to be spelt like
+    ours is another patient's."""
+    return a[1] == b[1] and (not a[0] or not b[0] or a[0] == b[0])
 
 
 def contradiction(decision: Decision) -> str:

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +18,8 @@ from referrals.errors import InboundError, PeerError, RetryLater
 from referrals.store.work import WorkItem, WorkQueue
 
 Handler = Callable[[WorkItem], None]
+#: items a worker claims per round for a kind whose handler declares no `batch_size`
+DEFAULT_BATCH = 10
 #: told of each item handled: (kind, outcome, seconds); outcome done, retry, quarantined,
 #: postponed or lost (metrics; refloop/wiring connects it)
 Observer = Callable[[str, str, float], None]
@@ -31,6 +34,15 @@ def refused(exc: DataError) -> str:
     return f"the database refused a value: {first[0][:200]}"
 
 
+def batch_size(handler: Handler, override: int = 0) -> int:
+    """Items of one kind a worker claims per round: the operator's `override` (worker_batch)
+    when set, else the `batch_size` the handler declares, else DEFAULT_BATCH."""
+    if override > 0:
+        return override
+    declared = getattr(handler, "batch_size", None)
+    return declared if isinstance(declared, int) and declared > 0 else DEFAULT_BATCH
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -40,18 +52,34 @@ class Worker:
     queue: WorkQueue
     handlers: dict[str, Handler]
     name: str = field(default_factory=worker_name)
-    batch: int = 10
+    #: items claimed per round for every kind (worker_batch); 0: each kind's own `batch_size`
+    batch: int = 0
     observe: Observer | None = None
 
     def run_once(self) -> int:
         """Claim and run one batch; returns how many items were processed."""
-        items = self.queue.claim(self.name, limit=self.batch, kinds=self.handlers.keys())
+        items = self.claim()
         self.prepare(items)
         done = self.handle_many(items)
         for item in items:
             if item.id not in done:
                 self.process(item)
         return len(items)
+
+    def claim(self) -> list[WorkItem]:
+        """The round's items, in claim order: the due items of every kind (up to `batch`, or
+        DEFAULT_BATCH), then, when that claim was full, more of each kind it holds whose handler
+        declares a larger `batch_size`, up to that size. Each kind keeps its due order."""
+        limit = self.batch or DEFAULT_BATCH
+        items = self.queue.claim(self.name, limit=limit, kinds=self.handlers.keys())
+        if self.batch or len(items) < limit:
+            return items  # the operator's size for every kind, or nothing more is due
+        more: list[WorkItem] = []
+        for kind, held in Counter(item.kind for item in items).items():
+            wanted = batch_size(self.handlers[kind]) - held
+            if wanted > 0:
+                more += self.queue.claim(self.name, limit=wanted, kinds=[kind])
+        return sorted([*items, *more], key=lambda item: item.id) if more else items
 
     def handle_many(self, items: list[WorkItem]) -> set[int]:
         """Give a handler with a `handle_many(items)` method all its items of the batch at once.

@@ -55,7 +55,9 @@ class Settings:
     http_max_connections: int = 4096
     http_max_body_bytes: int = 16 * 1024 * 1024
     worker_processes: int = 1
-    worker_batch: int = 10
+    #: work items a worker claims per round, for every kind; 0: each kind's own size (the
+    #: `batch_size` its handler declares, else 10; referral notifications 100)
+    worker_batch: int = 0
     lease_seconds: float = 60.0
     tick_seconds: float = 5.0
     log_level: str = "INFO"
@@ -193,10 +195,12 @@ def _check(settings: Settings, origin: dict[str, str]) -> None:
                                    "postgres:")):
         fail("database_url", "use sqlite:///path/to/refloop.db or "
              "postgresql://user:password@host:port/dbname")
-    for key in ("web_workers", "web_threads", "worker_processes", "worker_batch",
+    for key in ("web_workers", "web_threads", "worker_processes",
                 "http_max_connections", "http_max_body_bytes"):
         if getattr(settings, key) < 1:
             fail(key, "must be at least 1")
+    if settings.worker_batch < 0:
+        fail("worker_batch", "must be 0 (each work kind's own batch size) or more")
     for proxy in settings.trusted_proxies:
         try:
             ipaddress.ip_network(proxy, strict=False)

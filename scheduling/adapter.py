@@ -19,6 +19,7 @@ from scheduling.i18n import format_when
 from scheduling.links import LinkStore
 from scheduling.listener import Follower
 from scheduling.messages import enqueue_message
+from scheduling.orphans import check_booking
 from scheduling.patient import load_patient
 from scheduling.reminders import PREPARATION, SENT, ReminderBook
 from scheduling.replies import Intent, context_parts, parse_intent
@@ -172,6 +173,10 @@ class SchedulingAdapter:
                 option = source.get(key)
                 if option is not None:
                     self._offer(destination.name, option)
+
+    def handle_check_booking(self, item: WorkItem) -> None:
+        """A booking the calendar may hold without our knowing it (orphans.py)."""
+        check_booking(self.booker, item)
 
     def handle_recovery(self, item: WorkItem) -> None:
         """One step of the no-show / cancellation ladder: a new link, unless the referral was

@@ -20,6 +20,7 @@ from referrals.model import Actor, Command, Link, Referral
 from scheduling.appointments import AppointmentBook, AppointmentRow
 from scheduling.config import Destination, SchedulingConfig
 from scheduling.context import Core
+from scheduling.orphans import check_later
 from scheduling.patient import PatientFacts, load_patient
 from scheduling.slots import BookingRequest, Handoff, SlotOption, SlotTaken
 from scheduling.sources import Sources
@@ -98,6 +99,8 @@ class Booker:
         patient = self.patient(referral)
         request = BookingRequest(referral.id, referral.patient, referral.service_request,
                                  patient.display)
+        if hasattr(source, "ours"):  # a calendar we can ask for our booking (orphans.py)
+            check_later(self, referral, destination, option.key)  # committed before the call
         try:
             result = source.book(option, request)
         except SlotTaken:
@@ -109,6 +112,11 @@ class Booker:
             return Outcome(handoff=result.url)
         row = self._commit(referral, destination, result.server, result.appointment, actor)
         return Outcome(booked=row)
+
+    def adopt(self, referral: Referral, destination: Destination, server: str,
+              appointment: dict[str, Any], actor: Actor) -> AppointmentRow | None:
+        """Store an Appointment the calendar holds for the referral (see orphans.py)."""
+        return self._commit(referral, destination, server, appointment, actor)
 
     def _commit(self, referral: Referral, destination: Destination, server: str,
                 appointment: dict[str, Any], actor: Actor) -> AppointmentRow | None:

@@ -43,7 +43,10 @@ class BookingRequest:
     comment: str = ""
 
     def identifier(self, option: SlotOption) -> str:
-        return f"{self.referral_id}:{option.key.rsplit('/', 1)[-1]}"
+        return self.identifier_for(option.key)
+
+    def identifier_for(self, key: str) -> str:
+        return f"{self.referral_id}:{key.rsplit('/', 1)[-1]}"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -68,6 +68,10 @@ def schedule_reconcile(work: WorkQueue, server: str, why: str, *, delay: float =
 
 @dataclass
 class NotificationHandler:
+    #: notifications a worker claims per round (unless worker_batch says otherwise): commits
+    #: and EHR searches are per batch, and 100 is what reaches 500 referrals/s against a local
+    #: EHR peer (docs/interop.md, "Processing")
+    batch_size: ClassVar[int] = 100
     inbox: Inbox
     work: WorkQueue
     registry: Registry

@@ -8,6 +8,7 @@ REFLOOP_REQUIRE_POSTGRES=1 (set by .ci/run), which turns the skip into a failure
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from refloop.services import Services, build_services
 from refloop.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.append(str(ROOT / "tests" / "support"))
 PG_URL = os.environ.get("REFLOOP_TEST_POSTGRES_URL", "")
 #: per test session, so concurrent runs against one cluster never collide
 TEMPLATE = f"refloop_tmpl_{os.getpid()}"
@@ -48,12 +50,16 @@ def require_postgres() -> str:
 
 @pytest.fixture(scope="session")
 def postgres_template() -> Iterator[str]:
-    """A migrated template database; each test clones it (CREATE DATABASE ... TEMPLATE)."""
+    """A migrated template database; each test clones it (CREATE DATABASE ... TEMPLATE).
+    Databases that crashed or interrupted runs left behind are dropped first (pg_leftovers)."""
+    from pg_leftovers import drop_stale
+
     url = require_postgres()
     admin = sa.create_engine(_psycopg(url), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)"))
         conn.execute(sa.text(f"CREATE DATABASE {TEMPLATE}"))
+    drop_stale(admin, url, TEMPLATE)
     admin.dispose()
     template = connect(_with_db(url, TEMPLATE))
     upgrade(template)

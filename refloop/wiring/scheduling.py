@@ -93,6 +93,7 @@ def work_handlers(services: Services) -> dict[str, Handler]:
     found = adapter(services)
     return {"scheduling.tick": found.handle_tick,
             "scheduling.release": found.handle_release,
+            "scheduling.check-booking": found.handle_check_booking,
             "scheduling.recovery": found.handle_recovery,
             "scheduling.noshow-task": found.handle_noshow_task,
             "scheduling.appointment": found.handle_appointment,

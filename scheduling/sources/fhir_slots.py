@@ -164,7 +164,7 @@ class FhirSlotSource:
         if slot_reply.status != 200 or not isinstance(slot, dict):
             raise SlotTaken(f"{option.key} is gone")
         if slot.get("status") != "free":
-            existing = self._ours(request, option)
+            existing = self.ours(request, option.key)
             if existing is not None:
                 return existing  # a retry of our own booking
             raise SlotTaken(f"{option.key} is {slot.get('status')}")
@@ -188,7 +188,7 @@ class FhirSlotSource:
                          "ifNoneExist": _identifier_query(request, option)}}]}
         reply = self.client.send("POST", "", body=bundle, ok=(200, *LOST, 400, 422))
         if reply.status != 200:
-            existing = self._ours(request, option)
+            existing = self.ours(request, option.key)
             if existing is not None:
                 return existing.appointment
             if reply.status in LOST or _is_conflict(reply):
@@ -223,9 +223,10 @@ class FhirSlotSource:
             raise PeerError(f"reading the new {path} gave no Appointment")
         return body
 
-    def _ours(self, request: BookingRequest, option: SlotOption) -> Booked | None:
+    def ours(self, request: BookingRequest, key: str) -> Booked | None:
+        """The Appointment we booked for `request` in slot `key`, found by its identifier."""
         bundle = self.client.search("Appointment", [
-            ("identifier", f"{APPOINTMENT_SYSTEM}|{request.identifier(option)}")])
+            ("identifier", f"{APPOINTMENT_SYSTEM}|{request.identifier_for(key)}")])
         for entry in bundle.get("entry") or []:
             resource = entry.get("resource") or {}
             if resource.get("resourceType") == "Appointment" and \

@@ -273,3 +273,33 @@ def test_killed_worker_item_is_done_once_by_another(
     final = row(services, item_id)
     assert final["status"] == "done" and final["attempts"] == 2
     assert services.quarantine.list() == []
+
+
+class Bulky:
+    """A handler that declares a larger batch than the default (10)."""
+
+    batch_size = 25
+
+    def __init__(self, seen: list[int]) -> None:
+        self.seen = seen
+
+    def __call__(self, item: WorkItem) -> None:
+        self.seen.append(item.id)
+
+
+def test_a_kind_is_claimed_by_its_handlers_batch_size_unless_worker_batch_is_set(
+        services: Services) -> None:
+    small = [services.work.enqueue("test.small", {}, key=f"s{n}") for n in range(3)]
+    big = [services.work.enqueue("test.big", {}, key=f"b{n}") for n in range(30)]
+    seen: list[int] = []
+    handlers = {"test.small": lambda item: seen.append(item.id), "test.big": Bulky(seen)}
+    worker = Worker(services.work, handlers, name="w1")
+    # the first claim takes the 10 first due (3 small, 7 big); being full, it is topped up
+    # with 18 more of the kind that asks for 25
+    assert worker.run_once() == 28
+    assert seen == [*small, *big[:25]]          # in claim order, each kind in its due order
+    assert worker.run_once() == 5 and seen[28:] == big[25:]
+    assert worker.run_once() == 0
+    more = [services.work.enqueue("test.big", {}, key=f"c{n}") for n in range(12)]
+    assert Worker(services.work, handlers, name="w2", batch=5).run_once() == 5  # the override
+    assert seen[33:] == more[:5]

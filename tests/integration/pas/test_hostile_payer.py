@@ -221,6 +221,30 @@ def test_an_approval_of_our_claim_for_another_patient_is_quarantined(other: Worl
     assert json.loads(entry.original)["patient"]["reference"] == "Patient/someone-else"
 
 
+@pytest.mark.parametrize(("patient", "why"), [
+    (None, "names no patient"),
+    ({"identifier": {"system": "urn:other-clinic:mrn", "value": "*ours*"}},
+     "another patient (a patient named by identifier only)"),
+])
+def test_a_decision_not_shown_to_be_our_patients_is_quarantined(
+        other: World, patient: dict[str, Any] | None, why: str) -> None:
+    """No patient (unit tests: a display only), or our member id's value under another assigner."""
+    def rewrite(cr: dict[str, Any]) -> list[dict[str, Any]]:
+        named = {k: v for k, v in cr.items() if k != "patient"}
+        if patient is not None and "identifier" in patient:
+            value = our_patient(other)[1]["identifier"][0]["value"]
+            named["patient"] = {"identifier": {**patient["identifier"], "value": value}}
+        elif patient is not None:
+            named["patient"] = patient
+        return [named]
+    hostile(other).payer.rewrite = rewrite
+    referral = other.referral()
+    other.submit(referral)
+    assert_not_applied(other, referral.id, why)
+    [entry] = other.services.quarantine.list()
+    assert entry.kind == "pas.claim-response" and why in entry.reason
+
+
 @pytest.mark.parametrize("named", ["relative", "member-id"])
 def test_our_patient_named_another_way_is_applied(other: World, named: str) -> None:
     """`Patient/<id>` of our Patient, or the payer's own Patient id with our member id."""

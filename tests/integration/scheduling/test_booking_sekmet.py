@@ -1,7 +1,7 @@
 """Booking on sekmet-fhir (the EHR peer) loaded with a Schedule and Slots, through the patient's
 pages: the link, the date of birth, the slots, booking (Slot busy, Appointment booked on the
 EHR, referral scheduled, confirmation with the .ics, reminders), the slot race with exactly one
-winner, reschedule and cancel."""
+winner, reschedule and cancel, a booking the process stopped before storing."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import threading
 from datetime import UTC, datetime
 
 import icalendar
+import pytest
 from sched_world import World, messages
 
 from referrals.model import Actor, Stage
+from scheduling.orphans import CHECK_AFTER
 
 PATIENT = Actor("Patient/x", "patient", "human")
 
@@ -189,3 +191,51 @@ def test_cancel_from_the_link_goes_back_to_scheduling(world: World) -> None:
     again = world.get("/p/home").data.decode()
     assert "Choose a time" in again and world.calendar.slots[1] in again
     assert datetime.now(UTC) < world.calendar.starts[1]
+
+
+def book_then_stop(world: World, referral_id: str, key: str,
+                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The calendar commits the booking and the process stops before storing it."""
+    def stopped(*_args: object) -> None:
+        raise RuntimeError("the process stopped")
+    with monkeypatch.context() as patched:
+        patched.setattr(world.scheduling.booker, "_commit", stopped)
+        with pytest.raises(RuntimeError):
+            world.scheduling.booker.book(referral_id, key, PATIENT)
+    assert world.calendar.read(key)["status"] == "busy"
+    assert world.scheduling.book.current(referral_id) is None
+
+
+def run_checks(world: World) -> None:
+    """The booking checks fall due after any booking in flight is over (minutes)."""
+    world.services.work.clock = lambda: datetime.now(UTC) + CHECK_AFTER * 3
+    world.drain("scheduling.check-booking", "scheduling.release")
+
+
+def test_a_booking_stored_nowhere_then_another_slot_leaves_one_appointment(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    referral = world.referral()
+    first, second = world.calendar.slots[:2]
+    book_then_stop(world, referral.id, first, monkeypatch)
+    kept = world.scheduling.booker.book(referral.id, second, PATIENT).booked
+    assert kept is not None
+    run_checks(world)
+    booked = [a for k in (first, second) for a in world.calendar.search(
+        f"Appointment?slot={k}") if a["status"] == "booked"]
+    assert [a["id"] for a in booked] == [kept.appointment_id]
+    assert world.calendar.read(first)["status"] == "free"
+    assert world.scheduling.book.current(referral.id) == kept
+
+
+def test_a_booking_stored_nowhere_is_adopted_when_the_patient_books_no_other(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    referral = world.referral()
+    key = world.calendar.slots[0]
+    book_then_stop(world, referral.id, key, monkeypatch)
+    run_checks(world)
+    current = world.scheduling.book.current(referral.id)
+    [appointment] = world.calendar.search(f"Appointment?slot={key}")
+    assert current is not None and current.appointment_id == appointment["id"]
+    assert world.services.store.get(referral.id).stage == Stage.SCHEDULED
+    assert [m["purpose"] for m in messages(world.services.work, world.services)] == [
+        "booking-confirmation"]

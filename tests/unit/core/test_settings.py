@@ -80,7 +80,7 @@ def test_refloop_config_names_the_file(tmp_path: Path) -> None:
     ("log_format = 'xml'\n", {}, "use json or text"),
     ("sqlite_synchronous = 'sometimes'\n", {}, "use one of OFF"),
     ("", {"REFLOOP_DATABASE_URL": "mysql://x"}, "use sqlite:///"),
-    ("worker_batch = 0\n", {}, "at least 1"),
+    ("worker_batch = -1\n", {}, "0 (each work kind's own batch size) or more"),
     ("lease_seconds = 0\n", {}, "more than 0"),
     ("log_level = 5\n", {}, "not a valid text"),
     ("[[hl7]]\nport = 1\n", {"REFLOOP_HL7__PORT": "2"}, "array of tables"),

@@ -178,7 +178,11 @@ PATIENT = {"resourceType": "Patient", "id": "p1",
 
 
 @pytest.mark.parametrize(("patient", "about_ours"), [
-    ({}, None),                                                   # names no patient
+    ({}, False),                                                  # names no patient
+    ({"display": "M-1"}, False),                                  # a name says nothing
+    ({"identifier": {"system": "urn:member", "value": ""}}, False),
+    ({"identifier": {"system": "urn:other-mrn", "value": "M-1"}}, False),  # another assigner's
+    ({"identifier": {"value": "M-1"}}, True),                      # no system: the value decides
     ({"reference": "urn:uuid:ours"}, True),                       # the Claim's own reference
     ({"reference": "Patient/p1"}, True),
     ({"reference": "https://payer.example/fhir/Patient/p1"}, True),
@@ -186,7 +190,7 @@ PATIENT = {"resourceType": "Patient", "id": "p1",
     ({"reference": "Patient/p2"}, False),
     ({"identifier": {"system": "urn:member", "value": "M-2"}}, False),
 ])
-def test_names_patient(patient: dict[str, Any], about_ours: bool | None) -> None:
+def test_names_patient(patient: dict[str, Any], about_ours: bool) -> None:
     decision = from_claim_response({"resourceType": "ClaimResponse", "patient": patient})
     assert names_patient(decision, "urn:uuid:ours", PATIENT) is about_ours
 
