@@ -65,11 +65,13 @@ def test_claim_leases_and_complete_checks_the_owner(services: Services) -> None:
 
 def test_expired_lease_returns_the_item(database_url: str) -> None:
     db = connect(database_url)
-    queue = WorkQueue(db, Quarantine(db), lease_seconds=0.2)
+    now = [datetime.now(UTC)]
+    queue = WorkQueue(db, Quarantine(db), lease_seconds=30, clock=lambda: now[0])
     queue.enqueue("test.k", {}, key="x")
     first = queue.claim("crashed")
+    now[0] += timedelta(seconds=29)
     assert queue.claim("other") == []
-    time.sleep(0.4)
+    now[0] += timedelta(seconds=2)  # the lease ran out: the owner crashed
     second = queue.claim("other")
     assert [i.id for i in second] == [first[0].id] and second[0].attempts == 2
     assert not queue.complete(first[0], "crashed")  # the first owner lost its lease
@@ -174,12 +176,14 @@ def test_a_value_the_database_refuses_quarantines_at_once(services: Services) ->
 
 def test_reap_quarantines_an_expired_final_attempt(database_url: str) -> None:
     db = connect(database_url)
-    queue = WorkQueue(db, Quarantine(db), lease_seconds=0.2)
+    now = [datetime.now(UTC)]
+    queue = WorkQueue(db, Quarantine(db), lease_seconds=30, clock=lambda: now[0])
     item_id = queue.enqueue("test.k", {"inbox_id": 7}, key="last", max_attempts=1)
     keep_id = queue.enqueue("test.k", {}, key="not-last", max_attempts=2)
     assert len(queue.claim("dies-on-it")) == 2
+    now[0] += timedelta(seconds=29)
     assert queue.reap() == 0  # leases still held
-    time.sleep(0.4)
+    now[0] += timedelta(seconds=2)
     assert queue.reap() == 1
     assert queue.try_get(item_id)["status"] == "quarantined"
     assert queue.try_get(keep_id)["status"] == "pending"  # it has an attempt left
