@@ -110,12 +110,7 @@ class WorkQueue:
     def complete(self, item: WorkItem, owner: str, conn: Connection | None = None) -> bool:
         """Mark done if `owner` still holds the lease; False when the lease was lost."""
         with self.db.using(conn) as c:
-            return c.execute(
-                work_items.update()
-                .where(work_items.c.id == item.id, work_items.c.lease_owner == owner,
-                       work_items.c.status == PENDING)
-                .values(status=DONE, done_at=self.clock(), lease_owner=None, lease_expires=None)
-            ).rowcount == 1
+            return self.complete_many([item], owner, c) == 1
 
     def complete_many(self, items: list[WorkItem], owner: str, conn: Connection) -> int:
         """`complete` for several items in one statement (batch handlers); how many were done."""
@@ -164,12 +159,7 @@ class WorkQueue:
     def postpone(self, item: WorkItem, owner: str, delay: float, note: str) -> bool:
         """Run again later without spending an attempt (waiting on something, not failing)."""
         with self.db.write() as c:
-            return c.execute(work_items.update().where(
-                work_items.c.id == item.id, work_items.c.lease_owner == owner,
-                work_items.c.status == PENDING,
-            ).values(run_at=self.clock() + timedelta(seconds=delay), lease_owner=None,
-                     lease_expires=None, attempts=work_items.c.attempts - 1,
-                     last_error=note[:4000])).rowcount == 1
+            return self.postpone_many([item], owner, delay, note, c) == 1
 
     def reap(self) -> int:
         """Quarantine items whose last attempt's lease expired (the worker died on it)."""
