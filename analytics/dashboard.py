@@ -33,6 +33,9 @@ DURATION_PARTS = {"first_contact": "contacted", "scheduling": "scheduled", "visi
 STEP_PARTS = dict(zip(STEPS, ("referrals", "accepted", "contacted", "scheduled", "visited",
                               "receipts"), strict=True))
 PAGE = 50
+#: the query value that selects referrals without a value for a dimension (no payer, ...);
+#: an empty value selects them all
+NONE = "(none)"
 
 
 class FilterError(ValueError):
@@ -52,12 +55,15 @@ def read_filters(args: Mapping[str, str], today: date) -> tuple[Filters, dict[st
     until = _date(args.get("until"), "until") or today
     if until < since:
         raise FilterError("'until' is before 'since'")
-    where = tuple((dim, args[dim][:256]) for dim in DIMENSIONS if args.get(dim))
+    # whole weeks or months: the rollup's cells, the facts and the lists behind every number
+    # then count the same referrals, and the page shows the range they cover
+    since, until = _grain_start(since, grain), _grain_end(until, grain)
+    where = tuple((dim, _stored(args[dim][:256])) for dim in DIMENSIONS if args.get(dim))
     by = args.get("by") or "referrer"
     if by not in DIMENSIONS:
         raise FilterError(f"by must be one of {', '.join(DIMENSIONS)}")
     chosen = {"grain": grain, "since": since.isoformat(), "until": until.isoformat(), "by": by,
-              **{dim: value for dim, value in where}}
+              **{dim: value or NONE for dim, value in where}}
     return Filters(grain=grain, since=since, until=until, where=where, breakdown=by), chosen
 
 
@@ -196,12 +202,12 @@ def _breakdown(found: Outcomes, base: dict[str, str]) -> dict[str, Any]:
     dim = found.filters.breakdown
     rows = []
     for value, t in found.breakdown:
-        narrowed = {**base, dim: value}
+        narrowed = {**base, dim: value or NONE}
 
         def cell(part: str, text: str, narrowed: dict[str, str] = narrowed) -> dict[str, str]:
             return {"text": text, "link": urlencode({**narrowed, "part": part})}
 
-        rows.append({"value": value or "(none)", "cells": [
+        rows.append({"value": value or NONE, "cells": [
             cell("referrals", f"{t.referrals:,}"),
             cell("visited", _percent(t.completion_rate)),
             cell("scheduled", _percent(t.scheduling_rate)),
@@ -293,3 +299,24 @@ class Port:
 
     def referrals(self, args: Mapping[str, str]) -> dict[str, Any]:
         return referrals(self.db, args)
+
+
+def _grain_start(day: date, grain: str) -> date:
+    """The first day of `day`'s week (Monday) or month."""
+    return day - timedelta(days=day.weekday()) if grain == "week" else day.replace(day=1)
+
+
+def _grain_end(day: date, grain: str) -> date:
+    """The last day of `day`'s week (Sunday; the calendar's last day at its end) or month."""
+    if grain == "week":
+        left = timedelta(days=6 - day.weekday())
+        return day + left if date.max - day >= left else date.max
+    if day.month == 12:
+        return day.replace(day=31)
+    return date(day.year, day.month + 1, 1) - timedelta(days=1)
+
+
+def _stored(value: str) -> str:
+    """A filter value as the rollup stores it: NONE is the empty value."""
+    return "" if value == NONE else value
+

@@ -241,7 +241,8 @@ def detected_range(filters: Filters) -> tuple[datetime | None, datetime | None]:
     """The view's referrals were detected from the first (inclusive) to the second."""
     low = None if filters.since is None else _day(date.fromisoformat(
         cohort_start(_day(filters.since), filters.grain)))
-    high = None if filters.until is None else _day(filters.until) + timedelta(days=1)
+    high = (None if filters.until is None or filters.until == date.max
+            else _day(filters.until) + timedelta(days=1))
     return low, high
 
 

@@ -23,7 +23,7 @@ from analytics.summary import Point, point_of
 from analytics.tables import COUNT_COLUMNS, analytics_facts
 from referrals.store.database import Database
 
-_PERIOD = re.compile(r"^(\d{4})(?:-(\d{2}))?$")
+_PERIOD = re.compile(r"^([0-9]{4})(?:-([0-9]{2}))?$")  # ASCII digits only
 
 
 class PeriodError(ValueError):
@@ -58,6 +58,8 @@ def parse_period(text: str) -> Period:
     if not match:
         raise PeriodError(f"{text!r} is not a period: use a month (2026-11) or a year (2026)")
     year, month = int(match.group(1)), match.group(2)
+    if not 1 <= year <= 9998:
+        raise PeriodError(f"{text!r}: the year must be 0001 to 9998")
     if month is None:
         return Period(text.strip(), _at(date(year, 1, 1)), _at(date(year + 1, 1, 1)))
     number = int(month)
