@@ -43,7 +43,8 @@ def test_none_selects_the_empty_value_and_empty_selects_all() -> None:
     assert chosen["payer"] == NONE and "specialty" not in chosen
 
 
-@pytest.mark.parametrize("text", ["0000", "0000-01", "9999", "9999-12", "２０２６-11", "2026-１１"])
+@pytest.mark.parametrize("text", ["0000", "0000-01", "9999", "9999-12",
+                                  "\uff12\uff10\uff12\uff16-11", "2026-\uff11\uff11"])
 def test_a_period_outside_the_calendar_or_not_in_ascii_digits_is_refused(text: str) -> None:
     with pytest.raises(PeriodError):
         parse_period(text)
