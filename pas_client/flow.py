@@ -31,6 +31,7 @@ from pas_client.response import (
     merge_items,
     names_claim,
     names_patient,
+    patient_mismatch,
     unknown_sequences,
 )
 from pas_client.store import FINAL, UNDECIDED, PriorAuthRequest, PriorAuthStore
@@ -537,7 +538,12 @@ def other_patient(request: PriorAuthRequest, decision: Decision) -> str:
     patient: dict[str, Any] = next(
         (e["resource"] for e in bundle["entry"] if e.get("fullUrl") == reference), {})
     if names_patient(decision, reference, patient):
-        return ""
+        mismatch = patient_mismatch(decision, patient)
+        if not mismatch:
+            return ""
+        held = decision.patient_reference or "the one it holds"
+        return (f"its Patient ({held}) is named as the request's but has another {mismatch} "
+                f"than the request's Patient ({reference}): a patient mismatch; not applied")
     if not decision.patient_reference and not decision.patient_identifiers:
         return (f"it names no patient, so nothing shows it is about the request's ({reference})"
                 "; not applied")

@@ -1,6 +1,7 @@
 """A careless or hostile payer: a reply about another claim, ClaimResponses that contradict each
 other or themselves, a decision taken back after the referral moved on, a notification from an
-endpoint that serves several payers, a second submit of the same order. On SQLite and
+endpoint that serves several payers, a second submit of the same order, a Patient with our
+identifier and another name (held as an entry or contained). On SQLite and
 PostgreSQL, against the OTHER PAYER written for the tests (a fake: a payer cannot run here)."""
 
 from __future__ import annotations
@@ -275,3 +276,41 @@ def test_a_notified_decision_for_another_patient_is_not_applied(other: World) ->
     assert other.services.store.get(referral.id).stage == Stage.AUTH_PENDING
     [entry] = other.services.quarantine.list()
     assert entry.kind == "pas.claim-response" and request.id[:8] in entry.reason
+
+
+def with_patient(cr: dict[str, Any], shape: str, patient: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ClaimResponse naming `patient`, held as a Bundle entry after it or contained in it."""
+    held = {**patient, "id": "payer-p1"}
+    if shape == "contained":
+        return [{**cr, "contained": [held], "patient": {"reference": "#payer-p1"}}]
+    return [{**cr, "patient": {"reference": "Patient/payer-p1"}}, held]
+
+
+@pytest.mark.parametrize("shape", ["entry", "contained"])
+def test_a_patient_with_our_identifier_and_another_name_is_quarantined(
+        other: World, shape: str) -> None:
+    """Our member id on a Patient with another family name and birth date: a payer that mixed
+    up its members. Held as a Bundle entry or contained, it is the same mismatch."""
+    def renamed(cr: dict[str, Any]) -> list[dict[str, Any]]:
+        _, ours = our_patient(other)
+        return with_patient(cr, shape, {"resourceType": "Patient",
+                                        "identifier": ours["identifier"],
+                                        "name": [{"family": "Someone-Else", "given": ["Ann"]}],
+                                        "birthDate": "1931-01-01"})
+    hostile(other).payer.rewrite = renamed
+    referral = other.referral()
+    other.submit(referral)
+    why = "has another family name and birth date than the request's Patient"
+    assert_not_applied(other, referral.id, why)
+    [entry] = other.services.quarantine.list()
+    assert entry.kind == "pas.claim-response" and "a patient mismatch" in entry.reason
+    assert why in entry.reason and "Someone-Else" not in entry.reason
+
+
+@pytest.mark.parametrize("shape", ["entry", "contained"])
+def test_our_patient_held_in_the_reply_is_applied(other: World, shape: str) -> None:
+    def echoed(cr: dict[str, Any]) -> list[dict[str, Any]]:
+        return with_patient(cr, shape, our_patient(other)[1])
+    hostile(other).payer.rewrite = echoed
+    assert other.submit(other.referral()).status == "approved"
+    assert other.services.quarantine.list() == []
