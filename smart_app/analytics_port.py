@@ -29,10 +29,19 @@ from smart_app.sessions import Session
 log = logging.getLogger("refloop.smart.analytics")
 
 
+def query_args() -> dict[str, str]:
+    """The query string, one value per name; a name given twice (`?payer=A&payer=B`) is
+    refused rather than one of its values silently kept (ValueError naming it)."""
+    for name, values in request.args.lists():
+        if len(values) > 1:
+            raise ValueError(f"'{name[:64]}' is given {len(values)} times: give each filter "
+                             "once")
+    return request.args.to_dict()
+
+
 def outcomes_page(rt: SmartRuntime, session: Session) -> Response:
-    args = request.args.to_dict()
     try:
-        data = rt.analytics.view(args)
+        data = rt.analytics.view(query_args())
     except ValueError as exc:
         data = rt.analytics.view({})
         return _render(session, "smart/outcomes.html", d=data, error=str(exc), status=400,
@@ -74,7 +83,7 @@ def analytics_routes(bp: Blueprint, rt: SmartRuntime,
         if rt.analytics is None:
             abort(404)
         try:
-            text = rt.analytics.csv(request.args.to_dict())
+            text = rt.analytics.csv(query_args())
         except ValueError as exc:
             return Response(f"{exc}\n", status=400, mimetype="text/plain")
         return Response(text, mimetype="text/csv", headers={
@@ -85,8 +94,8 @@ def analytics_routes(bp: Blueprint, rt: SmartRuntime,
     def outcome_referrals(session: Session) -> Any:
         if rt.analytics is None:
             abort(404)
-        args = request.args.to_dict()
         try:
+            args = query_args()
             found = rt.analytics.referrals(args)
         except ValueError as exc:
             return _render(session, "smart/outcome_referrals.html", f=None, error=str(exc),

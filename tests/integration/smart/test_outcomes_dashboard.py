@@ -79,3 +79,9 @@ def test_the_dashboard_shows_the_cohort_and_opens_the_referrals_behind(harness: 
     assert bad.status_code == 400 and "grain must be week or month" in bad.text
     assert browser.get(f"{page.url}dashboard/referrals",
                        params={"part": "nothing"}).status_code == 400
+    # a filter given twice is refused by name, not read as its first value
+    for path in ("dashboard", "dashboard.csv", "dashboard/referrals"):
+        twice = browser.get(f"{page.url}{path}?payer=A&payer=B&grain=month")
+        assert twice.status_code == 400, path
+        assert "&#39;payer&#39; is given 2 times" in twice.text or \
+            "'payer' is given 2 times" in twice.text, path
