@@ -144,6 +144,23 @@ def _held_patient(claim_response: dict[str, Any], reference: str,
                 {})
 
 
+def stated_reasons(decision: Decision) -> str:
+    """What the payer says against the request, in its codes and words: each error (X12 901
+    code and display, where, the follow-up action), each review reason code, the
+    disposition; "" when it says nothing."""
+    parts = [_error_text(e) for e in decision.errors]
+    parts += [f"reason {r}" for r in dict.fromkeys(r for i in decision.items for r in i.reasons)]
+    parts.append(decision.disposition.strip())
+    return "; ".join(p for p in parts if p)
+
+
+def _error_text(error: PayerError) -> str:
+    text = f"error {error.code} {error.display}".strip()
+    if error.path or error.element:
+        text += f" at {error.path or error.element}"
+    return text + (f" (follow-up {error.followup})" if error.followup else "")
+
+
 def overall(items: tuple[ItemDecision, ...], outcome: str,
             errors: tuple[PayerError, ...]) -> str:
     """The request's state from its items' X12 306 codes; each outcome keeps its own name
