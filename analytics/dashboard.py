@@ -18,7 +18,7 @@ from analytics.outcomes import (
     PARTS,
     Filters,
     Outcomes,
-    dimension_values,
+    dimension_menus,
     outcomes,
     referrals_behind,
 )
@@ -71,7 +71,7 @@ def view(db: Database, args: Mapping[str, str], now: datetime | None = None) -> 
     now = now or datetime.now(UTC)
     filters, chosen = read_filters(args, now.date())
     found = outcomes(db, filters, now)
-    base = {k: v for k, v in chosen.items() if k != "by"}
+    base = dict(chosen)  # the lists behind the numbers lead back to this view, `by` included
 
     def link(part: str, cohort: str = "", **extra: str) -> str:
         return urlencode({**base, **extra, "part": part, **({"cohort": cohort} if cohort else {})})
@@ -81,7 +81,7 @@ def view(db: Database, args: Mapping[str, str], now: datetime | None = None) -> 
         "computed_at": found.computed_at.strftime("%Y-%m-%d %H:%M UTC"),
         "options": {"grain": ["month", "week"], "by": list(DIMENSIONS),
                     "labels": DIMENSION_LABELS,
-                    **{dim: list(dimension_values(db, dim)) for dim in DIMENSIONS}},
+                    **dimension_menus(db)},
         "headline": _headline(found, link),
         "funnel": _funnel(found.totals, link),
         "dropoff": [{"step": step, "outcome": outcome, "reason": reason, "n": n,

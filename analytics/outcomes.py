@@ -383,13 +383,18 @@ def _next_month(start: datetime) -> datetime:
     return (start.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
-def dimension_values(db: Database, dim: str, limit: int = 200) -> Sequence[str]:
-    """The values of `dim` seen in the cube (for filter menus), most referrals first."""
-    if dim not in DIMENSIONS:
-        raise ValueError(dim)
+def dimension_menus(db: Database, limit: int = 200) -> dict[str, list[str]]:
+    """The values of every dimension seen in the cube (for the filter menus), most referrals
+    first, at most `limit` each: one statement for all the menus."""
     cube = analytics_cube.c
+    ranked = (sa.select(cube.dim, cube.value, sa.func.row_number().over(
+        partition_by=cube.dim, order_by=(sa.desc(sa.func.sum(cube.referrals)), cube.value)
+    ).label("n")).where(cube.grain == "m", cube.dim.in_(DIMENSIONS))
+        .group_by(cube.dim, cube.value).subquery())
+    menus: dict[str, list[str]] = {dim: [] for dim in DIMENSIONS}
     with db.read() as c:
-        rows = c.execute(sa.select(cube.value).where(cube.grain == "m", cube.dim == dim)
-                         .group_by(cube.value).order_by(sa.desc(sa.func.sum(cube.referrals)))
-                         .limit(limit)).scalars()
-        return [value for value in rows]
+        for dim, value in c.execute(sa.select(ranked.c.dim, ranked.c.value)
+                                    .where(ranked.c.n <= limit)
+                                    .order_by(ranked.c.dim, ranked.c.n)):
+            menus[dim].append(value)
+    return menus

@@ -138,7 +138,7 @@ def _consent(rt: Runtime, reply: Reply, referral: Referral, now: datetime) -> No
     source = {"sms": "sms-keyword", "voice": "voice-key-9", "email": "email-link"}[reply.channel]
     patients = [referral.patient] + [m.patient for m in reply.others]
     with rt.db.write() as c:
-        rt.ostore.lock_address(c, reply.address)  # one opt-out, one confirmation
+        rt.ostore.lock_address(c, reply.address)  # one change, one confirmation
         was = consent_state(rt.ostore.address_consent_events(reply.address, c))
         for patient in dict.fromkeys(patients):
             rt.ostore.add_consent(c, patient=patient, channel=channel, kind=kind, source=source,
@@ -150,8 +150,8 @@ def _consent(rt: Runtime, reply: Reply, referral: Referral, now: datetime) -> No
                                         "channel": channel, "source": source})
     if reply.channel == "email" or (kind == "opt-out" and not rt.config.confirm_opt_out):
         return
-    if kind == "opt-out" and reply.channel in was:
-        return  # opted out already: one confirmation, never one per repeated keyword
+    if (reply.channel in was) == (kind == "opt-out"):
+        return  # nothing changed (a repeated STOP or START): one confirmation per change
     purpose = "opt-in-confirmation" if kind == "opt-in" else "opt-out-confirmation"
     _answer(rt, reply, referral, purpose, {"channel": reply.channel})
 

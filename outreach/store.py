@@ -273,9 +273,9 @@ class OutreachStore:
 
     def lock_address(self, c: Connection, address: str) -> None:
         """Hold `address`'s consent until the transaction ends, so two replies from it (two
-        STOPs handled at once) are applied one after the other and the second sees the first:
-        a transaction-scoped advisory lock on PostgreSQL; SQLite's writers are serialized by
-        their BEGIN IMMEDIATE already."""
+        STOPs, or two STARTs, handled at once) are applied one after the other and the second
+        sees the first: a transaction-scoped advisory lock on PostgreSQL; SQLite's writers are
+        serialized by their BEGIN IMMEDIATE already."""
         if self.db.dialect != "postgresql":
             return
         digest = hashlib.sha256(b"outreach-consent:" + address.encode()).digest()

@@ -31,6 +31,8 @@ from pas_client.response import (
     merge_items,
     names_claim,
     names_patient,
+    patient_mismatch,
+    stated_reasons,
     unknown_sequences,
 )
 from pas_client.store import FINAL, UNDECIDED, PriorAuthRequest, PriorAuthStore
@@ -329,11 +331,13 @@ class PriorAuthFlow:
                        and decision.created < current.decided_at):
             return False
         status = STATUS[decision.overall]
+        refused, reason = refusal(current, status, decision, reply_id)
         self.store.update(request.id, status=status, decision=decision.to_json(),
                           auth_number=decision.auth_number or (
                               current.auth_number if status in GRANTED else ""),
                           decided_at=decision.created or current.decided_at,
-                          last_error=decision.summary() if decision.errors else "")
+                          last_error=(refused or (decision.summary() if decision.errors
+                                                  else ""))[:4000])
         updated = self.store.try_get(request.id) or current
         if status in UNDECIDED:
             self.schedule_follow_up(updated)
@@ -341,8 +345,8 @@ class PriorAuthFlow:
             self.store.update(request.id, next_check_at=None)
             if status != "contact-payer":
                 followup.close_escalation(self, self.store.try_get(request.id) or updated)
-        self.put_task(current, status, decision)
-        self.move_referral(current, status, decision)
+        self.put_task(current, status, decision, note=refused)
+        self.move_referral(current, status, decision, reason)
         if status == "contact-payer":
             self.escalate(updated, f"{request.payer} asks to be contacted about this prior "
                           "authorization (X12 306 CT): call the payer or use its portal")
@@ -367,21 +371,21 @@ class PriorAuthFlow:
         if referral.stage in (Stage.ACCEPTED, Stage.COVERAGE_CHECK):
             referral = self.act_on(referral, "request-authorization", changes={
                 "payer": request.payer, "auth_state": "submitted", "add_inputs": [link]})
+        said = stated_reasons(decision) if decision else ""
         if referral.stage != Stage.AUTH_PENDING:
             if status == "denied" and referral.auth_state in GRANTED and not referral.terminal:
                 # the payer takes back what it granted: outreach and scheduling must stop
                 self.act_on(referral, "hold", reason=Reason("auth-denied", (
                     f"{request.payer} now denies the prior authorization it had granted "
-                    f"({referral.auth_state})")[:200]), changes={"auth_state": "denied"})
+                    f"({referral.auth_state})" + (f": {said}" if said else ""))[:200]),
+                    changes={"auth_state": "denied"})
             return
         if status in GRANTED:
             self.act_on(referral, "authorize", changes={"auth_state": status})
         elif status == "denied":
-            reasons = ", ".join(r for i in (decision.items if decision else ()) for r in i.reasons)
-            self.act_on(referral, "hold", reason=Reason("auth-denied", (
+            self.act_on(referral, "hold", reason=reason or Reason("auth-denied", (
                 f"{request.payer} denied prior authorization" +
-                (f" (reasons {reasons})" if reasons else ""))[:200]),
-                changes={"auth_state": "denied"})
+                (f" ({said})" if said else ""))[:200]), changes={"auth_state": "denied"})
         elif referral.auth_state != status:
             self.act_on(referral, "amend", reason=reason, changes={"auth_state": status})
 
@@ -528,6 +532,29 @@ def submit_decisions(request: PriorAuthRequest, decisions: tuple[Decision, ...]
     return ours[:1], ""
 
 
+def refusal(request: PriorAuthRequest, status: str, decision: Decision,
+            reply_id: int | None) -> tuple[str, Reason | None]:
+    """What the request and its Task say (the message) and the referral's event records (the
+    reason) when the payer's ClaimResponse denies the request or answers with errors instead
+    of a decision: the payer's error codes, review reason codes and disposition, as for a
+    refusal by HTTP 4xx. ("", None) for any other status."""
+    said = stated_reasons(decision)
+    if status == "denied":
+        text = f"{request.payer} denied prior authorization" + (f" ({said})" if said else "")
+        return text, Reason("auth-denied", text[:200])
+    if status != "rejected":
+        return "", None
+    again = "request prior authorization again" if request.kind == "submit" else \
+        f"send the {request.kind} again"
+    refused = f"{request.payer} answered with errors instead of a decision"
+    reply = f" (the reply: `refloop pas reply {reply_id}`)" if reply_id else ""
+    event = f"{refused}: {said or 'none stated'}"
+    guidance = f"; correct what it names and {again}"
+    return (f"{event}. Correct what it names and {again}{reply}",
+            Reason("auth-rejected", event + guidance if len(event + guidance) <= 200
+                   else event[:199] + "…"))
+
+
 def other_patient(request: PriorAuthRequest, decision: Decision) -> str:
     """Why `decision` cannot be about `request`'s patient ("" when it is)."""
     if not request.bundle:
@@ -537,7 +564,12 @@ def other_patient(request: PriorAuthRequest, decision: Decision) -> str:
     patient: dict[str, Any] = next(
         (e["resource"] for e in bundle["entry"] if e.get("fullUrl") == reference), {})
     if names_patient(decision, reference, patient):
-        return ""
+        mismatch = patient_mismatch(decision, patient)
+        if not mismatch:
+            return ""
+        held = decision.patient_reference or "the one it holds"
+        return (f"its Patient ({held}) is named as the request's but has another {mismatch} "
+                f"than the request's Patient ({reference}): a patient mismatch; not applied")
     if not decision.patient_reference and not decision.patient_identifiers:
         return (f"it names no patient, so nothing shows it is about the request's ({reference})"
                 "; not applied")

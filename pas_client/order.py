@@ -7,7 +7,8 @@ PAS restricts ServiceRequest.occurrence[x] to Timing (profile-datatype-timing, w
 with `occurrenceDateTime`, `occurrencePeriod` or a Timing bounded by a Period is converted:
 the dates go to `event` and `item.serviced[x]`, the length of a period to `boundsDuration`, the
 number of visits to `repeat.count`. An order without a quantity whose Timing has a `repeat.count`
-asks for that many visits: the Claim item's quantity."""
+asks for that many visits: the Claim item's quantity. A Timing with `countMax` ("2 to 8
+visits") asks for the most it allows: the payer authorizes up to the quantity asked for."""
 
 from __future__ import annotations
 
@@ -63,14 +64,17 @@ def to_quantity(request: Resource, findings: list[Finding]) -> Resource | None:
 
 
 def _counted(request: Resource) -> Resource | None:
-    """An order without a quantity whose Timing says how many times (`repeat.count`): that
-    many visits, the PAS Quantity of the Claim item (X12 673 VS)."""
+    """An order without a quantity whose Timing says how many times (`repeat.count`, up to
+    `repeat.countMax`): the most visits it allows, the PAS Quantity of the Claim item (X12 673
+    VS). Asking for `count` alone would leave the visits up to `countMax` unauthorized."""
     timing = request.get("occurrenceTiming")
     repeat = timing.get("repeat") if isinstance(timing, dict) else None
-    count = repeat.get("count") if isinstance(repeat, dict) else None
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+    counts = [repeat.get(key) for key in ("count", "countMax")] if isinstance(repeat, dict) \
+        else []
+    usable = [n for n in counts if isinstance(n, int) and not isinstance(n, bool) and n >= 1]
+    if not usable:
         return None
-    return {"value": count, "unit": "visits", "system": X12_UNITS, "code": "VS"}
+    return {"value": max(usable), "unit": "visits", "system": X12_UNITS, "code": "VS"}
 
 
 def visits(quantity: Resource | None) -> int:
@@ -149,8 +153,7 @@ def _from_timing(timing: Resource, count: int, findings: list[Finding],
         findings.append(Finding("warning", "ServiceRequest.occurrenceTiming.repeat.bounds[x]",
                                 "input", "a Range bound is not allowed by the PAS Timing "
                                 "(Duration only): left out"))
-    if "frequency" not in repeat and "count" not in repeat:
-        _ensure_count(kept.setdefault("repeat", {}), count)
+    _ensure_count(kept.setdefault("repeat", {}), count)
     events = [str(e) for e in kept.get("event", [])]
     serviced = _serviced_date(events[0], findings) if len(events) == 1 else None
     if len(events) > 1 and all(_full_date(e) for e in (events[0], events[-1])):
@@ -159,7 +162,13 @@ def _from_timing(timing: Resource, count: int, findings: list[Finding],
 
 
 def _ensure_count(repeat: Resource, count: int) -> None:
-    if "count" not in repeat and "frequency" not in repeat:
+    """PAS Timing needs a count or a frequency (prof-1), and R4 a count beside a countMax
+    (tim-8): an order for "up to countMax times" is sent as at least once (count 1)."""
+    if "count" in repeat:
+        return
+    if "countMax" in repeat:
+        repeat["count"] = 1
+    elif "frequency" not in repeat:
         repeat["count"] = count
 
 

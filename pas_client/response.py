@@ -67,6 +67,8 @@ class Decision:
     #: on the Patient the reply holds for it
     patient_reference: str = ""
     patient_identifiers: tuple[tuple[str, str], ...] = ()
+    #: the Patient the reply holds for it (a Bundle entry, or contained in the ClaimResponse)
+    patient_held: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     claim_response: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -103,7 +105,8 @@ def parse_response_bundle(bundle: dict[str, Any]) -> Decision:
 def from_claim_response(claim_response: dict[str, Any],
                         patients: dict[str, dict[str, Any]] | None = None) -> Decision:
     """The decision in a ClaimResponse; `patients` (reference or fullUrl -> Patient) are the
-    Patients of the reply it came in, read for the identifiers of the one it is about."""
+    Patients of the reply it came in, read (like a Patient contained in the ClaimResponse) for
+    the identifiers of the one it is about."""
     add_items = claim_response.get("addItem", [])
     items = tuple(_item(item, add_items) for item in claim_response.get("item", []))
     if not items:
@@ -114,7 +117,7 @@ def from_claim_response(claim_response: dict[str, Any],
     outcome = claim_response.get("outcome", "")
     request = claim_response.get("request") or {}
     patient = claim_response.get("patient") or {}
-    named = (patients or {}).get(patient.get("reference", "")) or {}
+    named = _held_patient(claim_response, str(patient.get("reference", "")), patients or {})
     return Decision(
         overall=overall(items, outcome, errors), items=items, errors=errors, outcome=outcome,
         disposition=claim_response.get("disposition", ""),
@@ -127,7 +130,35 @@ def from_claim_response(claim_response: dict[str, Any],
         patient_reference=patient.get("reference", ""),
         patient_identifiers=_identifiers([patient.get("identifier"), *named.get(
             "identifier", [])]),
-        claim_response=claim_response)
+        patient_held=named, claim_response=claim_response)
+
+
+def _held_patient(claim_response: dict[str, Any], reference: str,
+                  patients: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The Patient a `patient` reference names in the reply: `#id` a contained one, else a
+    Bundle entry (by fullUrl or `Patient/<id>`)."""
+    if not reference.startswith("#"):
+        return patients.get(reference) or {}
+    return next((r for r in claim_response.get("contained") or [] if isinstance(r, dict)
+                 and r.get("resourceType") == "Patient" and f"#{r.get('id', '')}" == reference),
+                {})
+
+
+def stated_reasons(decision: Decision) -> str:
+    """What the payer says against the request, in its codes and words: each error (X12 901
+    code and display, where, the follow-up action), each review reason code, the
+    disposition; "" when it says nothing."""
+    parts = [_error_text(e) for e in decision.errors]
+    parts += [f"reason {r}" for r in dict.fromkeys(r for i in decision.items for r in i.reasons)]
+    parts.append(decision.disposition.strip())
+    return "; ".join(p for p in parts if p)
+
+
+def _error_text(error: PayerError) -> str:
+    text = f"error {error.code} {error.display}".strip()
+    if error.path or error.element:
+        text += f" at {error.path or error.element}"
+    return text + (f" (follow-up {error.followup})" if error.followup else "")
 
 
 def overall(items: tuple[ItemDecision, ...], outcome: str,
@@ -204,6 +235,27 @@ def names_patient(decision: Decision, reference: str, patient: dict[str, Any]) -
     ours = _identifiers(patient.get("identifier", []))
     return by_reference or any(_same_identifier(a, b) for a in ours
                                for b in decision.patient_identifiers)
+
+
+def patient_mismatch(decision: Decision, patient: dict[str, Any]) -> str:
+    """What the Patient the reply holds for the ClaimResponse says otherwise than our
+    `patient` ("" when nothing): another family name, another birth date. Our identifier on
+    another person is a payer that mixed up its members. Given names are not compared (a
+    member file may spell them otherwise), nor what either side leaves out."""
+    held = decision.patient_held
+    differs = []
+    theirs, ours = _families(held), _families(patient)
+    if theirs and ours and not theirs & ours:
+        differs.append("family name")
+    born = (str(held.get("birthDate", ""))[:10], str(patient.get("birthDate", ""))[:10])
+    if all(born) and born[0] != born[1]:
+        differs.append("birth date")
+    return " and ".join(differs)
+
+
+def _families(patient: dict[str, Any]) -> set[str]:
+    return {" ".join(str(n["family"]).split()).casefold() for n in patient.get("name") or []
+            if isinstance(n, dict) and n.get("family")}
 
 
 def _same_identifier(a: tuple[str, str], b: tuple[str, str]) -> bool:

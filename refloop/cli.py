@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -254,7 +255,7 @@ def referrals_show(obj: Context, referral_id: str, as_json: bool) -> None:
     tasks = obj.services.tasks.for_referral(referral_id)
     sections = _detail_sections(obj.services, referral_id)
     if as_json:
-        print_json({"task": task, "events": [e.__dict__ for e in events],
+        print_json({"task": task, "events": [dataclasses.asdict(e) for e in events],
                     "coordinator_tasks": [to_fhir(t) for t in tasks],
                     **{name: data for name, (data, _rows) in sections.items()}})
         return

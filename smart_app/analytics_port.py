@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,10 +30,32 @@ from smart_app.sessions import Session
 log = logging.getLogger("refloop.smart.analytics")
 
 
+def query_args() -> dict[str, str]:
+    """The query string, one value per name; a name given twice (`?payer=A&payer=B`) is
+    refused rather than one of its values silently kept (ValueError naming it)."""
+    for name, values in request.args.lists():
+        if len(values) > 1:
+            raise ValueError(f"'{name[:64]}' is given {len(values)} times: give each filter "
+                             "once")
+    return request.args.to_dict()
+
+
+def refused_for_patient(session: Session) -> Response | None:
+    """The outcomes sum many patients' referrals: a launch the EHR limited to one patient (no
+    user/ scope granted) gets a 403 page, not the figures."""
+    if not session.context.patient_limited:
+        return None
+    html = render_template("smart/message.html", title="The dashboard is not available",
+                           text="The outcomes count many patients' referrals, and the EHR "
+                           "granted this launch access to one patient only. Ask your EHR "
+                           "administrator for user-level access to open the dashboard.",
+                           relaunch=False, setup_hint=False, now=datetime.now(UTC))
+    return Response(html, status=403)
+
+
 def outcomes_page(rt: SmartRuntime, session: Session) -> Response:
-    args = request.args.to_dict()
     try:
-        data = rt.analytics.view(args)
+        data = rt.analytics.view(query_args())
     except ValueError as exc:
         data = rt.analytics.view({})
         return _render(session, "smart/outcomes.html", d=data, error=str(exc), status=400,
@@ -73,8 +96,11 @@ def analytics_routes(bp: Blueprint, rt: SmartRuntime,
     def outcomes_csv(session: Session) -> Any:
         if rt.analytics is None:
             abort(404)
+        refused = refused_for_patient(session)
+        if refused is not None:
+            return refused
         try:
-            text = rt.analytics.csv(request.args.to_dict())
+            text = rt.analytics.csv(query_args())
         except ValueError as exc:
             return Response(f"{exc}\n", status=400, mimetype="text/plain")
         return Response(text, mimetype="text/csv", headers={
@@ -85,8 +111,11 @@ def analytics_routes(bp: Blueprint, rt: SmartRuntime,
     def outcome_referrals(session: Session) -> Any:
         if rt.analytics is None:
             abort(404)
-        args = request.args.to_dict()
+        refused = refused_for_patient(session)
+        if refused is not None:
+            return refused
         try:
+            args = query_args()
             found = rt.analytics.referrals(args)
         except ValueError as exc:
             return _render(session, "smart/outcome_referrals.html", f=None, error=str(exc),

@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import random
 import sys
+from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pytest
+import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "analytics"))
 
 from histories import History, random_history, replay
 
-from analytics.contribution import PAIRS
+from analytics import dashboard
+from analytics.contribution import DIMENSIONS, PAIRS
 from analytics.facts import Facts
 from analytics.metrics import STEPS, Totals, cohort_start, drop_key, is_overdue, total, totals_of
-from analytics.outcomes import Filters, outcomes, referrals_behind
+from analytics.outcomes import Filters, dimension_menus, outcomes, referrals_behind
 from analytics.rollup import Rollup
 from refloop.services import Services
 
@@ -164,3 +168,36 @@ def test_each_number_lists_its_referrals(world: tuple[Services, list[Facts]]) ->
     assert len(first) == 5 and first[-1].detected_at <= second[0].detected_at
     assert not {r.referral_id for r in first} & {r.referral_id for r in second}
     assert all(r.detected_at.month == 9 for r in first + second)
+
+
+def test_the_filter_menus_take_one_statement(world: tuple[Services, list[Facts]]) -> None:
+    """Every menu (the values of each dimension, most referrals first) from one statement;
+    they took one per dimension (5)."""
+    services, facts = world
+    statements: list[str] = []
+    engine = services.db.engine
+    listener = lambda *args: statements.append(args[2])  # noqa: E731
+    sa.event.listen(engine, "before_cursor_execute", listener)
+    try:
+        menus = dimension_menus(services.db)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", listener)
+    assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 1
+    assert list(menus) == list(DIMENSIONS)
+    for dim in DIMENSIONS:
+        counted = Counter(getattr(f, dim) for f in facts)
+        assert menus[dim] == sorted(counted, key=lambda v: (-counted[v], v)), dim
+    assert dimension_menus(services.db, limit=1)["priority"] == menus["priority"][:1]
+
+
+def test_the_lists_behind_the_numbers_lead_back_to_the_same_breakdown(
+        world: tuple[Services, list[Facts]]) -> None:
+    services, _facts = world
+    args = {"since": "2026-08-01", "until": "2026-11-30", "by": "payer"}
+    shown = dashboard.view(services.db, args, NOW)
+    behind = dict(parse_qsl(shown["headline"][0]["link"], keep_blank_values=True))
+    assert behind["by"] == "payer"
+    listed = dashboard.referrals(services.db, behind, NOW)
+    assert dict(parse_qsl(listed["back"]))["by"] == "payer"
+    row = shown["breakdown"]["rows"][0]["cells"][0]["link"]
+    assert dict(parse_qsl(row, keep_blank_values=True))["by"] == "payer"

@@ -1,6 +1,7 @@
-"""Two STOP replies handled at the same moment by two workers on PostgreSQL: the patient gets
-one "you are unsubscribed" text, not two. (SQLite's writers take the database's write lock at
-BEGIN, so two consent transactions never overlap there.)"""
+"""Two STOP (or START) replies handled at the same moment by two workers: the patient gets one
+"you are unsubscribed" (or "you will receive messages again") text, not two. On PostgreSQL the
+two consent transactions are forced to overlap; SQLite's writers take the database's write lock
+at BEGIN, so there the two threads run at once and the second waits for the first's commit."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from referrals.store.work import WorkItem
 from refloop.wiring import all_handlers
 
 CONFIRMED = "you will get no more texts"
+RESUMED = "you will receive messages again"
 
 
 def lock_waiters(h: Harness) -> int:
@@ -54,7 +56,7 @@ class Overlap:
         return state
 
 
-def run_together(h: Harness, items: list[WorkItem], overlap: Overlap) -> None:
+def run_together(h: Harness, items: list[WorkItem], overlap: Overlap | None = None) -> None:
     handle = all_handlers(h.services)["outreach.inbound"]
     errors: list[BaseException] = []
 
@@ -65,7 +67,8 @@ def run_together(h: Harness, items: list[WorkItem], overlap: Overlap) -> None:
         except BaseException as exc:  # reported below
             errors.append(exc)
         finally:
-            overlap.first_done.set()
+            if overlap is not None:
+                overlap.first_done.set()
     threads = [threading.Thread(target=run, args=(item,)) for item in items]
     for thread in threads:
         thread.start()
@@ -91,3 +94,25 @@ def test_two_simultaneous_stops_are_confirmed_once(harness: Harness,
     h.settle()
     confirmations = [m.body for m in h.twilio.messages(NY_MOBILE) if CONFIRMED in m.body]
     assert len(confirmations) == 1, confirmations
+
+
+def test_two_simultaneous_starts_are_confirmed_once(harness: Harness,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    h = harness
+    h.patient("p-start")
+    h.referral("p-start")
+    h.settle()
+    assert h.twilio.reply(NY_MOBILE, "STOP") == 200
+    h.settle()
+    for _ in range(2):
+        assert h.twilio.reply(NY_MOBILE, "START") == 200
+    items = [h.services.work.claim(f"worker-{n}", limit=1, kinds=["outreach.inbound"])[0]
+             for n in range(2)]
+    overlap = Overlap(h) if h.services.db.dialect == "postgresql" else None
+    if overlap is not None:
+        monkeypatch.setattr(replies, "consent_state", overlap)
+    run_together(h, items, overlap)
+    h.settle()
+    texts = [m.body for m in h.twilio.messages(NY_MOBILE)]
+    assert len([t for t in texts if RESUMED in t]) == 1, texts
+    assert len([t for t in texts if CONFIRMED in t]) == 1, texts

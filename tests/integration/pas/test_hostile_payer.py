@@ -1,6 +1,7 @@
 """A careless or hostile payer: a reply about another claim, ClaimResponses that contradict each
 other or themselves, a decision taken back after the referral moved on, a notification from an
-endpoint that serves several payers, a second submit of the same order. On SQLite and
+endpoint that serves several payers, a second submit of the same order, a Patient with our
+identifier and another name (held as an entry or contained). On SQLite and
 PostgreSQL, against the OTHER PAYER written for the tests (a fake: a payer cannot run here)."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from referrals.model import Stage
+from refloop.cli import referrals
 from refloop.context import Context
 from refloop.services import build_services
 from refloop.settings import Settings
@@ -275,3 +277,100 @@ def test_a_notified_decision_for_another_patient_is_not_applied(other: World) ->
     assert other.services.store.get(referral.id).stage == Stage.AUTH_PENDING
     [entry] = other.services.quarantine.list()
     assert entry.kind == "pas.claim-response" and request.id[:8] in entry.reason
+
+
+def with_patient(cr: dict[str, Any], shape: str, patient: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ClaimResponse naming `patient`, held as a Bundle entry after it or contained in it."""
+    held = {**patient, "id": "payer-p1"}
+    if shape == "contained":
+        return [{**cr, "contained": [held], "patient": {"reference": "#payer-p1"}}]
+    return [{**cr, "patient": {"reference": "Patient/payer-p1"}}, held]
+
+
+@pytest.mark.parametrize("shape", ["entry", "contained"])
+def test_a_patient_with_our_identifier_and_another_name_is_quarantined(
+        other: World, shape: str) -> None:
+    """Our member id on a Patient with another family name and birth date: a payer that mixed
+    up its members. Held as a Bundle entry or contained, it is the same mismatch."""
+    def renamed(cr: dict[str, Any]) -> list[dict[str, Any]]:
+        _, ours = our_patient(other)
+        return with_patient(cr, shape, {"resourceType": "Patient",
+                                        "identifier": ours["identifier"],
+                                        "name": [{"family": "Someone-Else", "given": ["Ann"]}],
+                                        "birthDate": "1931-01-01"})
+    hostile(other).payer.rewrite = renamed
+    referral = other.referral()
+    other.submit(referral)
+    why = "has another family name and birth date than the request's Patient"
+    assert_not_applied(other, referral.id, why)
+    [entry] = other.services.quarantine.list()
+    assert entry.kind == "pas.claim-response" and "a patient mismatch" in entry.reason
+    assert why in entry.reason and "Someone-Else" not in entry.reason
+
+
+@pytest.mark.parametrize("shape", ["entry", "contained"])
+def test_our_patient_held_in_the_reply_is_applied(other: World, shape: str) -> None:
+    def echoed(cr: dict[str, Any]) -> list[dict[str, Any]]:
+        return with_patient(cr, shape, our_patient(other)[1])
+    hostile(other).payer.rewrite = echoed
+    assert other.submit(other.referral()).status == "approved"
+    assert other.services.quarantine.list() == []
+
+
+def cli_show(world: World, referral_id: str, *args: str) -> str:
+    context = Context(None)
+    context._settings = world.services.settings
+    context._services = world.services
+    result = CliRunner().invoke(referrals, ["show", referral_id, *args], obj=context)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+ERRORS = [{"code": {"coding": [{"system": "https://codesystem.x12.org/005010/901",
+                                "code": "57", "display": "Invalid date of service"}]}},
+          {"code": {"coding": [{"system": "https://codesystem.x12.org/005010/901",
+                                "code": "T4"}]}, "extension": [
+              {"url": PAS_EXT + "extension-errorPath",
+               "valueString": "Bundle.entry[0].resource.item[0].servicedDate"}]}]
+
+
+def errors_instead(cr: dict[str, Any]) -> list[dict[str, Any]]:
+    """The payer's answer is errors, not a decision (HTTP 200, outcome error)."""
+    bare = {k: v for k, v in cr.items() if k != "item"}
+    return [{**bare, "outcome": "error", "error": ERRORS,
+             "disposition": "Request rejected: date of service"}]
+
+
+def denied_because(cr: dict[str, Any]) -> list[dict[str, Any]]:
+    action = review_action("A3")
+    action["extension"][0]["extension"].append({"url": "reasonCode", "valueCodeableConcept": {
+        "coding": [{"system": "https://codesystem.x12.org/005010/4000", "code": "0U"}]}})
+    return [{**cr, "disposition": "Not medically necessary",
+             "item": [{**i, "adjudication": [action]} for i in cr["item"]]}]
+
+
+@pytest.mark.parametrize(("answer", "status", "code", "said"), [
+    (errors_instead, "rejected", "auth-rejected",
+     ["error 57 Invalid date of service", "error T4 at Bundle.entry[0].resource.item[0]."
+      "servicedDate", "Request rejected: date of service"]),
+    (denied_because, "denied", "auth-denied", ["reason 0U", "Not medically necessary"]),
+])
+def test_a_refusal_inside_the_claim_response_is_the_events_reason(
+        other: World, answer: Any, status: str, code: str, said: list[str]) -> None:
+    """HTTP 200 with a ClaimResponse that rejects (errors) or denies: the payer's error codes,
+    review reason codes and disposition are the reason on the referral's event, on the request
+    (its problem) and its Task, and `referrals show` shows them, as for a refusal by HTTP 4xx."""
+    hostile(other).payer.rewrite = answer
+    referral = other.referral()
+    request = other.submit(referral)
+    assert request.status == status
+    reason = other.services.store.events(referral.id)[-1].reason
+    assert reason is not None and reason.code == code
+    assert all(words in reason.text for words in said[:2]), reason.text
+    assert all(words in request.last_error for words in said), request.last_error
+    task = other.services.resources.try_get("Task", request.task_id, server="local")
+    assert task is not None and task["statusReason"]["text"] == request.last_error
+    shown = json.loads(cli_show(other, referral.id, "--json"))
+    assert shown["events"][-1]["reason"] == {"code": code, "text": reason.text}
+    assert shown["prior_authorization"][0]["problem"] == request.last_error
+    assert code in cli_show(other, referral.id)

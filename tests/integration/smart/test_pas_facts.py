@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from smart_harness import Harness
 
 from pas_client.flow import new_request
+from pas_client.response import from_claim_response
 from referrals.model import Actor, Command, Referral, new_referral_id
 from referrals.store.schema import work_items
 
@@ -94,3 +95,28 @@ def test_a_referral_waiting_for_a_required_authorization_offers_the_request(
         kinds = list(c.execute(sa.select(work_items.c.kind).where(
             work_items.c.kind == "pas.submit")).scalars())
     assert kinds == ["pas.submit"]
+
+
+def test_the_page_shows_why_a_claim_response_rejected_the_request(harness: Harness) -> None:
+    """HTTP 200 with a ClaimResponse that holds errors instead of a decision: the payer's error
+    code, its words and the disposition are the reason on the referral's timeline."""
+    draft = Referral(id=new_referral_id(), source_key="t|ServiceRequest/pa-err",
+                     service_request="ServiceRequest/pa-err", patient="Patient/p1",
+                     payer="Acme Health")
+    referral, _ = harness.services.referrals.open(draft, Command("detect"))
+    harness.services.referrals.act(referral.id, Command("accept", actor=COORD))
+    flow = harness.services.adapters["pas"]
+    request = new_request("req-err-1", referral.id, "Acme Health", "submit", "req-err-1", None,
+                          1, {}, "b-err-1", "C1", "submitted", [])
+    flow.store.add(request)
+    flow.apply_decision(request, from_claim_response({
+        "resourceType": "ClaimResponse", "outcome": "error", "disposition": "Member not found",
+        "error": [{"code": {"coding": [{"system": "https://codesystem.x12.org/005010/901",
+                                        "code": "75", "display": "Subscriber not found"}]}}]}),
+        "submit", 200)
+    browser = harness.browser()
+    page = harness.launch(browser)
+    text = browser.get(f"{page.url}referrals/{referral.id}").text
+    assert ("(Acme Health answered with errors instead of a decision: error 75 Subscriber not "
+            "found; Member not found; correct what it names and request prior authorization "
+            "again)") in text

@@ -168,6 +168,28 @@ def test_a_timing_count_is_the_item_quantity_in_visits() -> None:
     assert request["occurrenceTiming"]["repeat"]["count"] == 6
 
 
+@pytest.mark.parametrize(("repeat", "asked", "sent"), [
+    ({"count": 2, "countMax": 8}, 8, {"count": 2, "countMax": 8}),
+    ({"countMax": 5}, 5, {"count": 1, "countMax": 5}),      # tim-8: a countMax needs a count
+    ({"count": 6, "countMax": 4}, 6, {"count": 6, "countMax": 4}),
+])
+def test_a_timing_count_max_is_the_most_visits_asked_for(
+        repeat: dict[str, int], asked: int, sent: dict[str, int]) -> None:
+    """"2 to 8 visits": the authorization asks for the 8 the order allows (asking for 2 would
+    leave visits 3 to 8 unauthorized); the Timing goes as ordered, with a count of 1 ("at
+    least once") where only countMax was given, as R4's tim-8 requires."""
+    timing = {"repeat": {**repeat, "boundsDuration": {"value": 90, "unit": "days",
+                                                      "system": "http://unitsofmeasure.org",
+                                                      "code": "d"}}}
+    built, _ = build(order(occurrenceTiming=timing), DEMO[0]["key"])
+    assert errors(built) == []
+    quantity = {"value": asked, "unit": "visits", "system": X12 + "673", "code": "VS"}
+    assert claim(built)["item"][0]["quantity"] == quantity
+    request = entry(built, "ServiceRequest")
+    assert request["quantityQuantity"] == quantity
+    assert {k: request["occurrenceTiming"]["repeat"][k] for k in sent} == sent
+
+
 def test_the_order_quantity_wins_over_a_timing_count() -> None:
     built, _ = build(order(quantityQuantity={"value": 2, "unit": "visits"},
                            occurrenceTiming={"repeat": {"count": 6}}), DEMO[0]["key"])

@@ -17,6 +17,7 @@ from pas_client.response import (
     names_patient,
     parse_inquire_reply,
     parse_response_bundle,
+    patient_mismatch,
 )
 
 FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "pas"
@@ -203,3 +204,32 @@ def test_the_patient_a_reply_holds_is_read_for_its_identifiers() -> None:
     [decision] = read_reply(200, reply).decisions
     assert decision.patient_identifiers == (("urn:member", "M-1"),)
     assert names_patient(decision, "urn:uuid:ours", PATIENT) is True
+
+
+OURS = {**PATIENT, "name": [{"family": "Rivera", "given": ["Ana"]}], "birthDate": "1980-02-03"}
+
+
+@pytest.mark.parametrize(("held", "mismatch"), [
+    ({}, ""),                                                      # nothing to compare
+    ({"name": [{"family": " rivera ", "given": ["Anita"]}], "birthDate": "1980-02-03"}, ""),
+    ({"name": [{"family": "Stone"}]}, "family name"),
+    ({"name": [{"family": "Rivera"}], "birthDate": "1979-02-03"}, "birth date"),
+    ({"name": [{"family": "Stone"}], "birthDate": "1931-01-01"}, "family name and birth date"),
+])
+@pytest.mark.parametrize("shape", ["entry", "contained"])
+def test_the_patient_a_reply_holds_is_compared_with_ours(
+        held: dict[str, Any], mismatch: str, shape: str) -> None:
+    """Our identifier on a Patient with another family name or birth date is a mismatch,
+    whether the reply holds that Patient as a Bundle entry or contained in the ClaimResponse."""
+    patient = {"resourceType": "Patient", "id": "payer-9", "identifier": PATIENT["identifier"],
+               **held}
+    claim_response: dict[str, Any] = {"resourceType": "ClaimResponse",
+                                      "patient": {"reference": "Patient/payer-9"}}
+    entries = [{"fullUrl": "urn:uuid:cr", "resource": claim_response}]
+    if shape == "contained":
+        claim_response.update(contained=[patient], patient={"reference": "#payer-9"})
+    else:
+        entries.append({"fullUrl": "urn:uuid:theirs", "resource": patient})
+    [decision] = read_reply(200, {"resourceType": "Bundle", "entry": entries}).decisions
+    assert names_patient(decision, "urn:uuid:ours", OURS) is True
+    assert patient_mismatch(decision, OURS) == mismatch
