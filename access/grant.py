@@ -30,6 +30,16 @@ class Grant:
     def has(self, name: str) -> bool:
         return name in self.scopes
 
+    @property
+    def limit(self) -> str:
+        """What the token is limited to, in words ("one patient", "tenant 'north'"), or ""
+        when it may see every referral."""
+        if self.patient:
+            return "one patient"
+        if self.tenant is not None or self.sources is not None:
+            return f"tenant '{self.tenant}'" if self.tenant else "some referral sources"
+        return ""
+
     def reach(self, resource_type: str, interaction: str) -> Reach | None:
         """The broadest data this grant may read with `interaction` on `resource_type`, or None
         when no scope allows it. A user/ scope needs a tenant; a patient/ scope needs a patient

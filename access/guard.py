@@ -5,6 +5,8 @@ Protecting a route (the one way to do it, for every adapter):
 
     guard.require("system/MeasureReport.rs")      # a decorator: any one of the scopes
     guard.protect(blueprint, "metrics:read")      # every route of a blueprint
+    guard.protect(blueprint, "metrics:read", whole=True)   # figures of every tenant: a token
+                                                  # limited to a tenant or a patient gets 403
     guard.fhir("Task", "read")                    # FHIR interaction; the view gets grant=, reach=
 
 A resource scope is checked the SMART way (`system/*.rs` covers `system/Task.rs`); any other
@@ -98,12 +100,18 @@ class Guard:
                           "Refloop or a configured authorization server", error="invalid_token")
         return grant
 
-    def grant_for(self, scopes: tuple[str, ...]) -> Grant:
-        """Authenticate the current request and check it holds one of `scopes`."""
+    def grant_for(self, scopes: tuple[str, ...], *, whole: bool = False) -> Grant:
+        """Authenticate the current request and check it holds one of `scopes` (and, when the
+        route answers for the `whole` deployment, that the token is not limited)."""
         grant = self.authenticate(request.headers.get("Authorization"))
         if scopes and not any(satisfies(grant, s) for s in scopes):
             raise Refused(403, f"the token lacks the scope this needs ({' or '.join(scopes)})",
                           error="insufficient_scope", scope=" ".join(scopes))
+        if whole and grant.limit:
+            raise Refused(403, f"this answers for the whole deployment, every tenant's "
+                          f"referrals; a token limited to {grant.limit} cannot read it (use a "
+                          "client registered without --tenant)", error="insufficient_scope",
+                          scope=" ".join(scopes))
         return grant
 
     # -- the ways to protect a route ---------------------------------------------------------
@@ -121,12 +129,14 @@ class Guard:
             return guarded  # type: ignore[return-value]
         return decorate
 
-    def protect(self, blueprint: Blueprint, *scopes: str) -> None:
-        """Every route of `blueprint` needs a token holding one of `scopes`."""
+    def protect(self, blueprint: Blueprint, *scopes: str, whole: bool = False) -> None:
+        """Every route of `blueprint` needs a token holding one of `scopes`; `whole`: the
+        routes answer for the whole deployment, so a token limited to a tenant or a patient
+        is refused (403)."""
         @blueprint.before_request
         def _guard() -> Response | None:
             try:
-                self.grant_for(scopes)
+                self.grant_for(scopes, whole=whole)
             except Refused as exc:
                 _log_refusal(exc)
                 return exc.response()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -37,6 +38,19 @@ def query_args() -> dict[str, str]:
             raise ValueError(f"'{name[:64]}' is given {len(values)} times: give each filter "
                              "once")
     return request.args.to_dict()
+
+
+def refused_for_patient(session: Session) -> Response | None:
+    """The outcomes sum many patients' referrals: a launch the EHR limited to one patient (no
+    user/ scope granted) gets a 403 page, not the figures."""
+    if not session.context.patient_limited:
+        return None
+    html = render_template("smart/message.html", title="The dashboard is not available",
+                           text="The outcomes count many patients' referrals, and the EHR "
+                           "granted this launch access to one patient only. Ask your EHR "
+                           "administrator for user-level access to open the dashboard.",
+                           relaunch=False, setup_hint=False, now=datetime.now(UTC))
+    return Response(html, status=403)
 
 
 def outcomes_page(rt: SmartRuntime, session: Session) -> Response:
@@ -82,6 +96,9 @@ def analytics_routes(bp: Blueprint, rt: SmartRuntime,
     def outcomes_csv(session: Session) -> Any:
         if rt.analytics is None:
             abort(404)
+        refused = refused_for_patient(session)
+        if refused is not None:
+            return refused
         try:
             text = rt.analytics.csv(query_args())
         except ValueError as exc:
@@ -94,6 +111,9 @@ def analytics_routes(bp: Blueprint, rt: SmartRuntime,
     def outcome_referrals(session: Session) -> Any:
         if rt.analytics is None:
             abort(404)
+        refused = refused_for_patient(session)
+        if refused is not None:
+            return refused
         try:
             args = query_args()
             found = rt.analytics.referrals(args)

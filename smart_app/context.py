@@ -29,6 +29,13 @@ class LaunchContext:
     def granted(self, scope: str) -> bool:
         return scope in self.scope
 
+    @property
+    def patient_limited(self) -> bool:
+        """The EHR granted scopes and none of user/ (or system/) level: the user may read one
+        patient's data at most. (No scope in the token response means the scopes asked for.)"""
+        levels = {s.partition("/")[0] for s in self.scope if "/" in s}
+        return bool(self.scope) and not levels & {"user", "system"}
+
     def can_read(self, resource_type: str) -> bool:
         """Whether the granted scopes (v1 or v2) let the user read `resource_type`."""
         for granted in self.scope:

@@ -141,6 +141,9 @@ def act(rt: SmartRuntime, session: Session, referral_id: str, name: str,
 
 
 def dashboard(rt: SmartRuntime, session: Session) -> Response:
+    refused = analytics_port.refused_for_patient(session)
+    if refused is not None:
+        return refused
     if rt.analytics is not None:
         return analytics_port.outcomes_page(rt, session)
     now = datetime.now(UTC)

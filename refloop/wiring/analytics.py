@@ -151,7 +151,7 @@ def routes(app: Flask, services: Services) -> None:
 
     found = analytics_of(services)
     metrics = metrics_blueprint(found.operations, found.config.metrics_dir)
-    guard(services).protect(metrics, "metrics:read")
+    guard(services).protect(metrics, "metrics:read", whole=True)  # every tenant's figures
     app.register_blueprint(metrics)
     app.register_blueprint(measure_report_blueprint(
         services.db, access=guard(services), declare=interaction,

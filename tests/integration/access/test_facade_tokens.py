@@ -439,3 +439,37 @@ def test_a_client_with_a_jwks_url(world: World, issuer: TenantIssuer) -> None:
     wrong = assertion(client.client_id, RSAKey.generate_key(2048, private=True), alg="RS384",
                       kid="ehr-1")
     assert token_request(world.client, wrong).get_json()["error"] == "invalid_client"
+
+
+def test_deployment_wide_figures_need_a_token_without_limits(world: World, fhir_auth: Any,
+                                                             issuer: TenantIssuer) -> None:
+    """/metrics sums every tenant's work: a token limited to a tenant or a patient is refused,
+    whoever issued it; the MeasureReport, which can be limited, gives a tenant its own."""
+    client = world.client
+    whole = fhir_auth.headers(client, world.services, "metrics:read")
+    assert client.get("/metrics", headers=whole).status_code == 200
+    north = fhir_auth.headers(client, world.services, "metrics:read", tenant="north")
+    said = refused(client.get("/metrics", headers=north), 403)["issue"][0]["diagnostics"]
+    assert "tenant 'north'" in said and "whole deployment" in said
+    user = bearer(issuer.jwt(FHIR_BASE, "metrics:read"))
+    assert "tenant 'general'" in refused(client.get("/metrics", headers=user), 403)[
+        "issue"][0]["diagnostics"]
+    patient = bearer(issuer.jwt(FHIR_BASE, "metrics:read", patient="p1"))
+    assert "one patient" in refused(client.get("/metrics", headers=patient), 403)[
+        "issue"][0]["diagnostics"]
+
+    def referrals_counted(headers: dict[str, str]) -> int:
+        answer = client.get("/fhir/MeasureReport", headers=headers)
+        assert answer.status_code == 200, answer.get_json()
+        this_month = answer.get_json()["entry"][-1]["resource"]
+        [completion] = [g for g in this_month["group"] if g["id"] == "completion"]
+        return int(completion["population"][0]["count"])
+
+    assert referrals_counted(fhir_auth.headers(client, world.services,
+                                               "system/MeasureReport.rs")) == 8
+    assert referrals_counted(fhir_auth.headers(client, world.services, "system/MeasureReport.rs",
+                                               tenant="north")) == 2
+    assert referrals_counted(bearer(issuer.jwt(FHIR_BASE, "user/MeasureReport.rs"))) == 6
+    one = bearer(issuer.jwt(FHIR_BASE, "patient/MeasureReport.rs", patient="p1"))
+    assert "one patient" in refused(client.get("/fhir/MeasureReport", headers=one), 403)[
+        "issue"][0]["diagnostics"]

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import sqlalchemy as sa
-from smart_harness import Harness
+from smart_harness import SCOPES, Harness
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "analytics"))
 
@@ -85,3 +85,16 @@ def test_the_dashboard_shows_the_cohort_and_opens_the_referrals_behind(harness: 
         assert twice.status_code == 400, path
         assert "&#39;payer&#39; is given 2 times" in twice.text or \
             "'payer' is given 2 times" in twice.text, path
+
+
+def test_a_launch_limited_to_one_patient_cannot_open_the_outcomes(harness: Harness):
+    """The figures and the lists behind them count many patients' referrals: a launch whose
+    grant holds no user/ scope (one patient at most) gets 403 on every dashboard path."""
+    harness.ehr.modes.drop_scopes = {s for s in SCOPES.split() if s.startswith("user/")}
+    browser = harness.browser()
+    page = harness.launch(browser, patient="p1")
+    assert page.status_code == 200
+    for path in ("dashboard", "dashboard.csv", "dashboard/referrals"):
+        refused = browser.get(f"{page.url}{path}", params=OCTOBER)
+        assert refused.status_code == 403, path
+        assert "granted this launch access to one patient only" in refused.text, path
