@@ -8,7 +8,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from scheduling.client import Authorizer, FhirClient
+from fhir_http.client import Authorizer
+from scheduling.client import FhirClient
 from scheduling.config import Destination, SchedulingConfig
 from scheduling.slots import SlotSource
 

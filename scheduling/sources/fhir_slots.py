@@ -21,8 +21,9 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+from fhir_http.reply import Reply, diagnostics
 from referrals.errors import PeerError
-from scheduling.client import FhirClient, Reply, diagnostics
+from scheduling.client import FhirClient
 from scheduling.config import Destination
 from scheduling.slots import (
     APPOINTMENT_SYSTEM,

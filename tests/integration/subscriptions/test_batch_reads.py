@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
+from fhir_http.reply import Reply
 from referrals.store.work import WorkItem
 from referrals.worker import Worker
 from refloop.services import Services
 from refloop.wiring import all_handlers
 from subscriptions.adapter import SubscriptionsAdapter
-from subscriptions.client import FhirClient, Reply
+from subscriptions.client import FhirClient
 from subscriptions.mapping import source_key
 from subscriptions.registry import REFERRAL_KIND, Hook
 

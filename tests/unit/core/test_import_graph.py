@@ -1,6 +1,7 @@
-"""Imports flow one way: no circle among our modules, and the dependency rules of the README's
-architecture section (the core imports no adapter and no `refloop`, adapters never import each
-other or `refloop`). Every import counts, also one inside a function or under TYPE_CHECKING: a
+"""Imports flow one way: no circle among our modules, and the dependency rules of
+docs/architecture.md (the core imports no adapter and no `refloop`; adapters import the core and
+the shared FHIR client only, never each other or `refloop`; the shared FHIR client imports only
+the core's errors). Every import counts, also one inside a function or under TYPE_CHECKING: a
 circle there is still a circle to the reader."""
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 PACKAGES = ("refloop", "referrals", "subscriptions", "pas_client", "hl7_bridge", "smart_app",
-            "capability", "outreach", "scheduling", "loop", "analytics", "access")
-ADAPTERS = tuple(p for p in PACKAGES if p not in ("refloop", "referrals"))
+            "capability", "outreach", "scheduling", "loop", "analytics", "access", "fhir_http")
+#: libraries every adapter may import besides the core
+LIBRARIES = ("fhir_http",)
+ADAPTERS = tuple(p for p in PACKAGES if p not in ("refloop", "referrals", *LIBRARIES))
 
 
 def module_name(path: Path) -> str:
@@ -111,8 +114,17 @@ def test_adapters_import_the_core_only(adapter: str) -> None:
     graph = import_graph()
     wrong = sorted(f"{name} imports {target}" for name, targets in graph.items()
                    if name.split(".")[0] == adapter for target in targets
-                   if target.split(".")[0] not in (adapter, "referrals"))
+                   if target.split(".")[0] not in (adapter, "referrals", *LIBRARIES))
     assert not wrong, "; ".join(wrong)
+
+
+def test_the_shared_fhir_client_imports_only_the_core_errors() -> None:
+    graph = import_graph()
+    wrong = sorted(f"{name} imports {target}" for name, targets in graph.items()
+                   if name.split(".")[0] == "fhir_http" for target in targets
+                   if target.split(".")[0] != "fhir_http" and target != "referrals.errors")
+    assert not wrong, "; ".join(wrong)
+    assert "referrals.errors" in graph["fhir_http.client"]  # the package is seen at all
 
 
 def test_the_core_imports_no_adapter() -> None:
