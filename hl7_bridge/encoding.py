@@ -23,8 +23,9 @@ class Delimiters:
             chars = chars[:3] + chars[4:]
         defaults = "^~\\&"
         picked = [chars[i] if i < len(chars) else defaults[i] for i in range(4)]
-        return cls(field, picked[0], picked[1], picked[2], picked[3],
+        made = cls(field, picked[0], picked[1], picked[2], picked[3],
                    chars[4] if len(chars) > 4 else "")
+        return DEFAULT if made == DEFAULT else made  # one shared object: `is DEFAULT` is cheap
 
     @property
     def msh2(self) -> str:

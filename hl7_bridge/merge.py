@@ -20,10 +20,11 @@ Rules, per segment:
 
 from __future__ import annotations
 
-from hl7_bridge.encoding import Delimiters
+from hl7_bridge.encoding import DEFAULT, Delimiters
 from hl7_bridge.message import Message, Segment, parse_segments
 
-STANDARD = Delimiters()
+#: the standard encoding (Delimiters.from_msh hands out this one object for it)
+STANDARD = DEFAULT
 NULL = '""'
 #: identifiers kept in a patient's PID-3 (the newest)
 MAX_IDENTIFIERS = 32
@@ -47,7 +48,7 @@ State = list[str]
 def to_standard(seg: Segment) -> str:
     """One segment re-encoded with the standard delimiters (its escapes kept as they are)."""
     d = seg.d
-    if d == STANDARD and seg.name != "MSH":
+    if d is STANDARD and seg.name != "MSH":
         return "|".join(seg.fields)
     if seg.name == "MSH":
         fields = ["MSH", STANDARD.msh2.rstrip(), *(_recode(f, d) for f in seg.fields[3:])]
@@ -58,7 +59,7 @@ def to_standard(seg: Segment) -> str:
 def _recode(raw: str, d: Delimiters) -> str:
     if d.truncation:
         raw = raw.replace(d.truncation, "")
-    if d == STANDARD or not raw:
+    if d is STANDARD or not raw:
         return raw
     mine = {d.component: "^", d.repetition: "~", d.escape: "\\", d.subcomponent: "&"}
     out = []
@@ -130,7 +131,7 @@ def _keys(segments: list[Segment], field: int) -> list[str]:
 
 
 def _standard_segment(seg: Segment) -> Segment:
-    if seg.d == STANDARD and not seg.d.truncation:
+    if seg.d is STANDARD:
         return seg
     return parse_state([to_standard(seg)], seg.charset)[0]
 

@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from referrals.errors import ConflictError
-from referrals.store.bulk import Bulk
+from referrals.store.bulk import Bulk, Processed
 from referrals.store.database import Database
 from referrals.store.schema import JSONType, Moment, resource_versions, resources
 
@@ -27,6 +28,8 @@ class CurrentVersion(NamedTuple):
     remote_version: str | None
     deleted: bool
     body: dict[str, Any] | None
+    #: when it was stored (read from the store; None for a version decided in this batch)
+    at: datetime | None = None
 
 
 @dataclass
@@ -58,11 +61,18 @@ _BULK_UPDATE = Bulk(resources.update().where(
          updated_at=sa.bindparam("v_at", type_=Moment)))
 _BULK_INSERT = Bulk(resources.insert())
 _BULK_INSERT_VERSION = Bulk(resource_versions.insert())
+#: the history row of a first version, written when the second one is (it may exist already:
+#: stores written before first versions were kept in `resources` alone have one)
+_BULK_INSERT_FIRST = Bulk(lambda dialect: _dialect_insert(dialect).on_conflict_do_nothing())
+
+
+def _dialect_insert(dialect: str) -> Any:
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(resource_versions)
 
 
 _CURRENT_MANY = sa.select(
     resources.c.resource_id, resources.c.version, resources.c.remote_version,
-    resources.c.deleted, resources.c.body,
+    resources.c.deleted, resources.c.body, resources.c.updated_at,
 ).where(resources.c.server == sa.bindparam("server"),
         resources.c.resource_type == sa.bindparam("rtype"),
         resources.c.resource_id.in_(sa.bindparam("ids", expanding=True)))
@@ -122,15 +132,20 @@ class ResourceStore:
             return c.execute(query).scalar()
 
     def history(self, rtype: str, rid: str, *, server: str = LOCAL) -> list[dict[str, Any]]:
-        """Every version we stored, oldest first: version, remote_version, deleted, body."""
+        """Every version we stored, oldest first: version, remote_version, deleted, body (and
+        the key and recorded_at). A resource still at its first version has no history row:
+        that version is the current one."""
         with self.db.read() as c:
-            rows = c.execute(
+            rows = [dict(r) for r in c.execute(
                 sa.select(resource_versions).where(
                     resource_versions.c.server == server,
                     resource_versions.c.resource_type == rtype,
                     resource_versions.c.resource_id == rid)
-                .order_by(resource_versions.c.version)).mappings().all()
-        return [dict(r) for r in rows]
+                .order_by(resource_versions.c.version)).mappings()]
+            current = self._current(c, server, rtype, rid)
+        if current is not None and all(r["version"] != current.version for r in rows):
+            rows.append(_version_row((server, rtype, rid), current, current.at))
+        return rows
 
     def current_many(self, keys: Iterable[ResourceKey], conn: Connection
                      ) -> dict[ResourceKey, CurrentVersion]:
@@ -146,7 +161,8 @@ class ResourceStore:
                                                 "ids": sorted(ids)})
             for row in rows:
                 found[(server, rtype, row.resource_id)] = CurrentVersion(
-                    int(row.version), row.remote_version, bool(row.deleted), row.body)
+                    int(row.version), row.remote_version, bool(row.deleted), row.body,
+                    row.updated_at)
         return found
 
     def put_over(self, resource: dict[str, Any], current: CurrentVersion | None, *,
@@ -218,20 +234,26 @@ class ResourceStore:
             raise ConflictError(f"{len(inserts)} new resources", 0, None) from exc
         if updates and _BULK_UPDATE.run(conn, updates) != len(updates):
             raise ConflictError(f"one of {len(updates)} resources", 0, None)
+        _BULK_INSERT_FIRST.run(conn, [
+            _version_row(key, stored, stored.at or now) for key, stored in pending.stored.items()
+            if stored is not None and stored.version == 1])
         _BULK_INSERT_VERSION.run(conn, [
-            {"server": key[0], "resource_type": key[1], "resource_id": key[2],
-             "version": v.version, "remote_version": v.remote_version, "deleted": v.deleted,
-             "body": bodies[key] if v is pending.latest[key] else v.body, "recorded_at": now}
-            for key, v in pending.versions])
+            _version_row(key, v, now, bodies[key] if v is pending.latest[key] else v.body)
+            for key, v in pending.versions
+            if v.version > 1 or v is not pending.latest[key]])
         pending.clear()
 
-    def _current(self, c: Connection, server: str, rtype: str, rid: str) -> Any:
-        return c.execute(sa.select(resources).where(
+    def _current(self, c: Connection, server: str, rtype: str, rid: str
+                 ) -> CurrentVersion | None:
+        row = c.execute(sa.select(resources).where(
             resources.c.server == server, resources.c.resource_type == rtype,
             resources.c.resource_id == rid)).first()
+        return None if row is None else CurrentVersion(
+            int(row.version), row.remote_version, bool(row.deleted), row.body, row.updated_at)
 
     def _write(self, c: Connection, server: str, rtype: str, rid: str,
-               body: dict[str, Any] | None, remote: str | None, current: Any) -> int:
+               body: dict[str, Any] | None, remote: str | None,
+               current: CurrentVersion | None) -> int:
         now = datetime.now(UTC)
         version = 1 if current is None else int(current.version) + 1
         values = {"version": version, "remote_version": remote, "deleted": body is None,
@@ -250,5 +272,18 @@ class ResourceStore:
             ).values(**values, updated_at=now))
             if result.rowcount != 1:
                 raise ConflictError(f"{rtype}/{rid}", int(current.version), None)
-        c.execute(resource_versions.insert().values(**key, **values, recorded_at=now))
+        if current is not None and current.version == 1:
+            _BULK_INSERT_FIRST.run(c, [_version_row((server, rtype, rid), current,
+                                                    current.at or now)])
+        if version > 1:  # a first version is kept in `resources` alone until the second
+            c.execute(resource_versions.insert().values(**key, **values, recorded_at=now))
         return version
+
+
+def _version_row(key: ResourceKey, version: CurrentVersion, at: datetime | Processed | None,
+                 body: Any = None) -> dict[str, Any]:
+    """A `resource_versions` row of `version` (its body, or `body`: one already processed)."""
+    return {"server": key[0], "resource_type": key[1], "resource_id": key[2],
+            "version": version.version, "remote_version": version.remote_version,
+            "deleted": version.deleted, "body": version.body if body is None else body,
+            "recorded_at": at}

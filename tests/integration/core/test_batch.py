@@ -13,7 +13,7 @@ from referrals.errors import ConflictError, IllegalTransition
 from referrals.lifecycle import Transition
 from referrals.model import Command, Referral, Stage, new_referral_id
 from referrals.store.resources import PendingWrites
-from referrals.store.schema import referral_events, referrals
+from referrals.store.schema import referral_events, referrals, resource_versions
 from referrals.store.work import WorkItem
 from referrals.worker import Worker
 from refloop.services import Services
@@ -94,6 +94,50 @@ def test_resource_versions_are_decided_then_written_together(services: Services)
         "resourceType": "Patient", "id": "a", "gender": "other"}
     assert [v["version"] for v in store.history("Patient", "a", server="s")] == [1, 2, 3]
     assert [v["version"] for v in store.history("Patient", "b", server="s")] == [1]
+
+
+def _history_rows(services: Services, rid: str) -> list[tuple[int, Any]]:
+    with services.db.read() as conn:
+        return [(int(r.version), r.body) for r in conn.execute(
+            sa.select(resource_versions.c.version, resource_versions.c.body)
+            .where(resource_versions.c.resource_id == rid)
+            .order_by(resource_versions.c.version))]
+
+
+@pytest.mark.parametrize("path", ["put", "batch"])
+def test_a_first_version_is_kept_once_until_the_second(services: Services, path: str) -> None:
+    """A first version lives in `resources` alone (no history row, so its body is stored once);
+    history still lists it, and the second version writes its row, with the first body and the
+    time it was stored. A store that already has the first row (written before this rule)
+    keeps it."""
+    store = services.resources
+    first = {"resourceType": "Patient", "id": "f", "gender": "male"}
+    store.put(first, server="s")
+    assert _history_rows(services, "f") == []
+    (only,) = store.history("Patient", "f", server="s")
+    assert (only["version"], only["body"], only["deleted"]) == (1, first, False)
+    stored_at = only["recorded_at"]
+    assert stored_at is not None
+    second = {**first, "gender": "female"}
+    if path == "put":
+        assert store.put(second, server="s") == 2
+    else:
+        with services.db.write() as conn:
+            pending = PendingWrites()
+            current = store.current_many({("s", "Patient", "f")}, conn)[("s", "Patient", "f")]
+            store.put_later(second, current, server="s", pending=pending)
+            store.write_pending(pending, conn)
+    assert _history_rows(services, "f") == [(1, first), (2, second)]
+    history = store.history("Patient", "f", server="s")
+    assert [(h["version"], h["body"]) for h in history] == [(1, first), (2, second)]
+    assert history[0]["recorded_at"] == stored_at
+    with services.db.write() as conn:  # an older store: every version has its row
+        conn.execute(resource_versions.insert().values(
+            server="s", resource_type="Patient", resource_id="g", version=1, deleted=False,
+            body=first, recorded_at=sa.func.now()))
+    store.put({**first, "id": "g"}, server="s")
+    assert store.put({**second, "id": "g"}, server="s") == 2
+    assert [v for v, _ in _history_rows(services, "g")] == [1, 2]
 
 
 def test_a_stale_resource_version_raises_conflict(services: Services) -> None:
