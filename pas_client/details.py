@@ -69,7 +69,7 @@ def request_row(request: PriorAuthRequest) -> list[Any]:
         (f"{request.deadline_at:%Y-%m-%d %H:%M}" if request.deadline_at else "")
     return [request.id[:8], request.kind, request.payer, request.status, request.auth_number,
             f"{request.next_check_at:%Y-%m-%d %H:%M}" if request.next_check_at else "",
-            deadline, problem(request)[:90]]
+            deadline, problem(request)]
 
 
 def problem(request: PriorAuthRequest) -> str:

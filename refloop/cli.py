@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from referrals.errors import PeerError, RefloopError
 from refloop.context import Context, pass_context
 from refloop.files import ensure_private_dir
-from refloop.output import print_json, print_table
+from refloop.output import output_width, print_json, print_table
 from refloop.referral_ids import REFERRAL
 from refloop.schema import ensure_schema
 from refloop.settings import Settings, check_serving
@@ -274,7 +274,7 @@ def referrals_show(obj: Context, referral_id: str, as_json: bool) -> None:
                       t.outcome or "", t.reason[:60]] for t in tasks])
     for name, (_data, (headers, rows)) in sections.items():
         click.echo(f"\n{name.replace('_', ' ').capitalize()}")
-        print_table(headers, rows)
+        print_table(headers, rows, width=output_width())
 
 
 def _detail_sections(services: Any, referral_id: str) -> dict[str, Any]:

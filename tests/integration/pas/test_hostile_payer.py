@@ -317,11 +317,12 @@ def test_our_patient_held_in_the_reply_is_applied(other: World, shape: str) -> N
     assert other.services.quarantine.list() == []
 
 
-def cli_show(world: World, referral_id: str, *args: str) -> str:
+def cli_show(world: World, referral_id: str, *args: str, columns: int | None = None) -> str:
     context = Context(None)
     context._settings = world.services.settings
     context._services = world.services
-    result = CliRunner().invoke(referrals, ["show", referral_id, *args], obj=context)
+    result = CliRunner().invoke(referrals, ["show", referral_id, *args], obj=context,
+                                env={"COLUMNS": str(columns) if columns else None})
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -374,3 +375,21 @@ def test_a_refusal_inside_the_claim_response_is_the_events_reason(
     assert shown["events"][-1]["reason"] == {"code": code, "text": reason.text}
     assert shown["prior_authorization"][0]["problem"] == request.last_error
     assert code in cli_show(other, referral.id)
+
+
+def test_referrals_show_prints_the_whole_problem(other: World) -> None:
+    """The request's problem is longer than a line: printed whole (on one line into a pipe,
+    wrapped to the terminal's width when the output has one), and whole in --json."""
+    hostile(other).payer.rewrite = errors_instead
+    referral = other.referral()
+    problem = other.submit(referral).last_error
+    assert len(problem) > 200
+    piped = cli_show(other, referral.id).split("Prior authorization", 1)[1]
+    assert problem in piped
+    wrapped = cli_show(other, referral.id, columns=140).split("Prior authorization", 1)[1]
+    table = wrapped.split("\n\n", 1)[0].splitlines()[1:]
+    assert all(len(line) <= 140 for line in table) and len(table) > 3
+    start = table[0].index("problem")
+    assert " ".join(line[start:].strip() for line in table[2:]) == problem
+    shown = json.loads(cli_show(other, referral.id, "--json", columns=100))
+    assert shown["prior_authorization"][0]["problem"] == problem
