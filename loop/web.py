@@ -48,6 +48,14 @@ REFUSED = {
 }
 
 
+def error_page(status: int) -> Response:
+    """The page for a path under /loop that no route answers (a trailing slash, a missing or
+    extra segment): the unknown-link page, with the providers' pages' headers."""
+    heading, text, _status = REFUSED["unknown"]
+    html = render_template("loop/message.html", heading=heading, text=text)
+    return Response(html, status=status, headers=SECURITY)
+
+
 def loop_blueprint(portal: Portal) -> Blueprint:
     bp = Blueprint("loop_pages", __name__, url_prefix="/loop",
                    template_folder="templates", static_folder="static",
@@ -85,7 +93,7 @@ def loop_blueprint(portal: Portal) -> Blueprint:
 
     # -- the specialist's upload ------------------------------------------------------------
 
-    @bp.get("/u/<token>")
+    @bp.get("/u/<token>", merge_slashes=False)
     def upload_form(token: str) -> Response:
         link, answer = opened(token, UPLOAD)
         if link is None:
@@ -94,7 +102,7 @@ def loop_blueprint(portal: Portal) -> Blueprint:
         return page("upload.html", token=token, visit=portal.visit_facts(link), error="",
                     limit_mb=documents.megabytes(portal.config.max_upload_bytes))
 
-    @bp.post("/u/<token>")
+    @bp.post("/u/<token>", merge_slashes=False)
     def upload(token: str) -> Response:
         link, answer = opened(token, UPLOAD)
         if link is None:
@@ -112,7 +120,7 @@ def loop_blueprint(portal: Portal) -> Blueprint:
 
     # -- the referrer's note ----------------------------------------------------------------
 
-    @bp.get("/n/<token>")
+    @bp.get("/n/<token>", merge_slashes=False)
     def note_dob(token: str) -> Response:
         link, answer = opened(token, NOTE)
         if link is None:
@@ -120,7 +128,7 @@ def loop_blueprint(portal: Portal) -> Blueprint:
             return answer
         return page("dob.html", token=token, error="")
 
-    @bp.post("/n/<token>")
+    @bp.post("/n/<token>", merge_slashes=False)
     def note_verify(token: str) -> WResponse:
         link, answer = opened(token, NOTE)
         if link is None:

@@ -93,19 +93,18 @@ def outreach_blueprint(rt: Runtime) -> Blueprint:
         return Response(key_twiml(digit, message.language, rt.config.coordinator_line),
                         mimetype=XML)
 
-    @bp.get("/unsubscribe/<token>")
+    @bp.get("/unsubscribe/<token>", merge_slashes=False)
     def unsubscribe_page(token: str) -> Response:
         if tokens.read(rt.secret, token) is None:
-            return _page("Link not valid", "This unsubscribe link is not valid. Reply STOP "
-                         "to a text, or call us, to stop messages.", 404)
+            return unsubscribe_error_page(404)
         return _page("Stop these emails?", "<form method=\"post\"><input type=\"hidden\" "
                      "name=\"List-Unsubscribe\" value=\"One-Click\"><button type=\"submit\">"
                      "Unsubscribe</button></form>", 200, raw=True)
 
-    @bp.post("/unsubscribe/<token>")
+    @bp.post("/unsubscribe/<token>", merge_slashes=False)
     def unsubscribe(token: str) -> Response:
         if tokens.read(rt.secret, token) is None:
-            return _page("Link not valid", "This unsubscribe link is not valid.", 404)
+            return unsubscribe_error_page(404)
         rt.inbox.accept("email-unsubscribe", "email-link", f"token={token}".encode(),
                         work_kind="outreach.inbound",
                         content_type="application/x-www-form-urlencoded")
@@ -115,6 +114,12 @@ def outreach_blueprint(rt: Runtime) -> Blueprint:
     return bp
 
 
+def unsubscribe_error_page(status: int) -> Response:
+    """An unknown token, or a path under /outreach/unsubscribe that no route answers."""
+    return _page("Link not valid", "This unsubscribe link is not valid. Reply STOP to a text, "
+                 "or call us, to stop messages.", status)
+
+
 def _page(title: str, body: str, status: int, *, raw: bool = False) -> Response:
     from html import escape
 
@@ -122,4 +127,5 @@ def _page(title: str, body: str, status: int, *, raw: bool = False) -> Response:
     html = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>"
             f"{escape(title)}</title></head><body><main><h1>{escape(title)}</h1>{text}"
             "</main></body></html>")
-    return Response(html, status=status, mimetype="text/html")
+    return Response(html, status=status, mimetype="text/html", headers={
+        "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})

@@ -13,6 +13,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from referrals.store.migrate import pending
+from refloop import error_pages
 from refloop.core_services import Services
 from refloop.home import home_routes
 from refloop.logs import redact_request_lines, redact_text
@@ -87,7 +88,9 @@ def create_app(services: Services) -> Flask:
         traceback and a correlation id, the request is kept in quarantine, and the answer is a
         500 OperationOutcome carrying the same id."""
         if isinstance(exc, HTTPException):
-            return _client_error(exc) if request.path.startswith(FHIR_PATHS) else exc
+            if request.path.startswith(FHIR_PATHS):
+                return _client_error(exc)
+            return error_pages.page_for(app, request.path, exc) or exc
         correlation = uuid.uuid4().hex[:16]
         rule = request.url_rule.rule if request.url_rule else "(unmatched)"
         log.error("http: request failed", exc_info=exc, extra={

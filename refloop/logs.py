@@ -23,7 +23,8 @@ _PARAM = re.compile(r"((?:^|[?&;\s\"'])(?:access_token|id_token|refresh_token|to
 _URL_PASSWORD = re.compile(r"(\w+://[^/\s:@]+:)[^/\s@]+(@)")
 #: a patient link's token in a path (/p/<256-bit token>); the pages' own names are short words
 #: tokens in link paths: the patient booking link and the specialist/referrer loop links
-_PATIENT_LINK = re.compile(r"(/p/|/loop/[nu]/)[A-Za-z0-9_-]{32,}")
+#: (slashes doubled too: such a path is answered 404, not redirected, and may be logged)
+_PATIENT_LINK = re.compile(r"(/p/+|/loop/[nu]/+)[A-Za-z0-9_-]{32,}")
 
 
 class JsonFormatter(logging.Formatter):

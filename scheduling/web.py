@@ -33,6 +33,26 @@ TIMES = ("morning", "afternoon")
 OFFER_ID = re.compile(r"[0-9a-f]{32}")
 
 
+def _headers(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'")
+    response.headers["Referrer-Policy"] = "same-origin"  # never sent to other sites
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Frame-Options"] = "DENY"
+    return response
+
+
+def error_page(status: int) -> Response:
+    """The page for a path under /p that no route answers (a trailing slash, a missing or extra
+    segment): the invalid-link page in the browser's language, with the patient pages' headers."""
+    lang = request.accept_languages.best_match(LANGUAGES) or "en"
+    html = render_template("scheduling/message.html", lang=lang,
+                           t=lambda key, **kw: t(key, lang, **kw),
+                           heading=t("invalid_heading", lang), text=t("invalid_text", lang))
+    return _headers(Response(html, status=status))
+
+
 def patient_blueprint(adapter: SchedulingAdapter) -> Blueprint:
     bp = Blueprint("scheduling_patient", __name__, url_prefix="/p",
                    template_folder="templates", static_folder="static",
@@ -42,15 +62,7 @@ def patient_blueprint(adapter: SchedulingAdapter) -> Blueprint:
     cookie_name = config.cookie_name
     own_origin = _origin(adapter.core.base_url)
 
-    @bp.after_request
-    def _headers(response: Response) -> Response:
-        response.headers["Content-Security-Policy"] = (
-            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-            "frame-ancestors 'none'; base-uri 'none'")
-        response.headers["Referrer-Policy"] = "same-origin"  # never sent to other sites
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["X-Frame-Options"] = "DENY"
-        return response
+    bp.after_request(_headers)
 
     def page(template: str, status: int = 200, **values: Any) -> Response:
         lang = g.get("lang", "en")
@@ -69,7 +81,7 @@ def patient_blueprint(adapter: SchedulingAdapter) -> Blueprint:
 
     # -- the link and the date of birth ------------------------------------------------------
 
-    @bp.get("/<token>")
+    @bp.get("/<token>", merge_slashes=False)  # /p//<token> is not redirected: 404
     def opened(token: str) -> Response:
         g.lang = browser_language()
         source = request.remote_addr or "unknown"
@@ -84,7 +96,7 @@ def patient_blueprint(adapter: SchedulingAdapter) -> Blueprint:
         return page("dob.html", token=token, offer=_safe_id(request.args.get("offer")),
                     go=_go(request.args.get("go")), error="")
 
-    @bp.post("/<token>")
+    @bp.post("/<token>", merge_slashes=False)
     def verify(token: str) -> WResponse:
         g.lang = request.form.get("lang") if request.form.get("lang") in LANGUAGES \
             else browser_language()

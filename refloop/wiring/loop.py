@@ -69,11 +69,13 @@ def _v2_stage_events(services: Services) -> Any:
 
 def routes(app: Flask, services: Services) -> None:
     from loop.portal import Portal
-    from loop.web import loop_blueprint
+    from loop.web import error_page, loop_blueprint
+    from refloop import error_pages
 
     found = adapter(services)
     app.register_blueprint(loop_blueprint(Portal(found.core, found.config, found.links,
                                                  found.deliveries)))
+    error_pages.register(app, "/loop", error_page)
 
 
 def work_handlers(services: Services) -> dict[str, Handler]:

@@ -103,9 +103,11 @@ def _listen(rt: Runtime, conn: Any, change: Any) -> None:
 
 
 def routes(app: Flask, services: Services) -> None:
-    from outreach.web import outreach_blueprint
+    from outreach.web import outreach_blueprint, unsubscribe_error_page
+    from refloop import error_pages
 
     app.register_blueprint(outreach_blueprint(runtime(services)))
+    error_pages.register(app, "/outreach/unsubscribe", unsubscribe_error_page)
 
 
 def work_handlers(services: Services) -> dict[str, Handler]:

@@ -77,10 +77,12 @@ def adapter(services: Services) -> SchedulingAdapter:
 
 
 def routes(app: Flask, services: Services) -> None:
-    from scheduling.web import patient_blueprint
+    from refloop import error_pages
+    from scheduling.web import error_page, patient_blueprint
 
     connect_outreach(services)
     app.register_blueprint(patient_blueprint(adapter(services)))
+    error_pages.register(app, "/p", error_page)
     smart = services.adapters.get("smart")
     if smart is not None and hasattr(smart, "scheduling"):
         from scheduling.coordinator import coordinator_port

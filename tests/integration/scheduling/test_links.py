@@ -241,3 +241,34 @@ def test_an_offer_is_reached_by_its_exact_id_only(world: World) -> None:
         taken = world.post(f"/p/offer/{loose}", data={"csrf_token": csrf})
         assert taken.status_code == 404, loose
     assert world.get(f"/p/offer/{offer_id}").status_code == 200
+
+
+def test_unknown_or_malformed_people_paths_get_our_own_page(world: World) -> None:
+    """A trailing slash, a doubled slash, a missing or extra segment under a patient's or a
+    provider's link: the area's own not-found page and headers, never the framework's page
+    and never a redirect (the URL may carry a token)."""
+    referral = world.referral()
+    good = token_of(world.scheduling.issue_booking_link(referral.id))
+    pages = {
+        "This link does not work": (f"/p/{good}/", f"/p//{good}", "/p/home/", "/p/", "/p/x/y",
+                                    "/p/offer/", "/loop/u/abc/", f"/loop/n//{good}", "/loop/"),
+        "This unsubscribe link is not valid": (f"/outreach/unsubscribe/{good}/",
+                                               "/outreach/unsubscribe/", "/outreach/unsubscribe"),
+    }
+    for text, paths in pages.items():
+        for path in paths:
+            for answer in (world.get(path), world.post(path)):
+                body = answer.data.decode()
+                # werkzeug answers a POST to a doubled slash 405 (it finds the GET route
+                # once the slashes are merged, which the token routes do not allow)
+                allowed = (404, 405) if answer.request.method == "POST" else (404,)
+                assert answer.status_code in allowed, (path, answer.status_code)
+                assert text in body and "The requested URL" not in body, path
+                assert "Location" not in answer.headers, path
+                assert answer.headers["Cache-Control"] == "no-store", path
+                assert answer.headers["Referrer-Policy"] in ("same-origin", "no-referrer"), path
+    wrong = world.client.put("/p/home", base_url="https://refloop.test")
+    assert wrong.status_code == 405 and "GET" in wrong.headers["Allow"]
+    assert "This link does not work" in wrong.data.decode()
+    # the machines' paths keep the framework's answers
+    assert world.get("/outreach/twilio/sms/").status_code == 404

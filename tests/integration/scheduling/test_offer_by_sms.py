@@ -34,18 +34,24 @@ pytestmark = pytest.mark.integration
 
 
 
+#: (state, time zone, mobile) of the places the patient may live in
+PATIENT_PLACES = (("NY", "America/New_York", "+12125550177"),
+                  ("HI", "Pacific/Honolulu", "+18085550177"),
+                  ("GU", "Pacific/Guam", "+16715550177"))
+
+
 def sending_time() -> tuple[datetime, str, str]:
     """A moment within the next hours (scheduling dates the offer's 12-hour expiry by the real
-    clock) that is daytime for the patient, with the patient's state and mobile: New York, or
-    Honolulu while it is night in New York."""
+    clock) that is daytime for the patient, with the patient's state and mobile: New York,
+    Honolulu or Guam, whichever has daytime first (one of them always does within 8 hours: the
+    three zones' days, 10:00 to 19:00, leave no 8-hour gap in UTC)."""
     now = datetime.now(UTC).replace(second=0, microsecond=0)
-    for state, zone, mobile in (("NY", "America/New_York", "+12125550177"),
-                                ("HI", "Pacific/Honolulu", "+18085550177")):
-        for hours in range(8):
-            moment = now + timedelta(hours=hours)
+    for hours in range(8):
+        moment = now + timedelta(hours=hours)
+        for state, zone, mobile in PATIENT_PLACES:
             if 10 <= moment.astimezone(ZoneInfo(zone)).hour < 19:
                 return moment, state, mobile
-    raise AssertionError("no daytime in New York or Honolulu within 8 hours")
+    raise AssertionError("no daytime in New York, Honolulu or Guam within 8 hours")
 
 
 START, STATE, MOBILE = sending_time()

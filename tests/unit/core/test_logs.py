@@ -97,3 +97,5 @@ def test_loop_link_tokens_are_masked_like_patient_links() -> None:
     token = "A" * 43
     assert redact_text(f"POST /loop/n/{token}?") == "POST /loop/n/[redacted]?"
     assert redact_text(f"GET /loop/u/{token} HTTP/1.1") == "GET /loop/u/[redacted] HTTP/1.1"
+    assert redact_text(f"GET /loop/n//{token}/ HTTP/1.1") == "GET /loop/n//[redacted]/ HTTP/1.1"
+    assert redact_text(f"GET /p//{token}/ HTTP/1.1") == "GET /p//[redacted]/ HTTP/1.1"
