@@ -19,6 +19,10 @@ _BEARER = re.compile(r"(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.I)
 #: secrets passed as URL query or form parameters (OAuth tokens, codes, client secrets...)
 _PARAM = re.compile(r"((?:^|[?&;\s\"'])(?:access_token|id_token|refresh_token|token|client_secret|"
                     r"password|code|assertion|client_assertion|api_key|apikey)=)[^&\s\"';]+", re.I)
+#: the same secrets as keys of a printed dict or JSON object ({'access_token': '...'}), as
+#: libraries log them at DEBUG (authlib's "Issue token {...}")
+_QUOTED = re.compile(r"""(['"](?:access_token|id_token|refresh_token|token|client_secret|password|"""
+                     r"""code|assertion|client_assertion|api_key|apikey)['"]\s*:\s*['"])[^'"]+""", re.I)
 #: a password inside a URL (postgresql://user:secret@host/db)
 _URL_PASSWORD = re.compile(r"(\w+://[^/\s:@]+:)[^/\s@]+(@)")
 #: a patient link's token in a path (/p/<256-bit token>); the pages' own names are short words
@@ -48,6 +52,7 @@ def redact_text(text: str) -> str:
     passwords masked."""
     text = _BEARER.sub(r"\1 [redacted]", text)
     text = _PARAM.sub(r"\1[redacted]", text)
+    text = _QUOTED.sub(r"\1[redacted]", text)
     text = _PATIENT_LINK.sub(r"\1[redacted]", text)
     return _URL_PASSWORD.sub(r"\1[redacted]\2", text)
 
