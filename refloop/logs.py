@@ -21,8 +21,9 @@ _PARAM = re.compile(r"((?:^|[?&;\s\"'])(?:access_token|id_token|refresh_token|to
                     r"password|code|assertion|client_assertion|api_key|apikey)=)[^&\s\"';]+", re.I)
 #: the same secrets as keys of a printed dict or JSON object ({'access_token': '...'}), as
 #: libraries log them at DEBUG (authlib's "Issue token {...}")
-_QUOTED = re.compile(r"""(['"](?:access_token|id_token|refresh_token|token|client_secret|password|"""
-                     r"""code|assertion|client_assertion|api_key|apikey)['"]\s*:\s*['"])[^'"]+""", re.I)
+_QUOTED = re.compile(r"""(['"](?:access_token|id_token|refresh_token|token|client_secret|"""
+                     r"""password|code|assertion|client_assertion|api_key|apikey)['"]"""
+                     r"""\s*:\s*['"])[^'"]+""", re.I)
 #: a password inside a URL (postgresql://user:secret@host/db)
 _URL_PASSWORD = re.compile(r"(\w+://[^/\s:@]+:)[^/\s@]+(@)")
 #: a patient link's token in a path (/p/<256-bit token>); the pages' own names are short words
