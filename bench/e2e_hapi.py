@@ -28,7 +28,9 @@ watch.
                              [--postgres-url postgresql://user@host:port/db]
 
 Without --hapi-url (or REFLOOP_INTEROP_HAPI_URL) the peer is built and started with
-interop/hapi/run on a free port (Java 17 and Maven needed) and stopped at the end.
+interop/hapi/run on a free port (Java 17 and Maven needed) and stopped at the end. What the run
+creates (the web role, Refloop's var_dir, the peer's data directory, the scratch database) is
+stopped and removed at the end, also when a step fails or the run is interrupted.
 """
 
 from __future__ import annotations
@@ -94,17 +96,19 @@ def hapi_peer(url: str) -> Iterator[str]:
     if url:
         yield url.rstrip("/")
         return
-    env = {**os.environ, "HAPI_PEER_DATA_DIR": tempfile.mkdtemp(prefix="bench-hapi-")}
-    note("starting the HAPI FHIR peer (interop/hapi/run start; ~30-60 s) ...")
-    started = subprocess.run(["bash", str(RUN), "start", str(free_port())], env=env,
-                             stdout=subprocess.PIPE, text=True, check=False)
-    if started.returncode != 0:
-        sys.exit("could not start the HAPI FHIR peer (Java 17 and Maven needed); "
-                 "see the messages above")
-    try:
-        yield started.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run(["bash", str(RUN), "stop"], env=env, capture_output=True, check=False)
+    with tempfile.TemporaryDirectory(prefix="bench-hapi-", ignore_cleanup_errors=True) as data:
+        env = {**os.environ, "HAPI_PEER_DATA_DIR": data}
+        note("starting the HAPI FHIR peer (interop/hapi/run start; ~30-60 s) ...")
+        started = subprocess.run(["bash", str(RUN), "start", str(free_port())], env=env,
+                                 stdout=subprocess.PIPE, text=True, check=False)
+        try:
+            if started.returncode != 0:
+                sys.exit("could not start the HAPI FHIR peer (Java 17 and Maven needed); "
+                         "see the messages above")
+            yield started.stdout.strip().splitlines()[-1]
+        finally:
+            subprocess.run(["bash", str(RUN), "stop"], env=env, capture_output=True,
+                           check=False)
 
 
 @contextmanager
@@ -121,47 +125,67 @@ def scratch_database(postgres_url: str) -> Iterator[str]:
 class Refloop:
     """Refloop as it runs in production: the web role (`refloop serve --role web`: gunicorn,
     gthread) in its own process group, and the worker role's threads here (so the bench can pause
-    them and record when each ServiceRequest's notification was processed)."""
+    them and record when each ServiceRequest's notification was processed). Its var_dir is a
+    temporary directory that close() removes; a start that fails midway closes what it
+    started."""
 
     def __init__(self, database_url: str, hapi: str, criteria: str, workers: int,
                  batch: int = 0) -> None:
+        self.var = tempfile.TemporaryDirectory(prefix="bench-var-", ignore_cleanup_errors=True)
+        self.web: subprocess.Popen[bytes] | None = None
+        self.services: Services | None = None
+        self.threads: list[threading.Thread] = []
+        self.stopping = threading.Event()
+        try:
+            self._start(database_url, hapi, criteria, workers, batch)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, database_url: str, hapi: str, criteria: str, workers: int,
+               batch: int) -> None:
         db = connect(database_url)
         upgrade(db)
         db.dispose()
         self.port = free_port()
-        var_dir = Path(tempfile.mkdtemp(prefix="bench-var-"))
+        var_dir = Path(self.var.name)
         config = var_dir / "refloop.toml"
         config.write_text(f'database_url = "{database_url}"\nvar_dir = "{var_dir}"\n'
                           f'http_port = {self.port}\nlog_level = "WARNING"\n\n'
                           f'[[fhir_servers]]\nbase_url = "{hapi}"\ncriteria = "{criteria}"\n')
         self.web = subprocess.Popen([sys.executable, "-m", "refloop", "--config", str(config),
                                      "serve", "--role", "web"], start_new_session=True)
-        self.services: Services = build_services(load_settings(config))
+        self.services = build_services(load_settings(config))
         wait_until(self._healthy, "Refloop's web role")
         self.done: dict[str, float] = {}
         self.running = threading.Event()
-        self.stopping = threading.Event()
         handlers = all_handlers(self.services)
         handlers[NOTIFICATION] = self._recording(handlers[NOTIFICATION])
         self.threads = [threading.Thread(target=self._work, args=(Worker(
-            self.services.work, handlers, name=f"bench-{n}", batch=batch),), daemon=True)
+            self.ready.work, handlers, name=f"bench-{n}", batch=batch),), daemon=True)
             for n in range(workers)]
         for thread in self.threads:
             thread.start()
         self.running.set()
 
     def _healthy(self) -> bool:
+        assert self.web is not None
         if self.web.poll() is not None:
             sys.exit(f"Refloop's web role exited with {self.web.returncode}")
         try:
-            return requests.get(f"{self.services.settings.base_url}/healthz",
+            return requests.get(f"{self.ready.settings.base_url}/healthz",
                                 timeout=2).status_code == 200
         except requests.RequestException:
             return False
 
     @property
+    def ready(self) -> Services:
+        assert self.services is not None
+        return self.services
+
+    @property
     def adapter(self) -> SubscriptionsAdapter:
-        found: SubscriptionsAdapter = self.services.adapters["subscriptions"]
+        found: SubscriptionsAdapter = self.ready.adapters["subscriptions"]
         return found
 
     def _recording(self, handler: Callable[[WorkItem], None]) -> Recording:
@@ -175,12 +199,12 @@ class Refloop:
                 time.sleep(0.005)
 
     def received(self) -> int:
-        with self.services.db.read() as c:
+        with self.ready.db.read() as c:
             return int(c.execute(sa.select(sa.func.count()).select_from(inbox)).scalar() or 0)
 
     def received_at(self) -> dict[str, float]:
         """When each ServiceRequest's first notification was stored (epoch seconds)."""
-        with self.services.db.read() as c:
+        with self.ready.db.read() as c:
             rows = c.execute(sa.select(inbox.c.received_at, inbox.c.body)
                              .order_by(inbox.c.id)).all()
         found: dict[str, float] = {}
@@ -189,7 +213,7 @@ class Refloop:
         return found
 
     def bodies(self) -> list[tuple[str, bytes]]:
-        with self.services.db.read() as c:
+        with self.ready.db.read() as c:
             rows = c.execute(sa.select(inbox.c.body).order_by(inbox.c.id)).scalars().all()
         found = []
         for body in rows:
@@ -198,15 +222,21 @@ class Refloop:
         return found
 
     def close(self) -> None:
+        """Stop what was started (threads, the web role's process group, the store), then
+        remove the var_dir."""
         self.stopping.set()
         for thread in self.threads:
             thread.join(timeout=30)
-        self.web.terminate()  # gunicorn's master stops its workers
-        try:
-            self.web.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.web.kill()
-        self.services.close()
+        if self.web is not None:
+            self.web.terminate()  # gunicorn's master stops its workers
+            try:
+                self.web.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.web.pid, signal.SIGKILL)
+                self.web.wait()
+        if self.services is not None:
+            self.services.close()
+        self.var.cleanup()
 
 
 class Recording:
@@ -297,15 +327,18 @@ def main() -> None:
             {"family": f"Bench-{uuid.uuid4().hex[:8]}"}]})[0]
         criteria = f"ServiceRequest?intent=order&subject=Patient/{patient}"
         refloop = Refloop(db_url, hapi, criteria, args.workers, args.batch)
-        outcome = refloop.adapter.register(hapi)
-        note(f"HAPI {hapi}; Refloop {refloop.services.settings.base_url} on "
-             f"{refloop.services.db.dialect}; Subscription/{outcome.subscription_id} "
-             f"{outcome.flavour} {outcome.status}")
         try:
-            run(args, hapi, f"Patient/{patient}", refloop, create)
+            outcome = refloop.adapter.register(hapi)
+            note(f"HAPI {hapi}; Refloop {refloop.ready.settings.base_url} on "
+                 f"{refloop.ready.db.dialect}; Subscription/{outcome.subscription_id} "
+                 f"{outcome.flavour} {outcome.status}")
+            try:
+                run(args, hapi, f"Patient/{patient}", refloop, create)
+            finally:
+                if outcome.subscription_id:
+                    session().delete(f"{hapi}/Subscription/{outcome.subscription_id}",
+                                     timeout=30)
         finally:
-            if outcome.subscription_id:
-                session().delete(f"{hapi}/Subscription/{outcome.subscription_id}", timeout=30)
             refloop.close()
 
 
