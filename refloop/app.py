@@ -101,7 +101,7 @@ def create_app(services: Services) -> Flask:
         return Response(json.dumps(internal_error(correlation)), status=500,
                         mimetype="application/fhir+json")
 
-    request_guard.install(app, skip_prefixes=FHIR_PATHS)
+    request_guard.install(app, skip_prefixes=(*FHIR_PATHS, "/auth/"))
     home_routes(app, services)
     install_routes(app, services)
     app.wsgi_app = ProxyHeaders(app.wsgi_app,  # type: ignore[method-assign]

@@ -3,8 +3,8 @@
 - A NUL character in a query or form value: never data in anything Refloop reads (a filter,
   a reason, a Twilio field), and PostgreSQL's text columns cannot hold one, so a value that
   reached the store answered 500 there while SQLite kept it. Refused with 400 up front, the
-  same on both databases. The FHIR paths are left to their own checks, which name the
-  parameter in the OperationOutcome.
+  same on both databases. The FHIR paths and the token endpoint are left to their own checks,
+  which answer in their own shapes (an OperationOutcome naming the parameter, an OAuth error).
 - A redirect the router makes (a missing or doubled slash) carries a path-only Location: the
   URL werkzeug builds takes its host from the request's Host header, which the client chooses.
   Under a people-facing area with its own error page (patient and provider links, whose paths
@@ -31,7 +31,7 @@ def install(app: Flask, skip_prefixes: tuple[str, ...]) -> None:
         if request.path.startswith(skip_prefixes):
             return
         if _has_nul(request.args.items(multi=True)) or (
-                request.mimetype in FORM_TYPES and _has_nul(request.form.items(multi=True))):
+                request.mimetype in FORM_TYPES and _form_has_nul()):
             abort(400, description="a parameter holds a NUL character; send it without one")
 
     @app.after_request
@@ -40,6 +40,13 @@ def install(app: Flask, skip_prefixes: tuple[str, ...]) -> None:
         if isinstance(request.routing_exception, RequestRedirect):
             return redirect(app, request.routing_exception)
         return response
+
+
+def _form_has_nul() -> bool:
+    """Read the body first (kept by werkzeug), so the form is parsed from that copy and a view
+    that stores the raw body (the Twilio webhooks) still finds it whole."""
+    request.get_data()
+    return _has_nul(request.form.items(multi=True))
 
 
 def _has_nul(items: Iterable[tuple[str, str]]) -> bool:
