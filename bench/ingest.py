@@ -30,10 +30,12 @@ Usage: python bench/ingest.py [--requests N] [--rounds R] [--senders S] [--threa
 from __future__ import annotations
 
 import argparse
+import atexit
 import http.client
 import json
 import multiprocessing
 import os
+import shutil
 import socket
 import statistics
 import sys
@@ -295,6 +297,7 @@ def main() -> None:
     from refloop.settings import Settings
 
     tmp = Path(tempfile.mkdtemp(prefix="refloop-bench-"))
+    atexit.register(shutil.rmtree, tmp, True)  # removed however the run ends
     settings = Settings(var_dir=tmp / "var", http_port=free_port(), log_level="WARNING",
                         web_workers=options.workers)
     settings.var_dir.mkdir(parents=True)
