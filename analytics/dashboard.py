@@ -42,8 +42,14 @@ class FilterError(ValueError):
     """A query string the dashboard cannot read; the message says what to change."""
 
 
-def read_filters(args: Mapping[str, str], today: date) -> tuple[Filters, dict[str, str]]:
-    """The view a query string asks for, and the chosen values to show back in the form."""
+#: the referral sources a view is limited to (a tenant's source-key prefixes); None: all
+Sources = tuple[str, ...] | None
+
+
+def read_filters(args: Mapping[str, str], today: date, sources: Sources = None
+                 ) -> tuple[Filters, dict[str, str]]:
+    """The view a query string asks for (of the referrals of `sources` only, when given), and
+    the chosen values to show back in the form."""
     grain = args.get("grain") or "month"
     if grain not in ("week", "month"):
         raise FilterError("grain must be week or month")
@@ -64,12 +70,14 @@ def read_filters(args: Mapping[str, str], today: date) -> tuple[Filters, dict[st
         raise FilterError(f"by must be one of {', '.join(DIMENSIONS)}")
     chosen = {"grain": grain, "since": since.isoformat(), "until": until.isoformat(), "by": by,
               **{dim: value or NONE for dim, value in where}}
-    return Filters(grain=grain, since=since, until=until, where=where, breakdown=by), chosen
+    return Filters(grain=grain, since=since, until=until, where=where, breakdown=by,
+                   sources=sources), chosen
 
 
-def view(db: Database, args: Mapping[str, str], now: datetime | None = None) -> dict[str, Any]:
+def view(db: Database, args: Mapping[str, str], now: datetime | None = None,
+         sources: Sources = None) -> dict[str, Any]:
     now = now or datetime.now(UTC)
-    filters, chosen = read_filters(args, now.date())
+    filters, chosen = read_filters(args, now.date(), sources)
     found = outcomes(db, filters, now)
     base = dict(chosen)  # the lists behind the numbers lead back to this view, `by` included
 
@@ -81,7 +89,7 @@ def view(db: Database, args: Mapping[str, str], now: datetime | None = None) -> 
         "computed_at": found.computed_at.strftime("%Y-%m-%d %H:%M UTC"),
         "options": {"grain": ["month", "week"], "by": list(DIMENSIONS),
                     "labels": DIMENSION_LABELS,
-                    **dimension_menus(db)},
+                    **dimension_menus(db, sources=sources)},
         "headline": _headline(found, link),
         "funnel": _funnel(found.totals, link),
         "dropoff": [{"step": step, "outcome": outcome, "reason": reason, "n": n,
@@ -95,17 +103,18 @@ def view(db: Database, args: Mapping[str, str], now: datetime | None = None) -> 
     }
 
 
-def csv(db: Database, args: Mapping[str, str], now: datetime | None = None) -> str:
+def csv(db: Database, args: Mapping[str, str], now: datetime | None = None,
+        sources: Sources = None) -> str:
     now = now or datetime.now(UTC)
-    filters, _chosen = read_filters(args, now.date())
+    filters, _chosen = read_filters(args, now.date(), sources)
     return outcomes_csv(outcomes(db, filters, now))
 
 
-def referrals(db: Database, args: Mapping[str, str], now: datetime | None = None
-              ) -> dict[str, Any]:
+def referrals(db: Database, args: Mapping[str, str], now: datetime | None = None,
+              sources: Sources = None) -> dict[str, Any]:
     """One page of the referrals behind a number (`part`, optionally of one `cohort`)."""
     now = now or datetime.now(UTC)
-    filters, chosen = read_filters(args, now.date())
+    filters, chosen = read_filters(args, now.date(), sources)
     part = args.get("part") or "referrals"
     if part not in PARTS and part != "overdue" and not part.startswith("dropped:"):
         raise FilterError(f"part must be one of {', '.join(PARTS)}, overdue or dropped:...")
@@ -290,15 +299,15 @@ class Port:
         self.db = db
         self.refresh = refresh
 
-    def view(self, args: Mapping[str, str]) -> dict[str, Any]:
+    def view(self, args: Mapping[str, str], sources: Sources = None) -> dict[str, Any]:
         self.refresh()
-        return view(self.db, args)
+        return view(self.db, args, sources=sources)
 
-    def csv(self, args: Mapping[str, str]) -> str:
-        return csv(self.db, args)
+    def csv(self, args: Mapping[str, str], sources: Sources = None) -> str:
+        return csv(self.db, args, sources=sources)
 
-    def referrals(self, args: Mapping[str, str]) -> dict[str, Any]:
-        return referrals(self.db, args)
+    def referrals(self, args: Mapping[str, str], sources: Sources = None) -> dict[str, Any]:
+        return referrals(self.db, args, sources=sources)
 
 
 def _grain_start(day: date, grain: str) -> date:

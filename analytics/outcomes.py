@@ -383,9 +383,13 @@ def _next_month(start: datetime) -> datetime:
     return (start.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
-def dimension_menus(db: Database, limit: int = 200) -> dict[str, list[str]]:
+def dimension_menus(db: Database, limit: int = 200, *,
+                    sources: tuple[str, ...] | None = None) -> dict[str, list[str]]:
     """The values of every dimension seen in the cube (for the filter menus), most referrals
-    first, at most `limit` each: one statement for all the menus."""
+    first, at most `limit` each: one statement for all the menus. Limited to `sources`, they
+    are read from those referrals' facts instead (the cube sums every source)."""
+    if sources is not None:
+        return _source_menus(db, limit, sources)
     cube = analytics_cube.c
     ranked = (sa.select(cube.dim, cube.value, sa.func.row_number().over(
         partition_by=cube.dim, order_by=(sa.desc(sa.func.sum(cube.referrals)), cube.value)
@@ -397,4 +401,18 @@ def dimension_menus(db: Database, limit: int = 200) -> dict[str, list[str]]:
                                     .where(ranked.c.n <= limit)
                                     .order_by(ranked.c.dim, ranked.c.n)):
             menus[dim].append(value)
+    return menus
+
+
+def _source_menus(db: Database, limit: int, sources: tuple[str, ...]) -> dict[str, list[str]]:
+    """The dimension values of the referrals of `sources`, most referrals first."""
+    f = analytics_facts.c
+    within = facts_clauses(Filters(sources=sources))
+    menus: dict[str, list[str]] = {}
+    with db.read() as c:
+        for dim in DIMENSIONS:
+            count = sa.func.count()
+            menus[dim] = [str(value) for value, _n in c.execute(
+                sa.select(f[dim], count).where(*within).group_by(f[dim])
+                .order_by(sa.desc(count), f[dim]).limit(limit))]
     return menus

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from referrals.store.database import Database
+from referrals.store.referrals import from_sources
 from referrals.store.schema import referral_events, referrals
 
 #: funnel step -> the actions whose presence means a referral reached it
@@ -29,19 +30,25 @@ class FunnelStep:
     count: int
 
 
-def funnel(db: Database) -> list[FunnelStep]:
+def funnel(db: Database, sources: tuple[str, ...] | None = None) -> list[FunnelStep]:
+    """How many referrals reached each step; `sources`: only referrals of these sources."""
     steps = []
     with db.read() as c:
         for name, actions in FUNNEL:
-            count = c.execute(sa.select(sa.func.count(sa.distinct(referral_events.c.referral_id)))
-                              .where(referral_events.c.action.in_(sorted(actions)))).scalar_one()
+            query = sa.select(sa.func.count(sa.distinct(referral_events.c.referral_id))).where(
+                referral_events.c.action.in_(sorted(actions)))
+            if sources is not None:
+                query = query.where(referral_events.c.referral_id.in_(sa.select(
+                    referrals.c.id).where(from_sources(referrals.c.source_key, sources))))
+            count = c.execute(query).scalar_one()
             steps.append(FunnelStep(name, int(count)))
     return steps
 
 
-def fall_out(db: Database) -> dict[str, int]:
+def fall_out(db: Database, sources: tuple[str, ...] | None = None) -> dict[str, int]:
+    query = sa.select(referrals.c.stage, sa.func.count()).where(referrals.c.stage.in_(FALL_OUT))
+    if sources is not None:
+        query = query.where(from_sources(referrals.c.source_key, sources))
     with db.read() as c:
-        rows = c.execute(sa.select(referrals.c.stage, sa.func.count())
-                         .where(referrals.c.stage.in_(FALL_OUT))
-                         .group_by(referrals.c.stage)).all()
+        rows = c.execute(query.group_by(referrals.c.stage)).all()
     return {stage: int(count) for stage, count in rows}

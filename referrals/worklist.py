@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from referrals.codec import clock_from_dict
 from referrals.model import TERMINAL_STAGES, Clock, Stage
 from referrals.store.database import Database
-from referrals.store.referrals import from_servers
+from referrals.store.referrals import from_servers, from_sources
 from referrals.store.schema import referral_events, referrals, resources
 
 OPEN_STAGES = tuple(s.value for s in Stage if s not in TERMINAL_STAGES)
@@ -46,6 +46,8 @@ class WorklistFilter:
     #: with `patient`: only referrals from these FHIR servers (the launch's), since the same
     #: Patient id on another server is another person
     patient_servers: tuple[str, ...] = ()
+    #: only referrals of these sources (a tenant's source-key prefixes); None: every source
+    sources: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,8 @@ def _clauses(where: WorklistFilter, now: datetime) -> list[sa.ColumnElement[bool
         clauses.append(T.patient == where.patient)
         if where.patient_servers:
             clauses.append(from_servers(T.source_key, where.patient_servers))
+    if where.sources is not None:
+        clauses.append(from_sources(T.source_key, where.sources))
     if where.overdue:
         clauses.append(T.deadline < now)
     return clauses

@@ -22,6 +22,7 @@ from referrals.model import (
     Referral,
     Stage,
 )
+from smart_app import reach
 from smart_app.runtime import SmartRuntime
 from smart_app.sessions import Session
 
@@ -88,12 +89,12 @@ def perform(rt: SmartRuntime, session: Session, referral_id: str, name: str,
             form: Mapping[str, str]) -> tuple[Referral, str]:
     """Apply the named action; (referral after it, message for the user). Raises
     IllegalTransition, ConflictError (the page was stale) or ActionError."""
+    referral = reach.checked(rt, session, referral_id)
     spec = ACTIONS.get(name)
     if spec is None:
         raise ActionError(f"unknown action {name!r}")
     actor = Actor(session.context.user, session.context.user_display, "human")
     expected = _version(form)
-    referral = rt.store.get(referral_id)
     runner = _RUNNERS[name]
     return runner(rt, referral, actor, expected, form)
 

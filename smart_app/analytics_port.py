@@ -5,9 +5,13 @@ The figures come from the analytics adapter through plain callables that refloop
 `SmartRuntime.analytics` (this app never imports that adapter); each raises ValueError for a
 query string it cannot read:
 
-    view(args) -> dict        filters, headline rates, funnel, distributions, cohorts, breakdown
-    csv(args) -> str          the view as CSV
-    referrals(args) -> dict   {"title", "rows": [...], "patients": [...], "next", "back"}
+    view(args, sources) -> dict       filters, headline rates, funnel, distributions, cohorts,
+                                      breakdown
+    csv(args, sources) -> str         the view as CSV
+    referrals(args, sources) -> dict  {"title", "rows": [...], "patients": [...], "next", "back"}
+
+`sources` is the launch's tenant's referral sources (None: every referral; smart_app/reach.py):
+a launch counts and lists its own organisation's referrals only.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from flask import Blueprint, Response, abort, render_template, request
 from referrals.store.schema import resources
 from smart_app import audit
 from smart_app.patient_label import display_name
+from smart_app.reach import reach_of
 from smart_app.runtime import SmartRuntime
 from smart_app.sessions import Session
 
@@ -54,10 +59,11 @@ def refused_for_patient(session: Session) -> Response | None:
 
 
 def outcomes_page(rt: SmartRuntime, session: Session) -> Response:
+    sources = reach_of(rt.config, session).sources
     try:
-        data = rt.analytics.view(query_args())
+        data = rt.analytics.view(query_args(), sources)
     except ValueError as exc:
-        data = rt.analytics.view({})
+        data = rt.analytics.view({}, sources)
         return _render(session, "smart/outcomes.html", d=data, error=str(exc), status=400,
                        names=_referrer_names(rt, data))
     return _render(session, "smart/outcomes.html", d=data, error="",
@@ -100,7 +106,7 @@ def analytics_routes(bp: Blueprint, rt: SmartRuntime,
         if refused is not None:
             return refused
         try:
-            text = rt.analytics.csv(query_args())
+            text = rt.analytics.csv(query_args(), reach_of(rt.config, session).sources)
         except ValueError as exc:
             return Response(f"{exc}\n", status=400, mimetype="text/plain")
         return Response(text, mimetype="text/csv", headers={
@@ -116,7 +122,7 @@ def analytics_routes(bp: Blueprint, rt: SmartRuntime,
             return refused
         try:
             args = query_args()
-            found = rt.analytics.referrals(args)
+            found = rt.analytics.referrals(args, reach_of(rt.config, session).sources)
         except ValueError as exc:
             return _render(session, "smart/outcome_referrals.html", f=None, error=str(exc),
                            status=400)

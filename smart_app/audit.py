@@ -18,14 +18,17 @@ DCM = "http://dicom.nema.org/resources/ontology/DCM"
 RESTFUL = "http://hl7.org/fhir/restful-interaction"
 ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+#: AuditEvent.action of each interaction (search is an execute, as BALP's queries are)
+ACTION_CODES = {"read": "R", "update": "U", "search": "E"}
 
 
 def build_audit_event(session: Session, *, interaction: str, patient: str,
                       entities: list[str], query: str = "", client_id: str = "",
                       at: datetime | None = None,
-                      patients: Sequence[str] = ()) -> dict[str, Any]:
-    """A BALP-shaped AuditEvent: `interaction` is read or search; `patient` may be "";
-    `patients`: every other patient whose data the view showed (a search's result rows)."""
+                      patients: Sequence[str] = (), outcome: str = "0") -> dict[str, Any]:
+    """A BALP-shaped AuditEvent: `interaction` is read, search or update; `patient` may be "";
+    `patients`: every other patient whose data the view showed (a search's result rows);
+    `outcome` "4" for a request refused (minor failure)."""
     moment = (at or datetime.now(UTC)).isoformat()
     entity: list[dict[str, Any]] = []
     for reference in dict.fromkeys(p for p in (patient, *patients) if p):
@@ -47,8 +50,8 @@ def build_audit_event(session: Session, *, interaction: str, patient: str,
         "resourceType": "AuditEvent", "id": str(uuid.uuid4()),
         "type": {"system": DCM, "code": "110110", "display": "Patient Record"},
         "subtype": [{"system": RESTFUL, "code": interaction}],
-        "action": "R" if interaction == "read" else "E",
-        "recorded": moment, "outcome": "0",
+        "action": ACTION_CODES.get(interaction, "E"),
+        "recorded": moment, "outcome": outcome,
         "agent": [
             {"type": {"coding": [{"system": DCM, "code": "110153", "display": "Source Role ID"}]},
              "who": {"reference": session.context.user,

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from referrals.store.database import Database
+from referrals.store.referrals import from_sources
 from referrals.store.schema import referrals
 from referrals.worklist import OPEN_STAGES
 
@@ -40,14 +41,17 @@ def funnel_bars(steps: list[tuple[str, int]], *, width: float = 320, row: float 
     return bars
 
 
-def aging_buckets(db: Database, now: datetime) -> list[tuple[str, int]]:
-    """Open referrals by days since created."""
+def aging_buckets(db: Database, now: datetime, sources: tuple[str, ...] | None = None
+                  ) -> list[tuple[str, int]]:
+    """Open referrals by days since created (of these `sources` only, when given)."""
     counts = []
     with db.read() as c:
         for low, high, label in AGE_BUCKETS:
             query = sa.select(sa.func.count()).select_from(referrals).where(
                 referrals.c.stage.in_(OPEN_STAGES),
                 referrals.c.created_at <= now - _days(low))
+            if sources is not None:
+                query = query.where(from_sources(referrals.c.source_key, sources))
             if high is not None:
                 query = query.where(referrals.c.created_at > now - _days(high + 1))
             counts.append((label, int(c.execute(query).scalar_one())))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +36,12 @@ class Tenant:
     #: matched only with referrals from them); its `iss` values unless configured (an `iss`
     #: that is a gateway in front of the FHIR server that sends us referrals names that server)
     fhir_servers: tuple[str, ...] = ()
+    #: the [[access.tenants]] entry (an organisation) whose referral sources this EHR's launches
+    #: may see; "" when the tenant has no limit
+    access_tenant: str = ""
+    #: that organisation's referral sources (source-key prefixes), filled in from
+    #: [[access.tenants]] by `link_access_tenants`; None: every referral
+    sources: tuple[str, ...] | None = None
 
     def allows(self, iss: str) -> bool:
         return normalise_iss(iss) in {normalise_iss(i) for i in self.issuers}
@@ -70,6 +77,37 @@ class SmartConfig:
     @property
     def all_ehr_origins(self) -> tuple[str, ...]:
         return tuple(sorted({o for t in self.tenants for o in t.ehr_origins}))
+
+
+def link_access_tenants(config: SmartConfig, sources_of: Mapping[str, tuple[str, ...]]
+                        ) -> SmartConfig:
+    """Each tenant's `access_tenant` resolved to that organisation's referral sources
+    (`sources_of`: [[access.tenants]] name -> sources), so an organisation is defined once."""
+    linked = []
+    for tenant in config.tenants:
+        if not tenant.access_tenant:
+            linked.append(tenant)
+            continue
+        if tenant.access_tenant not in sources_of:
+            known = ", ".join(sorted(sources_of)) or "there is none"
+            raise SmartConfigError(
+                f"[[smart.tenants]] {tenant.name!r}: access_tenant {tenant.access_tenant!r} is "
+                f"not the name of an [[access.tenants]] entry (known: {known}); add that "
+                "organisation with its referral sources to [access], or correct the name")
+        linked.append(replace(tenant, sources=tuple(sources_of[tenant.access_tenant])))
+    return replace(config, tenants=tuple(linked))
+
+
+def unlimited_tenants_warning(config: SmartConfig) -> str:
+    """The warning for a deployment that serves several EHRs while some of them may see every
+    referral (no access_tenant); "" when there is nothing to warn about."""
+    open_ones = [t.name for t in config.tenants if t.sources is None]
+    if len(config.tenants) < 2 or not open_ones:
+        return ""
+    return (f"[smart] has {len(config.tenants)} tenants and {', '.join(open_ones)} "
+            f"{'has' if len(open_ones) == 1 else 'have'} no access_tenant: launches from "
+            f"{'it' if len(open_ones) == 1 else 'them'} see every organisation's referrals. "
+            "Set access_tenant = \"<[[access.tenants]] name>\" on each [[smart.tenants]] entry")
 
 
 def normalise_iss(iss: str) -> str:
@@ -146,7 +184,20 @@ def _tenant(index: int, raw: dict[str, Any]) -> Tenant:
         client_secret=secret, private_key_file=key_file, kid=str(raw.get("kid", "")),
         signing_alg=str(raw.get("signing_alg", "RS384")),
         fhir_servers=tuple(str(f) for f in _listed(raw.get("fhir_servers"))),
+        access_tenant=_access_tenant(where, raw),
     )
+
+
+def _access_tenant(where: str, raw: dict[str, Any]) -> str:
+    if "sources" in raw:
+        raise SmartConfigError(f"{where}: 'sources' is not a [[smart.tenants]] key; define the "
+                               "organisation's sources once in [[access.tenants]] and name it "
+                               "here with access_tenant = \"<name>\"")
+    value = raw.get("access_tenant", "")
+    if not isinstance(value, str):
+        raise SmartConfigError(f"{where}: access_tenant must be the name of an "
+                               "[[access.tenants]] entry")
+    return value
 
 
 def _listed(value: Any) -> list[Any]:

@@ -34,6 +34,7 @@ from smart_app import (
 )
 from smart_app.actions import ActionError
 from smart_app.patient_label import first_name_text, labels_for
+from smart_app.reach import Reach, reach_of
 from smart_app.runtime import SmartRuntime
 from smart_app.sessions import Session
 
@@ -45,24 +46,27 @@ STAGE_LABELS = {s.value: s.value.replace("-", " ") for s in Stage}
 def landing_url(rt: SmartRuntime, session: Session) -> str:
     """Where a finished launch goes: the referral in fhirContext, else the worklist."""
     base = f"/smart/s/{session.id}"
+    reach = reach_of(rt.config, session)
     for reference in session.context.fhir_context:
+        found = None
         if reference.startswith("ServiceRequest/"):
             found = rt.store.try_get_by_service_request(reference)
-            if found is not None:
-                return f"{base}/referrals/{found.id}"
-        if reference.startswith("Task/"):
+        elif reference.startswith("Task/"):
             found = rt.store.try_get(reference.split("/", 1)[1])
-            if found is not None:
-                return f"{base}/referrals/{found.id}"
+        if found is not None and reach.allows(found.source_key, found.patient):
+            return f"{base}/referrals/{found.id}"
     return f"{base}/"
 
 
-def read_filter(session: Session, args: Mapping[str, str], servers: tuple[str, ...] = ()
+def read_filter(session: Session, args: Mapping[str, str], reach: Reach
                 ) -> tuple[WorklistFilter, dict[str, str]]:
-    """The filter from the query string; launched for a patient, the patient's referrals from
-    the launch's FHIR servers (`servers`)."""
+    """The filter from the query string, within the launch's reach; launched for a patient, the
+    patient's referrals from the launch's FHIR servers, and only those when the EHR limited the
+    launch to that patient (the whole panel cannot be asked for then)."""
     chosen = {k: args.get(k, "") for k in ("stage", "owner", "priority", "specialty", "overdue",
                                            "sort", "panel")}
+    if reach.patient_limited:
+        chosen["panel"] = ""
     owner: str | None = None
     if chosen["owner"] == "me":
         owner = session.context.user
@@ -70,17 +74,19 @@ def read_filter(session: Session, args: Mapping[str, str], servers: tuple[str, .
         owner = ""
     stage = chosen["stage"]
     patient = session.context.patient if chosen["panel"] != "all" else ""
+    servers = reach.patient_servers or (session.iss,)
     where = WorklistFilter(
         stages=(stage,) if stage in STAGE_LABELS else (),
         include_closed=stage == "all", owner=owner,
         priority=chosen["priority"] if chosen["priority"] in PRIORITIES else "",
         specialty=chosen["specialty"][:128], overdue=chosen["overdue"] == "1", patient=patient,
-        patient_servers=servers if patient else ())
+        patient_servers=servers if patient else (), sources=reach.query_sources)
     return where, chosen
 
 
 def worklist(rt: SmartRuntime, session: Session, args: Mapping[str, str]) -> Response:
-    where, chosen = read_filter(session, args, _context_servers(rt, session))
+    reach = reach_of(rt.config, session)
+    where, chosen = read_filter(session, args, reach)
     sort = chosen["sort"] if chosen["sort"] in SORTS else "due"
     now = datetime.now(UTC)
     error = ""
@@ -104,11 +110,12 @@ def worklist(rt: SmartRuntime, session: Session, args: Mapping[str, str]) -> Res
                            sort=sort, sorts=SORTS, stages=OPEN_STAGES, all_stages=STAGE_LABELS,
                            priorities=PRIORITIES, next_url=next_url, error=error,
                            patient_scoped=bool(where.patient), ctx=session.context,
+                           whole_panel_allowed=not reach.patient_limited,
                            owners=owners,
                            due=_due, base=f"/smart/s/{session.id}", clocks=clocks,
                            clock_text=_clock_text,
                            task_rows=task_views.rows(task_views.open_on_worklist(
-                               rt, where.patient, where.patient_servers), now))
+                               rt, where.patient, where.patient_servers, where.sources), now))
     return Response(html)
 
 
@@ -147,9 +154,10 @@ def dashboard(rt: SmartRuntime, session: Session) -> Response:
     if rt.analytics is not None:
         return analytics_port.outcomes_page(rt, session)
     now = datetime.now(UTC)
-    steps = [(step.name, step.count) for step in funnel(rt.db)]
-    lost = fall_out(rt.db)
-    aging = charts.aging_buckets(rt.db, now)
+    sources = reach_of(rt.config, session).sources
+    steps = [(step.name, step.count) for step in funnel(rt.db, sources)]
+    lost = fall_out(rt.db, sources)
+    aging = charts.aging_buckets(rt.db, now, sources)
     html = render_template("smart/dashboard.html", s=session, ctx=session.context,
                            funnel=charts.funnel_bars(steps), lost=sorted(lost.items()),
                            aging=charts.column_bars(aging), base=f"/smart/s/{session.id}")
@@ -194,11 +202,6 @@ def owner_names(rt: SmartRuntime, session: Session, referral_ids: list[str],
     if user in owners and session.context.user_display:
         names[user] = f"{session.context.user_display} (you)"
     return names
-
-
-def _context_servers(rt: SmartRuntime, session: Session) -> tuple[str, ...]:
-    tenant = rt.config.tenant(session.tenant)
-    return tenant.context_servers if tenant else (session.iss,)
 
 
 def _due(deadline: datetime | None, now: datetime) -> dict[str, Any]:

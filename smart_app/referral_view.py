@@ -18,6 +18,7 @@ from referrals.model import (
     source_server,
 )
 from referrals.store.schema import resources
+from smart_app import reach
 from smart_app.patient_label import display_name
 from smart_app.reads import OriginReader, Read
 from smart_app.runtime import SmartRuntime
@@ -69,7 +70,7 @@ class ReferralPage:
 
 def load_page(rt: SmartRuntime, referral_id: str, session: Session) -> ReferralPage:
     """The referral and its resources, each read from the server the referral came from."""
-    referral = rt.store.get(referral_id)
+    referral = reach.checked(rt, session, referral_id)
     reader = origin_reader(rt, referral, session)
     request = reader.read(referral.service_request)
     sr = request.resource or {}

@@ -18,7 +18,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, redirect, render_template, request
 
 from referrals.errors import NotFound
-from smart_app import audit
+from smart_app import audit, reach
 from smart_app.runtime import SmartRuntime
 from smart_app.security import csrf_problem, origin_of
 from smart_app.sessions import Session
@@ -34,7 +34,7 @@ def scheduling_routes(bp: Blueprint, rt: SmartRuntime,
         if rt.scheduling is None:
             abort(404)
         try:
-            referral = rt.store.get(rid)
+            referral = reach.checked(rt, session, rid)
         except NotFound:
             abort(404)
         found = rt.scheduling.find_slots(rid, request.args.get("after", "")[:64])
@@ -49,7 +49,7 @@ def scheduling_routes(bp: Blueprint, rt: SmartRuntime,
     @bp.post("/s/<sid>/referrals/<rid>/book")
     @with_session
     def book(session: Session, rid: str) -> Any:
-        problem = _refused(session)
+        problem = _refused(session, rid)
         if problem is not None:
             return problem
         result = rt.scheduling.book(rid, request.form.get("slot", "")[:512],
@@ -63,7 +63,7 @@ def scheduling_routes(bp: Blueprint, rt: SmartRuntime,
     @bp.post("/s/<sid>/referrals/<rid>/scheduling-link")
     @with_session
     def send_link(session: Session, rid: str) -> Any:
-        problem = _refused(session)
+        problem = _refused(session, rid)
         if problem is not None:
             return problem
         result = rt.scheduling.send_link(rid)
@@ -71,13 +71,19 @@ def scheduling_routes(bp: Blueprint, rt: SmartRuntime,
                                                               "ok": result["ok"]})
         return redirect(f"{base_url()}/smart/s/{session.id}/referrals/{rid}", code=303)
 
-    def _refused(session: Session) -> Response | None:
+    def _refused(session: Session, rid: str) -> Response | None:
+        """A CSRF problem (403), or None; OutsideReach (403) or 404 for a referral this launch
+        may not act on or that does not exist."""
         if rt.scheduling is None:
             abort(404)
         problem = csrf_problem(request, expected_token=session.csrf_token,
                                own_origin=origin_of(base_url()))
         if problem:
             return Response(problem, status=403)
+        try:
+            reach.checked(rt, session, rid)
+        except NotFound:
+            abort(404)
         return None
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from referrals.coordinator import CoordinatorTask, TaskError, outcome_label
 from referrals.model import Actor
+from smart_app import reach
 from smart_app.runtime import SmartRuntime
 from smart_app.sessions import Session
 
@@ -18,13 +19,14 @@ __all__ = ["TaskError", "open_for_referral", "open_on_worklist", "record_outcome
 WORKLIST_TASKS = 25
 
 
-def open_on_worklist(rt: SmartRuntime, patient: str = "",
-                     servers: tuple[str, ...] = ()) -> list[CoordinatorTask]:
-    """Open tasks; launched for a patient, that patient's (on the launch's servers)."""
+def open_on_worklist(rt: SmartRuntime, patient: str = "", servers: tuple[str, ...] = (),
+                     sources: tuple[str, ...] | None = None) -> list[CoordinatorTask]:
+    """Open tasks of the referrals of `sources` (None: all); launched for a patient, that
+    patient's (on the launch's servers)."""
     if rt.tasks is None:
         return []
     return rt.tasks.list_open(patient=patient or None, patient_servers=servers,
-                              limit=WORKLIST_TASKS)
+                              sources=sources, limit=WORKLIST_TASKS)
 
 
 def open_for_referral(rt: SmartRuntime, referral_id: str) -> list[CoordinatorTask]:
@@ -47,5 +49,6 @@ def record_outcome(rt: SmartRuntime, session: Session, task_id: str,
     outcome = form.get("outcome", "").strip()
     if not outcome:
         raise TaskError("choose what happened before recording the outcome")
+    reach.checked(rt, session, rt.tasks.get(task_id).referral_id)
     actor = Actor(session.context.user, session.context.user_display, "human")
     return rt.tasks.complete(task_id, outcome, actor, form.get("note", "").strip()[:300])

@@ -12,9 +12,10 @@ from flask import Blueprint, Response, abort, g, redirect, render_template, requ
 from werkzeug.wrappers import Response as WResponse
 
 from referrals.errors import ConflictError, IllegalTransition, NotFound, PeerError
-from smart_app import pages, task_views
+from smart_app import audit, pages, task_views
 from smart_app.analytics_port import analytics_routes
 from smart_app.auth import LaunchError, public_jwks
+from smart_app.reach import OutsideReach
 from smart_app.runtime import SmartRuntime
 from smart_app.scheduling_port import scheduling_routes
 from smart_app.security import apply_headers, csrf_problem, origin_of, set_browser_cookie
@@ -39,6 +40,10 @@ def smart_blueprint(rt: SmartRuntime) -> Blueprint:
         origins = tenant.ehr_origins if tenant else rt.config.all_ehr_origins
         apply_headers(response, origins, tuple(g.get("smart_form_targets", ())))
         return response
+
+    @bp.errorhandler(OutsideReach)
+    def _outside_reach(exc: OutsideReach) -> Response:
+        return _refused(rt, exc)
 
     launch_routes(bp, rt, base_url)
     with_session = session_guard(rt)
@@ -130,7 +135,7 @@ def session_guard(rt: SmartRuntime) -> Callable[[Callable[..., Any]], Callable[.
                                 f"{rt.config.session_idle_minutes:.0f} minutes without use, or "
                                 "when the EHR ends your access. Relaunch Refloop from the EHR "
                                 "(no separate login is needed).", 401, relaunch=True)
-            g.smart_tenant = session.tenant
+            g.smart_tenant, g.smart_session = session.tenant, session
             return view(session, **kwargs)
         wrapped.__name__ = view.__name__
         return wrapped
@@ -209,6 +214,19 @@ def action_routes(bp: Blueprint, rt: SmartRuntime,
                                                  "outcome": task.outcome})
         return redirect(f"{base_url()}/smart/s/{session.id}/referrals/{task.referral_id}"
                         f"?done=task-outcome", code=303)
+
+
+def _refused(rt: SmartRuntime, exc: OutsideReach) -> Response:
+    """A referral outside the launch's reach: a 403 page, and an AuditEvent with outcome 4."""
+    session: Session = g.smart_session
+    tenant = rt.config.tenant(session.tenant)
+    audit.record(rt.resources, audit.build_audit_event(
+        session, interaction="read" if request.method == "GET" else "update",
+        patient=exc.referral.patient, entities=[f"Task/{exc.referral.id}"],
+        client_id=tenant.client_id if tenant else session.tenant, outcome="4"))
+    log.warning("referral refused: outside the launch's reach",
+                extra={"referral_id": exc.referral.id, "tenant": session.tenant})
+    return _message("This referral is not available", str(exc), 403)
 
 
 def _explain(exc: Exception) -> str:

@@ -362,3 +362,11 @@ def from_servers(source_key: sa.ColumnElement[str],
     """Referrals whose source key says they came from one of these FHIR servers."""
     return sa.or_(*(source_key.startswith(prefix, autoescape=True)
                     for prefix in source_key_prefixes(servers)))
+
+
+def from_sources(source_key: sa.ColumnElement[str],
+                 sources: tuple[str, ...]) -> sa.ColumnElement[bool]:
+    """Referrals of these referral sources (a tenant's: source-key prefixes such as
+    `fhir|https://ehr/fhir` or `hl7|CLINIC`, matched up to the next `|`); none when empty."""
+    return sa.or_(sa.false(), *(source_key.startswith(source + "|", autoescape=True)
+                                for source in sources))

@@ -21,7 +21,7 @@ from referrals.coordinator import CANCELLED, COMPLETED, OPEN, CoordinatorTask, T
 from referrals.errors import NotFound
 from referrals.model import Actor
 from referrals.store.database import Database
-from referrals.store.referrals import from_servers
+from referrals.store.referrals import from_servers, from_sources
 from referrals.store.schema import coordinator_tasks as table
 from referrals.store.schema import referrals
 from referrals.store.work import WorkQueue
@@ -128,10 +128,12 @@ class CoordinatorTasks:
 
     def list_open(self, *, kind: str | None = None, referral_ids: Iterable[str] | None = None,
                   patient: str | None = None, patient_servers: tuple[str, ...] = (),
+                  sources: tuple[str, ...] | None = None,
                   limit: int = 100) -> list[CoordinatorTask]:
         """Open tasks, due soonest first (tasks without a due time last); `patient` keeps the
         tasks of that patient's referrals (from `patient_servers` only, when given: the same
-        Patient id on another server is another person)."""
+        Patient id on another server is another person); `sources` those of referrals of
+        these sources (a tenant's)."""
         where = [table.c.status == OPEN]
         if kind is not None:
             where.append(table.c.kind == kind)
@@ -142,6 +144,9 @@ class CoordinatorTasks:
             if patient_servers:
                 same.append(from_servers(referrals.c.source_key, patient_servers))
             where.append(table.c.referral_id.in_(sa.select(referrals.c.id).where(*same)))
+        if sources is not None:
+            where.append(table.c.referral_id.in_(sa.select(referrals.c.id).where(
+                from_sources(referrals.c.source_key, sources))))
         return self._select(where, limit=limit)
 
     def count_open(self) -> int:

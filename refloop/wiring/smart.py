@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -17,8 +18,13 @@ if TYPE_CHECKING:
     from referrals.store.work import WorkItem
     from referrals.worker import Handler
     from refloop.core_services import Services
+    from refloop.settings import Settings
+    from smart_app.config import SmartConfig
     from smart_app.reads import RemoteRead
     from smart_app.runtime import SmartRuntime
+
+
+log = logging.getLogger("refloop.smart")
 
 
 def build(services: Services) -> None:
@@ -27,9 +33,13 @@ def build(services: Services) -> None:
 
 def routes(app: Flask, services: Services) -> None:
     from refloop.wiring import all_handlers, all_referral_details
+    from smart_app.config import unlimited_tenants_warning
     from smart_app.web import smart_blueprint
 
     runtime: SmartRuntime = services.adapters.get("smart") or _runtime(services)
+    warning = unlimited_tenants_warning(runtime.config)
+    if warning:
+        log.warning(warning)
     runtime.pas_enabled = "pas.submit" in all_handlers(services)
     runtime.details = lambda referral_id: all_referral_details(services, referral_id)
     runtime.read_remote = remote_reader(services)
@@ -82,14 +92,13 @@ def commands() -> list[click.Command]:
 
 def _runtime(services: Services) -> SmartRuntime:
     from smart_app.client import EhrHttp
-    from smart_app.config import from_section
     from smart_app.launcher import Launcher
     from smart_app.runtime import SmartRuntime
     from smart_app.sessions import SessionStore
     from smart_app.tokens import TokenVault
 
     settings = services.settings
-    config = from_section(settings.section("smart"), settings.var_dir)
+    config = smart_config(settings)
     assert config.token_key_file is not None
     sessions = SessionStore(services.db, TokenVault.from_file(config.token_key_file),
                             idle=timedelta(minutes=config.session_idle_minutes),
@@ -104,6 +113,17 @@ def _runtime(services: Services) -> SmartRuntime:
                         tasks=services.tasks)
 
 
+def smart_config(settings: Settings) -> SmartConfig:
+    """The [smart] table, each tenant's access_tenant resolved to that [[access.tenants]]
+    organisation's referral sources."""
+    from access.config import from_section as access_section
+    from smart_app.config import from_section, link_access_tenants
+
+    organisations = access_section(settings.section("access")).tenants
+    return link_access_tenants(from_section(settings.section("smart"), settings.var_dir),
+                               {t.name: t.sources for t in organisations})
+
+
 @click.group()
 def smart() -> None:
     """The SMART on FHIR app for coordinators and clinicians."""
@@ -115,10 +135,10 @@ def smart() -> None:
 def client_config(obj: Context, as_json: bool) -> None:
     """What to register in each EHR: launch URL, redirect URI, JWKS URL, scopes."""
     from refloop.output import print_json
-    from smart_app.config import from_section
+    from smart_app.config import unlimited_tenants_warning
 
     settings = obj.settings
-    config = from_section(settings.section("smart"), settings.var_dir)
+    config = smart_config(settings)
     base = settings.base_url
     info: dict[str, Any] = {
         "launch_url": f"{base}/smart/launch", "redirect_uri": f"{base}/smart/callback",
@@ -128,9 +148,14 @@ def client_config(obj: Context, as_json: bool) -> None:
                      else "confidential-symmetric",
                      "token_endpoint_auth_method": "private_key_jwt" if t.private_key_file
                      else "client_secret_basic",
-                     "kid": t.kid, "scopes": t.scopes, "ehr_origins": list(t.ehr_origins)}
+                     "kid": t.kid, "scopes": t.scopes, "ehr_origins": list(t.ehr_origins),
+                     "access_tenant": t.access_tenant,
+                     "sources": None if t.sources is None else list(t.sources)}
                     for t in config.tenants],
     }
+    warning = unlimited_tenants_warning(config)
+    if warning:
+        click.echo(f"Warning: {warning}", err=True)
     if as_json:
         print_json(info)
         return
@@ -147,4 +172,11 @@ def client_config(obj: Context, as_json: bool) -> None:
                    f"{', kid ' + tenant['kid'] if tenant['kid'] else ''})\n"
                    f"  iss allowed: {', '.join(tenant['iss'])}\n"
                    f"  frame-ancestors: {', '.join(tenant['ehr_origins'])}\n"
-                   f"  scopes: {tenant['scopes']}")
+                   f"  scopes: {tenant['scopes']}\n"
+                   f"  referrals shown: {_shown(tenant)}")
+
+
+def _shown(tenant: dict[str, Any]) -> str:
+    if tenant["sources"] is None:
+        return "every referral (no access_tenant)"
+    return f"access tenant {tenant['access_tenant']}: {', '.join(tenant['sources'])}"
