@@ -13,7 +13,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from referrals.store.migrate import pending
-from refloop import error_pages
+from refloop import error_pages, request_guard
 from refloop.core_services import Services
 from refloop.home import home_routes
 from refloop.logs import redact_request_lines, redact_text
@@ -101,6 +101,7 @@ def create_app(services: Services) -> Flask:
         return Response(json.dumps(internal_error(correlation)), status=500,
                         mimetype="application/fhir+json")
 
+    request_guard.install(app, skip_prefixes=(*FHIR_PATHS, "/auth/"))
     home_routes(app, services)
     install_routes(app, services)
     app.wsgi_app = ProxyHeaders(app.wsgi_app,  # type: ignore[method-assign]

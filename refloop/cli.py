@@ -271,7 +271,7 @@ def referrals_show(obj: Context, referral_id: str, as_json: bool) -> None:
         print_table(["task", "kind", "status", "due", "outcome", "reason"],
                     [[t.id[:8], t.kind, t.status,
                       t.due_at.strftime("%Y-%m-%d %H:%M") if t.due_at else "",
-                      t.outcome or "", t.reason[:60]] for t in tasks])
+                      t.outcome or "", t.reason] for t in tasks], width=output_width())
     for name, (_data, (headers, rows)) in sections.items():
         click.echo(f"\n{name.replace('_', ' ').capitalize()}")
         print_table(headers, rows, width=output_width())
@@ -309,7 +309,7 @@ def quarantine_list(obj: Context, include_resolved: bool, as_json: bool) -> None
         return
     print_table(["id", "origin", "kind", "when", "bytes", "reason"],
                 [[e.id, e.origin, e.kind, e.created_at.strftime("%Y-%m-%d %H:%M"),
-                  len(e.original), e.reason[:80]] for e in entries])
+                  len(e.original), e.reason] for e in entries], width=output_width())
 
 
 @main.group()

@@ -19,12 +19,20 @@ _BEARER = re.compile(r"(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.I)
 #: secrets passed as URL query or form parameters (OAuth tokens, codes, client secrets...)
 _PARAM = re.compile(r"((?:^|[?&;\s\"'])(?:access_token|id_token|refresh_token|token|client_secret|"
                     r"password|code|assertion|client_assertion|api_key|apikey)=)[^&\s\"';]+", re.I)
+#: the same secrets as keys of a printed dict or JSON object ({'access_token': '...'}), as
+#: libraries log them at DEBUG (authlib's "Issue token {...}")
+_QUOTED = re.compile(r"""(['"](?:access_token|id_token|refresh_token|token|client_secret|"""
+                     r"""password|code|assertion|client_assertion|api_key|apikey)['"]"""
+                     r"""\s*:\s*['"])[^'"]+""", re.I)
 #: a password inside a URL (postgresql://user:secret@host/db)
 _URL_PASSWORD = re.compile(r"(\w+://[^/\s:@]+:)[^/\s@]+(@)")
 #: a patient link's token in a path (/p/<256-bit token>); the pages' own names are short words
 #: tokens in link paths: the patient booking link and the specialist/referrer loop links
 #: (slashes doubled too: such a path is answered 404, not redirected, and may be logged)
 _PATIENT_LINK = re.compile(r"(/p/+|/loop/[nu]/+)[A-Za-z0-9_-]{32,}")
+#: a SMART session id in a page path (/smart/s/<id>/...): usable only with its cookie, but it
+#: is the session's name and stays out of logs and quarantined request lines all the same
+_SMART_SESSION = re.compile(r"(/smart/s/+)[A-Za-z0-9_-]{20,}")
 
 
 class JsonFormatter(logging.Formatter):
@@ -44,11 +52,13 @@ class JsonFormatter(logging.Formatter):
 
 
 def redact_text(text: str) -> str:
-    """`text` with bearer/basic credentials, secret URL parameters, patient link tokens and URL
-    passwords masked."""
+    """`text` with bearer/basic credentials, secret URL parameters, patient link tokens, SMART
+    session ids and URL passwords masked."""
     text = _BEARER.sub(r"\1 [redacted]", text)
     text = _PARAM.sub(r"\1[redacted]", text)
+    text = _QUOTED.sub(r"\1[redacted]", text)
     text = _PATIENT_LINK.sub(r"\1[redacted]", text)
+    text = _SMART_SESSION.sub(r"\1[redacted]", text)
     return _URL_PASSWORD.sub(r"\1[redacted]\2", text)
 
 

@@ -132,7 +132,10 @@ class Registry:
     def try_get_hook(self, hook_id: str, *, cached: bool = False,
                      max_age: float | None = None) -> Hook | None:
         """The hook, from a short per-process cache when `cached` (the request path); with
-        `max_age`, a cached entry older than that many seconds is read again."""
+        `max_age`, a cached entry older than that many seconds is read again. An id no hook
+        can have (control characters, which PostgreSQL cannot even compare) is None at once."""
+        if not hook_id.isprintable():
+            return None
         if cached:
             with self._lock:
                 hit = self._cache.get(hook_id)

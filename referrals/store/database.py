@@ -89,16 +89,19 @@ def connect(url: str, *, sqlite_synchronous: str = "NORMAL", pool_size: int = 5)
         url = "postgresql+psycopg://" + url.removeprefix("postgres://")
     elif url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    json = {"json_serializer": dumps, "json_deserializer": orjson.loads}
+    # hide_parameters: a database error's text (logged with its traceback) never carries the
+    # statement's values, which hold patient references, free text and whole resources
+    options: dict[str, Any] = {"json_serializer": dumps, "json_deserializer": orjson.loads,
+                               "hide_parameters": True}
     try:
         if url.startswith("sqlite"):
             _create_private_sqlite(url)
             engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False},
-                                      pool_size=pool_size, max_overflow=20, **json)
+                                      pool_size=pool_size, max_overflow=20, **options)
             _prepare_sqlite(engine, sqlite_synchronous)
         else:
             engine = sa.create_engine(url, pool_size=pool_size, max_overflow=20,
-                                      pool_pre_ping=True, **json)
+                                      pool_pre_ping=True, **options)
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise RefloopError(f"cannot open the database {_safe(url)}: {exc}") from exc
     return Database(engine, sqlite_synchronous)

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from referrals.store.bulk import Bulk
 from referrals.store.database import Database
-from referrals.store.quarantine import Quarantine
+from referrals.store.quarantine import Quarantine, storable
 from referrals.store.schema import Moment, inbox
 from referrals.store.work import WorkQueue
 
@@ -127,7 +127,7 @@ class Inbox:
                                    content_type=content_type, headers=headers,
                                    status=REJECTED, conn=c)
             c.execute(inbox.update().where(inbox.c.id == accepted.inbox_id)
-                      .values(note=reason[:4000]))
+                      .values(note=storable(reason)[:4000]))
             self.quarantine.put(origin="inbox", kind=channel, reason=reason, original=body,
                                 content_type=content_type, inbox_id=accepted.inbox_id, conn=c)
             return accepted.inbox_id
@@ -145,14 +145,14 @@ class Inbox:
              conn: Connection | None = None) -> None:
         with self.db.using(conn) as c:
             c.execute(inbox.update().where(inbox.c.id == inbox_id).values(
-                status=status, note=note[:4000], processed_at=datetime.now(UTC)))
+                status=status, note=storable(note)[:4000], processed_at=datetime.now(UTC)))
 
     def mark_many(self, marks: list[tuple[int, str, str]], conn: Connection) -> None:
         """`mark` for several (inbox id, status, note) in one executemany (batch handlers)."""
         if not marks:
             return
         now = _MARK.process(conn, "processed_at", datetime.now(UTC))
-        _MARK.run(conn, [{"match_id": inbox_id, "status": status, "note": note[:4000],
+        _MARK.run(conn, [{"match_id": inbox_id, "status": status, "note": storable(note)[:4000],
                           "processed_at": now} for inbox_id, status, note in marks])
 
     def quarantine_message(self, inbox_id: int, reason: str,

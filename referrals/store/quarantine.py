@@ -26,6 +26,12 @@ class QuarantineEntry:
     resolved_at: datetime | None
 
 
+def storable(text: str) -> str:
+    """`text` with NUL characters written out (\\x00): reasons and notes quote bad input (a path,
+    an id) and PostgreSQL's text columns cannot hold a NUL."""
+    return text.replace("\x00", "\\x00")
+
+
 class Quarantine:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -35,7 +41,7 @@ class Quarantine:
             work_item_id: int | None = None, conn: Connection | None = None) -> int:
         with self.db.using(conn) as c:
             return int(c.execute(quarantine.insert().values(
-                origin=origin, kind=kind, reason=reason, original=original,
+                origin=origin, kind=kind, reason=storable(reason), original=original,
                 content_type=content_type, inbox_id=inbox_id, work_item_id=work_item_id,
                 created_at=datetime.now(UTC),
             ).returning(quarantine.c.id)).scalar_one())

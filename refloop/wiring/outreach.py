@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from refloop.context import Context, pass_context
-from refloop.output import print_json, print_table
+from refloop.output import output_width, print_json, print_table
 from refloop.referral_ids import REFERRAL
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ def referral_details(services: Services, referral_id: str) -> dict[str, Any]:
              "created_at": m.created_at.isoformat(),
              "sent_at": m.sent_at.isoformat() if m.sent_at else None} for m in messages]
     rows = [[m.created_at.strftime("%Y-%m-%d %H:%M"), "in" if m.direction == "in" else "out",
-             m.channel, m.purpose, m.status, (m.reason or m.body)[:70]] for m in messages]
+             m.channel, m.purpose, m.status, (m.reason or m.body)] for m in messages]
     return {"outreach": (data, (["at (UTC)", "dir", "channel", "purpose", "status", "why"],
                                 rows))}
 
@@ -199,7 +199,7 @@ def due(obj: Context, hours: float, as_json: bool) -> None:
         return
     print_table(["referral", "rung", "channel", "due (UTC)", "decision", "why"],
                 [[r["referral_id"][:8], r["rung"], r["channel"], r["due"][:16].replace("T", " "),
-                  r["decision"], (r["why"] or "")[:60]] for r in rows])
+                  r["decision"], r["why"] or ""] for r in rows], width=output_width())
 
 
 @outreach_group.command("send-test")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from refloop.context import Context, pass_context
-from refloop.output import print_json, print_table
+from refloop.output import output_width, print_json, print_table
 from refloop.referral_ids import REFERRAL, resolve_id
 from refloop.wiring import Timer
 
@@ -222,7 +222,8 @@ def status(obj: Context, referral_id: str, as_json: bool) -> None:
         click.echo("\nReplies from the payer (`refloop pas reply ID` shows one in full):")
         print_table(["reply", "request", "operation", "HTTP", "read as", "bytes", "note"],
                     [[r.id, (r.request_id or "")[:8], r.operation, r.http_status,
-                      r.interpretation, len(r.body), r.note[:80]] for r in replies])
+                      r.interpretation, len(r.body), r.note] for r in replies],
+                    width=output_width())
 
 
 def _first_error(findings: list[dict[str, Any]]) -> str:

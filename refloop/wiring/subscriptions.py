@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from refloop.context import Context, pass_context
-from refloop.output import print_json, print_table
+from refloop.output import output_width, print_json, print_table
 from refloop.wiring import Timer
 
 if TYPE_CHECKING:
@@ -154,7 +154,8 @@ def subscriptions_list(obj: Context, show_all: bool, as_json: bool) -> None:
                 [[r.server, r.purpose, r.flavour, r.subscription_id or "-", r.status,
                   r.last_notification_at.strftime("%Y-%m-%d %H:%M:%S")
                   if r.last_notification_at else "-", r.last_event_number or "-",
-                  r.notifications, r.errors, (r.last_error or "")[:60]] for r in rows])
+                  r.notifications, r.errors, r.last_error or ""] for r in rows],
+                    width=output_width())
 
 
 @subscriptions_group.command("rotate-secret")

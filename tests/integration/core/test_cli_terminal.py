@@ -92,3 +92,27 @@ def test_db_status_shows_the_core_and_each_branch(config: Path) -> None:
     data = json.loads(run(config, "db", "status", "--json").stdout)
     assert data["root"] == {"revision": "0001_core", "applied": True}
     assert all(b["pending"] == [] for b in data["branches"]) and data["pending"] == []
+
+
+def test_a_quarantine_reason_is_shown_whole(config: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long reason is wrapped to the terminal's width, never cut (it was cut at 80
+    characters); into a pipe it stays on one line."""
+    reason = " ".join(f"word{n:03d}" for n in range(40)) + " resend after fixing RF1-6"
+    database_url = next(line.split('"')[1] for line in config.read_text().splitlines()
+                        if line.startswith("database_url"))
+    services = build_services(Settings(var_dir=tmp_path / "var", database_url=database_url))
+    try:
+        services.quarantine.put(origin="hl7:TEST", kind="hl7.message", reason=reason,
+                                original=b"MSH|^~\\&|")
+    finally:
+        services.close()
+    monkeypatch.delenv("COLUMNS", raising=False)
+    piped = run(config, "quarantine", "list")
+    assert piped.exit_code == 0 and reason in piped.stdout
+    monkeypatch.setenv("COLUMNS", "100")
+    wrapped = run(config, "quarantine", "list")
+    lines = wrapped.stdout.splitlines()
+    assert wrapped.exit_code == 0 and max(len(line) for line in lines) <= 100
+    assert " ".join(" ".join(lines).split()).count("resend after fixing RF1-6") == 1
+    assert all(f"word{n:03d}" in wrapped.stdout for n in range(40))

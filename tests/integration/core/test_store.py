@@ -297,3 +297,16 @@ def test_checkpoint_copies_the_log_into_the_database_file(services: Services,
     with services.db.read() as c:
         assert c.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == \
             WAL_AUTOCHECKPOINT_PAGES
+
+
+def test_database_errors_never_carry_the_statements_values(database_url: str) -> None:
+    """A failed statement's error (logged with its traceback) names the SQL, not its values:
+    they hold patient references and free text."""
+    from referrals.store.database import connect
+    db = connect(database_url)
+    try:
+        with pytest.raises(sa.exc.DBAPIError) as failed, db.engine.connect() as conn:
+            conn.execute(sa.text("SELECT :patient FROM no_such_table"), {"patient": "Patient/p-42"})
+        assert "Patient/p-42" not in str(failed.value)
+    finally:
+        db.engine.dispose()

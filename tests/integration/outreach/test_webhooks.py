@@ -124,3 +124,16 @@ def test_email_one_click_unsubscribe(harness: Harness) -> None:
     assert len(h.mail.messages) == 1
     last = h.rt.ostore.message_by_key("outreach.message:w3:1")
     assert (last.status, last.rule) == ("not-done", "opted-out")
+
+
+def test_a_signed_callback_with_a_nul_is_refused_and_stored_nowhere(harness: Harness) -> None:
+    """PostgreSQL holds no NUL: such a field answered 500 there (Twilio retrying it forever)."""
+    h = harness
+    for path, params in (("/outreach/twilio/status?m=%00", {"MessageSid": "SMx"}),
+                         ("/outreach/twilio/status?m=abc", {"MessageStatus": "\x00"}),
+                         ("/outreach/twilio/sms", {"MessageSid": "\x00", "Body": "hi"})):
+        url = h.url + path
+        answer = requests.post(url, data=params, timeout=10, headers={
+            "X-Twilio-Signature": twilio_signature(h.twilio.auth_token, url, params)})
+        assert answer.status_code == 400
+    assert _inbox_rows(h) == []

@@ -301,3 +301,18 @@ def test_a_v2_referral_page_shows_the_coverage_from_in1(harness: Harness):
     text = browser.get(f"{page.url}referrals/{referral.id}").text
     assert "Blue Cross Blue Shield of Michigan (member XYZ123456789, subscriber self, " \
            "group GRP778899, active)" in text
+
+
+def test_a_nul_in_a_filter_or_a_form_is_refused_on_both_databases(harness: Harness):
+    """PostgreSQL holds no NUL: such a value answered 500 there (and was stored on SQLite)."""
+    referral = _open(harness, "sr-nul", actions=("accept",))
+    browser = harness.browser()
+    page = harness.launch(browser)
+    assert browser.get(page.url, params={"specialty": "a\x00b"}).status_code == 400
+    detail_url = f"{page.url}referrals/{referral.id}"
+    detail = browser.get(detail_url)
+    refused = _post(harness, browser, detail_url, detail.text,
+                    {"action": "record-outreach", "reason_code": "reached", "note": "\x00",
+                     "version": str(referral.version)})
+    assert refused.status_code == 400
+    assert harness.services.store.get(referral.id).version == referral.version

@@ -189,3 +189,23 @@ def test_notifications_whose_events_carry_no_identity_are_each_stored(listener: 
         r = requests.post(hook.url, json=note, headers=auth(hook), timeout=5)
         assert r.status_code == 200, r.text
     assert services.inbox.counts() == {"received": len(notes)}
+
+
+def test_a_nul_in_the_path_is_refused_not_a_server_error(listener: Any) -> None:
+    """PostgreSQL holds no NUL: a hook id with one is an unknown hook (401, nothing stored),
+    and a resource id with one is bad input kept with its reason (400), on both databases."""
+    services = listener.services
+    hook = hook_for(services)
+    base = hook.url.rsplit("/", 1)[0]
+    for path in ("/%00", "/a%00b/ServiceRequest/1"):
+        r = requests.post(base + path, headers=auth(hook), timeout=5)
+        assert r.status_code == 401 and r.json()["resourceType"] == "OperationOutcome"
+    assert stored(services) == 0 and services.quarantine.list() == []
+    body = {"resourceType": "ServiceRequest", "id": "1", "status": "active"}
+    for method, payload in (("PUT", None), ("POST", None), ("PUT", body)):
+        r = requests.request(method, f"{hook.url}/ServiceRequest/%00", json=payload,
+                             headers=auth(hook), timeout=5)
+        assert r.status_code == 400 and r.json()["resourceType"] == "OperationOutcome"
+    reasons = [entry.reason for entry in services.quarantine.list()]
+    assert len(reasons) == 3 and all("\x00" not in reason for reason in reasons)
+    assert any("ServiceRequest/\\x00" in reason for reason in reasons)

@@ -99,3 +99,12 @@ def test_loop_link_tokens_are_masked_like_patient_links() -> None:
     assert redact_text(f"GET /loop/u/{token} HTTP/1.1") == "GET /loop/u/[redacted] HTTP/1.1"
     assert redact_text(f"GET /loop/n//{token}/ HTTP/1.1") == "GET /loop/n//[redacted]/ HTTP/1.1"
     assert redact_text(f"GET /p//{token}/ HTTP/1.1") == "GET /p//[redacted]/ HTTP/1.1"
+
+
+def test_tokens_in_a_printed_dict_are_masked() -> None:
+    """authlib logs each token it issues at DEBUG as a dict; that form is masked too."""
+    issued = {"token_type": "Bearer", "access_token": TOKEN, "expires_in": 300}
+    entry = record(f"Issue token {issued} to Client(client_id='c1')")
+    assert TOKEN not in json.dumps(entry)
+    assert "'token_type': 'Bearer'" in entry["msg"] and "'expires_in': 300" in entry["msg"]
+    assert TOKEN not in redact_text(json.dumps({"refresh_token": TOKEN, "id_token": TOKEN}))
