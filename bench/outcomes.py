@@ -17,6 +17,10 @@ of referrals, the recent ones still open). Then:
 Baseline, same data, same run, alternating with the measured requests: a bare
 `SELECT count(*) FROM referral_events`.
 
+The same views are also requested, alternating with the unlimited launch's, by a launch of a
+tenant limited to an organisation's referral sources (`access_tenant`) that holds every
+referral of the store: the worst case, counted from the facts instead of the cube.
+
     .venv/bin/python bench/outcomes.py --size 1000000 --databases sqlite,postgresql
 
 PostgreSQL comes from REFLOOP_TEST_POSTGRES_URL (a scratch database is created and dropped).
@@ -276,32 +280,34 @@ def scratch_database(kind: str, workdir: Path, size: int, keep: bool) -> Iterato
 
 def measure(url: str, workdir: Path, samples: int, report_samples: int, now: datetime,
             rebuild: bool = True) -> dict[str, float]:
-    settings = Settings(var_dir=workdir / "var", database_url=url, sections={"smart": {
-        "tenants": [{"name": "bench", "iss": "https://ehr.example/fhir", "client_id": "bench",
-                     "client_secret": "unused", "ehr_origins": ["https://ehr.example"]}]}})
+    tenants = [{"name": name, "iss": f"https://{name}.example/fhir", "client_id": name,
+                "client_secret": "unused", "ehr_origins": [f"https://{name}.example"],
+                **({"access_tenant": "org"} if name == "org" else {})}
+               for name in ("bench", "org")]
+    settings = Settings(var_dir=workdir / "var", database_url=url, sections={
+        "smart": {"tenants": tenants},
+        "access": {"tenants": [{"name": "org", "sources": ["fhir|https://ehr.example/fhir"]}]}})
     services = build_services(settings)
     rollup: Rollup = services.adapters["analytics"].rollup
     result: dict[str, float] = {}
     if rebuild:
         result.update(_rebuild(services, rollup))
     runtime = services.adapters["smart"]
-    session = runtime.sessions.create("bench-browser", tenant="bench",
-                                      iss="https://ehr.example/fhir",
-                                      context=LaunchContext(user="Practitioner/bench"),
-                                      tokens={}, token_expires_at=None)
+    page, limited = (_dashboard(runtime, name) for name in ("bench", "org"))
     client = create_app(services).test_client()
     client.set_cookie("refloop_smart", "bench-browser", domain="localhost", path="/smart")
-    page = f"/smart/s/{session.id}/dashboard"
     for query in QUERIES:  # warm caches and plans
         answer = client.get(f"{page}?{query}")
         assert answer.status_code == 200, (query, answer.status_code)
     assert "detected:" in client.get(page).get_data(as_text=True)
-    pages, counts = [], []
+    pages, tenant_pages, counts = [], [], []
     count_sql = sa.select(sa.func.count()).select_from(referral_events)
     for i in range(samples):
-        started = time.perf_counter()
-        assert client.get(f"{page}?{QUERIES[i % len(QUERIES)]}").status_code == 200
-        pages.append(time.perf_counter() - started)
+        query = QUERIES[i % len(QUERIES)]
+        for url_of, times in ((page, pages), (limited, tenant_pages))[::1 if i % 2 else -1]:
+            started = time.perf_counter()
+            assert client.get(f"{url_of}?{query}").status_code == 200
+            times.append(time.perf_counter() - started)
         started = time.perf_counter()
         with services.db.read() as c:
             c.execute(count_sql).scalar_one()
@@ -314,9 +320,19 @@ def measure(url: str, workdir: Path, samples: int, report_samples: int, now: dat
         reports.append(time.perf_counter() - started)
     services.close()
     result.update(page_p50=_pct(pages, 50), page_p95=_pct(pages, 95),
+                  tenant_p50=_pct(tenant_pages, 50), tenant_p95=_pct(tenant_pages, 95),
                   count_p50=_pct(counts, 50), count_p95=_pct(counts, 95),
                   report_p50=_pct(reports, 50), report_p95=_pct(reports, 95))
     return result
+
+
+def _dashboard(runtime: Any, tenant: str) -> str:
+    """The dashboard's path in a new session of a launch from `tenant`."""
+    session = runtime.sessions.create("bench-browser", tenant=tenant,
+                                      iss=f"https://{tenant}.example/fhir",
+                                      context=LaunchContext(user="Practitioner/bench"),
+                                      tokens={}, token_expires_at=None)
+    return f"/smart/s/{session.id}/dashboard"
 
 
 def _rebuild(services: Any, rollup: Rollup) -> dict[str, float]:
@@ -422,6 +438,10 @@ def _print(tag: str, r: dict[str, float]) -> float:
               f"({r['incremental_events']:.0f} events)")
     print(f"{tag}_dashboard_p50: {r['page_p50']:.1f} ms")
     print(f"{tag}_dashboard_p95: {r['page_p95']:.1f} ms")
+    print(f"{tag}_tenant_dashboard_p50: {r['tenant_p50']:.1f} ms")
+    print(f"{tag}_tenant_dashboard_p95: {r['tenant_p95']:.1f} ms")
+    print(f"{tag}_tenant_vs_unlimited_dashboard_p50_ratio: "
+          f"{r['tenant_p50'] / max(r['page_p50'], 1e-6):.2f} x")
     print(f"{tag}_monthly_report_p50: {r['report_p50']:.1f} ms")
     print(f"{tag}_monthly_report_p95: {r['report_p95']:.1f} ms")
     print(f"{tag}_count_events_baseline_p50: {r['count_p50']:.1f} ms")
