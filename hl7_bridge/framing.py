@@ -58,7 +58,7 @@ class FrameDecoder:
                     raise FrameTooLarge(self.max_bytes, head)
                 return frames
             if end - 1 > self.max_bytes:
-                head = bytes(self._buffer[1:HEAD_KEPT + 1])
+                head = bytes(self._buffer[1:min(end, HEAD_KEPT + 1)])
                 del self._buffer[:end + 1]
                 raise FrameTooLarge(self.max_bytes, head)
             frames.append(bytes(self._buffer[1:end]))
