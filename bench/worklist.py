@@ -8,6 +8,11 @@ names, AuditEvent write, template) is requested through the Flask test client wi
 sorts and second pages. Baseline, same data, same run: a bare indexed count query
 (`SELECT count(*) FROM referrals WHERE stage = 'outreach'`).
 
+The same pages are also requested, in alternating rounds, by launches of two tenants limited to
+an organisation's referral sources (`access_tenant`): `ehr` (the FHIR EHR's, a third of the
+referrals) and `sender0` (one HL7 v2 sender's, about one in twelve), with their ratio to the
+unlimited launch's page in the same run.
+
     .venv/bin/python bench/worklist.py --sizes 100000,1000000 --databases sqlite,postgresql
 
 PostgreSQL comes from REFLOOP_TEST_POSTGRES_URL (a scratch database is created and dropped).
@@ -159,40 +164,48 @@ def load(url: str, size: int) -> float:
     return time.perf_counter() - started
 
 
+#: the limited launches measured beside the unlimited one: tenant -> its referral sources
+TENANTS = {"ehr": [f"fhir|{EHR}"], "sender0": ["hl7|SENDER0"]}
+
+
+def bench_settings(workdir: Path, url: str) -> Settings:
+    tenants = [{"name": name, "iss": f"https://{name}.example/fhir", "client_id": name,
+                "client_secret": "unused", "ehr_origins": [f"https://{name}.example"],
+                **({"access_tenant": name} if name in TENANTS else {})}
+               for name in ("bench", *TENANTS)]
+    return Settings(var_dir=workdir / "var", database_url=url, sections={
+        "smart": {"tenants": tenants},
+        "access": {"tenants": [{"name": n, "sources": s} for n, s in TENANTS.items()]}})
+
+
 def measure(url: str, workdir: Path, samples: int) -> dict[str, float]:
-    settings = Settings(var_dir=workdir / "var", database_url=url, sections={"smart": {
-        "tenants": [{"name": "bench", "iss": "https://ehr.example/fhir", "client_id": "bench",
-                     "client_secret": "unused", "ehr_origins": ["https://ehr.example"]}]}})
-    services = build_services(settings)
+    services = build_services(bench_settings(workdir, url))
     runtime = services.adapters["smart"]
-    session = runtime.sessions.create("bench-browser", tenant="bench",
-                                      iss="https://ehr.example/fhir",
-                                      context=LaunchContext(user="Practitioner/bench"),
-                                      tokens={}, token_expires_at=None)
     client = create_app(services).test_client()
     client.set_cookie("refloop_smart", "bench-browser", domain="localhost", path="/smart")
-    page = f"/smart/s/{session.id}/"
-    for query in QUERIES:  # warm caches and plans
-        assert client.get(f"{page}?{query}").status_code == 200
-    first = client.get(page).get_data(as_text=True)
+    pages_of = {name: "/smart/s/" + runtime.sessions.create(
+        "bench-browser", tenant=name, iss=f"https://{name}.example/fhir",
+        context=LaunchContext(user="Practitioner/bench"), tokens={},
+        token_expires_at=None).id + "/" for name in ("bench", *TENANTS)}
+    for page in pages_of.values():
+        for query in QUERIES:  # warm caches and plans
+            assert client.get(f"{page}?{query}").status_code == 200
+    first = client.get(pages_of["bench"]).get_data(as_text=True)
     assert any(name in first for name in FAMILY), "the page shows no patient names"
-    pages, counts = [], []
+    times: dict[str, list[float]] = {name: [] for name in pages_of}
+    counts = []
     count_sql = sa.select(sa.func.count()).select_from(referrals).where(
         referrals.c.stage == "outreach")
+    order = list(pages_of)
     for i in range(samples):
-        query = QUERIES[i % len(QUERIES)]
-        started = time.perf_counter()
-        response = client.get(f"{page}?{query}")
-        body = response.get_data(as_text=True)
-        if i % 3 == 2 and 'rel="next"' in body:  # and the next page, by its cursor
-            link = body.split('rel="next"')[0].rsplit('href="', 1)[1].split('"')[0]
-            response = client.get(page + link.replace("&amp;", "&"))
-        pages.append(time.perf_counter() - started)
-        assert response.status_code == 200, response.status_code
+        for name in order[i % len(order):] + order[:i % len(order)]:  # alternate who goes first
+            times[name].append(_page_time(client, pages_of[name], QUERIES[i % len(QUERIES)],
+                                          next_page=i % 3 == 2))
         started = time.perf_counter()
         with services.db.read() as c:
             c.execute(count_sql).scalar_one()
         counts.append(time.perf_counter() - started)
+    pages = times["bench"]
     rows = fetch_page(services.db, WorklistFilter()).rows
     names = []
     for _ in range(samples):  # the page's patient names alone (one primary-key query)
@@ -202,7 +215,21 @@ def measure(url: str, workdir: Path, samples: int) -> dict[str, float]:
     services.close()
     return {"names_p50": _pct(names, 50), "names_p95": _pct(names, 95),
             "page_p50": _pct(pages, 50), "page_p95": _pct(pages, 95),
-            "count_p50": _pct(counts, 50), "count_p95": _pct(counts, 95)}
+            "count_p50": _pct(counts, 50), "count_p95": _pct(counts, 95),
+            **{f"{name}_p{q}": _pct(times[name], q) for name in TENANTS for q in (50, 95)}}
+
+
+def _page_time(client: Any, page: str, query: str, *, next_page: bool) -> float:
+    """Seconds for one worklist page (and, with `next_page`, the next one by its cursor)."""
+    started = time.perf_counter()
+    response = client.get(f"{page}?{query}")
+    body = response.get_data(as_text=True)
+    if next_page and 'rel="next"' in body:
+        link = body.split('rel="next"')[0].rsplit('href="', 1)[1].split('"')[0]
+        response = client.get(page + link.replace("&amp;", "&"))
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 200, response.status_code
+    return elapsed
 
 
 def _pct(values: list[float], pct: int) -> float:
@@ -234,6 +261,11 @@ def main() -> None:
                 print(f"{tag}_patient_names_query_p95: {result['names_p95']:.2f} ms")
                 print(f"{tag}_count_baseline_p50: {result['count_p50']:.2f} ms")
                 print(f"{tag}_count_baseline_p95: {result['count_p95']:.2f} ms")
+                for name in TENANTS:
+                    print(f"{tag}_tenant_{name}_page_p50: {result[f'{name}_p50']:.2f} ms")
+                    print(f"{tag}_tenant_{name}_page_p95: {result[f'{name}_p95']:.2f} ms")
+                    print(f"{tag}_tenant_{name}_vs_unlimited_page_p50_ratio: "
+                          f"{result[f'{name}_p50'] / max(result['page_p50'], 1e-6):.2f} x")
                 ratio = result["page_p50"] / max(result["count_p50"], 1e-6)
                 ratios.append(ratio)
                 print(f"{tag}_page_vs_count_p50_ratio: {ratio:.2f} x", flush=True)
