@@ -106,7 +106,12 @@ def build_ack(header: Header | None, code: str, *, errors: tuple[AckError, ...] 
         msh += f + f + f + accept_ack + f + "NE"
     msa = f.join(["MSA", code, their_id] + ([escape(text, d)[:80]] if text else []))
     segments = [msh, msa] + [_err(e, d, version) for e in errors]
-    return ("\r".join(segments) + "\r").encode("latin-1", "replace")
+    return ("\r".join(segments) + "\r").translate(_NO_FRAMING).encode("latin-1", "replace")
+
+
+#: MLLP's start and end block bytes, left out of the fields an ACK echoes (a frame that held
+#: one in its MSH got an ACK its sender read as a broken frame and a second one)
+_NO_FRAMING = str.maketrans("", "", "\x0b\x1c")
 
 
 @functools.lru_cache(maxsize=64)

@@ -12,6 +12,10 @@ SB, EB, CR = b"\x0b", b"\x1c", b"\x0d"
 R2_ACK, R2_NAK = b"\x06", b"\x15"
 
 
+#: how much of a frame over the limit is kept (in quarantine) for people to read
+HEAD_KEPT = 65536
+
+
 class FrameTooLarge(Exception):
     """A frame grew beyond the configured maximum; `head` holds its first bytes."""
 
@@ -49,12 +53,12 @@ class FrameDecoder:
             end = self._buffer.find(EB, 1)
             if end < 0:
                 if len(self._buffer) - 1 > self.max_bytes:
-                    head = bytes(self._buffer[1:4097])
+                    head = bytes(self._buffer[1:HEAD_KEPT + 1])
                     self._buffer.clear()
                     raise FrameTooLarge(self.max_bytes, head)
                 return frames
             if end - 1 > self.max_bytes:
-                head = bytes(self._buffer[1:4097])
+                head = bytes(self._buffer[1:min(end, HEAD_KEPT + 1)])
                 del self._buffer[:end + 1]
                 raise FrameTooLarge(self.max_bytes, head)
             frames.append(bytes(self._buffer[1:end]))

@@ -107,6 +107,7 @@ class Connection(asyncio.Protocol):
         self.in_flight = 0
         self.paused = False
         self.closing = False
+        self.peer_done = False
         self.frame_started: float | None = None
         self.last_activity = 0.0
         self.timer: asyncio.TimerHandle | None = None
@@ -146,6 +147,13 @@ class Connection(asyncio.Protocol):
                 continue
             self._submit(self.listener.intake.assess_frame(raw, self.peer_cn))
 
+    def eof_received(self) -> bool:
+        """The sender half-closed (shutdown of its write side, as `nc -N` does): the frames it
+        sent whole are still answered, then the connection closes (a partial frame is dropped).
+        Returning True keeps our write side open until the last ACK is written."""
+        self.peer_done = True
+        return self.in_flight > 0
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         if self.timer is not None:
@@ -176,7 +184,7 @@ class Connection(asyncio.Protocol):
             return
         if response:
             self.transport.write(build_frame(response))
-        if close_after:
+        if close_after or (self.peer_done and self.in_flight == 0):
             self.transport.close()
         elif self.paused and self.in_flight < MAX_IN_FLIGHT // 2:
             self.transport.resume_reading()

@@ -142,11 +142,16 @@ def _assign(rt: SmartRuntime, referral: Referral, actor: Actor, expected: int | 
     return done, f"Assigned to {owner}."
 
 
+#: the outcomes the referral page offers (any other text went into a 128-character column:
+#: PostgreSQL answered 500 to a long one)
+OUTREACH_OUTCOMES = ("reached", "no-answer", "left-message", "wrong-number")
+
+
 def _outreach(rt: SmartRuntime, referral: Referral, actor: Actor, expected: int | None,
               form: Mapping[str, str]) -> tuple[Referral, str]:
     channel = form.get("channel", "phone") or "phone"
     outcome = form.get("outcome", "").strip()
-    if not outcome:
+    if outcome not in OUTREACH_OUTCOMES:
         raise ActionError("choose the outcome of the outreach attempt")
     note = form.get("note", "").strip()
     reason = Reason(outcome, f"{channel}: {note}" if note else channel)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +55,7 @@ class Inbox:
 
         A repeated `dedupe_key` stores nothing and reports the first message (duplicate=True).
         """
+        dedupe_key = storable_key(dedupe_key)
         insert = (postgresql.insert(inbox) if self.db.dialect == "postgresql"
                   else sqlite.insert(inbox))
         values = insert.values(
@@ -82,6 +84,7 @@ class Inbox:
         content_type, headers, dedupe_key, work_payload, status). Results are in input order;
         a dedupe key already stored, or repeated in the batch, reports the first message.
         """
+        messages = [{**m, "dedupe_key": storable_key(m.get("dedupe_key"))} for m in messages]
         keys = [m.get("dedupe_key") for m in messages if m.get("dedupe_key") is not None]
         known: dict[str, int] = {}
         if keys:
@@ -176,3 +179,18 @@ class Inbox:
 _MARK = Bulk(inbox.update().where(inbox.c.id == sa.bindparam("match_id")).values(
     status=sa.bindparam("status", type_=sa.String), note=sa.bindparam("note", type_=sa.Text),
     processed_at=sa.bindparam("processed_at", type_=Moment)))
+
+
+#: the dedupe_key column's length
+KEY_MAX = int(inbox.c.dedupe_key.type.length or 512)  # type: ignore[attr-defined]
+
+
+def storable_key(key: str | None) -> str | None:
+    """`key` as the column can hold it on both databases: a key that is too long (a sender's
+    id of any length goes into it) or holds a NUL becomes its beginning plus its SHA-256, so
+    the same key still finds its first message (PostgreSQL refused it with a 500; SQLite
+    stored it whole)."""
+    if key is None or (len(key) <= KEY_MAX and "\x00" not in key):
+        return key
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{storable(key)[:KEY_MAX - 72]}#sha256:{digest}"

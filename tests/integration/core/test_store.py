@@ -310,3 +310,16 @@ def test_database_errors_never_carry_the_statements_values(database_url: str) ->
         assert "Patient/p-42" not in str(failed.value)
     finally:
         db.engine.dispose()
+
+
+def test_inbox_keys_too_long_or_with_a_nul_are_stored_and_still_deduplicate(
+        services: Services) -> None:
+    """A sender's id of any length goes into a key (a Twilio MessageSid of 100,000 characters
+    answered 500 on PostgreSQL, SQLite stored it whole)."""
+    for key in ("twilio-sms:" + "x" * 100_000, "twilio-status:SMzz:\x00"):
+        first = services.inbox.accept("t", "s", b"a", work_kind=None, dedupe_key=key)
+        again = services.inbox.accept("t", "s", b"a", work_kind=None, dedupe_key=key)
+        assert not first.duplicate and again.duplicate and again.inbox_id == first.inbox_id
+    other = services.inbox.accept("t", "s", b"b", work_kind=None,
+                                  dedupe_key="twilio-sms:" + "x" * 99_999 + "y")
+    assert not other.duplicate

@@ -134,3 +134,15 @@ def test_fuzz_every_frame_gets_an_ack_or_a_clean_close(port: int, bodies: list[b
             assert msa(ack)[1] in ("AA", "AE", "AR")
     with MLLPClient("127.0.0.1", port) as client:  # still serving
         assert msa(client.send_message(fixture("authored__SIU_S26_noshow.hl7")))[1] == "CA"
+
+
+def test_a_sender_that_half_closes_still_gets_its_acks(port: int) -> None:
+    """A sender that shuts down its write side after its frames (as `nc -N` does) was never
+    answered, although its messages were stored: it resent them forever."""
+    raw = fixture("authored__REF_I12_new_referral_utf8.hl7")
+    second = raw.replace(b"|GP000101|", b"|GP000102|")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(build_frame(raw) + build_frame(second) + b"\x0bMSH|partial")
+        sock.shutdown(socket.SHUT_WR)
+        acks = _read(sock, FrameDecoder(), 3)
+    assert [msa(ack)[2] for ack in acks] == ["GP000101", "GP000102"]

@@ -312,7 +312,12 @@ def test_a_nul_in_a_filter_or_a_form_is_refused_on_both_databases(harness: Harne
     detail_url = f"{page.url}referrals/{referral.id}"
     detail = browser.get(detail_url)
     refused = _post(harness, browser, detail_url, detail.text,
-                    {"action": "record-outreach", "reason_code": "reached", "note": "\x00",
+                    {"action": "record-outreach", "outcome": "reached", "note": "\x00",
                      "version": str(referral.version)})
     assert refused.status_code == 400
+    detail = browser.get(detail_url)
+    odd = _post(harness, browser, detail_url, detail.text,
+                {"action": "record-outreach", "outcome": "x" * 300,
+                 "version": str(referral.version)})
+    assert odd.status_code < 500 and "choose the outcome" in odd.text
     assert harness.services.store.get(referral.id).version == referral.version

@@ -109,3 +109,11 @@ def test_a_nul_byte_is_named_by_segment_occurrence_and_field() -> None:
     assert (error.code, error.segment, error.sequence, error.field) == (102, "NTE", 2, 3)
     msh = intake().assess(ORIGINAL.replace(b"HUB|HUB", b"HUB|H\x00UB"))
     assert (msh.errors[0].segment, msh.errors[0].field) == ("MSH", 6)
+
+
+def test_framing_bytes_in_the_echoed_fields_are_left_out() -> None:
+    """A sender that restarted a frame inside its MSH: the ACK stays one readable frame."""
+    raw = b"MSH|^~\\&|PAS|HOSP|HUB|HUB|20240101||ADT^A04|C1|P|2\x0bMSH\x1c\rPID|1||X\r"
+    ack = build_ack(parse_header(raw), "AR")
+    assert b"\x0b" not in ack and b"\x1c" not in ack
+    assert segments(ack)[1] == ["MSA", "AR", "C1"]

@@ -81,3 +81,11 @@ def test_fuzz_arbitrary_bytes_never_crash(data: bytes) -> None:
     except FrameTooLarge:
         return
     assert all(b"\x0b" not in f[:0] for f in frames)
+
+
+def test_a_frame_over_the_limit_keeps_its_first_64_kib() -> None:
+    """As docs/hl7v2.md says (4 KiB were kept, too little to find the segment at fault)."""
+    decoder = FrameDecoder(max_bytes=100_000)
+    with pytest.raises(FrameTooLarge) as caught:
+        decoder.feed(b"\x0bMSH|^~\\&|" + b"x" * 200_000 + b"\x1c\r")
+    assert len(caught.value.head) == 65536 and caught.value.head.startswith(b"MSH|")
