@@ -143,3 +143,21 @@ def test_a_launch_limited_to_one_patient_sees_that_patient_only(harness: Harness
     assert refused.status_code == 403
     assert harness.services.store.get(other.id).stage == other.stage
     assert len(_refusals(harness)) == 2
+
+
+def test_the_server_warns_at_start_up_when_one_of_several_tenants_has_no_limit(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    tenants = [{"name": name, "iss": f"https://{name}.example/fhir", "client_id": name,
+                "client_secret": "s", "ehr_origins": [f"https://{name}.example"], **extra}
+               for name, extra in (("north", {"access_tenant": "north"}), ("south", {}))]
+    settings = Settings(
+        var_dir=tmp_path / "var", database_url=f"sqlite:///{tmp_path / 'refloop.db'}",
+        sections={"smart": {"tenants": tenants},
+                  "access": {"tenants": [{"name": "north", "sources": ["hl7|NORTH"]}]}})
+    services = build_services(settings)
+    try:
+        create_app(services)
+    finally:
+        services.close()
+    assert any("south has no access_tenant" in r.getMessage() and r.levelname == "WARNING"
+               and r.name == "refloop.smart" for r in caplog.records)

@@ -55,3 +55,20 @@ def test_client_config_text(tmp_path):
     assert "Launch URL:    https://refloop.example.org/smart/launch" in result.output
     assert "iss allowed: https://ehr.example/fhir/r4" in result.output
     assert "frame-ancestors: https://south.example" in result.output
+
+
+def test_client_config_shows_each_tenants_referrals_and_warns_about_an_unlimited_one(tmp_path):
+    path = tmp_path / "refloop.toml"
+    linked = CONFIG.replace('kid = "north-2025"', 'kid = "north-2025"\naccess_tenant = "n"')
+    path.write_text(linked + '[[access.tenants]]\nname = "n"\nsources = ["hl7|NORTH"]\n')
+    result = CliRunner().invoke(main, ["--config", str(path), "smart", "client-config"],
+                                env={"SOUTH_SECRET": "x"})
+    assert result.exit_code == 0, result.output
+    assert "referrals shown: access tenant n: hl7|NORTH" in result.stdout
+    assert "referrals shown: every referral (no access_tenant)" in result.stdout
+    assert "Warning: [smart] has 2 tenants and south has no access_tenant" in result.stderr
+    path.write_text(linked)  # no such [[access.tenants]] entry
+    unknown = CliRunner().invoke(main, ["--config", str(path), "smart", "client-config"],
+                                 env={"SOUTH_SECRET": "x"})
+    assert unknown.exit_code != 0
+    assert "access_tenant 'n' is not the name of an [[access.tenants]] entry" in unknown.output
