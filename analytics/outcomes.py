@@ -356,8 +356,10 @@ def referrals_behind(db: Database, filters: Filters, part: str, *, cohort_start_
     clauses = [*facts_clauses(filters), part_clause(part, now)]
     if cohort_start_day:
         start = _day(date.fromisoformat(cohort_start_day))
-        end = start + timedelta(days=7) if filters.grain == "week" else _next_month(start)
-        clauses += [f.detected_at >= start, f.detected_at < end]
+        clauses.append(f.detected_at >= start)
+        end = _cohort_end(start, filters.grain)
+        if end is not None:
+            clauses.append(f.detected_at < end)
     if after is not None:
         clauses.append(sa.or_(f.detected_at > after[0],
                               sa.and_(f.detected_at == after[0], f.referral_id > after[1])))
@@ -377,6 +379,15 @@ def _ordered_drops(items: Iterable[tuple[str, str, str, int]]
 
 def _day(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+def _cohort_end(start: datetime, grain: str) -> datetime | None:
+    """Where the week or month that begins at `start` ends; None for the calendar's last one
+    (year 9999), which runs to the calendar's end."""
+    try:
+        return start + timedelta(days=7) if grain == "week" else _next_month(start)
+    except (OverflowError, ValueError):
+        return None
 
 
 def _next_month(start: datetime) -> datetime:

@@ -201,3 +201,15 @@ def test_the_lists_behind_the_numbers_lead_back_to_the_same_breakdown(
     assert dict(parse_qsl(listed["back"]))["by"] == "payer"
     row = shown["breakdown"]["rows"][0]["cells"][0]["link"]
     assert dict(parse_qsl(row, keep_blank_values=True))["by"] == "payer"
+
+
+@pytest.mark.parametrize(("grain", "cohort"), [("week", "9999-12-27"), ("month", "9999-12-01")])
+def test_the_calendars_last_cohort_lists_without_overflow(
+        world: tuple[Services, list[Facts]], grain: str, cohort: str) -> None:
+    """The last week or month of year 9999 has no end to compare with (it raised an
+    OverflowError, a 500 on the dashboard's lists); it runs to the calendar's end."""
+    services, _facts = world
+    listed = dashboard.referrals(services.db, {
+        "grain": grain, "since": "0001-01-01", "until": "9999-12-31", "part": "visited",
+        "cohort": cohort}, NOW)
+    assert listed["cohort"] == cohort and listed["rows"] == []
