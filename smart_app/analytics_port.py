@@ -47,7 +47,7 @@ def query_args() -> dict[str, str]:
 
 def refused_for_patient(session: Session) -> Response | None:
     """The outcomes sum many patients' referrals: a launch the EHR limited to one patient (no
-    user/ scope granted) gets a 403 page, not the figures."""
+    user/ scope for referrals granted) gets a 403 page, not the figures."""
     if not session.context.patient_limited:
         return None
     html = render_template("smart/message.html", title="The dashboard is not available",

@@ -11,6 +11,20 @@ from smart_app.auth import LaunchError
 
 RELATIVE = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
 USER_TYPES = ("Practitioner", "PractitionerRole")
+#: the resource types whose user/-level grant means the user may see the whole panel's referrals
+PANEL_TYPES = ("ServiceRequest", "Task")
+
+
+def _allows(granted: str, levels: tuple[str, ...], resource_type: str, wanted: str) -> bool:
+    """Whether one granted scope (v1 `read`/`*` or v2 `cruds`) of one of `levels` covers
+    `resource_type` with one of the `wanted` v2 permissions (v1 `read` and `*` cover them)."""
+    kind, _, rest = granted.partition("/")
+    if kind not in levels or "." not in rest:
+        return False
+    rtype, _, perms = rest.partition(".")
+    perms = perms.split("?", 1)[0]
+    v2 = bool(perms) and set(perms) <= set("cruds") and bool(set(perms) & set(wanted))
+    return rtype in (resource_type, "*") and (perms in ("read", "*") or v2)
 
 
 @dataclass(frozen=True)
@@ -31,23 +45,18 @@ class LaunchContext:
 
     @property
     def patient_limited(self) -> bool:
-        """The EHR granted scopes and none of user/ (or system/) level: the user may read one
-        patient's data at most. (No scope in the token response means the scopes asked for.)"""
-        levels = {s.partition("/")[0] for s in self.scope if "/" in s}
-        return bool(self.scope) and not levels & {"user", "system"}
+        """The EHR granted scopes and none lets the user read or search referrals beyond one
+        patient: no user/ (or system/) scope for ServiceRequest, Task or every type. A user/
+        scope for another type (Practitioner, to show the user's name) does not lift the limit
+        the EHR put on the referrals. (No scope in the token response means the scopes asked
+        for.)"""
+        return bool(self.scope) and not any(
+            _allows(s, ("user", "system"), resource, "rs")
+            for s in self.scope for resource in PANEL_TYPES)
 
     def can_read(self, resource_type: str) -> bool:
         """Whether the granted scopes (v1 or v2) let the user read `resource_type`."""
-        for granted in self.scope:
-            kind, _, rest = granted.partition("/")
-            if kind not in ("user", "patient") or "." not in rest:
-                continue
-            rtype, _, perms = rest.partition(".")
-            perms = perms.split("?", 1)[0]
-            v2 = bool(perms) and set(perms) <= set("cruds") and "r" in perms
-            if rtype in (resource_type, "*") and (perms in ("read", "*") or v2):
-                return True
-        return False
+        return any(_allows(s, ("user", "patient"), resource_type, "r") for s in self.scope)
 
     def to_dict(self) -> dict[str, Any]:
         return {"user": self.user, "patient": self.patient, "encounter": self.encounter,

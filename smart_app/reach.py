@@ -1,6 +1,6 @@
 """What one launch may see: the referrals of its tenant's organisation (the referral sources of
 the `[[access.tenants]]` entry its `[[smart.tenants]]` entry names) and, when the EHR limited the
-launch to one patient (no user/ scope granted), that patient's referrals only.
+launch to one patient (no user/ scope for referrals granted), that patient's referrals only.
 
 Every view, list, count and action behind a launch goes through this: the worklist and its tasks
 filter with `sources`/`patient`, and each referral a URL names is fetched with `checked`, which

@@ -174,3 +174,20 @@ def test_csrf_needs_the_token_and_our_origin(form, headers, refused):
 
         problem = csrf_problem(request, expected_token="T", own_origin="https://app.example")
     assert (problem is not None) is refused
+
+
+@pytest.mark.parametrize(("scope", "limited"), [
+    ("patient/ServiceRequest.rs patient/Patient.rs user/Practitioner.rs", True),
+    ("patient/*.rs user/Patient.rs user/Task.write", True),
+    ("patient/ServiceRequest.rs", True),
+    ("user/ServiceRequest.rs user/Practitioner.rs", False),
+    ("patient/ServiceRequest.r user/ServiceRequest.s", False),
+    ("user/Task.read", False),
+    ("system/*.rs", False),
+])
+def test_only_a_user_level_grant_of_referrals_lifts_the_patient_limit(scope: str, limited: bool):
+    """A user/ scope for another type (Practitioner, to show the user's name) leaves the
+    referrals limited to the launch's patient, as the EHR granted them."""
+    context = LaunchContext(user="Practitioner/1", patient="Patient/p1",
+                            scope=("launch", "openid", *scope.split()))
+    assert context.patient_limited is limited
