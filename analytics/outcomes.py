@@ -42,6 +42,7 @@ from analytics.metrics import (
 from analytics.summary import Point, point_of, summary
 from analytics.tables import COUNT_COLUMNS, analytics_cube, analytics_dropoff, analytics_facts
 from referrals.store.database import Database
+from referrals.store.referrals import from_sources
 
 GRAIN_CODES = {"week": "w", "month": "m"}
 BREAKDOWN_ROWS = 50
@@ -257,8 +258,7 @@ def facts_clauses(filters: Filters) -> list[sa.ColumnElement[bool]]:
         clauses.append(f.detected_at < high)
     clauses.extend(f[dim] == value for dim, value in filters.where)
     if filters.sources is not None:
-        clauses.append(sa.or_(sa.false(), *(f.source_key.startswith(s + "|", autoescape=True)
-                                            for s in filters.sources)))
+        clauses.append(from_sources(f.source_key, filters.sources))
     return clauses
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from referrals.store.database import Database
+from referrals.store.referrals import from_sources
 from referrals.store.schema import referrals
 
 
@@ -91,9 +92,7 @@ def _clauses(query: TaskQuery) -> list[sa.ColumnElement[bool]]:
     if query.within_patient is not None:
         clauses.append(referrals.c.patient == query.within_patient)
     if query.within_sources is not None:
-        clauses.append(sa.or_(sa.false(), *(
-            referrals.c.source_key.startswith(source + "|", autoescape=True)
-            for source in query.within_sources)))
+        clauses.append(from_sources(referrals.c.source_key, query.within_sources))
     updated = referrals.c.updated_at
     for bound in query.last_updated:
         if bound.prefix == "eq":

@@ -360,13 +360,19 @@ def utcnow() -> datetime:
 def from_servers(source_key: sa.ColumnElement[str],
                  servers: tuple[str, ...]) -> sa.ColumnElement[bool]:
     """Referrals whose source key says they came from one of these FHIR servers."""
-    return sa.or_(*(source_key.startswith(prefix, autoescape=True)
-                    for prefix in source_key_prefixes(servers)))
+    return sa.or_(*(begins_with(source_key, prefix) for prefix in source_key_prefixes(servers)))
 
 
 def from_sources(source_key: sa.ColumnElement[str],
                  sources: tuple[str, ...]) -> sa.ColumnElement[bool]:
     """Referrals of these referral sources (a tenant's: source-key prefixes such as
     `fhir|https://ehr/fhir` or `hl7|CLINIC`, matched up to the next `|`); none when empty."""
-    return sa.or_(sa.false(), *(source_key.startswith(source + "|", autoescape=True)
-                                for source in sources))
+    return sa.or_(sa.false(), *(begins_with(source_key, source + "|") for source in sources))
+
+
+def begins_with(column: sa.ColumnElement[str], prefix: str) -> sa.ColumnElement[bool]:
+    """`column` begins with `prefix`, case and all. SQLite's LIKE ignores ASCII case, so the
+    LIKE alone would give `hl7|north` the referrals of `hl7|NORTH`; the same characters are
+    compared exactly too."""
+    return sa.and_(column.startswith(prefix, autoescape=True),
+                   sa.func.substr(column, 1, len(prefix)) == prefix)

@@ -16,6 +16,7 @@ from smart_harness import CLIENT_ID, SCOPES, Harness, Served
 from strict_ehr import StrictEhr
 
 from referrals.model import Command, Referral, new_referral_id
+from referrals.queries import TaskQuery, search_tasks
 from referrals.store.schema import resources
 from refloop.app import create_app
 from refloop.services import build_services
@@ -161,3 +162,23 @@ def test_the_server_warns_at_start_up_when_one_of_several_tenants_has_no_limit(
         services.close()
     assert any("south has no access_tenant" in r.getMessage() and r.levelname == "WARNING"
                and r.name == "refloop.smart" for r in caplog.records)
+
+
+def test_a_source_differing_only_in_case_is_another_organisation(two: tuple[Harness, Harness]):
+    """SQLite's LIKE ignores ASCII case: `fhir|HTTP://…/FHIR|…` (or `hl7|NORTH` against
+    `hl7|north`) must not be listed, counted or searched as north's `fhir|http://…/fhir`."""
+    north, _ = two
+    mine = _open(north, "n1")
+    draft = Referral(id=new_referral_id(), source_key=f"fhir|{north.ehr.fhir.upper()}|SR/x",
+                     service_request="ServiceRequest/x", patient="Patient/p1",
+                     specialty="cardiology")
+    north.services.referrals.open(draft, Command("detect"))
+    browser = north.browser()
+    page = north.launch(browser)
+    assert _ids(browser.get(page.url, params={"stage": "all"}).text) == {mine.id}
+    assert "detected: 1 (100%)" in browser.get(f"{page.url}dashboard").text
+    listed = browser.get(f"{page.url}dashboard/referrals", params={"part": "referrals"}).text
+    assert _ids(listed) == {mine.id}
+    found, total = search_tasks(north.services.db,
+                                TaskQuery(within_sources=(f"fhir|{north.ehr.fhir}",)))
+    assert [t["id"] for t in found] == [mine.id] and total == 1
