@@ -124,6 +124,7 @@ def from_section(section: dict[str, Any], var_dir: Path) -> SmartConfig:
     names = [t.name for t in tenants]
     if len(set(names)) != len(names):
         raise SmartConfigError(f"[smart] tenant names must be unique, got {names}")
+    _one_tenant_per_iss(tenants)
     key_file = section.get("token_key_file")
     return SmartConfig(
         tenants=tenants,
@@ -135,6 +136,21 @@ def from_section(section: dict[str, Any], var_dir: Path) -> SmartConfig:
         launch_states_per_source=_count(section, "launch_states_per_source", 20),
         launch_states_max=_count(section, "launch_states_max", 10_000),
     )
+
+
+def _one_tenant_per_iss(tenants: tuple[Tenant, ...]) -> None:
+    """A launch names only its `iss`, so an `iss` in two tenants' allow-lists would always be
+    the first one's: its client, its organisation's referrals. Refused rather than guessed."""
+    owner: dict[str, str] = {}
+    for tenant in tenants:
+        for iss in {normalise_iss(i) for i in tenant.issuers}:
+            if iss in owner:
+                raise SmartConfigError(
+                    f"[[smart.tenants]] {owner[iss]!r} and {tenant.name!r} both allow iss "
+                    f"{iss!r}: a launch names only its iss, so every launch from that EHR "
+                    "would be the first tenant's (its client, its organisation's referrals). "
+                    "List each EHR's iss in one tenant only")
+            owner[iss] = tenant.name
 
 
 #: the tenant `refloop demo` sets up for its demo EHR (refloop/demo_ehr.py)

@@ -62,3 +62,11 @@ def test_reach_by_source_and_by_patient():
     nobody = Reach(patient="", patient_servers=("https://n/fhir",))
     assert not nobody.allows("fhir|https://n/fhir|ServiceRequest/1", "")
     assert nobody.query_sources == () and Reach().query_sources is None
+
+
+def test_an_iss_in_two_tenants_is_refused():
+    """A launch names only its iss: the second tenant's organisation would get the first's."""
+    with pytest.raises(SmartConfigError, match=r"'north' and 'east' both allow iss "
+                       r"'https://north.example/fhir'"):
+        _config(_tenant("north", access_tenant="north"),
+                _tenant("east", access_tenant="east", iss=["https://north.example/fhir/"]))
