@@ -77,6 +77,21 @@ def from_section(section: dict[str, Any]) -> AccessConfig:
                         http_timeout_seconds=_number(section, "http_timeout_seconds", 10.0))
 
 
+#: source-key kinds whose every organisation shares the kind: a source must name one of them
+SHARED_KINDS = ("fhir", "hl7")
+
+
+def _check_sources(where: str, sources: list[str]) -> None:
+    """A source naming only a kind (`fhir`, `hl7|`) would be every FHIR server's (or every v2
+    sender's) referrals: refused, since it is a typo far more often than an intent."""
+    for source in sources:
+        if source.rstrip("|") in SHARED_KINDS:
+            raise AccessConfigError(
+                f"{where}: source {source!r} names no FHIR server or sending facility, so it "
+                "would be every organisation's referrals of that kind; write "
+                "\"fhir|<FHIR base>\" or \"hl7|<sending facility>\"")
+
+
 def _tenant(index: int, raw: Any) -> Tenant:
     where = f"[[access.tenants]] #{index + 1}"
     if not isinstance(raw, dict) or not raw.get("name"):
@@ -89,6 +104,7 @@ def _tenant(index: int, raw: Any) -> Tenant:
                                 "tenant, e.g. [\"fhir|https://ehr.example.org/fhir\", "
                                 "\"hl7|CLINIC\"] (see 'refloop referrals list --json', "
                                 "source_key)")
+    _check_sources(where, sources)
     issuer = str(raw.get("issuer", ""))
     jwks_uri = str(raw.get("jwks_uri", ""))
     introspection = str(raw.get("introspection_url", ""))
