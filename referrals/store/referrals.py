@@ -11,6 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from referrals.codec import referral_from_dict, referral_to_dict
 from referrals.errors import ConflictError, NotFound
@@ -372,7 +374,27 @@ def from_sources(source_key: sa.ColumnElement[str],
 
 def begins_with(column: sa.ColumnElement[str], prefix: str) -> sa.ColumnElement[bool]:
     """`column` begins with `prefix`, case and all. SQLite's LIKE ignores ASCII case, so the
-    LIKE alone would give `hl7|north` the referrals of `hl7|NORTH`; the same characters are
-    compared exactly too."""
+    LIKE alone would give `hl7|north` the referrals of `hl7|NORTH`: there the same characters
+    are compared exactly too. PostgreSQL's LIKE is exact already, and an extra condition there
+    misleads its planner (a tenant's worklist page took 3.4 times the unlimited one's)."""
     return sa.and_(column.startswith(prefix, autoescape=True),
-                   sa.func.substr(column, 1, len(prefix)) == prefix)
+                   _SameStart(column, sa.literal(len(prefix)), sa.literal(prefix)))
+
+
+class _SameStart(FunctionElement[bool]):
+    """`substr(column, 1, length) = prefix` on SQLite; true elsewhere (see begins_with)."""
+
+    type = sa.Boolean()
+    name = "same_start"
+    inherit_cache = True
+
+
+@compiles(_SameStart)
+def _same_start_elsewhere(element: _SameStart, compiler: Any, **kw: Any) -> str:
+    return "(1 = 1)"
+
+
+@compiles(_SameStart, "sqlite")
+def _same_start_sqlite(element: _SameStart, compiler: Any, **kw: Any) -> str:
+    column, length, prefix = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(substr({column}, 1, {length}) = {prefix})"
