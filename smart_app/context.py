@@ -45,12 +45,15 @@ class LaunchContext:
 
     @property
     def patient_limited(self) -> bool:
-        """The EHR granted scopes and none lets the user read or search referrals beyond one
-        patient: no user/ (or system/) scope for ServiceRequest, Task or every type. A user/
-        scope for another type (Practitioner, to show the user's name) does not lift the limit
-        the EHR put on the referrals. (No scope in the token response means the scopes asked
-        for.)"""
-        return bool(self.scope) and not any(
+        """The EHR limited the launch to one patient: it granted patient/ scopes (or scopes of
+        no user/ or system/ level at all), and none lets the user read or search referrals
+        beyond that patient: no user/ (or system/) scope for ServiceRequest, Task or every type.
+        A user/ scope for another type (Practitioner, to show the user's name) does not lift the
+        limit the EHR put on the referrals; a launch with user/ scopes only is not limited.
+        (No scope in the token response means the scopes asked for.)"""
+        levels = {s.partition("/")[0] for s in self.scope if "/" in s}
+        limited = "patient" in levels or not levels & {"user", "system"}
+        return bool(self.scope) and limited and not any(
             _allows(s, ("user", "system"), resource, "rs")
             for s in self.scope for resource in PANEL_TYPES)
 

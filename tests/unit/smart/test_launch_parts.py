@@ -184,6 +184,9 @@ def test_csrf_needs_the_token_and_our_origin(form, headers, refused):
     ("patient/ServiceRequest.r user/ServiceRequest.s", False),
     ("user/Task.read", False),
     ("system/*.rs", False),
+    ("user/Practitioner.rs user/Patient.rs", False),  # the EHR limited nothing to a patient
+    ("patient/Patient.rs", True),
+    ("openid fhirUser", True),
 ])
 def test_only_a_user_level_grant_of_referrals_lifts_the_patient_limit(scope: str, limited: bool):
     """A user/ scope for another type (Practitioner, to show the user's name) leaves the
