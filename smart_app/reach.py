@@ -47,9 +47,12 @@ class Reach:
         patient in context."""
         return () if self.patient == "" else self.sources
 
+    def in_sources(self, source_key: str) -> bool:
+        """Whether the referral's source is one of the organisation's (always, with no limit)."""
+        return self.sources is None or any(source_key.startswith(s + "|") for s in self.sources)
+
     def allows(self, source_key: str, patient: str) -> bool:
-        if self.sources is not None and \
-                not any(source_key.startswith(s + "|") for s in self.sources):
+        if not self.in_sources(source_key):
             return False
         if self.patient is None:
             return True
@@ -57,8 +60,7 @@ class Reach:
             source_key.startswith(source_key_prefixes(self.patient_servers))
 
     def why_not(self, referral: Referral) -> str:
-        if self.sources is not None and \
-                not any(referral.source_key.startswith(s + "|") for s in self.sources):
+        if not self.in_sources(referral.source_key):
             return ("This referral belongs to another organisation than the EHR you launched "
                     "Refloop from, so it is not shown here.")
         return ("The EHR gave this launch access to one patient's records only, and this "
