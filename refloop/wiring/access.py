@@ -64,7 +64,8 @@ def access_of(services: Services) -> Access:
 def routes(app: Flask, services: Services) -> None:
     from access.discovery import TOKEN_PATH, supported_scopes
     from access.server import build_server
-    from access.web import access_blueprint
+    from access.web import access_blueprint, token_error_page
+    from refloop import error_pages
 
     access = access_of(services)
     base = services.settings.base_url
@@ -73,6 +74,7 @@ def routes(app: Flask, services: Services) -> None:
                           lifetime=access.config.token_lifetime_seconds)
     app.register_blueprint(access_blueprint(
         server, base, lambda: supported_scopes(access.guard.fhir_interactions)))
+    error_pages.register(app, TOKEN_PATH, token_error_page)
 
 
 def work_handlers(services: Services) -> dict[str, Handler]:
