@@ -196,16 +196,25 @@ def clients_remove(obj: Context, client: str) -> None:
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The client's private key (PEM) or private JWK (JSON).")
 @click.option("--kid", default="", help="The key's kid (default: the JWK's kid).")
-@click.option("--scope", default="system/Task.rs", show_default=True)
+@click.option("--scope", "scopes", multiple=True,
+              help="A scope to ask for (repeat the option, or give several separated by "
+                   "spaces). Default: every scope the client registered here ('refloop clients "
+                   "list' shows them); required for a client of another server's token "
+                   "endpoint (--token-url).")
 @click.option("--token-url", default="", help="Default: this server's token endpoint.")
 @pass_context
-def clients_token(obj: Context, client_id: str, key_file: Path, kid: str, scope: str,
-                  token_url: str) -> None:
-    """Get an access token as a client would (for trying the API from a shell): prints it."""
+def clients_token(obj: Context, client_id: str, key_file: Path, kid: str,
+                  scopes: tuple[str, ...], token_url: str) -> None:
+    """Get an access token as a client would (for trying the API from a shell): prints it.
+
+    Without --scope it asks for every scope the client registered, as `refloop clients add
+    --scope` gave them."""
     from access.client import request_token
     from access.discovery import TOKEN_PATH
 
     url = token_url or obj.settings.base_url + TOKEN_PATH
+    scope = " ".join(s for item in scopes for s in item.split()) or \
+        _registered_scopes(obj, client_id)
     started = time.monotonic()
     token = request_token(url, client_id=client_id, key_file=key_file, kid=kid, scope=scope)
     click.echo(token["access_token"])
@@ -213,6 +222,14 @@ def clients_token(obj: Context, client_id: str, key_file: Path, kid: str, scope:
                f"{(time.monotonic() - started) * 1000:.0f} ms)", err=True)
 
 
+def _registered_scopes(obj: Context, client_id: str) -> str:
+    """The scopes `client_id` registered in this server's database, or a usage error that says
+    how to name them."""
+    found = access_of(obj.services).clients.get(client_id)
+    if found is None:
+        raise click.UsageError(f"no client {client_id!r} is registered here, so its scopes are "
+                               "not known: pass them with --scope (e.g. --scope system/Task.rs)")
+    return " ".join(found.scopes)
 
 
 DEMO_CLIENT = "demo-reader"
