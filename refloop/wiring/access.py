@@ -13,6 +13,7 @@ Other wiring modules protect their routes with the guard, never with code of the
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ import click
 
 from refloop.context import Context, pass_context
 from refloop.wiring import Timer
+
+log = logging.getLogger("refloop.access")
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -75,6 +78,24 @@ def routes(app: Flask, services: Services) -> None:
     app.register_blueprint(access_blueprint(
         server, base, lambda: supported_scopes(access.guard.fhir_interactions)))
     error_pages.register(app, TOKEN_PATH, token_error_page)
+    warn_unmatched_tenants(services, access.config)
+
+
+def warn_unmatched_tenants(services: Services, config: AccessConfig) -> None:
+    """At start-up, a warning for each tenant none of whose sources any referral came from: its
+    launches and tokens see nothing (a source misspelt, or no referral from it yet). One index
+    probe per source."""
+    for tenant in config.tenants:
+        try:
+            missing = services.store.unmatched_sources(tenant.sources)
+        except Exception:  # no schema yet ('refloop db upgrade' pending): nothing to compare
+            log.debug("tenant sources not checked", exc_info=True)
+            return
+        if tenant.sources and len(missing) == len(tenant.sources):
+            log.warning(f"[[access.tenants]] {tenant.name}: no referral comes from its sources "
+                        f"({', '.join(tenant.sources)}), so its launches and tokens see none. "
+                        "Compare its sources with the source keys 'refloop referrals list "
+                        "--json' shows (until its first referral arrives, this is expected)")
 
 
 def work_handlers(services: Services) -> dict[str, Handler]:
