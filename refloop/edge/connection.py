@@ -22,6 +22,7 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
+from refloop.edge.head_rules import refusal as refuse_head
 from refloop.edge.limits import EdgeLimits
 from refloop.edge.messages import (
     STATUS_LINES,
@@ -119,8 +120,9 @@ class EdgeConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._early(self.current or Pending(), outcome(
-                400, "not-supported", "protocol upgrades are not supported"))
+            if not self.closing:  # refused at its headers (head_rules); answered once
+                self._early(self.current or Pending(), outcome(
+                    400, "not-supported", "protocol upgrades are not supported"))
         except httptools.HttpParserError as exc:
             self._framing(exc)
         if len(self.queue) >= MAX_QUEUED:  # a client sending ahead (pipelining) waits
@@ -168,6 +170,12 @@ class EdgeConnection(asyncio.Protocol):
         if size > self.limits.max_header_bytes:
             self._early(pending, outcome(431, "too-costly", "the request line and headers "
                                          f"exceed {self.limits.max_header_bytes} bytes"))
+            return
+        refusal = refuse_head(self.parser.get_method().decode("latin-1"),
+                              self.parser.get_http_version(), pending.header_list,
+                              self.parser.should_upgrade())
+        if refusal is not None:
+            self._early(pending, refusal)
             return
         head = self._head(pending)
         if head is None:

@@ -210,3 +210,29 @@ def test_a_source_differing_only_in_case_is_another_organisation(two: tuple[Harn
     found, total = search_tasks(north.services.db,
                                 TaskQuery(within_sources=(f"fhir|{north.ehr.fhir}",)))
     assert [t["id"] for t in found] == [mine.id] and total == 1
+
+
+def test_an_organisation_whose_sources_match_no_referral_is_told_so(
+        two: tuple[Harness, Harness], caplog: pytest.LogCaptureFixture):
+    """North's sources match no referral (only south has some): its worklist and dashboard say
+    so and name the setting; the server warns at start-up; south's pages have no notice."""
+    north, south = two
+    _open(south, "s1")
+    create_app(north.services)  # as a restarted server would
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+              and r.name == "refloop.access"]
+    assert len(warned) == 1 and "[[access.tenants]] north" in warned[0], warned
+    browser = north.browser()
+    page = north.launch(browser)
+    assert _ids(page.text) == set()
+    for html in (page.text, browser.get(f"{page.url}dashboard").text):
+        assert "No referral matches this organisation's configured referral sources" in html
+        assert "<code>[[access.tenants]]</code> entry <code>north</code>" in html
+        assert f"<code>fhir|{north.ehr.fhir}</code>" in html
+    south_browser = south.browser()
+    south_page = south.launch(south_browser)
+    assert "configured referral sources" not in south_page.text
+    assert "configured referral sources" not in south_browser.get(
+        f"{south_page.url}dashboard").text
+    _open(north, "n1")
+    assert "configured referral sources" not in browser.get(page.url).text
