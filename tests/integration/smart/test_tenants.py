@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from joserfc.jwk import RSAKey
-from smart_harness import CLIENT_ID, SCOPES, Harness, Served
+from smart_harness import CLIENT_ID, SCOPES, Harness, Served, smart_settings
 from strict_ehr import StrictEhr
 
 from referrals.model import Command, Referral, new_referral_id
@@ -144,6 +144,34 @@ def test_a_launch_limited_to_one_patient_sees_that_patient_only(harness: Harness
     assert refused.status_code == 403
     assert harness.services.store.get(other.id).stage == other.stage
     assert len(_refusals(harness)) == 2
+
+
+def test_a_granular_user_scope_does_not_lift_the_patient_limit(
+        database_url: str, tmp_path: Path, ehr: StrictEhr, app_key: tuple[Path, RSAKey]):
+    """`user/ServiceRequest.rs?category=…` lets the user read some orders, under a restriction
+    the app does not evaluate: the launch stays limited to its patient."""
+    key_file, key = app_key
+    scopes = ("launch openid fhirUser patient/*.rs "
+              "user/ServiceRequest.rs?category=http://snomed.info/sct|3457005")
+    served = Served()
+    services = build_services(smart_settings(database_url, tmp_path, ehr, key_file, served.url,
+                                             scopes=scopes))
+    served.app = create_app(services)
+    ehr.register(CLIENT_ID, f"{served.url}/smart/callback", scopes,
+                 jwks={"keys": [key.as_dict(private=False) | {"kid": "refloop-1"}]})
+    h = Harness(ehr, services, served.url, key_file)
+    try:
+        own, other = _open(h, "g-p1"), _open(h, "g-p2", patient="Patient/p2")
+        browser = h.browser()
+        page = h.launch(browser, patient="p1")
+        assert "Show the whole panel" not in page.text
+        assert _ids(browser.get(page.url, params={"panel": "all", "stage": "all"}).text) == {
+            own.id}
+        assert browser.get(f"{page.url}referrals/{other.id}").status_code == 403
+        assert browser.get(f"{page.url}dashboard").status_code == 403
+    finally:
+        served.stop()
+        services.close()
 
 
 def test_the_server_warns_at_start_up_when_one_of_several_tenants_has_no_limit(
