@@ -267,6 +267,12 @@ def framing_rows() -> list[Row]:
     rows.append(Row("oversized-smart", b"POST /smart/s/abc/referrals/x/act HTTP/1.1\r\n"
                     b"Host: x\r\nContent-Type: application/x-www-form-urlencoded\r\n" + huge,
                     413, "Request Entity Too Large", 0, after="health", half_close=False))
+    rows.append(Row("oversized-patient-page", b"POST /p/nope HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/x-www-form-urlencoded\r\n" + huge, 413,
+                    "That was too much to send", 0, after="health", half_close=False))
+    rows.append(Row("oversized-unsubscribe", b"POST /outreach/unsubscribe/nope HTTP/1.1\r\n"
+                    b"Host: x\r\nContent-Type: application/x-www-form-urlencoded\r\n" + huge,
+                    413, "Too much to send", 0, after="health", half_close=False))
     rows.append(Row("oversized-loop-bad-link", b"POST /loop/u/nope HTTP/1.1\r\nHost: x\r\n"
                     b"Content-Type: multipart/form-data; boundary=b\r\n" + huge, 404,
                     "This link does not work", 0, after="health", half_close=False))
