@@ -255,8 +255,27 @@ def framing_rows() -> list[Row]:
                     + bearer + b"Content-Length: 50\r\n\r\n{}", 400, "incomplete", 0,
                     after="fhir"))
     rows.append(Row("framing-fhir-oversized", b"POST /fhir/Task HTTP/1.1\r\nHost: x\r\n"
-                    + bearer + b"Content-Length: 99999999999\r\n\r\n", 413, "too-costly", 0,
-                    after="fhir", half_close=False))
+                    + bearer + b"Content-Length: 99999999999\r\n\r\n" + b"{" * 70000, 413,
+                    "too-costly", 0, after="fhir", half_close=False))
+    huge = b"Content-Length: 99999999999\r\n\r\n" + b"x" * 70000
+    rows.append(Row("oversized-fhir-half-closed", b"POST /fhir/Task HTTP/1.1\r\nHost: x\r\n"
+                    + bearer + b"Content-Length: 99999999999\r\n\r\n{}", 413, "too-costly", 0,
+                    after="fhir"))
+    rows.append(Row("oversized-token", b"POST /auth/token HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/x-www-form-urlencoded\r\n" + huge, 413,
+                    "oauth:invalid_request", 0, after="fhir", half_close=False))
+    rows.append(Row("oversized-smart", b"POST /smart/s/abc/referrals/x/act HTTP/1.1\r\n"
+                    b"Host: x\r\nContent-Type: application/x-www-form-urlencoded\r\n" + huge,
+                    413, "Request Entity Too Large", 0, after="health", half_close=False))
+    rows.append(Row("oversized-patient-page", b"POST /p/nope HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/x-www-form-urlencoded\r\n" + huge, 413,
+                    "That was too much to send", 0, after="health", half_close=False))
+    rows.append(Row("oversized-unsubscribe", b"POST /outreach/unsubscribe/nope HTTP/1.1\r\n"
+                    b"Host: x\r\nContent-Type: application/x-www-form-urlencoded\r\n" + huge,
+                    413, "Too much to send", 0, after="health", half_close=False))
+    rows.append(Row("oversized-loop-bad-link", b"POST /loop/u/nope HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: multipart/form-data; boundary=b\r\n" + huge, 404,
+                    "This link does not work", 0, after="health", half_close=False))
     return rows
 
 
