@@ -3,10 +3,12 @@ deletes) for REF, ADT, SIU and ORM/OMG, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import sqlalchemy as sa
 
+from hl7_bridge.ids import recent_id
 from referrals.model import Referral
 from referrals.store.schema import referrals, resources
 
@@ -83,6 +85,30 @@ def test_an_i13_that_changes_only_the_priority_erases_nothing(feed: Feed) -> Non
     assert {"+1 734 5551234", "adam@example.com", "+1 734 5559876"} <= \
         set(values(patient, "telecom"))
     assert patient["address"][0]["city"] == "Ann Arbor"
+
+
+def test_after_a_restart_an_update_finds_the_patient_and_request_by_their_keys(
+        feed: Feed) -> None:
+    """A new patient's and ServiceRequest's ids are time-ordered (version 7 UUIDs), not derived
+    from their keys: a worker that did not map the I12 (its recent ids emptied, as after a
+    restart) finds both through the patient index and the referral's key, so the update
+    lands on the same resources and v2 state and creates nothing."""
+    send(feed, ref_i12())
+    before = the_referral(feed)
+    for reference in (before.patient, before.service_request):
+        assert uuid.UUID(reference.split("/")[1]).version == 7, reference
+    request_before = body(feed, before.service_request)
+    recent_id.ids.clear()
+
+    send(feed, ref_i13("UPD9", {1: "P", 2: "A^ASAP^HL70280"}))
+    after = the_referral(feed)
+    assert (after.patient, after.service_request) == (before.patient, before.service_request)
+    assert after.priority == "asap" and after.requester == before.requester
+    assert body(feed, after.service_request)["reasonCode"] == request_before["reasonCode"]
+    with feed.services.db.read() as conn:
+        kinds = dict(conn.execute(sa.select(resources.c.resource_type, sa.func.count())
+                                  .group_by(resources.c.resource_type)).all())
+    assert (kinds["Patient"], kinds["ServiceRequest"]) == (1, 1)
 
 
 def test_a_double_quote_null_deletes_the_field(feed: Feed) -> None:
