@@ -1,22 +1,49 @@
 """Updates apply field by field with v2 semantics (an empty field changes nothing, `""`
-deletes) for REF, ADT, SIU and ORM/OMG, on SQLite and PostgreSQL."""
+deletes) for REF, ADT, SIU and ORM/OMG, on SQLite and PostgreSQL; each parsed and mapped in
+the worker, and in the mapping process (hl7_bridge/mapper.py: the writer then parses a
+message only to merge it with a stored state)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
+from hl7_bridge.config import Hl7Config
 from hl7_bridge.ids import recent_id
+from hl7_bridge.mapper import MappingProcess
 from referrals.model import Referral
 from referrals.store.schema import referrals, resources
+from refloop.services import Services
 
 from .conftest import Feed, fixture
 
 REF_SENDER = "hl7:EHRX^CLINIC"
 PID_3 = "A100234^^^CLINIC&2.16.840.1.113883.3.9999.11&ISO^MR"
 MSH = "MSH|^~\\&|{app}|{facility}|REFHUB|HUB|20240516093000-0500||{type}|{control}|P|2.5.1\r"
+
+
+@pytest.fixture(scope="module")
+def mapping_process() -> Iterator[MappingProcess]:
+    process = MappingProcess(Hl7Config(), min_batch=1)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(params=["worker", "mapping-process"])
+def feed(request: pytest.FixtureRequest, services: Services,
+         mapping_process: MappingProcess) -> Iterator[Feed]:
+    feed = Feed(services)
+    there = request.param == "mapping-process"
+    feed.adapter.applier.mapper = mapping_process if there else None
+    before = mapping_process.mapped
+    yield feed
+    feed.adapter.applier.mapper = None  # the module's process outlives these services
+    assert (mapping_process.mapped > before) == there  # the messages went where they should
 
 
 def segment(name: str, fields: dict[int, str]) -> str:
