@@ -87,13 +87,7 @@ class Portal:
         try:
             documents.check_pdf(content, self.config.max_upload_bytes)
         except InboundError as exc:
-            if self.core.quarantine is not None:  # kept, as all refused input (even empty)
-                self.core.quarantine.put(
-                    origin="http", kind="loop.upload", original=content[
-                        :self.config.max_upload_bytes],
-                    reason=f"upload for referral {link.referral_id} refused: {exc}",
-                    content_type="application/octet-stream")
-            raise PortalError(str(exc), exc.status) from exc
+            raise self.refuse(link, [content], str(exc), exc.status) from exc
         now = self.now()
         name = _safe_name(filename)
         with self.core.db.write() as conn:
@@ -121,6 +115,35 @@ class Portal:
                 raise PortalError("The referral cannot take a note any more; nothing was "
                                   "uploaded. Call the referral team.", 409) from exc
         return action
+
+    def refuse(self, link: Link, kept: list[bytes], message: str, status: int, *,
+               detail: str = "") -> PortalError:
+        """Keep refused input in quarantine (each file, even empty, up to the upload limit)
+        under the link's referral; the error to show the person."""
+        if self.core.quarantine is not None:
+            for content in kept:
+                self.core.quarantine.put(
+                    origin="http", kind="loop.upload",
+                    original=content[:self.config.max_upload_bytes],
+                    reason=f"upload for referral {link.referral_id} refused: {message}{detail}",
+                    content_type="application/octet-stream")
+        return PortalError(message, status)
+
+    def refuse_oversized(self, link: Link, first: bytes, limit: int) -> PortalError:
+        """An upload over the web server's body limit, of which only the first part was read:
+        that part is kept."""
+        return self.refuse(link, [first], f"The file is larger than "
+                           f"{documents.megabytes(self.config.max_upload_bytes)} MB. Upload a "
+                           "smaller PDF.", 413, detail=f" (the request was over the web "
+                           f"server's limit of {limit} bytes; its first {len(first)} bytes "
+                           "are kept)")
+
+    def refuse_several(self, link: Link, sent: list[bytes]) -> PortalError:
+        """A form that sent more than one file: each is kept (not their names, which may name
+        the patient), none is taken."""
+        return self.refuse(link, sent,
+                           f"Upload one PDF at a time: the form sent {len(sent)} files. "
+                           "Nothing was uploaded.", 400)
 
     # -- the note ---------------------------------------------------------------------------
 

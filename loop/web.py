@@ -45,15 +45,37 @@ REFUSED = {
                "referral team for a new link.", 423),
     "used": ("The consult note was already uploaded", "Thank you: we have it. If it was the "
              "wrong document, call the referral team.", 410),
+    "too-large": ("The request was too large", "Nothing was sent. Go back and try again; to "
+                  "send a large document, call the referral team.", 413),
 }
+#: the upload view's endpoint (an oversized upload is answered before the view runs)
+UPLOAD_ENDPOINT = "loop_pages.upload"
 
 
 def error_page(status: int) -> Response:
     """The page for a path under /loop that no route answers (a trailing slash, a missing or
-    extra segment): the unknown-link page, with the providers' pages' headers."""
-    heading, text, _status = REFUSED["unknown"]
+    extra segment): the unknown-link page, with the providers' pages' headers; for a request
+    over the web server's size limit, the too-large page."""
+    heading, text, _status = REFUSED["too-large" if status == 413 else "unknown"]
     html = render_template("loop/message.html", heading=heading, text=text)
     return Response(html, status=status, headers=SECURITY)
+
+
+def oversized_upload(portal: Portal) -> Callable[[bytes, int], Response | None]:
+    """The answer to an upload over the web server's body limit (only its first part was read):
+    on a valid upload link, that part is kept for the link's referral and the upload page says
+    how large a file may be; a bad link gets its page, and nothing is kept. None for the other
+    paths under /loop (the too-large page)."""
+    def answer(first: bytes, limit: int) -> Response | None:
+        if request.endpoint != UPLOAD_ENDPOINT or not request.view_args:
+            return None
+        token = str(request.view_args["token"])
+        link, refusal = _opened(portal, token, UPLOAD)
+        if link is None:
+            return refusal
+        error = portal.refuse_oversized(link, first, limit)
+        return _upload_page(portal, link, token, str(error), error.status)
+    return answer
 
 
 def loop_blueprint(portal: Portal) -> Blueprint:
@@ -68,28 +90,10 @@ def loop_blueprint(portal: Portal) -> Blueprint:
         response.headers.update(SECURITY)
         return response
 
-    def page(template: str, status: int = 200, **values: Any) -> Response:
-        return Response(render_template(f"loop/{template}", **values), status=status)
-
-    def message(heading: str, text: str, status: int) -> Response:
-        return page("message.html", status, heading=heading, text=text)
-
-    def refused(state: str) -> Response:
-        heading, text, status = REFUSED[state]
-        return message(heading, text, status)
+    page, message, refused = _page, _message, _refused
 
     def opened(token: str, purpose: str) -> tuple[Link | None, Response | None]:
-        """The link of `token`, or the page that says why not (and counts the miss)."""
-        now, source = portal.now(), request.remote_addr or "unknown"
-        if links.throttled(source, now):
-            return None, message("Too many attempts", "Wait an hour, then open the link "
-                                 "from the mail again.", 429)
-        link = links.try_get(token, purpose)
-        if link is None:
-            links.fail_source(source, now)
-            return None, refused("unknown")
-        state = link.state(now)
-        return (link, None) if state == VALID else (None, refused(state))
+        return _opened(portal, token, purpose)
 
     # -- the specialist's upload ------------------------------------------------------------
 
@@ -108,14 +112,17 @@ def loop_blueprint(portal: Portal) -> Blueprint:
         if link is None:
             assert answer is not None
             return answer
-        sent = request.files.get("note")
-        content = sent.stream.read(portal.config.max_upload_bytes + 1) if sent else b""
+        limit = portal.config.max_upload_bytes + 1
+        parts = [(f.filename or "", f.stream.read(limit))
+                 for _, f in request.files.items(multi=True)]
+        sent = [(name, content) for name, content in parts if name or content]  # not empty inputs
         try:
-            done = portal.accept_upload(link, content, sent.filename or "" if sent else "")
+            if len(sent) > 1:
+                raise portal.refuse_several(link, [content for _, content in sent])
+            name, content = sent[0] if sent else ("", b"")
+            done = portal.accept_upload(link, content, name)
         except PortalError as exc:
-            return page("upload.html", exc.status, token=token,
-                        visit=portal.visit_facts(link), error=str(exc),
-                        limit_mb=documents.megabytes(portal.config.max_upload_bytes))
+            return _upload_page(portal, link, token, str(exc), exc.status)
         return page("uploaded.html", visit=portal.visit_facts(link), done=done)
 
     # -- the referrer's note ----------------------------------------------------------------
@@ -190,6 +197,39 @@ def loop_blueprint(portal: Portal) -> Blueprint:
         return response
 
     return bp
+
+
+def _page(template: str, status: int = 200, **values: Any) -> Response:
+    return Response(render_template(f"loop/{template}", **values), status=status)
+
+
+def _message(heading: str, text: str, status: int) -> Response:
+    return _page("message.html", status, heading=heading, text=text)
+
+
+def _refused(state: str) -> Response:
+    heading, text, status = REFUSED[state]
+    return _message(heading, text, status)
+
+
+def _opened(portal: Portal, token: str, purpose: str) -> tuple[Link | None, Response | None]:
+    """The link of `token`, or the page that says why not (and counts the miss)."""
+    links = portal.links
+    now, source = portal.now(), request.remote_addr or "unknown"
+    if links.throttled(source, now):
+        return None, _message("Too many attempts", "Wait an hour, then open the link from the "
+                              "mail again.", 429)
+    link = links.try_get(token, purpose)
+    if link is None:
+        links.fail_source(source, now)
+        return None, _refused("unknown")
+    state = link.state(now)
+    return (link, None) if state == VALID else (None, _refused(state))
+
+
+def _upload_page(portal: Portal, link: Link, token: str, error: str, status: int) -> Response:
+    return _page("upload.html", status, token=token, visit=portal.visit_facts(link), error=error,
+                 limit_mb=documents.megabytes(portal.config.max_upload_bytes))
 
 
 def _date_of_birth(form: Any) -> date | None:

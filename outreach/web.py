@@ -115,7 +115,11 @@ def outreach_blueprint(rt: Runtime) -> Blueprint:
 
 
 def unsubscribe_error_page(status: int) -> Response:
-    """An unknown token, or a path under /outreach/unsubscribe that no route answers."""
+    """An unknown token, or a path under /outreach/unsubscribe that no route answers; a request
+    over the web server's size limit (413) is told that nothing was sent."""
+    if status == 413:
+        return _page("Too much to send", "Nothing was sent. Go back and try again, or reply "
+                     "STOP to a text to stop messages.", status)
     return _page("Link not valid", "This unsubscribe link is not valid. Reply STOP to a text, "
                  "or call us, to stop messages.", status)
 

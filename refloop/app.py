@@ -13,7 +13,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from referrals.store.migrate import pending
-from refloop import error_pages, request_guard
+from refloop import error_pages, oversized, request_guard
 from refloop.core_services import Services
 from refloop.home import home_routes
 from refloop.logs import redact_request_lines, redact_text
@@ -41,7 +41,7 @@ FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
 def create_app(services: Services) -> Flask:
     redact_request_lines()
     app = Flask("refloop")
-    app.config["MAX_CONTENT_LENGTH"] = 16 * 1024 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = services.settings.http_max_body_bytes
     app.extensions["refloop"] = services
 
     @app.get("/healthz")
@@ -70,6 +70,8 @@ def create_app(services: Services) -> Flask:
     @app.before_request
     def _start_timer() -> None:
         g.started = time.perf_counter()
+
+    oversized.install(app)
 
     @app.after_request
     def _log(response: Response) -> Response:
@@ -150,9 +152,9 @@ def _client_error(exc: HTTPException) -> Any:
     code = exc.code or 500
     if not 400 <= code < 500:
         return exc
+    text = str(exc.description) if code == 413 else f"{exc.name} ({request.method})"
     body = {"resourceType": "OperationOutcome", "issue": [{
-        "severity": "error", "code": _ISSUE_CODES.get(code, "invalid"),
-        "diagnostics": f"{exc.name} ({request.method})"}]}
+        "severity": "error", "code": _ISSUE_CODES.get(code, "invalid"), "diagnostics": text}]}
     headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
     return Response(json.dumps(body), status=code, headers=headers,
                     mimetype="application/fhir+json")

@@ -67,6 +67,10 @@ TEXT: dict[str, dict[str, str]] = {
                            "message or call us for a new one.",
                      "es": "El enlace venció o ya no es válido. Responda a nuestro mensaje "
                            "o llámenos para recibir uno nuevo."},
+    "too_large_heading": {"en": "That was too much to send",
+                          "es": "Eso era demasiado para enviar"},
+    "too_large_text": {"en": "Nothing was sent. Go back and try again, or call us.",
+                       "es": "No se envió nada. Vuelva atrás e inténtelo de nuevo, o llámenos."},
     "throttled": {"en": "Too many attempts from this device. Try again in an hour.",
                   "es": "Demasiados intentos desde este dispositivo. Inténtelo en una hora."},
     "session_heading": {"en": "Please open your link again",

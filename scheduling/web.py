@@ -45,11 +45,13 @@ def _headers(response: Response) -> Response:
 
 def error_page(status: int) -> Response:
     """The page for a path under /p that no route answers (a trailing slash, a missing or extra
-    segment): the invalid-link page in the browser's language, with the patient pages' headers."""
+    segment): the invalid-link page in the browser's language, with the patient pages' headers;
+    for a request over the web server's size limit (413), the too-much-to-send page."""
     lang = request.accept_languages.best_match(LANGUAGES) or "en"
+    which = "too_large" if status == 413 else "invalid"
     html = render_template("scheduling/message.html", lang=lang,
                            t=lambda key, **kw: t(key, lang, **kw),
-                           heading=t("invalid_heading", lang), text=t("invalid_text", lang))
+                           heading=t(f"{which}_heading", lang), text=t(f"{which}_text", lang))
     return _headers(Response(html, status=status))
 
 

@@ -28,7 +28,7 @@ from flask import Blueprint, Response, abort, render_template, request
 from referrals.store.schema import resources
 from smart_app import audit
 from smart_app.patient_label import display_name
-from smart_app.reach import reach_of
+from smart_app.reach import reach_of, unmatched_sources
 from smart_app.runtime import SmartRuntime
 from smart_app.sessions import Session
 
@@ -60,14 +60,15 @@ def refused_for_patient(session: Session) -> Response | None:
 
 def outcomes_page(rt: SmartRuntime, session: Session) -> Response:
     sources = reach_of(rt.config, session).sources
+    notice = unmatched_sources(rt, session)
     try:
         data = rt.analytics.view(query_args(), sources)
     except ValueError as exc:
         data = rt.analytics.view({}, sources)
         return _render(session, "smart/outcomes.html", d=data, error=str(exc), status=400,
-                       names=_referrer_names(rt, data))
+                       names=_referrer_names(rt, data), sources_notice=notice)
     return _render(session, "smart/outcomes.html", d=data, error="",
-                   names=_referrer_names(rt, data))
+                   names=_referrer_names(rt, data), sources_notice=notice)
 
 
 def _referrer_names(rt: SmartRuntime, data: dict[str, Any]) -> dict[str, str]:

@@ -15,16 +15,37 @@ USER_TYPES = ("Practitioner", "PractitionerRole")
 PANEL_TYPES = ("ServiceRequest", "Task")
 
 
-def _allows(granted: str, levels: tuple[str, ...], resource_type: str, wanted: str) -> bool:
-    """Whether one granted scope (v1 `read`/`*` or v2 `cruds`) of one of `levels` covers
-    `resource_type` with one of the `wanted` v2 permissions (v1 `read` and `*` cover them)."""
+#: RFC 6749 section 3.3 separates scope tokens with spaces; tabs and line breaks are taken as
+#: spaces too, no other character is (a no-break space stays inside its token, which is then no
+#: scope at all)
+SCOPE_SEPARATORS = re.compile(r"[ \t\r\n]+")
+#: SMART v2 permissions: some of c, r, u, d, s, in that order
+V2_PERMISSIONS = re.compile(r"c?r?u?d?s?")
+
+
+def split_scope(text: str) -> tuple[str, ...]:
+    """The scope tokens of a token response's `scope`."""
+    return tuple(token for token in SCOPE_SEPARATORS.split(text) if token)
+
+
+def _allows(granted: str, levels: tuple[str, ...], resource_type: str, wanted: str, *,
+            granular: bool = False) -> bool:
+    """Whether one granted scope of one of `levels`, spelt exactly as SMART spells it (v1
+    `read`, `*`, or v2 permissions in `cruds` order), covers `resource_type` with one of the
+    `wanted` v2 permissions. A scope with a `?` restriction (SMART's granular scopes) counts
+    only when `granular` is set: the app does not evaluate the restriction, so such a scope grants
+    nothing it would widen (as for the FHIR facade, docs/security.md), while a read from the
+    EHR itself is the EHR's to restrict."""
     kind, _, rest = granted.partition("/")
-    if kind not in levels or "." not in rest:
+    rtype, dot, perms = rest.partition(".")
+    if granular:
+        perms = perms.split("?", 1)[0]
+    if kind not in levels or not dot or rtype not in (resource_type, "*"):
         return False
-    rtype, _, perms = rest.partition(".")
-    perms = perms.split("?", 1)[0]
-    v2 = bool(perms) and set(perms) <= set("cruds") and bool(set(perms) & set(wanted))
-    return rtype in (resource_type, "*") and (perms in ("read", "*") or v2)
+    if perms in ("read", "*"):
+        return True
+    return bool(perms) and V2_PERMISSIONS.fullmatch(perms) is not None \
+        and bool(set(perms) & set(wanted))
 
 
 @dataclass(frozen=True)
@@ -52,14 +73,18 @@ class LaunchContext:
         limit the EHR put on the referrals; a launch with user/ scopes only is not limited.
         (No scope in the token response means the scopes asked for.)"""
         levels = {s.partition("/")[0] for s in self.scope if "/" in s}
-        limited = "patient" in levels or not levels & {"user", "system"}
+        # a patient/ scope in any spelling keeps the limit (a malformed one must not lift it);
+        # only exactly spelt user/ and system/ scopes are the user's own level
+        patient = any(level.lower() == "patient" for level in levels)
+        limited = patient or not levels & {"user", "system"}
         return bool(self.scope) and limited and not any(
             _allows(s, ("user", "system"), resource, "rs")
             for s in self.scope for resource in PANEL_TYPES)
 
     def can_read(self, resource_type: str) -> bool:
         """Whether the granted scopes (v1 or v2) let the user read `resource_type`."""
-        return any(_allows(s, ("user", "patient"), resource_type, "r") for s in self.scope)
+        return any(_allows(s, ("user", "patient"), resource_type, "r", granular=True)
+                   for s in self.scope)
 
     def to_dict(self) -> dict[str, Any]:
         return {"user": self.user, "patient": self.patient, "encounter": self.encounter,
@@ -94,7 +119,7 @@ def from_token_response(token: dict[str, Any], claims: dict[str, Any], iss: str
         fhir_context=parse_fhir_context(token.get("fhirContext")),
         need_patient_banner=banner if isinstance(banner, bool) else str(banner) == "true",
         intent=str(token.get("intent") or ""),
-        scope=tuple(str(token.get("scope") or "").split()),
+        scope=split_scope(str(token.get("scope") or "")),
     )
 
 

@@ -15,7 +15,7 @@ from smart_app import auth
 from smart_app.auth import AuthorizeRequest, LaunchError
 from smart_app.client import EhrHttp
 from smart_app.config import SmartConfig, Tenant
-from smart_app.context import LaunchContext, from_token_response
+from smart_app.context import LaunchContext, from_token_response, split_scope
 from smart_app.discovery import ServerMeta, discover
 from smart_app.patient_label import display_name
 from smart_app.sessions import Session, SessionStore
@@ -117,7 +117,7 @@ class Launcher:
             return session  # another request refreshed first; its tokens are stored
         log.info("token refreshed", extra={"tenant": session.tenant,
                                            "new_refresh_token": bool(new.get("refresh_token"))})
-        granted = tuple(str(new.get("scope") or "").split()) or session.context.scope
+        granted = split_scope(str(new.get("scope") or "")) or session.context.scope
         return replace(session, token_expires_at=expiry, version=session.version + 1,
                        sealed_tokens=self.sessions.vault.seal(kept),
                        context=replace(session.context, scope=granted))

@@ -34,7 +34,7 @@ from smart_app import (
 )
 from smart_app.actions import ActionError
 from smart_app.patient_label import first_name_text, labels_for
-from smart_app.reach import Reach, reach_of
+from smart_app.reach import Reach, reach_of, unmatched_sources
 from smart_app.runtime import SmartRuntime
 from smart_app.sessions import Session
 
@@ -115,7 +115,8 @@ def worklist(rt: SmartRuntime, session: Session, args: Mapping[str, str]) -> Res
                            due=_due, base=f"/smart/s/{session.id}", clocks=clocks,
                            clock_text=_clock_text,
                            task_rows=task_views.rows(task_views.open_on_worklist(
-                               rt, where.patient, where.patient_servers, where.sources), now))
+                               rt, where.patient, where.patient_servers, where.sources), now),
+                           sources_notice=None if page.rows else unmatched_sources(rt, session))
     return Response(html)
 
 
@@ -160,7 +161,8 @@ def dashboard(rt: SmartRuntime, session: Session) -> Response:
     aging = charts.aging_buckets(rt.db, now, sources)
     html = render_template("smart/dashboard.html", s=session, ctx=session.context,
                            funnel=charts.funnel_bars(steps), lost=sorted(lost.items()),
-                           aging=charts.column_bars(aging), base=f"/smart/s/{session.id}")
+                           aging=charts.column_bars(aging), base=f"/smart/s/{session.id}",
+                           sources_notice=unmatched_sources(rt, session))
     return Response(html)
 
 

@@ -77,6 +77,26 @@ def reach_of(config: SmartConfig, session: Session) -> Reach:
     return Reach(sources=sources, patient=patient, patient_servers=servers)
 
 
+@dataclass(frozen=True)
+class SourcesNotice:
+    """The launch's organisation has referral sources and no referral came from any of them."""
+
+    access_tenant: str
+    sources: tuple[str, ...]
+
+
+def unmatched_sources(rt: SmartRuntime, session: Session) -> SourcesNotice | None:
+    """What the worklist and dashboard say when the launch's organisation's configured sources
+    match no referral (they would show nothing, with no hint why); None otherwise. One index
+    probe per source."""
+    tenant = rt.config.tenant(session.tenant)
+    if tenant is None or not tenant.sources:
+        return None
+    if len(rt.store.unmatched_sources(tenant.sources)) < len(tenant.sources):
+        return None
+    return SourcesNotice(tenant.access_tenant, tenant.sources)
+
+
 def checked(rt: SmartRuntime, session: Session, referral_id: str) -> Referral:
     """The referral, when this launch may see it; NotFound when there is none, OutsideReach
     when it is another organisation's (or, in a patient-limited launch, another patient's)."""

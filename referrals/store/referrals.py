@@ -149,6 +149,22 @@ class ReferralStore:
                                    ) -> Referral | None:
         return self._one(_STATE_BY_SERVICE_REQUEST, reference, conn)
 
+    def unmatched_sources(self, sources: Iterable[str]) -> list[str]:
+        """The referral sources (a tenant's source-key prefixes) that no referral came from. One
+        probe of the source_key index per source (a range from `<source>|` to `<source>}`, '}'
+        being the character after '|', then the exact test), never a scan: exact where the
+        column sorts by code point (SQLite; PostgreSQL with the C or C.UTF-8 collation)."""
+        missing = []
+        with self.db.read() as conn:
+            for source in sources:
+                column = referrals.c.source_key
+                found = conn.execute(sa.select(referrals.c.id).where(
+                    column >= source + "|", column < source + "}",
+                    begins_with(column, source + "|")).limit(1)).first()
+                if found is None:
+                    missing.append(source)
+        return missing
+
     # --- batches (referrals/batch.py) -----------------------------------------------------------
 
     def get_many(self, referral_ids: Iterable[str], conn: Connection, *, lock: bool = False

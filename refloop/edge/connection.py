@@ -6,7 +6,10 @@ the headers (a hook's secret and rate limit). Whatever goes wrong while a reques
 is answered here, with an OperationOutcome, and never reaches the application as a partial
 request: bad framing (400), a body cut short by the client (400), the deadline (408), a body over
 the limit (413), oversized headers (431). A route that has taken the body (an authenticated hook)
-is told, so it can keep what arrived in quarantine.
+is told, so it can keep what arrived in quarantine. A body over the limit that no route took goes
+to the application with its first 64 KiB and the mark `OVERSIZED` (refloop/oversized.py), so the
+answer is the path's own (an OperationOutcome, the area's page) and the area that knows the sender
+(an upload link) keeps that part.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
+from refloop.edge.head_rules import refusal as refuse_head
 from refloop.edge.limits import EdgeLimits
 from refloop.edge.messages import (
     STATUS_LINES,
@@ -33,13 +37,15 @@ from refloop.edge.messages import (
     Upload,
     outcome,
 )
-from refloop.edge.wsgi import WSGIApp, build_environ, run_wsgi
+from refloop.edge.wsgi import OVERSIZED, WSGIApp, build_environ, run_wsgi
 
 log = logging.getLogger("refloop.http")
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: requests read ahead of their answers (pipelining) before the connection stops reading
 MAX_QUEUED = 8
+#: of a body over the limit that no route took, what the application is handed (to keep)
+KEPT = 64 * 1024
 #: what an incomplete request is answered with when no route took its body
 INCOMPLETE = {
     "truncated": (400, "incomplete", "the request ended (connection closed) before its body "
@@ -119,8 +125,9 @@ class EdgeConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._early(self.current or Pending(), outcome(
-                400, "not-supported", "protocol upgrades are not supported"))
+            if not self.closing:  # refused at its headers (head_rules); answered once
+                self._early(self.current or Pending(), outcome(
+                    400, "not-supported", "protocol upgrades are not supported"))
         except httptools.HttpParserError as exc:
             self._framing(exc)
         if len(self.queue) >= MAX_QUEUED:  # a client sending ahead (pipelining) waits
@@ -137,7 +144,10 @@ class EdgeConnection(asyncio.Protocol):
         self.eof = True
         pending = self.current
         if pending is not None and not self.closing and not self.linger:
-            self._early(pending, self._incomplete(pending, "truncated"))
+            if self._oversized(pending):
+                self._hand_over(pending)
+            else:
+                self._early(pending, self._incomplete(pending, "truncated"))
         self._advance()
         return self.transport is not None and (self.busy or bool(self.queue))
 
@@ -169,6 +179,12 @@ class EdgeConnection(asyncio.Protocol):
             self._early(pending, outcome(431, "too-costly", "the request line and headers "
                                          f"exceed {self.limits.max_header_bytes} bytes"))
             return
+        refusal = refuse_head(self.parser.get_method().decode("latin-1"),
+                              self.parser.get_http_version(), pending.header_list,
+                              self.parser.should_upgrade())
+        if refusal is not None:
+            self._early(pending, refusal)
+            return
         head = self._head(pending)
         if head is None:
             self._early(pending, outcome(400, "structure", "the request target is not a "
@@ -185,8 +201,7 @@ class EdgeConnection(asyncio.Protocol):
             return
         if head.declared_length is not None and head.declared_length > pending.limit and \
                 pending.upload is None:
-            self._early(pending, self._incomplete(pending, "too-large"))
-            return
+            pending.problem, pending.limit = "too-large", KEPT  # read the first part only
         if head.has_body and head.headers.get("expect", "").lower() == "100-continue" and \
                 self.transport is not None:
             self.transport.write(CONTINUE)
@@ -200,7 +215,11 @@ class EdgeConnection(asyncio.Protocol):
             if room > 0:
                 pending.body.append(chunk[:room])
                 pending.received += room
-            self._early(pending, self._incomplete(pending, "too-large"))
+            if pending.upload is None:
+                pending.problem = "too-large"
+                self._hand_over(pending)
+            else:
+                self._early(pending, self._incomplete(pending, "too-large"))
             return
         pending.body.append(chunk)
         pending.received += len(chunk)
@@ -279,7 +298,10 @@ class EdgeConnection(asyncio.Protocol):
     def _deadline(self, pending: Pending) -> None:
         if pending is not self.current or self.closing:
             return
-        self._early(pending, self._incomplete(pending, "deadline"))
+        if self._oversized(pending):
+            self._hand_over(pending)
+        else:
+            self._early(pending, self._incomplete(pending, "deadline"))
         self._advance()
 
     def _framing(self, exc: Exception) -> None:
@@ -290,9 +312,19 @@ class EdgeConnection(asyncio.Protocol):
             answer = outcome(400, "structure", f"bad HTTP request: {str(exc)[:200]}")
         self._early(pending, answer)
 
-    def _early(self, pending: Pending, answer: Answer) -> None:
+    @staticmethod
+    def _oversized(pending: Pending) -> bool:
+        return pending.problem == "too-large" and pending.upload is None
+
+    def _hand_over(self, pending: Pending) -> None:
+        """A body over the limit that no route took: stop reading it and pass the request, with
+        its first KEPT bytes, to the application (see the module's text), then close."""
+        pending.body = [b"".join(pending.body)[:KEPT]]
+        self._early(pending, None)
+
+    def _early(self, pending: Pending, answer: Answer | None) -> None:
         """Answer `pending` before (the rest of) its body is read, then close: what the client
-        still sends is discarded."""
+        still sends is discarded. No answer: the application answers what was read."""
         self._cancel_timer()
         pending.answer = answer
         pending.keep_alive = False
@@ -344,6 +376,8 @@ class EdgeConnection(asyncio.Protocol):
             return
         assert pending.head is not None
         environ = build_environ(pending.head, body, self.server.address)
+        if pending.problem == "too-large":
+            environ[OVERSIZED] = self.limits.max_body_bytes
         future = self.loop.run_in_executor(self.server.executor, run_wsgi, self.server.wsgi,
                                            environ)
         future.add_done_callback(lambda done: self._answered(pending, done, body))

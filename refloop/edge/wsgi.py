@@ -17,6 +17,11 @@ _CONTENT = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 _HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length"})
 
 
+#: set (to the body limit in bytes) when the body was over the limit: the request carries only
+#: its first part, and the application must refuse it (refloop/oversized.py)
+OVERSIZED = "refloop.oversized"
+
+
 def build_environ(head: Head, body: bytes, server: tuple[str, int]) -> dict[str, Any]:
     environ: dict[str, Any] = {
         "REQUEST_METHOD": head.method,

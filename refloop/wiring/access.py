@@ -13,6 +13,7 @@ Other wiring modules protect their routes with the guard, never with code of the
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ import click
 
 from refloop.context import Context, pass_context
 from refloop.wiring import Timer
+
+log = logging.getLogger("refloop.access")
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -64,7 +67,8 @@ def access_of(services: Services) -> Access:
 def routes(app: Flask, services: Services) -> None:
     from access.discovery import TOKEN_PATH, supported_scopes
     from access.server import build_server
-    from access.web import access_blueprint
+    from access.web import access_blueprint, token_error_page
+    from refloop import error_pages
 
     access = access_of(services)
     base = services.settings.base_url
@@ -73,6 +77,25 @@ def routes(app: Flask, services: Services) -> None:
                           lifetime=access.config.token_lifetime_seconds)
     app.register_blueprint(access_blueprint(
         server, base, lambda: supported_scopes(access.guard.fhir_interactions)))
+    error_pages.register(app, TOKEN_PATH, token_error_page)
+    warn_unmatched_tenants(services, access.config)
+
+
+def warn_unmatched_tenants(services: Services, config: AccessConfig) -> None:
+    """At start-up, a warning for each tenant none of whose sources any referral came from: its
+    launches and tokens see nothing (a source misspelt, or no referral from it yet). One index
+    probe per source."""
+    for tenant in config.tenants:
+        try:
+            missing = services.store.unmatched_sources(tenant.sources)
+        except Exception:  # no schema yet ('refloop db upgrade' pending): nothing to compare
+            log.debug("tenant sources not checked", exc_info=True)
+            return
+        if tenant.sources and len(missing) == len(tenant.sources):
+            log.warning(f"[[access.tenants]] {tenant.name}: no referral comes from its sources "
+                        f"({', '.join(tenant.sources)}), so its launches and tokens see none. "
+                        "Compare its sources with the source keys 'refloop referrals list "
+                        "--json' shows (until its first referral arrives, this is expected)")
 
 
 def work_handlers(services: Services) -> dict[str, Handler]:
@@ -194,16 +217,25 @@ def clients_remove(obj: Context, client: str) -> None:
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The client's private key (PEM) or private JWK (JSON).")
 @click.option("--kid", default="", help="The key's kid (default: the JWK's kid).")
-@click.option("--scope", default="system/Task.rs", show_default=True)
+@click.option("--scope", "scopes", multiple=True,
+              help="A scope to ask for (repeat the option, or give several separated by "
+                   "spaces). Default: every scope the client registered here ('refloop clients "
+                   "list' shows them); required for a client of another server's token "
+                   "endpoint (--token-url).")
 @click.option("--token-url", default="", help="Default: this server's token endpoint.")
 @pass_context
-def clients_token(obj: Context, client_id: str, key_file: Path, kid: str, scope: str,
-                  token_url: str) -> None:
-    """Get an access token as a client would (for trying the API from a shell): prints it."""
+def clients_token(obj: Context, client_id: str, key_file: Path, kid: str,
+                  scopes: tuple[str, ...], token_url: str) -> None:
+    """Get an access token as a client would (for trying the API from a shell): prints it.
+
+    Without --scope it asks for every scope the client registered, as `refloop clients add
+    --scope` gave them."""
     from access.client import request_token
     from access.discovery import TOKEN_PATH
 
     url = token_url or obj.settings.base_url + TOKEN_PATH
+    scope = " ".join(s for item in scopes for s in item.split()) or \
+        _registered_scopes(obj, client_id)
     started = time.monotonic()
     token = request_token(url, client_id=client_id, key_file=key_file, kid=kid, scope=scope)
     click.echo(token["access_token"])
@@ -211,6 +243,14 @@ def clients_token(obj: Context, client_id: str, key_file: Path, kid: str, scope:
                f"{(time.monotonic() - started) * 1000:.0f} ms)", err=True)
 
 
+def _registered_scopes(obj: Context, client_id: str) -> str:
+    """The scopes `client_id` registered in this server's database, or a usage error that says
+    how to name them."""
+    found = access_of(obj.services).clients.get(client_id)
+    if found is None:
+        raise click.UsageError(f"no client {client_id!r} is registered here, so its scopes are "
+                               "not known: pass them with --scope (e.g. --scope system/Task.rs)")
+    return " ".join(found.scopes)
 
 
 DEMO_CLIENT = "demo-reader"

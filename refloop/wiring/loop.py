@@ -69,13 +69,14 @@ def _v2_stage_events(services: Services) -> Any:
 
 def routes(app: Flask, services: Services) -> None:
     from loop.portal import Portal
-    from loop.web import error_page, loop_blueprint
-    from refloop import error_pages
+    from loop.web import error_page, loop_blueprint, oversized_upload
+    from refloop import error_pages, oversized
 
     found = adapter(services)
-    app.register_blueprint(loop_blueprint(Portal(found.core, found.config, found.links,
-                                                 found.deliveries)))
+    portal = Portal(found.core, found.config, found.links, found.deliveries)
+    app.register_blueprint(loop_blueprint(portal))
     error_pages.register(app, "/loop", error_page)
+    oversized.register(app, "/loop", oversized_upload(portal))
 
 
 def work_handlers(services: Services) -> dict[str, Handler]:

@@ -125,3 +125,27 @@ def test_the_demo_client_reads_with_a_token(server: tuple[str, dict[str, str]],
     answer: Any = requests.get(f"{base}/fhir/Task?_count=5", timeout=10, headers={
         "Authorization": f"Bearer {token.stdout.strip()}"})
     assert answer.status_code == 200 and answer.json()["resourceType"] == "Bundle"
+
+
+def test_token_asks_for_the_registered_scopes(server: tuple[str, dict[str, str]],
+                                              tmp_path: Path) -> None:
+    """Without --scope the command asks for every scope the client registered (it asked for
+    system/Task.rs alone); with --scope, for those; for a client not registered here it says
+    to pass --scope."""
+    _base, env = server
+    key = ECKey.generate_key("P-384", parameters={"kid": "k1"}, private=True)
+    jwks, private = tmp_path / "jwks.json", tmp_path / "client.jwk"
+    jwks.write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
+    private.write_text(json.dumps(key.as_dict(private=True)))
+    added = run(["clients", "add", "--name", "reports", "--jwks-file", str(jwks), "--scope",
+                 "system/Task.rs", "--scope", "metrics:read", "--json"], env)
+    client_id = json.loads(added.output)["client_id"]
+    every = run(["clients", "token", "--client-id", client_id, "--key", str(private)], env)
+    assert every.exit_code == 0, every.stderr
+    assert "scopes system/Task.rs metrics:read;" in every.stderr
+    one = run(["clients", "token", "--client-id", client_id, "--key", str(private),
+               "--scope", "metrics:read"], env)
+    assert one.exit_code == 0 and "scopes metrics:read;" in one.stderr
+    unknown = run(["clients", "token", "--client-id", "elsewhere", "--key", str(private)], env)
+    assert unknown.exit_code == 2 and "pass them with --scope" in unknown.stderr
+    assert "every scope the client registered" in run(["clients", "token", "--help"], env).output

@@ -232,13 +232,50 @@ def framing_rows() -> list[Row]:
                     half_close=False))
     rows.append(Row("framing-truncated-headers", b"GET /healthz HTTP/1.1\r\nHost: x\r\n", 400,
                     "structure", 0, after="health"))
+    heads = [("connect", b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n",
+              405, "not-supported"),
+             ("connect-then-get", b"CONNECT example.org:443 HTTP/1.1\r\nHost: x\r\n\r\n"
+              b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 405, "not-supported"),
+             ("upgrade", b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+              b"Upgrade: websocket\r\n\r\n", 400, "not-supported"),
+             ("two-hosts", b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400,
+              "structure"),
+             ("same-host-twice", b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+              400, "structure"),
+             ("no-host", b"GET /healthz HTTP/1.1\r\n\r\n", 400, "structure"),
+             ("no-host-then-get", b"GET /healthz HTTP/1.1\r\n\r\n"
+              b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 400, "structure"),
+             ("bad-host", b"GET /healthz HTTP/1.1\r\nHost: a b/c\r\n\r\n", 400, "structure"),
+             ("two-hosts-post", b"POST /fhir/Task HTTP/1.1\r\nHost: a\r\nHost: b\r\n"
+              b"Content-Length: 2\r\n\r\n{}", 400, "structure")]
+    rows += [Row(f"head-{name}", raw, status, code, 0, after="health")
+             for name, raw, status, code in heads]
     bearer = f"Authorization: Bearer {FHIR_TOKEN}\r\n".encode()
     rows.append(Row("framing-fhir-body-truncated", b"POST /fhir/Task HTTP/1.1\r\nHost: x\r\n"
                     + bearer + b"Content-Length: 50\r\n\r\n{}", 400, "incomplete", 0,
                     after="fhir"))
     rows.append(Row("framing-fhir-oversized", b"POST /fhir/Task HTTP/1.1\r\nHost: x\r\n"
-                    + bearer + b"Content-Length: 99999999999\r\n\r\n", 413, "too-costly", 0,
-                    after="fhir", half_close=False))
+                    + bearer + b"Content-Length: 99999999999\r\n\r\n" + b"{" * 70000, 413,
+                    "too-costly", 0, after="fhir", half_close=False))
+    huge = b"Content-Length: 99999999999\r\n\r\n" + b"x" * 70000
+    rows.append(Row("oversized-fhir-half-closed", b"POST /fhir/Task HTTP/1.1\r\nHost: x\r\n"
+                    + bearer + b"Content-Length: 99999999999\r\n\r\n{}", 413, "too-costly", 0,
+                    after="fhir"))
+    rows.append(Row("oversized-token", b"POST /auth/token HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/x-www-form-urlencoded\r\n" + huge, 413,
+                    "oauth:invalid_request", 0, after="fhir", half_close=False))
+    rows.append(Row("oversized-smart", b"POST /smart/s/abc/referrals/x/act HTTP/1.1\r\n"
+                    b"Host: x\r\nContent-Type: application/x-www-form-urlencoded\r\n" + huge,
+                    413, "Request Entity Too Large", 0, after="health", half_close=False))
+    rows.append(Row("oversized-patient-page", b"POST /p/nope HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/x-www-form-urlencoded\r\n" + huge, 413,
+                    "That was too much to send", 0, after="health", half_close=False))
+    rows.append(Row("oversized-unsubscribe", b"POST /outreach/unsubscribe/nope HTTP/1.1\r\n"
+                    b"Host: x\r\nContent-Type: application/x-www-form-urlencoded\r\n" + huge,
+                    413, "Too much to send", 0, after="health", half_close=False))
+    rows.append(Row("oversized-loop-bad-link", b"POST /loop/u/nope HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: multipart/form-data; boundary=b\r\n" + huge, 404,
+                    "This link does not work", 0, after="health", half_close=False))
     return rows
 
 
@@ -336,6 +373,12 @@ def auth_rows() -> list[Row]:
     for n, (body, expect) in enumerate(token_forms):
         rows.append(Row(f"token-{n}", http("POST", "/auth/token", body.encode(),
                                            content_type=form), 400, expect, 0, after="fhir"))
+    for method in ("GET", "PUT", "DELETE", "PATCH"):
+        rows.append(Row(f"token-method-{method}", http(method, "/auth/token"), 405,
+                        "oauth:invalid_request", 0, after="fhir"))
+    rows.append(Row("token-longer-path", http("POST", "/auth/token/x", b"grant_type=x",
+                                              content_type=form), 404, "oauth:invalid_request",
+                    0, after="fhir"))
     rows.append(Row("token-json-body", http("POST", "/auth/token",
                                             b'{"grant_type": "client_credentials"}',
                                             content_type="application/json"), 400,
@@ -450,6 +493,11 @@ def check(served: Served, row: Row) -> None:
     before = served.services.quarantine.list(limit=100000)
     status, headers, body = served.exchange(row.request, row.half_close)
     assert status == row.status, (row.id, body[:300])
+    assert len(body) == int(headers["content-length"]), (row.id, "one answer", body[:600])
+    if row.id.startswith("head-"):
+        assert headers["connection"] == "close", row.id
+    if status == 405:
+        assert headers["allow"], row.id
     if row.expect.startswith("oauth:"):
         assert json.loads(body)["error"] == row.expect.removeprefix("oauth:"), (row.id, body)
         assert headers["cache-control"] == "no-store"

@@ -323,3 +323,15 @@ def test_inbox_keys_too_long_or_with_a_nul_are_stored_and_still_deduplicate(
     other = services.inbox.accept("t", "s", b"b", work_kind=None,
                                   dedupe_key="twilio-sms:" + "x" * 99_999 + "y")
     assert not other.duplicate
+
+
+def test_unmatched_sources_are_the_sources_no_referral_came_from(services: Services) -> None:
+    """A tenant's source matches a referral's source key up to the next `|`, case and all."""
+    open_referral(services, "hl7|NORTH|MSG-1")
+    open_referral(services, "fhir|https://ehr.example/fhir|ServiceRequest/1")
+    sources = ["hl7|NORTH", "hl7|north", "hl7|NORT", "fhir|https://ehr.example/fhir",
+               "fhir|https://ehr.example", "hl7|NORTH|MSG", "demo", "hl7|NORTH%", "hl7|NORTH_"]
+    assert services.store.unmatched_sources(sources) == [
+        "hl7|north", "hl7|NORT", "fhir|https://ehr.example", "hl7|NORTH|MSG", "demo",
+        "hl7|NORTH%", "hl7|NORTH_"]
+    assert services.store.unmatched_sources([]) == []

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from joserfc.jwk import RSAKey
-from smart_harness import CLIENT_ID, SCOPES, Harness, Served
+from smart_harness import CLIENT_ID, SCOPES, Harness, Served, smart_settings
 from strict_ehr import StrictEhr
 
 from referrals.model import Command, Referral, new_referral_id
@@ -146,6 +146,34 @@ def test_a_launch_limited_to_one_patient_sees_that_patient_only(harness: Harness
     assert len(_refusals(harness)) == 2
 
 
+def test_a_granular_user_scope_does_not_lift_the_patient_limit(
+        database_url: str, tmp_path: Path, ehr: StrictEhr, app_key: tuple[Path, RSAKey]):
+    """`user/ServiceRequest.rs?category=…` lets the user read some orders, under a restriction
+    the app does not evaluate: the launch stays limited to its patient."""
+    key_file, key = app_key
+    scopes = ("launch openid fhirUser patient/*.rs "
+              "user/ServiceRequest.rs?category=http://snomed.info/sct|3457005")
+    served = Served()
+    services = build_services(smart_settings(database_url, tmp_path, ehr, key_file, served.url,
+                                             scopes=scopes))
+    served.app = create_app(services)
+    ehr.register(CLIENT_ID, f"{served.url}/smart/callback", scopes,
+                 jwks={"keys": [key.as_dict(private=False) | {"kid": "refloop-1"}]})
+    h = Harness(ehr, services, served.url, key_file)
+    try:
+        own, other = _open(h, "g-p1"), _open(h, "g-p2", patient="Patient/p2")
+        browser = h.browser()
+        page = h.launch(browser, patient="p1")
+        assert "Show the whole panel" not in page.text
+        assert _ids(browser.get(page.url, params={"panel": "all", "stage": "all"}).text) == {
+            own.id}
+        assert browser.get(f"{page.url}referrals/{other.id}").status_code == 403
+        assert browser.get(f"{page.url}dashboard").status_code == 403
+    finally:
+        served.stop()
+        services.close()
+
+
 def test_the_server_warns_at_start_up_when_one_of_several_tenants_has_no_limit(
         tmp_path: Path, caplog: pytest.LogCaptureFixture):
     tenants = [{"name": name, "iss": f"https://{name}.example/fhir", "client_id": name,
@@ -182,3 +210,29 @@ def test_a_source_differing_only_in_case_is_another_organisation(two: tuple[Harn
     found, total = search_tasks(north.services.db,
                                 TaskQuery(within_sources=(f"fhir|{north.ehr.fhir}",)))
     assert [t["id"] for t in found] == [mine.id] and total == 1
+
+
+def test_an_organisation_whose_sources_match_no_referral_is_told_so(
+        two: tuple[Harness, Harness], caplog: pytest.LogCaptureFixture):
+    """North's sources match no referral (only south has some): its worklist and dashboard say
+    so and name the setting; the server warns at start-up; south's pages have no notice."""
+    north, south = two
+    _open(south, "s1")
+    create_app(north.services)  # as a restarted server would
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+              and r.name == "refloop.access"]
+    assert len(warned) == 1 and "[[access.tenants]] north" in warned[0], warned
+    browser = north.browser()
+    page = north.launch(browser)
+    assert _ids(page.text) == set()
+    for html in (page.text, browser.get(f"{page.url}dashboard").text):
+        assert "No referral matches this organisation's configured referral sources" in html
+        assert "<code>[[access.tenants]]</code> entry <code>north</code>" in html
+        assert f"<code>fhir|{north.ehr.fhir}</code>" in html
+    south_browser = south.browser()
+    south_page = south.launch(south_browser)
+    assert "configured referral sources" not in south_page.text
+    assert "configured referral sources" not in south_browser.get(
+        f"{south_page.url}dashboard").text
+    _open(north, "n1")
+    assert "configured referral sources" not in browser.get(page.url).text

@@ -187,6 +187,14 @@ def test_csrf_needs_the_token_and_our_origin(form, headers, refused):
     ("user/Practitioner.rs user/Patient.rs", False),  # the EHR limited nothing to a patient
     ("patient/Patient.rs", True),
     ("openid fhirUser", True),
+    ("patient/*.read user/*.*", False),
+    ("patient/*.rs user/ServiceRequest.c", True),  # create only: no read of others' referrals
+    # SMART's granular scopes grant nothing the app would widen: it does not evaluate them
+    ("patient/*.rs user/ServiceRequest.rs?category=http://snomed.info/sct|3457005", True),
+    ("patient/*.rs user/*.rs?_security=R", True),
+    ("patient/*.rs user/ServiceRequest.sr", True),  # v2 permissions come in cruds order
+    ("patient/*.rs USER/ServiceRequest.rs", True),
+    ("PATIENT/ServiceRequest.rs user/Practitioner.rs", True),  # a malformed patient/ still limits
 ])
 def test_only_a_user_level_grant_of_referrals_lifts_the_patient_limit(scope: str, limited: bool):
     """A user/ scope for another type (Practitioner, to show the user's name) leaves the
@@ -194,3 +202,20 @@ def test_only_a_user_level_grant_of_referrals_lifts_the_patient_limit(scope: str
     context = LaunchContext(user="Practitioner/1", patient="Patient/p1",
                             scope=("launch", "openid", *scope.split()))
     assert context.patient_limited is limited
+
+
+@pytest.mark.parametrize(("scope", "limited"), [
+    ("patient/*.rs user/Task.rs\u00a0x", True),  # a no-break space separates nothing
+    ("patient/*.rs\nuser/Task.rs", False),
+    ("  patient/*.rs\tuser/Practitioner.rs ", True),
+])
+def test_scope_tokens_are_separated_by_ascii_blanks_only(scope: str, limited: bool):
+    context = from_token_response({"scope": f"launch openid {scope}", "patient": "p1"},
+                                  {"fhirUser": "Practitioner/1"}, "https://ehr.example/fhir")
+    assert context.patient_limited is limited
+
+
+def test_a_granular_scope_still_lets_the_app_read_from_the_ehr():
+    """The EHR restricts its own reads, so the user's name may be fetched under such a scope."""
+    context = LaunchContext(user="Practitioner/1", scope=("user/Practitioner.rs?active=true",))
+    assert context.can_read("Practitioner") and not context.can_read("Patient")
