@@ -151,16 +151,20 @@ class ReferralStore:
 
     def unmatched_sources(self, sources: Iterable[str]) -> list[str]:
         """The referral sources (a tenant's source-key prefixes) that no referral came from. One
-        probe of the source_key index per source (a range from `<source>|` to `<source>}`, '}'
-        being the character after '|', then the exact test), never a scan: exact where the
-        column sorts by code point (SQLite; PostgreSQL with the C or C.UTF-8 collation)."""
+        probe of the source_key index per source: the keys from `<source>|` to `<source>}` ('}'
+        follows '|'), then the exact test. That range holds every key with the prefix only in
+        code-point order: SQLite's, and PostgreSQL's under the C collations; under another
+        (en_US.UTF-8, say) the range is compared in the C collation, exact but without the
+        index (a scan that stops at the first match)."""
         missing = []
         with self.db.read() as conn:
+            column: sa.ColumnElement[str] = referrals.c.source_key
+            if not _orders_by_code_point(conn):
+                column = column.collate("C")
             for source in sources:
-                column = referrals.c.source_key
                 found = conn.execute(sa.select(referrals.c.id).where(
                     column >= source + "|", column < source + "}",
-                    begins_with(column, source + "|")).limit(1)).first()
+                    begins_with(referrals.c.source_key, source + "|")).limit(1)).first()
                 if found is None:
                     missing.append(source)
         return missing
@@ -386,6 +390,18 @@ def from_sources(source_key: sa.ColumnElement[str],
     """Referrals of these referral sources (a tenant's: source-key prefixes such as
     `fhir|https://ehr/fhir` or `hl7|CLINIC`, matched up to the next `|`); none when empty."""
     return sa.or_(sa.false(), *(begins_with(source_key, source + "|") for source in sources))
+
+
+#: PostgreSQL collations that order text by code point (as the index of source keys then does)
+CODE_POINT_COLLATIONS = frozenset({"C", "POSIX", "C.UTF-8", "C.utf8", "ucs_basic"})
+
+
+def _orders_by_code_point(conn: Connection) -> bool:
+    if conn.dialect.name != "postgresql":
+        return True
+    collation = conn.execute(sa.text("SELECT datcollate FROM pg_database WHERE datname = "
+                                     "current_database()")).scalar()
+    return collation in CODE_POINT_COLLATIONS
 
 
 def begins_with(column: sa.ColumnElement[str], prefix: str) -> sa.ColumnElement[bool]:
