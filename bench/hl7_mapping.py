@@ -3,10 +3,12 @@
 A burst of `--mapping-messages` REF^I12 (each a new referral for a new patient, with its IN1
 coverage) is stored as the listener stores it (`Intake.store`, groups of 64 in one transaction,
 SQLite with synchronous=FULL), then one worker, set up as `refloop serve --role worker` sets
-it up (`tune_gc`, `worker_batch`), maps them all; the rate is messages over the wall time of
-the drain. A burst of ADT^A04 (a new patient each) is timed the same way, separately. The
-baseline is python-hl7's parse-only rate (`hl7.parse`) of the same REF messages, in the same
-run.
+it up (`tune_gc`, `worker_batch`, its mapping process: hl7_bridge/mapper.py), maps them all;
+the rate is messages over the wall time of the drain, and the CPU rate counts the worker's and
+its mapping process's CPU. `--worker-only` maps one more burst on a new store with the mapping
+done in the worker alone, for the ratio. A burst of ADT^A04 (a new patient each) is timed the
+same way, separately. The baseline is python-hl7's parse-only rate (`hl7.parse`) of the same
+REF messages, in the same run.
 
 The first REF burst runs on a new store. With `--store-size N` the REF burst runs again on a
 second store grown to N referrals, so the two rates show what the store's size costs. That
@@ -81,7 +83,8 @@ def store_burst(services: Any, messages: list[bytes], group: int = 64) -> None:
 
 
 def map_all(services: Any) -> tuple[float, float, int]:
-    """Drain the hl7.message work as the worker role does; (wall s, cpu s, messages)."""
+    """Drain the hl7.message work as the worker role does; (wall s, cpu s, messages). The CPU
+    time is the worker's and its mapping process's (hl7_bridge/mapper.py) together."""
     from referrals.store.schema import inbox
     from referrals.worker import Worker
     from refloop.roles import tune_gc
@@ -93,15 +96,30 @@ def map_all(services: Any) -> tuple[float, float, int]:
     tune_gc()
     worker = Worker(services.work, all_handlers(services),
                     batch=services.settings.worker_batch)
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu = time.perf_counter(), time.process_time() + mapping_cpu(services)
     worker.drain()
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    wall, cpu = (time.perf_counter() - wall,
+                 time.process_time() + mapping_cpu(services) - cpu)
     with services.db.read() as conn:
         left = int(conn.execute(sa.select(sa.func.count()).select_from(inbox).where(
             inbox.c.status == "received")).scalar_one())
     if left:
         raise SystemExit(f"{left} messages were not mapped")
     return wall, cpu, waiting
+
+
+def mapping_cpu(services: Any) -> float:
+    """CPU seconds the worker's mapping process has used so far (0 when it runs none)."""
+    mapper = services.adapters["hl7"].applier.mapper
+    pool = mapper.pool if mapper is not None else None
+    total = 0.0
+    for process in getattr(pool, "_processes", {}).values():
+        try:
+            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def referral_count(url: str) -> int:
@@ -198,9 +216,14 @@ def _text(value: Any) -> str:
 
 
 def _clones(tokens: list[str], rows: Rows, size: int, first_inbox: int) -> Rows:
+    from hl7_bridge.ids import time_ordered_id
+
     out: Rows = {t: (columns, []) for t, (columns, _) in rows.items()}
     for n in range(size):
-        fresh = [str(uuid.uuid4()) for _ in range(4)] + [f"C{uuid.uuid4().hex[:17].upper()}"]
+        # the bridge's ids: a random referral id, time-ordered ServiceRequest and Patient ids
+        # (hl7_bridge/ids.py), a Coverage id derived from its key
+        fresh = [str(uuid.uuid4()), time_ordered_id(), time_ordered_id(), str(uuid.uuid4()),
+                 f"C{uuid.uuid4().hex[:17].upper()}"]
         inbox_id = first_inbox + n
         for table, (columns, template) in rows.items():
             for row in template:
@@ -234,8 +257,11 @@ def say(text: str) -> None:
     print(f"# {text}", file=sys.stderr, flush=True)
 
 
-def burst(url: str, var: Path, messages: list[bytes]) -> tuple[float, float, int]:
+def burst(url: str, var: Path, messages: list[bytes], *, mapping_process: bool = True
+          ) -> tuple[float, float, int]:
     services = services_for(url, var)
+    if not mapping_process:
+        services.adapters["hl7"].applier.mapper = None
     try:
         store_burst(services, messages)
         return map_all(services)
@@ -266,6 +292,12 @@ def mapping_section(args: argparse.Namespace) -> None:
         say(f"ADT^A04 burst of {count}")
         adt_wall, adt_cpu, adt_done = burst(url, Path(tmp), [admission(n, f"A{run}")
                                                              for n in range(count)])
+        if args.worker_only:
+            say(f"REF^I12 burst of {count} on a new store, mapped in the worker alone")
+            alone = new_store(Path(tmp) / "alone.db")
+            wall3, cpu3, done3 = burst(alone, Path(tmp), [reference(n, f"W{run}")
+                                                          for n in range(count)],
+                                       mapping_process=False)
         if args.store_size:
             grown = new_store(Path(args.store) if args.store else Path(tmp) / "grown.db")
             size = grow_store(grown, Path(tmp), args.store_size, say)
@@ -276,12 +308,17 @@ def mapping_section(args: argparse.Namespace) -> None:
         baseline = statistics.median(python_hl7_rate(refs) for _ in range(3))
     for size, rate, cpu_rate in rates:
         print(f"mapped_ref_i12_store_{size}_referrals: {rate:.0f} msg/s ({count} messages; "
-              f"{cpu_rate:.0f} msg/s of worker CPU)")
+              f"{cpu_rate:.0f} msg/s of CPU, with the mapping process's)")
         print(f"ratio_ref_i12_store_{size}_vs_python_hl7_parse: {rate / baseline:.2f} x")
     print(f"mapped_adt_a04: {adt_done / adt_wall:.0f} msg/s ({count} messages; "
           f"{adt_done / adt_cpu:.0f} msg/s of worker CPU)")
     print(f"baseline_python_hl7_parse_only_ref_i12: {baseline:.0f} msg/s (the same "
           f"{count} REF^I12)")
+    if args.worker_only:
+        print(f"mapped_ref_i12_store_0_worker_alone: {done3 / wall3:.0f} msg/s ({count} "
+              f"messages; {done3 / cpu3:.0f} msg/s of worker CPU)")
+        print(f"ratio_ref_i12_mapping_process_vs_worker_alone: "
+              f"{rates[0][1] / (done3 / wall3):.2f} x")
     if len(rates) > 1:
         print(f"ratio_ref_i12_at_{rates[1][0]}_vs_{rates[0][0]}_referrals: "
               f"{rates[1][1] / rates[0][1]:.2f} x")
@@ -299,6 +336,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store-size", type=int, default=0,
                         help="grow the store to this many referrals and map a REF^I12 burst "
                              "again")
+    parser.add_argument("--worker-only", action="store_true",
+                        help="also map a REF^I12 burst on a new store without the mapping "
+                             "process, for the ratio")
     parser.add_argument("--store", default=os.environ.get("REFLOOP_BENCH_MAPPING_STORE", ""),
                         help="SQLite file to keep (and reuse) the grown store in")
 

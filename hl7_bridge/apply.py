@@ -20,7 +20,9 @@ created.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,10 +34,12 @@ from hl7_bridge.ahead import Ahead
 from hl7_bridge.app_ack import queue_application_ack
 from hl7_bridge.config import Hl7Config
 from hl7_bridge.effects import IGNORED, PROCESSED, QUARANTINED, Effects, Outcome, source_key
+from hl7_bridge.facts import Facts
 from hl7_bridge.header import HeaderError, parse_header
 from hl7_bridge.lookups import BatchLookups
-from hl7_bridge.maps import Mapped, MappingError, to_mapped
-from hl7_bridge.message import Message, MessageError, parse_messages
+from hl7_bridge.mapper import MappingProcess, map_message, parse_body
+from hl7_bridge.maps import Mapped, MappingError
+from hl7_bridge.message import Message, MessageError
 from hl7_bridge.order import WAIT_SECONDS, first_waiting, held_back
 from referrals.batch import ReferralBatch
 from referrals.errors import IllegalTransition, InboundError, RetryLater
@@ -52,8 +56,6 @@ CONTENT_ERRORS = (MessageError, MappingError, IllegalTransition)
 MAPPING_ROUNDS = 20
 #: why a held-back message's work item was postponed (order.py)
 _WAIT_NOTE = "waits for an earlier message of its sender that is not applied yet"
-#: the longest referral key column (referrals.source_key, hl7_referral_keys, hl7_parked)
-KEY_MAX = 512
 
 
 @dataclass
@@ -67,7 +69,14 @@ class Prepared:
     body: bytes
     message: Message | None = None
     mapped: Mapped | None = None
+    facts: Facts | None = None
     error: Exception | None = None
+
+    def parsed(self, parse: Callable[[bytes, str], Message]) -> Message:
+        """The parsed message (a mapping process parses it there: parsed here when needed)."""
+        if self.message is None:
+            self.message = parse(self.body, self.sender)
+        return self.message
 
     @property
     def done(self) -> bool:
@@ -91,6 +100,8 @@ class Applier:
         self.services = services
         self.config = config
         self.outbound = outbound
+        #: where batches are parsed and mapped beside the writer (None: in the worker)
+        self.mapper = MappingProcess(config) if config.mapping_process else None
 
     # the worker's entry points ------------------------------------------------------------------
 
@@ -244,33 +255,37 @@ class Applier:
             stored = {row.id: row for row in conn.execute(
                 sa.select(inbox.c.id, inbox.c.sender, inbox.c.status, inbox.c.body)
                 .where(inbox.c.id.in_(ids)))}
-        out = []
-        for work, inbox_id in zip(batch, ids, strict=True):
-            row = stored[inbox_id]
-            prepared = Prepared(work, inbox_id, str(row.sender), str(row.status),
-                                bytes(row.body))
-            if not prepared.done:
-                try:
-                    prepared.message = self._parse(prepared.body, prepared.sender)
-                    prepared.mapped = to_mapped(prepared.message, prepared.sender,
-                                                self.config.sender(prepared.sender))
-                    _check_keys(prepared.mapped, prepared.sender)
-                except Exception as exc:
-                    prepared.error = exc
-            out.append(prepared)
+        out = [Prepared(work, inbox_id, str(stored[inbox_id].sender),
+                        str(stored[inbox_id].status), bytes(stored[inbox_id].body))
+               for work, inbox_id in zip(batch, ids, strict=True)]
+        waiting = [p for p in out if not p.done]
+        there = self.mapper.map_many([(p.body, p.sender) for p in waiting]) \
+            if self.mapper is not None else None
+        for prepared, result in zip(waiting, there or [None] * len(waiting), strict=True):
+            if result is None:
+                self.parse_and_map(prepared)
+            else:
+                prepared.mapped, prepared.facts = result
         return out
+
+    def parse_and_map(self, prepared: Prepared) -> None:
+        """Parse and map one stored message here; a failure is kept, to be raised later."""
+        try:
+            prepared.mapped, prepared.facts = map_message(
+                self.config, prepared.parsed(self._parse), prepared.sender)
+        except Exception as exc:
+            prepared.error = exc
 
     def _apply(self, lookups: BatchLookups, prepared: Prepared) -> tuple[int, str, str]:
         """Apply one prepared message; (inbox id, status, note) for its inbox row."""
         if prepared.error is not None:
             raise prepared.error
-        message, mapped = prepared.message, prepared.mapped
-        assert message is not None and mapped is not None
-        effects = Effects(self, lookups, prepared.inbox_id, prepared.sender, message)
-        outcome: Outcome = effects.apply(mapped)
+        mapped, facts = prepared.mapped, prepared.facts
+        assert mapped is not None and facts is not None
+        outcome: Outcome = self._effects(lookups, prepared).apply(mapped)
         log.info("HL7 message applied", extra={
             "inbox_id": prepared.inbox_id, "event": mapped.event, "outcome": outcome.status,
-            "control_id": message.control_id, "woke": outcome.woke})
+            "control_id": facts.control_id, "woke": outcome.woke})
         return prepared.inbox_id, outcome.status, outcome.note
 
     def _preload(self, lookups: BatchLookups, batch: list[Prepared]) -> None:
@@ -289,8 +304,8 @@ class Applier:
         entities: set[str] = set()
         resources: set[tuple[str, str, str]] = set()
         for p in ready:
-            assert p.mapped is not None and p.message is not None
-            effects = Effects(self, lookups, p.inbox_id, p.sender, p.message)
+            assert p.mapped is not None
+            effects = self._effects(lookups, p)
             entities |= {effects.patient_entity(p.mapped), effects.main_entity(p.mapped)}
             server = f"hl7:{p.sender}"
             resources |= {(server, str(r["resourceType"]), str(r["id"]))
@@ -300,6 +315,11 @@ class Applier:
                 resources |= {(server, "Patient", found[0]), (found[1], "Patient", found[0])}
         lookups.load_states(entities - {""})
         lookups.load_resources(resources)
+
+    def _effects(self, lookups: BatchLookups, prepared: Prepared) -> Effects:
+        assert prepared.facts is not None
+        return Effects(self, lookups, prepared.inbox_id, prepared.sender, prepared.facts,
+                       partial(prepared.parsed, self._parse))
 
     def tell_sender(self, conn: Connection, body: bytes, problem: str) -> None:
         """Enhanced mode: an application ACK AE when MSH-16 asks for one (see app_ack.py)."""
@@ -311,9 +331,7 @@ class Applier:
                               (AckError(207, f"the message could not be applied: {problem}"),))
 
     def _parse(self, body: bytes, sender: str) -> Message:
-        config = self.config.sender(sender)
-        return parse_messages(body, fallback_charset=config.fallback_charset,
-                              default_version=config.default_version)[0]
+        return parse_body(self.config, body, sender)
 
 
 def _prepared_or_none(ahead: Ahead[Any, list[Prepared]]) -> list[Prepared] | None:
@@ -336,12 +354,3 @@ def _refresh_status(conn: Connection, ready: list[Prepared]) -> None:
     for prepared in ready:
         prepared.status = str(status.get(prepared.inbox_id, prepared.status))
 
-
-def _check_keys(mapped: Mapped, sender: str) -> None:
-    """Keys longer than their columns (referral source key, business keys, parked keys) would be
-    refused by PostgreSQL and silently kept whole by SQLite: refuse them on both."""
-    for key in mapped.referral_keys:
-        if len(f"hl7|{sender}|{key}") > KEY_MAX or len(f"referral:{key}") > KEY_MAX:
-            raise MappingError(f"the referral identifier {key[:40]!r}... with its namespace is "
-                               f"too long to be stored (at most {KEY_MAX} characters with the "
-                               "sender's name)")

@@ -71,6 +71,8 @@ class Hl7Config:
     parked_expiry_hours: float = 72.0
     #: stored messages a worker maps in one write transaction (apply.py)
     mapping_batch: int = 200
+    #: parse and map batches in a second process beside the writer (mapper.py)
+    mapping_process: bool = True
     #: listener processes sharing the port; 0 = one per CPU core
     processes: int = 0
     #: connections a listener process takes before the next one gets any (then: fewest first)
@@ -172,6 +174,7 @@ def load_config(section: dict[str, Any]) -> Hl7Config:
                                           "parked_expiry_hours"),
             mapping_batch=int(_positive(section.get("mapping_batch", base.mapping_batch),
                                         "mapping_batch")),
+            mapping_process=_bool(section.get("mapping_process", base.mapping_process)),
             processes=int(section.get("processes", base.processes)),
             connections_per_process=int(section.get("connections_per_process",
                                                     base.connections_per_process)),

@@ -6,12 +6,14 @@ A40 merge (it flushes the batch first); the batch writes everything at the end.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
 from hl7_bridge import index, merge
 from hl7_bridge.config import Hl7Config
+from hl7_bridge.facts import MAIN_STATE, Facts, main_segments, order_group, patient_names
 from hl7_bridge.lookups import BatchLookups
 from hl7_bridge.maps import Mapped, to_mapped
 from hl7_bridge.message import Message, Segment
@@ -38,8 +40,6 @@ APPOINTMENT_ACTIONS = {"booked": "schedule", "pending": "schedule", "waitlist": 
                        "entered-in-error": "cancel-appointment"}
 REFERRAL_PRIORITY = {"stat": "stat", "asap": "asap", "urgent": "urgent", "routine": "routine"}
 #: the v2 state (merge.py) that holds each kind's main resource
-MAIN_STATE = {"referral": merge.REFERRAL, "order": merge.ORDER,
-              "appointment": merge.APPOINTMENT}
 
 
 @dataclass
@@ -61,7 +61,7 @@ class Effects:
     """One message being applied in a batch."""
 
     def __init__(self, applier: Applier, lookups: BatchLookups, inbox_id: int, sender: str,
-                 msg: Message) -> None:
+                 facts: Facts, message: Callable[[], Message]) -> None:
         self.services = applier.services
         self.config = applier.config
         self.outbound = applier.outbound
@@ -70,7 +70,8 @@ class Effects:
         self.conn = lookups.conn
         self.inbox_id = inbox_id
         self.sender = sender
-        self.msg = msg
+        self.facts = facts
+        self.message = message  # parsed on first use: only to merge with a stored state
         self.server = f"hl7:{sender}"
         self.woke = 0
         self.actor = actor_of(sender)
@@ -97,30 +98,34 @@ class Effects:
     def merged(self, mapped: Mapped) -> Mapped:
         """The message's mapping over the v2 state of its patient and of its main resource
         (merge.py): mapped again when either has a state, and the states updated."""
-        adt = self.msg.message_type == "ADT"
-        patient_names = merge.PATIENT_WITH_INSURANCE if adt else merge.PATIENT
         patient_entity = self.patient_entity(mapped)
-        main_names = MAIN_STATE.get(mapped.kind, ())
         main_entity = self.main_entity(mapped)
         stored_patient = self.lookups.state(patient_entity) if patient_entity else None
         stored_main = self.lookups.state(main_entity) if main_entity else None
-        charset = self.msg.charset
-        patient = merge.merge(stored_patient, self.msg.all("PID"), patient_names, charset) \
+        if not stored_patient and not stored_main:  # new to both: the states it starts
+            if patient_entity:
+                self.lookups.set_state(patient_entity, self.facts.patient_lines)
+            if main_entity:
+                self.lookups.set_state(main_entity, self.facts.main_lines)
+            return mapped
+        msg, charset, main_names = self.message(), self.facts.charset, \
+            MAIN_STATE.get(mapped.kind, ())
+        patient = merge.merge(stored_patient, msg.all("PID"),
+                              patient_names(self.facts.message_type), charset) \
             if patient_entity else []
-        main = merge.merge(stored_main, self.main_segments(mapped), main_names, charset) \
+        main = merge.merge(stored_main, self.main_segments(msg, mapped), main_names, charset) \
             if main_entity else []
         if patient_entity:
             self.lookups.set_state(patient_entity, patient)
         if main_entity:
             self.lookups.set_state(main_entity, main)
-        if not stored_patient and not stored_main:
-            return mapped
-        if adt:
+        if self.facts.message_type == "ADT":
             main, main_names = [line for line in patient if not line.startswith("PID|")], \
                 ("IN1", "IN2")
-        again = to_mapped(merge.merged_message(self.msg, patient, main, main_names),
+        again = to_mapped(merge.merged_message(msg, patient, main, main_names),
                           self.sender, self.config.sender(self.sender))
         again.referral_keys = mapped.referral_keys  # the keys this message names
+        _keep_ids(again, mapped)
         return again
 
     def patient_entity(self, mapped: Mapped) -> str:
@@ -139,12 +144,10 @@ class Effects:
             return f"Appointment/{mapped.appointment['id']}"
         return ""
 
-    def main_segments(self, mapped: Mapped) -> list[Segment]:
-        if mapped.kind == "order":
-            group = [s for s in mapped.order_group if s is not None]
-            return group + [s for s in self.msg if s.name in ("TQ1", "IN1", "IN2")]
-        names = MAIN_STATE.get(mapped.kind, ())
-        return [s for s in self.msg if s.name in names]
+    def main_segments(self, msg: Message, mapped: Mapped) -> list[Segment]:
+        group = mapped.order_group if any(mapped.order_group) else \
+            order_group(msg, self.facts.order_group_at)
+        return main_segments(msg, mapped.kind, group)
 
     # resources --------------------------------------------------------------------------------
 
@@ -180,7 +183,7 @@ class Effects:
 
     def command(self, action: str, **kw: Any) -> Command:
         return Command(action, actor=self.actor, source=f"hl7:{self.sender}",
-                       source_message=self.msg.control_id, **kw)
+                       source_message=self.facts.control_id, **kw)
 
     def act(self, referral: Referral, action: str, **kw: Any) -> Referral:
         return self.referrals.act(referral.id, self.command(action, **kw))
@@ -244,14 +247,14 @@ class Effects:
         assert sr is not None and mapped.patient is not None
         sr["subject"] = {"reference": f"Patient/{mapped.patient['id']}"}
         existing = self.find_referral(mapped.referral_keys)
-        if existing is None and self.msg.trigger_event != "I12":
+        if existing is None and self.facts.trigger_event != "I12":
             return self.park(mapped.referral_keys)
         if existing is not None:  # the referral's own ServiceRequest, however it was keyed
             sr["id"] = existing.service_request.removeprefix("ServiceRequest/")
         self.put(sr)
         if existing is None:
             return self.open(mapped, sr)
-        if self.msg.trigger_event == "I14" or sr["status"] in ("revoked", "entered-in-error"):
+        if self.facts.trigger_event == "I14" or sr["status"] in ("revoked", "entered-in-error"):
             return self.cancel(existing, "cancelled by the referrer (REF^I14)")
         if not existing.terminal:
             self.act(existing, "amend", changes=self.changes(sr, mapped))
@@ -273,7 +276,7 @@ class Effects:
         """An amend's changes. The payer follows the merged IN1s: kept when the message sends
         no IN1, cleared when the IN1s it sends leave the referral without insurance."""
         changes = _changes(sr, mapped.payer)
-        if not mapped.payer and self.msg.all("IN1"):
+        if not mapped.payer and self.facts.has_in1:
             changes["payer"] = ""
         return changes
 
@@ -314,9 +317,9 @@ class Effects:
         referral = self.find_referral(mapped.referral_keys)
         if referral is None:
             return self.park(mapped.referral_keys)
-        if self.msg.message_type == "REF":
+        if self.facts.message_type == "REF":
             queued = self.outbound.queue_status_reply(self.conn, referral, self.sender,
-                                                      self.msg.control_id)
+                                                      self.facts.control_id)
             return Outcome(PROCESSED, "status reply queued" if queued else
                            "status query: no outbound configured for this sender")
         code = mapped.codes.get("rf1_status", "")
@@ -366,6 +369,15 @@ class Effects:
         self.act(referral, "close-loop" if closing else "link",
                  changes={"add_outputs": [link]})
         return Outcome(PROCESSED, "loop closed" if closing else "document linked")
+
+
+def _keep_ids(again: Mapped, first: Mapped) -> None:
+    """A mapping over merged states keeps the first mapping's ids: a new patient's or
+    ServiceRequest's id is not derived from its key (ids.py), and its state is kept under it."""
+    for name in ("patient", "service_request"):
+        kept, fresh = getattr(first, name), getattr(again, name)
+        if kept is not None and fresh is not None:
+            fresh["id"] = kept["id"]
 
 
 @lru_cache(maxsize=1024)

@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from hl7_bridge.tables import entity_state, parked, patient_ids, referral_keys
+from referrals.errors import RetryLater
 from referrals.store.bulk import Bulk
 
 
@@ -158,7 +159,18 @@ def insert_referral_keys(conn: Connection, rows: list[dict[str, str]]) -> None:
 
 
 def insert_patient_ids(conn: Connection, rows: list[dict[str, str]]) -> None:
+    """Index new patients' identifiers. On PostgreSQL another worker may have indexed one of
+    them for a new patient of its own since this batch read the index (new patients get
+    time-ordered ids, ids.py, so the two patients' ids differ): the insert then did nothing,
+    and the batch retries, to find that patient."""
     _NEW_PATIENT_IDS.run(conn, rows)
+    if rows and conn.dialect.name == "postgresql":
+        mine = {(r["system"], r["value"]): r["patient_id"] for r in rows}
+        owners = patients_by_identifier(conn, set(mine))
+        if any(owners.get(pair, (patient_id, ""))[0] != patient_id
+               for pair, patient_id in mine.items()):
+            raise RetryLater("a patient identifier of this batch was indexed by another "
+                             "worker at the same time", delay_seconds=1.0)
 
 
 def insert_parks(conn: Connection, rows: list[dict[str, Any]]) -> None:

@@ -38,6 +38,11 @@ class Services:
     adapters: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
+        """Stop what the adapters started (their `close`), then close the store."""
+        for adapter in self.adapters.values():
+            closing = getattr(adapter, "close", None)
+            if callable(closing):
+                closing()
         self.db.dispose()
 
 

@@ -1,8 +1,9 @@
 """v2 message -> FHIR resources, pure: `to_mapped(message, sender, config)`.
 
 The result carries the resources and the business keys the lifecycle step needs (which
-referral, which patient identifiers, what happened). Ids are derived from business keys, so
-mapping the same message twice gives the same resources.
+referral, which patient identifiers, what happened). Ids are derived from business keys, except
+a new patient's and ServiceRequest's (time-ordered, ids.py): the writer finds those records
+by identifier and referral key, so mapping the same message twice stores the same resources.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from hl7_bridge.datatypes import (
     to_identifier,
     to_telecom,
 )
+from hl7_bridge.ids import recent_id
 from hl7_bridge.message import Segment
 
 GENDER = {"M": "male", "F": "female", "O": "other", "A": "other", "U": "unknown",
@@ -56,7 +57,9 @@ def to_patient(pid: Segment, sender: str, config: SenderConfig) -> dict[str, Any
     identifiers = patient_identifiers(pid, sender, config)
     key = f"{identifiers[0]['system']}|{identifiers[0]['value']}" if identifiers else \
         f"{sender}|{pid.raw(5)}|{pid.raw(7)}"
-    patient: dict[str, Any] = {"resourceType": "Patient", "id": stable_id("Patient", key)}
+    # identified: found again by its identifiers (ids.py); otherwise by this key alone
+    new_id = recent_id("Patient", key) if identifiers else stable_id("Patient", key)
+    patient: dict[str, Any] = {"resourceType": "Patient", "id": new_id}
     if identifiers:
         patient["identifier"] = identifiers
     names = [n for r in range(len(pid.repetitions(5))) if (n := to_human_name(pid, 5, r))]

@@ -10,12 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from hl7_bridge.config import SenderConfig
-from hl7_bridge.datatypes import (
-    stable_id,
-    to_codeable,
-    to_datetime,
-    to_ei,
-)
+from hl7_bridge.datatypes import to_codeable, to_datetime, to_ei
+from hl7_bridge.ids import recent_id
 from hl7_bridge.keys import application_namespaces, entity_keys, first_keys
 from hl7_bridge.maps.practitioner import from_prd, from_xcn
 from hl7_bridge.message import Message, Segment
@@ -46,7 +42,7 @@ def ref_service_request(msg: Message, sender: str, config: SenderConfig, patient
     app = application_namespaces(msg)
     key = referral_keys(msg)[0]
     sr: dict[str, Any] = {"resourceType": "ServiceRequest",
-                          "id": stable_id("ServiceRequest", sender, key),
+                          "id": recent_id("ServiceRequest", sender, key),
                           "status": "active", "intent": "order",
                           "category": [REFERRAL_CATEGORY], "subject": {"reference": patient}}
     identifiers = []
@@ -150,7 +146,7 @@ def order_service_request(msg: Message, orc: Segment | None, obr: Segment | None
     """One ORC/OBR order -> ServiceRequest (IG ORC/OBR maps) and its requester."""
     key = next(iter(order_keys(msg, orc, obr)), "") or f"{msg.control_id}|{id(obr)}"
     sr: dict[str, Any] = {"resourceType": "ServiceRequest",
-                          "id": stable_id("ServiceRequest", sender, key),
+                          "id": recent_id("ServiceRequest", sender, key),
                           "status": "active", "intent": "order",
                           "subject": {"reference": patient}}
     if orc is not None:

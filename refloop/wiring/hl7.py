@@ -46,6 +46,11 @@ class Hl7Adapter:
         self.parking = Parking(services, timedelta(hours=self.config.parked_expiry_hours),
                                self.applier.tell_sender)
 
+    def close(self) -> None:
+        """Stop the mapping process, if the worker started one (hl7_bridge/mapper.py)."""
+        if self.applier.mapper is not None:
+            self.applier.mapper.stop()
+
     def queue_status_reply(self, conn: Any, referral: Any, sender: str,
                            control_id: str) -> bool:
         return self.outbound.queue_status_reply(conn, referral, sender, control_id)

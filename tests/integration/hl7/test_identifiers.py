@@ -13,9 +13,12 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from hl7_bridge.tables import parked, referral_keys
+from hl7_bridge import index
+from hl7_bridge.ids import time_ordered_id
+from hl7_bridge.lookups import BatchLookups
+from hl7_bridge.tables import parked, patient_ids, referral_keys
 from referrals.model import Referral, Stage
-from referrals.store.schema import inbox, referrals
+from referrals.store.schema import inbox, referrals, resources
 from refloop.cli import main
 
 from .conftest import Feed
@@ -200,3 +203,33 @@ def test_the_migration_gives_bare_keys_their_senders_namespace(tmp_path: Path) -
     db.dispose()
     assert keys == {"OLD-1^ACMEEHR": "r1", "KEEP-1^GPCLINIC": "r2"}
     assert waiting == "referral:WAIT-1^SCHED"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_new_patient_indexed_meanwhile_by_another_worker_is_the_one_used(
+        feed: Feed, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two workers (PostgreSQL: several can write at once) map the same new patient at the same
+    moment, each with its own time-ordered id. The second to write its identifiers finds them
+    taken: its batch is not committed with a second patient, but runs again and uses the
+    first one's."""
+    competitor = time_ordered_id()
+    real_flush = BatchLookups.flush
+
+    def flush_after_the_other_worker(self: BatchLookups) -> None:
+        if self.new_patient_ids and not getattr(flush_after_the_other_worker, "done", False):
+            flush_after_the_other_worker.done = True  # type: ignore[attr-defined]
+            with feed.services.db.write() as other:
+                index.insert_patient_ids(other, [
+                    {**row, "patient_id": competitor} for row in self.new_patient_ids])
+        real_flush(self)
+
+    monkeypatch.setattr(BatchLookups, "flush", flush_after_the_other_worker)
+    send(feed, REF)
+    assert feed.drain()
+    referral = the_referral(feed)
+    assert referral.patient == f"Patient/{competitor}"
+    with feed.services.db.read() as conn:
+        owners = set(conn.execute(sa.select(patient_ids.c.patient_id)).scalars())
+        patients = list(conn.execute(sa.select(resources.c.resource_id).where(
+            resources.c.resource_type == "Patient")).scalars())
+    assert owners == {competitor} and patients == [competitor]

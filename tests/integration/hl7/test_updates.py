@@ -1,20 +1,49 @@
 """Updates apply field by field with v2 semantics (an empty field changes nothing, `""`
-deletes) for REF, ADT, SIU and ORM/OMG, on SQLite and PostgreSQL."""
+deletes) for REF, ADT, SIU and ORM/OMG, on SQLite and PostgreSQL; each parsed and mapped in
+the worker, and in the mapping process (hl7_bridge/mapper.py: the writer then parses a
+message only to merge it with a stored state)."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
+from hl7_bridge.config import Hl7Config
+from hl7_bridge.ids import recent_id
+from hl7_bridge.mapper import MappingProcess
 from referrals.model import Referral
 from referrals.store.schema import referrals, resources
+from refloop.services import Services
 
 from .conftest import Feed, fixture
 
 REF_SENDER = "hl7:EHRX^CLINIC"
 PID_3 = "A100234^^^CLINIC&2.16.840.1.113883.3.9999.11&ISO^MR"
 MSH = "MSH|^~\\&|{app}|{facility}|REFHUB|HUB|20240516093000-0500||{type}|{control}|P|2.5.1\r"
+
+
+@pytest.fixture(scope="module")
+def mapping_process() -> Iterator[MappingProcess]:
+    process = MappingProcess(Hl7Config(), min_batch=1)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(params=["worker", "mapping-process"])
+def feed(request: pytest.FixtureRequest, services: Services,
+         mapping_process: MappingProcess) -> Iterator[Feed]:
+    feed = Feed(services)
+    there = request.param == "mapping-process"
+    feed.adapter.applier.mapper = mapping_process if there else None
+    before = mapping_process.mapped
+    yield feed
+    feed.adapter.applier.mapper = None  # the module's process outlives these services
+    assert (mapping_process.mapped > before) == there  # the messages went where they should
 
 
 def segment(name: str, fields: dict[int, str]) -> str:
@@ -83,6 +112,30 @@ def test_an_i13_that_changes_only_the_priority_erases_nothing(feed: Feed) -> Non
     assert {"+1 734 5551234", "adam@example.com", "+1 734 5559876"} <= \
         set(values(patient, "telecom"))
     assert patient["address"][0]["city"] == "Ann Arbor"
+
+
+def test_after_a_restart_an_update_finds_the_patient_and_request_by_their_keys(
+        feed: Feed) -> None:
+    """A new patient's and ServiceRequest's ids are time-ordered (version 7 UUIDs), not derived
+    from their keys: a worker that did not map the I12 (its recent ids emptied, as after a
+    restart) finds both through the patient index and the referral's key, so the update
+    lands on the same resources and v2 state and creates nothing."""
+    send(feed, ref_i12())
+    before = the_referral(feed)
+    for reference in (before.patient, before.service_request):
+        assert uuid.UUID(reference.split("/")[1]).version == 7, reference
+    request_before = body(feed, before.service_request)
+    recent_id.ids.clear()
+
+    send(feed, ref_i13("UPD9", {1: "P", 2: "A^ASAP^HL70280"}))
+    after = the_referral(feed)
+    assert (after.patient, after.service_request) == (before.patient, before.service_request)
+    assert after.priority == "asap" and after.requester == before.requester
+    assert body(feed, after.service_request)["reasonCode"] == request_before["reasonCode"]
+    with feed.services.db.read() as conn:
+        kinds = dict(conn.execute(sa.select(resources.c.resource_type, sa.func.count())
+                                  .group_by(resources.c.resource_type)).all())
+    assert (kinds["Patient"], kinds["ServiceRequest"]) == (1, 1)
 
 
 def test_a_double_quote_null_deletes_the_field(feed: Feed) -> None:

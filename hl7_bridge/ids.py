@@ -1,0 +1,68 @@
+"""Ids for the records a message creates that later messages find by business key.
+
+A new patient's and a new referral's ServiceRequest get a time-ordered id (a version 7 UUID,
+RFC 9562 section 5.7: 48 bits of Unix time in milliseconds, then 74 random bits). Their ids
+are keys of several indexes (the current-resource table, the referral's service request and
+patient columns, the patient identifier index's owner column); with random ids each new record
+dirtied a page of its own in each of those indexes once they outgrew memory, and mapping slowed
+to a third as the store grew toward a million referrals. Time-ordered ids put each new entry
+beside the last ones.
+
+Later messages never recompute these ids: a patient is found by its identifiers (the patient
+index) and a referral's ServiceRequest through the referral's keys (effects.py), and the found
+id wins. Within a process the same parts get the same id while they are recent (`RecentIds`),
+so a message mapped twice (ahead of its batch, again when its v2 state is merged, again after
+its batch stopped) keeps its ids. Two processes that create the same new patient at the same
+moment each pick an id; the second to write its patient identifiers sees the first one's and
+retries (index.insert_patient_ids).
+
+The id reveals when its record was created, to the millisecond; nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+
+_VERSION_7 = 0x7 << 76
+_VARIANT = 0b10 << 62
+_RAND_A = (1 << 12) - 1
+_RAND_B = (1 << 62) - 1
+
+
+def time_ordered_id(now_ms: int | None = None) -> str:
+    """A version 7 UUID in its usual text form."""
+    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = ((ms & ((1 << 48) - 1)) << 80) | _VERSION_7 | ((rand >> 62) & _RAND_A) << 64 \
+        | _VARIANT | (rand & _RAND_B)
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+class RecentIds:
+    """A new time-ordered id per distinct `parts`, the same one again while `parts` is among
+    the last `size` asked for. Thread-safe: the next batch is mapped in a thread beside the
+    writer, which may map a message of the same patient again at the same moment."""
+
+    def __init__(self, size: int = 65536) -> None:
+        self.size = size
+        self.ids: OrderedDict[tuple[str, ...], str] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def __call__(self, *parts: str) -> str:
+        with self.lock:
+            found = self.ids.get(parts)
+            if found is not None:
+                self.ids.move_to_end(parts)
+                return found
+            found = self.ids[parts] = time_ordered_id()
+            if len(self.ids) > self.size:
+                self.ids.popitem(last=False)
+            return found
+
+
+#: the process's ids for new patients and ServiceRequests (maps/patient.py, maps/referral.py)
+recent_id = RecentIds()

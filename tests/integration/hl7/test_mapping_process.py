@@ -1,0 +1,77 @@
+"""The mapping process (hl7_bridge/mapper.py): a message that fails there gets the answer it
+gets in the worker, and a process that dies leaves its batch to the worker. The update
+semantics under the process are in test_updates.py. SQLite: the process never touches the
+store."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from hl7_bridge.mapper import MappingProcess
+from referrals.store.schema import inbox, referrals
+
+from .conftest import Feed
+
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+def ref(control: str, key: str) -> bytes:
+    return (f"MSH|^~\\&|GPSYS|GPCLINIC|HUB|HUB|20240101120000||REF^I12^REF_I12|{control}|P|"
+            f"2.5.1\rRF1|A|R||||{key}\rPID|1||X-{control}^^^GP^MR||Doe^Jane||19700101|F\r"
+            ).encode()
+
+
+@pytest.fixture
+def process(feed: Feed) -> Iterator[MappingProcess]:
+    applier = feed.adapter.applier
+    applier.mapper = MappingProcess(applier.config, min_batch=2)
+    applier.mapper.start()
+    yield applier.mapper
+    applier.mapper.stop()
+
+
+def send_all(feed: Feed, *messages: bytes) -> None:
+    for raw in messages:
+        ack = feed.send(raw) or b""
+        assert b"MSA|AA|" in ack, ack
+
+
+def statuses(feed: Feed) -> list[str]:
+    with feed.services.db.read() as conn:
+        return list(conn.execute(sa.select(inbox.c.status).order_by(inbox.c.id)).scalars())
+
+
+def test_a_message_that_fails_there_is_quarantined_as_in_the_worker(
+        feed: Feed, process: MappingProcess) -> None:
+    too_long = "R-2^" + "N" * 500  # fits its column, too long with its namespace: refused
+    send_all(feed, ref("G1", "R-1"), ref("B1", too_long), ref("G2", "R-3"))
+    feed.drain()
+    assert statuses(feed) == ["processed", "quarantined", "processed"]
+    (entry,) = feed.services.quarantine.list()
+    assert "too long to be stored" in entry.reason
+    assert process.mapped == 2  # the bad one was mapped again in the worker, to fail there
+
+
+def test_a_process_that_dies_leaves_its_batch_to_the_worker_and_is_replaced(
+        feed: Feed, process: MappingProcess, caplog: pytest.LogCaptureFixture) -> None:
+    assert process.pool is not None
+    (child,) = process.pool._processes.values()  # type: ignore[union-attr]
+    child.kill()
+    child.join(10)
+    send_all(feed, ref("K1", "R-11"), ref("K2", "R-12"))
+    with caplog.at_level(logging.WARNING, logger="refloop.hl7.mapper"):
+        feed.drain()
+    assert statuses(feed) == ["processed", "processed"]
+    assert "mapping process failed" in caplog.text and process.mapped == 0
+
+    assert process.pool is None
+    process.start()  # as the next batch would; this waits until the new one runs
+    send_all(feed, ref("K3", "R-13"), ref("K4", "R-14"))
+    feed.drain()
+    assert process.mapped == 2
+    with feed.services.db.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(referrals)).scalar() == 4
