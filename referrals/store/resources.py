@@ -102,17 +102,10 @@ class ResourceStore:
         `versions.adds_nothing`). Concurrent writers of one resource take turns: the current
         row is locked while the new version is decided (PostgreSQL; SQLite has one writer).
         """
-        rtype, rid = resource["resourceType"], str(resource["id"])
-        remote = remote_version(resource)
         with self.db.using(conn) as c:
-            for _ in range(2):  # a new resource another writer inserted meanwhile: once more
-                current = self._current(c, server, rtype, rid, lock=True)
-                if current is not None and adds_nothing(current, resource, remote):
-                    return int(current.version)
-                version = self._write(c, server, rtype, rid, resource, remote, current)
-                if version is not None:
-                    return version
-            raise ConflictError(f"{rtype}/{rid}", 0, None)
+            current = self._current(c, server, resource["resourceType"], str(resource["id"]),
+                                    lock=True)
+            return self._settle(c, resource, current, server).version
 
     def delete(self, rtype: str, rid: str, *, server: str = LOCAL,
                conn: Connection | None = None) -> int | None:
@@ -123,8 +116,10 @@ class ResourceStore:
                 return None
             if current.deleted:
                 return int(current.version)
-            return self._checked(self._write(c, server, rtype, rid, None, None, current),
-                                 rtype, rid)
+            version = self._write(c, server, rtype, rid, None, None, current)
+            if version is None:  # not while its row is locked; a store that lost its lock
+                raise ConflictError(f"{rtype}/{rid}", current.version, None)
+            return version
 
     def try_get(self, rtype: str, rid: str, *, server: str = LOCAL,
                 conn: Connection | None = None) -> dict[str, Any] | None:
@@ -173,16 +168,27 @@ class ResourceStore:
     def put_over(self, resource: dict[str, Any], current: CurrentVersion | None, *,
                  server: str, conn: Connection) -> CurrentVersion:
         """`put` for a caller that already holds the current version (from `current_many` or an
-        earlier `put_over` in the same transaction): the same rules, without reading it again.
-        Returns the version now current (unchanged when `resource` equals it)."""
+        earlier `put_over` in the same transaction): the same rules, without reading it again
+        (unless another writer changed it since: then it is read again, locked, as `put` reads
+        it). Returns the version now current (unchanged when `resource` equals it)."""
+        return self._settle(conn, resource, current, server)
+
+    def _settle(self, c: Connection, resource: dict[str, Any],
+                current: CurrentVersion | None, server: str) -> CurrentVersion:
+        """Store `resource` after `current` unless it adds nothing; when another writer stored
+        a version since `current` was read, decide again on the version it committed."""
         rtype, rid = resource["resourceType"], str(resource["id"])
         remote = remote_version(resource)
-        if current is not None and adds_nothing(current, resource, remote):
-            return current
-        version = self._checked(self._write(conn, server, rtype, rid, resource, remote,
-                                            current), rtype, rid)
-        # a copy: the caller may change its dict afterwards and put it again
-        return CurrentVersion(version, remote, False, json_copy(resource))
+        for attempt in range(2):
+            if attempt:
+                current = self._current(c, server, rtype, rid, lock=True)
+            if current is not None and adds_nothing(current, resource, remote):
+                return current
+            version = self._write(c, server, rtype, rid, resource, remote, current)
+            if version is not None:
+                # a copy: the caller may change its dict afterwards and put it again
+                return CurrentVersion(version, remote, False, json_copy(resource))
+        raise ConflictError(f"{rtype}/{rid}", 0 if current is None else current.version, None)
 
     def put_later(self, resource: dict[str, Any], current: CurrentVersion | None, *,
                   server: str, pending: PendingWrites) -> CurrentVersion:
@@ -243,12 +249,6 @@ class ResourceStore:
             if v.version > 1 or v is not pending.latest[key]])
         pending.clear()
 
-    @staticmethod
-    def _checked(version: int | None, rtype: str, rid: str) -> int:
-        if version is None:  # a caller that read no row lost the race to insert it
-            raise ConflictError(f"{rtype}/{rid}", 0, None)
-        return version
-
     def _current(self, c: Connection, server: str, rtype: str, rid: str, *,
                  lock: bool = False) -> CurrentVersion | None:
         """The version we hold; `lock` holds its row until the transaction ends (PostgreSQL's
@@ -264,8 +264,8 @@ class ResourceStore:
     def _write(self, c: Connection, server: str, rtype: str, rid: str,
                body: dict[str, Any] | None, remote: str | None,
                current: CurrentVersion | None) -> int | None:
-        """Write the version after `current`; None when `current` is None and another writer
-        inserted the resource first (nothing written)."""
+        """Write the version after `current`; None when another writer stored a version since
+        `current` was read (nothing written)."""
         now = datetime.now(UTC)
         version = 1 if current is None else int(current.version) + 1
         values = {"version": version, "remote_version": remote, "deleted": body is None,
@@ -283,7 +283,7 @@ class ResourceStore:
                 resources.c.resource_id == rid, resources.c.version == current.version,
             ).values(**values, updated_at=now))
             if result.rowcount != 1:
-                raise ConflictError(f"{rtype}/{rid}", int(current.version), None)
+                return None
         if current is not None and current.version == 1:
             _BULK_INSERT_FIRST.run(c, [_version_row((server, rtype, rid), current,
                                                     current.at or now)])

@@ -62,18 +62,27 @@ def _wait_for_a_lock_waiter(services: Services) -> None:
     raise AssertionError("the second writer never waited for the first")
 
 
-@pytest.mark.parametrize("held", [False, True])
-def test_two_writers_of_one_resource_take_turns(services: Services, held: bool) -> None:
-    """The first writer's transaction is open while the second writes the same resource (a
-    new one, or one at version 1): the second waits, then stores the next version."""
+@pytest.mark.parametrize("second_writer", ["put, new resource", "put", "put_over"])
+def test_two_writers_of_one_resource_take_turns(services: Services, second_writer: str) -> None:
+    """The first writer's transaction is open while the second writes the same resource (a new
+    one, or one at version 1; `put_over` with the version it read before the first committed,
+    as a batch of notifications does): the second waits, then stores the next version."""
     store = services.resources
+    held = second_writer != "put, new resource"
     if held:
         store.put(SR, server="s")
     outcome: list[Any] = []
+    changed = {**SR, "status": "completed"}
 
     def second() -> None:
         try:
-            outcome.append(store.put({**SR, "status": "completed"}, server="s"))
+            with services.db.write() as conn:
+                if second_writer == "put_over":
+                    key = ("s", "ServiceRequest", "sr")
+                    read = store.current_many({key}, conn)[key]
+                    outcome.append(store.put_over(changed, read, server="s", conn=conn).version)
+                else:
+                    outcome.append(store.put(changed, server="s", conn=conn))
         except Exception as exc:  # the test reports what the writer raised
             outcome.append(exc)
 
