@@ -27,8 +27,9 @@ class ConflictError(DomainError):
     def __init__(self, what: str, expected: int, found: int | None) -> None:
         self.expected = expected
         self.found = found
+        seen = "" if found is None else f", found {found}"
         super().__init__(
-            f"{what} was changed by someone else (expected version {expected}, found {found}); "
+            f"{what} was changed by someone else (expected version {expected}{seen}); "
             "reload it and try again"
         )
 

@@ -23,9 +23,11 @@ def to_referral_fields(service_request: dict[str, Any],
         "requester": _ref(service_request.get("requester")),
         "performer": _ref((service_request.get("performer") or [None])[0]),
         "priority": priority if priority in PRIORITIES else "routine",
-        "specialty": _text(service_request.get("performerType")),
+        # cut to the referral's columns, as the v2 bridge does (PostgreSQL refused a longer
+        # one and the referral went to quarantine; SQLite kept it whole)
+        "specialty": _text(service_request.get("performerType"))[:128],
         "reason_text": _reason(service_request),
-        "payer": _payer(service_request, included),
+        "payer": _payer(service_request, included)[:256],
     }
 
 

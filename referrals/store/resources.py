@@ -15,6 +15,7 @@ from referrals.errors import ConflictError
 from referrals.store.bulk import Bulk, Processed
 from referrals.store.database import Database
 from referrals.store.schema import JSONType, Moment, resource_versions, resources
+from referrals.store.versions import adds_nothing, remote_version
 
 LOCAL = "local"
 
@@ -96,30 +97,34 @@ class ResourceStore:
             conn: Connection | None = None) -> int:
         """Store a new version of `resource` unless it equals the current one; return our version.
 
-        The remote `meta.versionId` is kept; a resource whose remote version we already hold is
-        not stored again (redelivered notifications are harmless).
+        The remote `meta.versionId` is kept; a resource whose remote version we already hold,
+        or an older one, is not stored again (redelivered notifications are harmless; see
+        `versions.adds_nothing`). Concurrent writers of one resource take turns: the current
+        row is locked while the new version is decided (PostgreSQL; SQLite has one writer).
         """
         rtype, rid = resource["resourceType"], str(resource["id"])
-        remote = str((resource.get("meta") or {}).get("versionId") or "") or None
+        remote = remote_version(resource)
         with self.db.using(conn) as c:
-            current = self._current(c, server, rtype, rid)
-            if current is not None and not current.deleted and (
-                (remote is not None and current.remote_version == remote)
-                or current.body == resource
-            ):
-                return int(current.version)
-            return self._write(c, server, rtype, rid, resource, remote, current)
+            for _ in range(2):  # a new resource another writer inserted meanwhile: once more
+                current = self._current(c, server, rtype, rid, lock=True)
+                if current is not None and adds_nothing(current, resource, remote):
+                    return int(current.version)
+                version = self._write(c, server, rtype, rid, resource, remote, current)
+                if version is not None:
+                    return version
+            raise ConflictError(f"{rtype}/{rid}", 0, None)
 
     def delete(self, rtype: str, rid: str, *, server: str = LOCAL,
                conn: Connection | None = None) -> int | None:
         """Record a deletion as a new version; None when we never held the resource."""
         with self.db.using(conn) as c:
-            current = self._current(c, server, rtype, rid)
+            current = self._current(c, server, rtype, rid, lock=True)
             if current is None:
                 return None
             if current.deleted:
                 return int(current.version)
-            return self._write(c, server, rtype, rid, None, None, current)
+            return self._checked(self._write(c, server, rtype, rid, None, None, current),
+                                 rtype, rid)
 
     def try_get(self, rtype: str, rid: str, *, server: str = LOCAL,
                 conn: Connection | None = None) -> dict[str, Any] | None:
@@ -171,13 +176,11 @@ class ResourceStore:
         earlier `put_over` in the same transaction): the same rules, without reading it again.
         Returns the version now current (unchanged when `resource` equals it)."""
         rtype, rid = resource["resourceType"], str(resource["id"])
-        remote = str((resource.get("meta") or {}).get("versionId") or "") or None
-        if current is not None and not current.deleted and (
-            (remote is not None and current.remote_version == remote)
-            or current.body == resource
-        ):
+        remote = remote_version(resource)
+        if current is not None and adds_nothing(current, resource, remote):
             return current
-        version = self._write(conn, server, rtype, rid, resource, remote, current)
+        version = self._checked(self._write(conn, server, rtype, rid, resource, remote,
+                                            current), rtype, rid)
         # a copy: the caller may change its dict afterwards and put it again
         return CurrentVersion(version, remote, False, json_copy(resource))
 
@@ -189,11 +192,8 @@ class ResourceStore:
         `resource` becomes the version's body: the caller must not change it afterwards (put a
         new dict instead). Not copying it saves a deep copy per resource in batch writers."""
         rtype, rid = resource["resourceType"], str(resource["id"])
-        remote = str((resource.get("meta") or {}).get("versionId") or "") or None
-        if current is not None and not current.deleted and (
-            (remote is not None and current.remote_version == remote)
-            or current.body == resource
-        ):
+        remote = remote_version(resource)
+        if current is not None and adds_nothing(current, resource, remote):
             return current
         key = (server, rtype, rid)
         version = 1 if current is None else current.version + 1
@@ -243,28 +243,40 @@ class ResourceStore:
             if v.version > 1 or v is not pending.latest[key]])
         pending.clear()
 
-    def _current(self, c: Connection, server: str, rtype: str, rid: str
-                 ) -> CurrentVersion | None:
-        row = c.execute(sa.select(resources).where(
+    @staticmethod
+    def _checked(version: int | None, rtype: str, rid: str) -> int:
+        if version is None:  # a caller that read no row lost the race to insert it
+            raise ConflictError(f"{rtype}/{rid}", 0, None)
+        return version
+
+    def _current(self, c: Connection, server: str, rtype: str, rid: str, *,
+                 lock: bool = False) -> CurrentVersion | None:
+        """The version we hold; `lock` holds its row until the transaction ends (PostgreSQL's
+        FOR UPDATE, which waits for a concurrent writer and then reads what it committed;
+        SQLite's write transaction holds the whole database already)."""
+        query = sa.select(resources).where(
             resources.c.server == server, resources.c.resource_type == rtype,
-            resources.c.resource_id == rid)).first()
+            resources.c.resource_id == rid)
+        row = c.execute(query.with_for_update() if lock else query).first()
         return None if row is None else CurrentVersion(
             int(row.version), row.remote_version, bool(row.deleted), row.body, row.updated_at)
 
     def _write(self, c: Connection, server: str, rtype: str, rid: str,
                body: dict[str, Any] | None, remote: str | None,
-               current: CurrentVersion | None) -> int:
+               current: CurrentVersion | None) -> int | None:
+        """Write the version after `current`; None when `current` is None and another writer
+        inserted the resource first (nothing written)."""
         now = datetime.now(UTC)
         version = 1 if current is None else int(current.version) + 1
         values = {"version": version, "remote_version": remote, "deleted": body is None,
                   "body": body}
         key = {"server": server, "resource_type": rtype, "resource_id": rid}
         if current is None:
-            try:
-                with c.begin_nested():
-                    c.execute(resources.insert().values(**key, **values, updated_at=now))
-            except sa.exc.IntegrityError as exc:  # another writer stored it first
-                raise ConflictError(f"{rtype}/{rid}", 0, None) from exc
+            inserted = c.execute(_first_insert(c.dialect.name).values(
+                **key, **values, updated_at=now).on_conflict_do_nothing()
+                .returning(resources.c.version)).first()
+            if inserted is None:  # (the driver's rowcount is -1 here on PostgreSQL)
+                return None
         else:
             result = c.execute(resources.update().where(
                 resources.c.server == server, resources.c.resource_type == rtype,
@@ -278,6 +290,12 @@ class ResourceStore:
         if version > 1:  # a first version is kept in `resources` alone until the second
             c.execute(resource_versions.insert().values(**key, **values, recorded_at=now))
         return version
+
+
+def _first_insert(dialect: str) -> Any:
+    """INSERT of a new resource that does nothing when another writer inserted it first (on
+    PostgreSQL after waiting for that writer's transaction to end)."""
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(resources)
 
 
 def _version_row(key: ResourceKey, version: CurrentVersion, at: datetime | Processed | None,
