@@ -8,11 +8,12 @@ applies the messages in work-item order in memory (effects.py) and writes everyt
 marks and work completions commit at once, so a re-run after a crash does nothing twice.
 
 A message that fails stops the batch there: the transaction is dropped, the messages before it
-are applied again in a new one (they are deterministic), and it and the ones after it are
-applied one by one (a batch of one each), under the worker's retry and quarantine rules. So one
-bad message blocks nothing and the order of messages is kept; when the batch's bulk reads fail
-(a value of one message the database refuses) the whole batch runs one by one. Bad content, and
-a value the database refuses (DataError), -> InboundError (the worker quarantines it at once).
+are mapped and applied again in a new one (nothing of the first run was written), and it and
+the ones after it are applied one by one (a batch of one each), under the worker's retry and
+quarantine rules. So one bad message blocks nothing and the order of messages is kept; when the
+batch's bulk reads fail (a value of one message the database refuses) the whole batch runs one
+by one. Bad content, and a value the database refuses (DataError), -> InboundError (the worker
+quarantines it at once).
 A message whose referral has not arrived yet is parked and re-queued when the referral is
 created.
 """

@@ -22,7 +22,9 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing
+import os
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import fields
 from typing import Any
@@ -40,6 +42,8 @@ log = logging.getLogger("refloop.hl7.mapper")
 KEY_MAX = 512
 #: how long a batch may take in the mapping process before it is mapped here instead
 TIMEOUT_SECONDS = 120.0
+#: how often the mapping process checks that its worker still runs
+PARENT_CHECK_SECONDS = 1.0
 #: the fields of a mapping that travel back as JSON (the order's segments go by position)
 _MAPPED_FIELDS = [f.name for f in fields(Mapped) if f.name != "order_group"]
 
@@ -107,7 +111,7 @@ class MappingProcess:
             if self.pool is None:
                 context = multiprocessing.get_context("spawn")
                 pool = ProcessPoolExecutor(1, mp_context=context, initializer=_begin,
-                                           initargs=(self.config,))
+                                           initargs=(self.config, os.getpid()))
                 try:
                     self.started = pool.submit(_alive)
                 except Exception as exc:  # e.g. a script that starts processes on import
@@ -144,9 +148,11 @@ def _read(blob: bytes) -> tuple[Mapped, Facts]:
 _config = Hl7Config()
 
 
-def _begin(config: Hl7Config) -> None:
+def _begin(config: Hl7Config, worker: int) -> None:
     global _config
     _config = config
+    threading.Thread(target=_end_with, args=(worker,), name="end-with-worker",
+                     daemon=True).start()
     gc.collect()  # as a worker does (refloop/roles.py): mapping allocates many young objects
     gc.freeze()
     gc.set_threshold(500_000, 10, 10)
@@ -154,6 +160,14 @@ def _begin(config: Hl7Config) -> None:
 
 def _alive() -> bool:
     return True
+
+
+def _end_with(worker: int) -> None:
+    """End when the worker has: a worker killed outright (SIGKILL, OOM) leaves no one to stop
+    this process, and its queue never closes (the process holds both ends)."""
+    while os.getppid() == worker:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)
 
 
 def _map_batch(rows: list[tuple[bytes, str]]) -> list[bytes | None]:

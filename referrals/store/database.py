@@ -123,8 +123,12 @@ def _create_private_sqlite(url: str) -> None:
 def dumps(value: Any) -> str:
     """JSON columns are written with orjson (several times faster than the json module on
     resource bodies, task and provenance documents); dict keys that are not strings are
-    written as strings, as the json module does."""
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    written as strings, as the json module does (orjson's option for that is a slower path,
+    taken only for a value that needs it)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 #: log pages after which a committing connection checkpoints the write-ahead log itself

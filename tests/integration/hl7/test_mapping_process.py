@@ -6,7 +6,12 @@ store."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+import textwrap
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -16,7 +21,8 @@ from referrals.store.schema import inbox, referrals
 
 from .conftest import Feed
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+ON_SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def ref(control: str, key: str) -> bytes:
@@ -45,6 +51,7 @@ def statuses(feed: Feed) -> list[str]:
         return list(conn.execute(sa.select(inbox.c.status).order_by(inbox.c.id)).scalars())
 
 
+@ON_SQLITE
 def test_a_message_that_fails_there_is_quarantined_as_in_the_worker(
         feed: Feed, process: MappingProcess) -> None:
     too_long = "R-2^" + "N" * 500  # fits its column, too long with its namespace: refused
@@ -56,6 +63,7 @@ def test_a_message_that_fails_there_is_quarantined_as_in_the_worker(
     assert process.mapped == 2  # the bad one was mapped again in the worker, to fail there
 
 
+@ON_SQLITE
 def test_a_process_that_dies_leaves_its_batch_to_the_worker_and_is_replaced(
         feed: Feed, process: MappingProcess, caplog: pytest.LogCaptureFixture) -> None:
     assert process.pool is not None
@@ -75,3 +83,42 @@ def test_a_process_that_dies_leaves_its_batch_to_the_worker_and_is_replaced(
     assert process.mapped == 2
     with feed.services.db.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(referrals)).scalar() == 4
+
+
+WORKER = textwrap.dedent("""
+    import time
+    from hl7_bridge.config import Hl7Config
+    from hl7_bridge.mapper import MappingProcess
+    if __name__ == "__main__":
+        process = MappingProcess(Hl7Config(), min_batch=1)
+        process.start()
+        (child,) = process.pool._processes.values()
+        print(child.pid, flush=True)
+        time.sleep(600)
+""")
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_worker_killed_outright_leaves_no_mapping_process_behind(tmp_path: Path) -> None:
+    """SIGKILL gives the worker no chance to stop its mapping process, and the process holds
+    both ends of its queue, so it never reads an end: it watches its worker instead."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    worker = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              cwd=ROOT)
+    assert worker.stdout is not None
+    child = int(worker.stdout.readline())
+    assert running(child)
+    worker.kill()
+    worker.wait()
+    deadline = time.monotonic() + 30
+    while running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running(child)
