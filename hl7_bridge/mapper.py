@@ -15,6 +15,9 @@ What the process never changes:
   and a new process is started for the next one; while it starts, batches are mapped here;
 - the new patients and ServiceRequests it maps get their ids there (ids.py): the writer keeps
   them, and later messages find those records by identifier and referral key, not by id.
+
+The process never outlives the worker: it ends when its worker has ended, even one killed
+outright, and `close` (the worker stopping) kills it even when it hangs, and starts no other.
 """
 
 from __future__ import annotations
@@ -79,6 +82,8 @@ class MappingProcess:
         self.pool: ProcessPoolExecutor | None = None
         self.started: Future[bool] | None = None
         self.lock = threading.Lock()
+        #: set by `close`: no process is started again
+        self.closed = False
         #: messages the process has parsed and mapped (failures mapped again here not counted)
         self.mapped = 0
 
@@ -108,6 +113,8 @@ class MappingProcess:
 
     def _running(self) -> ProcessPoolExecutor | None:
         with self.lock:
+            if self.closed:
+                return None
             if self.pool is None:
                 context = multiprocessing.get_context("spawn")
                 pool = ProcessPoolExecutor(1, mp_context=context, initializer=_begin,
@@ -126,6 +133,12 @@ class MappingProcess:
             if not self.started.done():
                 return None
             return self.pool
+
+    def close(self) -> None:
+        """Stop the process for good (the worker is stopping)."""
+        with self.lock:
+            self.closed = True
+        self.stop()
 
     def stop(self) -> None:
         """Stop the process (a new one starts on next use)."""

@@ -88,6 +88,7 @@ def run_worker(settings: Settings, stop: threading.Event | None = None) -> None:
     scheduler.shutdown(wait=False)
     for thread in threads:
         thread.join(timeout=10)
+    services.close()  # ends what the adapters started, such as the v2 mapping process
 
 
 def run_adapter_role(settings: Settings, role: str) -> None:

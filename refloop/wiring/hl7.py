@@ -49,7 +49,7 @@ class Hl7Adapter:
     def close(self) -> None:
         """Stop the mapping process, if the worker started one (hl7_bridge/mapper.py)."""
         if self.applier.mapper is not None:
-            self.applier.mapper.stop()
+            self.applier.mapper.close()
 
     def queue_status_reply(self, conn: Any, referral: Any, sender: str,
                            control_id: str) -> bool:

@@ -1,14 +1,17 @@
 """The mapping process (hl7_bridge/mapper.py): a message that fails there gets the answer it
 gets in the worker, and a process that dies leaves its batch to the worker. The update
 semantics under the process are in test_updates.py. SQLite: the process never touches the
-store."""
+store. A stopping worker ends its process even when it hangs; a killed one leaves none."""
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +21,7 @@ import sqlalchemy as sa
 
 from hl7_bridge.mapper import MappingProcess
 from referrals.store.schema import inbox, referrals
+from refloop import roles
 
 from .conftest import Feed
 
@@ -83,6 +87,31 @@ def test_a_process_that_dies_leaves_its_batch_to_the_worker_and_is_replaced(
     assert process.mapped == 2
     with feed.services.db.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(referrals)).scalar() == 4
+
+
+@ON_SQLITE
+def test_closing_ends_a_hung_process_and_starts_no_other(
+        feed: Feed, process: MappingProcess) -> None:
+    assert process.pool is not None
+    (child,) = process.pool._processes.values()  # type: ignore[union-attr]
+    os.kill(child.pid, signal.SIGSTOP)  # hung: it would keep a batch, and a stopping worker
+    process.close()
+    child.join(10)
+    assert child.exitcode == -signal.SIGKILL
+    rows = [(ref("C1", "R-21"), "GPSYS^GPCLINIC"), (ref("C2", "R-22"), "GPSYS^GPCLINIC")]
+    assert process.map_many(rows) is None and process.pool is None  # mapped in the worker
+
+
+
+@ON_SQLITE
+def test_a_stopping_worker_closes_its_mapping_process(
+        feed: Feed, process: MappingProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("refloop.services.build_services", lambda settings: feed.services)
+    monkeypatch.setattr(roles, "tune_gc", lambda: None)  # keeps the test session's collector
+    stop = threading.Event()
+    stop.set()
+    roles.run_worker(feed.services.settings, stop)
+    assert process.closed and process.pool is None
 
 
 WORKER = textwrap.dedent("""
