@@ -163,6 +163,8 @@ def insert_patient_ids(conn: Connection, rows: list[dict[str, str]]) -> None:
     them for a new patient of its own since this batch read the index (new patients get
     time-ordered ids, ids.py, so the two patients' ids differ): the insert then did nothing,
     and the batch retries, to find that patient."""
+    # in key order: two workers indexing the same identifiers never wait on each other in turn
+    rows = sorted(rows, key=lambda r: (r["system"], r["value"]))
     _NEW_PATIENT_IDS.run(conn, rows)
     if rows and conn.dialect.name == "postgresql":
         mine = {(r["system"], r["value"]): r["patient_id"] for r in rows}

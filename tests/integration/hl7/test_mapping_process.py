@@ -140,14 +140,20 @@ def test_a_worker_killed_outright_leaves_no_mapping_process_behind(tmp_path: Pat
     both ends of its queue, so it never reads an end: it watches its worker instead."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    worker = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
-                              cwd=ROOT)
-    assert worker.stdout is not None
-    child = int(worker.stdout.readline())
-    assert running(child)
-    worker.kill()
-    worker.wait()
-    deadline = time.monotonic() + 30
-    while running(child) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not running(child)
+    with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                          cwd=ROOT) as worker:
+        assert worker.stdout is not None
+        line = worker.stdout.readline()
+        assert line.strip().isdigit(), f"the worker did not start its mapping process: {line!r}"
+        child = int(line)
+        try:
+            assert running(child)
+            worker.kill()
+            worker.wait()
+            deadline = time.monotonic() + 30
+            while running(child) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not running(child)
+        finally:
+            if running(child):  # the test failed: leave nothing behind
+                os.kill(child, signal.SIGKILL)
