@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,6 +88,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         db.dispose()
         yield url
         return
+    from pg_leftovers import drop_database
+
     base = request.getfixturevalue("postgres_template")
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(_psycopg(base), isolation_level="AUTOCOMMIT")
@@ -97,23 +98,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     try:
         yield _with_db(base, name)
     finally:
-        _drop(admin, name)
+        drop_database(admin, name)
         admin.dispose()
-
-
-def _drop(admin: sa.Engine, name: str, tries: int = 20) -> None:
-    """DROP ... WITH (FORCE) cannot end an autovacuum worker that the cluster's superuser runs
-    on the database ("must be a member of the role whose process is being terminated"); the
-    worker finishes within moments, so try again briefly."""
-    for attempt in range(tries):
-        try:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            return
-        except sa.exc.ProgrammingError:
-            if attempt == tries - 1:
-                raise
-            time.sleep(0.25)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
@@ -83,3 +84,18 @@ def drop_stale(admin: sa.Engine, url: str, current: str) -> list[str]:
                 continue  # in use after all, or not ours to drop
             dropped.append(name)
     return dropped
+
+
+def drop_database(admin: sa.Engine, name: str, tries: int = 20) -> None:
+    """DROP ... WITH (FORCE) cannot end an autovacuum worker that the cluster's superuser runs
+    on the database ("must be a member of the role whose process is being terminated"); the
+    worker finishes within moments, so try again briefly."""
+    for attempt in range(tries):
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            return
+        except sa.exc.ProgrammingError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.25)
