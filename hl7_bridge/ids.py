@@ -1,7 +1,7 @@
 """Ids for the records a message creates that later messages find by business key.
 
 A new patient's and a new referral's ServiceRequest get a time-ordered id (a version 7 UUID,
-RFC 9562 section 5.7: 48 bits of Unix time in milliseconds, then 74 random bits). Their ids
+referrals/ids.py: 48 bits of Unix time in milliseconds, then 74 random bits). Their ids
 are keys of several indexes (the current-resource table, the referral's service request and
 patient columns, the patient identifier index's owner column); with random ids each new record
 dirtied a page of its own in each of those indexes once they outgrew memory, and mapping slowed
@@ -21,25 +21,12 @@ The id reveals when its record was created, to the millisecond; nothing else.
 
 from __future__ import annotations
 
-import os
 import threading
-import time
 from collections import OrderedDict
 
-_VERSION_7 = 0x7 << 76
-_VARIANT = 0b10 << 62
-_RAND_A = (1 << 12) - 1
-_RAND_B = (1 << 62) - 1
+from referrals.ids import time_ordered_id
 
-
-def time_ordered_id(now_ms: int | None = None) -> str:
-    """A version 7 UUID in its usual text form."""
-    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = ((ms & ((1 << 48) - 1)) << 80) | _VERSION_7 | ((rand >> 62) & _RAND_A) << 64 \
-        | _VARIANT | (rand & _RAND_B)
-    text = f"{value:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+__all__ = ["RecentIds", "recent_id", "time_ordered_id"]
 
 
 class RecentIds:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 
+from referrals.ids import short_id
 from referrals.model import Referral
 
 
@@ -33,8 +34,8 @@ class DigestLine:
 
 
 def short(referral_id: str) -> str:
-    """The reference people read out: the first 8 characters of the referral id."""
-    return referral_id.split("-")[0][:8].upper()
+    """The reference people read out: the referral's short id (its last 8 characters)."""
+    return short_id(referral_id).upper()
 
 
 def order_of(referral: Referral) -> str:

@@ -22,6 +22,7 @@ from outreach.config import from_settings
 from outreach.engine import on_transition
 from outreach.runtime import Runtime
 from outreach.sandbox import MailCapture, SandboxRules, TwilioSandbox
+from referrals.ids import short_id
 from referrals.model import Actor, Command, Referral, new_referral_id
 from referrals.worker import Worker
 
@@ -113,13 +114,13 @@ def _show(services: Any, rt: Runtime, twilio: TwilioSandbox,
         if sent:
             elapsed = time.monotonic() - started
             timings.append(elapsed)
-            echo(f"  {name} ({zones[pid]}, {local:%H:%M} local): referral {referral.id[:8]} "
+            echo(f"  {name} ({zones[pid]}, {local:%H:%M} local): referral {short_id(referral.id)} "
                  f"detected, first SMS handed to the gateway after {elapsed:.2f} s\n"
                  f"      \"{sent[0].body}\"")
             continue
         deferred = _wait(partial(_deferred, rt, referral.id), 10.0)
         why = f"[{deferred[0].rule}] {deferred[0].reason}" if deferred else "no decision yet"
-        echo(f"  {name} ({zones[pid]}, {local:%H:%M} local): referral {referral.id[:8]} "
+        echo(f"  {name} ({zones[pid]}, {local:%H:%M} local): referral {short_id(referral.id)} "
              f"detected, first SMS deferred {why}")
     stopper = PATIENTS[2]
     twilio.reply(stopper[2], "Stop texting me")

@@ -39,6 +39,7 @@ from pas_client.store import FINAL, UNDECIDED, PriorAuthRequest, PriorAuthStore
 from pas_client.subscription import build_subscription
 from pas_client.update import build_update_bundle
 from referrals.errors import IllegalTransition, InboundError, NotFound, PeerError
+from referrals.ids import short_id
 from referrals.model import Actor, Command, Link, Reason, Referral, Stage
 from referrals.store.work import WorkItem
 
@@ -358,7 +359,7 @@ class PriorAuthFlow:
             return
         self.quarantine.put(origin="pas", kind="pas.claim-response", reason=(
             f"a ClaimResponse from {request.payer} names request {request.id[:8]} (referral "
-            f"{request.referral_id[:8]}) but {problem}")[:2000],
+            f"{short_id(request.referral_id)}) but {problem}")[:2000],
             original=json.dumps(decision.claim_response).encode(),
             content_type="application/fhir+json")
         log.warning("pas: a ClaimResponse about another patient was not applied",

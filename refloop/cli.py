@@ -11,6 +11,7 @@ import click
 import sqlalchemy as sa
 
 from referrals.errors import PeerError, RefloopError
+from referrals.ids import short_id
 from refloop.context import Context, pass_context
 from refloop.files import ensure_private_dir
 from refloop.output import output_width, print_json, print_table
@@ -230,7 +231,7 @@ def referrals_list(obj: Context, stage: str | None, limit: int, cursor: str | No
         print_json({"referrals": [referral_to_dict(r) for r in found], "next": following})
         return
     print_table(["id", "stage", "priority", "specialty", "owner", "due"],
-                [[r.id[:8], r.stage.value, r.priority, r.specialty, r.owner,
+                [[short_id(r.id), r.stage.value, r.priority, r.specialty, r.owner,
                   r.deadline.strftime("%Y-%m-%d %H:%M") if r.deadline else ""] for r in found])
     if following:
         click.echo(f"more: refloop referrals list --cursor {following}"
@@ -242,8 +243,8 @@ def referrals_list(obj: Context, stage: str | None, limit: int, cursor: str | No
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def referrals_show(obj: Context, referral_id: str, as_json: bool) -> None:
-    """One referral: its Task and its event log. REFERRAL_ID may be any unique beginning of the
-    id (the listings print the first 8 characters)."""
+    """One referral: its Task and its event log. REFERRAL_ID may be the short id the listings
+    print (its last 8 characters) or any unique beginning of the id."""
     store = obj.services.store
     task = store.task(referral_id)
     if task is None:

@@ -23,6 +23,7 @@ from typing import Any
 import click
 
 from referrals.analytics import fall_out, funnel
+from referrals.ids import short_id
 from referrals.model import Command, Referral, Stage
 from referrals.sla import describe_due
 from refloop.context import Context, pass_context
@@ -219,7 +220,7 @@ def send_v2_referral(services: Any) -> Referral | None:
     if referral.stage == Stage.DETECTED:
         referral = services.referrals.act(referral.id, Command(
             "accept", actor=COORDINATOR, source="demo"))
-    click.echo(f"  referral {referral.id[:8]} ({referral.priority}, {referral.stage.value}), "
+    click.echo(f"  referral {short_id(referral.id)} ({referral.priority}, {referral.stage.value}), "
                f"payer from IN1: {referral.payer or 'none'}")
     return referral
 
@@ -231,7 +232,7 @@ def show_worklist(services: Any, limit: int = 15) -> None:
     now = datetime.now(UTC)
     click.echo(f"\nWorklist: {len(open_ones)} open referrals (most urgent first)")
     print_table(["referral", "priority", "stage", "specialty", "age", "due"],
-                [[r.id[:8], r.priority, r.stage.value, r.specialty,
+                [[short_id(r.id), r.priority, r.stage.value, r.specialty,
                   f"{(now - r.created_at).days}d", _due(r, now)] for r in open_ones[:limit]])
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from referrals.ids import short_id
 from refloop.demo_data import demo_resources
 from refloop.output import print_table
 
@@ -235,7 +236,7 @@ def _show_arrivals(items: list[dict[str, Any]], created: dict[str, tuple[str, bo
         sr_id, new = created[item["key"]]
         found = arrived.get(item["key"])
         rows.append([item["key"], f"ServiceRequest/{sr_id[:8]}", "new" if new else "existing",
-                     found[0].id[:8] if found else "MISSING", found[0].stage.value if found
+                     short_id(found[0].id) if found else "MISSING", found[0].stage.value if found
                      else "-", found[0].priority if found else "-",
                      f"{found[1]:.1f}s" if found and new else "-"])
     print_table(["demo key", "in the EHR", "this run", "referral", "stage", "priority",

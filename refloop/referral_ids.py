@@ -1,5 +1,5 @@
-"""Referral ids (and other uuid ids) on the command line: a full id, or any unique beginning of
-one (the listings print the first 8 characters)."""
+"""Referral ids (and other uuid ids) on the command line: a full id, the short id the listings
+print (a referral's last 8 characters, referrals/ids.py), or any unique beginning of one."""
 
 from __future__ import annotations
 
@@ -18,31 +18,37 @@ def resolve_referral_id(store: Any, text: str) -> str:
     """The full id `text` names: itself when it exists, else the one id it begins; a
     ClickException that says what to do when it names none or several."""
     return resolve_id(text, exists=lambda i: store.try_get(i) is not None,
-                      starting_with=store.ids_starting_with, noun="referral",
-                      listing="'refloop referrals list' shows their ids")
+                      starting_with=store.ids_starting_with, ending_with=store.ids_ending_with,
+                      noun="referral", listing="'refloop referrals list' shows their ids")
 
 
 def resolve_id(text: str, *, exists: Callable[[str], bool],
-               starting_with: Callable[..., list[str]], noun: str, listing: str) -> str:
-    """The full id of a `noun` that `text` names (itself, or the one id it begins);
-    `listing` says where people find the ids."""
+               starting_with: Callable[..., list[str]], noun: str, listing: str,
+               ending_with: Callable[..., list[str]] | None = None) -> str:
+    """The full id of a `noun` that `text` names (itself, the one id it begins or, with
+    `ending_with`, the one id it ends); `listing` says where people find the ids."""
     text = text.strip()
     if exists(text):
         return text
-    found = starting_with(text, limit=SHOWN + 1)
+    begun = starting_with(text, limit=SHOWN + 1)
+    ended = ending_with(text, limit=SHOWN + 1) if ending_with is not None else []
+    found = list(dict.fromkeys([*begun, *ended]))
     if len(found) == 1:
         return str(found[0])
     if not found:
-        raise click.ClickException(f"no {noun} {text}; {listing} (a unique beginning of one "
-                                   "is enough)")
+        unique = "its short id or a unique beginning" if ending_with else "a unique beginning"
+        raise click.ClickException(f"no {noun} {text}; {listing} ({unique} of one is enough)")
     count = f"more than {SHOWN}" if len(found) > SHOWN else str(len(found))
     shown = ", ".join(found[:SHOWN]) + (", ..." if len(found) > SHOWN else "")
-    raise click.ClickException(f"{text} is ambiguous: {count} {noun} ids begin with it "
+    where = ("begin or end with" if begun and ended else "end with" if ended
+             else "begin with")
+    raise click.ClickException(f"{text} is ambiguous: {count} {noun} ids {where} it "
                                f"({shown}); give more of the id")
 
 
 class ReferralId(click.ParamType):
-    """A click argument that accepts a referral id or a unique beginning of one."""
+    """A click argument that accepts a referral id, its short id or a unique beginning of
+    one."""
 
     name = "REFERRAL"
 

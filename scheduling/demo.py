@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from referrals.ids import short_id
 from referrals.model import Actor, Command, Referral, new_referral_id
 from referrals.store.schema import work_items
 from scheduling.adapter import SchedulingAdapter
@@ -40,7 +41,7 @@ def run_demo(adapter: SchedulingAdapter, ehr_base: str, echo: Callable[[str], No
     referral = demo_referral(adapter, ehr_base, patient)
     echo(f"\nSelf-scheduling (a calendar of 3 free slots on the sandbox EHR, {ehr_base}):")
     link = adapter.issue_booking_link(referral.id) or ""
-    echo(f"  booking link for referral {referral.id[:8]} (opens with the date of birth "
+    echo(f"  booking link for referral {short_id(referral.id)} (opens with the date of birth "
          f"{patient['birthDate']}): {link}")
     current = adapter.book.current(referral.id)
     if current is None:

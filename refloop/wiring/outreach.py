@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from referrals.ids import short_id
 from refloop.context import Context, pass_context
 from refloop.output import output_width, print_json, print_table
 from refloop.referral_ids import REFERRAL
@@ -198,8 +199,9 @@ def due(obj: Context, hours: float, as_json: bool) -> None:
         click.echo(f"nothing due in the next {hours:g} h")
         return
     print_table(["referral", "rung", "channel", "due (UTC)", "decision", "why"],
-                [[r["referral_id"][:8], r["rung"], r["channel"], r["due"][:16].replace("T", " "),
-                  r["decision"], r["why"] or ""] for r in rows], width=output_width())
+                [[short_id(r["referral_id"]), r["rung"], r["channel"],
+                  r["due"][:16].replace("T", " "), r["decision"], r["why"] or ""] for r in rows],
+                width=output_width())
 
 
 @outreach_group.command("send-test")

@@ -45,13 +45,14 @@ def run(config: Path, *args: str) -> Result:
 def test_the_ids_a_listing_prints_are_accepted(config: Path) -> None:
     listing = run(config, "referrals", "list")
     assert listing.exit_code == 0
-    short = next(line.split()[0] for line in listing.stdout.splitlines()
-                 if line.startswith("c0ffee00"))
-    assert len(short) == 8
-    shown = run(config, "referrals", "show", short)
+    shorts = [line.split()[0] for line in listing.stdout.splitlines()[2:]]
+    assert sorted(shorts) == sorted(i[-8:] for i in IDS)  # the end of each id
+    shown = run(config, "referrals", "show", IDS[2][-8:])
     assert shown.exit_code == 0, shown.output
     assert f"Task/{IDS[2]}" in shown.stdout
-    assert run(config, "referrals", "show", "C0FFEE", "--json").exit_code == 0
+    assert run(config, "referrals", "show", "C0FFEE", "--json").exit_code == 0  # a beginning
+    longer = run(config, "referrals", "show", "8000-000000000003", "--json")
+    assert longer.exit_code == 0 and IDS[2] in longer.stdout
 
 
 def test_an_ambiguous_or_unknown_prefix_says_so(config: Path) -> None:
