@@ -123,7 +123,7 @@ def note(w: World, referral: Any) -> Any:
 
     from referrals.model import Link
 
-    document = {"resourceType": "DocumentReference", "id": f"note-{referral.id[:8]}",
+    document = {"resourceType": "DocumentReference", "id": f"note-{referral.id[-8:]}",
                 "status": "current", "subject": {"reference": referral.patient},
                 "content": [{"attachment": {"contentType": "text/plain",
                                             "data": base64.b64encode(b"Seen.").decode()}}]}

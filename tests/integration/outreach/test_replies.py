@@ -51,11 +51,11 @@ def test_booking_intent_sends_the_link_or_opens_a_task(harness: Harness) -> None
     assert h.rt.ostore.plans_for(referral.id)[0].status == "stopped"
     events = h.services.store.events(referral.id)
     assert events[-1].reason.code == "patient-replied"
-    h.rt.issue_booking_link = lambda rid: f"https://book.example/{rid[:6]}"
+    h.rt.issue_booking_link = lambda rid: f"https://book.example/{rid[-6:]}"
     h.twilio.reply(NY_MOBILE, "yes please")
     h.settle()
     assert h.twilio.messages(NY_MOBILE)[-1].body.startswith(
-        f"Springfield Medical Group: book your visit here: https://book.example/{referral.id[:6]}")
+        f"Springfield Medical Group: book your visit here: https://book.example/{referral.id[-6:]}")
 
 
 def test_call_me_and_free_text(harness: Harness) -> None:

@@ -67,7 +67,7 @@ def test_a_signed_reply_is_in_the_inbox_before_the_answer(harness: Harness) -> N
 
 def test_voice_key_presses_connect_send_the_link_and_opt_out(harness: Harness) -> None:
     h = harness
-    h.rt.issue_booking_link = lambda referral_id: f"https://book.example/{referral_id[:8]}"
+    h.rt.issue_booking_link = lambda referral_id: f"https://book.example/{referral_id[-8:]}"
     h.patient("w2")
     referral = h.referral("w2", priority="urgent")
     h.settle()
@@ -77,7 +77,7 @@ def test_voice_key_presses_connect_send_the_link_and_opt_out(harness: Harness) -
     two = h.twilio.press(call.sid, "2")
     assert "text you a link" in two
     h.settle()
-    assert f"https://book.example/{referral.id[:8]}" in h.twilio.messages(NY_MOBILE)[-1].body
+    assert f"https://book.example/{referral.id[-8:]}" in h.twilio.messages(NY_MOBILE)[-1].body
     one = h.twilio.press(call.sid, "1")
     assert "<Dial>+15555550101</Dial>" in one
     nine = h.twilio.press(call.sid, "9")

@@ -63,7 +63,7 @@ class World:
 
     def referral(self, priority: str = "routine", index: int = 0,
                  accept: bool = True) -> Referral:
-        item = {**DEMO[index], "priority": priority, "key": f"w-{new_referral_id()[:8]}"}
+        item = {**DEMO[index], "priority": priority, "key": f"w-{new_referral_id()[-8:]}"}
         for resource in demo_resources(item).values():
             self.services.resources.put(resource, server="demo")
         draft = Referral(id=new_referral_id(), source_key=f"demo|ServiceRequest/{item['key']}",

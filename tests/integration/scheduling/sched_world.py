@@ -54,7 +54,7 @@ def open_referral(services: Services, calendar: Calendar, specialty: str = "card
     """A referral from the EHR, accepted, with the Patient the detection adapter stored."""
     patient = calendar.read(f"Patient/{calendar.patient}")
     services.resources.put(patient, server=calendar.base)
-    sr = f"sr-{new_referral_id()[:8]}"
+    sr = f"sr-{new_referral_id()[-8:]}"
     draft = Referral(id=new_referral_id(), source_key=f"fhir|{calendar.base}|ServiceRequest/{sr}",
                      service_request=f"ServiceRequest/{sr}",
                      patient=f"Patient/{calendar.patient}", specialty=specialty)

@@ -73,8 +73,8 @@ def siu(trigger: str, referral_id: str, start: datetime, status: str) -> bytes:
     end = (start + timedelta(minutes=30)).strftime("%Y%m%d%H%M%S+0000")
     segments = [
         f"MSH|^~\\&|SCHED|CLINIC|REFLOOP|REFLOOP|20261201090000||SIU^{trigger}^SIU_S12|"
-        f"SIU{trigger}{referral_id[:8]}|P|2.5.1",
-        "|".join(["SCH", f"APT-{referral_id[:8]}^CLINIC", f"APT-{referral_id[:8]}^CLINIC",
+        f"SIU{trigger}{referral_id[-8:]}|P|2.5.1",
+        "|".join(["SCH", f"APT-{referral_id[-8:]}^CLINIC", f"APT-{referral_id[-8:]}^CLINIC",
                   "", "", "", "", "^Cardiology", "", "", "", f"^^^{when}^{end}",
                   *[""] * 13, status, f"{referral_id}^REFLOOP"]),
         "PID|1||MRN-77^^^CLINIC^MR||Okafor^Ada||19610423|F",
