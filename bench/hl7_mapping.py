@@ -216,13 +216,13 @@ def _text(value: Any) -> str:
 
 
 def _clones(tokens: list[str], rows: Rows, size: int, first_inbox: int) -> Rows:
-    from hl7_bridge.ids import time_ordered_id
+    from referrals.ids import time_ordered_id
 
     out: Rows = {t: (columns, []) for t, (columns, _) in rows.items()}
     for n in range(size):
-        # the bridge's ids: a random referral id, time-ordered ServiceRequest and Patient ids
-        # (hl7_bridge/ids.py), a Coverage id derived from its key
-        fresh = [str(uuid.uuid4()), time_ordered_id(), time_ordered_id(), str(uuid.uuid4()),
+        # the bridge's ids: time-ordered referral, ServiceRequest and Patient ids
+        # (referrals/ids.py), a Coverage id derived from its key
+        fresh = [time_ordered_id(), time_ordered_id(), time_ordered_id(), str(uuid.uuid4()),
                  f"C{uuid.uuid4().hex[:17].upper()}"]
         inbox_id = first_inbox + n
         for table, (columns, template) in rows.items():
