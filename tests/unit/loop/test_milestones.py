@@ -17,7 +17,7 @@ S = Stage
 
 def referral(stage: Stage, source: str = "fhir|https://ehr.example/fhir|ServiceRequest/sr-9"
              ) -> Referral:
-    return Referral(id="3f2a9c1e-0000-4000-8000-000000000001", source_key=source,
+    return Referral(id="0190c4a2-0000-7000-8000-00003f2a9c1e", source_key=source,
                     service_request="ServiceRequest/sr-9", patient="Patient/p-1",
                     stage=stage, specialty="cardiology")
 
