@@ -11,8 +11,10 @@ v2 state.
 What the process never changes:
 - a message that fails there is parsed and mapped again here, so its error, its quarantine and
   its answer to the sender are the same as without the process;
-- when the process dies or does not answer within `TIMEOUT_SECONDS`, the batch is mapped here
-  and a new process is started for the next one; while it starts, batches are mapped here;
+- when the process dies or does not answer in time (`timeout_for`: 10 seconds, more for a
+  batch of over 1,000 messages; a batch takes it a few milliseconds per hundred messages), the
+  batch is mapped here and a new process is started for the next one; while it starts, batches
+  are mapped here;
 - the new patients and ServiceRequests it maps get their ids there (ids.py): the writer keeps
   them, and later messages find those records by identifier and referral key, not by id.
 
@@ -43,8 +45,11 @@ log = logging.getLogger("refloop.hl7.mapper")
 
 #: the longest referral key column (referrals.source_key, hl7_referral_keys, hl7_parked)
 KEY_MAX = 512
-#: how long a batch may take in the mapping process before it is mapped here instead
-TIMEOUT_SECONDS = 120.0
+#: how long a batch may take in the mapping process before it is mapped here instead: a hung
+#: process holds up mapping this long (`timeout_for`)
+TIMEOUT_SECONDS = 10.0
+#: and this much more per message of a batch over 1,000 (mapping takes about 0.2 ms each)
+TIMEOUT_PER_MESSAGE = 0.01
 #: how often the mapping process checks that its worker still runs
 PARENT_CHECK_SECONDS = 1.0
 #: the fields of a mapping that travel back as JSON (the order's segments go by position)
@@ -95,7 +100,7 @@ class MappingProcess:
         if pool is None:
             return None
         try:
-            blobs = pool.submit(_map_batch, rows).result(timeout=TIMEOUT_SECONDS)
+            blobs = pool.submit(_map_batch, rows).result(timeout=timeout_for(len(rows)))
         except Exception as exc:  # died, hung, or could not take the batch: mapped here
             log.warning("HL7 mapping process failed; mapping the batch in the worker",
                         extra={"error": type(exc).__name__, "batch": len(rows)})
@@ -149,6 +154,11 @@ class MappingProcess:
             for process in list(getattr(pool, "_processes", {}).values()):
                 process.kill()
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def timeout_for(count: int) -> float:
+    """How long a batch of `count` messages may take in the mapping process."""
+    return TIMEOUT_SECONDS + TIMEOUT_PER_MESSAGE * max(0, count - 1000)
 
 
 def _read(blob: bytes) -> tuple[Mapped, Facts]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from hl7_bridge import mapper
 from hl7_bridge.mapper import MappingProcess
 from referrals.store.schema import inbox, referrals
 from refloop import roles
@@ -87,6 +88,23 @@ def test_a_process_that_dies_leaves_its_batch_to_the_worker_and_is_replaced(
     assert process.mapped == 2
     with feed.services.db.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(referrals)).scalar() == 4
+
+
+@ON_SQLITE
+def test_a_hung_process_leaves_its_batch_to_the_worker_in_time(
+        feed: Feed, process: MappingProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that takes a batch and never answers holds mapping up for the timeout only
+    (it was two minutes); it is killed and the batch mapped here."""
+    monkeypatch.setattr(mapper, "TIMEOUT_SECONDS", 0.5)
+    assert mapper.timeout_for(500) == 0.5 and mapper.timeout_for(3000) == 20.5
+    assert process.pool is not None
+    (child,) = process.pool._processes.values()  # type: ignore[union-attr]
+    os.kill(child.pid, signal.SIGSTOP)
+    send_all(feed, ref("H1", "R-31"), ref("H2", "R-32"))
+    feed.drain()
+    assert statuses(feed) == ["processed", "processed"] and process.mapped == 0
+    child.join(10)
+    assert child.exitcode == -signal.SIGKILL and process.pool is None
 
 
 @ON_SQLITE
