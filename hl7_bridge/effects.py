@@ -20,6 +20,8 @@ from hl7_bridge.message import Message, Segment
 from referrals.lifecycle import allowed_actions
 from referrals.model import (
     LINK_CONSULT_NOTE,
+    PAYER_MAX,
+    SPECIALTY_MAX,
     Actor,
     Command,
     Link,
@@ -409,10 +411,10 @@ def _changes(sr: dict[str, Any], payer: str = "") -> dict[str, Any]:
     specialty = (kind.get("coding") or [{}])[0].get("display") or ""
     reason = next((r.get("text") or (r.get("coding") or [{}])[0].get("display", "")
                    for r in sr.get("reasonCode", [])), "")
-    changes["specialty"] = specialty[:128]
+    changes["specialty"] = specialty[:SPECIALTY_MAX]
     changes["reason_text"] = (reason or (code.get("coding") or [{}])[0].get("display", ""))
     if payer:
-        changes["payer"] = payer[:256]
+        changes["payer"] = payer[:PAYER_MAX]
     return changes
 
 

@@ -135,6 +135,11 @@ class Referral:
         return next((c for c in self.clocks if c.program == program), None)
 
 
+#: the longest specialty and payer a referral holds (their columns): longer ones are cut
+SPECIALTY_MAX = 128
+PAYER_MAX = 256
+
+
 def new_referral_id() -> str:
     """A time-ordered id (a version 7 UUID, referrals/ids.py): a new referral's entries in the
     referral table's key, its events and the v2 bridge's key index go beside the last ones."""

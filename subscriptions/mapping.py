@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from referrals.model import PRIORITIES, Referral, new_referral_id
+from referrals.model import PAYER_MAX, PRIORITIES, SPECIALTY_MAX, Referral, new_referral_id
 from subscriptions.notification import to_relative_reference
 
 OPENING_STATUSES = frozenset({"active", "on-hold"})
@@ -25,9 +25,9 @@ def to_referral_fields(service_request: dict[str, Any],
         "priority": priority if priority in PRIORITIES else "routine",
         # cut to the referral's columns, as the v2 bridge does (PostgreSQL refused a longer
         # one and the referral went to quarantine; SQLite kept it whole)
-        "specialty": _text(service_request.get("performerType"))[:128],
+        "specialty": _text(service_request.get("performerType"))[:SPECIALTY_MAX],
         "reason_text": _reason(service_request),
-        "payer": _payer(service_request, included)[:256],
+        "payer": _payer(service_request, included)[:PAYER_MAX],
     }
 
 

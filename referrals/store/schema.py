@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from referrals.ids import SHORT_FROM
+from referrals.model import PAYER_MAX, SPECIALTY_MAX
 
 metadata = sa.MetaData()
 
@@ -52,8 +53,8 @@ referrals = sa.Table(
     sa.Column("patient", sa.String(256), nullable=False),
     sa.Column("owner", sa.String(256), nullable=False, server_default=""),
     sa.Column("service_request", sa.String(512), nullable=False),
-    sa.Column("specialty", sa.String(128), nullable=False, server_default=""),
-    sa.Column("payer", sa.String(256), nullable=False, server_default=""),
+    sa.Column("specialty", sa.String(SPECIALTY_MAX), nullable=False, server_default=""),
+    sa.Column("payer", sa.String(PAYER_MAX), nullable=False, server_default=""),
     sa.Column("auth_state", sa.String(32), nullable=False, server_default=""),
     sa.Column("deadline", Moment),
     sa.Column("created_at", Moment, nullable=False),
