@@ -34,7 +34,15 @@ from hl7_bridge.ack import AckError
 from hl7_bridge.ahead import Ahead
 from hl7_bridge.app_ack import queue_application_ack
 from hl7_bridge.config import Hl7Config
-from hl7_bridge.effects import IGNORED, PROCESSED, QUARANTINED, Effects, Outcome, source_key
+from hl7_bridge.effects import (
+    IGNORED,
+    PROCESSED,
+    QUARANTINED,
+    Effects,
+    Outcome,
+    coverage_ids,
+    source_key,
+)
 from hl7_bridge.facts import Facts
 from hl7_bridge.header import HeaderError, parse_header
 from hl7_bridge.lookups import BatchLookups
@@ -309,9 +317,10 @@ class Applier:
             effects = self._effects(lookups, p)
             entities |= {effects.patient_entity(p.mapped), effects.main_entity(p.mapped)}
             server = f"hl7:{p.sender}"
-            resources |= {(server, str(r["resourceType"]), str(r["id"]))
-                          for r in p.mapped.resources}
             found = lookups.try_get_patient((p.mapped.patient or {}).get("identifier", []))
+            stored = coverage_ids(p.mapped, found[0] if found else "")  # as put_insurance
+            resources |= {(server, str(r["resourceType"]), stored.get(str(r["id"]), str(r["id"])))
+                          for r in p.mapped.resources}
             if found is not None:
                 resources |= {(server, "Patient", found[0]), (found[1], "Patient", found[0])}
         lookups.load_states(entities - {""})

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from hl7_bridge import index, merge
 from hl7_bridge.config import Hl7Config
 from hl7_bridge.facts import MAIN_STATE, Facts, main_segments, order_group, patient_names
+from hl7_bridge.ids import owned_id
 from hl7_bridge.lookups import BatchLookups
 from hl7_bridge.maps import Mapped, to_mapped
 from hl7_bridge.message import Message, Segment
@@ -171,15 +172,25 @@ class Effects:
         self.lookups.index_patient(patient["id"], self.server, identifiers)
 
     def put_insurance(self, mapped: Mapped) -> None:
-        """Coverages, payers and insured persons, pointing at the patient as matched."""
+        """Coverages, payers and insured persons, pointing at the patient as matched; each
+        Coverage under its patient's id (`coverage_ids`)."""
         patient = f"Patient/{mapped.patient['id']}" if mapped.patient else ""
+        owned = coverage_ids(mapped)
         for resource in mapped.insurance:
             for field in ("beneficiary", "subscriber", "patient"):
                 ref = resource.get(field)
                 if patient and isinstance(ref, dict) and \
                         ref.get("reference", "").startswith("Patient/"):
                     resource[field] = {**ref, "reference": patient}
-            self.put(resource)
+            self.put(_renamed(resource, owned))
+
+    def put_service_request(self, sr: dict[str, Any], mapped: Mapped) -> None:
+        """The ServiceRequest, its insurance naming the Coverages as stored (`coverage_ids`)."""
+        owned = coverage_ids(mapped)
+        if owned:
+            sr["insurance"] = [{"reference": f"Coverage/{owned[str(c['id'])]}"}
+                               for c in mapped.coverages]
+        self.put(sr)
 
     # the referral -----------------------------------------------------------------------------
 
@@ -253,7 +264,7 @@ class Effects:
             return self.park(mapped.referral_keys)
         if existing is not None:  # the referral's own ServiceRequest, however it was keyed
             sr["id"] = existing.service_request.removeprefix("ServiceRequest/")
-        self.put(sr)
+        self.put_service_request(sr, mapped)
         if existing is None:
             return self.open(mapped, sr)
         if self.facts.trigger_event == "I14" or sr["status"] in ("revoked", "entered-in-error"):
@@ -301,7 +312,7 @@ class Effects:
             return self.park(mapped.referral_keys)
         if existing is not None:
             sr["id"] = existing.service_request.removeprefix("ServiceRequest/")
-        self.put(sr)
+        self.put_service_request(sr, mapped)
         if existing is None:
             return self.open(mapped, sr)
         if orc1 in ("CA", "OC", "DC", "CR", "DR", "OD") or orc5 in ("CA", "DC"):
@@ -371,6 +382,42 @@ class Effects:
         self.act(referral, "close-loop" if closing else "link",
                  changes={"add_outputs": [link]})
         return Outcome(PROCESSED, "loop closed" if closing else "document linked")
+
+
+def coverage_ids(mapped: Mapped, owner: str = "") -> dict[str, str]:
+    """The ids Coverages and insured persons are stored under, by the ids their mapping
+    derived from their keys: the patient (`owner`, else the mapping's) owns them
+    (ids.owned_id), so a new patient's Coverage goes beside the patient in the indexes instead
+    of at a random place, and a Coverage keyed by plan alone (no member id) is the patient's
+    own. A Coverage keyed by member id stays shared by every patient from before time-ordered
+    ids who has that member id, as it was. Computed from the mapping's ids, never from stored
+    ones, so a mapping applied again (a batch run again) gives the same ids."""
+    owner = owner or (str(mapped.patient["id"]) if mapped.patient else "")
+    if not owner:
+        return {}
+    ids: dict[str, str] = {}
+    for coverage in mapped.coverages:
+        shared = "subscriberId" in coverage  # keyed by the member id
+        ids[str(coverage["id"])] = owned_id(owner, str(coverage["id"]), shared=shared)
+        insured = str(coverage.get("subscriber", {}).get("reference", ""))
+        if insured.startswith("RelatedPerson/"):
+            person = insured.removeprefix("RelatedPerson/")
+            ids[person] = owned_id(owner, person, shared=shared)
+    return ids
+
+
+def _renamed(resource: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
+    """`resource` under its id as stored (`coverage_ids`), naming its insured person so."""
+    rid = str(resource["id"])
+    if resource["resourceType"] not in ("Coverage", "RelatedPerson") or rid not in ids:
+        return resource
+    renamed = {**resource, "id": ids[rid]}
+    insured = renamed.get("subscriber")
+    if isinstance(insured, dict) and str(insured.get("reference", "")).startswith(
+            "RelatedPerson/"):
+        person = str(insured["reference"]).removeprefix("RelatedPerson/")
+        renamed["subscriber"] = {**insured, "reference": f"RelatedPerson/{ids.get(person, person)}"}
+    return renamed
 
 
 def _keep_ids(again: Mapped, first: Mapped) -> None:

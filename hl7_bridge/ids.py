@@ -21,12 +21,44 @@ The id reveals when its record was created, to the millisecond; nothing else.
 
 from __future__ import annotations
 
+import hashlib
 import threading
+import uuid
 from collections import OrderedDict
 
 from referrals.ids import time_ordered_id
 
-__all__ = ["RecentIds", "recent_id", "time_ordered_id"]
+__all__ = ["RecentIds", "owned_id", "recent_id", "time_ordered_id"]
+
+_VERSION_8 = 0x8 << 76
+_VARIANT = 0b10 << 62
+_RAND_A = (1 << 12) - 1
+_RAND_B = (1 << 62) - 1
+
+
+def is_time_ordered(record_id: str) -> bool:
+    """Whether `record_id` is a version 7 UUID in its usual text form."""
+    return len(record_id) == 36 and record_id[14] == "7" and record_id[8] == "-"
+
+
+def owned_id(owner_id: str, derived_id: str, *, shared: bool = False) -> str:
+    """The id of a record that belongs to one with a time-ordered id (a patient's Coverage):
+    the owner's 48 bits of time, then 74 bits of a digest of the owner's id and `derived_id`,
+    the record's id derived from its business key (a version 8 UUID, RFC 9562 section 5.8).
+    The same owner and key always give the same id, and it goes beside its owner's in the
+    indexes. An owner whose id is not time-ordered (records from before these ids, patients
+    without identifiers) gives a name-based id of the two instead, or `derived_id` itself
+    when the record is `shared` by every owner with its key (as such records were before)."""
+    if not is_time_ordered(owner_id):
+        return derived_id if shared else str(uuid.uuid5(uuid.NAMESPACE_URL,
+                                                         f"{owner_id}|{derived_id}"))
+    ms = int(owner_id[:8] + owner_id[9:13], 16)
+    digest = int.from_bytes(hashlib.sha256(f"{owner_id}|{derived_id}".encode()).digest()[:10],
+                            "big")
+    value = (ms << 80) | _VERSION_8 | ((digest >> 62) & _RAND_A) << 64 | _VARIANT \
+        | (digest & _RAND_B)
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 class RecentIds:

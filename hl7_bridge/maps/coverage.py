@@ -68,7 +68,9 @@ def _coverage(in1: Segment, in2: Segment | None, sender: str, config: SenderConf
     payer = _payer(in1, sender, config)
     member = in1.get(49) or in1.get(36)
     plan = in1.get(2)
-    key = f"member:{member}" if member else f"patient:{patient['id']}|plan:{plan}"
+    # without a member id the Coverage is the patient's own: effects.coverage_ids gives it the
+    # patient's id as stored (the id here may be a new patient's before it is matched)
+    key = f"member:{member}" if member else f"plan:{plan}"
     coverage: dict[str, Any] = {
         "resourceType": "Coverage",
         "id": stable_id("Coverage", sender, payer["id"], key),

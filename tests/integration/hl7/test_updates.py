@@ -135,7 +135,31 @@ def test_after_a_restart_an_update_finds_the_patient_and_request_by_their_keys(
     with feed.services.db.read() as conn:
         kinds = dict(conn.execute(sa.select(resources.c.resource_type, sa.func.count())
                                   .group_by(resources.c.resource_type)).all())
-    assert (kinds["Patient"], kinds["ServiceRequest"]) == (1, 1)
+    assert (kinds["Patient"], kinds["ServiceRequest"], kinds["Coverage"]) == (1, 1, 1)
+    (link,) = body(feed, after.service_request)["insurance"]
+    coverage = link["reference"].removeprefix("Coverage/")
+    patient = after.patient.removeprefix("Patient/")
+    assert uuid.UUID(coverage).version == 8 and coverage[:13] == patient[:13]  # beside it
+
+
+def test_a_coverage_without_a_member_id_is_one_per_patient(feed: Feed) -> None:
+    """IN1 without IN1-36 or IN1-49: the Coverage is keyed by plan and is the patient's own,
+    under the patient's id as stored, so a later message mapped without the first one's recent
+    ids updates it instead of adding another; another patient on the plan gets their own."""
+    in1 = segment("IN1", {1: "1", 2: "GOLD-PPO", 3: "NIIP-1^^^&2.16.840.1.113883.3.9999.20&ISO"
+                                                    "^NIIP", 4: "Northern Insurance"})
+    send(feed, (ADT.format(event="A04", control="NOMEM1") + segment("PID", {
+        1: "1", 3: "ADT-1^^^HOSP^MR", 5: "Doe^Jane"}) + in1).encode())
+    recent_id.ids.clear()
+    send(feed, (ADT.format(event="A08", control="NOMEM2") + segment("PID", {
+        1: "1", 3: "ADT-1^^^HOSP^MR"}) + in1.replace("Northern", "North")).encode())
+    send(feed, (ADT.format(event="A04", control="NOMEM3") + segment("PID", {
+        1: "1", 3: "ADT-2^^^HOSP^MR", 5: "Roe^Rita"}) + in1).encode())
+    with feed.services.db.read() as conn:
+        rows = [dict(r) for r in conn.execute(sa.select(resources.c.body).where(
+            resources.c.resource_type == "Coverage")).scalars()]
+    owners = sorted(str(r["beneficiary"]["reference"]) for r in rows)
+    assert len(owners) == 2 and owners[0] != owners[1], owners
 
 
 def test_a_double_quote_null_deletes_the_field(feed: Feed) -> None:
