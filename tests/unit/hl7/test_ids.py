@@ -1,11 +1,12 @@
-"""Time-ordered ids for new patients and ServiceRequests (hl7_bridge/ids.py)."""
+"""Time-ordered ids for new patients and ServiceRequests, and the ids of the Coverages they
+own (hl7_bridge/ids.py)."""
 
 from __future__ import annotations
 
 import threading
 import uuid
 
-from hl7_bridge.ids import RecentIds, time_ordered_id
+from hl7_bridge.ids import RecentIds, owned_id, time_ordered_id
 
 
 def test_a_time_ordered_id_is_a_version_7_uuid_carrying_its_millisecond() -> None:
@@ -45,3 +46,22 @@ def test_threads_asking_for_the_same_parts_at_once_get_one_id() -> None:
     for thread in threads:
         thread.join()
     assert len(set(found)) == 300
+
+
+def test_an_owned_id_sits_beside_its_owner_and_is_the_same_each_time() -> None:
+    owner = time_ordered_id(now_ms=0x0190C4A21234)
+    derived = "9f6525e2-9d23-55d7-95ad-d10bcd45af23"
+    made = owned_id(owner, derived)
+    value = uuid.UUID(made)
+    assert (value.version, value.variant) == (8, uuid.RFC_4122)
+    assert made[:13] == owner[:13] and made == owned_id(owner, derived)
+    assert made != owned_id(time_ordered_id(now_ms=0x0190C4A21234), derived)  # another owner
+    assert made != owned_id(owner, "another-key")
+
+
+def test_an_owner_from_before_time_ordered_ids_keeps_shared_records_as_they_were() -> None:
+    old_owner, derived = str(uuid.uuid4()), "9f6525e2-9d23-55d7-95ad-d10bcd45af23"
+    assert owned_id(old_owner, derived, shared=True) == derived
+    own = owned_id(old_owner, derived)
+    assert own != derived and own == owned_id(old_owner, derived)
+    assert own != owned_id(str(uuid.uuid4()), derived)
