@@ -27,8 +27,6 @@ _RAND_B = (1 << 62) - 1
 
 #: how many characters of an id its short form shows
 SHORT = 8
-#: where the short form starts in a 36-character UUID (1-based, as SQL's substr counts)
-SHORT_FROM = 36 - SHORT + 1
 
 
 def time_ordered_id(now_ms: int | None = None) -> str:

@@ -16,7 +16,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from referrals.codec import referral_from_dict, referral_to_dict
 from referrals.errors import ConflictError, NotFound
-from referrals.ids import SHORT, SHORT_FROM
+from referrals.ids import SHORT
 from referrals.lifecycle import Transition
 from referrals.model import Actor, Event, Reason, Referral, Stage, source_key_prefixes
 from referrals.store.bulk import Bulk
@@ -228,15 +228,21 @@ class ReferralStore:
             return [str(i) for i in c.execute(query).scalars() if str(i).startswith(low)]
 
     def ids_ending_with(self, short: str, limit: int = 5) -> builtins.list[str]:
-        """Referral ids that end with `short` (at least their whole short id, referrals/ids.py:
-        the last 8 characters, which listings show; anything shorter matches nothing), at most
-        `limit`, in id order. An index on the short id finds them."""
+        """Referral ids that end with `short` (at least a whole short id, referrals/ids.py: the
+        last 8 characters, which listings show; anything shorter matches nothing), at most
+        `limit`, in id order.
+
+        This reads every referral id (the key's index, not the table): about 0.1 second a
+        million referrals on SQLite. An index on the short id would be keyed by random values
+        and cost every new referral a page write of its own once it outgrew memory, which is
+        what time-ordered ids are for; a full id, or any beginning of one, uses the key."""
         low = short.lower()
         if len(low) < SHORT or not set(low) <= set("0123456789abcdef-"):
             return []
+        query = (sa.select(referrals.c.id).where(referrals.c.id.endswith(low, autoescape=True))
+                 .order_by(referrals.c.id).limit(limit))
         with self.db.read() as c:
-            found = c.execute(short_id_query(low[-SHORT:], limit)).scalars()
-            return [str(i) for i in found if str(i).endswith(low)]
+            return [str(i) for i in c.execute(query).scalars() if str(i).endswith(low)]
 
     def task(self, referral_id: str) -> dict[str, Any] | None:
         with self.db.read() as c:
@@ -442,10 +448,3 @@ def _same_start_elsewhere(element: _SameStart, compiler: Any, **kw: Any) -> str:
 def _same_start_sqlite(element: _SameStart, compiler: Any, **kw: Any) -> str:
     column, length, prefix = (compiler.process(c, **kw) for c in element.clauses)
     return f"(substr({column}, 1, {length}) = {prefix})"
-
-
-def short_id_query(short: str, limit: int) -> sa.Select[Any]:
-    """Ids of the referrals whose short id is `short`, through ix_referrals_short_id (the start
-    is spelt out, not bound: an index on an expression serves only the same expression)."""
-    tail = sa.func.substr(referrals.c.id, sa.literal_column(str(SHORT_FROM)))
-    return sa.select(referrals.c.id).where(tail == short).order_by(referrals.c.id).limit(limit)

@@ -8,7 +8,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from referrals.ids import SHORT_FROM
 from referrals.model import PAYER_MAX, SPECIALTY_MAX
 
 metadata = sa.MetaData()
@@ -68,8 +67,6 @@ sa.Index("ix_referrals_updated", referrals.c.updated_at, referrals.c.id)
 sa.Index("ix_referrals_task_status", referrals.c.task_status)
 sa.Index("ix_referrals_business_status", referrals.c.business_status)
 sa.Index("ix_referrals_service_request", referrals.c.service_request)
-#: the short id people type (referrals/ids.py: the last 8 characters of a 36-character id)
-sa.Index("ix_referrals_short_id", sa.func.substr(referrals.c.id, SHORT_FROM))
 
 referral_events = sa.Table(
     "referral_events", metadata,

@@ -52,14 +52,6 @@ WORKLIST_INDEXES = {
     "ix_referrals_wl_patient_due": ["patient", "deadline", "id"],
 }
 
-#: SQLite cannot reflect expression indexes (ix_referrals_short_id), so Alembic skips that one
-#: there with these warnings; PostgreSQL compares it, and test_referral_ids.py checks on both
-#: databases that the short-id lookup uses it
-pytestmark = [pytest.mark.filterwarnings("ignore:autogenerate skipping metadata-specified "
-                                         "expression-based index"),
-              pytest.mark.filterwarnings("ignore:Skipped unsupported reflection of "
-                                         "expression-based index")]
-
 #: top-level packages the core must never import (DESIGN.md dependency rules 2 and 3)
 NOT_FOR_THE_CORE = {"subscriptions", "hl7_bridge", "pas_client", "smart_app", "capability",
                     "outreach", "scheduling", "refloop"}
