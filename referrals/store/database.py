@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,8 +13,9 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DontWrapMixin
 
-from referrals.errors import RefloopError
+from referrals.errors import InboundError, RefloopError
 
 
 class Database:
@@ -120,15 +122,57 @@ def _create_private_sqlite(url: str) -> None:
     os.close(fd)
 
 
+class UnstorableValue(InboundError, DontWrapMixin):
+    """A value a JSON column cannot hold as given: refused, never written changed. Bad input
+    (no retry helps), raised as is from a statement (DontWrapMixin), on both databases."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"the value cannot be stored as JSON: {why}", code="value")
+
+
 def dumps(value: Any) -> str:
     """JSON columns are written with orjson (several times faster than the json module on
     resource bodies, task and provenance documents); dict keys that are not strings are
     written as strings, as the json module does (orjson's option for that is a slower path,
-    taken only for a value that needs it)."""
+    taken only for a value that needs it). What orjson would write changed is refused
+    (UnstorableValue): NaN and infinities (it writes null), keys that collide once written as
+    strings (`{1: "a", "1": "b"}`: one would be lost); so are integers beyond 64 bits,
+    unpaired surrogates and nesting deeper than 254 levels, which it cannot write at all."""
     try:
-        return orjson.dumps(value).decode()
+        text = orjson.dumps(value)
     except TypeError:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+        text = _with_non_string_keys(value)
+    if b"null" in text and _holds_non_finite(value):
+        raise UnstorableValue("a number is NaN or infinite, which JSON cannot hold")
+    return text.decode()
+
+
+def _with_non_string_keys(value: Any) -> bytes:
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError as exc:
+        raise UnstorableValue(str(exc)) from exc
+    if _key_count(orjson.loads(text)) != _key_count(value):
+        raise UnstorableValue("two keys of an object are the same once written as strings")
+    return text
+
+
+def _key_count(value: Any) -> int:
+    if isinstance(value, dict):
+        return len(value) + sum(_key_count(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(_key_count(v) for v in value)
+    return 0
+
+
+def _holds_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_holds_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_holds_non_finite(v) for v in value)
+    return False
 
 
 #: log pages after which a committing connection checkpoints the write-ahead log itself
