@@ -14,7 +14,7 @@ from typing import Any
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import InvalidClientError, OAuth2Request
+from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError, OAuth2Request
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
@@ -107,7 +107,29 @@ class TokenRequest(FlaskOAuth2Request):
     def __init__(self, request: Any, uri: str) -> None:
         OAuth2Request.__init__(self, method=request.method, uri=uri, headers=request.headers)
         self._request = request
-        self.payload = FlaskOAuth2Payload(request)
+        self.payload = FormPayload(request)
+
+
+class FormPayload(FlaskOAuth2Payload):
+    """The token request's parameters: its form body alone (authlib's reads the query string
+    first, while the client's assertion is read from the form)."""
+
+    @property
+    def data(self) -> Any:
+        return self._request.form
+
+
+def check_parameters(request: Any) -> None:
+    """RFC 6749 3.2: the parameters come in the form body, each once; a query string or a
+    repeated parameter is refused, never read one way or the other."""
+    if request.query_string:
+        raise InvalidRequestError("send the parameters in the form body, not in the query "
+                                  "string (RFC 6749 3.2)")
+    repeated = sorted({name for name in request.form if len(request.form.getlist(name)) > 1})
+    if repeated:
+        named = ", ".join(name[:40] for name in repeated[:5])
+        raise InvalidRequestError(f"each parameter once (RFC 6749 3.2): {named} "
+                                  "was given more than once")
 
 
 class TokenServer(AuthorizationServer):
@@ -121,6 +143,7 @@ class TokenServer(AuthorizationServer):
     def token_response(self) -> Response:
         """The token endpoint's answer; every refusal is an OAuth error (RFC 6749 5.2)."""
         try:
+            check_parameters(flask_request)
             return self.create_token_response()
         except OAuth2Error as exc:  # raised before authlib's own handling (insecure_transport)
             return self.handle_error_response(None, exc)

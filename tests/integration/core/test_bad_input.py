@@ -367,7 +367,7 @@ def auth_rows() -> list[Row]:
          f"&client_assertion={'A' * 200000}", "oauth:invalid_client"),
         (f"grant_type=client_credentials&client_assertion_type={assertion}"
          f"&client_assertion={FOREIGN}", "oauth:invalid_client"),
-        ("grant_type=client_credentials&grant_type=client_credentials", "oauth:invalid_client"),
+        ("grant_type=client_credentials&grant_type=client_credentials", "oauth:invalid_request"),
         ("grant_type=%00", "oauth:unsupported_grant_type"),
     ]
     for n, (body, expect) in enumerate(token_forms):
