@@ -234,6 +234,9 @@ class EdgeConnection(asyncio.Protocol):
         if not pending.queued:
             pending.queued = True
             self.queue.append(pending)
+        if not pending.keep_alive:  # RFC 9112 9.6: what follows is neither read nor answered
+            self.closing = True
+            self.linger = not self.eof
 
     # -- reading a request -----------------------------------------------------------------
 
@@ -305,6 +308,8 @@ class EdgeConnection(asyncio.Protocol):
         self._advance()
 
     def _framing(self, exc: Exception) -> None:
+        if self.closing:  # input after the last request we read (`Connection: close`)
+            return
         pending = self.current or Pending()
         if pending.upload is not None:
             answer = self._incomplete(pending, "framing")
@@ -395,7 +400,8 @@ class EdgeConnection(asyncio.Protocol):
 
     def _send(self, pending: Pending, answer: Answer) -> None:
         self.busy = False
-        keep_alive = pending.keep_alive and not self.closing and not self.eof
+        # the answers to requests read before the end say close on the last one only
+        keep_alive = pending.keep_alive and (bool(self.queue) or not (self.closing or self.eof))
         if answer.route or answer.content_type is not None:
             _log(pending, answer)  # before the answer leaves: a client may act on it at once
         if self.transport is not None and not self.transport.is_closing():
@@ -422,6 +428,8 @@ class EdgeConnection(asyncio.Protocol):
                                                               self.server.date()))
         if not keep_alive:
             lines.append(b"Connection: close\r\n")
+        elif head is not None and head.version == "1.0":  # else it expects a close (9112 9.3)
+            lines.append(b"Connection: keep-alive\r\n")
         lines.append(b"\r\n")
         if head is None or head.method != "HEAD":
             lines.append(answer.body)

@@ -273,3 +273,33 @@ def test_a_request_line_with_another_http_version_is_505(edge: RunningEdge,
     assert status == 505 and outcome["issue"][0]["code"] == "not-supported"
     assert edge_services.inbox.counts() == {}
     assert parse_answer(raw_request(edge.port, put_head(hook, len(body)) + body))[0] == 200
+
+
+def answers(raw: bytes) -> list[tuple[int, str]]:
+    """Each answer in `raw`: its status and Connection header ('' when absent)."""
+    found = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines[1:])}
+        length = int(headers["content-length"])
+        found.append((int(lines[0].split()[1]), headers.get("connection", "")))
+        raw = rest[length:]
+    return found
+
+
+def test_connections_persist_and_close_as_rfc_9112_says(edge: RunningEdge) -> None:
+    """RFC 9112 9.3 and 9.6: nothing after a request that closes the connection is answered
+    (a pipelining client sends it again elsewhere; a 400 answer for it read as the answer to
+    its next request); an HTTP/1.0 client asking keep-alive is told it is kept; answers to
+    requests a half-closed client pipelined say close on the last one only."""
+    get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    close = get.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    assert answers(raw_request(edge.port, close + get, half_close=False)) == [(200, "close")]
+    old = b"GET /healthz HTTP/1.0\r\n\r\n"
+    assert answers(raw_request(edge.port, old + get, half_close=False)) == [(200, "close")]
+    kept = b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    assert answers(raw_request(edge.port, kept + close, half_close=False)) == [
+        (200, "keep-alive"), (200, "close")]
+    first, second, last = answers(raw_request(edge.port, get + get + get))
+    assert first == second == (200, "") and last[0] == 200  # the last: close once EOF is read
