@@ -20,6 +20,7 @@ from datetime import date
 from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response as WResponse
 
 from loop import documents
@@ -113,10 +114,17 @@ def loop_blueprint(portal: Portal) -> Blueprint:
             assert answer is not None
             return answer
         limit = portal.config.max_upload_bytes + 1
-        parts = [(f.filename or "", f.stream.read(limit))
-                 for _, f in request.files.items(multi=True)]
+        raw = request.get_data(cache=True)  # the form parses this copy; kept whole if unnamed
+        try:
+            parts = [(f.filename or "", f.stream.read(limit))
+                     for _, f in request.files.items(multi=True)]
+            unnamed = any(request.form.values())  # a part without a filename is a field
+        except RequestEntityTooLarge:  # such a field over the form's memory limit
+            parts, unnamed = [], True
         sent = [(name, content) for name, content in parts if name or content]  # not empty inputs
         try:
+            if unnamed:
+                raise portal.refuse_unnamed(link, raw, request.content_type or "")
             if len(sent) > 1:
                 raise portal.refuse_several(link, [content for _, content in sent])
             name, content = sent[0] if sent else ("", b"")
