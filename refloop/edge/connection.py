@@ -424,8 +424,10 @@ class EdgeConnection(asyncio.Protocol):
             extra = []
         for name, value in (*answer.headers, *extra):
             lines.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
-        lines.append(b"Content-Length: %d\r\nDate: %s\r\n" % (len(answer.body),
-                                                              self.server.date()))
+        if head is None or head.method != "HEAD" or answer.body:
+            lines.append(b"Content-Length: %d\r\n" % len(answer.body))
+        # else the application's, or none (RFC 9110 8.6: never a length GET would not send)
+        lines.append(b"Date: %s\r\n" % self.server.date())
         if not keep_alive:
             lines.append(b"Connection: close\r\n")
         elif head is not None and head.version == "1.0":  # else it expects a close (9112 9.3)

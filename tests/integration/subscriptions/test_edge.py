@@ -303,3 +303,14 @@ def test_connections_persist_and_close_as_rfc_9112_says(edge: RunningEdge) -> No
         (200, "keep-alive"), (200, "close")]
     first, second, last = answers(raw_request(edge.port, get + get + get))
     assert first == second == (200, "") and last[0] == 200  # the last: close once EOF is read
+
+
+def test_a_head_answer_gives_the_length_get_would(edge: RunningEdge) -> None:
+    """RFC 9110 8.6: a HEAD answer's Content-Length is the GET answer's, or absent (it was 0)."""
+    for path in ("/healthz", "/auth/token", "/nothing"):
+        get = raw_request(edge.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = raw_request(edge.port, f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        get_head, _, body = get.partition(b"\r\n\r\n")
+        head_head, _, nothing = head.partition(b"\r\n\r\n")
+        assert nothing == b"" and head_head.split(b"\r\n")[0] == get_head.split(b"\r\n")[0]
+        assert f"Content-Length: {len(body)}\r\n".encode() in head_head + b"\r\n", path
