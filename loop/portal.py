@@ -138,19 +138,21 @@ class Portal:
                            f"server's limit of {limit} bytes; its first {len(first)} bytes "
                            "are kept)")
 
-    def refuse_unnamed(self, link: Link, raw: bytes, content_type: str) -> PortalError:
-        """A form whose file came without a file name (a form field, as `curl -F 'note=<f'`
-        sends it): its bytes are not the file's, so the request is kept whole (the web server
-        bounds it) and none is taken."""
+    def refuse_unread(self, link: Link, raw: bytes, content_type: str) -> PortalError:
+        """A form that held no file the server could read, though it held bytes: the file came
+        as a field without a file name (as `curl -F 'note=<f'` sends it), or the multipart
+        framing is broken (another boundary, no closing one). The request is kept whole (the
+        web server bounds it), with its Content-Type, and nothing is taken."""
         if self.core.quarantine is not None:
             self.core.quarantine.put(
                 origin="http", kind="loop.upload", original=raw,
-                reason=f"upload for referral {link.referral_id} refused: the form sent a part "
-                       "without a file name (the whole request is kept)",
-                content_type=content_type[:128])
-        return PortalError("The form sent the file without a file name, so it was not read "
-                           "as a file. Choose the PDF in the form (with curl: -F "
-                           "'note=@file.pdf'). Nothing was uploaded.", 400)
+                reason=f"upload for referral {link.referral_id} refused: no file part could be "
+                       "read (a part without a file name, or broken multipart framing); the "
+                       "whole request is kept", content_type=content_type[:128])
+        return PortalError("The file did not arrive as a file: the form sent it without a file "
+                           "name, or in a form the server could not read. Choose the PDF in "
+                           "the form (with curl: -F 'note=@file.pdf'). Nothing was uploaded.",
+                           400)
 
     def refuse_several(self, link: Link, sent: list[bytes]) -> PortalError:
         """A form that sent more than one file: each is kept (not their names, which may name

@@ -114,7 +114,7 @@ def loop_blueprint(portal: Portal) -> Blueprint:
             assert answer is not None
             return answer
         limit = portal.config.max_upload_bytes + 1
-        raw = request.get_data(cache=True)  # the form parses this copy; kept whole if unnamed
+        raw = request.get_data(cache=True)  # the form parses this copy; kept whole if unread
         try:
             parts = [(f.filename or "", f.stream.read(limit))
                      for _, f in request.files.items(multi=True)]
@@ -123,8 +123,8 @@ def loop_blueprint(portal: Portal) -> Blueprint:
             parts, unnamed = [], True
         sent = [(name, content) for name, content in parts if name or content]  # not empty inputs
         try:
-            if unnamed:
-                raise portal.refuse_unnamed(link, raw, request.content_type or "")
+            if unnamed or (not parts and raw.strip()):  # a field, or framing nobody read
+                raise portal.refuse_unread(link, raw, request.content_type or "")
             if len(sent) > 1:
                 raise portal.refuse_several(link, [content for _, content in sent])
             name, content = sent[0] if sent else ("", b"")

@@ -99,18 +99,20 @@ def test_refused_uploads_are_kept_and_answered_on_the_page(
     assert status == 413 and "The request was too large" in page and len(kept(services)) == 4
 
 
-def test_a_file_sent_without_a_file_name_is_refused_and_kept(
+def test_a_form_with_no_file_it_can_read_is_refused_and_kept(
         served: tuple[Services, RunningEdge, str]) -> None:
-    """A part with no filename (curl -F 'note=<file.pdf') is a form field, not a file: it was
-    answered "Choose a PDF file" and an empty entry was kept, the PDF lost. Now the answer says
-    what happened and the request is kept whole; the link stays unused."""
+    """A part with no filename (curl -F 'note=<file.pdf') is a form field, not a file, and a
+    form whose framing names another boundary holds no part at all: both were answered "Choose
+    a PDF file" with an empty entry kept, the PDF lost. Now the answer says what happened and
+    the request is kept whole; the link stays unused."""
     services, edge, token = served
     unnamed = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="note"\r\n'
                'Content-Type: application/pdf\r\n\r\n').encode() + PDF + b"\r\n" + \
         f"--{BOUNDARY}--\r\n".encode()
-    status, _, page = post(edge, f"/loop/u/{token}", unnamed)
-    assert status == 400 and "without a file name" in page, page[-600:]
-    assert kept(services) == [unnamed]
-    [entry] = services.quarantine.list()
-    assert services.store.list()[0].id in entry.reason
+    framed = multipart(("note.pdf", PDF)).replace(BOUNDARY.encode(), b"other")
+    for n, body in enumerate((unnamed, framed)):
+        status, _, page = post(edge, f"/loop/u/{token}", body)
+        assert status == 400 and "did not arrive as a file" in page, page[-600:]
+        assert kept(services)[n:] == [body]
+    assert all(services.store.list()[0].id in q.reason for q in services.quarantine.list())
     assert post(edge, f"/loop/u/{token}", multipart(("note.pdf", PDF)))[0] == 200
