@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections import deque
@@ -42,6 +43,9 @@ from refloop.edge.wsgi import OVERSIZED, WSGIApp, build_environ, run_wsgi
 log = logging.getLogger("refloop.http")
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: a well-formed request line (RFC 9112 3): a method token, a target, a version
+_REQUEST_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [^\x00-\x20\x7f]+ "
+                           rb"HTTP/[0-9]\.[0-9]\r?\n")
 #: requests read ahead of their answers (pipelining) before the connection stops reading
 MAX_QUEUED = 8
 #: of a body over the limit that no route took, what the application is handed (to keep)
@@ -128,6 +132,8 @@ class EdgeConnection(asyncio.Protocol):
             if not self.closing:  # refused at its headers (head_rules); answered once
                 self._early(self.current or Pending(), outcome(
                     400, "not-supported", "protocol upgrades are not supported"))
+        except httptools.HttpParserInvalidMethodError as exc:  # a garbled line, or a method
+            self._framing(exc, unknown_method=_REQUEST_LINE.match(data) is not None)
         except httptools.HttpParserError as exc:
             self._framing(exc)
         if len(self.queue) >= MAX_QUEUED:  # a client sending ahead (pipelining) waits
@@ -307,11 +313,14 @@ class EdgeConnection(asyncio.Protocol):
             self._early(pending, self._incomplete(pending, "deadline"))
         self._advance()
 
-    def _framing(self, exc: Exception) -> None:
+    def _framing(self, exc: Exception, *, unknown_method: bool = False) -> None:
         if self.closing:  # input after the last request we read (`Connection: close`)
             return
         pending = self.current or Pending()
-        if pending.upload is not None:
+        if unknown_method:  # a well-formed request line with a method llhttp does not know
+            answer = outcome(501, "not-supported", "the method is not implemented here (methods "
+                             "are case-sensitive: GET, HEAD, POST, PUT, DELETE, OPTIONS)")
+        elif pending.upload is not None:
             answer = self._incomplete(pending, "framing")
         else:
             answer = outcome(400, "structure", f"bad HTTP request: {str(exc)[:200]}")

@@ -314,3 +314,13 @@ def test_a_head_answer_gives_the_length_get_would(edge: RunningEdge) -> None:
         head_head, _, nothing = head.partition(b"\r\n\r\n")
         assert nothing == b"" and head_head.split(b"\r\n")[0] == get_head.split(b"\r\n")[0]
         assert f"Content-Length: {len(body)}\r\n".encode() in head_head + b"\r\n", path
+
+
+def test_a_method_nobody_implements_is_501(edge: RunningEdge) -> None:
+    """RFC 9110 15.6.2: an unknown method (methods are case-sensitive: `get` is one) is 501, not
+    a 400 for bad framing; the connection then closes."""
+    for method in ("BREW", "get"):
+        raw = raw_request(edge.port, f"{method} /healthz HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        status, headers, outcome = parse_answer(raw)
+        assert (status, outcome["issue"][0]["code"]) == (501, "not-supported")
+        assert headers["connection"] == "close"
