@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterator
@@ -93,7 +94,7 @@ def connect(url: str, *, sqlite_synchronous: str = "NORMAL", pool_size: int = 5)
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     # hide_parameters: a database error's text (logged with its traceback) never carries the
     # statement's values, which hold patient references, free text and whole resources
-    options: dict[str, Any] = {"json_serializer": dumps, "json_deserializer": orjson.loads,
+    options: dict[str, Any] = {"json_serializer": dumps, "json_deserializer": loads,
                                "hide_parameters": True}
     try:
         if url.startswith("sqlite"):
@@ -145,6 +146,15 @@ def dumps(value: Any) -> str:
     if b"null" in text and _holds_non_finite(value):
         raise UnstorableValue("a number is NaN or infinite, which JSON cannot hold")
     return text.decode()
+
+
+def loads(text: str | bytes) -> Any:
+    """A JSON column's value, read with orjson; a document it refuses is read by the json
+    module, which wrote NaN and Infinity into SQLite stores before orjson wrote them."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def _with_non_string_keys(value: Any) -> bytes:

@@ -326,3 +326,15 @@ def test_a_value_no_json_column_holds_quarantines_at_once(services: Services, ex
     [entry] = services.quarantine.list()
     assert "cannot be stored as JSON" in entry.reason and entry.inbox_id == 4
     assert services.resources.try_get("Basic", "b1") is None
+
+
+def test_a_sqlite_row_the_json_module_wrote_with_nan_still_reads(sqlite_services: Services
+                                                                 ) -> None:
+    """Before JSON columns were written with orjson, the json module wrote NaN and Infinity into
+    SQLite stores; orjson refuses to read them, which made such a row unreadable."""
+    sqlite_services.resources.put({"resourceType": "Basic", "id": "b1", "v": 1.5})
+    with sqlite_services.db.write() as c:
+        c.exec_driver_sql("UPDATE resources SET body = ?", (json.dumps(
+            {"resourceType": "Basic", "id": "b1", "v": [float("nan"), float("inf")]}),))
+    body = sqlite_services.resources.try_get("Basic", "b1")
+    assert body is not None and body["v"][1] == float("inf") and body["v"][0] != body["v"][0]
