@@ -138,6 +138,14 @@ class Portal:
                            f"server's limit of {limit} bytes; its first {len(first)} bytes "
                            "are kept)")
 
+    def refuse_late(self, link: Link, first: bytes, seconds: float) -> PortalError:
+        """An upload the web server's request deadline cut short (a slow line, a sender that
+        stopped): what arrived is kept."""
+        return self.refuse(link, [first], f"The file did not arrive within {seconds:g} seconds, "
+                           "so nothing was uploaded. Try again; if it happens again, call the "
+                           "referral team.", 408, detail=f" (the request deadline of {seconds:g}"
+                           f" s passed; its first {len(first)} bytes are kept)")
+
     def refuse_unread(self, link: Link, raw: bytes, content_type: str) -> PortalError:
         """A form that held no file the server could read, though it held bytes: the file came
         as a field without a file name (as `curl -F 'note=<f'` sends it), or the multipart

@@ -6,10 +6,11 @@ the headers (a hook's secret and rate limit). Whatever goes wrong while a reques
 is answered here, with an OperationOutcome, and never reaches the application as a partial
 request: bad framing (400), a body cut short by the client (400), the deadline (408), a body over
 the limit (413), oversized headers (431). A route that has taken the body (an authenticated hook)
-is told, so it can keep what arrived in quarantine. A body over the limit that no route took goes
-to the application with its first 64 KiB and the mark `OVERSIZED` (refloop/oversized.py), so the
-answer is the path's own (an OperationOutcome, the area's page) and the area that knows the sender
-(an upload link) keeps that part.
+is told, so it can keep what arrived in quarantine. A body over the limit, or cut by the deadline
+once its headers were in, that no route took goes to the application with its first 64 KiB and
+the mark `OVERSIZED` or `TIMED_OUT` (refloop/oversized.py), so the answer is the path's own (an
+OperationOutcome, the area's page) and the area that knows the sender (an upload link) keeps
+that part.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from refloop.edge.messages import (
     Upload,
     outcome,
 )
-from refloop.edge.wsgi import OVERSIZED, WSGIApp, build_environ, run_wsgi
+from refloop.edge.wsgi import OVERSIZED, TIMED_OUT, WSGIApp, build_environ, run_wsgi
 
 log = logging.getLogger("refloop.http")
 
@@ -309,6 +310,9 @@ class EdgeConnection(asyncio.Protocol):
             return
         if self._oversized(pending):
             self._hand_over(pending)
+        elif pending.head is not None and pending.upload is None and pending.answer is None:
+            pending.problem = "deadline"  # the app answers in the path's format (see above)
+            self._hand_over(pending)
         else:
             self._early(pending, self._incomplete(pending, "deadline"))
         self._advance()
@@ -392,6 +396,8 @@ class EdgeConnection(asyncio.Protocol):
         environ = build_environ(pending.head, body, self.server.address)
         if pending.problem == "too-large":
             environ[OVERSIZED] = self.limits.max_body_bytes
+        elif pending.problem == "deadline":
+            environ[TIMED_OUT] = self.limits.request_seconds
         future = self.loop.run_in_executor(self.server.executor, run_wsgi, self.server.wsgi,
                                            environ)
         future.add_done_callback(lambda done: self._answered(pending, done, body))

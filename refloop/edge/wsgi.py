@@ -20,6 +20,9 @@ _HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-leng
 #: set (to the body limit in bytes) when the body was over the limit: the request carries only
 #: its first part, and the application must refuse it (refloop/oversized.py)
 OVERSIZED = "refloop.oversized"
+#: set (to the request deadline in seconds) when the deadline cut the body short: the request
+#: carries what arrived (its first part), and the application must refuse it (same module)
+TIMED_OUT = "refloop.timed_out"
 
 
 def build_environ(head: Head, body: bytes, server: tuple[str, int]) -> dict[str, Any]:
