@@ -28,6 +28,7 @@ from urllib.parse import unquote_to_bytes
 import httptools
 
 from refloop.edge.head_rules import refusal as refuse_head
+from refloop.edge.head_rules import unknown_codings
 from refloop.edge.limits import EdgeLimits
 from refloop.edge.messages import (
     STATUS_LINES,
@@ -273,7 +274,7 @@ class EdgeConnection(asyncio.Protocol):
             return outcome(505, "not-supported", f"HTTP/{head.version[:8]} is not served; "
                            "send HTTP/1.1")
         if route is None:
-            return None
+            return unknown_codings(head.headers)
         try:
             decision = route.begin(head)
         except Exception as exc:

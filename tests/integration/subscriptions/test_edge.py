@@ -258,6 +258,11 @@ def test_transfer_and_content_codings_we_do_not_decode_are_refused(
     status, _, outcome = parse_answer(raw_request(edge.port, gzipped + body))
     assert status == 415 and "content coding 'gzip'" in outcome["issue"][0]["diagnostics"]
     assert edge_services.inbox.counts() == {"rejected": 2}
+    for path in ("/auth/token", "/fhir/Task", "/loop/u/x"):  # the app's paths: the edge says
+        head = f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n" \
+            "Transfer-Encoding: chunked\r\n\r\n"
+        status, _, outcome = parse_answer(raw_request(edge.port, head.encode() + chunks))
+        assert (path, status, outcome["issue"][0]["code"]) == (path, 501, "not-supported")
     identity = put_head(hook, len(body)).replace(b"\r\n\r\n", b"\r\nContent-Encoding: "
                                                 b"identity\r\n\r\n")
     assert parse_answer(raw_request(edge.port, identity + body))[0] == 200
