@@ -14,7 +14,12 @@ from typing import Any
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError, OAuth2Request
+from authlib.oauth2.rfc6749 import (
+    InvalidClientError,
+    InvalidRequestError,
+    InvalidScopeError,
+    OAuth2Request,
+)
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
@@ -38,6 +43,22 @@ LEEWAY = 60  # seconds of clock skew tolerated
 
 class BackendServicesGrant(ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = [AUTH_METHOD]
+
+    def validate_requested_scope(self) -> None:
+        """invalid_scope, saying what to ask for: the client is authenticated by now, so its
+        registered scopes are named (authlib's text named neither what was wrong nor what to
+        ask for)."""
+        super().validate_requested_scope()
+        client: Client = self.request.client
+        requested = self.request.payload.scope or ""
+        if client.get_allowed_scope(requested) is not None:
+            return
+        registered = " ".join(client.scopes)[:300]
+        if not requested.strip():
+            raise InvalidScopeError(f"a scope is required (SMART Backend Services); this client "
+                                    f"registered: {registered}")
+        raise InvalidScopeError(f"none of the requested scopes is registered for this client; "
+                                f"it may ask for: {registered}")
 
 
 class ClientAssertion(JWTBearerClientAssertion):

@@ -205,9 +205,12 @@ def test_the_token_endpoint_refuses_bad_assertions(world: World, fhir_auth: Any)
     assert token_request(world.client, once).status_code == 200
     replay = token_request(world.client, once)
     assert replay.get_json()["error"] == "invalid_client"  # jti already used
-    for scope in ("system/Patient.rs", "", "user/Task.rs"):
+    for scope, says in (("system/Patient.rs", "none of the requested"), ("", "is required"),
+                        ("user/Task.rs", "none of the requested")):
         answer = token_request(world.client, assertion(client_id, fhir_auth.key), scope)
         assert (scope, answer.get_json()["error"]) == (scope, "invalid_scope")
+        description = answer.get_json()["error_description"]  # what to ask for instead
+        assert says in description and description.endswith(": system/Task.rs"), description
     wrong_grant = world.client.post("/auth/token", data={"grant_type": "password"})
     assert wrong_grant.get_json()["error"] == "unsupported_grant_type"
     with world.services.db.read() as c:
