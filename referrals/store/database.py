@@ -140,12 +140,12 @@ def dumps(value: Any) -> str:
     strings (`{1: "a", "1": "b"}`: one would be lost); so are integers beyond 64 bits,
     unpaired surrogates and nesting deeper than 254 levels, which it cannot write at all."""
     try:
-        text = orjson.dumps(value)
+        text = orjson.dumps(value).decode()
     except TypeError:
-        text = _with_non_string_keys(value)
-    if b"null" in text and _holds_non_finite(value):
+        text = _with_non_string_keys(value).decode()
+    if "null" in text and _holds_non_finite(value):
         raise UnstorableValue("a number is NaN or infinite, which JSON cannot hold")
-    return text.decode()
+    return text
 
 
 def loads(text: str | bytes) -> Any:
@@ -176,12 +176,28 @@ def _key_count(value: Any) -> int:
 
 
 def _holds_non_finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_holds_non_finite(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_holds_non_finite(v) for v in value)
+    """Whether a float in `value` is NaN or infinite (iterative, exact types first: it runs on
+    every value that holds a null, a referral's state among them)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is str or kind is int or item is None or kind is bool:
+            continue
+        if kind is float:
+            if not math.isfinite(item):
+                return True
+        elif kind is dict:
+            pending.extend(item.values())
+        elif kind is list or kind is tuple:
+            pending.extend(item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
     return False
 
 
