@@ -65,6 +65,9 @@ def load_private_key(path: Path, kid: str = "") -> tuple[RSAKey | ECKey, str, st
             key = ECKey.import_key(text)
     if not isinstance(key, RSAKey | ECKey) or not key.is_private:
         raise PeerError(f"{path} holds no RSA or EC private key")
+    if isinstance(key, ECKey) and key.curve_name != "P-384":
+        raise PeerError(f"{path} holds an EC key on {key.curve_name}: SMART Backend Services "
+                        "signs ES384 with a P-384 key, or RS384 with an RSA key")
     if not kid:
         key.ensure_kid()
         kid = str(key.kid)

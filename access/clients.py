@@ -14,7 +14,7 @@ from authlib.oauth2.rfc6749 import ClientMixin
 
 from access import scopes as smart_scopes
 from access.config import is_loopback
-from access.keys import check_public_jwks
+from access.keys import check_backend_keys, check_public_jwks
 from access.tables import clients, tokens
 from referrals.errors import RefloopError
 from referrals.store.database import Database
@@ -87,7 +87,7 @@ class ClientRegistry:
         if jwks_url:
             _check_jwks_url(jwks_url)
         if jwks is not None:
-            jwks = check_public_jwks(jwks)
+            jwks = check_backend_keys(check_public_jwks(jwks))
         wanted = smart_scopes.split(scopes)
         if not wanted:
             raise ClientError("give at least one --scope, e.g. --scope system/Task.rs")

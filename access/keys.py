@@ -50,6 +50,16 @@ def check_public_jwks(data: Any) -> dict[str, Any]:
     return data
 
 
+def check_backend_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """A checked JWK Set (check_public_jwks) of a Backend Services client: one of its keys
+    must verify what SMART asks the client to sign with, RS384 (an RSA key) or ES384 (an EC key
+    on P-384). A tenant's server may sign with others (ES256 on P-256), so only here."""
+    if not any(key["kty"] == "RSA" or key.get("crv") == "P-384" for key in data["keys"]):
+        raise JwksError("no key can sign as SMART Backend Services asks (RS384 with an RSA "
+                        "key, ES384 with an EC key on P-384)")
+    return data
+
+
 @dataclass
 class KeyCache:
     """JWK Sets by URL, kept for the publisher's max-age (5 minutes when it sends none, at most

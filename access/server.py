@@ -14,7 +14,12 @@ from typing import Any
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import InvalidClientError, OAuth2Request
+from authlib.oauth2.rfc6749 import (
+    InvalidClientError,
+    InvalidRequestError,
+    InvalidScopeError,
+    OAuth2Request,
+)
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
@@ -38,6 +43,22 @@ LEEWAY = 60  # seconds of clock skew tolerated
 
 class BackendServicesGrant(ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = [AUTH_METHOD]
+
+    def validate_requested_scope(self) -> None:
+        """invalid_scope, saying what to ask for: the client is authenticated by now, so its
+        registered scopes are named (authlib's text named neither what was wrong nor what to
+        ask for)."""
+        super().validate_requested_scope()
+        client: Client = self.request.client
+        requested = self.request.payload.scope or ""
+        if client.get_allowed_scope(requested) is not None:
+            return
+        registered = " ".join(client.scopes)[:300]
+        if not requested.strip():
+            raise InvalidScopeError(f"a scope is required (SMART Backend Services); this client "
+                                    f"registered: {registered}")
+        raise InvalidScopeError(f"none of the requested scopes is registered for this client; "
+                                f"it may ask for: {registered}")
 
 
 class ClientAssertion(JWTBearerClientAssertion):
@@ -107,7 +128,29 @@ class TokenRequest(FlaskOAuth2Request):
     def __init__(self, request: Any, uri: str) -> None:
         OAuth2Request.__init__(self, method=request.method, uri=uri, headers=request.headers)
         self._request = request
-        self.payload = FlaskOAuth2Payload(request)
+        self.payload = FormPayload(request)
+
+
+class FormPayload(FlaskOAuth2Payload):
+    """The token request's parameters: its form body alone (authlib's reads the query string
+    first, while the client's assertion is read from the form)."""
+
+    @property
+    def data(self) -> Any:
+        return self._request.form
+
+
+def check_parameters(request: Any) -> None:
+    """RFC 6749 3.2: the parameters come in the form body, each once; a query string or a
+    repeated parameter is refused, never read one way or the other."""
+    if request.query_string:
+        raise InvalidRequestError("send the parameters in the form body, not in the query "
+                                  "string (RFC 6749 3.2)")
+    repeated = sorted({name for name in request.form if len(request.form.getlist(name)) > 1})
+    if repeated:
+        named = ", ".join(name[:40] for name in repeated[:5])
+        raise InvalidRequestError(f"each parameter once (RFC 6749 3.2): {named} "
+                                  "was given more than once")
 
 
 class TokenServer(AuthorizationServer):
@@ -121,6 +164,7 @@ class TokenServer(AuthorizationServer):
     def token_response(self) -> Response:
         """The token endpoint's answer; every refusal is an OAuth error (RFC 6749 5.2)."""
         try:
+            check_parameters(flask_request)
             return self.create_token_response()
         except OAuth2Error as exc:  # raised before authlib's own handling (insecure_transport)
             return self.handle_error_response(None, exc)

@@ -138,6 +138,30 @@ class Portal:
                            f"server's limit of {limit} bytes; its first {len(first)} bytes "
                            "are kept)")
 
+    def refuse_late(self, link: Link, first: bytes, seconds: float) -> PortalError:
+        """An upload the web server's request deadline cut short (a slow line, a sender that
+        stopped): what arrived is kept."""
+        return self.refuse(link, [first], f"The file did not arrive within {seconds:g} seconds, "
+                           "so nothing was uploaded. Try again; if it happens again, call the "
+                           "referral team.", 408, detail=f" (the request deadline of {seconds:g}"
+                           f" s passed; its first {len(first)} bytes are kept)")
+
+    def refuse_unread(self, link: Link, raw: bytes, content_type: str) -> PortalError:
+        """A form that held no file the server could read, though it held bytes: the file came
+        as a field without a file name (as `curl -F 'note=<f'` sends it), or the multipart
+        framing is broken (another boundary, no closing one). The request is kept whole (the
+        web server bounds it), with its Content-Type, and nothing is taken."""
+        if self.core.quarantine is not None:
+            self.core.quarantine.put(
+                origin="http", kind="loop.upload", original=raw,
+                reason=f"upload for referral {link.referral_id} refused: no file part could be "
+                       "read (a part without a file name, or broken multipart framing); the "
+                       "whole request is kept", content_type=content_type[:128])
+        return PortalError("The file did not arrive as a file: the form sent it without a file "
+                           "name, or in a form the server could not read. Choose the PDF in "
+                           "the form (with curl: -F 'note=@file.pdf'). Nothing was uploaded.",
+                           400)
+
     def refuse_several(self, link: Link, sent: list[bytes]) -> PortalError:
         """A form that sent more than one file: each is kept (not their names, which may name
         the patient), none is taken."""

@@ -20,6 +20,7 @@ from datetime import date
 from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response as WResponse
 
 from loop import documents
@@ -61,19 +62,21 @@ def error_page(status: int) -> Response:
     return Response(html, status=status, headers=SECURITY)
 
 
-def oversized_upload(portal: Portal) -> Callable[[bytes, int], Response | None]:
-    """The answer to an upload over the web server's body limit (only its first part was read):
-    on a valid upload link, that part is kept for the link's referral and the upload page says
-    how large a file may be; a bad link gets its page, and nothing is kept. None for the other
-    paths under /loop (the too-large page)."""
-    def answer(first: bytes, limit: int) -> Response | None:
+def oversized_upload(portal: Portal) -> Callable[[bytes, float, str], Response | None]:
+    """The answer to an upload over the web server's body limit, or cut by its request deadline
+    (only its first part was read): on a valid upload link, that part is kept for the link's
+    referral and the upload page says how large a file may be, or that it did not arrive in
+    time; a bad link gets its page, and nothing is kept. None for the other paths under /loop
+    (the too-large page; a late request: the server's 408)."""
+    def answer(first: bytes, limit: float, problem: str) -> Response | None:
         if request.endpoint != UPLOAD_ENDPOINT or not request.view_args:
             return None
         token = str(request.view_args["token"])
         link, refusal = _opened(portal, token, UPLOAD)
         if link is None:
             return refusal
-        error = portal.refuse_oversized(link, first, limit)
+        error = portal.refuse_late(link, first, limit) if problem == "deadline" else \
+            portal.refuse_oversized(link, first, int(limit))
         return _upload_page(portal, link, token, str(error), error.status)
     return answer
 
@@ -113,10 +116,17 @@ def loop_blueprint(portal: Portal) -> Blueprint:
             assert answer is not None
             return answer
         limit = portal.config.max_upload_bytes + 1
-        parts = [(f.filename or "", f.stream.read(limit))
-                 for _, f in request.files.items(multi=True)]
+        raw = request.get_data(cache=True)  # the form parses this copy; kept whole if unread
+        try:
+            parts = [(f.filename or "", f.stream.read(limit))
+                     for _, f in request.files.items(multi=True)]
+            unnamed = any(request.form.values())  # a part without a filename is a field
+        except RequestEntityTooLarge:  # such a field over the form's memory limit
+            parts, unnamed = [], True
         sent = [(name, content) for name, content in parts if name or content]  # not empty inputs
         try:
+            if unnamed or (not parts and raw.strip()):  # a field, or framing nobody read
+                raise portal.refuse_unread(link, raw, request.content_type or "")
             if len(sent) > 1:
                 raise portal.refuse_several(link, [content for _, content in sent])
             name, content = sent[0] if sent else ("", b"")

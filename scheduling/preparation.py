@@ -4,6 +4,8 @@ turned into a QuestionnaireResponse (pure functions here; storing and sending ar
 
 from __future__ import annotations
 
+import math
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,6 +14,8 @@ from typing import Any
 
 TRANSLATION = "http://hl7.org/fhir/StructureDefinition/translation"
 SUPPORTED = ("string", "text", "boolean", "integer", "decimal", "date", "choice")
+_INTEGER = re.compile(r"[+-]?[0-9]{1,10}")
+_DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?")
 
 
 @dataclass(frozen=True)
@@ -84,9 +88,9 @@ def _answer(question: Question, raw: str) -> dict[str, Any]:
                 raise ValueError(raw)
             return {"valueBoolean": raw == "true"}
         if question.type == "integer":
-            return {"valueInteger": int(raw)}
+            return {"valueInteger": _integer(raw)}
         if question.type == "decimal":
-            return {"valueDecimal": float(raw)}
+            return {"valueDecimal": _decimal(raw)}
         if question.type == "date":
             return {"valueDate": date.fromisoformat(raw).isoformat()}
     except ValueError as exc:
@@ -97,6 +101,22 @@ def _answer(question: Question, raw: str) -> dict[str, Any]:
             raise AnswerError(question, "invalid")
         return {"valueCoding": {"code": chosen.value, "display": chosen.label}}
     return {"valueString": raw[:2000]}
+
+
+def _integer(raw: str) -> int:
+    """A FHIR integer (32-bit) in ASCII digits; Python's int() also reads `1_0` and other
+    scripts' digits."""
+    if not _INTEGER.fullmatch(raw) or not -2**31 <= (value := int(raw)) < 2**31:
+        raise ValueError(raw)
+    return value
+
+
+def _decimal(raw: str) -> float:
+    """A finite decimal in ASCII digits; Python's float() also reads nan, inf and 1e999 (JSON
+    holds none of them: NaN was stored as null)."""
+    if not _DECIMAL.fullmatch(raw) or not math.isfinite(value := float(raw)):
+        raise ValueError(raw)
+    return value
 
 
 def _flatten(items: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """JSON request bodies, parsed with a nesting limit: a body nested deeper than the limit is bad
 input with a clear message, never a RecursionError. Only JSON as RFC 8259 defines it: UTF-8 (a
-BOM tolerated, not UTF-16 or UTF-32), and no NaN, Infinity or number too large for a double."""
+BOM tolerated, not UTF-16 or UTF-32), and no NaN, Infinity, number too large for a double or
+integer beyond 64 bits (the store's JSON columns hold none of them as given)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def parse_json(raw: bytes, max_depth: int = MAX_DEPTH) -> Any:
         _check_depth(raw, max_depth)
     try:
         return json.loads(raw.decode("utf-8-sig"), parse_constant=_not_json,
-                          parse_float=_finite)
+                          parse_float=_finite, parse_int=_int64)
     except RecursionError as exc:  # unreachable after the depth check; kept as a guard
         raise _too_deep(max_depth) from exc
     except (UnicodeDecodeError, ValueError) as exc:
@@ -37,6 +38,13 @@ def _finite(text: str) -> float:
     value = float(text)
     if math.isinf(value):
         raise ValueError(f"the number {text[:20]}... is too large")
+    return value
+
+
+def _int64(text: str) -> int:
+    value = int(text)
+    if not -2**63 <= value < 2**64:
+        raise ValueError(f"the integer {text[:20]}... is beyond 64 bits")
     return value
 
 

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from fhir_http.reply import UNSTORABLE_ESCAPE, without_unstorable
 from referrals.errors import InboundError, PeerError
 from referrals.store.inbox import Inbox
 from referrals.store.schema import inbox
@@ -242,6 +243,8 @@ class NotificationHandler:
         if hook is None:
             raise InboundError("the hook of this notification no longer exists")
         body = json.loads(raw) if raw.strip() else None
+        if UNSTORABLE_ESCAPE.search(raw):  # U+0000, a surrogate: kept out, as in replies
+            body = without_unstorable(body)
         return hook, parse_notification(str(item.payload["method"]),
                                         str(item.payload["subpath"]), body)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,8 +14,9 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DontWrapMixin
 
-from referrals.errors import RefloopError
+from referrals.errors import InboundError, RefloopError
 
 
 class Database:
@@ -91,7 +94,7 @@ def connect(url: str, *, sqlite_synchronous: str = "NORMAL", pool_size: int = 5)
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     # hide_parameters: a database error's text (logged with its traceback) never carries the
     # statement's values, which hold patient references, free text and whole resources
-    options: dict[str, Any] = {"json_serializer": dumps, "json_deserializer": orjson.loads,
+    options: dict[str, Any] = {"json_serializer": dumps, "json_deserializer": loads,
                                "hide_parameters": True}
     try:
         if url.startswith("sqlite"):
@@ -120,15 +123,82 @@ def _create_private_sqlite(url: str) -> None:
     os.close(fd)
 
 
+class UnstorableValue(InboundError, DontWrapMixin):
+    """A value a JSON column cannot hold as given: refused, never written changed. Bad input
+    (no retry helps), raised as is from a statement (DontWrapMixin), on both databases."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"the value cannot be stored as JSON: {why}", code="value")
+
+
 def dumps(value: Any) -> str:
     """JSON columns are written with orjson (several times faster than the json module on
     resource bodies, task and provenance documents); dict keys that are not strings are
     written as strings, as the json module does (orjson's option for that is a slower path,
-    taken only for a value that needs it)."""
+    taken only for a value that needs it). What orjson would write changed is refused
+    (UnstorableValue): NaN and infinities (it writes null), keys that collide once written as
+    strings (`{1: "a", "1": "b"}`: one would be lost); so are integers beyond 64 bits,
+    unpaired surrogates and nesting deeper than 254 levels, which it cannot write at all."""
     try:
-        return orjson.dumps(value).decode()
+        text = orjson.dumps(value).decode()
     except TypeError:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+        text = _with_non_string_keys(value).decode()
+    if "null" in text and _holds_non_finite(value):
+        raise UnstorableValue("a number is NaN or infinite, which JSON cannot hold")
+    return text
+
+
+def loads(text: str | bytes) -> Any:
+    """A JSON column's value, read with orjson; a document it refuses is read by the json
+    module, which wrote NaN and Infinity into SQLite stores before orjson wrote them."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+def _with_non_string_keys(value: Any) -> bytes:
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError as exc:
+        raise UnstorableValue(str(exc)) from exc
+    if _key_count(orjson.loads(text)) != _key_count(value):
+        raise UnstorableValue("two keys of an object are the same once written as strings")
+    return text
+
+
+def _key_count(value: Any) -> int:
+    if isinstance(value, dict):
+        return len(value) + sum(_key_count(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(_key_count(v) for v in value)
+    return 0
+
+
+def _holds_non_finite(value: Any) -> bool:
+    """Whether a float in `value` is NaN or infinite (iterative, exact types first: it runs on
+    every value that holds a null, a referral's state among them)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is str or kind is int or item is None or kind is bool:
+            continue
+        if kind is float:
+            if not math.isfinite(item):
+                return True
+        elif kind is dict:
+            pending.extend(item.values())
+        elif kind is list or kind is tuple:
+            pending.extend(item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return False
 
 
 #: log pages after which a committing connection checkpoints the write-ahead log itself

@@ -6,16 +6,18 @@ the headers (a hook's secret and rate limit). Whatever goes wrong while a reques
 is answered here, with an OperationOutcome, and never reaches the application as a partial
 request: bad framing (400), a body cut short by the client (400), the deadline (408), a body over
 the limit (413), oversized headers (431). A route that has taken the body (an authenticated hook)
-is told, so it can keep what arrived in quarantine. A body over the limit that no route took goes
-to the application with its first 64 KiB and the mark `OVERSIZED` (refloop/oversized.py), so the
-answer is the path's own (an OperationOutcome, the area's page) and the area that knows the sender
-(an upload link) keeps that part.
+is told, so it can keep what arrived in quarantine. A body over the limit, or cut by the deadline
+once its headers were in, that no route took goes to the application with its first 64 KiB and
+the mark `OVERSIZED` or `TIMED_OUT` (refloop/oversized.py), so the answer is the path's own (an
+OperationOutcome, the area's page) and the area that knows the sender (an upload link) keeps
+that part.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections import deque
@@ -26,6 +28,7 @@ from urllib.parse import unquote_to_bytes
 import httptools
 
 from refloop.edge.head_rules import refusal as refuse_head
+from refloop.edge.head_rules import unknown_codings
 from refloop.edge.limits import EdgeLimits
 from refloop.edge.messages import (
     STATUS_LINES,
@@ -37,11 +40,14 @@ from refloop.edge.messages import (
     Upload,
     outcome,
 )
-from refloop.edge.wsgi import OVERSIZED, WSGIApp, build_environ, run_wsgi
+from refloop.edge.wsgi import OVERSIZED, TIMED_OUT, WSGIApp, build_environ, run_wsgi
 
 log = logging.getLogger("refloop.http")
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: a well-formed request line (RFC 9112 3): a method token, a target, a version
+_REQUEST_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [^\x00-\x20\x7f]+ "
+                           rb"HTTP/[0-9]\.[0-9]\r?\n")
 #: requests read ahead of their answers (pipelining) before the connection stops reading
 MAX_QUEUED = 8
 #: of a body over the limit that no route took, what the application is handed (to keep)
@@ -128,6 +134,8 @@ class EdgeConnection(asyncio.Protocol):
             if not self.closing:  # refused at its headers (head_rules); answered once
                 self._early(self.current or Pending(), outcome(
                     400, "not-supported", "protocol upgrades are not supported"))
+        except httptools.HttpParserInvalidMethodError as exc:  # a garbled line, or a method
+            self._framing(exc, unknown_method=_REQUEST_LINE.match(data) is not None)
         except httptools.HttpParserError as exc:
             self._framing(exc)
         if len(self.queue) >= MAX_QUEUED:  # a client sending ahead (pipelining) waits
@@ -234,6 +242,9 @@ class EdgeConnection(asyncio.Protocol):
         if not pending.queued:
             pending.queued = True
             self.queue.append(pending)
+        if not pending.keep_alive:  # RFC 9112 9.6: what follows is neither read nor answered
+            self.closing = True
+            self.linger = not self.eof
 
     # -- reading a request -----------------------------------------------------------------
 
@@ -263,7 +274,7 @@ class EdgeConnection(asyncio.Protocol):
             return outcome(505, "not-supported", f"HTTP/{head.version[:8]} is not served; "
                            "send HTTP/1.1")
         if route is None:
-            return None
+            return unknown_codings(head.headers)
         try:
             decision = route.begin(head)
         except Exception as exc:
@@ -300,13 +311,21 @@ class EdgeConnection(asyncio.Protocol):
             return
         if self._oversized(pending):
             self._hand_over(pending)
+        elif pending.head is not None and pending.upload is None and pending.answer is None:
+            pending.problem = "deadline"  # the app answers in the path's format (see above)
+            self._hand_over(pending)
         else:
             self._early(pending, self._incomplete(pending, "deadline"))
         self._advance()
 
-    def _framing(self, exc: Exception) -> None:
+    def _framing(self, exc: Exception, *, unknown_method: bool = False) -> None:
+        if self.closing:  # input after the last request we read (`Connection: close`)
+            return
         pending = self.current or Pending()
-        if pending.upload is not None:
+        if unknown_method:  # a well-formed request line with a method llhttp does not know
+            answer = outcome(501, "not-supported", "the method is not implemented here (methods "
+                             "are case-sensitive: GET, HEAD, POST, PUT, DELETE, OPTIONS)")
+        elif pending.upload is not None:
             answer = self._incomplete(pending, "framing")
         else:
             answer = outcome(400, "structure", f"bad HTTP request: {str(exc)[:200]}")
@@ -378,6 +397,8 @@ class EdgeConnection(asyncio.Protocol):
         environ = build_environ(pending.head, body, self.server.address)
         if pending.problem == "too-large":
             environ[OVERSIZED] = self.limits.max_body_bytes
+        elif pending.problem == "deadline":
+            environ[TIMED_OUT] = self.limits.request_seconds
         future = self.loop.run_in_executor(self.server.executor, run_wsgi, self.server.wsgi,
                                            environ)
         future.add_done_callback(lambda done: self._answered(pending, done, body))
@@ -395,7 +416,8 @@ class EdgeConnection(asyncio.Protocol):
 
     def _send(self, pending: Pending, answer: Answer) -> None:
         self.busy = False
-        keep_alive = pending.keep_alive and not self.closing and not self.eof
+        # the answers to requests read before the end say close on the last one only
+        keep_alive = pending.keep_alive and (bool(self.queue) or not (self.closing or self.eof))
         if answer.route or answer.content_type is not None:
             _log(pending, answer)  # before the answer leaves: a client may act on it at once
         if self.transport is not None and not self.transport.is_closing():
@@ -418,10 +440,14 @@ class EdgeConnection(asyncio.Protocol):
             extra = []
         for name, value in (*answer.headers, *extra):
             lines.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
-        lines.append(b"Content-Length: %d\r\nDate: %s\r\n" % (len(answer.body),
-                                                              self.server.date()))
+        if head is None or head.method != "HEAD" or answer.body:
+            lines.append(b"Content-Length: %d\r\n" % len(answer.body))
+        # else the application's, or none (RFC 9110 8.6: never a length GET would not send)
+        lines.append(b"Date: %s\r\n" % self.server.date())
         if not keep_alive:
             lines.append(b"Connection: close\r\n")
+        elif head is not None and head.version == "1.0":  # else it expects a close (9112 9.3)
+            lines.append(b"Connection: keep-alive\r\n")
         lines.append(b"\r\n")
         if head is None or head.method != "HEAD":
             lines.append(answer.body)

@@ -4,6 +4,9 @@
 - A protocol upgrade (`Upgrade` with `Connection: upgrade`) is not offered: 400.
 - An HTTP/1.1 request without `Host`, or any request with more than one `Host` line or an
   invalid one, is refused with 400 (RFC 9112 §3.2 says a server MUST).
+- A transfer coding other than chunked (`gzip, chunked`) is 501 (RFC 9112 §6.1) for the
+  application's paths (`unknown_codings`; a route of the edge decides for itself: a hook keeps
+  such a body): the application would read the coded bytes as the body.
 
 Each is answered once, and the connection then closes: what follows on it is not read.
 """
@@ -11,6 +14,7 @@ Each is answered once, and the connection then closes: what follows on it is not
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from refloop.edge.messages import Answer, outcome
 
@@ -38,3 +42,13 @@ def refusal(method: str, version: str, headers: list[tuple[str, str]],
     if hosts and not _HOST.fullmatch(hosts[0].strip(" \t")):
         return outcome(400, "structure", "the Host header is not a valid host[:port]")
     return None
+
+
+def unknown_codings(headers: Mapping[str, str]) -> Answer | None:
+    """501 for a transfer coding other than chunked (the edge decodes no other), or None."""
+    codings = [c.strip().lower() for c in headers.get("transfer-encoding", "").split(",")]
+    unknown = [c for c in codings if c and c != "chunked"]
+    if not unknown:
+        return None
+    return outcome(501, "not-supported", f"transfer coding {unknown[0][:32]!r} is not "
+                   "supported; send the body plain or chunked")

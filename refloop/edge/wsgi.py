@@ -20,6 +20,9 @@ _HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-leng
 #: set (to the body limit in bytes) when the body was over the limit: the request carries only
 #: its first part, and the application must refuse it (refloop/oversized.py)
 OVERSIZED = "refloop.oversized"
+#: set (to the request deadline in seconds) when the deadline cut the body short: the request
+#: carries what arrived (its first part), and the application must refuse it (same module)
+TIMED_OUT = "refloop.timed_out"
 
 
 def build_environ(head: Head, body: bytes, server: tuple[str, int]) -> dict[str, Any]:
@@ -79,5 +82,8 @@ def run_wsgi(app: WSGIApp, environ: dict[str, Any]) -> Answer:
     if not started:
         raise RuntimeError("the WSGI application did not call start_response")
     status, headers = started
-    kept = tuple((str(n), str(v)) for n, v in headers if n.lower() not in _HOP)
-    return Answer(int(str(status)[:3]), b"".join(written), kept, None)
+    # a HEAD answer keeps the application's Content-Length: the length GET would send
+    hop = _HOP - {"content-length"} if environ["REQUEST_METHOD"] == "HEAD" else _HOP
+    kept = tuple((str(n), str(v)) for n, v in headers if n.lower() not in hop)
+    body = b"" if hop is not _HOP else b"".join(written)  # HEAD: never a body
+    return Answer(int(str(status)[:3]), body, kept, None)

@@ -93,7 +93,8 @@ def warn_unmatched_tenants(services: Services, config: AccessConfig) -> None:
             return
         if tenant.sources and len(missing) == len(tenant.sources):
             log.warning(f"[[access.tenants]] {tenant.name}: no referral comes from its sources "
-                        f"({', '.join(tenant.sources)}), so its launches and tokens see none. "
+                        f"({', '.join(map(repr, tenant.sources))}), so its launches and tokens "
+                        "see none. "
                         "Compare its sources with the source keys 'refloop referrals list "
                         "--json' shows (until its first referral arrives, this is expected)")
 

@@ -93,13 +93,16 @@ def test_add_token_read_list_remove(server: tuple[str, dict[str, str]], tmp_path
      "no tenant"),
     (["--scope", "system/Task.rs", "--jwks-file", "PRIVATE"], "private key material"),
     (["--scope", "system/Task.rs", "--jwks-file", "NOKID"], "no kid"),
+    (["--scope", "system/Task.rs", "--jwks-file", "P256"], "P-384"),
 ])
 def test_add_explains_what_is_wrong(server: tuple[str, dict[str, str]], tmp_path: Path,
                                     args: list[str], message: str) -> None:
     _base, env = server
     key = ECKey.generate_key("P-384", private=True)
     files = {"PRIVATE": {"keys": [{**key.as_dict(private=True), "kid": "a"}]},
-             "NOKID": {"keys": [key.as_dict(private=False)]}}
+             "NOKID": {"keys": [key.as_dict(private=False)]},
+             "P256": {"keys": [ECKey.generate_key("P-256", parameters={"kid": "a"})
+                               .as_dict(private=False)]}}
     for name, body in files.items():
         (tmp_path / name).write_text(json.dumps(body))
     args = [str(tmp_path / a) if a in files else a for a in args]
@@ -149,3 +152,17 @@ def test_token_asks_for_the_registered_scopes(server: tuple[str, dict[str, str]]
     unknown = run(["clients", "token", "--client-id", "elsewhere", "--key", str(private)], env)
     assert unknown.exit_code == 2 and "pass them with --scope" in unknown.stderr
     assert "every scope the client registered" in run(["clients", "token", "--help"], env).output
+
+
+def test_token_says_which_keys_sign(server: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    """An EC private key on another curve than P-384 cannot sign ES384: one clear line, not a
+    traceback from the JOSE library."""
+    _base, env = server
+    private = tmp_path / "p256.jwk"
+    private.write_text(json.dumps(ECKey.generate_key("P-256", parameters={"kid": "k"},
+                                                     private=True).as_dict(private=True)))
+    result = CliRunner().invoke(main, ["clients", "token", "--client-id", "c", "--key",
+                                       str(private), "--scope", "system/Task.rs"], env=env)
+    assert result.exit_code == 1 and result.exception is not None
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "P-384" in result.stderr and "RSA" in result.stderr

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import sqlalchemy as sa
@@ -204,9 +205,12 @@ def test_the_token_endpoint_refuses_bad_assertions(world: World, fhir_auth: Any)
     assert token_request(world.client, once).status_code == 200
     replay = token_request(world.client, once)
     assert replay.get_json()["error"] == "invalid_client"  # jti already used
-    for scope in ("system/Patient.rs", "", "user/Task.rs"):
+    for scope, says in (("system/Patient.rs", "none of the requested"), ("", "is required"),
+                        ("user/Task.rs", "none of the requested")):
         answer = token_request(world.client, assertion(client_id, fhir_auth.key), scope)
         assert (scope, answer.get_json()["error"]) == (scope, "invalid_scope")
+        description = answer.get_json()["error_description"]  # what to ask for instead
+        assert says in description and description.endswith(": system/Task.rs"), description
     wrong_grant = world.client.post("/auth/token", data={"grant_type": "password"})
     assert wrong_grant.get_json()["error"] == "unsupported_grant_type"
     with world.services.db.read() as c:
@@ -218,6 +222,35 @@ def test_the_token_endpoint_refuses_bad_assertions(world: World, fhir_auth: Any)
             "client_assertion_type": ASSERTION_TYPE, "client_id": named,
             "client_assertion": assertion(client_id, fhir_auth.key)})
         assert answer.get_json().get("error") == error, (named, answer.get_data(as_text=True))
+
+
+def test_token_parameters_come_once_and_from_the_form_body(world: World, fhir_auth: Any
+                                                           ) -> None:
+    """RFC 6749 3.2: each parameter once, in the form body. A scope in the query string took
+    the place of the form's (the query won, and the assertion was read from the form), and a
+    repeated scope or assertion was read as its first value; both are invalid_request now,
+    and no token is issued."""
+    client_id = fhir_auth.client_id(world.services, "system/Task.rs system/Patient.rs")
+    form = {"grant_type": "client_credentials", "scope": "system/Task.rs",
+            "client_assertion_type": ASSERTION_TYPE}
+    queried = world.client.post("/auth/token?scope=system/Patient.rs", data={
+        **form, "client_assertion": assertion(client_id, fhir_auth.key)})
+    assert queried.status_code == 400, queried.get_data(as_text=True)
+    assert queried.get_json()["error"] == "invalid_request"
+    assert "query" in queried.get_json()["error_description"]
+    for name in ("scope", "grant_type", "client_assertion"):
+        body = [(k, v) for k, v in form.items()] + [
+            ("client_assertion", assertion(client_id, fhir_auth.key))]
+        body.append(next((k, v) for k, v in body if k == name))
+        answer = world.client.post("/auth/token", data=urlencode(body),
+                                   content_type="application/x-www-form-urlencoded")
+        assert answer.status_code == 400, (name, answer.get_data(as_text=True))
+        assert answer.get_json()["error"] == "invalid_request"
+        assert name in answer.get_json()["error_description"]
+    with world.services.db.read() as c:
+        assert c.execute(sa.select(sa.func.count()).select_from(token_table)).scalar() == 0
+    once = token_request(world.client, assertion(client_id, fhir_auth.key))
+    assert once.get_json()["scope"] == "system/Task.rs"
 
 
 def _hs256(client_id: str, key: ECKey) -> str:

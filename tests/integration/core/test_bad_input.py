@@ -131,7 +131,10 @@ def hook_rows() -> list[Row]:
     not_resource = [b"null", b"5", b'"text"', b"[]", b"[1]", b"true", b"{}", b"NaN",
                     b'{"resourceType": 5}', b'{"resourceType": "Foo"}', b'{"resourceType": ""}',
                     b'{"resourceType": "servicerequest"}', b'{"resourceType": null}',
-                    b'{"resourceType": ["Bundle"]}', b'{"resourceType": "Bundle\\u0000"}']
+                    b'{"resourceType": ["Bundle"]}', b'{"resourceType": "Bundle\\u0000"}',
+                    # a notification holding an integer no store holds as given (64 bits)
+                    changed(R4, ["entry", 0, "resource", "total"], 2**64),
+                    changed(R4, ["entry", 0, "resource", "total"], -2**63 - 1)]
     for n, body in enumerate(not_resource):
         rows.append(Row(f"hook-not-resource-{n}", http("POST", f"/hooks/{HOOK}", body), 400,
                         "structure", 1, body))
@@ -367,7 +370,7 @@ def auth_rows() -> list[Row]:
          f"&client_assertion={'A' * 200000}", "oauth:invalid_client"),
         (f"grant_type=client_credentials&client_assertion_type={assertion}"
          f"&client_assertion={FOREIGN}", "oauth:invalid_client"),
-        ("grant_type=client_credentials&grant_type=client_credentials", "oauth:invalid_client"),
+        ("grant_type=client_credentials&grant_type=client_credentials", "oauth:invalid_request"),
         ("grant_type=%00", "oauth:unsupported_grant_type"),
     ]
     for n, (body, expect) in enumerate(token_forms):

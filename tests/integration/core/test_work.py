@@ -12,7 +12,9 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from referrals.errors import InboundError, PeerError, RetryLater
@@ -307,3 +309,32 @@ def test_a_kind_is_claimed_by_its_handlers_batch_size_unless_worker_batch_is_set
     more = [services.work.enqueue("test.big", {}, key=f"c{n}") for n in range(12)]
     assert Worker(services.work, handlers, name="w2", batch=5).run_once() == 5  # the override
     assert seen[33:] == more[:5]
+
+
+@pytest.mark.parametrize("extra", [2**64, float("nan"), "a\ud800"],
+                         ids=["big-int", "nan", "surrogate"])
+def test_a_value_no_json_column_holds_quarantines_at_once(services: Services, extra: Any) -> None:
+    """A resource a JSON column cannot hold unchanged (from a peer's reply, say) is refused on
+    both databases, at the first attempt, with the reason; NaN is never stored as null."""
+    services.work.enqueue("test.store", {"inbox_id": 4}, key="j")
+
+    def store(_item: WorkItem) -> None:
+        services.resources.put({"resourceType": "Basic", "id": "b1", "extra": [extra]})
+
+    assert Worker(services.work, {"test.store": store}).drain() == 1
+    assert services.work.counts() == {"quarantined": 1}
+    [entry] = services.quarantine.list()
+    assert "cannot be stored as JSON" in entry.reason and entry.inbox_id == 4
+    assert services.resources.try_get("Basic", "b1") is None
+
+
+def test_a_sqlite_row_the_json_module_wrote_with_nan_still_reads(sqlite_services: Services
+                                                                 ) -> None:
+    """Before JSON columns were written with orjson, the json module wrote NaN and Infinity into
+    SQLite stores; orjson refuses to read them, which made such a row unreadable."""
+    sqlite_services.resources.put({"resourceType": "Basic", "id": "b1", "v": 1.5})
+    with sqlite_services.db.write() as c:
+        c.exec_driver_sql("UPDATE resources SET body = ?", (json.dumps(
+            {"resourceType": "Basic", "id": "b1", "v": [float("nan"), float("inf")]}),))
+    body = sqlite_services.resources.try_get("Basic", "b1")
+    assert body is not None and body["v"][1] == float("inf") and body["v"][0] != body["v"][0]

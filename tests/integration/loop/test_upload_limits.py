@@ -97,3 +97,54 @@ def test_refused_uploads_are_kept_and_answered_on_the_page(
     assert status == 404 and "This link does not work" in page and len(kept(services)) == 4
     status, _, page = post(edge, "/loop/n/whatever", big)  # no upload here: the 413 page
     assert status == 413 and "The request was too large" in page and len(kept(services)) == 4
+
+
+def test_a_form_with_no_file_it_can_read_is_refused_and_kept(
+        served: tuple[Services, RunningEdge, str]) -> None:
+    """A part with no filename (curl -F 'note=<file.pdf') is a form field, not a file, and a
+    form whose framing names another boundary holds no part at all: both were answered "Choose
+    a PDF file" with an empty entry kept, the PDF lost. Now the answer says what happened and
+    the request is kept whole; the link stays unused."""
+    services, edge, token = served
+    unnamed = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="note"\r\n'
+               'Content-Type: application/pdf\r\n\r\n').encode() + PDF + b"\r\n" + \
+        f"--{BOUNDARY}--\r\n".encode()
+    framed = multipart(("note.pdf", PDF)).replace(BOUNDARY.encode(), b"other")
+    for n, body in enumerate((unnamed, framed)):
+        status, _, page = post(edge, f"/loop/u/{token}", body)
+        assert status == 400 and "did not arrive as a file" in page, page[-600:]
+        assert kept(services)[n:] == [body]
+    assert all(services.store.list()[0].id in q.reason for q in services.quarantine.list())
+    assert post(edge, f"/loop/u/{token}", multipart(("note.pdf", PDF)))[0] == 200
+
+
+def test_an_upload_cut_by_the_request_deadline_gets_its_page_and_is_kept(
+        database_url: str, tmp_path: Path) -> None:
+    """A slow upload that the request deadline cuts (a slow line, a client that stops sending)
+    got the edge's JSON 408 and nothing was kept; now the upload link keeps what arrived and
+    shows its page (408), and the link stays unused."""
+    services = build_services(Settings(
+        var_dir=tmp_path / "var", database_url=database_url, http_request_timeout=0.5,
+        log_level="WARNING", sections={"loop": {"max_upload_bytes": 100_000}}))
+    referral = services.referrals.open(Referral(
+        id=new_referral_id(), source_key="hl7|CLINIC|ORM-2", service_request="ServiceRequest/2",
+        patient="Patient/p2"), Command("detect"))[0]
+    token = services.adapters["loop"].links.issue(referral.id, "upload", datetime.now(UTC))
+    edge = serve_in_thread(create_edge_app(services))
+    try:
+        body = multipart(("note.pdf", PDF + b"x" * 5000))
+        head = (f"POST /loop/u/{token} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data;"
+                f" boundary={BOUNDARY}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+            sock.sendall(head + body[:3000])  # and nothing more: the deadline answers
+            raw = b""
+            while chunk := sock.recv(65536):
+                raw += chunk
+        status_line, _, page = raw.decode("latin-1").partition("\r\n")
+        assert " 408 " in status_line and "did not arrive within" in page, raw[:400]
+        assert kept(services) == [body[:3000]]
+        assert referral.id in services.quarantine.list()[0].reason
+        assert post(edge, f"/loop/u/{token}", multipart(("note.pdf", PDF)))[0] == 200
+    finally:
+        edge.stop()
+        services.close()

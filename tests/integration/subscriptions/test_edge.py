@@ -258,6 +258,11 @@ def test_transfer_and_content_codings_we_do_not_decode_are_refused(
     status, _, outcome = parse_answer(raw_request(edge.port, gzipped + body))
     assert status == 415 and "content coding 'gzip'" in outcome["issue"][0]["diagnostics"]
     assert edge_services.inbox.counts() == {"rejected": 2}
+    for path in ("/auth/token", "/fhir/Task", "/loop/u/x"):  # the app's paths: the edge says
+        head = f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n" \
+            "Transfer-Encoding: chunked\r\n\r\n"
+        status, _, outcome = parse_answer(raw_request(edge.port, head.encode() + chunks))
+        assert (path, status, outcome["issue"][0]["code"]) == (path, 501, "not-supported")
     identity = put_head(hook, len(body)).replace(b"\r\n\r\n", b"\r\nContent-Encoding: "
                                                 b"identity\r\n\r\n")
     assert parse_answer(raw_request(edge.port, identity + body))[0] == 200
@@ -273,3 +278,54 @@ def test_a_request_line_with_another_http_version_is_505(edge: RunningEdge,
     assert status == 505 and outcome["issue"][0]["code"] == "not-supported"
     assert edge_services.inbox.counts() == {}
     assert parse_answer(raw_request(edge.port, put_head(hook, len(body)) + body))[0] == 200
+
+
+def answers(raw: bytes) -> list[tuple[int, str]]:
+    """Each answer in `raw`: its status and Connection header ('' when absent)."""
+    found = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines[1:])}
+        length = int(headers["content-length"])
+        found.append((int(lines[0].split()[1]), headers.get("connection", "")))
+        raw = rest[length:]
+    return found
+
+
+def test_connections_persist_and_close_as_rfc_9112_says(edge: RunningEdge) -> None:
+    """RFC 9112 9.3 and 9.6: nothing after a request that closes the connection is answered
+    (a pipelining client sends it again elsewhere; a 400 answer for it read as the answer to
+    its next request); an HTTP/1.0 client asking keep-alive is told it is kept; answers to
+    requests a half-closed client pipelined say close on the last one only."""
+    get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    close = get.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    assert answers(raw_request(edge.port, close + get, half_close=False)) == [(200, "close")]
+    old = b"GET /healthz HTTP/1.0\r\n\r\n"
+    assert answers(raw_request(edge.port, old + get, half_close=False)) == [(200, "close")]
+    kept = b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    assert answers(raw_request(edge.port, kept + close, half_close=False)) == [
+        (200, "keep-alive"), (200, "close")]
+    first, second, last = answers(raw_request(edge.port, get + get + get))
+    assert first == second == (200, "") and last[0] == 200  # the last: close once EOF is read
+
+
+def test_a_head_answer_gives_the_length_get_would(edge: RunningEdge) -> None:
+    """RFC 9110 8.6: a HEAD answer's Content-Length is the GET answer's, or absent (it was 0)."""
+    for path in ("/healthz", "/auth/token", "/nothing"):
+        get = raw_request(edge.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = raw_request(edge.port, f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        get_head, _, body = get.partition(b"\r\n\r\n")
+        head_head, _, nothing = head.partition(b"\r\n\r\n")
+        assert nothing == b"" and head_head.split(b"\r\n")[0] == get_head.split(b"\r\n")[0]
+        assert f"Content-Length: {len(body)}\r\n".encode() in head_head + b"\r\n", path
+
+
+def test_a_method_nobody_implements_is_501(edge: RunningEdge) -> None:
+    """RFC 9110 15.6.2: an unknown method (methods are case-sensitive: `get` is one) is 501, not
+    a 400 for bad framing; the connection then closes."""
+    for method in ("BREW", "get"):
+        raw = raw_request(edge.port, f"{method} /healthz HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        status, headers, outcome = parse_answer(raw)
+        assert (status, outcome["issue"][0]["code"]) == (501, "not-supported")
+        assert headers["connection"] == "close"

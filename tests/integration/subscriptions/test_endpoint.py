@@ -209,3 +209,24 @@ def test_a_nul_in_the_path_is_refused_not_a_server_error(listener: Any) -> None:
     reasons = [entry.reason for entry in services.quarantine.list()]
     assert len(reasons) == 3 and all("\x00" not in reason for reason in reasons)
     assert any("ServiceRequest/\\x00" in reason for reason in reasons)
+
+
+def test_a_forwarded_notification_leaves_out_what_no_store_holds(listener: Any) -> None:
+    """U+0000 and an unpaired surrogate in a notification's resources (FHIR strings hold
+    neither) are left out before it is forwarded, as for a server's replies: the forwarded work
+    item failed eight times on SQLite (surrogate) and was quarantined on PostgreSQL (NUL)."""
+    services = listener.services
+    hook = adapter(services).open_hook(server="http://payer.invalid/fhir", purpose="pas",
+                                       deliver_kind="pas.notification")
+    bundle = json.loads((FIXTURES / "backport-1.1.0/r4b/Bundle-r4b-notification-multi-resource"
+                         ".json").read_text())
+    bundle["entry"][-1]["resource"]["name"] = [{"family": "Nu\u0000ll \ud800x"}]
+    raw = json.dumps(bundle).encode()  # \u0000 and \ud800 as JSON escapes, as senders write them
+    assert b"\\u0000" in raw and b"\\ud800" in raw
+    assert requests.post(hook.url, data=raw, headers=auth(hook), timeout=5).status_code == 200
+    seen: list[dict[str, Any]] = []
+    Worker(services.work, {**all_handlers(services), "pas.notification":
+                           lambda item: seen.append(item.payload)}).drain()
+    assert services.quarantine.list() == []
+    [payload] = seen
+    assert payload["resources"][-1]["name"] == [{"family": "Null \ufffdx"}]

@@ -16,7 +16,7 @@ from scheduling.config import SchedulingConfigError, from_section
 from scheduling.i18n import TEXT, format_when
 from scheduling.ics import build_ics
 from scheduling.patient import language_of
-from scheduling.preparation import AnswerError, questions, to_response
+from scheduling.preparation import AnswerError, Question, questions, to_response
 from scheduling.reminders import plan
 from scheduling.replies import Intent, context_parts, parse_intent
 from scheduling.sources.ihe import declares_ihe, ihe_operations
@@ -97,6 +97,19 @@ def test_questionnaire_form_and_response() -> None:
     with pytest.raises(AnswerError):
         to_response(QUESTIONNAIRE, asked, {"q-diet": "true", "q-blood": "aspirin"},
                     subject="Patient/1", based_on="x", language="en")
+    # Python reads these as numbers; none is a FHIR decimal (NaN was stored as null) or integer
+    for weight in ("nan", "inf", "-Infinity", "1e999", "7_1"):
+        with pytest.raises(AnswerError):
+            to_response(QUESTIONNAIRE, asked, {"q-diet": "true", "q-blood": "none",
+                                               "q-weight": weight},
+                        subject="Patient/1", based_on="x", language="en")
+    count = [Question("n", "How many?", "integer")]
+    for number in ("2147483648", "99999999999999999999", "1_0", "\uff11"):
+        with pytest.raises(AnswerError):
+            to_response({}, count, {"q-n": number}, subject="Patient/1", based_on="x",
+                        language="en")
+    assert to_response({}, count, {"q-n": "-3"}, subject="Patient/1", based_on="x",
+                       language="en")["item"][0]["answer"] == [{"valueInteger": -3}]
 
 
 def test_configuration_errors_say_what_to_fix(tmp_path: Path) -> None:
