@@ -111,3 +111,20 @@ def test_prior_authorization_finds_the_v2_coverage(feed: Feed) -> None:
                     if e["resource"]["resourceType"] == "Coverage")
     assert coverage["subscriberId"] == "DHP-77001234"
     assert coverage["relationship"]["coding"][0]["code"] == "self"
+
+
+def test_patients_without_identifiers_on_one_policy_get_a_coverage_each(feed: Feed) -> None:
+    """Two patients sent without PID-3 (found by name and birth date alone) on one member id:
+    each referral's Coverage is for its own patient, not the one sent last."""
+    raw = fixture("../demo/v2_referral.hl7").decode().replace("V2-5521^^^NORTHCLINIC^MR", "")
+    for control, placer, name in (("NOID-1", "NOID-P1", "Novak^Elena"),
+                                  ("NOID-2", "NOID-P2", "Novak^Tom")):
+        ack = feed.send(raw.replace("DEMOV2-0001", control).replace("DEMO-V2-0001", placer)
+                        .replace("Novak^Elena^^^Ms^^L", name).encode())
+        assert ack is not None and b"MSA|AA|" in ack, ack
+    feed.drain()
+    made = feed.services.store.list(where=[referrals.c.source_key.like("hl7|%")])
+    assert len({r.patient for r in made}) == 2
+    for referral in made:
+        (link,) = resource(feed, referral.service_request)["insurance"]
+        assert resource(feed, link["reference"])["beneficiary"] == {"reference": referral.patient}
