@@ -61,3 +61,20 @@ def test_two_ids_with_one_short_id_are_named_as_ambiguous(services: Services,
     whole = CliRunner().invoke(main, ["--config", str(config), "referrals", "show",
                                       "aaaaaaaa", "--json"])
     assert whole.exit_code == 0 and TWINS[0] in whole.stdout
+
+
+def test_a_piece_shorter_than_a_short_id_names_no_referral(services: Services, database_url: str,
+                                                           tmp_path: Path) -> None:
+    """`cafe`, the end of a listed short id typed in part, must not act on the older referral
+    whose id begins with it: beginnings, like ends, need at least a short id's 8 characters."""
+    older, newer = "cafe0000-0000-4000-8000-000000000001", "01a2460e-0001-7000-8000-00000000cafe"
+    for rid in (older, newer):
+        opened(services, rid)
+    config = tmp_path / "refloop.toml"
+    config.write_text(f'database_url = "{database_url}"\nvar_dir = "{tmp_path / "var"}"\n',
+                      encoding="utf-8")
+    part = CliRunner().invoke(main, ["--config", str(config), "referrals", "show", "cafe"])
+    assert part.exit_code == 1 and "no referral cafe" in part.output, part.output
+    whole = CliRunner().invoke(main, ["--config", str(config), "referrals", "show", "cafe0000",
+                                      "--json"])
+    assert whole.exit_code == 0 and older in whole.stdout
