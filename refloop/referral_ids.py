@@ -21,7 +21,8 @@ SHOWN = 5
 
 def resolve_referral_id(store: Any, text: str) -> str:
     """The full id `text` names: itself when it exists, else the one id it ends or begins (at
-    least a short id's length of either); a ClickException that says what to do when it names none or several."""
+    least a short id's length of either); a ClickException that says what to do when it names
+    none or several."""
     def starting_with(prefix: str, limit: int) -> list[str]:
         return store.ids_starting_with(prefix, limit=limit) if len(prefix) >= SHORT else []
 

@@ -50,21 +50,21 @@ def test_the_ids_a_listing_prints_are_accepted(config: Path) -> None:
     shown = run(config, "referrals", "show", IDS[2][-8:])
     assert shown.exit_code == 0, shown.output
     assert f"Task/{IDS[2]}" in shown.stdout
-    assert run(config, "referrals", "show", "C0FFEE", "--json").exit_code == 0  # a beginning
+    assert run(config, "referrals", "show", "C0FFEE00", "--json").exit_code == 0  # a beginning
     longer = run(config, "referrals", "show", "8000-000000000003", "--json")
     assert longer.exit_code == 0 and IDS[2] in longer.stdout
 
 
 def test_an_ambiguous_or_unknown_prefix_says_so(config: Path) -> None:
-    ambiguous = run(config, "referrals", "show", "5eed")
+    ambiguous = run(config, "referrals", "show", "5eed0000")
     assert ambiguous.exit_code == 1
-    assert "5eed is ambiguous: 2 referral ids begin with it" in ambiguous.output
+    assert "5eed0000 is ambiguous: 2 referral ids begin with it" in ambiguous.output
     assert IDS[0] in ambiguous.output and IDS[1] in ambiguous.output
     unknown = run(config, "referrals", "show", "deadbeef")
     assert unknown.exit_code == 1 and "no referral deadbeef" in unknown.output
     odd = run(config, "referrals", "show", "%")
     assert odd.exit_code == 1 and "no referral %" in odd.output  # no LIKE wildcard
-    assert run(config, "outreach", "plan", "5eed").exit_code == 1  # the adapters' commands too
+    assert run(config, "outreach", "plan", "5eed0000").exit_code == 1  # the adapters' commands too
 
 
 @pytest.mark.parametrize("command", ["register", "reconcile"])
