@@ -389,24 +389,23 @@ def coverage_ids(mapped: Mapped, owner: str = "") -> dict[str, str]:
     derived from their keys: the patient (`owner`, else the mapping's) owns them
     (ids.owned_id), so a new patient's Coverage goes beside the patient in the indexes instead
     of at a random place, and a Coverage keyed by plan alone (no member id) is the patient's
-    own. A Coverage keyed by member id stays shared by every patient from before time-ordered
-    ids who has that member id, as it was; a patient without identifiers (found by name and
-    birth date) never shares one: its id is not time-ordered either, and sharing would make
-    every such patient on a family policy the beneficiary of the one sent last. Computed from
-    the mapping's ids, never from stored ones, so a mapping applied again (a batch run again)
-    gives the same ids."""
+    own. Every patient owns its Coverages, those from before time-ordered ids too (they get a
+    name-based id of their own): a Coverage shared by a family on one member id took the
+    beneficiary, relationship and subscriber of whichever member was sent last, and every other
+    member's referral pointed at it. Such a patient's next message gives it a Coverage of its
+    own; the shared one stays for the ServiceRequests that name it. Computed from the mapping's
+    ids, never from stored ones, so a mapping applied again (a batch run again) gives the same
+    ids."""
     owner = owner or (str(mapped.patient["id"]) if mapped.patient else "")
     if not owner:
         return {}
-    identified = bool((mapped.patient or {}).get("identifier"))
     ids: dict[str, str] = {}
     for coverage in mapped.coverages:
-        shared = identified and "subscriberId" in coverage  # keyed by the member id
-        ids[str(coverage["id"])] = owned_id(owner, str(coverage["id"]), shared=shared)
+        ids[str(coverage["id"])] = owned_id(owner, str(coverage["id"]))
         insured = str(coverage.get("subscriber", {}).get("reference", ""))
         if insured.startswith("RelatedPerson/"):
             person = insured.removeprefix("RelatedPerson/")
-            ids[person] = owned_id(owner, person, shared=shared)
+            ids[person] = owned_id(owner, person)
     return ids
 
 

@@ -41,17 +41,15 @@ def is_time_ordered(record_id: str) -> bool:
     return len(record_id) == 36 and record_id[14] == "7" and record_id[8] == "-"
 
 
-def owned_id(owner_id: str, derived_id: str, *, shared: bool = False) -> str:
+def owned_id(owner_id: str, derived_id: str) -> str:
     """The id of a record that belongs to one with a time-ordered id (a patient's Coverage):
     the owner's 48 bits of time, then 74 bits of a digest of the owner's id and `derived_id`,
     the record's id derived from its business key (a version 8 UUID, RFC 9562 section 5.8).
     The same owner and key always give the same id, and it goes beside its owner's in the
     indexes. An owner whose id is not time-ordered (records from before these ids, patients
-    without identifiers) gives a name-based id of the two instead, or `derived_id` itself
-    when the record is `shared` by every owner with its key (as such records were before)."""
+    without identifiers) gives a name-based id of the two instead."""
     if not is_time_ordered(owner_id):
-        return derived_id if shared else str(uuid.uuid5(uuid.NAMESPACE_URL,
-                                                         f"{owner_id}|{derived_id}"))
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{owner_id}|{derived_id}"))
     ms = int(owner_id[:8] + owner_id[9:13], 16)
     digest = int.from_bytes(hashlib.sha256(f"{owner_id}|{derived_id}".encode()).digest()[:10],
                             "big")

@@ -4,8 +4,12 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+import sqlalchemy as sa
+
+from hl7_bridge.tables import patient_ids
 from pas_client.config import Organization, PasConfig, PayerConfig
 from referrals.model import Referral
 from referrals.store.schema import referrals
@@ -113,18 +117,43 @@ def test_prior_authorization_finds_the_v2_coverage(feed: Feed) -> None:
     assert coverage["relationship"]["coding"][0]["code"] == "self"
 
 
-def test_patients_without_identifiers_on_one_policy_get_a_coverage_each(feed: Feed) -> None:
-    """Two patients sent without PID-3 (found by name and birth date alone) on one member id:
-    each referral's Coverage is for its own patient, not the one sent last."""
-    raw = fixture("../demo/v2_referral.hl7").decode().replace("V2-5521^^^NORTHCLINIC^MR", "")
-    for control, placer, name in (("NOID-1", "NOID-P1", "Novak^Elena"),
-                                  ("NOID-2", "NOID-P2", "Novak^Tom")):
-        ack = feed.send(raw.replace("DEMOV2-0001", control).replace("DEMO-V2-0001", placer)
+def send_family(feed: Feed, mrns: tuple[str, str], first: int = 0) -> list[Referral]:
+    """The demo referral for two patients (PID-3 `mrns`, empty: none) on one member id."""
+    raw = fixture("../demo/v2_referral.hl7").decode()
+    for n, (mrn, name) in enumerate(zip(mrns, ("Novak^Elena", "Novak^Tom"), strict=True),
+                                    start=first):
+        ack = feed.send(raw.replace("DEMOV2-0001", f"FAM-{n}").replace("DEMO-V2-0001", f"FP-{n}")
+                        .replace("V2-5521^^^NORTHCLINIC^MR", mrn)
                         .replace("Novak^Elena^^^Ms^^L", name).encode())
         assert ack is not None and b"MSA|AA|" in ack, ack
     feed.drain()
-    made = feed.services.store.list(where=[referrals.c.source_key.like("hl7|%")])
+    return feed.services.store.list(where=[referrals.c.source_key.like("hl7|%")])
+
+
+def assert_own_coverages(feed: Feed, made: list[Referral]) -> None:
     assert len({r.patient for r in made}) == 2
     for referral in made:
         (link,) = resource(feed, referral.service_request)["insurance"]
         assert resource(feed, link["reference"])["beneficiary"] == {"reference": referral.patient}
+
+
+def test_patients_without_identifiers_on_one_policy_get_a_coverage_each(feed: Feed) -> None:
+    """Two patients sent without PID-3 (found by name and birth date alone) on one member id:
+    each referral's Coverage is for its own patient, not the one sent last."""
+    assert_own_coverages(feed, send_family(feed, ("", "")))
+
+
+def test_patients_from_before_time_ordered_ids_on_one_policy_get_a_coverage_each(
+        feed: Feed) -> None:
+    """Two patients indexed under ids from before time-ordered ids (name-based UUIDs), on one
+    member id: each referral's Coverage is for its own patient, not the one sent last."""
+    mrns = ("FAM-A^^^NORTHCLINIC^MR", "FAM-B^^^NORTHCLINIC^MR")
+    send_family(feed, mrns)  # indexes both patients; then their ids become old ones
+    with feed.services.db.write() as conn:
+        for row in conn.execute(sa.select(patient_ids)).mappings().all():
+            conn.execute(patient_ids.update().where(
+                patient_ids.c.system == row["system"], patient_ids.c.value == row["value"])
+                .values(patient_id=str(uuid.uuid5(uuid.NAMESPACE_URL, row["value"]))))
+    made = [r for r in send_family(feed, mrns, first=2)
+            if uuid.UUID(r.patient.removeprefix("Patient/")).version == 5]
+    assert_own_coverages(feed, made)

@@ -59,9 +59,8 @@ def test_an_owned_id_sits_beside_its_owner_and_is_the_same_each_time() -> None:
     assert made != owned_id(owner, "another-key")
 
 
-def test_an_owner_from_before_time_ordered_ids_keeps_shared_records_as_they_were() -> None:
+def test_an_owner_from_before_time_ordered_ids_gets_a_name_based_id_of_its_own() -> None:
     old_owner, derived = str(uuid.uuid4()), "9f6525e2-9d23-55d7-95ad-d10bcd45af23"
-    assert owned_id(old_owner, derived, shared=True) == derived
     own = owned_id(old_owner, derived)
     assert own != derived and own == owned_id(old_owner, derived)
     assert own != owned_id(str(uuid.uuid4()), derived)
