@@ -14,7 +14,8 @@ What the process never changes:
 - when the process dies or does not answer in time (`timeout_for`: 10 seconds, more for a
   batch of over 1,000 messages; a batch takes it a few milliseconds per hundred messages), the
   batch is mapped here and a new process is started for the next one; while it starts, batches
-  are mapped here;
+  are mapped here, and one that has not started within `START_SECONDS` is ended and started
+  again;
 - the new patients and ServiceRequests it maps get their ids there (ids.py): the writer keeps
   them, and later messages find those records by identifier and referral key, not by id.
 
@@ -50,6 +51,9 @@ KEY_MAX = 512
 TIMEOUT_SECONDS = 10.0
 #: and this much more per message of a batch over 1,000 (mapping takes about 0.2 ms each)
 TIMEOUT_PER_MESSAGE = 0.01
+#: how long a new process may take to start (imports: about a second) before it is taken for
+#: hung, ended and started again; batches are mapped here meanwhile
+START_SECONDS = 60.0
 #: how often the mapping process checks that its worker still runs
 PARENT_CHECK_SECONDS = 1.0
 #: the fields of a mapping that travel back as JSON (the order's segments go by position)
@@ -86,6 +90,7 @@ class MappingProcess:
         self.min_batch = min_batch
         self.pool: ProcessPoolExecutor | None = None
         self.started: Future[bool] | None = None
+        self.started_at = 0.0
         self.lock = threading.Lock()
         #: set by `close`: no process is started again
         self.closed = False
@@ -132,12 +137,17 @@ class MappingProcess:
                     pool.shutdown(wait=False)
                     self.min_batch = 2**62  # not tried again by this worker
                     return None
-                self.pool = pool
+                self.pool, self.started_at = pool, time.monotonic()
                 return None  # starting (imports take a moment): this batch is mapped here
             assert self.started is not None
-            if not self.started.done():
+            if self.started.done():
+                return self.pool
+            if time.monotonic() - self.started_at <= START_SECONDS:
                 return None
-            return self.pool
+        log.warning("HL7 mapping process did not start in time; starting another",
+                    extra={"seconds": START_SECONDS})
+        self.stop()
+        return None
 
     def close(self) -> None:
         """Stop the process for good (the worker is stopping)."""

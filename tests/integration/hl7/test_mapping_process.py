@@ -107,6 +107,25 @@ def test_a_hung_process_leaves_its_batch_to_the_worker_in_time(
 
 
 @ON_SQLITE
+def test_a_process_hung_while_it_starts_is_replaced(
+        feed: Feed, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process stopped before it answered that it runs was waited for for ever: every batch
+    was mapped in the worker and the process never ended. It gets `START_SECONDS`."""
+    starting = MappingProcess(feed.adapter.applier.config, min_batch=1)
+    rows = [(ref("S1", "R-41"), "GPSYS^GPCLINIC")]
+    try:
+        assert starting.map_many(rows) is None  # starting: this batch is mapped in the worker
+        (child,) = starting.pool._processes.values()  # type: ignore[union-attr]
+        os.kill(child.pid, signal.SIGSTOP)  # as it imports (or, rarely, just after)
+        monkeypatch.setattr(mapper, "START_SECONDS", 0.0)
+        monkeypatch.setattr(mapper, "TIMEOUT_SECONDS", 0.0)
+        assert starting.map_many(rows) is None
+        assert ended(child.pid)
+    finally:
+        starting.close()
+
+
+@ON_SQLITE
 def test_closing_ends_a_hung_process_and_starts_no_other(
         feed: Feed, process: MappingProcess) -> None:
     assert process.pool is not None
