@@ -185,11 +185,12 @@ class Effects:
             self.put(_renamed(resource, owned))
 
     def put_service_request(self, sr: dict[str, Any], mapped: Mapped) -> None:
-        """The ServiceRequest, its insurance naming the Coverages as stored (`coverage_ids`)."""
+        """The ServiceRequest, its insurance naming the Coverages as stored (`coverage_ids`),
+        each once."""
         owned = coverage_ids(mapped)
         if owned:
-            sr["insurance"] = [{"reference": f"Coverage/{owned[str(c['id'])]}"}
-                               for c in mapped.coverages]
+            stored = dict.fromkeys(owned[str(c["id"])] for c in mapped.coverages)
+            sr["insurance"] = [{"reference": f"Coverage/{i}"} for i in stored]
         self.put(sr)
 
     # the referral -----------------------------------------------------------------------------

@@ -143,10 +143,11 @@ def _referral(msg: Message, mapped: Mapped, sender: str, config: SenderConfig) -
 
 
 def _insure(mapped: Mapped) -> None:
-    """ServiceRequest.insurance: the message's Coverages, in IN1 order."""
+    """ServiceRequest.insurance: the message's Coverages, in IN1 order, each once (an IN1
+    repeated is the same Coverage)."""
     if mapped.service_request is not None and mapped.coverages:
-        mapped.service_request["insurance"] = [{"reference": f"Coverage/{c['id']}"}
-                                               for c in mapped.coverages]
+        named = dict.fromkeys(c["id"] for c in mapped.coverages)
+        mapped.service_request["insurance"] = [{"reference": f"Coverage/{i}"} for i in named]
 
 
 def _order(msg: Message, mapped: Mapped, sender: str, config: SenderConfig) -> Mapped:

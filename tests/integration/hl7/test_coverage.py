@@ -157,3 +157,13 @@ def test_patients_from_before_time_ordered_ids_on_one_policy_get_a_coverage_each
     made = [r for r in send_family(feed, mrns, first=2)
             if uuid.UUID(r.patient.removeprefix("Patient/")).version == 5]
     assert_own_coverages(feed, made)
+
+
+def test_an_in1_sent_twice_is_named_once(feed: Feed) -> None:
+    """The same insurance repeated (same payer and member id) is one Coverage, named once by
+    the ServiceRequest: prior authorization took it for two and refused to choose."""
+    raw = fixture("../demo/v2_referral.hl7").decode()
+    in1 = next(line for line in raw.split("\r") if line.startswith("IN1|"))
+    referral = send_referral(feed, in1.replace("IN1|1|", "IN1|2|", 1) + "\r")
+    links = resource(feed, referral.service_request)["insurance"]
+    assert len(links) == 1, links
