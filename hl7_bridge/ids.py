@@ -26,19 +26,9 @@ import threading
 import uuid
 from collections import OrderedDict
 
-from referrals.ids import time_ordered_id
+from referrals.ids import is_time_ordered, time_of, time_ordered_id, timed_uuid
 
 __all__ = ["RecentIds", "owned_id", "recent_id", "time_ordered_id"]
-
-_VERSION_8 = 0x8 << 76
-_VARIANT = 0b10 << 62
-_RAND_A = (1 << 12) - 1
-_RAND_B = (1 << 62) - 1
-
-
-def is_time_ordered(record_id: str) -> bool:
-    """Whether `record_id` is a version 7 UUID in its usual text form."""
-    return len(record_id) == 36 and record_id[14] == "7" and record_id[8] == "-"
 
 
 def owned_id(owner_id: str, derived_id: str) -> str:
@@ -50,13 +40,8 @@ def owned_id(owner_id: str, derived_id: str) -> str:
     without identifiers) gives a name-based id of the two instead."""
     if not is_time_ordered(owner_id):
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{owner_id}|{derived_id}"))
-    ms = int(owner_id[:8] + owner_id[9:13], 16)
-    digest = int.from_bytes(hashlib.sha256(f"{owner_id}|{derived_id}".encode()).digest()[:10],
-                            "big")
-    value = (ms << 80) | _VERSION_8 | ((digest >> 62) & _RAND_A) << 64 | _VARIANT \
-        | (digest & _RAND_B)
-    text = f"{value:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    digest = hashlib.sha256(f"{owner_id}|{derived_id}".encode()).digest()
+    return timed_uuid(time_of(owner_id), 8, digest)
 
 
 class RecentIds:
